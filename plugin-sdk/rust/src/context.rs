@@ -1,0 +1,248 @@
+//! The per-instance context: identity, logging and state.
+//!
+//! The instance's state lives here, in the plugin process: the instance is the
+//! only writer of its own scope, so reads never leave the process. Every change
+//! is also recorded as a mutation, and the server ships the recorded mutations
+//! to the supervisor with the batch they were made in. The supervisor therefore
+//! always holds "state as of the last batch it accepted" without a round trip
+//! per call.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use oort_proto::plugin::v1 as pb;
+use oort_proto::Value;
+
+/// Why a state call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateError {
+    /// `get_counter` or `incr_counter` on a key that holds a plain value.
+    #[error("state key {key:?} holds a {found} value, not a counter")]
+    NotACounter {
+        /// The key that was asked for.
+        key: String,
+        /// The type of value it holds.
+        found: &'static str,
+    },
+    /// `incr_counter` would leave the signed 64-bit range.
+    #[error("counter {key:?} would overflow")]
+    Overflow {
+        /// The counter's key.
+        key: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Value(Value),
+    Counter(i64),
+}
+
+#[derive(Default)]
+struct StateStore {
+    slots: HashMap<String, Slot>,
+    pending: Vec<pb::StateMutation>,
+}
+
+/// What an extension instance knows about itself, and its state.
+///
+/// One context exists per opened instance: per rule, operator and (for
+/// functions) call site. A singleton object shared by several rules receives a
+/// different context for each of them, so their state never mixes.
+pub struct Context {
+    rule_id: String,
+    instance_id: String,
+    operator_id: String,
+    logger: Logger,
+    state: Mutex<StateStore>,
+}
+
+impl Context {
+    pub(crate) fn new(spec: pb::InstanceSpec) -> Context {
+        let mut store = StateStore::default();
+        for entry in spec.state {
+            let slot = match entry.entry {
+                Some(pb::state_entry::Entry::Counter(c)) => Slot::Counter(c),
+                Some(pb::state_entry::Entry::Value(v)) => Slot::Value(v.into()),
+                None => continue,
+            };
+            store.slots.insert(entry.key, slot);
+        }
+        let logger = Logger { rule_id: spec.rule_id.clone(), instance_id: spec.instance_id.clone() };
+        Context {
+            rule_id: spec.rule_id,
+            instance_id: spec.instance_id,
+            operator_id: spec.operator_id,
+            logger,
+            state: Mutex::new(store),
+        }
+    }
+
+    /// The id of the rule this instance belongs to.
+    pub fn rule_id(&self) -> &str {
+        &self.rule_id
+    }
+
+    /// The supervisor-assigned id of this instance.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The operator within the rule (e.g. `source`, `op_projection_0`, `sink_0`).
+    pub fn operator_id(&self) -> &str {
+        &self.operator_id
+    }
+
+    /// A logger whose lines carry this instance's rule and instance ids. Lines go
+    /// to stderr, which the supervisor forwards into its own log.
+    pub fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
+    /// Stores `value` under `key`, replacing a value or counter.
+    pub fn put_state(&self, key: &str, value: Value) {
+        let mut s = self.lock();
+        s.pending.push(pb::StateMutation {
+            key: key.to_string(),
+            op: Some(pb::state_mutation::Op::Put(value.clone().into())),
+        });
+        s.slots.insert(key.to_string(), Slot::Value(value));
+    }
+
+    /// The value under `key`, or `None` when there is none. A counter reads as
+    /// an integer value.
+    pub fn get_state(&self, key: &str) -> Option<Value> {
+        match self.lock().slots.get(key) {
+            Some(Slot::Value(v)) => Some(v.clone()),
+            Some(Slot::Counter(c)) => Some(Value::Int(*c)),
+            None => None,
+        }
+    }
+
+    /// Removes `key`. Removing an absent key is not an error.
+    pub fn delete_state(&self, key: &str) {
+        let mut s = self.lock();
+        if s.slots.remove(key).is_some() {
+            s.pending.push(pb::StateMutation { key: key.to_string(), op: Some(pb::state_mutation::Op::Delete(true)) });
+        }
+    }
+
+    /// Adds `amount` to the counter under `key` (created at 0) and returns the
+    /// new count.
+    pub fn incr_counter(&self, key: &str, amount: i64) -> Result<i64, StateError> {
+        let mut s = self.lock();
+        let current = match s.slots.get(key) {
+            None => 0,
+            Some(Slot::Counter(c)) => *c,
+            Some(Slot::Value(v)) => return Err(StateError::NotACounter { key: key.into(), found: v.type_name() }),
+        };
+        let next = current.checked_add(amount).ok_or_else(|| StateError::Overflow { key: key.into() })?;
+        s.slots.insert(key.to_string(), Slot::Counter(next));
+        // Only the newest absolute value matters: collapse repeated increments of
+        // the same key within one batch instead of shipping each of them.
+        if let Some(last) = s.pending.last_mut() {
+            if last.key == key && matches!(last.op, Some(pb::state_mutation::Op::Counter(_))) {
+                last.op = Some(pb::state_mutation::Op::Counter(next));
+                return Ok(next);
+            }
+        }
+        s.pending.push(pb::StateMutation { key: key.to_string(), op: Some(pb::state_mutation::Op::Counter(next)) });
+        Ok(next)
+    }
+
+    /// The count under `key`: 0 when absent, an error when the key holds a
+    /// plain value.
+    pub fn get_counter(&self, key: &str) -> Result<i64, StateError> {
+        match self.lock().slots.get(key) {
+            None => Ok(0),
+            Some(Slot::Counter(c)) => Ok(*c),
+            Some(Slot::Value(v)) => Err(StateError::NotACounter { key: key.into(), found: v.type_name() }),
+        }
+    }
+
+    /// Takes the mutations recorded since the last call, in order.
+    pub(crate) fn take_mutations(&self) -> Vec<pb::StateMutation> {
+        std::mem::take(&mut self.lock().pending)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StateStore> {
+        // A panic inside a user callback must not make the state unusable: the
+        // map itself is always consistent between two statements above.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Logs lines tagged with the instance's rule and instance ids.
+pub struct Logger {
+    rule_id: String,
+    instance_id: String,
+}
+
+impl Logger {
+    /// Logs at debug level.
+    pub fn debug(&self, msg: impl std::fmt::Display) {
+        tracing::debug!(rule = %self.rule_id, instance = %self.instance_id, "{msg}");
+    }
+    /// Logs at info level.
+    pub fn info(&self, msg: impl std::fmt::Display) {
+        tracing::info!(rule = %self.rule_id, instance = %self.instance_id, "{msg}");
+    }
+    /// Logs at warn level.
+    pub fn warn(&self, msg: impl std::fmt::Display) {
+        tracing::warn!(rule = %self.rule_id, instance = %self.instance_id, "{msg}");
+    }
+    /// Logs at error level.
+    pub fn error(&self, msg: impl std::fmt::Display) {
+        tracing::error!(rule = %self.rule_id, instance = %self.instance_id, "{msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(state: Vec<pb::StateEntry>) -> Context {
+        Context::new(pb::InstanceSpec {
+            instance_id: "i1".into(),
+            rule_id: "r1".into(),
+            state,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_five_calls_follow_ekuiper_semantics() {
+        let c = ctx(vec![]);
+        assert_eq!(c.get_state("a"), None);
+        assert_eq!(c.get_counter("n"), Ok(0));
+        assert_eq!(c.incr_counter("n", 5), Ok(5));
+        assert_eq!(c.incr_counter("n", -2), Ok(3));
+        c.put_state("a", Value::from("x"));
+        assert_eq!(c.get_state("a"), Some(Value::from("x")));
+        assert!(matches!(c.get_counter("a"), Err(StateError::NotACounter { .. })));
+        c.delete_state("a");
+        assert_eq!(c.get_state("a"), None);
+        assert_eq!(c.incr_counter("n", i64::MAX), Err(StateError::Overflow { key: "n".into() }));
+    }
+
+    #[test]
+    fn mutations_are_recorded_in_order_and_collapsed_per_counter() {
+        let c = ctx(vec![]);
+        c.incr_counter("n", 1).unwrap();
+        c.incr_counter("n", 1).unwrap();
+        c.put_state("a", Value::Int(1));
+        c.delete_state("a");
+        c.delete_state("never-there");
+        let m = c.take_mutations();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].op, Some(pb::state_mutation::Op::Counter(2)));
+        assert_eq!(m[2].op, Some(pb::state_mutation::Op::Delete(true)));
+        assert!(c.take_mutations().is_empty());
+    }
+
+    #[test]
+    fn restored_state_is_visible() {
+        let c = ctx(vec![pb::StateEntry { key: "n".into(), entry: Some(pb::state_entry::Entry::Counter(41)) }]);
+        assert_eq!(c.incr_counter("n", 1), Ok(42));
+    }
+}

@@ -1,0 +1,229 @@
+//! The three extension kinds and the description of what an executable exports.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use oort_proto::{Record, Value};
+
+use crate::context::Context;
+
+/// The error type extensions return: anything that can be displayed.
+/// `Err("message".into())` and `?` on any `std::error::Error` both work.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Properties of a source or sink, from the stream definition or rule action.
+pub type Props = BTreeMap<String, Value>;
+
+/// What the rule engine knows about one function argument when a rule is created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArgSpec {
+    /// The argument as written in SQL, e.g. `name`, `'a b'` or `x + 1`.
+    pub expression: String,
+    /// The literal value, when the argument is a literal.
+    pub literal: Option<Value>,
+    /// The column name, when the argument is a plain column reference.
+    pub column: Option<String>,
+}
+
+/// A function callable from SQL, like eKuiper's `api.Function`.
+///
+/// `exec` takes `&self` so one object can serve many rules (singleton export);
+/// per-rule data belongs in the [`Context`]'s state.
+pub trait Function: Send + Sync + 'static {
+    /// Checks the call's arguments when a rule is created. Return an error that
+    /// names the problem, e.g. "expects 2 arguments, got 1".
+    fn validate(&self, _args: &[ArgSpec]) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Computes the result for one row of arguments.
+    fn exec(&self, ctx: &Context, args: &[Value]) -> Result<Value, BoxError>;
+
+    /// Whether the function aggregates over a group of rows.
+    fn is_aggregate(&self) -> bool {
+        false
+    }
+}
+
+/// A source of records, like eKuiper's `api.Source` (pull style).
+pub trait Source: Send + 'static {
+    /// Prepares the instance: `datasource` is the stream's `DATASOURCE`.
+    fn open(&mut self, ctx: &Context, datasource: &str, props: &Props) -> Result<(), BoxError>;
+
+    /// Appends up to `max` records to `out`. It may block while nothing is
+    /// available, but should return (possibly with nothing) within about
+    /// 100 ms so that a close is noticed promptly.
+    fn read(&mut self, ctx: &Context, out: &mut Vec<Record>, max: usize) -> Result<(), BoxError>;
+
+    /// Whether the source can replay from an offset ([`Source::offset`] and
+    /// [`Source::rewind`] are implemented).
+    fn rewindable(&self) -> bool {
+        false
+    }
+
+    /// The offset after the last record returned by `read`.
+    fn offset(&self) -> Option<Value> {
+        None
+    }
+
+    /// Repositions the source so the next record read follows `offset`.
+    fn rewind(&mut self, _ctx: &Context, _offset: &Value) -> Result<(), BoxError> {
+        Err("this source is not rewindable".into())
+    }
+
+    /// Releases the instance's resources.
+    fn close(&mut self, _ctx: &Context) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// A sink for records, like eKuiper's `api.Sink`, with optional two-phase
+/// commit hooks for exactly-once delivery.
+pub trait Sink: Send + 'static {
+    /// Prepares the instance with the rule action's properties.
+    fn open(&mut self, ctx: &Context, props: &Props) -> Result<(), BoxError>;
+
+    /// Accepts one batch of records.
+    fn collect(&mut self, ctx: &Context, records: &[Record]) -> Result<(), BoxError>;
+
+    /// Whether the sink implements the two-phase-commit hooks.
+    fn transactional(&self) -> bool {
+        false
+    }
+
+    /// Makes everything collected so far durable but not yet visible, and
+    /// returns a handle that [`Sink::commit`] or [`Sink::abort`] will receive,
+    /// possibly in a later process after a crash.
+    fn pre_commit(&mut self, _ctx: &Context, _checkpoint_id: u64) -> Result<Value, BoxError> {
+        Ok(Value::Null)
+    }
+
+    /// Makes a pre-committed checkpoint visible.
+    fn commit(&mut self, _ctx: &Context, _checkpoint_id: u64, _handle: &Value) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Discards a pre-committed checkpoint.
+    fn abort(&mut self, _ctx: &Context, _checkpoint_id: u64, _handle: &Value) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Flushes and releases the instance's resources.
+    fn close(&mut self, _ctx: &Context) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// How one symbol is exported, after eKuiper's two export styles.
+pub enum Export<T> {
+    /// A factory: each rule gets a fresh object, and the supervisor runs one
+    /// process per rule. The recommended style.
+    Constructor(Box<dyn Fn() -> T + Send + Sync>),
+    /// One object shared by every rule, in one shared process. For stateless,
+    /// performance-critical functions.
+    Singleton(T),
+}
+
+impl<T> Export<T> {
+    /// Exports a factory.
+    pub fn constructor(make: impl Fn() -> T + Send + Sync + 'static) -> Export<T> {
+        Export::Constructor(Box::new(make))
+    }
+
+    /// Exports one shared object.
+    pub fn singleton(object: T) -> Export<T> {
+        Export::Singleton(object)
+    }
+
+    fn is_singleton(&self) -> bool {
+        matches!(self, Export::Singleton(_))
+    }
+}
+
+/// A source or sink object, behind a mutex because its methods take `&mut self`.
+pub(crate) type Shared<T> = Arc<Mutex<Box<T>>>;
+
+/// Produces the object for a newly opened instance.
+pub(crate) enum Factory<T: ?Sized> {
+    Constructor(Box<dyn Fn() -> Box<T> + Send + Sync>),
+    Singleton(Shared<T>),
+}
+
+impl<T: ?Sized> Factory<T> {
+    pub(crate) fn make(&self) -> Shared<T> {
+        match self {
+            Factory::Constructor(make) => Arc::new(Mutex::new(make())),
+            Factory::Singleton(object) => object.clone(),
+        }
+    }
+}
+
+pub(crate) enum FunctionFactory {
+    Constructor(Box<dyn Fn() -> Arc<dyn Function> + Send + Sync>),
+    Singleton(Arc<dyn Function>),
+}
+
+impl FunctionFactory {
+    pub(crate) fn make(&self) -> Arc<dyn Function> {
+        match self {
+            FunctionFactory::Constructor(make) => make(),
+            FunctionFactory::Singleton(object) => object.clone(),
+        }
+    }
+
+    /// An object to ask `validate` and `is_aggregate`, which need no instance.
+    pub(crate) fn probe(&self) -> Arc<dyn Function> {
+        self.make()
+    }
+}
+
+/// Everything one plugin executable exports.
+pub struct Plugin {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) functions: Vec<(String, bool, FunctionFactory)>,
+    pub(crate) source: Option<(bool, Factory<dyn Source>)>,
+    pub(crate) sink: Option<(bool, Factory<dyn Sink>)>,
+}
+
+impl Plugin {
+    /// A plugin named `name` (the executable's name, following eKuiper's naming
+    /// rule `^[A-Za-z0-9_-]+$`) at `version`.
+    pub fn new(name: &str, version: &str) -> Plugin {
+        Plugin { name: name.into(), version: version.into(), functions: Vec::new(), source: None, sink: None }
+    }
+
+    /// Exports a function under the SQL name `name`. One plugin may export
+    /// several functions.
+    pub fn function<F: Function>(mut self, name: &str, export: Export<F>) -> Plugin {
+        let singleton = export.is_singleton();
+        let factory = match export {
+            Export::Constructor(make) => FunctionFactory::Constructor(Box::new(move || Arc::new(make()))),
+            Export::Singleton(object) => FunctionFactory::Singleton(Arc::new(object)),
+        };
+        self.functions.push((name.to_string(), singleton, factory));
+        self
+    }
+
+    /// Exports a source named after the plugin.
+    pub fn source<S: Source>(mut self, export: Export<S>) -> Plugin {
+        let singleton = export.is_singleton();
+        let factory = match export {
+            Export::Constructor(make) => Factory::Constructor(Box::new(move || Box::new(make()) as Box<dyn Source>)),
+            Export::Singleton(object) => Factory::Singleton(Arc::new(Mutex::new(Box::new(object) as Box<dyn Source>))),
+        };
+        self.source = Some((singleton, factory));
+        self
+    }
+
+    /// Exports a sink named after the plugin.
+    pub fn sink<S: Sink>(mut self, export: Export<S>) -> Plugin {
+        let singleton = export.is_singleton();
+        let factory = match export {
+            Export::Constructor(make) => Factory::Constructor(Box::new(move || Box::new(make()) as Box<dyn Sink>)),
+            Export::Singleton(object) => Factory::Singleton(Arc::new(Mutex::new(Box::new(object) as Box<dyn Sink>))),
+        };
+        self.sink = Some((singleton, factory));
+        self
+    }
+}

@@ -1,0 +1,45 @@
+//! Write Oort plugins in Rust.
+//!
+//! An Oort plugin is an executable that the `oort` supervisor starts and talks to
+//! over a Unix socket. This crate does the whole handshake; you write the
+//! extension, the way you would write an eKuiper Go plugin:
+//!
+//! ```no_run
+//! use oort_plugin::{serve, BoxError, Context, Export, Function, Plugin, Value};
+//!
+//! struct Echo;
+//!
+//! impl Function for Echo {
+//!     fn exec(&self, _ctx: &Context, args: &[Value]) -> Result<Value, BoxError> {
+//!         args.first().cloned().ok_or_else(|| "echo needs one argument".into())
+//!     }
+//! }
+//!
+//! fn main() {
+//!     serve(Plugin::new("echo", "1.0.0").function("echo", Export::singleton(Echo)));
+//! }
+//! ```
+//!
+//! # Layout
+//! - [`Function`], [`Source`], [`Sink`]: the three extension kinds, as in eKuiper.
+//! - [`Context`]: rule and instance identity, a logger, and the five state calls
+//!   (`put_state`, `get_state`, `delete_state`, `incr_counter`, `get_counter`).
+//! - [`Plugin`] and [`Export`]: what the executable exports, each symbol either as a
+//!   constructor (a fresh object per rule) or as a singleton (one shared object).
+//! - [`serve`]: the one entry point; it never returns.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod context;
+mod export;
+mod server;
+
+pub use context::{Context, Logger, StateError};
+pub use export::{ArgSpec, BoxError, Export, Function, Plugin, Props, Sink, Source};
+pub use oort_proto::{Record, Value};
+pub use server::serve;
+
+/// The SDK's name as reported in `Describe`.
+pub const SDK_NAME: &str = "oort-plugin-rust";
+/// The SDK's version as reported in `Describe`.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");

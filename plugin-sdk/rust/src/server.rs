@@ -1,0 +1,527 @@
+//! The plugin side of the handshake and the four plugin services.
+//!
+//! `serve` reads the environment the supervisor sets, binds the socket it names,
+//! serves `oort.plugin.v1` plus `grpc.health.v1` and server reflection, and exits
+//! when asked to (Shutdown RPC, SIGTERM or SIGINT), removing its socket first.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use oort_proto::plugin::v1 as pb;
+use oort_proto::plugin::v1::function_server::{Function as FunctionService, FunctionServer};
+use oort_proto::plugin::v1::plugin_server::{Plugin as PluginService, PluginServer};
+use oort_proto::plugin::v1::sink_server::{Sink as SinkService, SinkServer};
+use oort_proto::plugin::v1::source_server::{Source as SourceService, SourceServer};
+use oort_proto::{Record, Value};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::context::Context;
+use crate::export::{ArgSpec, Function, FunctionFactory, Plugin, Shared, Sink, Source};
+
+/// Exit code for a handshake the plugin cannot take part in (wrong or missing
+/// environment, unsupported protocol version). Mirrors sysexits' EX_CONFIG.
+const EXIT_HANDSHAKE: i32 = 78;
+
+/// Runs the plugin until the supervisor stops it, then exits the process.
+///
+/// Run by hand (without the supervisor's environment) it prints what it is and
+/// exits with status 78.
+pub fn serve(plugin: Plugin) -> ! {
+    init_logging();
+    let socket = match std::env::var_os("OORT_PLUGIN_SOCKET") {
+        Some(s) => PathBuf::from(s),
+        None => {
+            eprintln!(
+                "{} is an Oort plugin: it is started by the `oort` supervisor, not by hand \
+                 (OORT_PLUGIN_SOCKET is not set; see docs/protocol.md)",
+                plugin.name
+            );
+            std::process::exit(EXIT_HANDSHAKE);
+        }
+    };
+    let offered = std::env::var("OORT_PROTOCOL_VERSIONS").unwrap_or_default();
+    let speaks = offered.split(',').filter_map(|v| v.trim().parse::<u32>().ok()).any(|v| v == oort_proto::PROTOCOL_VERSION);
+    if !speaks {
+        eprintln!(
+            "{}: the supervisor offers protocol versions {offered:?}, this plugin speaks only {}",
+            plugin.name,
+            oort_proto::PROTOCOL_VERSION
+        );
+        std::process::exit(EXIT_HANDSHAKE);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fatal(&format!("cannot start the async runtime: {e}")));
+    let code = runtime.block_on(run(plugin, socket.clone()));
+    let _ = std::fs::remove_file(&socket);
+    std::process::exit(code);
+}
+
+fn fatal(msg: &str) -> ! {
+    eprintln!("oort plugin: {msg}");
+    std::process::exit(1);
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OORT_LOG").unwrap_or_else(|_| "info".into());
+    // Plain lines without ANSI colours: the supervisor re-emits each line as its
+    // own tracing event.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).try_init();
+}
+
+async fn run(plugin: Plugin, socket: PathBuf) -> i32 {
+    let listener = match bind(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", socket.display());
+            return 1;
+        }
+    };
+    let state = Arc::new(Served { plugin, instances: Mutex::new(HashMap::new()), stop: Notify::new() });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in ["", "oort.plugin.v1.Plugin", "oort.plugin.v1.Function", "oort.plugin.v1.Source", "oort.plugin.v1.Sink"] {
+        health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(oort_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .unwrap_or_else(|e| fatal(&format!("cannot build the reflection service: {e}")));
+
+    let handle = Handle(state.clone());
+    let stop = state.clone();
+    let shutdown = async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = stop.stop.notified() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let result = tonic::transport::Server::builder()
+        // Unix sockets have no bandwidth-delay product to speak of: large windows
+        // let one batch stream run without waiting for WINDOW_UPDATEs.
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(PluginServer::new(handle.clone()))
+        .add_service(FunctionServer::new(handle.clone()).max_decoding_message_size(64 << 20))
+        .add_service(SourceServer::new(handle.clone()))
+        .add_service(SinkServer::new(handle).max_decoding_message_size(64 << 20))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    state.close_all();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("plugin server failed: {e}");
+            1
+        }
+    }
+}
+
+/// Binds the socket, refusing to steal a path that a live process listens on.
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another process is listening there"));
+        }
+        std::fs::remove_file(path)?;
+    }
+    UnixListener::bind(path)
+}
+
+enum Instance {
+    Function(Arc<dyn Function>, Arc<Context>),
+    Source(Shared<dyn Source>, Arc<Context>, Arc<AtomicBool>),
+    Sink(Shared<dyn Sink>, Arc<Context>),
+}
+
+struct Served {
+    plugin: Plugin,
+    instances: Mutex<HashMap<String, Instance>>,
+    stop: Notify,
+}
+
+impl Served {
+    fn instances(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instance>> {
+        self.instances.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, id: String, instance: Instance) -> Result<(), Status> {
+        let mut map = self.instances();
+        if map.contains_key(&id) {
+            return Err(Status::already_exists(format!("instance {id:?} is already open")));
+        }
+        map.insert(id, instance);
+        Ok(())
+    }
+
+    fn function(&self, id: &str) -> Result<(Arc<dyn Function>, Arc<Context>), Status> {
+        match self.instances().get(id) {
+            Some(Instance::Function(f, c)) => Ok((f.clone(), c.clone())),
+            _ => Err(Status::not_found(format!("no open function instance {id:?}"))),
+        }
+    }
+
+    fn source(&self, id: &str) -> Result<(Shared<dyn Source>, Arc<Context>, Arc<AtomicBool>), Status> {
+        match self.instances().get(id) {
+            Some(Instance::Source(s, c, stop)) => Ok((s.clone(), c.clone(), stop.clone())),
+            _ => Err(Status::not_found(format!("no open source instance {id:?}"))),
+        }
+    }
+
+    fn sink(&self, id: &str) -> Result<(Shared<dyn Sink>, Arc<Context>), Status> {
+        match self.instances().get(id) {
+            Some(Instance::Sink(s, c)) => Ok((s.clone(), c.clone())),
+            _ => Err(Status::not_found(format!("no open sink instance {id:?}"))),
+        }
+    }
+
+    fn function_factory(&self, symbol: &str) -> Result<&FunctionFactory, Status> {
+        self.plugin
+            .functions
+            .iter()
+            .find(|(name, _, _)| name == symbol)
+            .map(|(_, _, f)| f)
+            .ok_or_else(|| Status::not_found(format!("plugin {} exports no function {symbol:?}", self.plugin.name)))
+    }
+
+    fn close(&self, id: &str) -> Result<(), Status> {
+        let instance = self.instances().remove(id);
+        match instance {
+            None => Err(Status::not_found(format!("no open instance {id:?}"))),
+            Some(instance) => close_instance(instance).map_err(|e| Status::internal(format!("close {id:?}: {e}"))),
+        }
+    }
+
+    fn close_all(&self) {
+        let all: Vec<_> = self.instances().drain().collect();
+        for (id, instance) in all {
+            if let Err(e) = close_instance(instance) {
+                tracing::warn!(instance = %id, "close failed during shutdown: {e}");
+            }
+        }
+    }
+}
+
+fn close_instance(instance: Instance) -> Result<(), crate::BoxError> {
+    match instance {
+        Instance::Function(..) => Ok(()),
+        Instance::Source(s, ctx, stop) => {
+            stop.store(true, Ordering::SeqCst);
+            lock(&s).close(&ctx)
+        }
+        Instance::Sink(s, ctx) => lock(&s).close(&ctx),
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<Box<T>>) -> std::sync::MutexGuard<'_, Box<T>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn spec(instance: Option<pb::InstanceSpec>) -> Result<pb::InstanceSpec, Status> {
+    let spec = instance.ok_or_else(|| Status::invalid_argument("missing instance spec"))?;
+    if spec.instance_id.is_empty() {
+        return Err(Status::invalid_argument("instance_id must not be empty"));
+    }
+    Ok(spec)
+}
+
+fn props(map: HashMap<String, pb::Value>) -> crate::Props {
+    oort_proto::map_from_pb(map)
+}
+
+/// Runs blocking user code without stalling the async runtime's other tasks.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    tokio::task::block_in_place(f)
+}
+
+#[derive(Clone)]
+struct Handle(Arc<Served>);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PluginService for Handle {
+    async fn describe(&self, _: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
+        let p = &self.0.plugin;
+        let mode = |singleton: bool| {
+            if singleton {
+                pb::ExportMode::Singleton as i32
+            } else {
+                pb::ExportMode::Constructor as i32
+            }
+        };
+        let mut symbols = Vec::new();
+        for (name, singleton, factory) in &p.functions {
+            let is_aggregate = factory.probe().is_aggregate();
+            symbols.push(pb::Symbol { kind: pb::Kind::Function as i32, name: name.clone(), mode: mode(*singleton), is_aggregate });
+        }
+        if let Some((singleton, _)) = &p.source {
+            symbols.push(pb::Symbol { kind: pb::Kind::Source as i32, name: p.name.clone(), mode: mode(*singleton), is_aggregate: false });
+        }
+        if let Some((singleton, _)) = &p.sink {
+            symbols.push(pb::Symbol { kind: pb::Kind::Sink as i32, name: p.name.clone(), mode: mode(*singleton), is_aggregate: false });
+        }
+        Ok(Response::new(pb::DescribeResponse {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            symbols,
+            protocol_version: oort_proto::PROTOCOL_VERSION,
+            sdk_name: crate::SDK_NAME.into(),
+            sdk_version: crate::SDK_VERSION.into(),
+        }))
+    }
+
+    async fn shutdown(&self, _: Request<pb::ShutdownRequest>) -> Result<Response<pb::ShutdownResponse>, Status> {
+        // notify_one stores a permit, so the stop is not lost if the server's
+        // shutdown future is not polling at this very moment.
+        self.0.stop.notify_one();
+        Ok(Response::new(pb::ShutdownResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl FunctionService for Handle {
+    async fn validate(&self, req: Request<pb::ValidateRequest>) -> Result<Response<pb::ValidateResponse>, Status> {
+        let req = req.into_inner();
+        let function = self.0.function_factory(&req.symbol)?.probe();
+        let args: Vec<ArgSpec> = req
+            .args
+            .into_iter()
+            .map(|a| ArgSpec { expression: a.expression, literal: a.literal.map(Value::from), column: a.column })
+            .collect();
+        let error = match blocking(|| function.validate(&args)) {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        Ok(Response::new(pb::ValidateResponse { error }))
+    }
+
+    async fn open(&self, req: Request<pb::OpenFunctionRequest>) -> Result<Response<pb::OpenResponse>, Status> {
+        let spec = spec(req.into_inner().instance)?;
+        let function = self.0.function_factory(&spec.symbol)?.make();
+        let id = spec.instance_id.clone();
+        self.0.insert(id, Instance::Function(function, Arc::new(Context::new(spec))))?;
+        Ok(Response::new(pb::OpenResponse {}))
+    }
+
+    type ExecStream = BoxStream<pb::ExecResult>;
+
+    async fn exec(&self, req: Request<Streaming<pb::ExecBatch>>) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = req.into_inner();
+        let served = self.0.clone();
+        let output = async_stream(move |tx| async move {
+            while let Some(batch) = input.next().await {
+                let batch = batch?;
+                let (function, ctx) = served.function(&batch.instance_id)?;
+                let result = blocking(|| {
+                    let results = batch
+                        .rows
+                        .into_iter()
+                        .map(|row| {
+                            let args: Vec<Value> = row.args.into_iter().map(Value::from).collect();
+                            let outcome = match function.exec(&ctx, &args) {
+                                Ok(v) => pb::row_result::Outcome::Value(v.into()),
+                                Err(e) => pb::row_result::Outcome::Error(e.to_string()),
+                            };
+                            pb::RowResult { outcome: Some(outcome) }
+                        })
+                        .collect();
+                    pb::ExecResult { seq: batch.seq, results, mutations: ctx.take_mutations() }
+                });
+                if tx.send(Ok(result)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        Ok(Response::new(output))
+    }
+
+    async fn close(&self, req: Request<pb::CloseRequest>) -> Result<Response<pb::CloseResponse>, Status> {
+        self.0.close(&req.into_inner().instance_id)?;
+        Ok(Response::new(pb::CloseResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl SourceService for Handle {
+    async fn open(&self, req: Request<pb::OpenSourceRequest>) -> Result<Response<pb::OpenSourceResponse>, Status> {
+        let req = req.into_inner();
+        let spec = spec(req.instance)?;
+        let (_, factory) =
+            self.0.plugin.source.as_ref().ok_or_else(|| Status::unimplemented("this plugin exports no source"))?;
+        let source = factory.make();
+        let ctx = Arc::new(Context::new(spec));
+        let props = props(req.props);
+        let rewindable = blocking(|| {
+            let mut s = lock(&source);
+            s.open(&ctx, &req.datasource, &props).map(|()| s.rewindable())
+        })
+        .map_err(|e| Status::failed_precondition(format!("source open failed: {e}")))?;
+        let id = ctx.instance_id().to_string();
+        self.0.insert(id, Instance::Source(source, ctx, Arc::new(AtomicBool::new(false))))?;
+        Ok(Response::new(pb::OpenSourceResponse { rewindable }))
+    }
+
+    type ReadStream = BoxStream<pb::RecordBatch>;
+
+    async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let req = req.into_inner();
+        let (source, ctx, stop) = self.0.source(&req.instance_id)?;
+        let max = req.max_batch.clamp(1, 65_536) as usize;
+        // Two batches in flight: enough to overlap reading with sending, small
+        // enough that a supervisor that stops reading stops the source.
+        let (tx, rx) = mpsc::channel(2);
+        std::thread::spawn(move || {
+            let mut buf: Vec<Record> = Vec::with_capacity(max);
+            while !stop.load(Ordering::SeqCst) && !tx.is_closed() {
+                let read = {
+                    let mut s = lock(&source);
+                    s.read(&ctx, &mut buf, max).map(|()| s.offset())
+                };
+                match read {
+                    Ok(offset) => {
+                        let mutations = ctx.take_mutations();
+                        if buf.is_empty() && mutations.is_empty() {
+                            continue;
+                        }
+                        let records = buf.drain(..).map(pb::Record::from).collect();
+                        let batch = pb::RecordBatch { records, offset: offset.map(Into::into), mutations };
+                        if tx.blocking_send(Ok(batch)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(format!("source read failed: {e}"))));
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn rewind(&self, req: Request<pb::RewindRequest>) -> Result<Response<pb::RewindResponse>, Status> {
+        let req = req.into_inner();
+        let (source, ctx, _) = self.0.source(&req.instance_id)?;
+        let offset: Value = req.offset.map(Value::from).unwrap_or_default();
+        blocking(|| lock(&source).rewind(&ctx, &offset))
+            .map_err(|e| Status::failed_precondition(format!("rewind failed: {e}")))?;
+        Ok(Response::new(pb::RewindResponse {}))
+    }
+
+    async fn close(&self, req: Request<pb::CloseRequest>) -> Result<Response<pb::CloseResponse>, Status> {
+        self.0.close(&req.into_inner().instance_id)?;
+        Ok(Response::new(pb::CloseResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl SinkService for Handle {
+    async fn open(&self, req: Request<pb::OpenSinkRequest>) -> Result<Response<pb::OpenSinkResponse>, Status> {
+        let req = req.into_inner();
+        let spec = spec(req.instance)?;
+        let (_, factory) =
+            self.0.plugin.sink.as_ref().ok_or_else(|| Status::unimplemented("this plugin exports no sink"))?;
+        let sink = factory.make();
+        let ctx = Arc::new(Context::new(spec));
+        let props = props(req.props);
+        let transactional = blocking(|| {
+            let mut s = lock(&sink);
+            s.open(&ctx, &props).map(|()| s.transactional())
+        })
+        .map_err(|e| Status::failed_precondition(format!("sink open failed: {e}")))?;
+        let id = ctx.instance_id().to_string();
+        self.0.insert(id, Instance::Sink(sink, ctx))?;
+        Ok(Response::new(pb::OpenSinkResponse { transactional }))
+    }
+
+    type WriteStream = BoxStream<pb::WriteAck>;
+
+    async fn write(&self, req: Request<Streaming<pb::WriteBatch>>) -> Result<Response<Self::WriteStream>, Status> {
+        let mut input = req.into_inner();
+        let served = self.0.clone();
+        let output = async_stream(move |tx| async move {
+            while let Some(batch) = input.next().await {
+                let batch = batch?;
+                let (sink, ctx) = served.sink(&batch.instance_id)?;
+                let ack = blocking(|| {
+                    let records: Vec<Record> = batch.records.into_iter().map(Record::from).collect();
+                    let error = match lock(&sink).collect(&ctx, &records) {
+                        Ok(()) => String::new(),
+                        Err(e) => e.to_string(),
+                    };
+                    pb::WriteAck { seq: batch.seq, error, mutations: ctx.take_mutations() }
+                });
+                if tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        Ok(Response::new(output))
+    }
+
+    async fn pre_commit(&self, req: Request<pb::PreCommitRequest>) -> Result<Response<pb::PreCommitResponse>, Status> {
+        let req = req.into_inner();
+        let (sink, ctx) = self.0.sink(&req.instance_id)?;
+        let handle = blocking(|| lock(&sink).pre_commit(&ctx, req.checkpoint_id))
+            .map_err(|e| Status::internal(format!("pre-commit of checkpoint {} failed: {e}", req.checkpoint_id)))?;
+        Ok(Response::new(pb::PreCommitResponse { handle: Some(handle.into()) }))
+    }
+
+    async fn commit(&self, req: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+        let req = req.into_inner();
+        let (sink, ctx) = self.0.sink(&req.instance_id)?;
+        let handle: Value = req.handle.map(Value::from).unwrap_or_default();
+        blocking(|| lock(&sink).commit(&ctx, req.checkpoint_id, &handle))
+            .map_err(|e| Status::internal(format!("commit of checkpoint {} failed: {e}", req.checkpoint_id)))?;
+        Ok(Response::new(pb::CommitResponse {}))
+    }
+
+    async fn abort(&self, req: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+        let req = req.into_inner();
+        let (sink, ctx) = self.0.sink(&req.instance_id)?;
+        let handle: Value = req.handle.map(Value::from).unwrap_or_default();
+        blocking(|| lock(&sink).abort(&ctx, req.checkpoint_id, &handle))
+            .map_err(|e| Status::internal(format!("abort of checkpoint {} failed: {e}", req.checkpoint_id)))?;
+        Ok(Response::new(pb::CommitResponse {}))
+    }
+
+    async fn close(&self, req: Request<pb::CloseRequest>) -> Result<Response<pb::CloseResponse>, Status> {
+        self.0.close(&req.into_inner().instance_id)?;
+        Ok(Response::new(pb::CloseResponse {}))
+    }
+}
+
+/// Turns a producer task into a response stream. The task's error, if any,
+/// ends the stream with that status.
+fn async_stream<T, F, Fut>(producer: F) -> BoxStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    let fut = producer(tx.clone());
+    tokio::spawn(async move {
+        if let Err(status) = fut.await {
+            let _ = tx.send(Err(status)).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}

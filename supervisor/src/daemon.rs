@@ -1,0 +1,69 @@
+//! `oort serve`: wires catalog, processes, state and APIs together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::api::{self, ApiConfig};
+use crate::host::{Host, HostConfig};
+use crate::process::{RuntimeDir, Timeouts};
+use crate::shutdown::Shutdown;
+use crate::state::StateRegistry;
+
+/// Everything `oort serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub plugins_dir: PathBuf,
+    pub runtime_root: PathBuf,
+    pub rest_addr: SocketAddr,
+    pub grpc_addr: Option<String>,
+    pub api: ApiConfig,
+    pub timeouts: Timeouts,
+}
+
+/// Runs the daemon until `shutdown` fires, then stops every plugin process
+/// and removes every socket before returning.
+pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let runtime = Arc::new(RuntimeDir::create(&config.runtime_root)?);
+    let state = Arc::new(StateRegistry::default());
+    let host = Arc::new(Host::new(
+        HostConfig { plugins_dir: config.plugins_dir.clone(), timeouts: config.timeouts },
+        runtime.clone(),
+        state.clone(),
+    ));
+
+    let state_task = tokio::spawn(api::serve_state(runtime.state_socket(), state, shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(config.rest_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
+    tracing::info!(
+        rest = %listener.local_addr()?,
+        plugins = %config.plugins_dir.display(),
+        runtime = %runtime.path().display(),
+        "oort is serving"
+    );
+    let app = api::router(host.clone(), config.api.clone());
+    let stop = shutdown.clone();
+    let rest_task = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.wait().await }).await
+    });
+    let grpc_task = config.grpc_addr.clone().map(|addr| tokio::spawn(api::serve_grpc(addr, shutdown.clone())));
+
+    shutdown.wait().await;
+    tracing::info!("shutting down: stopping plugin processes");
+    host.shutdown().await;
+    rest_task.await?.context("REST API failed")?;
+    if let Some(t) = grpc_task {
+        t.await??;
+    }
+    state_task.await?.context("State service failed")?;
+    drop(host);
+    drop(runtime);
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,699 @@
+//! The plugin host: which process serves which rule, and the typed calls on it.
+//!
+//! Constructor plugins get one process per (rule, plugin file); singleton
+//! plugins share one process per plugin file, with instances multiplexed by
+//! instance id. Whether a plugin is a singleton is learnt from its first
+//! `Describe`: it is one when every symbol it exports is a singleton.
+//!
+//! Architecture invariant: the host never touches a process directly; it asks
+//! the process module for a [`Supervised`] handle and makes gRPC calls on the
+//! channel that handle publishes. Every call has a deadline.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use oort_proto::plugin::v1 as pb;
+use oort_proto::{Record, Value};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+use crate::catalog::{Catalog, PluginFile, PluginKind};
+use crate::process::{Hooks, LaunchSpec, Live, ProcessError, ProcessStatus, RestartStrategy, RuntimeDir, Supervised, Timeouts};
+use crate::state::{ProcessKey, StateRegistry};
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HostError {
+    #[error("no {kind} plugin named {name:?} in the catalog")]
+    UnknownPlugin { kind: &'static str, name: String },
+    #[error("no function plugin exports a function named {0:?}")]
+    UnknownFunction(String),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("plugin {plugin}: {call} timed out after {timeout:?}")]
+    Timeout { plugin: String, call: &'static str, timeout: std::time::Duration },
+    #[error("plugin {plugin}: {call} failed: {message}")]
+    Call { plugin: String, call: &'static str, message: String },
+    #[error("plugin {plugin} broke the protocol: {reason}")]
+    Protocol { plugin: String, reason: String },
+}
+
+/// How the host is set up.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub plugins_dir: PathBuf,
+    pub timeouts: Timeouts,
+}
+
+/// One open instance, remembered so that a restarted process can reopen it.
+#[derive(Clone)]
+enum OpenSpec {
+    Function { spec: pb::InstanceSpec },
+    Source { spec: pb::InstanceSpec, datasource: String, props: HashMap<String, pb::Value> },
+    Sink { spec: pb::InstanceSpec, props: HashMap<String, pb::Value> },
+}
+
+type Instances = Arc<Mutex<HashMap<String, OpenSpec>>>;
+
+struct Entry {
+    key: ProcessKey,
+    process: Supervised,
+    instances: Instances,
+    singleton: bool,
+    rule: Option<String>,
+}
+
+/// Finds plugins, runs their processes and opens instances on them.
+pub struct Host {
+    config: HostConfig,
+    catalog: RwLock<Catalog>,
+    runtime: Arc<RuntimeDir>,
+    state: Arc<StateRegistry>,
+    entries: tokio::sync::Mutex<HashMap<(PathBuf, Option<String>), Arc<Entry>>>,
+    next_key: AtomicU64,
+}
+
+/// What `describe` reports about a plugin: eKuiper's `{"name","version"}` plus
+/// what Oort knows about the file and its processes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    /// The version of the file that runs, leading `v` dropped; empty when the
+    /// file carries none.
+    pub version: String,
+    pub kind: PluginKind,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    /// `constructor` or `singleton`, once a process has described itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    pub file: PathBuf,
+    pub sha256: String,
+    pub other_versions: Vec<String>,
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// One running process of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub pid: Option<u32>,
+    /// The rule it serves, or `None` for a shared (singleton) process.
+    pub rule: Option<String>,
+    pub restarts: u32,
+    pub status: ProcessStatus,
+    pub instances: usize,
+}
+
+impl Host {
+    /// Scans the plugins folder and prepares the runtime directory. No process
+    /// starts until an instance is opened.
+    pub fn new(config: HostConfig, runtime: Arc<RuntimeDir>, state: Arc<StateRegistry>) -> Host {
+        let catalog = Catalog::scan(&config.plugins_dir);
+        for e in catalog.errors() {
+            tracing::warn!("plugin catalog: {e}");
+        }
+        Host {
+            config,
+            catalog: RwLock::new(catalog),
+            runtime,
+            state,
+            entries: tokio::sync::Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+        }
+    }
+
+    /// The State registry shared with the State service.
+    pub fn state(&self) -> &Arc<StateRegistry> {
+        &self.state
+    }
+
+    /// The runtime directory holding every socket.
+    pub fn runtime_dir(&self) -> &Path {
+        self.runtime.path()
+    }
+
+    fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads the plugins folder (after an install or removal). Running
+    /// processes keep running the file they started from.
+    pub fn rescan(&self) {
+        let catalog = Catalog::scan(&self.config.plugins_dir);
+        for e in catalog.errors() {
+            tracing::warn!("plugin catalog: {e}");
+        }
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+    }
+
+    /// Problems found in the plugins folder, as messages naming the file.
+    pub fn catalog_errors(&self) -> Vec<String> {
+        self.catalog().errors().iter().map(ToString::to_string).collect()
+    }
+
+    /// Names of every plugin of a kind, sorted.
+    pub fn list(&self, kind: PluginKind) -> Vec<String> {
+        self.catalog().list(kind).into_iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// What runs for a plugin: the file, its version and its processes.
+    pub async fn describe(&self, kind: PluginKind, name: &str) -> Option<PluginInfo> {
+        let file = self.catalog().get(kind, name).cloned()?;
+        let entries = self.entries.lock().await;
+        let mut processes = Vec::new();
+        let mut mode = None;
+        let mut functions: Vec<String> =
+            file.metadata.as_ref().map(|m| m.functions.iter().map(|f| f.name.clone()).collect()).unwrap_or_default();
+        for ((path, _), entry) in entries.iter() {
+            if path != &file.path {
+                continue;
+            }
+            mode = Some(if entry.singleton { "singleton" } else { "constructor" });
+            if let Ok(live) = tokio::time::timeout(std::time::Duration::ZERO, entry.process.live()).await.unwrap_or(Err(
+                ProcessError::Stopped { name: String::new() },
+            )) {
+                if kind == PluginKind::Function && functions.is_empty() {
+                    functions = exported(&live.describe, pb::Kind::Function);
+                }
+            }
+            processes.push(ProcessInfo {
+                pid: entry.process.pid(),
+                rule: entry.rule.clone(),
+                restarts: entry.process.restarts(),
+                status: entry.process.status(),
+                instances: lock(&entry.instances).len(),
+            });
+        }
+        if kind == PluginKind::Function && functions.is_empty() {
+            functions.push(file.name.clone());
+        }
+        if kind != PluginKind::Function {
+            functions.clear();
+        }
+        Some(PluginInfo {
+            name: file.name.clone(),
+            version: file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
+            kind,
+            functions,
+            mode,
+            file: file.path.clone(),
+            sha256: file.sha256.clone(),
+            other_versions: file.other_versions.clone(),
+            processes,
+        })
+    }
+
+    /// The plugin file serving a function name.
+    fn function_file(&self, function: &str) -> Result<PluginFile, HostError> {
+        self.catalog().function_owner(function).cloned().ok_or_else(|| HostError::UnknownFunction(function.into()))
+    }
+
+    fn plugin_file(&self, kind: PluginKind, name: &str) -> Result<PluginFile, HostError> {
+        self.catalog().get(kind, name).cloned().ok_or_else(|| HostError::UnknownPlugin { kind: kind.as_str(), name: name.into() })
+    }
+
+    /// The process that serves `rule` for `file`: the shared one of a
+    /// singleton plugin, the rule's own one otherwise; started on first use.
+    async fn acquire(&self, file: &PluginFile, kind: PluginKind, rule: &str, strategy: RestartStrategy) -> Result<Arc<Entry>, HostError> {
+        let mut entries = self.entries.lock().await;
+        if let Some(e) = entries.get(&(file.path.clone(), None)) {
+            return Ok(e.clone());
+        }
+        if let Some(e) = entries.get(&(file.path.clone(), Some(rule.to_string()))) {
+            return Ok(e.clone());
+        }
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let instances: Instances = Arc::default();
+        let hooks = Arc::new(EntryHooks { key, state: self.state.clone(), instances: instances.clone(), timeouts: self.config.timeouts });
+        let spec = LaunchSpec {
+            path: file.path.clone(),
+            name: file.name.clone(),
+            version: file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
+            kind: match kind {
+                PluginKind::Source => pb::Kind::Source,
+                PluginKind::Sink => pb::Kind::Sink,
+                PluginKind::Function => pb::Kind::Function,
+            },
+            rule: Some(rule.to_string()),
+        };
+        let process = Supervised::start(spec, self.runtime.clone(), self.config.timeouts, strategy, hooks).await?;
+        let live = process.live().await?;
+        let singleton = !live.describe.symbols.is_empty()
+            && live.describe.symbols.iter().all(|s| s.mode == pb::ExportMode::Singleton as i32);
+        if kind == PluginKind::Function {
+            let functions = exported(&live.describe, pb::Kind::Function);
+            let registered = self.catalog.write().unwrap_or_else(|e| e.into_inner()).register_functions(&file.name, &functions);
+            if let Err(e) = registered {
+                process.stop().await;
+                return Err(HostError::Protocol { plugin: file.name.clone(), reason: e.to_string() });
+            }
+        }
+        let rule_key = if singleton { None } else { Some(rule.to_string()) };
+        let entry = Arc::new(Entry { key, process, instances, singleton, rule: rule_key.clone() });
+        entries.insert((file.path.clone(), rule_key), entry.clone());
+        Ok(entry)
+    }
+
+    /// Stops a process once its last instance is closed.
+    async fn release(&self, entry: &Arc<Entry>) {
+        if !lock(&entry.instances).is_empty() {
+            return;
+        }
+        let mut entries = self.entries.lock().await;
+        // Re-check under the map lock: another rule may have opened an instance.
+        if !lock(&entry.instances).is_empty() {
+            return;
+        }
+        entries.retain(|_, e| !Arc::ptr_eq(e, entry));
+        drop(entries);
+        entry.process.stop().await;
+    }
+
+    async fn open(&self, entry: Arc<Entry>, open: OpenSpec) -> Result<(String, Arc<Entry>), HostError> {
+        let id = instance_spec(&open).instance_id.clone();
+        self.state.assign(&id, entry.key);
+        let mut open = open;
+        set_state(&mut open, self.state.entries(&id));
+        lock(&entry.instances).insert(id.clone(), open.clone());
+        let result = async {
+            let live = entry.process.live().await?;
+            open_on(&live, &open, self.config.timeouts, &entry.process.spec().name).await
+        }
+        .await;
+        if let Err(e) = result {
+            lock(&entry.instances).remove(&id);
+            self.release(&entry).await;
+            return Err(e);
+        }
+        Ok((id, entry))
+    }
+
+    /// Asks a function plugin whether a call's arguments are acceptable.
+    pub async fn validate_function(&self, function: &str, args: Vec<pb::ArgSpec>) -> Result<Option<String>, HostError> {
+        let file = self.function_file(function)?;
+        // Validation runs on the shared process when there is one, else on a
+        // short-lived process of its own.
+        let rule = "__validate";
+        let entry = self.acquire(&file, PluginKind::Function, rule, RestartStrategy { attempts: 0, ..Default::default() }).await?;
+        let result = async {
+            let live = entry.process.live().await?;
+            let mut client = pb::function_client::FunctionClient::new(live.channel.clone());
+            let req = pb::ValidateRequest { symbol: function.to_string(), args };
+            let resp = call(&file.name, "Validate", self.config.timeouts, client.validate(req)).await?;
+            Ok(Some(resp.error).filter(|e| !e.is_empty()))
+        }
+        .await;
+        self.release(&entry).await;
+        result
+    }
+
+    /// Opens an instance of `function` for one call site of a rule.
+    pub async fn open_function(&self, rule: &str, operator: &str, function: &str, strategy: RestartStrategy) -> Result<FunctionInstance, HostError> {
+        let file = self.function_file(function)?;
+        let entry = self.acquire(&file, PluginKind::Function, rule, strategy).await?;
+        let spec = new_spec(rule, operator, function);
+        let (id, entry) = self.open(entry, OpenSpec::Function { spec }).await?;
+        Ok(FunctionInstance { id, plugin: file.name, entry, state: self.state.clone(), timeouts: self.config.timeouts, stream: tokio::sync::Mutex::new(None), seq: AtomicU64::new(0) })
+    }
+
+    /// Opens an instance of a source plugin for a rule.
+    pub async fn open_source(&self, rule: &str, plugin: &str, datasource: &str, props: HashMap<String, Value>, strategy: RestartStrategy) -> Result<SourceInstance, HostError> {
+        let file = self.plugin_file(PluginKind::Source, plugin)?;
+        let entry = self.acquire(&file, PluginKind::Source, rule, strategy).await?;
+        let spec = new_spec(rule, "source", &file.name);
+        let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let (id, entry) = self.open(entry, OpenSpec::Source { spec, datasource: datasource.into(), props }).await?;
+        Ok(SourceInstance { id, plugin: file.name, entry, state: self.state.clone(), timeouts: self.config.timeouts })
+    }
+
+    /// Opens an instance of a sink plugin for one action of a rule.
+    pub async fn open_sink(&self, rule: &str, operator: &str, plugin: &str, props: HashMap<String, Value>, strategy: RestartStrategy) -> Result<SinkInstance, HostError> {
+        let file = self.plugin_file(PluginKind::Sink, plugin)?;
+        let entry = self.acquire(&file, PluginKind::Sink, rule, strategy).await?;
+        let spec = new_spec(rule, operator, &file.name);
+        let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let (id, entry) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
+        Ok(SinkInstance { id, plugin: file.name, entry, state: self.state.clone(), timeouts: self.config.timeouts, stream: tokio::sync::Mutex::new(None), seq: AtomicU64::new(0) })
+    }
+
+    /// Closes an instance and stops its process when nothing else uses it.
+    async fn close(&self, id: &str, entry: &Arc<Entry>) {
+        let removed = lock(&entry.instances).remove(id);
+        if removed.is_some() {
+            if let Ok(live) = entry.process.live().await {
+                let req = pb::CloseRequest { instance_id: id.to_string() };
+                let name = &entry.process.spec().name;
+                let t = self.config.timeouts;
+                let result = match removed {
+                    Some(OpenSpec::Function { .. }) => call(name, "Close", t, pb::function_client::FunctionClient::new(live.channel).close(req)).await,
+                    Some(OpenSpec::Source { .. }) => call(name, "Close", t, pb::source_client::SourceClient::new(live.channel).close(req)).await,
+                    Some(OpenSpec::Sink { .. }) => call(name, "Close", t, pb::sink_client::SinkClient::new(live.channel).close(req)).await,
+                    None => Ok(pb::CloseResponse {}),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(instance = id, "close failed: {e}");
+                }
+            }
+        }
+        self.release(entry).await;
+    }
+
+    /// Closes a function instance.
+    pub async fn close_function(&self, f: FunctionInstance) {
+        self.close(&f.id, &f.entry).await;
+    }
+
+    /// Closes a source instance.
+    pub async fn close_source(&self, s: SourceInstance) {
+        self.close(&s.id, &s.entry).await;
+    }
+
+    /// Closes a sink instance.
+    pub async fn close_sink(&self, s: SinkInstance) {
+        self.close(&s.id, &s.entry).await;
+    }
+
+    /// Stops every process.
+    pub async fn shutdown(&self) {
+        let all: Vec<Arc<Entry>> = self.entries.lock().await.drain().map(|(_, e)| e).collect();
+        let stops = all.iter().map(|e| e.process.stop());
+        futures_join_all(stops).await;
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(f);
+    }
+    for f in set {
+        f.await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exported(describe: &pb::DescribeResponse, kind: pb::Kind) -> Vec<String> {
+    describe.symbols.iter().filter(|s| s.kind == kind as i32).map(|s| s.name.clone()).collect()
+}
+
+fn new_spec(rule: &str, operator: &str, symbol: &str) -> pb::InstanceSpec {
+    pb::InstanceSpec {
+        instance_id: format!("{rule}/{operator}"),
+        symbol: symbol.to_string(),
+        rule_id: rule.to_string(),
+        operator_id: operator.to_string(),
+        state: Vec::new(),
+    }
+}
+
+fn instance_spec(open: &OpenSpec) -> &pb::InstanceSpec {
+    match open {
+        OpenSpec::Function { spec } | OpenSpec::Source { spec, .. } | OpenSpec::Sink { spec, .. } => spec,
+    }
+}
+
+fn set_state(open: &mut OpenSpec, state: Vec<pb::StateEntry>) {
+    match open {
+        OpenSpec::Function { spec } | OpenSpec::Source { spec, .. } | OpenSpec::Sink { spec, .. } => spec.state = state,
+    }
+}
+
+/// Runs one unary call with the call deadline, mapping every failure to a
+/// `HostError` that names the plugin and the call.
+async fn call<T>(
+    plugin: &str,
+    name: &'static str,
+    timeouts: Timeouts,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, HostError> {
+    match tokio::time::timeout(timeouts.call, fut).await {
+        Err(_) => Err(HostError::Timeout { plugin: plugin.into(), call: name, timeout: timeouts.call }),
+        Ok(Err(status)) => Err(HostError::Call { plugin: plugin.into(), call: name, message: status.message().to_string() }),
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+    }
+}
+
+async fn open_on(live: &Live, open: &OpenSpec, timeouts: Timeouts, plugin: &str) -> Result<(), HostError> {
+    match open.clone() {
+        OpenSpec::Function { spec } => {
+            let mut c = pb::function_client::FunctionClient::new(live.channel.clone());
+            call(plugin, "Open", timeouts, c.open(pb::OpenFunctionRequest { instance: Some(spec) })).await?;
+        }
+        OpenSpec::Source { spec, datasource, props } => {
+            let mut c = pb::source_client::SourceClient::new(live.channel.clone());
+            call(plugin, "Open", timeouts, c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props })).await?;
+        }
+        OpenSpec::Sink { spec, props } => {
+            let mut c = pb::sink_client::SinkClient::new(live.channel.clone());
+            call(plugin, "Open", timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props })).await?;
+        }
+    }
+    Ok(())
+}
+
+struct EntryHooks {
+    key: ProcessKey,
+    state: Arc<StateRegistry>,
+    instances: Instances,
+    timeouts: Timeouts,
+}
+
+#[tonic::async_trait]
+impl Hooks for EntryHooks {
+    fn issue_token(&self) -> String {
+        self.state.issue_token(self.key)
+    }
+
+    fn revoke_token(&self, token: &str) {
+        self.state.revoke_token(token);
+    }
+
+    async fn started(&self, live: &Live) -> Result<(), String> {
+        let opens: Vec<OpenSpec> = lock(&self.instances).values().cloned().collect();
+        for mut open in opens {
+            let id = instance_spec(&open).instance_id.clone();
+            // A restarted process resumes from the supervisor's copy of the state.
+            set_state(&mut open, self.state.entries(&id));
+            open_on(live, &open, self.timeouts, &live.describe.name).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of one row of a function batch.
+pub type RowOutcome = Result<Value, String>;
+
+type ExecStream = (mpsc::Sender<pb::ExecBatch>, Streaming<pb::ExecResult>, u64);
+
+/// An open function instance: batches of argument rows in, results out.
+pub struct FunctionInstance {
+    id: String,
+    plugin: String,
+    entry: Arc<Entry>,
+    state: Arc<StateRegistry>,
+    timeouts: Timeouts,
+    stream: tokio::sync::Mutex<Option<ExecStream>>,
+    seq: AtomicU64,
+}
+
+impl FunctionInstance {
+    /// The instance id, which is also its state scope.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The pid of the process serving it right now.
+    pub fn pid(&self) -> Option<u32> {
+        self.entry.process.pid()
+    }
+
+    /// Runs one batch. A batch interrupted by a plugin crash is retried once on
+    /// the restarted process, which resumes from the state as of the last
+    /// accepted batch, so nothing is counted twice.
+    pub async fn exec(&self, rows: Vec<Vec<Value>>) -> Result<Vec<RowOutcome>, HostError> {
+        let batch: Vec<pb::ArgRow> = rows.into_iter().map(|r| pb::ArgRow { args: r.into_iter().map(Into::into).collect() }).collect();
+        match self.exec_once(batch.clone()).await {
+            Err(HostError::Call { .. }) | Err(HostError::Process(ProcessError::Restarted { .. })) => self.exec_once(batch).await,
+            other => other,
+        }
+    }
+
+    async fn exec_once(&self, rows: Vec<pb::ArgRow>) -> Result<Vec<RowOutcome>, HostError> {
+        let live = self.entry.process.live().await?;
+        let mut guard = self.stream.lock().await;
+        if guard.as_ref().is_some_and(|(_, _, generation)| *generation != live.generation) {
+            *guard = None;
+        }
+        if guard.is_none() {
+            let (tx, rx) = mpsc::channel(4);
+            let mut client = pb::function_client::FunctionClient::new(live.channel.clone()).max_decoding_message_size(64 << 20);
+            let input = tokio_stream::wrappers::ReceiverStream::new(rx);
+            let responses = call(&self.plugin, "Exec", self.timeouts, client.exec(input)).await?;
+            *guard = Some((tx, responses, live.generation));
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let n = rows.len();
+        let (tx, responses, _) = guard.as_mut().expect("stream was just opened");
+        let round_trip = async {
+            tx.send(pb::ExecBatch { instance_id: self.id.clone(), seq, rows })
+                .await
+                .map_err(|_| HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: "stream closed".into() })?;
+            match responses.message().await {
+                Ok(Some(r)) => Ok(r),
+                Ok(None) => Err(HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: "stream ended".into() }),
+                Err(s) => Err(HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: s.message().to_string() }),
+            }
+        };
+        let result = match tokio::time::timeout(self.timeouts.call, round_trip).await {
+            Ok(r) => r,
+            Err(_) => Err(HostError::Timeout { plugin: self.plugin.clone(), call: "Exec", timeout: self.timeouts.call }),
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // The stream's position is unknown now: never reuse it.
+                *guard = None;
+                return Err(e);
+            }
+        };
+        if result.seq != seq || result.results.len() != n {
+            *guard = None;
+            return Err(HostError::Protocol {
+                plugin: self.plugin.clone(),
+                reason: format!("answered batch {seq} of {n} rows with batch {} of {} results", result.seq, result.results.len()),
+            });
+        }
+        self.state.apply(&self.id, result.mutations);
+        Ok(result
+            .results
+            .into_iter()
+            .map(|r| match r.outcome {
+                Some(pb::row_result::Outcome::Value(v)) => Ok(v.into()),
+                Some(pb::row_result::Outcome::Error(e)) => Err(e),
+                None => Ok(Value::Null),
+            })
+            .collect())
+    }
+}
+
+/// One batch from a source.
+#[derive(Debug)]
+pub struct SourceBatch {
+    pub records: Vec<Record>,
+    pub offset: Option<Value>,
+}
+
+/// An open source instance.
+pub struct SourceInstance {
+    id: String,
+    plugin: String,
+    entry: Arc<Entry>,
+    state: Arc<StateRegistry>,
+    timeouts: Timeouts,
+}
+
+impl SourceInstance {
+    /// The pid of the process serving it right now.
+    pub fn pid(&self) -> Option<u32> {
+        self.entry.process.pid()
+    }
+
+    /// Starts reading: batches arrive on the returned receiver until the
+    /// stream ends or fails. HTTP/2 flow control stops the plugin when the
+    /// receiver is not drained.
+    pub async fn read(&self, max_batch: u32) -> Result<mpsc::Receiver<Result<SourceBatch, HostError>>, HostError> {
+        let live = self.entry.process.live().await?;
+        let mut client = pb::source_client::SourceClient::new(live.channel.clone()).max_decoding_message_size(64 << 20);
+        let mut stream = call(&self.plugin, "Read", self.timeouts, client.read(pb::ReadRequest { instance_id: self.id.clone(), max_batch })).await?;
+        let (tx, rx) = mpsc::channel(2);
+        let state = self.state.clone();
+        let id = self.id.clone();
+        let plugin = self.plugin.clone();
+        tokio::spawn(async move {
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(b)) => {
+                        state.apply(&id, b.mutations);
+                        Ok(SourceBatch { records: b.records.into_iter().map(Into::into).collect(), offset: b.offset.map(Into::into) })
+                    }
+                    Ok(None) => break,
+                    Err(s) => Err(HostError::Call { plugin: plugin.clone(), call: "Read", message: s.message().to_string() }),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+type WriteStream = (mpsc::Sender<pb::WriteBatch>, Streaming<pb::WriteAck>, u64);
+
+/// An open sink instance.
+pub struct SinkInstance {
+    id: String,
+    plugin: String,
+    entry: Arc<Entry>,
+    state: Arc<StateRegistry>,
+    timeouts: Timeouts,
+    stream: tokio::sync::Mutex<Option<WriteStream>>,
+    seq: AtomicU64,
+}
+
+impl SinkInstance {
+    /// The pid of the process serving it right now.
+    pub fn pid(&self) -> Option<u32> {
+        self.entry.process.pid()
+    }
+
+    /// Writes one batch and waits for the sink's acknowledgement.
+    pub async fn write(&self, records: Vec<Record>) -> Result<(), HostError> {
+        let live = self.entry.process.live().await?;
+        let mut guard = self.stream.lock().await;
+        if guard.as_ref().is_some_and(|(_, _, generation)| *generation != live.generation) {
+            *guard = None;
+        }
+        if guard.is_none() {
+            let (tx, rx) = mpsc::channel(4);
+            let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
+            let responses = call(&self.plugin, "Write", self.timeouts, client.write(tokio_stream::wrappers::ReceiverStream::new(rx))).await?;
+            *guard = Some((tx, responses, live.generation));
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, responses, _) = guard.as_mut().expect("stream was just opened");
+        let batch = pb::WriteBatch { instance_id: self.id.clone(), seq, records: records.into_iter().map(Into::into).collect() };
+        let round_trip = async {
+            tx.send(batch).await.map_err(|_| HostError::Call { plugin: self.plugin.clone(), call: "Write", message: "stream closed".into() })?;
+            match responses.message().await {
+                Ok(Some(ack)) => Ok(ack),
+                Ok(None) => Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: "stream ended".into() }),
+                Err(s) => Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: s.message().to_string() }),
+            }
+        };
+        let ack = match tokio::time::timeout(self.timeouts.call, round_trip).await {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(e)) => {
+                *guard = None;
+                return Err(e);
+            }
+            Err(_) => {
+                *guard = None;
+                return Err(HostError::Timeout { plugin: self.plugin.clone(), call: "Write", timeout: self.timeouts.call });
+            }
+        };
+        self.state.apply(&self.id, ack.mutations);
+        if ack.error.is_empty() {
+            Ok(())
+        } else {
+            Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: ack.error })
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Oort: an out-of-process plugin supervisor for eKuiper-style extensions.
+//!
+//! # Layout
+//! - [`catalog`]: plugin files on disk, their names, versions and metadata.
+//!   Plain data: it never holds a process.
+//! - [`process`]: the only code that spawns, signals or waits on a child:
+//!   handshake, health, logs, restart back-off, graceful stop.
+//! - [`state`]: every extension instance's state and the token check that
+//!   scopes it.
+//! - [`host`]: which process serves which rule (constructor or singleton), and
+//!   the typed, deadline-bounded calls on plugin instances.
+//! - [`api`]: the REST admin API, the gRPC services the supervisor serves (the
+//!   State service, health, reflection); the only place that speaks HTTP.
+//! - [`cli`]: the `oort` subcommands that talk to a running daemon.
+//! - [`daemon`]: wires the above together for `oort serve`.
+//! - [`shutdown`]: one signal that tells every task to stop.
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod catalog;
+pub mod cli;
+pub mod daemon;
+pub mod host;
+pub mod process;
+pub mod shutdown;
+pub mod state;

@@ -1,0 +1,154 @@
+//! The `oort` binary: argument parsing and logging set-up only; everything
+//! else lives in the library.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use oort_supervisor::api::ApiConfig;
+use oort_supervisor::catalog::PluginKind;
+use oort_supervisor::cli::{self, Remote};
+use oort_supervisor::daemon::{self, DaemonConfig};
+use oort_supervisor::process::{RuntimeDir, Timeouts};
+use oort_supervisor::shutdown::Shutdown;
+
+#[derive(Parser)]
+#[command(name = "oort", version, about = "Out-of-process plugin supervisor for eKuiper-style extensions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Inspect the plugins of a running daemon.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Folder for the daemon's data.
+    #[arg(long, env = "OORT_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Folder holding sources/, sinks/ and functions/.
+    #[arg(long, env = "OORT_PLUGINS_DIR", default_value = "plugins")]
+    plugins_dir: PathBuf,
+    /// Address of the REST API. Loopback unless you say otherwise.
+    #[arg(long, env = "OORT_REST_ADDR", default_value = "127.0.0.1:9081")]
+    rest_addr: SocketAddr,
+    /// Address of the gRPC endpoint (health, reflection): unix:PATH or HOST:PORT.
+    #[arg(long, env = "OORT_GRPC_ADDR")]
+    grpc_addr: Option<String>,
+    /// Parent folder of the private socket folder [default: $XDG_RUNTIME_DIR/oort or /tmp/oort-<uid>].
+    #[arg(long, env = "OORT_RUNTIME_DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on the REST API.
+    #[arg(long, env = "OORT_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Time a plugin has from spawn to ready, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    start_timeout_ms: u64,
+    /// Deadline of every call on a plugin, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    call_timeout_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// The daemon's REST address.
+    #[arg(long, global = true, env = "OORT_SERVER", default_value = "http://127.0.0.1:9081")]
+    server: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Bearer token for the REST API.
+    #[arg(long, global = true, env = "OORT_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List the plugins of a kind.
+    List { kind: KindArg },
+    /// Describe the plugin that runs under a name.
+    Describe { kind: KindArg, name: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Source,
+    Sink,
+    Function,
+}
+
+impl From<KindArg> for PluginKind {
+    fn from(k: KindArg) -> PluginKind {
+        match k {
+            KindArg::Source => PluginKind::Source,
+            KindArg::Sink => PluginKind::Sink,
+            KindArg::Function => PluginKind::Function,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OORT_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("oort: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oort: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(a) => {
+            let config = DaemonConfig {
+                data_dir: a.data_dir,
+                plugins_dir: a.plugins_dir,
+                runtime_root: a.runtime_dir.unwrap_or_else(RuntimeDir::default_root),
+                rest_addr: a.rest_addr,
+                grpc_addr: a.grpc_addr,
+                api: ApiConfig { bearer_token: a.api_token },
+                timeouts: Timeouts {
+                    start: Duration::from_millis(a.start_timeout_ms),
+                    call: Duration::from_millis(a.call_timeout_ms),
+                    ..Timeouts::default()
+                },
+            };
+            let shutdown = Shutdown::default();
+            let signals = shutdown.clone();
+            tokio::spawn(async move { signals.wait_for_signal().await });
+            daemon::run(config, shutdown).await
+        }
+        Command::Plugin { command, remote } => {
+            let remote = Remote { server: remote.server, token: remote.token, json: remote.json };
+            let out = match command {
+                PluginCommand::List { kind } => cli::plugin_list(&remote, kind.into()).await?,
+                PluginCommand::Describe { kind, name } => cli::plugin_describe(&remote, kind.into(), &name).await?,
+            };
+            println!("{out}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Plugin processes: spawn, handshake, health, logs, restart and stop.
+//!
+//! Architecture invariant: this is the only module that spawns, signals or
+//! waits on a child process. Everything else holds a [`Supervised`] handle and
+//! talks gRPC over the channel it hands out.
+//!
+//! A plugin process lives in its own process group, dies with the supervisor
+//! (parent-death signal), listens on a socket inside the supervisor's private
+//! runtime directory, and has its socket removed when it is reaped.
+
+mod runtime_dir;
+mod spawner;
+mod supervised;
+mod sys;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use oort_proto::plugin::v1 as pb;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::{Channel, Endpoint};
+
+pub use runtime_dir::RuntimeDir;
+pub use supervised::{Hooks, Live, ProcessStatus, RestartStrategy, Supervised};
+
+/// How many of a plugin's last stderr lines are kept for crash reports.
+const STDERR_TAIL: usize = 20;
+
+/// Everything needed to start one plugin process.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// The executable.
+    pub path: PathBuf,
+    /// The plugin name the catalog expects `Describe` to report.
+    pub name: String,
+    /// The version from the file name, for log tags.
+    pub version: String,
+    /// The kind the catalog found it under; `Describe` must export it.
+    pub kind: pb::Kind,
+    /// The rule it is started for, or `None` for a shared process (log tag).
+    pub rule: Option<String>,
+}
+
+/// Timeouts of the process lifecycle.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From spawn to health SERVING plus a successful Describe.
+    pub start: Duration,
+    /// Every single call on a plugin, including one batch round trip.
+    pub call: Duration,
+    /// From the Shutdown RPC to SIGTERM, and from SIGTERM to SIGKILL.
+    pub stop_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { start: Duration::from_secs(10), call: Duration::from_secs(5), stop_grace: Duration::from_secs(2) }
+    }
+}
+
+/// Why a plugin process could not be started or used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot start plugin {name} ({path}): {reason}")]
+    Spawn { name: String, path: PathBuf, reason: String },
+    #[error("plugin {name} exited during its handshake ({status}){}", tail_suffix(.stderr))]
+    ExitedAtStart { name: String, status: String, stderr: Vec<String> },
+    #[error("plugin {name} did not become ready within {timeout:?}{}", tail_suffix(.stderr))]
+    StartTimeout { name: String, timeout: Duration, stderr: Vec<String> },
+    #[error("plugin file {path} is not the plugin it claims: {reason}")]
+    Mismatch { path: PathBuf, reason: String },
+    #[error("plugin {name} is in a crash loop: it exited {crashes} times; last error: {last}{}", tail_suffix(.stderr))]
+    CrashLoop { name: String, crashes: u32, last: String, stderr: Vec<String> },
+    #[error("plugin {name} is stopped")]
+    Stopped { name: String },
+    #[error("plugin {name} restarted while the call was in flight")]
+    Restarted { name: String },
+}
+
+fn tail_suffix(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; last stderr lines: {}", lines.join(" | "))
+    }
+}
+
+/// A started, handshaken plugin process. Dropping it kills the process group.
+pub(crate) struct Running {
+    pub(crate) pid: u32,
+    pub(crate) channel: Channel,
+    pub(crate) describe: pb::DescribeResponse,
+    pub(crate) token: String,
+    socket: PathBuf,
+    child: tokio::process::Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Last line of defence: never leave a process group or a socket behind.
+        let _ = sys::signal_group(self.pid, libc::SIGKILL);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Recent stderr lines of one plugin, shared with its log forwarder.
+#[derive(Clone, Default)]
+pub(crate) struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    fn push(&self, line: String) {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() == STDERR_TAIL {
+            q.pop_front();
+        }
+        q.push_back(line);
+    }
+
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+}
+
+/// Starts one process and completes the handshake: health SERVING, then a
+/// Describe that matches the spec.
+pub(crate) async fn start(
+    spec: &LaunchSpec,
+    runtime: &RuntimeDir,
+    token: String,
+    timeouts: Timeouts,
+    tail: &StderrTail,
+) -> Result<Running, ProcessError> {
+    let socket = runtime.new_socket_path();
+    let mut cmd = std::process::Command::new(&spec.path);
+    cmd.env("OORT_PLUGIN_SOCKET", &socket)
+        .env("OORT_PROTOCOL_VERSIONS", oort_proto::PROTOCOL_VERSION.to_string())
+        .env("OORT_STATE_SOCKET", runtime.state_socket())
+        .env("OORT_STATE_TOKEN", &token)
+        .env("OORT_PLUGIN_NAME", &spec.name)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = spawner::spawn(cmd).await.map_err(|e| ProcessError::Spawn {
+        name: spec.name.clone(),
+        path: spec.path.clone(),
+        reason: e.to_string(),
+    })?;
+    let pid = child.id().unwrap_or_default();
+    forward_logs(&mut child, spec, pid, tail.clone());
+
+    let mut running = Running {
+        pid,
+        channel: Endpoint::from_static("http://plugin").connect_lazy(),
+        describe: pb::DescribeResponse::default(),
+        token,
+        socket,
+        child,
+    };
+    let handshake = handshake(spec, &mut running, timeouts);
+    match tokio::time::timeout(timeouts.start, handshake).await {
+        Ok(Ok(())) => Ok(running),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ProcessError::StartTimeout { name: spec.name.clone(), timeout: timeouts.start, stderr: tail.lines() }),
+    }
+    .map_err(|e| match e {
+        // Give the log forwarder a moment so the report carries the plugin's last words.
+        ProcessError::ExitedAtStart { name, status, .. } => {
+            ProcessError::ExitedAtStart { name, status, stderr: tail.lines() }
+        }
+        other => other,
+    })
+}
+
+async fn handshake(spec: &LaunchSpec, running: &mut Running, timeouts: Timeouts) -> Result<(), ProcessError> {
+    // Poll for readiness: a connection to the socket, then health SERVING. The
+    // back-off starts at 1 ms so that a fast plugin is ready in a few ms.
+    let mut wait = Duration::from_millis(1);
+    let channel = loop {
+        if let Some(status) = running.child.try_wait().ok().flatten() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Err(ProcessError::ExitedAtStart { name: spec.name.clone(), status: status.to_string(), stderr: vec![] });
+        }
+        if running.socket.exists() {
+            if let Ok(channel) = connect(&running.socket).await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+                let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+                if let Ok(Ok(resp)) = tokio::time::timeout(timeouts.call, health.check(req)).await {
+                    if resp.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                        break channel;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(50));
+    };
+    let mut client = pb::plugin_client::PluginClient::new(channel.clone());
+    let describe = tokio::time::timeout(timeouts.call, client.describe(pb::DescribeRequest {}))
+        .await
+        .map_err(|_| ProcessError::Mismatch { path: spec.path.clone(), reason: "Describe timed out".into() })?
+        .map_err(|s| ProcessError::Mismatch { path: spec.path.clone(), reason: format!("Describe failed: {}", s.message()) })?
+        .into_inner();
+    check_describe(spec, &describe)?;
+    running.channel = channel;
+    running.describe = describe;
+    Ok(())
+}
+
+/// Refuses a plugin whose name, kinds or protocol version do not match what
+/// the catalog expects.
+fn check_describe(spec: &LaunchSpec, d: &pb::DescribeResponse) -> Result<(), ProcessError> {
+    let mismatch = |reason: String| ProcessError::Mismatch { path: spec.path.clone(), reason };
+    if d.protocol_version != oort_proto::PROTOCOL_VERSION {
+        return Err(mismatch(format!(
+            "it speaks protocol version {}, the supervisor speaks {}",
+            d.protocol_version,
+            oort_proto::PROTOCOL_VERSION
+        )));
+    }
+    if !same_plugin_name(&d.name, &spec.name) {
+        return Err(mismatch(format!("it describes itself as {:?}, the file is named {:?}", d.name, spec.name)));
+    }
+    if !d.symbols.iter().any(|s| s.kind == spec.kind as i32) {
+        return Err(mismatch(format!("it exports no {} symbol", spec.kind.as_str_name())));
+    }
+    Ok(())
+}
+
+/// eKuiper lets the first letter of a plugin's file name be either case.
+fn same_plugin_name(a: &str, b: &str) -> bool {
+    let mut ac = a.chars();
+    let mut bc = b.chars();
+    match (ac.next(), bc.next()) {
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(&y) && ac.as_str() == bc.as_str(),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Connects one HTTP/2 channel to a Unix socket.
+pub(crate) async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path = path.to_path_buf();
+    Endpoint::from_static("http://plugin")
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+        }))
+        .await
+}
+
+/// Forwards every stdout/stderr line of the plugin as a tracing event tagged
+/// with plugin, version, pid and rule.
+fn forward_logs(child: &mut tokio::process::Child, spec: &LaunchSpec, pid: u32, tail: StderrTail) {
+    let tags = Arc::new((spec.name.clone(), spec.version.clone(), spec.rule.clone().unwrap_or_else(|| "*".into())));
+    if let Some(out) = child.stdout.take() {
+        let tags = tags.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let (plugin, version, rule) = &*tags;
+                tracing::info!(target: "oort::plugin", plugin, version, pid, rule, stream = "stdout", "{line}");
+            }
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let (plugin, version, rule) = &*tags;
+                // SDK log lines carry their level near the start; keep it.
+                let head = &line[..line.len().min(48)];
+                if head.contains("ERROR") {
+                    tracing::error!(target: "oort::plugin", plugin, version, pid, rule, stream = "stderr", "{line}");
+                } else if head.contains("WARN") {
+                    tracing::warn!(target: "oort::plugin", plugin, version, pid, rule, stream = "stderr", "{line}");
+                } else {
+                    tracing::info!(target: "oort::plugin", plugin, version, pid, rule, stream = "stderr", "{line}");
+                }
+                tail.push(line);
+            }
+        });
+    }
+}
+
+/// Stops a process: Shutdown RPC, then SIGTERM, then SIGKILL after the grace
+/// period, each to the whole process group. Returns once it is reaped.
+pub(crate) async fn stop(mut running: Running, grace: Duration) {
+    let mut client = pb::plugin_client::PluginClient::new(running.channel.clone());
+    let req = pb::ShutdownRequest { grace_ms: grace.as_millis() as u32 };
+    let _ = tokio::time::timeout(grace, client.shutdown(req)).await;
+    if tokio::time::timeout(grace, running.child.wait()).await.is_err() {
+        let _ = sys::signal_group(running.pid, libc::SIGTERM);
+        if tokio::time::timeout(grace, running.child.wait()).await.is_err() {
+            let _ = sys::signal_group(running.pid, libc::SIGKILL);
+            let _ = running.child.wait().await;
+        }
+    }
+    // Children the plugin left in its group go too.
+    let _ = sys::signal_group(running.pid, libc::SIGKILL);
+    drop(running);
+}
+
+/// Whether a pid is alive, for tests and status reports.
+pub fn is_alive(pid: u32) -> bool {
+    sys::process_exists(pid)
+}
