@@ -1,0 +1,140 @@
+//! Test support: locating the built binaries, laying out plugin folders, and
+//! starting real supervisors. Nothing here is mocked.
+#![forbid(unsafe_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oort_supervisor::host::{Host, HostConfig};
+use oort_supervisor::process::{RuntimeDir, Timeouts};
+use oort_supervisor::state::StateRegistry;
+
+/// The folder holding the workspace's binaries (`oort`, the plugins, the fixture).
+pub fn bin_dir() -> PathBuf {
+    // Test executables live in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+/// The path of a workspace binary, checking it was built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --release --workspace --bins` first", path.display());
+    path
+}
+
+/// A temporary plugins folder with `sources/`, `sinks/` and `functions/`.
+pub struct PluginsDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for PluginsDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PluginsDir {
+    pub fn new() -> PluginsDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for k in ["sources", "sinks", "functions"] {
+            std::fs::create_dir(dir.path().join(k)).expect("mkdir");
+        }
+        PluginsDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Installs a copy of workspace binary `binary` as `<kind>/<file_name>`.
+    pub fn add(&self, kind: &str, file_name: &str, binary: &str) -> PathBuf {
+        let dest = self.path().join(kind).join(file_name);
+        std::fs::copy(bin(binary), &dest).expect("copy plugin");
+        dest
+    }
+
+    /// Installs the fixture under `file_name`, set to behave per `env`.
+    pub fn add_fixture(&self, kind: &str, file_name: &str, env: &[(&str, &str)]) -> PathBuf {
+        let dest = self.path().join(kind).join(file_name);
+        let mut script = String::from("#!/bin/sh\n");
+        for (k, v) in env {
+            script.push_str(&format!("export {k}='{v}'\n"));
+        }
+        script.push_str(&format!("exec '{}' \"$@\"\n", bin("oort-fixture").display()));
+        std::fs::write(&dest, script).expect("write wrapper");
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        dest
+    }
+}
+
+/// A supervisor's host in this test process, over a private runtime folder.
+pub struct TestHost {
+    pub host: Arc<Host>,
+    pub runtime_root: tempfile::TempDir,
+}
+
+impl TestHost {
+    pub fn new(plugins: &Path, timeouts: Timeouts) -> TestHost {
+        let runtime_root = tempfile::tempdir().expect("tempdir");
+        let runtime = Arc::new(RuntimeDir::create(&runtime_root.path().join("rt")).expect("runtime dir"));
+        let state = Arc::new(StateRegistry::default());
+        let host = Arc::new(Host::new(HostConfig { plugins_dir: plugins.to_path_buf(), timeouts }, runtime.clone(), state.clone()));
+        // Serve the State service on the runtime socket, as the daemon does.
+        let shutdown = oort_supervisor::shutdown::Shutdown::default();
+        tokio::spawn(oort_supervisor::api::serve_state(runtime.state_socket(), state, shutdown));
+        TestHost { host, runtime_root }
+    }
+}
+
+/// Short timeouts so that misbehaving plugins fail fast in tests.
+pub fn fast_timeouts() -> Timeouts {
+    Timeouts { start: Duration::from_secs(5), call: Duration::from_secs(2), stop_grace: Duration::from_millis(500) }
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// Sends SIGKILL to a pid.
+pub fn kill9(pid: u32) {
+    let status = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+    assert!(status.success(), "kill -9 {pid} failed");
+}
+
+/// Whether a pid is alive and not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Every socket file under a folder, recursively.
+pub fn sockets_under(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_socket() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

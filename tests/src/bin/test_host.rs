@@ -1,0 +1,34 @@
+//! A supervisor in miniature for tests that must kill the supervisor itself:
+//! it opens the requested function instances, prints their pids, then waits
+//! to be killed.
+//!
+//! Usage: `oort-test-host <plugins-dir> <runtime-root> <rule>:<function>...`
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use oort_supervisor::host::{Host, HostConfig};
+use oort_supervisor::process::{RestartStrategy, RuntimeDir, Timeouts};
+use oort_supervisor::state::StateRegistry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
+    let mut args = std::env::args().skip(1);
+    let plugins = PathBuf::from(args.next().expect("plugins dir"));
+    let root = PathBuf::from(args.next().expect("runtime root"));
+    let runtime = Arc::new(RuntimeDir::create(&root)?);
+    let state = Arc::new(StateRegistry::default());
+    tokio::spawn(oort_supervisor::api::serve_state(runtime.state_socket(), state.clone(), Default::default()));
+    let host = Host::new(HostConfig { plugins_dir: plugins, timeouts: Timeouts::default() }, runtime.clone(), state);
+    println!("RUNTIME {}", runtime.path().display());
+    let mut open = Vec::new();
+    for (i, spec) in args.enumerate() {
+        let (rule, function) = spec.split_once(':').expect("rule:function");
+        let f = host.open_function(rule, &format!("op{i}"), function, RestartStrategy::default()).await?;
+        println!("PID {}", f.pid().expect("running"));
+        open.push(f);
+    }
+    println!("READY");
+    std::future::pending::<()>().await;
+    Ok(())
+}
