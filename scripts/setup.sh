@@ -20,8 +20,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: cargo not found; installing Rust with rustup" >&2
-  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
+  echo "setup: Rust's cargo is not on PATH; install a Rust toolchain (rustup, 1.85 or newer) first" >&2
+  exit 1
 fi

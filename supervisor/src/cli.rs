@@ -29,10 +29,15 @@ impl Remote {
         }
         let req = req.body(Empty::<Bytes>::new()).with_context(|| format!("bad server URL {url:?}"))?;
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let resp = client.request(req).await.with_context(|| format!("cannot reach the oort daemon at {}", self.server))?;
+        let resp =
+            client.request(req).await.with_context(|| format!("cannot reach the oort daemon at {}", self.server))?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
-        let json: Json = if body.is_empty() { Json::Null } else { serde_json::from_slice(&body).context("the daemon sent invalid JSON")? };
+        let json: Json = if body.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&body).context("the daemon sent invalid JSON")?
+        };
         if !status.is_success() {
             let msg = json.get("error").and_then(Json::as_str).unwrap_or("no message");
             bail!("{} ({status})", msg);
@@ -60,7 +65,9 @@ pub async fn plugin_describe(remote: &Remote, kind: PluginKind, name: &str) -> a
     if remote.json {
         return Ok(json.to_string());
     }
-    let field = |k: &str| json.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_default();
+    let field = |k: &str| {
+        json.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_default()
+    };
     let mut out = String::new();
     writeln!(out, "name:      {}", field("name"))?;
     writeln!(out, "version:   {}", field("version"))?;
@@ -81,7 +88,9 @@ pub async fn plugin_describe(remote: &Remote, kind: PluginKind, name: &str) -> a
         writeln!(out, "processes:")?;
         writeln!(out, "  {:<8} {:<20} {:<10} {:<9} INSTANCES", "PID", "RULE", "STATUS", "RESTARTS")?;
         for p in processes {
-            let s = |k: &str| p.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_default();
+            let s = |k: &str| {
+                p.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_default()
+            };
             let status = p.get("status").and_then(|s| s.get("status")).and_then(Json::as_str).unwrap_or("?");
             let rule = p.get("rule").and_then(Json::as_str).unwrap_or("(shared)");
             writeln!(out, "  {:<8} {:<20} {:<10} {:<9} {}", s("pid"), rule, status, s("restarts"), s("instances"))?;

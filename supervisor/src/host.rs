@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tonic::Streaming;
 
 use crate::catalog::{Catalog, PluginFile, PluginKind};
-use crate::process::{Hooks, LaunchSpec, Live, ProcessError, ProcessStatus, RestartStrategy, RuntimeDir, Supervised, Timeouts};
+use crate::process::{
+    Hooks, LaunchSpec, Live, ProcessError, ProcessStatus, RestartStrategy, RuntimeDir, Supervised, Timeouts,
+};
 use crate::state::{ProcessKey, StateRegistry};
 
 /// Why a plugin call failed.
@@ -58,6 +60,9 @@ enum OpenSpec {
 
 type Instances = Arc<Mutex<HashMap<String, OpenSpec>>>;
 
+/// Processes by plugin file and rule; the rule is `None` for a shared process.
+type Entries = HashMap<(PathBuf, Option<String>), Arc<Entry>>;
+
 struct Entry {
     key: ProcessKey,
     process: Supervised,
@@ -72,7 +77,7 @@ pub struct Host {
     catalog: RwLock<Catalog>,
     runtime: Arc<RuntimeDir>,
     state: Arc<StateRegistry>,
-    entries: tokio::sync::Mutex<HashMap<(PathBuf, Option<String>), Arc<Entry>>>,
+    entries: tokio::sync::Mutex<Entries>,
     next_key: AtomicU64,
 }
 
@@ -139,12 +144,21 @@ impl Host {
         self.catalog.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Re-reads the plugins folder (after an install or removal). Running
-    /// processes keep running the file they started from.
-    pub fn rescan(&self) {
-        let catalog = Catalog::scan(&self.config.plugins_dir);
+    /// Re-reads the plugins folder (a file was added, replaced or removed).
+    /// Running processes keep running the file they started from, and the
+    /// functions they declared stay registered.
+    pub async fn rescan(&self) {
+        let mut catalog = Catalog::scan(&self.config.plugins_dir);
         for e in catalog.errors() {
             tracing::warn!("plugin catalog: {e}");
+        }
+        for entry in self.entries.lock().await.values() {
+            if let Some(live) = entry.process.current() {
+                let functions = exported(&live.describe, pb::Kind::Function);
+                if !functions.is_empty() {
+                    let _ = catalog.register_functions(&entry.process.spec().name, &functions);
+                }
+            }
         }
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
     }
@@ -172,9 +186,7 @@ impl Host {
                 continue;
             }
             mode = Some(if entry.singleton { "singleton" } else { "constructor" });
-            if let Ok(live) = tokio::time::timeout(std::time::Duration::ZERO, entry.process.live()).await.unwrap_or(Err(
-                ProcessError::Stopped { name: String::new() },
-            )) {
+            if let Some(live) = entry.process.current() {
                 if kind == PluginKind::Function && functions.is_empty() {
                     functions = exported(&live.describe, pb::Kind::Function);
                 }
@@ -212,12 +224,21 @@ impl Host {
     }
 
     fn plugin_file(&self, kind: PluginKind, name: &str) -> Result<PluginFile, HostError> {
-        self.catalog().get(kind, name).cloned().ok_or_else(|| HostError::UnknownPlugin { kind: kind.as_str(), name: name.into() })
+        self.catalog()
+            .get(kind, name)
+            .cloned()
+            .ok_or_else(|| HostError::UnknownPlugin { kind: kind.as_str(), name: name.into() })
     }
 
     /// The process that serves `rule` for `file`: the shared one of a
     /// singleton plugin, the rule's own one otherwise; started on first use.
-    async fn acquire(&self, file: &PluginFile, kind: PluginKind, rule: &str, strategy: RestartStrategy) -> Result<Arc<Entry>, HostError> {
+    async fn acquire(
+        &self,
+        file: &PluginFile,
+        kind: PluginKind,
+        rule: &str,
+        strategy: RestartStrategy,
+    ) -> Result<Arc<Entry>, HostError> {
         let mut entries = self.entries.lock().await;
         if let Some(e) = entries.get(&(file.path.clone(), None)) {
             return Ok(e.clone());
@@ -227,7 +248,12 @@ impl Host {
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let instances: Instances = Arc::default();
-        let hooks = Arc::new(EntryHooks { key, state: self.state.clone(), instances: instances.clone(), timeouts: self.config.timeouts });
+        let hooks = Arc::new(EntryHooks {
+            key,
+            state: self.state.clone(),
+            instances: instances.clone(),
+            timeouts: self.config.timeouts,
+        });
         let spec = LaunchSpec {
             path: file.path.clone(),
             name: file.name.clone(),
@@ -245,7 +271,8 @@ impl Host {
             && live.describe.symbols.iter().all(|s| s.mode == pb::ExportMode::Singleton as i32);
         if kind == PluginKind::Function {
             let functions = exported(&live.describe, pb::Kind::Function);
-            let registered = self.catalog.write().unwrap_or_else(|e| e.into_inner()).register_functions(&file.name, &functions);
+            let registered =
+                self.catalog.write().unwrap_or_else(|e| e.into_inner()).register_functions(&file.name, &functions);
             if let Err(e) = registered {
                 process.stop().await;
                 return Err(HostError::Protocol { plugin: file.name.clone(), reason: e.to_string() });
@@ -297,7 +324,9 @@ impl Host {
         // Validation runs on the shared process when there is one, else on a
         // short-lived process of its own.
         let rule = "__validate";
-        let entry = self.acquire(&file, PluginKind::Function, rule, RestartStrategy { attempts: 0, ..Default::default() }).await?;
+        let entry = self
+            .acquire(&file, PluginKind::Function, rule, RestartStrategy { attempts: 0, ..Default::default() })
+            .await?;
         let result = async {
             let live = entry.process.live().await?;
             let mut client = pb::function_client::FunctionClient::new(live.channel.clone());
@@ -311,16 +340,37 @@ impl Host {
     }
 
     /// Opens an instance of `function` for one call site of a rule.
-    pub async fn open_function(&self, rule: &str, operator: &str, function: &str, strategy: RestartStrategy) -> Result<FunctionInstance, HostError> {
+    pub async fn open_function(
+        &self,
+        rule: &str,
+        operator: &str,
+        function: &str,
+        strategy: RestartStrategy,
+    ) -> Result<FunctionInstance, HostError> {
         let file = self.function_file(function)?;
         let entry = self.acquire(&file, PluginKind::Function, rule, strategy).await?;
         let spec = new_spec(rule, operator, function);
         let (id, entry) = self.open(entry, OpenSpec::Function { spec }).await?;
-        Ok(FunctionInstance { id, plugin: file.name, entry, state: self.state.clone(), timeouts: self.config.timeouts, stream: tokio::sync::Mutex::new(None), seq: AtomicU64::new(0) })
+        Ok(FunctionInstance {
+            id,
+            plugin: file.name,
+            entry,
+            state: self.state.clone(),
+            timeouts: self.config.timeouts,
+            stream: tokio::sync::Mutex::new(None),
+            seq: AtomicU64::new(0),
+        })
     }
 
     /// Opens an instance of a source plugin for a rule.
-    pub async fn open_source(&self, rule: &str, plugin: &str, datasource: &str, props: HashMap<String, Value>, strategy: RestartStrategy) -> Result<SourceInstance, HostError> {
+    pub async fn open_source(
+        &self,
+        rule: &str,
+        plugin: &str,
+        datasource: &str,
+        props: HashMap<String, Value>,
+        strategy: RestartStrategy,
+    ) -> Result<SourceInstance, HostError> {
         let file = self.plugin_file(PluginKind::Source, plugin)?;
         let entry = self.acquire(&file, PluginKind::Source, rule, strategy).await?;
         let spec = new_spec(rule, "source", &file.name);
@@ -330,13 +380,28 @@ impl Host {
     }
 
     /// Opens an instance of a sink plugin for one action of a rule.
-    pub async fn open_sink(&self, rule: &str, operator: &str, plugin: &str, props: HashMap<String, Value>, strategy: RestartStrategy) -> Result<SinkInstance, HostError> {
+    pub async fn open_sink(
+        &self,
+        rule: &str,
+        operator: &str,
+        plugin: &str,
+        props: HashMap<String, Value>,
+        strategy: RestartStrategy,
+    ) -> Result<SinkInstance, HostError> {
         let file = self.plugin_file(PluginKind::Sink, plugin)?;
         let entry = self.acquire(&file, PluginKind::Sink, rule, strategy).await?;
         let spec = new_spec(rule, operator, &file.name);
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let (id, entry) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
-        Ok(SinkInstance { id, plugin: file.name, entry, state: self.state.clone(), timeouts: self.config.timeouts, stream: tokio::sync::Mutex::new(None), seq: AtomicU64::new(0) })
+        Ok(SinkInstance {
+            id,
+            plugin: file.name,
+            entry,
+            state: self.state.clone(),
+            timeouts: self.config.timeouts,
+            stream: tokio::sync::Mutex::new(None),
+            seq: AtomicU64::new(0),
+        })
     }
 
     /// Closes an instance and stops its process when nothing else uses it.
@@ -348,9 +413,15 @@ impl Host {
                 let name = &entry.process.spec().name;
                 let t = self.config.timeouts;
                 let result = match removed {
-                    Some(OpenSpec::Function { .. }) => call(name, "Close", t, pb::function_client::FunctionClient::new(live.channel).close(req)).await,
-                    Some(OpenSpec::Source { .. }) => call(name, "Close", t, pb::source_client::SourceClient::new(live.channel).close(req)).await,
-                    Some(OpenSpec::Sink { .. }) => call(name, "Close", t, pb::sink_client::SinkClient::new(live.channel).close(req)).await,
+                    Some(OpenSpec::Function { .. }) => {
+                        call(name, "Close", t, pb::function_client::FunctionClient::new(live.channel).close(req)).await
+                    }
+                    Some(OpenSpec::Source { .. }) => {
+                        call(name, "Close", t, pb::source_client::SourceClient::new(live.channel).close(req)).await
+                    }
+                    Some(OpenSpec::Sink { .. }) => {
+                        call(name, "Close", t, pb::sink_client::SinkClient::new(live.channel).close(req)).await
+                    }
                     None => Ok(pb::CloseResponse {}),
                 };
                 if let Err(e) = result {
@@ -376,21 +447,13 @@ impl Host {
         self.close(&s.id, &s.entry).await;
     }
 
-    /// Stops every process.
+    /// Stops every process, all at once.
     pub async fn shutdown(&self) {
-        let all: Vec<Arc<Entry>> = self.entries.lock().await.drain().map(|(_, e)| e).collect();
-        let stops = all.iter().map(|e| e.process.stop());
-        futures_join_all(stops).await;
-    }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(f);
-    }
-    for f in set {
-        f.await;
+        let mut stops = tokio::task::JoinSet::new();
+        for (_, entry) in self.entries.lock().await.drain() {
+            stops.spawn(async move { entry.process.stop().await });
+        }
+        while stops.join_next().await.is_some() {}
     }
 }
 
@@ -434,7 +497,9 @@ async fn call<T>(
 ) -> Result<T, HostError> {
     match tokio::time::timeout(timeouts.call, fut).await {
         Err(_) => Err(HostError::Timeout { plugin: plugin.into(), call: name, timeout: timeouts.call }),
-        Ok(Err(status)) => Err(HostError::Call { plugin: plugin.into(), call: name, message: status.message().to_string() }),
+        Ok(Err(status)) => {
+            Err(HostError::Call { plugin: plugin.into(), call: name, message: status.message().to_string() })
+        }
         Ok(Ok(resp)) => Ok(resp.into_inner()),
     }
 }
@@ -447,7 +512,8 @@ async fn open_on(live: &Live, open: &OpenSpec, timeouts: Timeouts, plugin: &str)
         }
         OpenSpec::Source { spec, datasource, props } => {
             let mut c = pb::source_client::SourceClient::new(live.channel.clone());
-            call(plugin, "Open", timeouts, c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props })).await?;
+            call(plugin, "Open", timeouts, c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props }))
+                .await?;
         }
         OpenSpec::Sink { spec, props } => {
             let mut c = pb::sink_client::SinkClient::new(live.channel.clone());
@@ -517,9 +583,12 @@ impl FunctionInstance {
     /// the restarted process, which resumes from the state as of the last
     /// accepted batch, so nothing is counted twice.
     pub async fn exec(&self, rows: Vec<Vec<Value>>) -> Result<Vec<RowOutcome>, HostError> {
-        let batch: Vec<pb::ArgRow> = rows.into_iter().map(|r| pb::ArgRow { args: r.into_iter().map(Into::into).collect() }).collect();
+        let batch: Vec<pb::ArgRow> =
+            rows.into_iter().map(|r| pb::ArgRow { args: r.into_iter().map(Into::into).collect() }).collect();
         match self.exec_once(batch.clone()).await {
-            Err(HostError::Call { .. }) | Err(HostError::Process(ProcessError::Restarted { .. })) => self.exec_once(batch).await,
+            Err(HostError::Call { .. }) | Err(HostError::Process(ProcessError::Restarted { .. })) => {
+                self.exec_once(batch).await
+            }
             other => other,
         }
     }
@@ -532,7 +601,8 @@ impl FunctionInstance {
         }
         if guard.is_none() {
             let (tx, rx) = mpsc::channel(4);
-            let mut client = pb::function_client::FunctionClient::new(live.channel.clone()).max_decoding_message_size(64 << 20);
+            let mut client =
+                pb::function_client::FunctionClient::new(live.channel.clone()).max_decoding_message_size(64 << 20);
             let input = tokio_stream::wrappers::ReceiverStream::new(rx);
             let responses = call(&self.plugin, "Exec", self.timeouts, client.exec(input)).await?;
             *guard = Some((tx, responses, live.generation));
@@ -541,18 +611,26 @@ impl FunctionInstance {
         let n = rows.len();
         let (tx, responses, _) = guard.as_mut().expect("stream was just opened");
         let round_trip = async {
-            tx.send(pb::ExecBatch { instance_id: self.id.clone(), seq, rows })
-                .await
-                .map_err(|_| HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: "stream closed".into() })?;
+            tx.send(pb::ExecBatch { instance_id: self.id.clone(), seq, rows }).await.map_err(|_| HostError::Call {
+                plugin: self.plugin.clone(),
+                call: "Exec",
+                message: "stream closed".into(),
+            })?;
             match responses.message().await {
                 Ok(Some(r)) => Ok(r),
-                Ok(None) => Err(HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: "stream ended".into() }),
-                Err(s) => Err(HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: s.message().to_string() }),
+                Ok(None) => {
+                    Err(HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: "stream ended".into() })
+                }
+                Err(s) => {
+                    Err(HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: s.message().to_string() })
+                }
             }
         };
         let result = match tokio::time::timeout(self.timeouts.call, round_trip).await {
             Ok(r) => r,
-            Err(_) => Err(HostError::Timeout { plugin: self.plugin.clone(), call: "Exec", timeout: self.timeouts.call }),
+            Err(_) => {
+                Err(HostError::Timeout { plugin: self.plugin.clone(), call: "Exec", timeout: self.timeouts.call })
+            }
         };
         let result = match result {
             Ok(r) => r,
@@ -566,7 +644,11 @@ impl FunctionInstance {
             *guard = None;
             return Err(HostError::Protocol {
                 plugin: self.plugin.clone(),
-                reason: format!("answered batch {seq} of {n} rows with batch {} of {} results", result.seq, result.results.len()),
+                reason: format!(
+                    "answered batch {seq} of {n} rows with batch {} of {} results",
+                    result.seq,
+                    result.results.len()
+                ),
             });
         }
         self.state.apply(&self.id, result.mutations);
@@ -610,7 +692,13 @@ impl SourceInstance {
     pub async fn read(&self, max_batch: u32) -> Result<mpsc::Receiver<Result<SourceBatch, HostError>>, HostError> {
         let live = self.entry.process.live().await?;
         let mut client = pb::source_client::SourceClient::new(live.channel.clone()).max_decoding_message_size(64 << 20);
-        let mut stream = call(&self.plugin, "Read", self.timeouts, client.read(pb::ReadRequest { instance_id: self.id.clone(), max_batch })).await?;
+        let mut stream = call(
+            &self.plugin,
+            "Read",
+            self.timeouts,
+            client.read(pb::ReadRequest { instance_id: self.id.clone(), max_batch }),
+        )
+        .await?;
         let (tx, rx) = mpsc::channel(2);
         let state = self.state.clone();
         let id = self.id.clone();
@@ -620,10 +708,15 @@ impl SourceInstance {
                 let item = match stream.message().await {
                     Ok(Some(b)) => {
                         state.apply(&id, b.mutations);
-                        Ok(SourceBatch { records: b.records.into_iter().map(Into::into).collect(), offset: b.offset.map(Into::into) })
+                        Ok(SourceBatch {
+                            records: b.records.into_iter().map(Into::into).collect(),
+                            offset: b.offset.map(Into::into),
+                        })
                     }
                     Ok(None) => break,
-                    Err(s) => Err(HostError::Call { plugin: plugin.clone(), call: "Read", message: s.message().to_string() }),
+                    Err(s) => {
+                        Err(HostError::Call { plugin: plugin.clone(), call: "Read", message: s.message().to_string() })
+                    }
                 };
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
@@ -664,18 +757,38 @@ impl SinkInstance {
         if guard.is_none() {
             let (tx, rx) = mpsc::channel(4);
             let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
-            let responses = call(&self.plugin, "Write", self.timeouts, client.write(tokio_stream::wrappers::ReceiverStream::new(rx))).await?;
+            let responses = call(
+                &self.plugin,
+                "Write",
+                self.timeouts,
+                client.write(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            )
+            .await?;
             *guard = Some((tx, responses, live.generation));
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, responses, _) = guard.as_mut().expect("stream was just opened");
-        let batch = pb::WriteBatch { instance_id: self.id.clone(), seq, records: records.into_iter().map(Into::into).collect() };
+        let batch = pb::WriteBatch {
+            instance_id: self.id.clone(),
+            seq,
+            records: records.into_iter().map(Into::into).collect(),
+        };
         let round_trip = async {
-            tx.send(batch).await.map_err(|_| HostError::Call { plugin: self.plugin.clone(), call: "Write", message: "stream closed".into() })?;
+            tx.send(batch).await.map_err(|_| HostError::Call {
+                plugin: self.plugin.clone(),
+                call: "Write",
+                message: "stream closed".into(),
+            })?;
             match responses.message().await {
                 Ok(Some(ack)) => Ok(ack),
-                Ok(None) => Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: "stream ended".into() }),
-                Err(s) => Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: s.message().to_string() }),
+                Ok(None) => {
+                    Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: "stream ended".into() })
+                }
+                Err(s) => Err(HostError::Call {
+                    plugin: self.plugin.clone(),
+                    call: "Write",
+                    message: s.message().to_string(),
+                }),
             }
         };
         let ack = match tokio::time::timeout(self.timeouts.call, round_trip).await {
@@ -686,7 +799,11 @@ impl SinkInstance {
             }
             Err(_) => {
                 *guard = None;
-                return Err(HostError::Timeout { plugin: self.plugin.clone(), call: "Write", timeout: self.timeouts.call });
+                return Err(HostError::Timeout {
+                    plugin: self.plugin.clone(),
+                    call: "Write",
+                    timeout: self.timeouts.call,
+                });
             }
         };
         self.state.apply(&self.id, ack.mutations);

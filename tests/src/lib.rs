@@ -81,7 +81,11 @@ impl TestHost {
         let runtime_root = tempfile::tempdir().expect("tempdir");
         let runtime = Arc::new(RuntimeDir::create(&runtime_root.path().join("rt")).expect("runtime dir"));
         let state = Arc::new(StateRegistry::default());
-        let host = Arc::new(Host::new(HostConfig { plugins_dir: plugins.to_path_buf(), timeouts }, runtime.clone(), state.clone()));
+        let host = Arc::new(Host::new(
+            HostConfig { plugins_dir: plugins.to_path_buf(), timeouts },
+            runtime.clone(),
+            state.clone(),
+        ));
         // Serve the State service on the runtime socket, as the daemon does.
         let shutdown = oort_supervisor::shutdown::Shutdown::default();
         tokio::spawn(oort_supervisor::api::serve_state(runtime.state_socket(), state, shutdown));

@@ -87,7 +87,8 @@ fn demo_plugins() -> PluginsDir {
 
 #[test]
 fn rest_lists_and_describes_plugins_in_ekuipers_shape() {
-    let d = start_daemon(&demo_plugins(), &[]);
+    let plugins = demo_plugins();
+    let d = start_daemon(&plugins, &[]);
     let (status, body) = http(&d.addr, "GET", "/plugins/functions", None).unwrap();
     assert_eq!(status, 200);
     assert_eq!(json(&body), serde_json::json!(["accumulateWordCount", "echo"]));
@@ -115,7 +116,8 @@ fn rest_lists_and_describes_plugins_in_ekuipers_shape() {
 
 #[test]
 fn the_cli_prints_tables_json_and_one_line_errors() {
-    let d = start_daemon(&demo_plugins(), &[]);
+    let plugins = demo_plugins();
+    let d = start_daemon(&plugins, &[]);
     let (ok, out, _) = cli(&d, &["plugin", "list", "function"]);
     assert!(ok);
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["accumulateWordCount", "echo"]);
@@ -136,8 +138,24 @@ fn the_cli_prints_tables_json_and_one_line_errors() {
 }
 
 #[test]
+fn a_plugin_dropped_into_the_folder_is_found_without_a_restart() {
+    let plugins = demo_plugins();
+    let d = start_daemon(&plugins, &[]);
+    assert_eq!(http(&d.addr, "GET", "/plugins/functions/countPlusOne", None).unwrap().0, 404);
+    plugins.add("functions", "countPlusOne@v0.3.0", "countPlusOne");
+    let (status, body) = http(&d.addr, "GET", "/plugins/functions/countPlusOne", None).unwrap();
+    assert_eq!((status, json(&body)["version"].clone()), (200, serde_json::json!("0.3.0")), "{body}");
+    plugins.add("functions", "countPlusOne@v0.10.0", "countPlusOne");
+    let (_, body) = http(&d.addr, "GET", "/plugins/functions", None).unwrap();
+    assert_eq!(json(&body), serde_json::json!(["accumulateWordCount", "countPlusOne", "echo"]));
+    let (_, body) = http(&d.addr, "GET", "/plugins/functions/countPlusOne", None).unwrap();
+    assert_eq!(json(&body)["version"], "0.10.0", "newer file takes effect: {body}");
+}
+
+#[test]
 fn a_bearer_token_guards_everything_but_ping() {
-    let d = start_daemon(&demo_plugins(), &["--api-token", "s3cret"]);
+    let plugins = demo_plugins();
+    let d = start_daemon(&plugins, &["--api-token", "s3cret"]);
     assert_eq!(http(&d.addr, "GET", "/plugins/functions", None).unwrap().0, 401);
     assert_eq!(http(&d.addr, "GET", "/plugins/functions", Some("wrong")).unwrap().0, 401);
     assert_eq!(http(&d.addr, "GET", "/plugins/functions", Some("s3cret")).unwrap().0, 200);
@@ -146,7 +164,8 @@ fn a_bearer_token_guards_everything_but_ping() {
 
 #[test]
 fn sigterm_stops_the_daemon_cleanly() {
-    let mut d = start_daemon(&demo_plugins(), &[]);
+    let plugins = demo_plugins();
+    let mut d = start_daemon(&plugins, &[]);
     let rt = d.runtime_root.path().join("rt");
     assert!(!sockets_under(&rt).is_empty(), "the State socket is in the runtime folder");
     let pid = d.child.id();
@@ -158,7 +177,11 @@ fn sigterm_stops_the_daemon_cleanly() {
 
 /// Starts `oort-test-host` with the given `<rule>:<function>` instances and
 /// returns it with the pids it printed.
-fn start_host(plugins: &PluginsDir, root: &std::path::Path, instances: &[&str]) -> (Child, Vec<u32>, std::path::PathBuf) {
+fn start_host(
+    plugins: &PluginsDir,
+    root: &std::path::Path,
+    instances: &[&str],
+) -> (Child, Vec<u32>, std::path::PathBuf) {
     let mut child = Command::new(bin("oort-test-host"))
         .arg(plugins.path())
         .arg(root)

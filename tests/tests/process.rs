@@ -162,8 +162,11 @@ async fn a_plugin_claiming_another_name_is_refused() {
 async fn a_call_that_never_returns_times_out_and_the_plugin_stays_usable() {
     let plugins = PluginsDir::new();
     plugins.add_fixture("functions", "fixture", &[]);
-    std::fs::write(plugins.path().join("functions/fixture.json"), r#"{"functions":[{"name":"sleep"},{"name":"whoami"}]}"#)
-        .unwrap();
+    std::fs::write(
+        plugins.path().join("functions/fixture.json"),
+        r#"{"functions":[{"name":"sleep"},{"name":"whoami"}]}"#,
+    )
+    .unwrap();
     let timeouts = Timeouts { call: Duration::from_millis(500), ..fast_timeouts() };
     let t = TestHost::new(plugins.path(), timeouts);
     let f = t.host.open_function("r1", "op0", "sleep", RestartStrategy::default()).await.unwrap();
@@ -180,8 +183,11 @@ async fn the_state_service_scopes_every_call_by_the_process_token() {
     let plugins = PluginsDir::new();
     plugins.add("functions", "accumulateWordCount", "accumulateWordCount");
     plugins.add_fixture("functions", "fixture", &[]);
-    std::fs::write(plugins.path().join("functions/fixture.json"), r#"{"functions":[{"name":"steal"},{"name":"tally"}]}"#)
-        .unwrap();
+    std::fs::write(
+        plugins.path().join("functions/fixture.json"),
+        r#"{"functions":[{"name":"steal"},{"name":"tally"}]}"#,
+    )
+    .unwrap();
     let t = TestHost::new(plugins.path(), fast_timeouts());
     let s = RestartStrategy::default();
     let victim = t.host.open_function("r1", "op0", "accumulateWordCount", s).await.unwrap();

@@ -202,12 +202,7 @@ mod tests {
     use super::*;
 
     fn ctx(state: Vec<pb::StateEntry>) -> Context {
-        Context::new(pb::InstanceSpec {
-            instance_id: "i1".into(),
-            rule_id: "r1".into(),
-            state,
-            ..Default::default()
-        })
+        Context::new(pb::InstanceSpec { instance_id: "i1".into(), rule_id: "r1".into(), state, ..Default::default() })
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub fn serve(plugin: Plugin) -> ! {
         }
     };
     let offered = std::env::var("OORT_PROTOCOL_VERSIONS").unwrap_or_default();
-    let speaks = offered.split(',').filter_map(|v| v.trim().parse::<u32>().ok()).any(|v| v == oort_proto::PROTOCOL_VERSION);
+    let speaks =
+        offered.split(',').filter_map(|v| v.trim().parse::<u32>().ok()).any(|v| v == oort_proto::PROTOCOL_VERSION);
     if !speaks {
         eprintln!(
             "{}: the supervisor offers protocol versions {offered:?}, this plugin speaks only {}",
@@ -89,7 +90,9 @@ async fn run(plugin: Plugin, socket: PathBuf) -> i32 {
     let state = Arc::new(Served { plugin, instances: Mutex::new(HashMap::new()), stop: Notify::new() });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in ["", "oort.plugin.v1.Plugin", "oort.plugin.v1.Function", "oort.plugin.v1.Source", "oort.plugin.v1.Sink"] {
+    for service in
+        ["", "oort.plugin.v1.Plugin", "oort.plugin.v1.Function", "oort.plugin.v1.Source", "oort.plugin.v1.Sink"]
+    {
         health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
@@ -142,6 +145,9 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
+/// An open source: the object, its context, and the flag that stops its reader.
+type OpenSource = (Shared<dyn Source>, Arc<Context>, Arc<AtomicBool>);
+
 enum Instance {
     Function(Arc<dyn Function>, Arc<Context>),
     Source(Shared<dyn Source>, Arc<Context>, Arc<AtomicBool>),
@@ -175,7 +181,7 @@ impl Served {
         }
     }
 
-    fn source(&self, id: &str) -> Result<(Shared<dyn Source>, Arc<Context>, Arc<AtomicBool>), Status> {
+    fn source(&self, id: &str) -> Result<OpenSource, Status> {
         match self.instances().get(id) {
             Some(Instance::Source(s, c, stop)) => Ok((s.clone(), c.clone(), stop.clone())),
             _ => Err(Status::not_found(format!("no open source instance {id:?}"))),
@@ -267,13 +273,28 @@ impl PluginService for Handle {
         let mut symbols = Vec::new();
         for (name, singleton, factory) in &p.functions {
             let is_aggregate = factory.probe().is_aggregate();
-            symbols.push(pb::Symbol { kind: pb::Kind::Function as i32, name: name.clone(), mode: mode(*singleton), is_aggregate });
+            symbols.push(pb::Symbol {
+                kind: pb::Kind::Function as i32,
+                name: name.clone(),
+                mode: mode(*singleton),
+                is_aggregate,
+            });
         }
         if let Some((singleton, _)) = &p.source {
-            symbols.push(pb::Symbol { kind: pb::Kind::Source as i32, name: p.name.clone(), mode: mode(*singleton), is_aggregate: false });
+            symbols.push(pb::Symbol {
+                kind: pb::Kind::Source as i32,
+                name: p.name.clone(),
+                mode: mode(*singleton),
+                is_aggregate: false,
+            });
         }
         if let Some((singleton, _)) = &p.sink {
-            symbols.push(pb::Symbol { kind: pb::Kind::Sink as i32, name: p.name.clone(), mode: mode(*singleton), is_aggregate: false });
+            symbols.push(pb::Symbol {
+                kind: pb::Kind::Sink as i32,
+                name: p.name.clone(),
+                mode: mode(*singleton),
+                is_aggregate: false,
+            });
         }
         Ok(Response::new(pb::DescribeResponse {
             name: p.name.clone(),

@@ -10,7 +10,9 @@ const COUNTER: &str = "allwordcount";
 impl Function for AccumulateWordCount {
     fn validate(&self, args: &[ArgSpec]) -> Result<(), BoxError> {
         if args.len() != 2 {
-            return Err(format!("accumulateWordCount function only supports 2 parameters but got {}", args.len()).into());
+            return Err(
+                format!("accumulateWordCount function only supports 2 parameters but got {}", args.len()).into()
+            );
         }
         match &args[1].literal {
             Some(Value::String(_)) => Ok(()),

@@ -22,5 +22,8 @@ impl Function for CountPlusOne {
 }
 
 fn main() {
-    serve(Plugin::new("countPlusOne", env!("CARGO_PKG_VERSION")).function("countPlusOne", Export::singleton(CountPlusOne)));
+    serve(
+        Plugin::new("countPlusOne", env!("CARGO_PKG_VERSION"))
+            .function("countPlusOne", Export::singleton(CountPlusOne)),
+    );
 }

@@ -10,7 +10,6 @@ mod state_service;
 pub use rest::{router, ApiConfig};
 pub use state_service::serve_state;
 
-
 use crate::shutdown::Shutdown;
 
 /// Serves gRPC health and reflection on `addr` (`unix:PATH` or `HOST:PORT`)

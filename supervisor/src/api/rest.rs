@@ -61,7 +61,8 @@ pub fn router(host: Arc<Host>, config: ApiConfig) -> Router {
 
 async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
     if let Some(expected) = token {
-        let given = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given =
+            req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(expected) {
             return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
         }
@@ -76,7 +77,11 @@ fn kind(path: &str) -> Result<PluginKind, ApiError> {
 }
 
 async fn list_plugins(State(app): State<AppState>, Path(k): Path<String>) -> Result<Json<Vec<String>>, ApiError> {
-    Ok(Json(app.host.list(kind(&k)?)))
+    let kind = kind(&k)?;
+    // Operators install plugins by dropping files into the folder: a listing
+    // always reflects the folder as it is now.
+    app.host.rescan().await;
+    Ok(Json(app.host.list(kind)))
 }
 
 async fn describe_plugin(
@@ -84,6 +89,9 @@ async fn describe_plugin(
     Path((k, name)): Path<(String, String)>,
 ) -> Result<Json<crate::host::PluginInfo>, ApiError> {
     let kind = kind(&k)?;
+    if app.host.describe(kind, &name).await.is_none() {
+        app.host.rescan().await;
+    }
     app.host
         .describe(kind, &name)
         .await

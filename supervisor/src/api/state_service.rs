@@ -86,7 +86,10 @@ impl State for Service {
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn incr_counter(&self, req: Request<pb::IncrCounterRequest>) -> Result<Response<pb::CounterResponse>, Status> {
+    async fn incr_counter(
+        &self,
+        req: Request<pb::IncrCounterRequest>,
+    ) -> Result<Response<pb::CounterResponse>, Status> {
         self.check(&req, &req.get_ref().instance_id)?;
         let r = req.into_inner();
         Ok(Response::new(pb::CounterResponse { count: self.0.incr(&r.instance_id, &r.key, r.amount)? }))

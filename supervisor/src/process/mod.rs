@@ -163,7 +163,9 @@ pub(crate) async fn start(
     match tokio::time::timeout(timeouts.start, handshake).await {
         Ok(Ok(())) => Ok(running),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(ProcessError::StartTimeout { name: spec.name.clone(), timeout: timeouts.start, stderr: tail.lines() }),
+        Err(_) => {
+            Err(ProcessError::StartTimeout { name: spec.name.clone(), timeout: timeouts.start, stderr: tail.lines() })
+        }
     }
     .map_err(|e| match e {
         // Give the log forwarder a moment so the report carries the plugin's last words.
@@ -181,14 +183,20 @@ async fn handshake(spec: &LaunchSpec, running: &mut Running, timeouts: Timeouts)
     let channel = loop {
         if let Some(status) = running.child.try_wait().ok().flatten() {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            return Err(ProcessError::ExitedAtStart { name: spec.name.clone(), status: status.to_string(), stderr: vec![] });
+            return Err(ProcessError::ExitedAtStart {
+                name: spec.name.clone(),
+                status: status.to_string(),
+                stderr: vec![],
+            });
         }
         if running.socket.exists() {
             if let Ok(channel) = connect(&running.socket).await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
                 let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
                 if let Ok(Ok(resp)) = tokio::time::timeout(timeouts.call, health.check(req)).await {
-                    if resp.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                    if resp.into_inner().status
+                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                    {
                         break channel;
                     }
                 }
@@ -201,7 +209,10 @@ async fn handshake(spec: &LaunchSpec, running: &mut Running, timeouts: Timeouts)
     let describe = tokio::time::timeout(timeouts.call, client.describe(pb::DescribeRequest {}))
         .await
         .map_err(|_| ProcessError::Mismatch { path: spec.path.clone(), reason: "Describe timed out".into() })?
-        .map_err(|s| ProcessError::Mismatch { path: spec.path.clone(), reason: format!("Describe failed: {}", s.message()) })?
+        .map_err(|s| ProcessError::Mismatch {
+            path: spec.path.clone(),
+            reason: format!("Describe failed: {}", s.message()),
+        })?
         .into_inner();
     check_describe(spec, &describe)?;
     running.channel = channel;

@@ -135,11 +135,12 @@ mod tests {
 
     #[test]
     fn folders_of_dead_supervisors_are_removed() {
-        let root = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("rt");
         // pid 2^22+1 is above Linux's pid_max limit, so it is never alive.
-        let stale = root.path().join("sv-4194305");
-        std::fs::create_dir(&stale).unwrap();
-        let _rt = RuntimeDir::create(root.path()).unwrap();
+        let stale = root.join("sv-4194305");
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&stale).unwrap();
+        let _rt = RuntimeDir::create(&root).unwrap();
         assert!(!stale.exists());
     }
 }

@@ -190,6 +190,11 @@ impl Supervised {
         self.published.borrow().live.as_ref().map(|l| l.pid)
     }
 
+    /// The running process, without waiting for a restart to finish.
+    pub fn current(&self) -> Option<Live> {
+        self.published.borrow().live.clone()
+    }
+
     /// How many times the process has been restarted after a crash.
     pub fn restarts(&self) -> u32 {
         self.restarts.load(Ordering::SeqCst)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs every check and test. `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. scripts/env.sh
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== build (release profile: shared by tests, demo and benches)"
+# Integration tests start the real binaries of every workspace crate.
+cargo build --release --workspace --bins
+echo "== lint"
+cargo clippy --release --workspace --all-targets -- -D warnings
+echo "== tests"
+cargo test --release --workspace
