@@ -328,9 +328,10 @@ impl Host {
             .acquire(&file, PluginKind::Function, rule, RestartStrategy { attempts: 0, ..Default::default() })
             .await?;
         let result = async {
+            let symbol = exported_symbol(&entry, function)?;
             let live = entry.process.live().await?;
             let mut client = pb::function_client::FunctionClient::new(live.channel.clone());
-            let req = pb::ValidateRequest { symbol: function.to_string(), args };
+            let req = pb::ValidateRequest { symbol, args };
             let resp = call(&file.name, "Validate", self.config.timeouts, client.validate(req)).await?;
             Ok(Some(resp.error).filter(|e| !e.is_empty()))
         }
@@ -349,16 +350,23 @@ impl Host {
     ) -> Result<FunctionInstance, HostError> {
         let file = self.function_file(function)?;
         let entry = self.acquire(&file, PluginKind::Function, rule, strategy).await?;
-        let spec = new_spec(rule, operator, function);
+        let symbol = match exported_symbol(&entry, function) {
+            Ok(symbol) => symbol,
+            Err(e) => {
+                self.release(&entry).await;
+                return Err(e);
+            }
+        };
+        let spec = new_spec(rule, operator, &symbol);
         let (id, entry) = self.open(entry, OpenSpec::Function { spec }).await?;
+        let plugin = file.name;
         Ok(FunctionInstance {
             id,
-            plugin: file.name,
+            symbol,
+            plugin: plugin.clone(),
             entry,
             state: self.state.clone(),
-            timeouts: self.config.timeouts,
-            stream: tokio::sync::Mutex::new(None),
-            seq: AtomicU64::new(0),
+            stream: BatchStream::new(&plugin, "Exec", self.config.timeouts.call),
         })
     }
 
@@ -376,7 +384,7 @@ impl Host {
         let spec = new_spec(rule, "source", &file.name);
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let (id, entry) = self.open(entry, OpenSpec::Source { spec, datasource: datasource.into(), props }).await?;
-        Ok(SourceInstance { id, plugin: file.name, entry, state: self.state.clone(), timeouts: self.config.timeouts })
+        Ok(SourceInstance { id, plugin: file.name, entry, state: self.state.clone() })
     }
 
     /// Opens an instance of a sink plugin for one action of a rule.
@@ -393,14 +401,13 @@ impl Host {
         let spec = new_spec(rule, operator, &file.name);
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let (id, entry) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
+        let plugin = file.name;
         Ok(SinkInstance {
             id,
-            plugin: file.name,
+            plugin: plugin.clone(),
             entry,
             state: self.state.clone(),
-            timeouts: self.config.timeouts,
-            stream: tokio::sync::Mutex::new(None),
-            seq: AtomicU64::new(0),
+            stream: BatchStream::new(&plugin, "Write", self.config.timeouts.call),
         })
     }
 
@@ -434,7 +441,10 @@ impl Host {
 
     /// Closes a function instance.
     pub async fn close_function(&self, f: FunctionInstance) {
-        self.close(&f.id, &f.entry).await;
+        // End the batch stream first: a plugin drains open streams before it exits.
+        let FunctionInstance { id, entry, stream, .. } = f;
+        drop(stream);
+        self.close(&id, &entry).await;
     }
 
     /// Closes a source instance.
@@ -444,7 +454,9 @@ impl Host {
 
     /// Closes a sink instance.
     pub async fn close_sink(&self, s: SinkInstance) {
-        self.close(&s.id, &s.entry).await;
+        let SinkInstance { id, entry, stream, .. } = s;
+        drop(stream);
+        self.close(&id, &entry).await;
     }
 
     /// Stops every process, all at once.
@@ -463,6 +475,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn exported(describe: &pb::DescribeResponse, kind: pb::Kind) -> Vec<String> {
     describe.symbols.iter().filter(|s| s.kind == kind as i32).map(|s| s.name.clone()).collect()
+}
+
+/// The function's name exactly as the plugin exports it: SQL function names
+/// are case-insensitive, plugin symbols are not.
+fn exported_symbol(entry: &Entry, function: &str) -> Result<String, HostError> {
+    let live =
+        entry.process.current().ok_or_else(|| ProcessError::Stopped { name: entry.process.spec().name.clone() })?;
+    exported(&live.describe, pb::Kind::Function)
+        .into_iter()
+        .find(|name| name.eq_ignore_ascii_case(function))
+        .ok_or_else(|| HostError::UnknownFunction(function.to_string()))
 }
 
 fn new_spec(rule: &str, operator: &str, symbol: &str) -> pb::InstanceSpec {
@@ -555,23 +578,111 @@ impl Hooks for EntryHooks {
 /// The result of one row of a function batch.
 pub type RowOutcome = Result<Value, String>;
 
-type ExecStream = (mpsc::Sender<pb::ExecBatch>, Streaming<pb::ExecResult>, u64);
+/// A long-lived stream on which every request gets exactly one response, in
+/// order. Broken or timed-out streams are discarded, never reused: after a
+/// failure nobody knows which response comes next.
+struct BatchStream<Req, Resp> {
+    plugin: String,
+    call_name: &'static str,
+    timeout: std::time::Duration,
+    open: tokio::sync::Mutex<Option<OpenStream<Req, Resp>>>,
+    seq: AtomicU64,
+}
+
+/// The request sender, the response stream, and the process generation they belong to.
+type OpenStream<Req, Resp> = (mpsc::Sender<Req>, Streaming<Resp>, u64);
+
+impl<Req: Send + 'static, Resp> BatchStream<Req, Resp> {
+    fn new(plugin: &str, call_name: &'static str, timeout: std::time::Duration) -> Self {
+        BatchStream {
+            plugin: plugin.to_string(),
+            call_name,
+            timeout,
+            open: tokio::sync::Mutex::new(None),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends the request built for the next sequence number and waits for its
+    /// response, all within the call deadline. The first request is queued
+    /// before the call starts, so a server that sends its response headers only
+    /// with its first response (grpc-go's default) cannot deadlock us.
+    async fn round_trip<Fut>(
+        &self,
+        live: &Live,
+        request: impl FnOnce(u64) -> Req,
+        start: impl FnOnce(tonic::transport::Channel, tokio_stream::wrappers::ReceiverStream<Req>) -> Fut,
+        response_seq: impl Fn(&Resp) -> u64,
+    ) -> Result<Resp, HostError>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<Streaming<Resp>>, tonic::Status>>,
+    {
+        let (plugin, call_name, timeout) = (self.plugin.as_str(), self.call_name, self.timeout);
+        let failed = |message: String| HostError::Call { plugin: plugin.to_string(), call: call_name, message };
+        let mut guard = self.open.lock().await;
+        if guard.as_ref().is_some_and(|(_, _, generation)| *generation != live.generation) {
+            *guard = None;
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let exchange = async {
+            if let Some((tx, _, _)) = guard.as_ref() {
+                tx.send(request(seq)).await.map_err(|_| failed("stream closed".into()))?;
+            } else {
+                let (tx, rx) = mpsc::channel(4);
+                tx.send(request(seq)).await.map_err(|_| failed("stream closed".into()))?;
+                let responses = start(live.channel.clone(), tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .map_err(|s| failed(s.message().to_string()))?
+                    .into_inner();
+                *guard = Some((tx, responses, live.generation));
+            }
+            let (_, responses, _) = guard.as_mut().expect("the stream is open");
+            match responses.message().await {
+                Ok(Some(r)) => Ok(r),
+                Ok(None) => Err(failed("stream ended".into())),
+                Err(s) => Err(failed(s.message().to_string())),
+            }
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(HostError::Timeout { plugin: plugin.to_string(), call: call_name, timeout }),
+        };
+        match result {
+            Ok(r) if response_seq(&r) == seq => Ok(r),
+            Ok(r) => {
+                *guard = None;
+                Err(HostError::Protocol {
+                    plugin: plugin.to_string(),
+                    reason: format!("{call_name} answered batch {seq} with batch {}", response_seq(&r)),
+                })
+            }
+            Err(e) => {
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+}
 
 /// An open function instance: batches of argument rows in, results out.
 pub struct FunctionInstance {
     id: String,
+    symbol: String,
     plugin: String,
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
-    timeouts: Timeouts,
-    stream: tokio::sync::Mutex<Option<ExecStream>>,
-    seq: AtomicU64,
+    stream: BatchStream<pb::ExecBatch, pb::ExecResult>,
 }
 
 impl FunctionInstance {
     /// The instance id, which is also its state scope.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The function's name as the plugin exports it.
+    pub fn symbol(&self) -> &str {
+        &self.symbol
     }
 
     /// The pid of the process serving it right now.
@@ -583,72 +694,36 @@ impl FunctionInstance {
     /// the restarted process, which resumes from the state as of the last
     /// accepted batch, so nothing is counted twice.
     pub async fn exec(&self, rows: Vec<Vec<Value>>) -> Result<Vec<RowOutcome>, HostError> {
-        let batch: Vec<pb::ArgRow> =
+        let rows: Vec<pb::ArgRow> =
             rows.into_iter().map(|r| pb::ArgRow { args: r.into_iter().map(Into::into).collect() }).collect();
-        match self.exec_once(batch.clone()).await {
-            Err(HostError::Call { .. }) | Err(HostError::Process(ProcessError::Restarted { .. })) => {
-                self.exec_once(batch).await
-            }
+        match self.exec_once(rows.clone()).await {
+            Err(HostError::Call { .. }) => self.exec_once(rows).await,
             other => other,
         }
     }
 
     async fn exec_once(&self, rows: Vec<pb::ArgRow>) -> Result<Vec<RowOutcome>, HostError> {
         let live = self.entry.process.live().await?;
-        let mut guard = self.stream.lock().await;
-        if guard.as_ref().is_some_and(|(_, _, generation)| *generation != live.generation) {
-            *guard = None;
-        }
-        if guard.is_none() {
-            let (tx, rx) = mpsc::channel(4);
-            let mut client =
-                pb::function_client::FunctionClient::new(live.channel.clone()).max_decoding_message_size(64 << 20);
-            let input = tokio_stream::wrappers::ReceiverStream::new(rx);
-            let responses = call(&self.plugin, "Exec", self.timeouts, client.exec(input)).await?;
-            *guard = Some((tx, responses, live.generation));
-        }
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let n = rows.len();
-        let (tx, responses, _) = guard.as_mut().expect("stream was just opened");
-        let round_trip = async {
-            tx.send(pb::ExecBatch { instance_id: self.id.clone(), seq, rows }).await.map_err(|_| HostError::Call {
-                plugin: self.plugin.clone(),
-                call: "Exec",
-                message: "stream closed".into(),
-            })?;
-            match responses.message().await {
-                Ok(Some(r)) => Ok(r),
-                Ok(None) => {
-                    Err(HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: "stream ended".into() })
-                }
-                Err(s) => {
-                    Err(HostError::Call { plugin: self.plugin.clone(), call: "Exec", message: s.message().to_string() })
-                }
-            }
-        };
-        let result = match tokio::time::timeout(self.timeouts.call, round_trip).await {
-            Ok(r) => r,
-            Err(_) => {
-                Err(HostError::Timeout { plugin: self.plugin.clone(), call: "Exec", timeout: self.timeouts.call })
-            }
-        };
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
-                // The stream's position is unknown now: never reuse it.
-                *guard = None;
-                return Err(e);
-            }
-        };
-        if result.seq != seq || result.results.len() != n {
-            *guard = None;
+        let id = self.id.clone();
+        let result = self
+            .stream
+            .round_trip(
+                &live,
+                |seq| pb::ExecBatch { instance_id: id, seq, rows },
+                |channel, input| async move {
+                    pb::function_client::FunctionClient::new(channel)
+                        .max_decoding_message_size(64 << 20)
+                        .exec(input)
+                        .await
+                },
+                |r: &pb::ExecResult| r.seq,
+            )
+            .await?;
+        if result.results.len() != n {
             return Err(HostError::Protocol {
                 plugin: self.plugin.clone(),
-                reason: format!(
-                    "answered batch {seq} of {n} rows with batch {} of {} results",
-                    result.seq,
-                    result.results.len()
-                ),
+                reason: format!("answered a batch of {n} rows with {} results", result.results.len()),
             });
         }
         self.state.apply(&self.id, result.mutations);
@@ -677,7 +752,6 @@ pub struct SourceInstance {
     plugin: String,
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
-    timeouts: Timeouts,
 }
 
 impl SourceInstance {
@@ -692,18 +766,26 @@ impl SourceInstance {
     pub async fn read(&self, max_batch: u32) -> Result<mpsc::Receiver<Result<SourceBatch, HostError>>, HostError> {
         let live = self.entry.process.live().await?;
         let mut client = pb::source_client::SourceClient::new(live.channel.clone()).max_decoding_message_size(64 << 20);
-        let mut stream = call(
-            &self.plugin,
-            "Read",
-            self.timeouts,
-            client.read(pb::ReadRequest { instance_id: self.id.clone(), max_batch }),
-        )
-        .await?;
+        let request = pb::ReadRequest { instance_id: self.id.clone(), max_batch };
         let (tx, rx) = mpsc::channel(2);
         let state = self.state.clone();
         let id = self.id.clone();
         let plugin = self.plugin.clone();
+        let failed = move |s: tonic::Status| HostError::Call {
+            plugin: plugin.clone(),
+            call: "Read",
+            message: s.message().to_string(),
+        };
+        // No deadline on a source: a quiet source and a hung one look alike,
+        // and a server may hold its response headers until its first batch.
         tokio::spawn(async move {
+            let mut stream = match client.read(request).await {
+                Ok(s) => s.into_inner(),
+                Err(s) => {
+                    let _ = tx.send(Err(failed(s))).await;
+                    return;
+                }
+            };
             loop {
                 let item = match stream.message().await {
                     Ok(Some(b)) => {
@@ -714,9 +796,7 @@ impl SourceInstance {
                         })
                     }
                     Ok(None) => break,
-                    Err(s) => {
-                        Err(HostError::Call { plugin: plugin.clone(), call: "Read", message: s.message().to_string() })
-                    }
+                    Err(s) => Err(failed(s)),
                 };
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
@@ -728,17 +808,13 @@ impl SourceInstance {
     }
 }
 
-type WriteStream = (mpsc::Sender<pb::WriteBatch>, Streaming<pb::WriteAck>, u64);
-
 /// An open sink instance.
 pub struct SinkInstance {
     id: String,
     plugin: String,
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
-    timeouts: Timeouts,
-    stream: tokio::sync::Mutex<Option<WriteStream>>,
-    seq: AtomicU64,
+    stream: BatchStream<pb::WriteBatch, pb::WriteAck>,
 }
 
 impl SinkInstance {
@@ -750,62 +826,19 @@ impl SinkInstance {
     /// Writes one batch and waits for the sink's acknowledgement.
     pub async fn write(&self, records: Vec<Record>) -> Result<(), HostError> {
         let live = self.entry.process.live().await?;
-        let mut guard = self.stream.lock().await;
-        if guard.as_ref().is_some_and(|(_, _, generation)| *generation != live.generation) {
-            *guard = None;
-        }
-        if guard.is_none() {
-            let (tx, rx) = mpsc::channel(4);
-            let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
-            let responses = call(
-                &self.plugin,
-                "Write",
-                self.timeouts,
-                client.write(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        let id = self.id.clone();
+        let records = records.into_iter().map(Into::into).collect();
+        let ack = self
+            .stream
+            .round_trip(
+                &live,
+                |seq| pb::WriteBatch { instance_id: id, seq, records },
+                |channel, input| async move {
+                    pb::sink_client::SinkClient::new(channel).max_decoding_message_size(64 << 20).write(input).await
+                },
+                |a: &pb::WriteAck| a.seq,
             )
             .await?;
-            *guard = Some((tx, responses, live.generation));
-        }
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let (tx, responses, _) = guard.as_mut().expect("stream was just opened");
-        let batch = pb::WriteBatch {
-            instance_id: self.id.clone(),
-            seq,
-            records: records.into_iter().map(Into::into).collect(),
-        };
-        let round_trip = async {
-            tx.send(batch).await.map_err(|_| HostError::Call {
-                plugin: self.plugin.clone(),
-                call: "Write",
-                message: "stream closed".into(),
-            })?;
-            match responses.message().await {
-                Ok(Some(ack)) => Ok(ack),
-                Ok(None) => {
-                    Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: "stream ended".into() })
-                }
-                Err(s) => Err(HostError::Call {
-                    plugin: self.plugin.clone(),
-                    call: "Write",
-                    message: s.message().to_string(),
-                }),
-            }
-        };
-        let ack = match tokio::time::timeout(self.timeouts.call, round_trip).await {
-            Ok(Ok(ack)) => ack,
-            Ok(Err(e)) => {
-                *guard = None;
-                return Err(e);
-            }
-            Err(_) => {
-                *guard = None;
-                return Err(HostError::Timeout {
-                    plugin: self.plugin.clone(),
-                    call: "Write",
-                    timeout: self.timeouts.call,
-                });
-            }
-        };
         self.state.apply(&self.id, ack.mutations);
         if ack.error.is_empty() {
             Ok(())

@@ -142,3 +142,25 @@ pub fn sockets_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The services a gRPC server on a Unix socket advertises through reflection, sorted.
+pub async fn list_services(socket: &Path) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let channel = oort_supervisor::process::connect_unix(socket).await.expect("connect");
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut client = ServerReflectionClient::new(channel);
+    let mut answers =
+        client.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection").into_inner();
+    let mut services = match answers.message().await.expect("answer").expect("one answer").message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => l.service.into_iter().map(|s| s.name).collect::<Vec<_>>(),
+        other => panic!("unexpected reflection answer {other:?}"),
+    };
+    services.sort();
+    services
+}

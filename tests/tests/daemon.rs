@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oort_tests::{alive, bin, kill9, sockets_under, PluginsDir};
+use oort_tests::{alive, bin, kill9, list_services, sockets_under, PluginsDir};
 
 /// A running `oort serve`, killed on drop.
 struct Daemon {
@@ -173,6 +173,24 @@ fn sigterm_stops_the_daemon_cleanly() {
     let status = d.child.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(sockets_under(&rt).is_empty(), "sockets left: {:?}", sockets_under(&rt));
+}
+
+#[test]
+fn the_grpc_endpoint_serves_health_and_reflection() {
+    let plugins = demo_plugins();
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("admin.sock");
+    let d = start_daemon(&plugins, &["--grpc-addr", &format!("unix:{}", sock.display())]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, services) = rt.block_on(async {
+        let channel = oort_supervisor::process::connect_unix(&sock).await.unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+        (health.check(req).await.unwrap().into_inner().status, list_services(&sock).await)
+    });
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(services, vec!["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);
+    drop(d);
 }
 
 /// Starts `oort-test-host` with the given `<rule>:<function>` instances and

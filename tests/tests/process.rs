@@ -69,11 +69,30 @@ async fn singleton_plugins_serve_every_rule_from_one_process() {
     let rows = vec![vec![Value::Int(7)], vec![Value::from("x")], vec![Value::Null]];
     let out = a.exec(rows).await.unwrap();
     assert_eq!(out, vec![Ok(Value::Int(7)), Ok(Value::from("x")), Ok(Value::Null)]);
+    let upper = t.host.open_function("r3", "op0", "ECHO", s).await.unwrap();
+    assert_eq!(upper.symbol(), "echo", "SQL function names are case-insensitive");
     let info = t.host.describe(PluginKind::Function, "echo").await.unwrap();
     assert_eq!(info.mode, Some("singleton"));
     assert_eq!(info.processes.len(), 1);
-    assert_eq!(info.processes[0].instances, 2);
+    assert_eq!(info.processes[0].instances, 3);
     t.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_with_open_batch_streams_stops_gracefully_and_quickly() {
+    let plugins = PluginsDir::new();
+    plugins.add("functions", "echo", "echo");
+    // Default timeouts: a plugin that ignored the Shutdown RPC would take two
+    // 2 s grace periods to be SIGKILLed.
+    let t = TestHost::new(plugins.path(), Timeouts::default());
+    let f = t.host.open_function("r1", "op0", "echo", RestartStrategy::default()).await.unwrap();
+    f.exec(vec![vec![Value::Int(1)]]).await.unwrap();
+    let pid = f.pid().unwrap();
+    let started = Instant::now();
+    t.host.shutdown().await;
+    assert!(started.elapsed() < Duration::from_millis(1500), "stop took {:?}", started.elapsed());
+    assert!(!alive(pid));
+    drop(f);
 }
 
 #[tokio::test(flavor = "multi_thread")]

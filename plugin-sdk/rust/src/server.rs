@@ -25,6 +25,15 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::context::Context;
 use crate::export::{ArgSpec, Function, FunctionFactory, Plugin, Shared, Sink, Source};
 
+/// The gRPC services every plugin process serves.
+const SERVED: [&str; 5] = [
+    "grpc.health.v1.Health",
+    "oort.plugin.v1.Plugin",
+    "oort.plugin.v1.Function",
+    "oort.plugin.v1.Source",
+    "oort.plugin.v1.Sink",
+];
+
 /// Exit code for a handshake the plugin cannot take part in (wrong or missing
 /// environment, unsupported protocol version). Mirrors sysexits' EX_CONFIG.
 const EXIT_HANDSHAKE: i32 = 78;
@@ -90,28 +99,25 @@ async fn run(plugin: Plugin, socket: PathBuf) -> i32 {
     let state = Arc::new(Served { plugin, instances: Mutex::new(HashMap::new()), stop: Notify::new() });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in
-        ["", "oort.plugin.v1.Plugin", "oort.plugin.v1.Function", "oort.plugin.v1.Source", "oort.plugin.v1.Sink"]
-    {
+    for service in std::iter::once("").chain(SERVED) {
         health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
+    let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(oort_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    // Advertise what this process serves; the State service in the same
+    // descriptor set is the supervisor's, not ours.
+    for service in SERVED {
+        reflection = reflection.with_service_name(service);
+    }
+    let reflection = reflection
+        .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()
         .unwrap_or_else(|e| fatal(&format!("cannot build the reflection service: {e}")));
 
     let handle = Handle(state.clone());
-    let stop = state.clone();
-    let shutdown = async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = stop.stop.notified() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    let result = tonic::transport::Server::builder()
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let server = tonic::transport::Server::builder()
         // Unix sockets have no bandwidth-delay product to speak of: large windows
         // let one batch stream run without waiting for WINDOW_UPDATEs.
         .initial_stream_window_size(Some(8 << 20))
@@ -122,17 +128,50 @@ async fn run(plugin: Plugin, socket: PathBuf) -> i32 {
         .add_service(FunctionServer::new(handle.clone()).max_decoding_message_size(64 << 20))
         .add_service(SourceServer::new(handle.clone()))
         .add_service(SinkServer::new(handle).max_decoding_message_size(64 << 20))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+    let mut server = tokio::spawn(server);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ended_by_itself = tokio::select! {
+        result = &mut server => Some(result),
+        _ = state.stop.notified() => None,
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let result = match ended_by_itself {
+        Some(result) => result,
+        None => {
+            // A graceful stop waits for open calls, but batch streams stay open
+            // for as long as the supervisor keeps them: give in-flight batches a
+            // moment, then stop regardless.
+            let _ = stopping_tx.send(true);
+            match tokio::time::timeout(DRAIN, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
     state.close_all();
     match result {
-        Ok(()) => 0,
-        Err(e) => {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
             eprintln!("plugin server failed: {e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("plugin server task failed: {e}");
             1
         }
     }
 }
+
+/// How long a stopping plugin lets in-flight batches finish.
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Binds the socket, refusing to steal a path that a live process listens on.
 fn bind(path: &Path) -> std::io::Result<UnixListener> {

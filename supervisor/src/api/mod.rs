@@ -18,8 +18,9 @@ pub async fn serve_grpc(addr: String, shutdown: Shutdown) -> anyhow::Result<()> 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(oort_proto::FILE_DESCRIPTOR_SET)
+        // Reflection lists only what this endpoint serves.
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let router = tonic::transport::Server::builder().add_service(health_service).add_service(reflection);
     let stop = async move { shutdown.wait().await };

@@ -190,7 +190,7 @@ async fn handshake(spec: &LaunchSpec, running: &mut Running, timeouts: Timeouts)
             });
         }
         if running.socket.exists() {
-            if let Ok(channel) = connect(&running.socket).await {
+            if let Ok(channel) = connect_unix(&running.socket).await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
                 let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
                 if let Ok(Ok(resp)) = tokio::time::timeout(timeouts.call, health.check(req)).await {
@@ -251,8 +251,8 @@ fn same_plugin_name(a: &str, b: &str) -> bool {
     }
 }
 
-/// Connects one HTTP/2 channel to a Unix socket.
-pub(crate) async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
+/// Connects one HTTP/2 channel to a gRPC server on a Unix socket.
+pub async fn connect_unix(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path = path.to_path_buf();
     Endpoint::from_static("http://plugin")
         .initial_stream_window_size(Some(8 << 20))
@@ -271,8 +271,11 @@ fn forward_logs(child: &mut tokio::process::Child, spec: &LaunchSpec, pid: u32, 
     if let Some(out) = child.stdout.take() {
         let tags = tags.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = BufReader::new(out);
+            let mut raw = Vec::new();
+            while reader.read_until(b'\n', &mut raw).await.is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
+                raw.clear();
                 let (plugin, version, rule) = &*tags;
                 tracing::info!(target: "oort::plugin", plugin, version, pid, rule, stream = "stdout", "{line}");
             }
@@ -280,11 +283,16 @@ fn forward_logs(child: &mut tokio::process::Child, spec: &LaunchSpec, pid: u32, 
     }
     if let Some(err) = child.stderr.take() {
         tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = BufReader::new(err);
+            let mut raw = Vec::new();
+            // Read bytes, not strings: a plugin may write anything, and one
+            // invalid UTF-8 line must not end the forwarding.
+            while reader.read_until(b'\n', &mut raw).await.is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
+                raw.clear();
                 let (plugin, version, rule) = &*tags;
                 // SDK log lines carry their level near the start; keep it.
-                let head = &line[..line.len().min(48)];
+                let head: String = line.chars().take(48).collect();
                 if head.contains("ERROR") {
                     tracing::error!(target: "oort::plugin", plugin, version, pid, rule, stream = "stderr", "{line}");
                 } else if head.contains("WARN") {

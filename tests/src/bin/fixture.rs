@@ -104,6 +104,14 @@ fn main() {
         _ => {}
     }
     println!("fixture-hello-stdout");
+    {
+        use std::io::Write;
+        // Lines a careless plugin might write: invalid UTF-8, and a multi-byte
+        // character across the supervisor's level-detection window.
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(b"\xff\xfe not utf-8\n");
+        let _ = writeln!(err, "{}\u{00e9}\u{00e9}\u{00e9} accents", "x".repeat(47));
+    }
     eprintln!("fixture-hello-stderr");
     let singleton = std::env::var("OORT_FIXTURE_EXPORT").as_deref() == Ok("singleton");
     let mut plugin = Plugin::new(&name, "0.0.1");
