@@ -9,8 +9,10 @@ use anyhow::Context as _;
 use crate::api::{self, ApiConfig};
 use crate::host::{Host, HostConfig};
 use crate::process::{RuntimeDir, Timeouts};
+use crate::runtime::Engine;
 use crate::shutdown::Shutdown;
 use crate::state::StateRegistry;
+use crate::store::Store;
 
 /// Everything `oort serve` is configured with.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
     ));
 
     let state_task = tokio::spawn(api::serve_state(runtime.state_socket(), state, shutdown.clone()));
+    let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+    let engine = Arc::new(Engine::load(store, host.clone(), config.data_dir.join("conf").join("sources"))?);
     let listener = tokio::net::TcpListener::bind(config.rest_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
@@ -47,7 +51,8 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         runtime = %runtime.path().display(),
         "oort is serving"
     );
-    let app = api::router(host.clone(), config.api.clone());
+    engine.resume().await;
+    let app = api::router(host.clone(), engine.clone(), config.plugins_dir.clone(), config.api.clone());
     let stop = shutdown.clone();
     let rest_task = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.wait().await }).await
@@ -55,13 +60,15 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
     let grpc_task = config.grpc_addr.clone().map(|addr| tokio::spawn(api::serve_grpc(addr, shutdown.clone())));
 
     shutdown.wait().await;
-    tracing::info!("shutting down: stopping plugin processes");
+    tracing::info!("shutting down: stopping rules and plugin processes");
+    engine.shutdown().await;
     host.shutdown().await;
     rest_task.await?.context("REST API failed")?;
     if let Some(t) = grpc_task {
         t.await??;
     }
     state_task.await?.context("State service failed")?;
+    drop(engine);
     drop(host);
     drop(runtime);
     tracing::info!("stopped");

@@ -24,6 +24,7 @@ use crate::catalog::{Catalog, PluginFile, PluginKind};
 use crate::process::{
     Hooks, LaunchSpec, Live, ProcessError, ProcessStatus, RestartStrategy, RuntimeDir, Supervised, Timeouts,
 };
+use crate::rule::ArgInfo;
 use crate::state::{ProcessKey, StateRegistry};
 
 /// Why a plugin call failed.
@@ -166,6 +167,21 @@ impl Host {
     /// Problems found in the plugins folder, as messages naming the file.
     pub fn catalog_errors(&self) -> Vec<String> {
         self.catalog().errors().iter().map(ToString::to_string).collect()
+    }
+
+    /// Whether the catalog has a plugin of this kind under this name.
+    pub fn has_plugin(&self, kind: PluginKind, name: &str) -> bool {
+        self.catalog().get(kind, name).is_some()
+    }
+
+    /// Whether some function plugin exports `function`.
+    pub fn has_function(&self, function: &str) -> bool {
+        self.catalog().function_owner(function).is_some()
+    }
+
+    /// The name of the function plugin that exports `function`.
+    pub fn function_plugin(&self, function: &str) -> Option<String> {
+        self.catalog().function_owner(function).map(|p| p.name.clone())
     }
 
     /// Names of every plugin of a kind, sorted.
@@ -319,7 +335,15 @@ impl Host {
     }
 
     /// Asks a function plugin whether a call's arguments are acceptable.
-    pub async fn validate_function(&self, function: &str, args: Vec<pb::ArgSpec>) -> Result<Option<String>, HostError> {
+    pub async fn validate_function(&self, function: &str, args: &[ArgInfo]) -> Result<Option<String>, HostError> {
+        let args: Vec<pb::ArgSpec> = args
+            .iter()
+            .map(|a| pb::ArgSpec {
+                expression: a.expression.clone(),
+                literal: a.literal.clone().map(Into::into),
+                column: a.column.clone(),
+            })
+            .collect();
         let file = self.function_file(function)?;
         // Validation runs on the shared process when there is one, else on a
         // short-lived process of its own.
@@ -384,7 +408,7 @@ impl Host {
         let spec = new_spec(rule, "source", &file.name);
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let (id, entry) = self.open(entry, OpenSpec::Source { spec, datasource: datasource.into(), props }).await?;
-        Ok(SourceInstance { id, plugin: file.name, entry, state: self.state.clone() })
+        Ok(SourceInstance { id, plugin: file.name, entry, state: self.state.clone(), timeouts: self.config.timeouts })
     }
 
     /// Opens an instance of a sink plugin for one action of a rule.
@@ -440,23 +464,21 @@ impl Host {
     }
 
     /// Closes a function instance.
-    pub async fn close_function(&self, f: FunctionInstance) {
+    pub async fn close_function(&self, f: &FunctionInstance) {
         // End the batch stream first: a plugin drains open streams before it exits.
-        let FunctionInstance { id, entry, stream, .. } = f;
-        drop(stream);
-        self.close(&id, &entry).await;
+        f.stream.reset().await;
+        self.close(&f.id, &f.entry).await;
     }
 
     /// Closes a source instance.
-    pub async fn close_source(&self, s: SourceInstance) {
+    pub async fn close_source(&self, s: &SourceInstance) {
         self.close(&s.id, &s.entry).await;
     }
 
     /// Closes a sink instance.
-    pub async fn close_sink(&self, s: SinkInstance) {
-        let SinkInstance { id, entry, stream, .. } = s;
-        drop(stream);
-        self.close(&id, &entry).await;
+    pub async fn close_sink(&self, s: &SinkInstance) {
+        s.stream.reset().await;
+        self.close(&s.id, &s.entry).await;
     }
 
     /// Stops every process, all at once.
@@ -603,6 +625,11 @@ impl<Req: Send + 'static, Resp> BatchStream<Req, Resp> {
         }
     }
 
+    /// Ends the stream, if one is open.
+    async fn reset(&self) {
+        *self.open.lock().await = None;
+    }
+
     /// Sends the request built for the next sequence number and waits for its
     /// response, all within the call deadline. The first request is queued
     /// before the call starts, so a server that sends its response headers only
@@ -680,6 +707,11 @@ impl FunctionInstance {
         &self.id
     }
 
+    /// How often its process was restarted after a crash.
+    pub fn restarts(&self) -> u32 {
+        self.entry.process.restarts()
+    }
+
     /// The function's name as the plugin exports it.
     pub fn symbol(&self) -> &str {
         &self.symbol
@@ -752,12 +784,27 @@ pub struct SourceInstance {
     plugin: String,
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
+    timeouts: Timeouts,
 }
 
 impl SourceInstance {
     /// The pid of the process serving it right now.
     pub fn pid(&self) -> Option<u32> {
         self.entry.process.pid()
+    }
+
+    /// How often its process was restarted after a crash.
+    pub fn restarts(&self) -> u32 {
+        self.entry.process.restarts()
+    }
+
+    /// Repositions the source to just after `offset`, an offset it reported.
+    pub async fn rewind(&self, offset: Value) -> Result<(), HostError> {
+        let live = self.entry.process.live().await?;
+        let mut client = pb::source_client::SourceClient::new(live.channel.clone());
+        let req = pb::RewindRequest { instance_id: self.id.clone(), offset: Some(offset.into()) };
+        call(&self.plugin, "Rewind", self.timeouts, client.rewind(req)).await?;
+        Ok(())
     }
 
     /// Starts reading: batches arrive on the returned receiver until the
@@ -821,6 +868,11 @@ impl SinkInstance {
     /// The pid of the process serving it right now.
     pub fn pid(&self) -> Option<u32> {
         self.entry.process.pid()
+    }
+
+    /// How often its process was restarted after a crash.
+    pub fn restarts(&self) -> u32 {
+        self.entry.process.restarts()
     }
 
     /// Writes one batch and waits for the sink's acknowledgement.

@@ -7,6 +7,11 @@
 //!   handshake, health, logs, restart back-off, graceful stop.
 //! - [`state`]: every extension instance's state and the token check that
 //!   scopes it.
+//! - [`store`]: the embedded RocksDB; the only module that imports `rocksdb`.
+//! - [`rule`]: stream and rule definitions, SQL planning, batch evaluation.
+//!   Pure: no I/O.
+//! - [`runtime`]: the stream and rule registry and one pipeline task per
+//!   running rule.
 //! - [`host`]: which process serves which rule (constructor or singleton), and
 //!   the typed, deadline-bounded calls on plugin instances.
 //! - [`api`]: the REST admin API, the gRPC services the supervisor serves (the
@@ -21,6 +26,10 @@ pub mod catalog;
 pub mod cli;
 pub mod daemon;
 pub mod host;
+pub mod install;
 pub mod process;
+pub mod rule;
+pub mod runtime;
 pub mod shutdown;
 pub mod state;
+pub mod store;

@@ -25,10 +25,24 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
-    /// Inspect the plugins of a running daemon.
+    /// Manage the plugins of a running daemon.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Manage streams.
+    Stream {
+        #[command(subcommand)]
+        command: StreamCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Manage rules.
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -81,6 +95,62 @@ enum PluginCommand {
     List { kind: KindArg },
     /// Describe the plugin that runs under a name.
     Describe { kind: KindArg, name: String },
+    /// Install a plugin from a .zip or .tar.gz (a path or an http(s) URL).
+    Install {
+        kind: KindArg,
+        name: String,
+        file: String,
+        /// Expected SHA-256 of the archive, in hex.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// Remove every version of a plugin.
+    Remove { kind: KindArg, name: String },
+}
+
+#[derive(Subcommand)]
+enum StreamCommand {
+    /// Create a stream: `oort stream create 'CREATE STREAM demo () WITH (TYPE="random")'`.
+    Create { sql: String },
+    /// List streams.
+    List,
+    /// Describe a stream.
+    Describe { name: String },
+    /// Drop a stream no rule uses.
+    Drop { name: String },
+}
+
+#[derive(Subcommand)]
+enum RuleCommand {
+    /// Create a rule from inline JSON or `--file rule.json`.
+    Create {
+        /// The rule as JSON.
+        #[arg(value_name = "JSON", required_unless_present = "file", conflicts_with = "file")]
+        rule: Option<String>,
+        /// A file holding the rule as JSON.
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+    },
+    /// List rules and their status.
+    List,
+    /// Show a rule's definition.
+    Describe { id: String },
+    /// Show a rule's status and metrics.
+    Status { id: String },
+    /// Start a rule.
+    Start { id: String },
+    /// Stop a rule.
+    Stop { id: String },
+    /// Restart a rule.
+    Restart { id: String },
+    /// Delete a rule and its state.
+    Delete { id: String },
+}
+
+impl From<RemoteArgs> for Remote {
+    fn from(a: RemoteArgs) -> Remote {
+        Remote { server: a.server, token: a.token, json: a.json }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -114,7 +184,8 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("oort: {e:#}");
+            // One line: scripts read the first line of stderr.
+            eprintln!("oort: {}", format!("{e:#}").replace('\n', " "));
             std::process::ExitCode::FAILURE
         }
     }
@@ -142,10 +213,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             daemon::run(config, shutdown).await
         }
         Command::Plugin { command, remote } => {
-            let remote = Remote { server: remote.server, token: remote.token, json: remote.json };
+            let r = remote.into();
             let out = match command {
-                PluginCommand::List { kind } => cli::plugin_list(&remote, kind.into()).await?,
-                PluginCommand::Describe { kind, name } => cli::plugin_describe(&remote, kind.into(), &name).await?,
+                PluginCommand::List { kind } => cli::plugin_list(&r, kind.into()).await?,
+                PluginCommand::Describe { kind, name } => cli::plugin_describe(&r, kind.into(), &name).await?,
+                PluginCommand::Install { kind, name, file, sha256 } => {
+                    cli::plugin_install(&r, kind.into(), &name, &file, sha256.as_deref()).await?
+                }
+                PluginCommand::Remove { kind, name } => cli::plugin_remove(&r, kind.into(), &name).await?,
+            };
+            println!("{out}");
+            Ok(())
+        }
+        Command::Stream { command, remote } => {
+            let r = remote.into();
+            let out = match command {
+                StreamCommand::Create { sql } => cli::stream_create(&r, &sql).await?,
+                StreamCommand::List => cli::stream_list(&r).await?,
+                StreamCommand::Describe { name } => cli::stream_describe(&r, &name).await?,
+                StreamCommand::Drop { name } => cli::stream_drop(&r, &name).await?,
+            };
+            println!("{out}");
+            Ok(())
+        }
+        Command::Rule { command, remote } => {
+            let r = remote.into();
+            let out = match command {
+                RuleCommand::Create { rule, file } => {
+                    let text = match (rule, file) {
+                        (Some(j), _) => j,
+                        (None, Some(f)) => std::fs::read_to_string(&f)
+                            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
+                        (None, None) => anyhow::bail!("give the rule as JSON or with --file"),
+                    };
+                    cli::rule_create(&r, &text).await?
+                }
+                RuleCommand::List => cli::rule_list(&r).await?,
+                RuleCommand::Describe { id } => cli::rule_describe(&r, &id).await?,
+                RuleCommand::Status { id } => cli::rule_status(&r, &id).await?,
+                RuleCommand::Start { id } => cli::rule_action(&r, &id, "start").await?,
+                RuleCommand::Stop { id } => cli::rule_action(&r, &id, "stop").await?,
+                RuleCommand::Restart { id } => cli::rule_action(&r, &id, "restart").await?,
+                RuleCommand::Delete { id } => cli::rule_delete(&r, &id).await?,
             };
             println!("{out}");
             Ok(())

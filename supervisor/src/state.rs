@@ -82,6 +82,14 @@ impl StateRegistry {
         inner.data.remove(instance);
     }
 
+    /// Forgets the state of every instance of a rule (the rule was deleted).
+    pub fn forget_rule(&self, rule: &str) {
+        let prefix = format!("{rule}/");
+        let mut inner = self.lock();
+        inner.owners.retain(|k, _| !k.starts_with(&prefix));
+        inner.data.retain(|k, _| !k.starts_with(&prefix));
+    }
+
     /// The instance's state, as handed to a (re)opened instance.
     pub fn entries(&self, instance: &str) -> Vec<pb::StateEntry> {
         let inner = self.lock();

@@ -2,6 +2,9 @@
 //! starting real supervisors. Nothing here is mocked.
 #![forbid(unsafe_code)]
 
+mod daemon;
+pub use daemon::{http, json, Daemon};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,77 +1,22 @@
 //! The real `oort` binary: REST, CLI, shutdown, and what a SIGKILLed
 //! supervisor leaves behind.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oort_tests::{alive, bin, kill9, list_services, sockets_under, PluginsDir};
-
-/// A running `oort serve`, killed on drop.
-struct Daemon {
-    child: Child,
-    addr: String,
-    _data: tempfile::TempDir,
-    runtime_root: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use oort_tests::{alive, bin, json, kill9, list_services, sockets_under, Daemon, PluginsDir};
 
 fn start_daemon(plugins: &PluginsDir, extra: &[&str]) -> Daemon {
-    let data = tempfile::tempdir().unwrap();
-    let runtime_root = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(bin("oort"))
-        .args(["serve", "--data-dir"])
-        .arg(data.path())
-        .arg("--plugins-dir")
-        .arg(plugins.path())
-        .arg("--runtime-dir")
-        .arg(runtime_root.path().join("rt"))
-        .args(["--rest-addr", &addr])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let d = Daemon { child, addr, _data: data, runtime_root };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http(&d.addr, "GET", "/ping", None).map(|(s, _)| s) != Some(200) {
-        assert!(Instant::now() < deadline, "the daemon did not answer /ping");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    d
+    Daemon::start(plugins.path(), extra)
 }
 
-/// One HTTP/1.1 request; `None` when nothing listens.
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    oort_tests::http(addr, method, path, token, None)
 }
 
 fn cli(d: &Daemon, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin("oort")).args(args).args(["--server", &format!("http://{}", d.addr)]).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    d.cli(args)
 }
 
 fn demo_plugins() -> PluginsDir {

@@ -81,7 +81,7 @@ async fn the_random_source_emits_records_shaped_like_its_pattern() {
             seen += 1;
         }
     }
-    t.host.close_source(s).await;
+    t.host.close_source(&s).await;
     t.host.shutdown().await;
 }
 
@@ -125,7 +125,7 @@ async fn the_file_sink_writes_one_json_object_per_line() {
     let missing =
         t.host.open_sink("r2", "sink_0", "file", HashMap::new(), RestartStrategy::default()).await.err().unwrap();
     assert!(missing.to_string().contains("needs a string property `path`"), "{missing}");
-    t.host.close_sink(sink).await;
+    t.host.close_sink(&sink).await;
     t.host.shutdown().await;
 }
 
@@ -147,6 +147,6 @@ async fn every_plugin_process_serves_health_and_reflection() {
             "oort.plugin.v1.Source",
         ]
     );
-    t.host.close_function(f).await;
+    t.host.close_function(&f).await;
     t.host.shutdown().await;
 }

@@ -48,8 +48,8 @@ async fn constructor_plugins_run_one_process_per_rule_with_isolated_state() {
     assert_eq!(info.processes.len(), 2);
 
     let pids = [r1.pid().unwrap(), r2.pid().unwrap()];
-    t.host.close_function(r1).await;
-    t.host.close_function(r1b).await;
+    t.host.close_function(&r1).await;
+    t.host.close_function(&r1b).await;
     assert!(wait_until(Duration::from_secs(3), || !alive(pids[0])).await, "a rule's last close stops its process");
     assert!(alive(pids[1]));
     t.host.shutdown().await;

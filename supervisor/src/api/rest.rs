@@ -1,17 +1,22 @@
-//! The REST admin API, in eKuiper's shapes where they overlap.
+//! The REST admin API, in eKuiper's shapes where they overlap: `/streams`,
+//! `/rules`, `/plugins`. Errors are JSON `{"error": "<message>"}` with a 4xx
+//! status for anything the request got wrong and 5xx for local failures.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{json, Value as Json_};
 
 use crate::catalog::PluginKind;
 use crate::host::Host;
+use crate::install::{self, InstallError, InstallRequest};
+use crate::runtime::{Engine, EngineError};
 
 /// Options of the REST API.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +36,10 @@ impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, message: message.into() }
     }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -39,30 +48,59 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let status = match &e {
+            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Store(_) | EngineError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<InstallError> for ApiError {
+    fn from(e: InstallError) -> ApiError {
+        let status = if e.is_client_error() { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
 #[derive(Clone)]
 struct AppState {
     host: Arc<Host>,
+    engine: Arc<Engine>,
+    plugins_dir: Arc<std::path::Path>,
 }
 
 /// The REST routes.
-pub fn router(host: Arc<Host>, config: ApiConfig) -> Router {
+pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::PathBuf, config: ApiConfig) -> Router {
     let token = config.bearer_token.map(Arc::<str>::from);
     Router::new()
-        .route("/plugins/{kind}", get(list_plugins))
-        .route("/plugins/{kind}/{name}", get(describe_plugin))
+        .route("/streams", post(create_stream).get(list_streams))
+        .route("/streams/{name}", get(describe_stream).delete(drop_stream))
+        .route("/rules", post(create_rule).get(list_rules))
+        .route("/rules/{id}", get(describe_rule).put(update_rule).delete(delete_rule))
+        .route("/rules/{id}/status", get(rule_status))
+        .route("/rules/{id}/{action}", post(rule_action))
+        .route("/plugins/{kind}", get(list_plugins).post(install_plugin))
+        .route("/plugins/{kind}/{name}", get(describe_plugin).delete(remove_plugin))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
             async move { authorize(token.as_deref(), req, next).await }
         }))
         .route("/ping", get(|| async { StatusCode::OK }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .with_state(AppState { host })
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here") })
+        .with_state(AppState { host, engine, plugins_dir: plugins_dir.into() })
 }
 
 async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
     if let Some(expected) = token {
-        let given =
-            req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(expected) {
             return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
         }
@@ -70,13 +108,114 @@ async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-fn kind(path: &str) -> Result<PluginKind, ApiError> {
+/// Parses a JSON request body into an object, with a 400 naming the problem.
+fn json_object(body: &[u8]) -> ApiResult<serde_json::Map<String, Json_>> {
+    match serde_json::from_slice::<Json_>(body) {
+        Ok(Json_::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("the request body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
+    }
+}
+
+fn required_string(obj: &serde_json::Map<String, Json_>, key: &str) -> ApiResult<String> {
+    match obj.get(key) {
+        Some(Json_::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(_) => Err(ApiError::bad_request(format!("field {key:?} must be a non-empty string"))),
+        None => Err(ApiError::bad_request(format!("missing field {key:?}"))),
+    }
+}
+
+fn created(message: String) -> Response {
+    (StatusCode::CREATED, message).into_response()
+}
+
+// ----- streams -----
+
+async fn create_stream(State(app): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let sql = required_string(&json_object(&body)?, "sql")?;
+    let def = app.engine.create_stream(&sql).await?;
+    Ok(created(format!("Stream {} is created.", def.name)))
+}
+
+async fn list_streams(State(app): State<AppState>) -> Json<Vec<String>> {
+    Json(app.engine.list_streams().await)
+}
+
+async fn describe_stream(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+    let def = app.engine.get_stream(&name).await?;
+    let fields: Vec<Json_> = def
+        .fields
+        .iter()
+        .map(|f| json!({"Name": f.name, "FieldType": serde_json::to_value(f.field_type).unwrap_or_default()}))
+        .collect();
+    Ok(Json(json!({"Name": def.name, "StreamFields": fields, "Options": def.options, "Statement": def.sql})))
+}
+
+async fn drop_stream(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<String> {
+    app.engine.drop_stream(&name).await?;
+    Ok(format!("Stream {name} is dropped."))
+}
+
+// ----- rules -----
+
+async fn create_rule(State(app): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let id = app.engine.create_rule(&body).await?;
+    Ok(created(format!("Rule {id} was created successfully.")))
+}
+
+async fn list_rules(State(app): State<AppState>) -> Json<Vec<Json_>> {
+    Json(app.engine.list_rules().await)
+}
+
+async fn describe_rule(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<crate::rule::RuleDef>> {
+    Ok(Json(app.engine.get_rule(&id).await?))
+}
+
+async fn update_rule(State(app): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<String> {
+    app.engine.update_rule(&id, &body).await?;
+    Ok(format!("Rule {id} was updated successfully."))
+}
+
+async fn delete_rule(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<String> {
+    app.engine.delete_rule(&id).await?;
+    Ok(format!("Rule {id} is dropped."))
+}
+
+async fn rule_status(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    Ok(Json(app.engine.rule_status(&id).await?))
+}
+
+async fn rule_action(State(app): State<AppState>, Path((id, action)): Path<(String, String)>) -> ApiResult<String> {
+    let done = match action.as_str() {
+        "start" => {
+            app.engine.start_rule(&id).await?;
+            "started"
+        }
+        "stop" => {
+            app.engine.stop_rule(&id).await?;
+            "stopped"
+        }
+        "restart" => {
+            app.engine.restart_rule(&id).await?;
+            "restarted"
+        }
+        other => {
+            let msg = format!("unknown rule action {other:?}: use start, stop or restart");
+            return Err(ApiError::new(StatusCode::NOT_FOUND, msg));
+        }
+    };
+    Ok(format!("Rule {id} was {done}."))
+}
+
+// ----- plugins -----
+
+fn kind(path: &str) -> ApiResult<PluginKind> {
     PluginKind::from_dir_name(path).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, format!("unknown plugin kind {path:?}: use sources, sinks or functions"))
     })
 }
 
-async fn list_plugins(State(app): State<AppState>, Path(k): Path<String>) -> Result<Json<Vec<String>>, ApiError> {
+async fn list_plugins(State(app): State<AppState>, Path(k): Path<String>) -> ApiResult<Json<Vec<String>>> {
     let kind = kind(&k)?;
     // Operators install plugins by dropping files into the folder: a listing
     // always reflects the folder as it is now.
@@ -87,7 +226,7 @@ async fn list_plugins(State(app): State<AppState>, Path(k): Path<String>) -> Res
 async fn describe_plugin(
     State(app): State<AppState>,
     Path((k, name)): Path<(String, String)>,
-) -> Result<Json<crate::host::PluginInfo>, ApiError> {
+) -> ApiResult<Json<crate::host::PluginInfo>> {
     let kind = kind(&k)?;
     if app.host.describe(kind, &name).await.is_none() {
         app.host.rescan().await;
@@ -97,4 +236,39 @@ async fn describe_plugin(
         .await
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no {} plugin named {name:?}", kind.as_str())))
+}
+
+async fn install_plugin(State(app): State<AppState>, Path(k): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let kind = kind(&k)?;
+    let obj = json_object(&body)?;
+    let sha256 = match obj.get("sha256") {
+        None | Some(Json_::Null) => None,
+        Some(Json_::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::bad_request("field \"sha256\" must be a string")),
+    };
+    let req = InstallRequest { kind, name: required_string(&obj, "name")?, file: required_string(&obj, "file")?, sha256 };
+    let dir = app.plugins_dir.clone();
+    let installed = tokio::task::spawn_blocking(move || install::install(&dir, &req))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("install task failed: {e}")))??;
+    app.host.rescan().await;
+    Ok(created(format!("Plugin {} is created.", installed.name)))
+}
+
+async fn remove_plugin(State(app): State<AppState>, Path((k, name)): Path<(String, String)>) -> ApiResult<String> {
+    let kind = kind(&k)?;
+    let users = app.engine.users_of(kind, &name).await;
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("plugin {name} is used by rules {}; delete them first", users.join(", ")),
+        ));
+    }
+    let dir = app.plugins_dir.clone();
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || install::remove(&dir, kind, &n))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("remove task failed: {e}")))??;
+    app.host.rescan().await;
+    Ok(format!("Plugin {name} is deleted."))
 }

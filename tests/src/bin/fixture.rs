@@ -14,9 +14,10 @@
 //! `steal(instance, key)` calls the supervisor's State service directly for
 //! another instance's counter and returns what it got (or the error text);
 //! `tally(key)` increments a counter through the direct State service.
+//! It also exports a sink that sleeps `delayMs` per batch.
 use std::time::Duration;
 
-use oort_plugin::{serve, BoxError, Context, Export, Function, Plugin, Value};
+use oort_plugin::{serve, BoxError, Context, Export, Function, Plugin, Props, Record, Sink, Value};
 use oort_proto::plugin::v1 as pb;
 use oort_proto::state::v1 as spb;
 
@@ -33,6 +34,26 @@ impl Function for Sleep {
         let ms = args.first().and_then(Value::as_i64).unwrap_or(0);
         std::thread::sleep(Duration::from_millis(ms as u64));
         Ok(Value::Int(ms))
+    }
+}
+
+/// A sink that takes `delayMs` (default 100) per batch: the slow consumer of
+/// the backpressure tests.
+#[derive(Default)]
+struct SlowSink {
+    delay: Duration,
+}
+
+impl Sink for SlowSink {
+    fn open(&mut self, _ctx: &Context, props: &Props) -> Result<(), BoxError> {
+        let ms = props.get("delayMs").and_then(Value::as_i64).unwrap_or(100);
+        self.delay = Duration::from_millis(ms.max(0) as u64);
+        Ok(())
+    }
+
+    fn collect(&mut self, _ctx: &Context, _records: &[Record]) -> Result<(), BoxError> {
+        std::thread::sleep(self.delay);
+        Ok(())
     }
 }
 
@@ -128,7 +149,7 @@ fn main() {
             .function("steal", Export::constructor(|| Steal))
             .function("tally", Export::constructor(|| Tally))
     };
-    serve(plugin);
+    serve(plugin.sink(Export::constructor(SlowSink::default)));
 }
 
 /// A plugin written without the SDK that lies in its Describe.

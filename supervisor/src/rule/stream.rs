@@ -1,0 +1,296 @@
+//! `CREATE STREAM name (schema) WITH (TYPE="…", DATASOURCE="…", …)`, eKuiper's
+//! stream definition.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use oort_proto::Value;
+
+use super::RuleError;
+
+/// A parsed stream definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamDef {
+    pub name: String,
+    /// Declared fields; empty for a schemaless stream (`()`).
+    pub fields: Vec<StreamField>,
+    /// The `WITH` options. eKuiper's own keys (`TYPE`, `DATASOURCE`, `FORMAT`,
+    /// `CONF_KEY`, …) are upper-cased; any other key is a property for the
+    /// source plugin and keeps its case.
+    pub options: BTreeMap<String, String>,
+    /// The statement as given.
+    pub sql: String,
+}
+
+/// One declared field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamField {
+    pub name: String,
+    pub field_type: FieldType,
+}
+
+/// eKuiper's field types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    Bigint,
+    Float,
+    String,
+    Boolean,
+    Datetime,
+    Bytea,
+    Array,
+    Struct,
+}
+
+impl StreamDef {
+    /// The source plugin (`TYPE`), eKuiper's default being `mqtt`.
+    pub fn source_type(&self) -> &str {
+        self.options.get("TYPE").map(String::as_str).unwrap_or("mqtt")
+    }
+
+    /// The `DATASOURCE` option, empty when not given.
+    pub fn datasource(&self) -> &str {
+        self.options.get("DATASOURCE").map(String::as_str).unwrap_or("")
+    }
+
+    /// The `CONF_KEY` option, if given.
+    pub fn conf_key(&self) -> Option<&str> {
+        self.options.get("CONF_KEY").map(String::as_str)
+    }
+
+    /// Properties for the source plugin: every option that is not one of
+    /// eKuiper's own, its value read as JSON when it is JSON (`interval="100"`
+    /// is the number 100) and as a string otherwise.
+    pub fn source_props(&self) -> BTreeMap<String, Value> {
+        self.options
+            .iter()
+            .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+            .map(|(k, v)| {
+                let value = serde_json::from_str::<serde_json::Value>(v)
+                    .map(|j| Value::from_json(&j))
+                    .unwrap_or_else(|_| Value::String(v.clone()));
+                (k.clone(), value)
+            })
+            .collect()
+    }
+}
+
+/// eKuiper's own stream options; every other option is a source property.
+const RESERVED: [&str; 9] =
+    ["TYPE", "DATASOURCE", "FORMAT", "CONF_KEY", "SHARED", "KEY", "TIMESTAMP", "TIMESTAMP_FORMAT", "STRICT_VALIDATION"];
+
+/// Parses a `CREATE STREAM` statement.
+pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
+    let mut p = Lexer::new(sql);
+    p.keyword("CREATE")?;
+    p.keyword("STREAM")?;
+    let name = p.ident("a stream name")?;
+    if !super::valid_name(&name) {
+        return Err(RuleError::invalid(format!("invalid stream name {name:?}: names must match ^[A-Za-z0-9_-]+$")));
+    }
+    p.expect('(')?;
+    let mut fields = Vec::new();
+    if !p.eat(')') {
+        loop {
+            let field = p.ident("a field name")?;
+            let ty = p.ident("a field type")?;
+            let field_type = match ty.to_ascii_uppercase().as_str() {
+                "BIGINT" => FieldType::Bigint,
+                "FLOAT" => FieldType::Float,
+                "STRING" => FieldType::String,
+                "BOOLEAN" => FieldType::Boolean,
+                "DATETIME" => FieldType::Datetime,
+                "BYTEA" => FieldType::Bytea,
+                "ARRAY" => FieldType::Array,
+                "STRUCT" => FieldType::Struct,
+                other => {
+                    return Err(RuleError::invalid(format!(
+                        "field {field}: unknown type {other}; use BIGINT, FLOAT, STRING, BOOLEAN, DATETIME, BYTEA, ARRAY or STRUCT"
+                    )))
+                }
+            };
+            if fields.iter().any(|f: &StreamField| f.name == field) {
+                return Err(RuleError::invalid(format!("field {field} is declared twice")));
+            }
+            fields.push(StreamField { name: field, field_type });
+            if p.eat(')') {
+                break;
+            }
+            p.expect(',')?;
+        }
+    }
+    p.keyword("WITH")?;
+    p.expect('(')?;
+    let mut options = BTreeMap::new();
+    loop {
+        let key = p.ident("an option name")?;
+        let key = if RESERVED.contains(&key.to_ascii_uppercase().as_str()) { key.to_ascii_uppercase() } else { key };
+        p.expect('=')?;
+        let value = p.string()?;
+        options.insert(key, value);
+        if p.eat(')') {
+            break;
+        }
+        p.expect(',')?;
+    }
+    p.eat(';');
+    if !p.at_end() {
+        return Err(RuleError::invalid(format!("unexpected text after the statement: {:?}", p.rest())));
+    }
+    if let Some(format) = options.get("FORMAT") {
+        if !format.eq_ignore_ascii_case("json") {
+            return Err(RuleError::invalid(format!("FORMAT {format:?} is not supported; use \"json\"")));
+        }
+    }
+    Ok(StreamDef { name, fields, options, sql: sql.trim().to_string() })
+}
+
+/// A tiny hand-written lexer: eKuiper's `CREATE STREAM` is not standard SQL,
+/// so a general SQL parser does not accept it.
+struct Lexer<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(src: &'a str) -> Self {
+        Lexer { src, pos: 0 }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(c) = self.src[self.pos..].chars().next() {
+            if c.is_whitespace() {
+                self.pos += c.len_utf8();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn rest(&self) -> &'a str {
+        &self.src[self.pos..]
+    }
+
+    fn at_end(&mut self) -> bool {
+        self.skip_ws();
+        self.pos >= self.src.len()
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        self.skip_ws();
+        if self.rest().starts_with(c) {
+            self.pos += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), RuleError> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(RuleError::invalid(format!("expected '{c}' at {:?}", self.excerpt())))
+        }
+    }
+
+    fn excerpt(&self) -> String {
+        let rest = self.rest();
+        if rest.is_empty() {
+            "the end of the statement".to_string()
+        } else {
+            rest.chars().take(24).collect()
+        }
+    }
+
+    fn ident(&mut self, what: &str) -> Result<String, RuleError> {
+        self.skip_ws();
+        let rest = self.rest();
+        if let Some(quoted) = rest.strip_prefix('`') {
+            if let Some(end) = quoted.find('`') {
+                self.pos += end + 2;
+                return Ok(quoted[..end].to_string());
+            }
+        }
+        let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).unwrap_or(rest.len());
+        if len == 0 {
+            return Err(RuleError::invalid(format!("expected {what} at {:?}", self.excerpt())));
+        }
+        self.pos += len;
+        Ok(rest[..len].to_string())
+    }
+
+    fn keyword(&mut self, kw: &str) -> Result<(), RuleError> {
+        let at = self.pos;
+        match self.ident(kw) {
+            Ok(word) if word.eq_ignore_ascii_case(kw) => Ok(()),
+            _ => {
+                self.pos = at;
+                Err(RuleError::invalid(format!("expected {kw} at {:?}", self.excerpt())))
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<String, RuleError> {
+        self.skip_ws();
+        let rest = self.rest();
+        let quote = match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => q,
+            _ => return Err(RuleError::invalid(format!("expected a quoted value at {:?}", self.excerpt()))),
+        };
+        let body = &rest[1..];
+        let end = body.find(quote).ok_or_else(|| RuleError::invalid("unterminated string in WITH options"))?;
+        self.pos += end + 2;
+        Ok(body[..end].to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ekuipers_examples_parse() {
+        let s = parse_stream(
+            r#"CREATE STREAM demo (temperature FLOAT, humidity BIGINT) WITH (DATASOURCE="demo", FORMAT="json", TYPE="random", CONF_KEY="default")"#,
+        )
+        .unwrap();
+        assert_eq!(s.name, "demo");
+        assert_eq!(s.fields.len(), 2);
+        assert_eq!(s.fields[0].field_type, FieldType::Float);
+        assert_eq!(s.source_type(), "random");
+        assert_eq!(s.datasource(), "demo");
+        let s = parse_stream("create stream words () with (type='file', datasource='/tmp/in.jsonl');").unwrap();
+        assert!(s.fields.is_empty());
+        assert_eq!(s.source_type(), "file");
+        let s = parse_stream(
+            r#"CREATE STREAM r () WITH (TYPE="random", interval="10", pattern='{"w":["a b"]}', label="x")"#,
+        )
+        .unwrap();
+        let props = s.source_props();
+        assert_eq!(props["interval"], Value::Int(10));
+        assert_eq!(props["label"], Value::from("x"));
+        assert!(matches!(props["pattern"], Value::Map(_)));
+        assert!(!props.contains_key("TYPE"));
+    }
+
+    #[test]
+    fn malformed_statements_name_the_problem() {
+        let cases = [
+            ("CREATE TABLE t () WITH (TYPE=\"x\")", "expected STREAM"),
+            ("CREATE STREAM () WITH (TYPE=\"x\")", "expected a stream name"),
+            ("CREATE STREAM s (a WIDGET) WITH (TYPE=\"x\")", "unknown type WIDGET"),
+            ("CREATE STREAM s (a BIGINT, a FLOAT) WITH (TYPE=\"x\")", "declared twice"),
+            ("CREATE STREAM s () WITH (TYPE=\"x)", "unterminated string"),
+            ("CREATE STREAM s () WITH (TYPE=\"x\") extra", "unexpected text"),
+            ("CREATE STREAM s () WITH (FORMAT=\"protobuf\")", "not supported"),
+            ("CREATE STREAM s ()", "expected WITH"),
+        ];
+        for (sql, want) in cases {
+            let err = parse_stream(sql).unwrap_err().to_string();
+            assert!(err.contains(want), "{sql}: {err}");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The daemon's embedded RocksDB: stream and rule definitions today,
+//! checkpoints tomorrow.
+//!
+//! Architecture invariant: this is the only module that imports `rocksdb`.
+//! Everything else sees a small typed key-value API whose keys carry a layout
+//! version (`v1/…`), so a later layout can live beside this one.
+
+use std::path::{Path, PathBuf};
+
+/// What a key belongs to; each namespace is a key prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// Stream definitions, by stream name.
+    Streams,
+    /// Rule definitions and their desired run state, by rule id.
+    Rules,
+}
+
+impl Namespace {
+    fn prefix(self) -> &'static str {
+        match self {
+            Namespace::Streams => "v1/streams/",
+            Namespace::Rules => "v1/rules/",
+        }
+    }
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the RocksDB store at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("RocksDB {op} of key {key:?} failed: {reason}")]
+    Io { op: &'static str, key: String, reason: String },
+}
+
+/// The daemon's store. Writes go through the write-ahead log.
+pub struct Store {
+    db: rocksdb::DB,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        // A supervisor's store is small: keep RocksDB's memory modest.
+        opts.set_write_buffer_size(8 << 20);
+        opts.set_max_write_buffer_number(2);
+        opts.set_keep_log_file_num(3);
+        let db = rocksdb::DB::open(&opts, dir)
+            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.into_string() })?;
+        Ok(Store { db })
+    }
+
+    fn key(ns: Namespace, name: &str) -> String {
+        format!("{}{name}", ns.prefix())
+    }
+
+    /// Stores `value` under `name`, durably (the write is synced).
+    pub fn put(&self, ns: Namespace, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let key = Self::key(ns, name);
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        self.db.put_opt(key.as_bytes(), value, &w).map_err(|e| StoreError::Io { op: "put", key, reason: e.into_string() })
+    }
+
+    /// The value under `name`, if any.
+    pub fn get(&self, ns: Namespace, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = Self::key(ns, name);
+        self.db.get(key.as_bytes()).map_err(|e| StoreError::Io { op: "get", key, reason: e.into_string() })
+    }
+
+    /// Removes `name`; removing an absent name is not an error.
+    pub fn delete(&self, ns: Namespace, name: &str) -> Result<(), StoreError> {
+        let key = Self::key(ns, name);
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        self.db.delete_opt(key.as_bytes(), &w).map_err(|e| StoreError::Io { op: "delete", key, reason: e.into_string() })
+    }
+
+    /// Every `(name, value)` of a namespace, in name order.
+    pub fn list(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = ns.prefix();
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator(prefix.as_bytes()) {
+            let (k, v) =
+                item.map_err(|e| StoreError::Io { op: "scan", key: prefix.to_string(), reason: e.into_string() })?;
+            let Some(name) = k.strip_prefix(prefix.as_bytes()) else { break };
+            out.push((String::from_utf8_lossy(name).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_separate_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put(Namespace::Streams, "demo", b"s1").unwrap();
+            s.put(Namespace::Streams, "demo2", b"s2").unwrap();
+            s.put(Namespace::Rules, "demo", b"r1").unwrap();
+            s.delete(Namespace::Streams, "demo2").unwrap();
+            s.delete(Namespace::Streams, "never").unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.get(Namespace::Streams, "demo").unwrap(), Some(b"s1".to_vec()));
+        assert_eq!(s.get(Namespace::Rules, "demo").unwrap(), Some(b"r1".to_vec()));
+        assert_eq!(s.list(Namespace::Streams).unwrap(), vec![("demo".to_string(), b"s1".to_vec())]);
+        assert_eq!(s.list(Namespace::Rules).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_unopenable_store_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Store::open(&file).err().unwrap().to_string();
+        assert!(err.contains("cannot open the RocksDB store at"), "{err}");
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_while_the_first_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("lock"), "{err}");
+    }
+}

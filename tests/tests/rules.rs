@@ -1,0 +1,317 @@
+//! Streams and rules end to end: the real daemon over REST and the CLI, real
+//! plugin processes, real files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oort_tests::{alive, json, kill9, Daemon, PluginsDir};
+use serde_json::Value as Json;
+
+fn plugins() -> PluginsDir {
+    let p = PluginsDir::new();
+    p.add("sources", "file", "file");
+    p.add("sources", "random", "random");
+    p.add("sinks", "file", "file");
+    p.add("sinks", "log", "log");
+    p.add("functions", "accumulateWordCount", "accumulateWordCount");
+    p.add("functions", "countPlusOne", "countPlusOne");
+    p.add_fixture("sinks", "slow", &[("OORT_FIXTURE_NAME", "slow")]);
+    p
+}
+
+fn write_lines(path: &Path, from: usize, to: usize) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for i in from..to {
+        writeln!(f, "{{\"n\":{i},\"text\":\"w{i} x y\"}}").unwrap();
+    }
+}
+
+fn lines(path: &Path) -> Vec<Json> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(json).collect()
+}
+
+/// Waits until `path` holds at least `n` lines; returns them.
+fn wait_lines(d: &Daemon, path: &Path, n: usize) -> Vec<Json> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = lines(path);
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} of {n} lines; status: {}\nlog:\n{}",
+            path.display(),
+            got.len(),
+            d.http("GET", "/rules/r1/status", None).1,
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup { dir: tempfile::tempdir().unwrap() }
+    }
+    fn input(&self) -> PathBuf {
+        self.dir.path().join("in.jsonl")
+    }
+    fn output(&self) -> PathBuf {
+        self.dir.path().join("out.jsonl")
+    }
+    fn stream_sql(&self) -> String {
+        format!(r#"CREATE STREAM words () WITH (TYPE="file", DATASOURCE="{}", FORMAT="json")"#, self.input().display())
+    }
+    fn rule(&self, id: &str) -> String {
+        serde_json::json!({
+            "id": id,
+            "sql": "SELECT n, accumulateWordCount(text, ' ') AS total, upper(text) AS shout FROM words WHERE n % 2 = 0",
+            "actions": [{"file": {"path": self.output().display().to_string()}}],
+            "options": {"bufferLength": 64}
+        })
+        .to_string()
+    }
+}
+
+fn create_stream_and_rule(d: &Daemon, s: &Setup) {
+    let (status, body) = d.http("POST", "/streams", Some(&serde_json::json!({"sql": s.stream_sql()}).to_string()));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body, "Stream words is created.");
+    let (status, body) = d.http("POST", "/rules", Some(&s.rule("r1")));
+    assert_eq!(status, 201, "{body}");
+}
+
+#[test]
+fn records_flow_from_a_stream_through_a_plugin_function_to_a_file_sink() {
+    let p = plugins();
+    let s = Setup::new();
+    write_lines(&s.input(), 0, 200);
+    let d = Daemon::start(p.path(), &[]);
+    create_stream_and_rule(&d, &s);
+
+    let out = wait_lines(&d, &s.output(), 100);
+    assert_eq!(out.len(), 100, "only even n pass the filter");
+    for (k, row) in out.iter().enumerate() {
+        let n = 2 * k as i64;
+        assert_eq!(row["n"], n);
+        // Every passing row has three words; the counter accumulates.
+        assert_eq!(row["total"], 3 * (k as i64 + 1), "{row}");
+        assert_eq!(row["shout"], format!("W{n} X Y"));
+    }
+    // Appended lines are followed.
+    write_lines(&s.input(), 200, 210);
+    let out = wait_lines(&d, &s.output(), 105);
+    assert_eq!(out[104]["n"], 208);
+
+    let status = d.get_json("/rules/r1/status");
+    assert_eq!(status["status"], "running");
+    assert_eq!(status["source_words_0_records_out_total"], 210);
+    assert_eq!(status["op_1_filter_0_records_out_total"], 105);
+    assert_eq!(status["sink_file_0_0_records_in_total"], 105);
+    let pids: Vec<i64> = status["plugins"].as_array().unwrap().iter().filter_map(|p| p["pid"].as_i64()).collect();
+    assert_eq!(pids.len(), 3, "source, function and sink processes: {status}");
+    assert_eq!(d.get_json("/rules"), serde_json::json!([{"id": "r1", "status": "running"}]));
+}
+
+#[test]
+fn stop_start_restart_and_delete_through_the_cli() {
+    let p = plugins();
+    let s = Setup::new();
+    write_lines(&s.input(), 0, 20);
+    let d = Daemon::start(p.path(), &[]);
+    let (ok, out, err) = d.cli(&["stream", "create", &s.stream_sql()]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "Stream words is created.");
+    let rule_file = s.dir.path().join("rule.json");
+    std::fs::write(&rule_file, s.rule("r1")).unwrap();
+    let (ok, _, err) = d.cli(&["rule", "create", "--file", rule_file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    wait_lines(&d, &s.output(), 10);
+
+    let (ok, out, _) = d.cli(&["rule", "list"]);
+    assert!(ok && out.contains("r1") && out.contains("running"), "{out}");
+    let (ok, out, _) = d.cli(&["rule", "stop", "r1"]);
+    assert!(ok, "{out}");
+    assert_eq!(d.get_json("/rules/r1/status")["status"], "stopped");
+    write_lines(&s.input(), 20, 40);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines(&s.output()).len(), 10, "a stopped rule writes nothing");
+
+    // A restarted qos 0 rule reads its stream again from the start.
+    let (ok, _, err) = d.cli(&["rule", "start", "r1"]);
+    assert!(ok, "{err}");
+    wait_lines(&d, &s.output(), 30);
+    let (ok, _, err) = d.cli(&["rule", "restart", "r1"]);
+    assert!(ok, "{err}");
+    assert_eq!(d.get_json("/rules/r1/status")["status"], "running");
+
+    let (ok, out, _) = d.cli(&["rule", "status", "r1"]);
+    assert!(ok && out.contains("source_words_0_records_in_total"), "{out}");
+    let (ok, out, _) = d.cli(&["rule", "describe", "r1", "--json"]);
+    assert!(ok);
+    assert_eq!(json(&out)["id"], "r1");
+    let (ok, out, _) = d.cli(&["stream", "describe", "words"]);
+    assert!(ok && out.contains("DATASOURCE"), "{out}");
+
+    let (ok, _, err) = d.cli(&["stream", "drop", "words"]);
+    assert!(!ok && err.contains("used by rules r1"), "{err}");
+    let status = d.get_json("/rules/r1/status");
+    let pids: Vec<u32> = status["plugins"].as_array().unwrap().iter().filter_map(|p| p["pid"].as_u64()).map(|p| p as u32).collect();
+    let (ok, _, err) = d.cli(&["rule", "delete", "r1"]);
+    assert!(ok, "{err}");
+    assert_eq!(d.http("GET", "/rules/r1", None).0, 404);
+    assert!(pids.iter().all(|p| !alive(*p)), "a deleted rule's plugin processes are stopped");
+    let (ok, _, err) = d.cli(&["stream", "drop", "words"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = d.cli(&["stream", "list"]);
+    assert!(ok && out.trim() == "no streams", "{out}");
+}
+
+#[test]
+fn a_restarted_daemon_keeps_streams_and_rules_and_resumes_running_rules() {
+    let p = plugins();
+    let s = Setup::new();
+    write_lines(&s.input(), 0, 10);
+    let data = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_in(p.path(), data.path(), &[]);
+    create_stream_and_rule(&d, &s);
+    let stopped = serde_json::json!({"id": "r2", "sql": "SELECT n FROM words", "actions": [{"log": {}}]});
+    assert_eq!(d.http("POST", "/rules", Some(&stopped.to_string())).0, 201);
+    assert_eq!(d.http("POST", "/rules/r2/stop", None).0, 200);
+    wait_lines(&d, &s.output(), 5);
+    assert!(d.terminate().success());
+    drop(d);
+
+    let d = Daemon::start_in(p.path(), data.path(), &[]);
+    assert_eq!(d.get_json("/streams"), serde_json::json!(["words"]));
+    let rules = d.get_json("/rules");
+    assert_eq!(rules, serde_json::json!([{"id": "r1", "status": "running"}, {"id": "r2", "status": "stopped"}]));
+    // qos 0 keeps no offsets: the resumed rule reads its file from the start.
+    write_lines(&s.input(), 10, 20);
+    let out = wait_lines(&d, &s.output(), 15);
+    assert_eq!(out.last().unwrap()["n"], 18);
+}
+
+#[test]
+fn every_malformed_request_is_a_4xx_that_changes_nothing() {
+    let p = plugins();
+    let s = Setup::new();
+    write_lines(&s.input(), 0, 1);
+    let d = Daemon::start(p.path(), &[]);
+    create_stream_and_rule(&d, &s);
+    let rule = |sql: &str, sink: &str| {
+        serde_json::json!({"id": "bad", "sql": sql, "actions": [{sink: {"path": "/dev/null"}}]}).to_string()
+    };
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        ("POST", "/rules", "{not json".into(), 400, "invalid rule JSON"),
+        ("POST", "/rules", r#"{"id":"bad","actions":[{"log":{}}]}"#.into(), 400, "missing field `sql`"),
+        ("POST", "/rules", rule("SELEC n FROM words", "log"), 400, "invalid SQL"),
+        ("POST", "/rules", rule("SELECT nope(n) FROM words", "log"), 400, "unknown function \"nope\""),
+        ("POST", "/rules", rule("SELECT n FROM nowhere", "log"), 400, "unknown stream \"nowhere\""),
+        ("POST", "/rules", rule("SELECT n FROM words", "teleport"), 400, "unknown sink \"teleport\""),
+        ("POST", "/rules", rule("SELECT accumulateWordCount(text) FROM words", "log"), 400, "only supports 2 parameters"),
+        ("POST", "/rules", rule("SELECT accumulateWordCount(text, n) FROM words", "log"), 400, "must be a string literal"),
+        ("POST", "/rules", rule("SELECT lower(a, b) FROM words", "log"), 400, "lower expects 1 argument"),
+        ("POST", "/rules", s.rule("r1"), 409, "rule r1 already exists"),
+        ("PUT", "/rules/r1", s.rule("other"), 400, "does not match"),
+        ("POST", "/streams", "{}".into(), 400, "missing field \"sql\""),
+        ("POST", "/streams", r#"{"sql":"CREATE STREAM x"}"#.into(), 400, "expected '('"),
+        ("POST", "/streams", r#"{"sql":"CREATE STREAM x () WITH (TYPE=\"nosuch\")"}"#.into(), 400, "no source plugin"),
+        ("POST", "/streams", serde_json::json!({"sql": s.stream_sql()}).to_string(), 409, "already exists"),
+        ("DELETE", "/streams/nowhere", String::new(), 404, "no stream named"),
+        ("POST", "/rules/nope/start", String::new(), 404, "no rule named"),
+        ("POST", "/rules/r1/explode", String::new(), 404, "unknown rule action"),
+    ];
+    for (method, path, body, want_status, want_msg) in cases {
+        let (status, resp) = d.http(method, path, Some(&body));
+        assert_eq!(status, want_status, "{method} {path} {body}: {resp}");
+        let msg = json(&resp)["error"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains(want_msg), "{method} {path} {body}: {msg}");
+    }
+    assert_eq!(d.get_json("/rules"), serde_json::json!([{"id": "r1", "status": "running"}]));
+    assert_eq!(d.get_json("/streams"), serde_json::json!(["words"]));
+    assert_eq!(d.get_json("/rules/r1")["sql"], json(&s.rule("r1"))["sql"]);
+}
+
+#[test]
+fn a_slow_sink_slows_the_source_and_memory_stays_bounded() {
+    let p = plugins();
+    let d = Daemon::start(p.path(), &[]);
+    let sql = r#"CREATE STREAM fast () WITH (TYPE="random", interval="0", pattern='{"x":1}')"#;
+    assert_eq!(d.http("POST", "/streams", Some(&serde_json::json!({"sql": sql}).to_string())).0, 201);
+    let rule = serde_json::json!({
+        "id": "r1", "sql": "SELECT x FROM fast",
+        "actions": [{"slow": {"delayMs": 50}}], "options": {"bufferLength": 100}
+    });
+    assert_eq!(d.http("POST", "/rules", Some(&rule.to_string())).0, 201);
+    std::thread::sleep(Duration::from_secs(3));
+    let status = d.get_json("/rules/r1/status");
+    let read = status["source_fast_0_records_out_total"].as_u64().unwrap();
+    let written = status["sink_slow_0_0_records_in_total"].as_u64().unwrap();
+    // Unbounded, the source would have produced millions of records by now.
+    // Bounded, it is ahead of the sink by at most the batches in flight: two
+    // in the source stream, one being processed, two queued for the sink and
+    // one being written, of at most bufferLength records each.
+    assert!(written > 0, "{status}");
+    assert!(read - written <= 6 * 100, "read {read}, written {written}: the source ran ahead");
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", d.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse().unwrap()))
+        .unwrap();
+    assert!(rss_kb < 200_000, "daemon RSS {rss_kb} kB");
+}
+
+#[test]
+fn a_crashed_function_plugin_is_restarted_and_the_rule_carries_on() {
+    let p = plugins();
+    let s = Setup::new();
+    write_lines(&s.input(), 0, 10);
+    let d = Daemon::start(p.path(), &[]);
+    create_stream_and_rule(&d, &s);
+    wait_lines(&d, &s.output(), 5);
+    let status = d.get_json("/rules/r1/status");
+    let function = status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulateWordCount").unwrap();
+    let pid = function["pid"].as_u64().unwrap() as u32;
+    kill9(pid);
+    write_lines(&s.input(), 10, 20);
+    let out = wait_lines(&d, &s.output(), 10);
+    // The restarted process resumed from the supervisor's copy of its state.
+    assert_eq!(out[9]["total"], 30, "{:?}", out[9]);
+    let status = d.get_json("/rules/r1/status");
+    assert_eq!(status["status"], "running");
+    let function = status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulateWordCount").unwrap();
+    assert_eq!(function["restarts"], 1);
+    assert_ne!(function["pid"].as_u64().unwrap() as u32, pid);
+}
+
+#[test]
+fn a_rule_whose_plugin_cannot_start_ends_in_error_with_the_reason() {
+    let p = plugins();
+    let s = Setup::new();
+    write_lines(&s.input(), 0, 1);
+    let d = Daemon::start(p.path(), &[]);
+    create_stream_and_rule(&d, &s);
+    assert_eq!(d.http("POST", "/rules/r1/stop", None).0, 200);
+    // Replace the sink with one that dies at start.
+    std::fs::remove_file(p.path().join("sinks/file")).unwrap();
+    p.add_fixture("sinks", "file", &[("OORT_FIXTURE_MODE", "exit-at-start"), ("OORT_FIXTURE_NAME", "file")]);
+    assert_eq!(d.http("POST", "/rules/r1/start", None).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = d.get_json("/rules/r1/status");
+        if status["status"] == "error" || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status["status"], "error", "{status}");
+    let msg = status["message"].as_str().unwrap();
+    assert!(msg.contains("cannot open sink file") && msg.contains("exiting at start as asked"), "{msg}");
+}
