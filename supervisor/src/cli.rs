@@ -39,9 +39,12 @@ impl Remote {
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).with_context(|| format!("bad server URL {url:?}"))?;
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .with_context(|| format!("bad server URL {url:?}"))?;
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let resp = client.request(req).await.with_context(|| format!("cannot reach the oort daemon at {}", self.server))?;
+        let resp =
+            client.request(req).await.with_context(|| format!("cannot reach the oort daemon at {}", self.server))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         let json = serde_json::from_slice::<Json>(&bytes).ok();
@@ -65,7 +68,13 @@ impl Remote {
     /// A request whose answer is a message to show.
     async fn act(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<String> {
         Ok(match self.request(method, path, body).await? {
-            Answer::Text(t) => if self.json { serde_json::json!({ "message": t }).to_string() } else { t },
+            Answer::Text(t) => {
+                if self.json {
+                    serde_json::json!({ "message": t }).to_string()
+                } else {
+                    t
+                }
+            }
             Answer::Json(j) => j.to_string(),
         })
     }
@@ -218,7 +227,12 @@ pub async fn rule_list(remote: &Remote) -> anyhow::Result<String> {
         }
         let mut out = format!("{:<24} STATUS\n", "ID");
         for r in rules {
-            writeln!(out, "{:<24} {}", r.get("id").map(text).unwrap_or_default(), r.get("status").map(text).unwrap_or_default())?;
+            writeln!(
+                out,
+                "{:<24} {}",
+                r.get("id").map(text).unwrap_or_default(),
+                r.get("status").map(text).unwrap_or_default()
+            )?;
         }
         Ok(out.trim_end().to_string())
     })

@@ -62,7 +62,11 @@ impl Store {
         let key = Self::key(ns, name);
         let mut w = rocksdb::WriteOptions::default();
         w.set_sync(true);
-        self.db.put_opt(key.as_bytes(), value, &w).map_err(|e| StoreError::Io { op: "put", key, reason: e.into_string() })
+        self.db.put_opt(key.as_bytes(), value, &w).map_err(|e| StoreError::Io {
+            op: "put",
+            key,
+            reason: e.into_string(),
+        })
     }
 
     /// The value under `name`, if any.
@@ -76,7 +80,11 @@ impl Store {
         let key = Self::key(ns, name);
         let mut w = rocksdb::WriteOptions::default();
         w.set_sync(true);
-        self.db.delete_opt(key.as_bytes(), &w).map_err(|e| StoreError::Io { op: "delete", key, reason: e.into_string() })
+        self.db.delete_opt(key.as_bytes(), &w).map_err(|e| StoreError::Io {
+            op: "delete",
+            key,
+            reason: e.into_string(),
+        })
     }
 
     /// Every `(name, value)` of a namespace, in name order.

@@ -71,7 +71,8 @@ fn plugins_install_and_remove_and_hostile_archives_are_refused() {
     assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
 
     // The real thing, with its checksum, through the CLI.
-    let (ok, out, err) = d.cli(&["plugin", "install", "function", "countPlusOne", good.to_str().unwrap(), "--sha256", &sha]);
+    let (ok, out, err) =
+        d.cli(&["plugin", "install", "function", "countPlusOne", good.to_str().unwrap(), "--sha256", &sha]);
     assert!(ok, "{err}");
     assert!(out.contains("countPlusOne"), "{out}");
     let info = d.get_json("/plugins/functions/countPlusOne");

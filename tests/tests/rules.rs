@@ -162,7 +162,8 @@ fn stop_start_restart_and_delete_through_the_cli() {
     let (ok, _, err) = d.cli(&["stream", "drop", "words"]);
     assert!(!ok && err.contains("used by rules r1"), "{err}");
     let status = d.get_json("/rules/r1/status");
-    let pids: Vec<u32> = status["plugins"].as_array().unwrap().iter().filter_map(|p| p["pid"].as_u64()).map(|p| p as u32).collect();
+    let pids: Vec<u32> =
+        status["plugins"].as_array().unwrap().iter().filter_map(|p| p["pid"].as_u64()).map(|p| p as u32).collect();
     let (ok, _, err) = d.cli(&["rule", "delete", "r1"]);
     assert!(ok, "{err}");
     assert_eq!(d.http("GET", "/rules/r1", None).0, 404);
@@ -215,8 +216,20 @@ fn every_malformed_request_is_a_4xx_that_changes_nothing() {
         ("POST", "/rules", rule("SELECT nope(n) FROM words", "log"), 400, "unknown function \"nope\""),
         ("POST", "/rules", rule("SELECT n FROM nowhere", "log"), 400, "unknown stream \"nowhere\""),
         ("POST", "/rules", rule("SELECT n FROM words", "teleport"), 400, "unknown sink \"teleport\""),
-        ("POST", "/rules", rule("SELECT accumulateWordCount(text) FROM words", "log"), 400, "only supports 2 parameters"),
-        ("POST", "/rules", rule("SELECT accumulateWordCount(text, n) FROM words", "log"), 400, "must be a string literal"),
+        (
+            "POST",
+            "/rules",
+            rule("SELECT accumulateWordCount(text) FROM words", "log"),
+            400,
+            "only supports 2 parameters",
+        ),
+        (
+            "POST",
+            "/rules",
+            rule("SELECT accumulateWordCount(text, n) FROM words", "log"),
+            400,
+            "must be a string literal",
+        ),
         ("POST", "/rules", rule("SELECT lower(a, b) FROM words", "log"), 400, "lower expects 1 argument"),
         ("POST", "/rules", s.rule("r1"), 409, "rule r1 already exists"),
         ("PUT", "/rules/r1", s.rule("other"), 400, "does not match"),
@@ -277,7 +290,8 @@ fn a_crashed_function_plugin_is_restarted_and_the_rule_carries_on() {
     create_stream_and_rule(&d, &s);
     wait_lines(&d, &s.output(), 5);
     let status = d.get_json("/rules/r1/status");
-    let function = status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulateWordCount").unwrap();
+    let function =
+        status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulateWordCount").unwrap();
     let pid = function["pid"].as_u64().unwrap() as u32;
     kill9(pid);
     write_lines(&s.input(), 10, 20);
@@ -286,7 +300,8 @@ fn a_crashed_function_plugin_is_restarted_and_the_rule_carries_on() {
     assert_eq!(out[9]["total"], 30, "{:?}", out[9]);
     let status = d.get_json("/rules/r1/status");
     assert_eq!(status["status"], "running");
-    let function = status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulateWordCount").unwrap();
+    let function =
+        status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulateWordCount").unwrap();
     assert_eq!(function["restarts"], 1);
     assert_ne!(function["pid"].as_u64().unwrap() as u32, pid);
 }

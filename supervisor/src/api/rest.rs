@@ -94,13 +94,16 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         }))
         .route("/ping", get(|| async { StatusCode::OK }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
         .with_state(AppState { host, engine, plugins_dir: plugins_dir.into() })
 }
 
 async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
     if let Some(expected) = token {
-        let given = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given =
+            req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(expected) {
             return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
         }
@@ -246,7 +249,8 @@ async fn install_plugin(State(app): State<AppState>, Path(k): Path<String>, body
         Some(Json_::String(s)) => Some(s.clone()),
         Some(_) => return Err(ApiError::bad_request("field \"sha256\" must be a string")),
     };
-    let req = InstallRequest { kind, name: required_string(&obj, "name")?, file: required_string(&obj, "file")?, sha256 };
+    let req =
+        InstallRequest { kind, name: required_string(&obj, "name")?, file: required_string(&obj, "file")?, sha256 };
     let dir = app.plugins_dir.clone();
     let installed = tokio::task::spawn_blocking(move || install::install(&dir, &req))
         .await

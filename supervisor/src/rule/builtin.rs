@@ -74,7 +74,9 @@ impl Builtin {
             return Ok(Value::Null);
         }
         let name = self.name();
-        let string = |v: &Value| v.as_str().map(str::to_string).ok_or_else(|| format!("{name} expects a string, got {}", v.type_name()));
+        let string = |v: &Value| {
+            v.as_str().map(str::to_string).ok_or_else(|| format!("{name} expects a string, got {}", v.type_name()))
+        };
         let number = |v: &Value| v.as_f64().ok_or_else(|| format!("{name} expects a number, got {}", v.type_name()));
         Ok(match self {
             Builtin::Lower => Value::String(string(&args[0])?.to_lowercase()),

@@ -50,7 +50,11 @@ pub enum Expr {
     IsNull(Box<Expr>, bool),
     Builtin(Builtin, Vec<Expr>),
     /// A plugin function at call site `site`.
-    Call { function: String, site: usize, args: Vec<Expr> },
+    Call {
+        function: String,
+        site: usize,
+        args: Vec<Expr>,
+    },
 }
 
 /// Calls plugin functions: one batch of argument rows per call.
@@ -76,7 +80,9 @@ pub fn eval<'a, F: Functions>(
         Ok(match expr {
             Expr::Column(c) => records.iter().map(|r| Ok(r.fields.get(c).cloned().unwrap_or_default())).collect(),
             Expr::Literal(v) => vec![Ok(v.clone()); n],
-            Expr::Unary(op, e) => eval(e, records, functions).await?.into_iter().map(|c| c.and_then(|v| unary(*op, v))).collect(),
+            Expr::Unary(op, e) => {
+                eval(e, records, functions).await?.into_iter().map(|c| c.and_then(|v| unary(*op, v))).collect()
+            }
             Expr::IsNull(e, negated) => eval(e, records, functions)
                 .await?
                 .into_iter()
@@ -94,14 +100,9 @@ pub fn eval<'a, F: Functions>(
             Expr::Call { site, args, .. } => {
                 let rows = eval_args(args, records, functions).await?;
                 // Only rows whose arguments all evaluated reach the plugin.
-                let mut ok_rows = Vec::with_capacity(n);
-                for row in &rows {
-                    if let Ok(args) = row {
-                        ok_rows.push(args.clone());
-                    }
-                }
-                let mut results = if ok_rows.is_empty() { Vec::new() } else { functions.call(*site, ok_rows).await? }
-                    .into_iter();
+                let ok_rows: Vec<Vec<Value>> = rows.iter().flatten().cloned().collect();
+                let mut results =
+                    if ok_rows.is_empty() { Vec::new() } else { functions.call(*site, ok_rows).await? }.into_iter();
                 rows.into_iter()
                     .map(|row| match row {
                         Ok(_) => results.next().unwrap_or_else(|| Err("the plugin returned too few results".into())),
@@ -124,7 +125,9 @@ async fn eval_args<F: Functions>(
         columns.push(eval(a, records, functions).await?.into_iter());
     }
     Ok((0..records.len())
-        .map(|_| columns.iter_mut().map(|c| c.next().unwrap_or(Ok(Value::Null))).collect::<Result<Vec<Value>, String>>())
+        .map(|_| {
+            columns.iter_mut().map(|c| c.next().unwrap_or(Ok(Value::Null))).collect::<Result<Vec<Value>, String>>()
+        })
         .collect())
 }
 
@@ -278,11 +281,8 @@ mod tests {
         let recs = records(&[Value::Int(1), Value::from("a"), Value::Int(3), Value::Int(0)]);
         let f = Doubler(Mutex::default());
         // double(double(10 / x)): row 4 divides by zero and never reaches the plugin.
-        let inner = Expr::Call {
-            function: "double".into(),
-            site: 0,
-            args: vec![Expr::Binary(lit(12), BinOp::Div, col("x"))],
-        };
+        let inner =
+            Expr::Call { function: "double".into(), site: 0, args: vec![Expr::Binary(lit(12), BinOp::Div, col("x"))] };
         let outer = Expr::Call { function: "double".into(), site: 1, args: vec![inner] };
         let out = eval(&outer, &recs, &f).await.unwrap();
         assert_eq!(out[0], Ok(Value::Int(48)));

@@ -140,7 +140,8 @@ impl RuleDef {
 
 /// eKuiper accepts milliseconds or a Go duration string.
 fn parse_duration(v: &serde_json::Value) -> Result<Duration, RuleError> {
-    let bad = || RuleError::invalid(format!("checkpointInterval must be milliseconds or a duration like \"1s\", got {v}"));
+    let bad =
+        || RuleError::invalid(format!("checkpointInterval must be milliseconds or a duration like \"1s\", got {v}"));
     let d = match v {
         serde_json::Value::Number(n) => Duration::from_millis(n.as_u64().ok_or_else(bad)?),
         serde_json::Value::String(s) => {
@@ -292,7 +293,10 @@ mod tests {
             (r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{},"file":{}}]}"#, "exactly one sink"),
             (r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":3}]}"#, "must be an object"),
             (r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"qos":3}}"#, "qos must be"),
-            (r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"checkpointInterval":"soon"}}"#, "checkpointInterval"),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"checkpointInterval":"soon"}}"#,
+                "checkpointInterval",
+            ),
             (r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"bogus":1}"#, "unknown field `bogus`"),
         ];
         for (json, want) in cases {

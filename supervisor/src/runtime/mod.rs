@@ -134,7 +134,12 @@ impl Engine {
     }
 
     pub async fn get_stream(&self, name: &str) -> Result<StreamDef, EngineError> {
-        self.streams.lock().await.get(name).cloned().ok_or_else(|| EngineError::NotFound(format!("no stream named {name:?}")))
+        self.streams
+            .lock()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("no stream named {name:?}")))
     }
 
     /// Drops a stream that no rule uses.
@@ -202,7 +207,10 @@ impl Engine {
             .cloned()
             .ok_or_else(|| EngineError::Invalid(format!("unknown stream {stream:?} in FROM")))?;
         if !self.host.has_plugin(PluginKind::Source, def.source_type()) {
-            return Err(EngineError::Invalid(format!("stream {stream}: no source plugin named {:?}", def.source_type())));
+            return Err(EngineError::Invalid(format!(
+                "stream {stream}: no source plugin named {:?}",
+                def.source_type()
+            )));
         }
         for action in &plan.actions {
             if !self.host.has_plugin(PluginKind::Sink, &action.sink) {
@@ -215,8 +223,12 @@ impl Engine {
             }
             match self.host.validate_function(&call.function, &call.args).await {
                 Ok(None) => {}
-                Ok(Some(problem)) => return Err(EngineError::Invalid(format!("function {}: {problem}", call.function))),
-                Err(e) => return Err(EngineError::Invalid(format!("function {} cannot be validated: {e}", call.function))),
+                Ok(Some(problem)) => {
+                    return Err(EngineError::Invalid(format!("function {}: {problem}", call.function)))
+                }
+                Err(e) => {
+                    return Err(EngineError::Invalid(format!("function {} cannot be validated: {e}", call.function)))
+                }
             }
         }
         Ok(())
@@ -348,20 +360,31 @@ impl Engine {
 
     /// Every rule with its status, eKuiper's `GET /rules` shape.
     pub async fn list_rules(&self) -> Vec<Json> {
-        self.rules.lock().await.iter().map(|(id, e)| json!({"id": id, "status": status_word(&e.status.state())})).collect()
+        self.rules
+            .lock()
+            .await
+            .iter()
+            .map(|(id, e)| json!({"id": id, "status": status_word(&e.status.state())}))
+            .collect()
     }
 
     /// A rule's definition as given.
     pub async fn get_rule(&self, id: &str) -> Result<RuleDef, EngineError> {
         let rules = self.rules.lock().await;
-        rules.get(id).map(|e| e.stored.rule.clone()).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))
+        rules
+            .get(id)
+            .map(|e| e.stored.rule.clone())
+            .ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))
     }
 
     /// eKuiper's flat status object, plus the plugin processes serving the rule.
     pub async fn rule_status(&self, id: &str) -> Result<Json, EngineError> {
         let status = {
             let rules = self.rules.lock().await;
-            rules.get(id).map(|e| e.status.clone()).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?
+            rules
+                .get(id)
+                .map(|e| e.status.clone())
+                .ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?
         };
         let mut out = serde_json::Map::new();
         let state = status.state();
@@ -399,7 +422,9 @@ impl Engine {
                 PluginKind::Source => {
                     streams.get(&e.plan.select.stream).is_some_and(|s| s.source_type().eq_ignore_ascii_case(name))
                 }
-                PluginKind::Function => e.plan.select.calls.iter().any(|c| self.host.function_plugin(&c.function).as_deref() == Some(name)),
+                PluginKind::Function => {
+                    e.plan.select.calls.iter().any(|c| self.host.function_plugin(&c.function).as_deref() == Some(name))
+                }
             })
             .map(|(id, _)| id.clone())
             .collect()

@@ -54,7 +54,12 @@ impl RuleStatus {
             source: OpMetrics::new(format!("source_{}_0", plan.select.stream)),
             filter: OpMetrics::new("op_1_filter_0".into()),
             project: OpMetrics::new("op_2_project_0".into()),
-            sinks: plan.actions.iter().enumerate().map(|(i, a)| OpMetrics::new(format!("sink_{}_{i}_0", a.sink))).collect(),
+            sinks: plan
+                .actions
+                .iter()
+                .enumerate()
+                .map(|(i, a)| OpMetrics::new(format!("sink_{}_{i}_0", a.sink)))
+                .collect(),
             instances: Mutex::default(),
         }
     }
