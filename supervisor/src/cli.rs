@@ -250,8 +250,14 @@ pub async fn rule_status(remote: &Remote, id: &str) -> anyhow::Result<String> {
     remote.show(&json, |j| {
         let mut out = String::new();
         if let Some(obj) = j.as_object() {
+            // The run state first, then the metrics in name order.
+            for key in ["status", "message"] {
+                if let Some(v) = obj.get(key) {
+                    writeln!(out, "{key:<48} {}", text(v))?;
+                }
+            }
             for (k, v) in obj {
-                if k == "plugins" {
+                if matches!(k.as_str(), "plugins" | "status" | "message") {
                     continue;
                 }
                 writeln!(out, "{k:<48} {}", text(v))?;

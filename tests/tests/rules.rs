@@ -307,6 +307,26 @@ fn a_crashed_function_plugin_is_restarted_and_the_rule_carries_on() {
 }
 
 #[test]
+fn a_crashed_source_resumes_after_the_last_accepted_offset() {
+    let p = plugins();
+    let s = Setup::new();
+    write_lines(&s.input(), 0, 10);
+    let d = Daemon::start(p.path(), &[]);
+    create_stream_and_rule(&d, &s);
+    wait_lines(&d, &s.output(), 5);
+    let status = d.get_json("/rules/r1/status");
+    let source = status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "source").unwrap();
+    kill9(source["pid"].as_u64().unwrap() as u32);
+    write_lines(&s.input(), 10, 20);
+    let out = wait_lines(&d, &s.output(), 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let out_after = lines(&s.output());
+    assert_eq!(out_after.len(), 10, "records were repeated after the source restarted: {out_after:?}");
+    let ns: Vec<i64> = out.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, (0..20).step_by(2).collect::<Vec<_>>());
+}
+
+#[test]
 fn a_rule_whose_plugin_cannot_start_ends_in_error_with_the_reason() {
     let p = plugins();
     let s = Setup::new();
