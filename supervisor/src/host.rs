@@ -390,6 +390,7 @@ impl Host {
             plugin: plugin.clone(),
             entry,
             state: self.state.clone(),
+            timeouts: self.config.timeouts,
             stream: BatchStream::new(&plugin, "Exec", self.config.timeouts.call),
         })
     }
@@ -431,6 +432,7 @@ impl Host {
             plugin: plugin.clone(),
             entry,
             state: self.state.clone(),
+            timeouts: self.config.timeouts,
             stream: BatchStream::new(&plugin, "Write", self.config.timeouts.call),
         })
     }
@@ -698,6 +700,7 @@ pub struct FunctionInstance {
     plugin: String,
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
+    timeouts: Timeouts,
     stream: BatchStream<pb::ExecBatch, pb::ExecResult>,
 }
 
@@ -722,16 +725,42 @@ impl FunctionInstance {
         self.entry.process.pid()
     }
 
-    /// Runs one batch. A batch interrupted by a plugin crash is retried once on
-    /// the restarted process, which resumes from the state as of the last
-    /// accepted batch, so nothing is counted twice.
+    /// Runs one batch. A batch that fails as a whole (the process crashed, the
+    /// stream broke, the call timed out) is retried once, after the instance
+    /// is reopened with the supervisor's copy of its state: whatever the
+    /// failed attempt changed in the plugin's resident state is discarded, so
+    /// nothing is counted twice.
     pub async fn exec(&self, rows: Vec<Vec<Value>>) -> Result<Vec<RowOutcome>, HostError> {
         let rows: Vec<pb::ArgRow> =
             rows.into_iter().map(|r| pb::ArgRow { args: r.into_iter().map(Into::into).collect() }).collect();
         match self.exec_once(rows.clone()).await {
-            Err(HostError::Call { .. }) => self.exec_once(rows).await,
+            Err(HostError::Call { .. } | HostError::Timeout { .. } | HostError::Protocol { .. }) => {
+                self.resync().await?;
+                self.exec_once(rows).await
+            }
             other => other,
         }
+    }
+
+    /// Closes and reopens the instance on its (possibly restarted) process,
+    /// handing it the supervisor's copy of its state.
+    pub async fn resync(&self) -> Result<(), HostError> {
+        self.stream.reset().await;
+        let live = self.entry.process.live().await?;
+        let open = lock(&self.entry.instances).get(&self.id).cloned();
+        let Some(mut open) = open else {
+            return Err(HostError::Call {
+                plugin: self.plugin.clone(),
+                call: "Open",
+                message: "the instance is closed".into(),
+            });
+        };
+        set_state(&mut open, self.state.entries(&self.id));
+        let mut client = pb::function_client::FunctionClient::new(live.channel.clone());
+        let close = pb::CloseRequest { instance_id: self.id.clone() };
+        // The restart hook may already have reopened it; a missing instance is fine.
+        let _ = call(&self.plugin, "Close", self.timeouts, client.close(close)).await;
+        open_on(&live, &open, self.timeouts, &self.plugin).await
     }
 
     async fn exec_once(&self, rows: Vec<pb::ArgRow>) -> Result<Vec<RowOutcome>, HostError> {
@@ -758,7 +787,9 @@ impl FunctionInstance {
                 reason: format!("answered a batch of {n} rows with {} results", result.results.len()),
             });
         }
-        self.state.apply(&self.id, result.mutations);
+        self.state
+            .apply(&self.id, result.mutations)
+            .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;
         Ok(result
             .results
             .into_iter()
@@ -818,6 +849,7 @@ impl SourceInstance {
         let state = self.state.clone();
         let id = self.id.clone();
         let plugin = self.plugin.clone();
+        let plugin_name = self.plugin.clone();
         let failed = move |s: tonic::Status| HostError::Call {
             plugin: plugin.clone(),
             call: "Read",
@@ -835,13 +867,13 @@ impl SourceInstance {
             };
             loop {
                 let item = match stream.message().await {
-                    Ok(Some(b)) => {
-                        state.apply(&id, b.mutations);
-                        Ok(SourceBatch {
+                    Ok(Some(b)) => match state.apply(&id, b.mutations) {
+                        Err(e) => Err(HostError::Protocol { plugin: plugin_name.clone(), reason: e.to_string() }),
+                        Ok(()) => Ok(SourceBatch {
                             records: b.records.into_iter().map(Into::into).collect(),
                             offset: b.offset.map(Into::into),
-                        })
-                    }
+                        }),
+                    },
                     Ok(None) => break,
                     Err(s) => Err(failed(s)),
                 };
@@ -861,6 +893,7 @@ pub struct SinkInstance {
     plugin: String,
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
+    timeouts: Timeouts,
     stream: BatchStream<pb::WriteBatch, pb::WriteAck>,
 }
 
@@ -873,6 +906,26 @@ impl SinkInstance {
     /// How often its process was restarted after a crash.
     pub fn restarts(&self) -> u32 {
         self.entry.process.restarts()
+    }
+
+    /// Two-phase commit, phase one: makes everything written durable and
+    /// returns the sink's handle for checkpoint `id`.
+    pub async fn pre_commit(&self, id: u64) -> Result<Value, HostError> {
+        let live = self.entry.process.live().await?;
+        let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
+        let req = pb::PreCommitRequest { instance_id: self.id.clone(), checkpoint_id: id };
+        let resp = call(&self.plugin, "PreCommit", self.timeouts, client.pre_commit(req)).await?;
+        Ok(resp.handle.map(Into::into).unwrap_or_default())
+    }
+
+    /// Two-phase commit, phase two: checkpoint `id` is durable; make it final.
+    /// Also the recover-and-commit call after a restore.
+    pub async fn commit(&self, id: u64, handle: Value) -> Result<(), HostError> {
+        let live = self.entry.process.live().await?;
+        let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
+        let req = pb::CommitRequest { instance_id: self.id.clone(), checkpoint_id: id, handle: Some(handle.into()) };
+        call(&self.plugin, "Commit", self.timeouts, client.commit(req)).await?;
+        Ok(())
     }
 
     /// Writes one batch and waits for the sink's acknowledgement.
@@ -891,7 +944,9 @@ impl SinkInstance {
                 |a: &pb::WriteAck| a.seq,
             )
             .await?;
-        self.state.apply(&self.id, ack.mutations);
+        self.state
+            .apply(&self.id, ack.mutations)
+            .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;
         if ack.error.is_empty() {
             Ok(())
         } else {

@@ -145,6 +145,8 @@ enum RuleCommand {
     Restart { id: String },
     /// Delete a rule and its state.
     Delete { id: String },
+    /// Discard a rule's checkpoints and state (after a checkpoint cannot be restored).
+    ResetState { id: String },
 }
 
 impl From<RemoteArgs> for Remote {
@@ -260,6 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 RuleCommand::Stop { id } => cli::rule_action(&r, &id, "stop").await?,
                 RuleCommand::Restart { id } => cli::rule_action(&r, &id, "restart").await?,
                 RuleCommand::Delete { id } => cli::rule_delete(&r, &id).await?,
+                RuleCommand::ResetState { id } => cli::rule_action(&r, &id, "reset-state").await?,
             };
             println!("{out}");
             Ok(())

@@ -6,7 +6,7 @@
 //!
 //! State is kept in memory here; checkpointing it is the store's job.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use oort_proto::plugin::v1 as pb;
@@ -82,6 +82,38 @@ impl StateRegistry {
         inner.data.remove(instance);
     }
 
+    /// Every instance's state of a rule, by instance id: what a checkpoint stores.
+    pub fn snapshot_rule(&self, rule: &str) -> BTreeMap<String, Vec<pb::StateEntry>> {
+        let prefix = format!("{rule}/");
+        let ids: Vec<String> = self.lock().data.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+        ids.into_iter()
+            .map(|id| {
+                let entries = self.entries(&id);
+                (id, entries)
+            })
+            .collect()
+    }
+
+    /// Replaces every instance's state of a rule with a checkpoint's.
+    pub fn restore_rule(&self, rule: &str, instances: BTreeMap<String, Vec<pb::StateEntry>>) {
+        let prefix = format!("{rule}/");
+        let mut inner = self.lock();
+        inner.data.retain(|k, _| !k.starts_with(&prefix));
+        for (id, entries) in instances {
+            let map = entries
+                .into_iter()
+                .filter_map(|e| {
+                    let slot = match e.entry? {
+                        pb::state_entry::Entry::Value(v) => Slot::Value(v.into()),
+                        pb::state_entry::Entry::Counter(c) => Slot::Counter(c),
+                    };
+                    Some((e.key, slot))
+                })
+                .collect();
+            inner.data.insert(id, map);
+        }
+    }
+
     /// Forgets the state of every instance of a rule (the rule was deleted).
     pub fn forget_rule(&self, rule: &str) {
         let prefix = format!("{rule}/");
@@ -108,10 +140,19 @@ impl StateRegistry {
         entries
     }
 
-    /// Applies the mutations an SDK shipped with a batch, in order.
-    pub fn apply(&self, instance: &str, mutations: Vec<pb::StateMutation>) {
+    /// Applies the mutations an SDK shipped with a batch, in order, or none of
+    /// them when one carries a value over the size limit.
+    pub fn apply(&self, instance: &str, mutations: Vec<pb::StateMutation>) -> Result<(), StateError> {
         if mutations.is_empty() {
-            return;
+            return Ok(());
+        }
+        for m in &mutations {
+            if let Some(pb::state_mutation::Op::Put(v)) = &m.op {
+                let size = prost::Message::encoded_len(v);
+                if size > MAX_VALUE_BYTES {
+                    return Err(StateError::TooLarge { key: m.key.clone(), size });
+                }
+            }
         }
         let mut inner = self.lock();
         let map = inner.data.entry(instance.to_string()).or_default();
@@ -129,6 +170,7 @@ impl StateRegistry {
                 None => {}
             }
         }
+        Ok(())
     }
 
     /// Checks that `token` may act on `instance`.
@@ -226,7 +268,8 @@ mod tests {
                 pb::StateMutation { key: "n".into(), op: Some(pb::state_mutation::Op::Counter(10)) },
                 pb::StateMutation { key: "s".into(), op: Some(pb::state_mutation::Op::Put(Value::from("x").into())) },
             ],
-        );
+        )
+        .unwrap();
         assert_eq!(r.counter("i", "n"), Ok(10));
         assert_eq!(r.get("i", "s"), Some(Value::from("x")));
         assert!(matches!(r.counter("i", "s"), Err(StateError::NotACounter { .. })));
@@ -240,7 +283,30 @@ mod tests {
     fn oversized_values_are_refused_not_truncated() {
         let r = StateRegistry::default();
         let big = Value::Bytes(vec![0; MAX_VALUE_BYTES + 1]);
-        assert!(matches!(r.put("i", "k", big), Err(StateError::TooLarge { .. })));
+        assert!(matches!(r.put("i", "k", big.clone()), Err(StateError::TooLarge { .. })));
         assert_eq!(r.get("i", "k"), None);
+        let shipped = vec![
+            pb::StateMutation { key: "n".into(), op: Some(pb::state_mutation::Op::Counter(1)) },
+            pb::StateMutation { key: "k".into(), op: Some(pb::state_mutation::Op::Put(big.into())) },
+        ];
+        assert!(matches!(r.apply("i", shipped), Err(StateError::TooLarge { .. })));
+        assert_eq!(r.counter("i", "n"), Ok(0), "a refused batch applies nothing");
+    }
+
+    #[test]
+    fn a_rules_state_snapshots_and_restores_as_a_whole() {
+        let r = StateRegistry::default();
+        r.incr("r1/fn_0", "n", 5).unwrap();
+        r.put("r1/sink_0", "k", Value::from("v")).unwrap();
+        r.incr("r2/fn_0", "n", 7).unwrap();
+        let snap = r.snapshot_rule("r1");
+        assert_eq!(snap.len(), 2);
+        r.incr("r1/fn_0", "n", 100).unwrap();
+        r.incr("r1/fn_1", "m", 1).unwrap();
+        r.restore_rule("r1", snap);
+        assert_eq!(r.counter("r1/fn_0", "n"), Ok(5));
+        assert_eq!(r.counter("r1/fn_1", "m"), Ok(0), "state newer than the snapshot is gone");
+        assert_eq!(r.get("r1/sink_0", "k"), Some(Value::from("v")));
+        assert_eq!(r.counter("r2/fn_0", "n"), Ok(7), "other rules are untouched");
     }
 }

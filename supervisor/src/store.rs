@@ -16,6 +16,9 @@ pub enum Namespace {
     Rules,
 }
 
+/// How many checkpoints of a rule are kept, as in eKuiper.
+pub const CHECKPOINTS_KEPT: usize = 3;
+
 impl Namespace {
     fn prefix(self) -> &'static str {
         match self {
@@ -101,6 +104,86 @@ impl Store {
     }
 }
 
+impl Store {
+    fn checkpoint_prefix(rule: &str) -> String {
+        format!("v1/checkpoints/{rule}/")
+    }
+
+    /// Writes checkpoint `id` of `rule` and prunes all but the newest
+    /// [`CHECKPOINTS_KEPT`], in one synced write batch: a crash leaves either
+    /// the old set or the new one.
+    pub fn write_checkpoint(&self, rule: &str, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let prefix = Self::checkpoint_prefix(rule);
+        let existing = self.checkpoint_ids(rule)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(format!("{prefix}{id:020}").as_bytes(), bytes);
+        let mut all: Vec<u64> = existing.into_iter().filter(|e| *e != id).collect();
+        all.push(id);
+        all.sort_unstable();
+        let excess = all.len().saturating_sub(CHECKPOINTS_KEPT);
+        for old in &all[..excess] {
+            batch.delete(format!("{prefix}{old:020}").as_bytes());
+        }
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(batch, &w).map_err(|e| StoreError::Io {
+            op: "write checkpoint",
+            key: format!("{prefix}{id:020}"),
+            reason: e.into_string(),
+        })
+    }
+
+    /// The ids of a rule's stored checkpoints, oldest first.
+    pub fn checkpoint_ids(&self, rule: &str) -> Result<Vec<u64>, StoreError> {
+        let prefix = Self::checkpoint_prefix(rule);
+        let mut ids = Vec::new();
+        for item in self.db.prefix_iterator(prefix.as_bytes()) {
+            let (k, _) =
+                item.map_err(|e| StoreError::Io { op: "scan", key: prefix.clone(), reason: e.into_string() })?;
+            let Some(id) = k.strip_prefix(prefix.as_bytes()) else { break };
+            if let Some(id) = std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The newest checkpoint of a rule, if any: its id and bytes.
+    pub fn latest_checkpoint(&self, rule: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let Some(id) = self.checkpoint_ids(rule)?.pop() else { return Ok(None) };
+        let key = format!("{}{id:020}", Self::checkpoint_prefix(rule));
+        let bytes = self.db.get(key.as_bytes()).map_err(|e| StoreError::Io {
+            op: "get",
+            key: key.clone(),
+            reason: e.into_string(),
+        })?;
+        Ok(bytes.map(|b| (id, b)))
+    }
+
+    /// Deletes every checkpoint of a rule.
+    pub fn delete_checkpoints(&self, rule: &str) -> Result<(), StoreError> {
+        let prefix = Self::checkpoint_prefix(rule);
+        let mut batch = rocksdb::WriteBatch::default();
+        for id in self.checkpoint_ids(rule)? {
+            batch.delete(format!("{prefix}{id:020}").as_bytes());
+        }
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(batch, &w).map_err(|e| StoreError::Io {
+            op: "delete checkpoints",
+            key: prefix,
+            reason: e.into_string(),
+        })
+    }
+
+    /// Stores bytes as checkpoint `id` as they are, without pruning: for
+    /// repair tools, and for tests of how a corrupt checkpoint is reported.
+    pub fn put_checkpoint_raw(&self, rule: &str, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let key = format!("{}{id:020}", Self::checkpoint_prefix(rule));
+        self.db.put(key.as_bytes(), bytes).map_err(|e| StoreError::Io { op: "put", key, reason: e.into_string() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +204,25 @@ mod tests {
         assert_eq!(s.get(Namespace::Rules, "demo").unwrap(), Some(b"r1".to_vec()));
         assert_eq!(s.list(Namespace::Streams).unwrap(), vec![("demo".to_string(), b"s1".to_vec())]);
         assert_eq!(s.list(Namespace::Rules).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn checkpoints_keep_the_newest_three_per_rule_and_delete_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for id in 1..=5u64 {
+            s.write_checkpoint("r", id, format!("c{id}").as_bytes()).unwrap();
+        }
+        s.write_checkpoint("r2", 9, b"other").unwrap();
+        assert_eq!(s.checkpoint_ids("r").unwrap(), vec![3, 4, 5]);
+        assert_eq!(s.latest_checkpoint("r").unwrap(), Some((5, b"c5".to_vec())));
+        // Ids sort numerically, not as text.
+        s.write_checkpoint("r", 10, b"c10").unwrap();
+        assert_eq!(s.checkpoint_ids("r").unwrap(), vec![4, 5, 10]);
+        s.delete_checkpoints("r").unwrap();
+        assert_eq!(s.latest_checkpoint("r").unwrap(), None);
+        assert_eq!(s.checkpoint_ids("r2").unwrap(), vec![9], "another rule's checkpoints are untouched");
+        assert_eq!(s.latest_checkpoint("nope").unwrap(), None);
     }
 
     #[test]

@@ -30,7 +30,19 @@ pub enum StateError {
         /// The counter's key.
         key: String,
     },
+    /// `put_state` of a value whose encoding exceeds [`MAX_VALUE_BYTES`].
+    #[error("value for state key {key:?} is {size} bytes, over the {MAX_VALUE_BYTES}-byte limit")]
+    TooLarge {
+        /// The key.
+        key: String,
+        /// The value's encoded size.
+        size: usize,
+    },
 }
+
+/// The largest value `put_state` accepts, in bytes of its wire encoding; the
+/// supervisor refuses a batch that carries a larger one.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 enum Slot {
@@ -99,14 +111,18 @@ impl Context {
         &self.logger
     }
 
-    /// Stores `value` under `key`, replacing a value or counter.
-    pub fn put_state(&self, key: &str, value: Value) {
+    /// Stores `value` under `key`, replacing a value or counter. A value over
+    /// [`MAX_VALUE_BYTES`] is refused, never truncated.
+    pub fn put_state(&self, key: &str, value: Value) -> Result<(), StateError> {
+        let wire: pb::Value = value.clone().into();
+        let size = prost::Message::encoded_len(&wire);
+        if size > MAX_VALUE_BYTES {
+            return Err(StateError::TooLarge { key: key.to_string(), size });
+        }
         let mut s = self.lock();
-        s.pending.push(pb::StateMutation {
-            key: key.to_string(),
-            op: Some(pb::state_mutation::Op::Put(value.clone().into())),
-        });
+        s.pending.push(pb::StateMutation { key: key.to_string(), op: Some(pb::state_mutation::Op::Put(wire)) });
         s.slots.insert(key.to_string(), Slot::Value(value));
+        Ok(())
     }
 
     /// The value under `key`, or `None` when there is none. A counter reads as
@@ -212,8 +228,11 @@ mod tests {
         assert_eq!(c.get_counter("n"), Ok(0));
         assert_eq!(c.incr_counter("n", 5), Ok(5));
         assert_eq!(c.incr_counter("n", -2), Ok(3));
-        c.put_state("a", Value::from("x"));
+        c.put_state("a", Value::from("x")).unwrap();
         assert_eq!(c.get_state("a"), Some(Value::from("x")));
+        let big = Value::Bytes(vec![0; MAX_VALUE_BYTES]);
+        assert!(matches!(c.put_state("big", big), Err(StateError::TooLarge { .. })));
+        assert_eq!(c.get_state("big"), None);
         assert!(matches!(c.get_counter("a"), Err(StateError::NotACounter { .. })));
         c.delete_state("a");
         assert_eq!(c.get_state("a"), None);
@@ -225,7 +244,7 @@ mod tests {
         let c = ctx(vec![]);
         c.incr_counter("n", 1).unwrap();
         c.incr_counter("n", 1).unwrap();
-        c.put_state("a", Value::Int(1));
+        c.put_state("a", Value::Int(1)).unwrap();
         c.delete_state("a");
         c.delete_state("never-there");
         let m = c.take_mutations();

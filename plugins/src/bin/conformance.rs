@@ -57,7 +57,7 @@ impl Function for StateOps {
         let value = args.get(2).cloned().unwrap_or_default();
         Ok(match op {
             "put" => {
-                ctx.put_state(key, value);
+                ctx.put_state(key, value)?;
                 Value::Bool(true)
             }
             "get" => ctx.get_state(key).unwrap_or_default(),

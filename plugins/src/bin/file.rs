@@ -6,7 +6,13 @@
 //! Appends every record to `path` as one JSON object per line.
 //!
 //! Properties: `path` (required), `fsync` (bool, default false: when true every
-//! batch is flushed and fsynced before it is acknowledged).
+//! batch is fsynced before it is acknowledged). Each batch is one `write(2)`.
+//!
+//! Two-phase commit (exactly-once with rule option `qos: 2`): pre-commit
+//! fsyncs and returns the file's length as the handle; commit truncates the
+//! file to that length. Commit changes nothing in normal operation and, after a
+//! crash, removes the output written after the restored checkpoint, so the
+//! final file equals the one a failure-free run writes, byte for byte.
 //!
 //! # Source
 //!
@@ -34,15 +40,23 @@
 //! first read. `rewind` takes such an offset (an `Int`, `0 ≤ offset ≤` the
 //! file's current length) and the next record read is the line starting there.
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oort_plugin::{serve, BoxError, Context, Export, Plugin, Props, Record, Sink, Source, Value};
 
 #[derive(Default)]
 struct FileSink {
-    out: Option<BufWriter<File>>,
+    out: Option<File>,
+    path: String,
     fsync: bool,
+    buf: Vec<u8>,
+}
+
+impl FileSink {
+    fn file(&mut self) -> Result<&mut File, BoxError> {
+        self.out.as_mut().ok_or_else(|| "the file sink is not open".into())
+    }
 }
 
 impl Sink for FileSink {
@@ -53,29 +67,71 @@ impl Sink for FileSink {
             Some(v) => v.as_bool().ok_or("property fsync must be a bool")?,
         };
         let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("open {path}: {e}"))?;
-        self.out = Some(BufWriter::with_capacity(64 * 1024, file));
+        self.out = Some(file);
+        self.path = path.to_string();
         Ok(())
     }
 
     fn collect(&mut self, _ctx: &Context, records: &[Record]) -> Result<(), BoxError> {
-        let out = self.out.as_mut().ok_or("the file sink is not open")?;
+        // One write per batch: an acknowledged batch is in the file, not in this
+        // process's buffer, and a crash never leaves half a line behind a
+        // whole batch.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         for r in records {
-            serde_json::to_writer(&mut *out, &r.fields_to_json())?;
-            out.write_all(b"\n")?;
+            serde_json::to_writer(&mut buf, &r.fields_to_json())?;
+            buf.push(b'\n');
         }
-        // Flush every batch: an acknowledged batch must be in the file, not in
-        // this process's buffer, in case the process dies next.
-        out.flush()?;
-        if self.fsync {
-            out.get_ref().sync_data()?;
+        let fsync = self.fsync;
+        let file = self.file()?;
+        file.write_all(&buf)?;
+        if fsync {
+            file.sync_data()?;
+        }
+        self.buf = buf;
+        Ok(())
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    /// Everything written so far becomes durable; the handle is the file's
+    /// length, which is what a commit restores.
+    fn pre_commit(&mut self, _ctx: &Context, _checkpoint_id: u64) -> Result<Value, BoxError> {
+        let file = self.file()?;
+        file.sync_data()?;
+        Ok(Value::Int(file.metadata()?.len() as i64))
+    }
+
+    /// Makes the file exactly as long as it was at the checkpoint's
+    /// pre-commit. In normal operation nothing was written since, so this
+    /// changes nothing; after a crash it removes the output written after the
+    /// checkpoint, which the rewound source is about to produce again.
+    fn commit(&mut self, _ctx: &Context, checkpoint_id: u64, handle: &Value) -> Result<(), BoxError> {
+        let len = handle
+            .as_i64()
+            .filter(|l| *l >= 0)
+            .ok_or_else(|| format!("checkpoint {checkpoint_id}: bad handle {handle:?}"))? as u64;
+        let path = self.path.clone();
+        let file = self.file()?;
+        let now = file.metadata()?.len();
+        if now < len {
+            return Err(format!(
+                "{path} is {now} bytes but checkpoint {checkpoint_id} made {len} bytes durable: the file was changed behind the sink's back"
+            )
+            .into());
+        }
+        if now > len {
+            file.set_len(len)?;
+            file.sync_data()?;
         }
         Ok(())
     }
 
     fn close(&mut self, _ctx: &Context) -> Result<(), BoxError> {
-        if let Some(mut out) = self.out.take() {
-            out.flush()?;
-            out.get_ref().sync_data()?;
+        if let Some(out) = self.out.take() {
+            out.sync_data()?;
         }
         Ok(())
     }

@@ -202,8 +202,12 @@ async fn rule_action(State(app): State<AppState>, Path((id, action)): Path<(Stri
             app.engine.restart_rule(&id).await?;
             "restarted"
         }
+        "reset-state" => {
+            app.engine.reset_state(&id).await?;
+            "reset to an empty state"
+        }
         other => {
-            let msg = format!("unknown rule action {other:?}: use start, stop or restart");
+            let msg = format!("unknown rule action {other:?}: use start, stop, restart or reset-state");
             return Err(ApiError::new(StatusCode::NOT_FOUND, msg));
         }
     };

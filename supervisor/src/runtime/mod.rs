@@ -5,6 +5,7 @@
 //! changes anything (stream, plugins, function arguments through the plugin's
 //! own `Validate`), so a refused request leaves no trace.
 
+mod checkpoint;
 mod metrics;
 mod pipeline;
 
@@ -20,6 +21,7 @@ use crate::catalog::PluginKind;
 use crate::host::Host;
 use crate::rule::{parse_stream, RuleDef, RulePlan, StreamDef};
 use crate::store::{Namespace, Store, StoreError};
+use pipeline::stopped;
 pub use pipeline::{RuleStatus, RunState};
 
 /// Why an engine request failed; the API maps each variant to a status code.
@@ -273,6 +275,9 @@ impl Engine {
         let entry = rules.get_mut(id).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?;
         let running = entry.stored.running;
         stop_entry(entry).await;
+        // A new definition is a new rule: its old checkpoints do not apply.
+        self.store.delete_checkpoints(id)?;
+        self.host.state().forget_rule(id);
         let stored = StoredRule { rule: def, running };
         self.store.put(Namespace::Rules, id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
         *entry = RuleEntry { stored, status: Arc::new(RuleStatus::new(&plan)), plan, run: None };
@@ -287,6 +292,7 @@ impl Engine {
         let mut rules = self.rules.lock().await;
         let entry = rules.get_mut(id).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?;
         stop_entry(entry).await;
+        self.store.delete_checkpoints(id)?;
         self.store.delete(Namespace::Rules, id)?;
         rules.remove(id);
         // A new rule with the same id starts from nothing (eKuiper bug #871).
@@ -305,6 +311,21 @@ impl Engine {
         self.set_running(&mut rules, id, false)?;
         let entry = rules.get_mut(id).expect("checked by set_running");
         stop_entry(entry).await;
+        Ok(())
+    }
+
+    /// Discards a rule's checkpoints and state, the operator's explicit choice
+    /// after a checkpoint could not be restored. A running rule restarts empty.
+    pub async fn reset_state(&self, id: &str) -> Result<(), EngineError> {
+        let mut rules = self.rules.lock().await;
+        let entry = rules.get_mut(id).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?;
+        let running = entry.stored.running;
+        stop_entry(entry).await;
+        self.store.delete_checkpoints(id)?;
+        self.host.state().forget_rule(id);
+        if running {
+            self.start_locked(&mut rules, id).await?;
+        }
         Ok(())
     }
 
@@ -341,16 +362,44 @@ impl Engine {
             stream,
             source_props,
             host: self.host.clone(),
+            store: self.store.clone(),
             status: status.clone(),
             stop: stop_rx,
         };
         let rule = id.to_string();
         let task = tokio::spawn(async move {
-            match pipeline::run(ctx).await {
-                Ok(()) => status.set_state(RunState::Stopped),
-                Err(reason) => {
-                    tracing::error!(%rule, "rule failed: {reason}");
-                    status.set_state(RunState::Failed(reason));
+            let strategy = ctx.plan.restart;
+            let mut attempt = 0;
+            loop {
+                let started = std::time::Instant::now();
+                match pipeline::run(ctx.clone()).await {
+                    Ok(()) => {
+                        status.set_state(RunState::Stopped);
+                        return;
+                    }
+                    Err(f) if f.recoverable && attempt < strategy.attempts => {
+                        // A run that lasted a while was healthy: start counting afresh.
+                        if started.elapsed() > std::time::Duration::from_secs(10) {
+                            attempt = 0;
+                        }
+                        let delay = strategy.delay_for(attempt);
+                        attempt += 1;
+                        tracing::warn!(%rule, attempt, "rule restarts from its last checkpoint in {delay:?}: {}", f.reason);
+                        status.source.exception(format!("restarting from the last checkpoint: {}", f.reason));
+                        let mut stop = ctx.stop.clone();
+                        tokio::select! {
+                            _ = stopped(&mut stop) => {
+                                status.set_state(RunState::Stopped);
+                                return;
+                            }
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                    Err(f) => {
+                        tracing::error!(%rule, "rule failed: {}", f.reason);
+                        status.set_state(RunState::Failed(f.reason));
+                        return;
+                    }
                 }
             }
         });

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oort_proto::{Record, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::checkpoint::{self, Snapshot};
 use super::metrics::OpMetrics;
 use crate::host::{FunctionInstance, Host, HostError, SinkInstance, SourceInstance};
 use crate::process::ProcessError;
 use crate::rule::{self, Cell, Functions, RulePlan, StreamDef};
+use crate::store::Store;
 
 /// Batches queued per sink before the pipeline waits for it.
 const SINK_QUEUE: usize = 2;
@@ -97,18 +99,49 @@ impl RuleStatus {
 }
 
 /// What a pipeline runs with.
+#[derive(Clone)]
 pub(super) struct RunContext {
     pub plan: RulePlan,
     pub stream: StreamDef,
     pub source_props: BTreeMap<String, Value>,
     pub host: Arc<Host>,
+    pub store: Arc<Store>,
     pub status: Arc<RuleStatus>,
     pub stop: watch::Receiver<bool>,
 }
 
-/// Runs the rule until `stop` fires (Ok) or it fails (Err with the reason).
-/// Every instance it opened is closed before it returns.
-pub(super) async fn run(ctx: RunContext) -> Result<(), String> {
+/// Why a pipeline ended on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Failure {
+    pub reason: String,
+    /// True when restarting the rule from its last checkpoint is the cure
+    /// (a transactional sink failed mid-epoch); false when only an operator can
+    /// help (a crash loop, a corrupt checkpoint, a failing store).
+    pub recoverable: bool,
+}
+
+impl Failure {
+    fn fatal(reason: impl Into<String>) -> Failure {
+        Failure { reason: reason.into(), recoverable: false }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure::fatal(reason)
+    }
+}
+
+/// A message to a sink task, in order.
+enum SinkMsg {
+    Batch(Arc<Vec<Record>>),
+    /// Checkpoint barrier: every earlier batch is written; pre-commit and reply.
+    Barrier(u64, oneshot::Sender<Result<Value, HostError>>),
+}
+
+/// Runs the rule until `stop` fires (Ok) or it fails. Every instance it opened
+/// is closed before it returns.
+pub(super) async fn run(ctx: RunContext) -> Result<(), Failure> {
     let result = run_inner(&ctx).await;
     for (_, instance) in ctx.status.take_instances() {
         match instance {
@@ -120,14 +153,47 @@ pub(super) async fn run(ctx: RunContext) -> Result<(), String> {
     result
 }
 
+/// Resolves once the rule is asked to stop. (A helper rather than `wait_for`
+/// in `select!`: its borrow guard must not live across an await.)
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 fn fatal(e: &HostError) -> bool {
     matches!(e, HostError::Process(ProcessError::CrashLoop { .. } | ProcessError::Stopped { .. }))
 }
 
-async fn run_inner(ctx: &RunContext) -> Result<(), String> {
+/// Loads the newest checkpoint of a rule, refusing to go on from nothing when
+/// one exists but cannot be read.
+fn restore(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
+    let rule = &ctx.plan.def.id;
+    match ctx.store.latest_checkpoint(rule) {
+        Err(e) => Err(Failure::fatal(format!("rule {rule}: cannot read its checkpoints: {e}"))),
+        Ok(None) => Ok(None),
+        Ok(Some((id, bytes))) => match checkpoint::decode(rule, id, &bytes) {
+            Ok(snapshot) => Ok(Some(snapshot)),
+            Err(e) => Err(Failure::fatal(format!(
+                "rule {rule}: checkpoint {id} cannot be decoded ({e}); the rule will not start from an empty \
+                 state by itself: run `oort rule reset-state {rule}` to discard its checkpoints and state"
+            ))),
+        },
+    }
+}
+
+async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     let plan = &ctx.plan;
     let rule = plan.def.id.as_str();
     let restart = plan.restart;
+    let checkpointing = plan.qos >= 1;
+
+    // With checkpoints, state is exactly the checkpoint's: restored before any
+    // instance opens, so every instance opens with it.
+    let restored = if checkpointing { restore(ctx)? } else { None };
+    if checkpointing {
+        let instances = restored.as_ref().map(|r| r.instances.clone()).unwrap_or_default();
+        ctx.host.state().restore_rule(rule, instances);
+    }
+
     let props = ctx.source_props.clone().into_iter().collect();
     let source = ctx
         .host
@@ -150,9 +216,10 @@ async fn run_inner(ctx: &RunContext) -> Result<(), String> {
         functions.push(f);
     }
 
-    let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(1);
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<Failure>(1);
     let mut sink_queues = Vec::new();
     let mut sink_tasks = Vec::new();
+    let mut sinks = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
         let operator = format!("sink_{i}_{}", action.sink);
         let props = action.props.clone().into_iter().collect();
@@ -162,27 +229,73 @@ async fn run_inner(ctx: &RunContext) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot open sink {}: {e}", action.sink))?;
         let sink = Arc::new(sink);
-        ctx.status.register(operator, Instance::Sink(sink.clone()));
-        let (tx, rx) = mpsc::channel::<Arc<Vec<Record>>>(SINK_QUEUE);
+        ctx.status.register(operator.clone(), Instance::Sink(sink.clone()));
+        sinks.push((operator, sink.clone()));
+        let (tx, rx) = mpsc::channel::<SinkMsg>(SINK_QUEUE);
         sink_queues.push(tx);
         let status = ctx.status.clone();
-        sink_tasks.push(tokio::spawn(sink_loop(sink, rx, status, i, fatal_tx.clone(), ctx.stop.clone())));
+        let exactly_once = plan.qos == 2;
+        sink_tasks.push(tokio::spawn(sink_loop(sink, rx, status, i, exactly_once, fatal_tx.clone(), ctx.stop.clone())));
     }
     drop(fatal_tx);
 
-    let calls = Calls(&functions);
+    let mut last_offset: Option<Value> = None;
+    let mut next_checkpoint = 1;
+    if let Some(r) = &restored {
+        next_checkpoint = r.id + 1;
+        if let Some(offset) = &r.source_offset {
+            source
+                .rewind(offset.clone())
+                .await
+                .map_err(|e| format!("rule {rule}: cannot rewind the source to checkpoint {}: {e}", r.id))?;
+            last_offset = Some(offset.clone());
+        }
+        if plan.qos == 2 {
+            // Recover-and-commit: the restored checkpoint is durable, so its
+            // pre-committed output is final, and whatever came after it goes.
+            for (operator, sink) in &sinks {
+                if let Some(handle) = r.sink_handles.get(operator) {
+                    sink.commit(r.id, handle.clone()).await.map_err(|e| Failure {
+                        reason: format!("rule {rule}: recovering checkpoint {} in {operator}: {e}", r.id),
+                        recoverable: true,
+                    })?;
+                }
+            }
+        }
+        tracing::info!(rule, checkpoint = r.id, "restored from checkpoint");
+    }
+
+    let calls = Calls { functions: &functions, attempts: restart, stop: ctx.stop.clone() };
     let max_batch = plan.buffer_length;
     let mut stop = ctx.stop.clone();
-    let mut last_offset: Option<Value> = None;
-    let outcome: Result<(), String> = 'outer: loop {
+    let mut checkpoint = Checkpointer { ctx, sinks: &sinks, queues: &sink_queues };
+    if checkpointing && restored.is_none() {
+        // Checkpoint 1 before the first record: a crash before the first
+        // interval then restores to "nothing written yet" instead of nothing.
+        checkpoint.take(next_checkpoint, &last_offset).await?;
+        next_checkpoint += 1;
+    }
+    let mut ticker = tokio::time::interval(plan.checkpoint_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+
+    let outcome: Result<(), Failure> = 'outer: loop {
         let mut batches = match source.read(max_batch).await {
             Ok(rx) => rx,
-            Err(e) => break Err(format!("source {}: {e}", ctx.stream.source_type())),
+            Err(e) => break Err(Failure::fatal(format!("source {}: {e}", ctx.stream.source_type()))),
         };
         loop {
             let item = tokio::select! {
-                _ = stop.wait_for(|s| *s) => break 'outer Ok(()),
-                Some(reason) = fatal_rx.recv() => break 'outer Err(reason),
+                biased;
+                _ = stopped(&mut stop) => break 'outer Ok(()),
+                Some(failure) = fatal_rx.recv() => break 'outer Err(failure),
+                _ = ticker.tick(), if checkpointing => {
+                    if let Err(f) = checkpoint.take(next_checkpoint, &last_offset).await {
+                        break 'outer Err(f);
+                    }
+                    next_checkpoint += 1;
+                    continue;
+                }
                 item = batches.recv() => item,
             };
             match item {
@@ -190,10 +303,10 @@ async fn run_inner(ctx: &RunContext) -> Result<(), String> {
                     let started = Instant::now();
                     let n = batch.records.len() as u64;
                     ctx.status.source.batch(n, n, Duration::ZERO);
-                    let out = match process(plan, batch.records, &calls, &ctx.status, &mut stop).await {
-                        Ok(Some(out)) => out,
-                        Ok(None) => break 'outer Ok(()),
-                        Err(reason) => break 'outer Err(reason),
+                    let out = match rule::run_batch(&plan.select, batch.records, &calls).await {
+                        Ok(out) => out,
+                        Err(CallError::Stopped) => break 'outer Ok(()),
+                        Err(CallError::Host(e)) => break 'outer Err(Failure::fatal(e.to_string())),
                     };
                     let took = started.elapsed();
                     ctx.status.filter.outcome(&out.filter, took);
@@ -202,9 +315,9 @@ async fn run_inner(ctx: &RunContext) -> Result<(), String> {
                         let records = Arc::new(out.records);
                         for q in &sink_queues {
                             tokio::select! {
-                                _ = stop.wait_for(|s| *s) => break 'outer Ok(()),
-                                sent = q.send(records.clone()) => if sent.is_err() {
-                                    break 'outer Err("a sink stopped".into());
+                                _ = stopped(&mut stop) => break 'outer Ok(()),
+                                sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_err() {
+                                    break 'outer Err(Failure::fatal("a sink stopped"));
                                 },
                             }
                         }
@@ -216,7 +329,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), String> {
                 Some(Err(e)) => {
                     ctx.status.source.exception(e.to_string());
                     if fatal(&e) {
-                        break 'outer Err(format!("source {}: {e}", ctx.stream.source_type()));
+                        break 'outer Err(Failure::fatal(format!("source {}: {e}", ctx.stream.source_type())));
                     }
                     break;
                 }
@@ -227,7 +340,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), String> {
         // restarted. Resume after the last offset the pipeline accepted, so a
         // rewindable source neither skips nor repeats records.
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break 'outer Ok(()),
+            _ = stopped(&mut stop) => break 'outer Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
         if let Some(offset) = &last_offset {
@@ -243,52 +356,74 @@ async fn run_inner(ctx: &RunContext) -> Result<(), String> {
     outcome
 }
 
-/// Runs one batch through filter and projection. Plugin calls that fail as a
-/// whole (a crash mid-call, a timeout) are retried per the rule's restart
-/// strategy; a crash loop fails the rule. `Ok(None)`: the rule was stopped.
-async fn process(
-    plan: &RulePlan,
-    records: Vec<Record>,
-    calls: &Calls<'_>,
-    status: &RuleStatus,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<Option<rule::BatchOutcome>, String> {
-    if plan.select.calls.is_empty() {
-        return match rule::run_batch(&plan.select, records, calls).await {
-            Ok(out) => Ok(Some(out)),
-            Err(e) => Err(e.to_string()),
-        };
-    }
-    let mut attempt = 0;
-    loop {
-        match rule::run_batch(&plan.select, records.clone(), calls).await {
-            Ok(out) => return Ok(Some(out)),
-            Err(e) if fatal(&e) || attempt >= plan.restart.attempts => return Err(e.to_string()),
-            Err(e) => {
-                status.project.exception(e.to_string());
-                let delay = plan.restart.delay_for(attempt);
-                attempt += 1;
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return Ok(None),
-                    _ = tokio::time::sleep(delay) => {}
+/// Takes checkpoints: a barrier through every sink, one atomic store write,
+/// then the sinks' commits.
+struct Checkpointer<'a> {
+    ctx: &'a RunContext,
+    sinks: &'a [(String, Arc<SinkInstance>)],
+    queues: &'a [mpsc::Sender<SinkMsg>],
+}
+
+impl Checkpointer<'_> {
+    async fn take(&mut self, id: u64, offset: &Option<Value>) -> Result<(), Failure> {
+        let rule = self.ctx.plan.def.id.as_str();
+        let exactly_once = self.ctx.plan.qos == 2;
+        let sink_failure = |reason: String| Failure { reason, recoverable: exactly_once };
+        // The barrier follows every batch already queued: once each sink has
+        // answered it, the whole pipeline holds nothing newer than `offset`.
+        let mut replies = Vec::new();
+        for q in self.queues {
+            let (tx, rx) = oneshot::channel();
+            q.send(SinkMsg::Barrier(id, tx)).await.map_err(|_| Failure::fatal("a sink stopped"))?;
+            replies.push(rx);
+        }
+        let mut snapshot = Snapshot { id, source_offset: offset.clone(), ..Snapshot::default() };
+        for ((operator, _), reply) in self.sinks.iter().zip(replies) {
+            match reply.await {
+                Ok(Ok(handle)) => {
+                    snapshot.sink_handles.insert(operator.clone(), handle);
                 }
+                Ok(Err(e)) => return Err(sink_failure(format!("{operator}: pre-commit of checkpoint {id}: {e}"))),
+                Err(_) => return Err(sink_failure(format!("{operator} stopped during checkpoint {id}"))),
             }
         }
+        snapshot.instances = self.ctx.host.state().snapshot_rule(rule);
+        let bytes = checkpoint::encode(rule, self.ctx.plan.qos, &snapshot);
+        self.ctx
+            .store
+            .write_checkpoint(rule, id, &bytes)
+            .map_err(|e| Failure::fatal(format!("rule {rule}: checkpoint {id}: {e}")))?;
+        for (operator, sink) in self.sinks {
+            let handle = snapshot.sink_handles.get(operator).cloned().unwrap_or_default();
+            sink.commit(id, handle)
+                .await
+                .map_err(|e| sink_failure(format!("{operator}: commit of checkpoint {id}: {e}")))?;
+        }
+        Ok(())
     }
 }
 
-/// Writes every batch to one sink, retrying a failed write until it succeeds,
-/// the rule stops, or the sink's process is given up on.
+/// Writes every batch to one sink. A failed write is retried until it
+/// succeeds (at most once and at least once delivery), except under
+/// exactly-once, where the rule restarts from its last checkpoint instead.
 async fn sink_loop(
     sink: Arc<SinkInstance>,
-    mut batches: mpsc::Receiver<Arc<Vec<Record>>>,
+    mut messages: mpsc::Receiver<SinkMsg>,
     status: Arc<RuleStatus>,
     index: usize,
-    fatal_tx: mpsc::Sender<String>,
+    exactly_once: bool,
+    fatal_tx: mpsc::Sender<Failure>,
     mut stop: watch::Receiver<bool>,
 ) {
     let metrics = &status.sinks[index];
-    while let Some(records) = batches.recv().await {
+    while let Some(message) = messages.recv().await {
+        let records = match message {
+            SinkMsg::Barrier(id, reply) => {
+                let _ = reply.send(sink.pre_commit(id).await);
+                continue;
+            }
+            SinkMsg::Batch(records) => records,
+        };
         let n = records.len() as u64;
         let mut delay = Duration::from_millis(50);
         loop {
@@ -298,15 +433,17 @@ async fn sink_loop(
                     metrics.batch(n, n, started.elapsed());
                     break;
                 }
-                Err(e) if fatal(&e) => {
+                Err(e) if fatal(&e) || exactly_once => {
                     metrics.exception(e.to_string());
-                    let _ = fatal_tx.send(format!("sink: {e}")).await;
+                    // A write that failed may have left part of the batch in
+                    // the sink: only a restore from the checkpoint undoes it.
+                    let _ = fatal_tx.send(Failure { reason: format!("sink: {e}"), recoverable: !fatal(&e) }).await;
                     return;
                 }
                 Err(e) => {
                     metrics.exception(e.to_string());
                     tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return,
+                        _ = stopped(&mut stop) => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -316,13 +453,43 @@ async fn sink_loop(
     }
 }
 
-/// The rule's plugin functions, one instance per call site.
-struct Calls<'a>(&'a [Arc<FunctionInstance>]);
+/// Why a function call gave up.
+enum CallError {
+    /// The rule was stopped while the call was being retried.
+    Stopped,
+    Host(HostError),
+}
+
+/// The rule's plugin functions, one instance per call site. A call that fails
+/// as a whole is retried on its own, per the rule's restart strategy: each
+/// attempt starts from the supervisor's copy of the instance's state, so
+/// retrying one call site never replays another's state changes.
+struct Calls<'a> {
+    functions: &'a [Arc<FunctionInstance>],
+    attempts: crate::process::RestartStrategy,
+    stop: watch::Receiver<bool>,
+}
 
 impl Functions for Calls<'_> {
-    type Error = HostError;
+    type Error = CallError;
 
-    async fn call(&self, site: usize, rows: Vec<Vec<Value>>) -> Result<Vec<Cell>, HostError> {
-        self.0[site].exec(rows).await
+    async fn call(&self, site: usize, rows: Vec<Vec<Value>>) -> Result<Vec<Cell>, CallError> {
+        let mut attempt = 0;
+        loop {
+            match self.functions[site].exec(rows.clone()).await {
+                Ok(cells) => return Ok(cells),
+                Err(e) if fatal(&e) || attempt >= self.attempts.attempts => return Err(CallError::Host(e)),
+                Err(e) => {
+                    tracing::warn!("function call failed, retrying: {e}");
+                    let delay = self.attempts.delay_for(attempt);
+                    attempt += 1;
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        _ = stopped(&mut stop) => return Err(CallError::Stopped),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
     }
 }
