@@ -10,6 +10,14 @@ if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_6
 fi
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+# The Go and Python SDKs need their toolchains; their scripts install the
+# modules and packages (Go module proxy, PyPI into a virtual environment).
+if ! command -v go >/dev/null 2>&1; then
+  need_apt+=(golang-go)
+fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_apt+=(python3-venv)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}" >&2
   SUDO=""

@@ -12,5 +12,9 @@ echo "== build (release profile: shared by tests, demo and benches)"
 cargo build --release --workspace --bins
 echo "== lint"
 cargo clippy --release --workspace --all-targets -- -D warnings
+echo "== Go SDK and plugins"
+bash scripts/build-go.sh --test
+echo "== Python SDK and plugins"
+bash scripts/build-python.sh --test
 echo "== tests"
 cargo test --release --workspace

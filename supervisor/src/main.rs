@@ -198,6 +198,15 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Prints a command's output; a reader that went away (`| head`) is not an error.
+fn print_out(out: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{out}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => {
@@ -229,8 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 PluginCommand::Remove { kind, name } => cli::plugin_remove(&r, kind.into(), &name).await?,
             };
-            println!("{out}");
-            Ok(())
+            print_out(&out)
         }
         Command::Stream { command, remote } => {
             let r = remote.into();
@@ -240,8 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 StreamCommand::Describe { name } => cli::stream_describe(&r, &name).await?,
                 StreamCommand::Drop { name } => cli::stream_drop(&r, &name).await?,
             };
-            println!("{out}");
-            Ok(())
+            print_out(&out)
         }
         Command::Rule { command, remote } => {
             let r = remote.into();
@@ -264,8 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 RuleCommand::Delete { id } => cli::rule_delete(&r, &id).await?,
                 RuleCommand::ResetState { id } => cli::rule_action(&r, &id, "reset-state").await?,
             };
-            println!("{out}");
-            Ok(())
+            print_out(&out)
         }
     }
 }

@@ -1,0 +1,186 @@
+package oort
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+
+	pb "github.com/oort-dev/oort/plugin-sdk/go/internal/pb/pluginv1"
+)
+
+// The instance's state lives in the plugin process: the instance is the only
+// writer of its own scope, so reads never leave the process. Every change is
+// also recorded as a mutation, and the server ships the recorded mutations to
+// the supervisor with the batch they were made in (ExecResult, RecordBatch or
+// WriteAck). The supervisor therefore always holds "state as of the last batch
+// it accepted" without a round trip per call.
+
+// ErrNotACounter is wrapped by the error of GetCounter and IncrCounter on a key
+// that holds a plain value.
+var ErrNotACounter = errors.New("not a counter")
+
+// ErrCounterOverflow is wrapped by the error of an IncrCounter that would leave
+// the signed 64-bit range.
+var ErrCounterOverflow = errors.New("counter overflow")
+
+type stateError struct {
+	msg  string
+	kind error
+}
+
+func (e *stateError) Error() string { return e.msg }
+func (e *stateError) Unwrap() error { return e.kind }
+
+func notACounter(key string, v *pb.Value) error {
+	return &stateError{fmt.Sprintf("state key %q holds a %s value, not a counter", key, typeName(v)), ErrNotACounter}
+}
+
+// slot is one key of the resident state: a plain value or a counter.
+type slot struct {
+	value   *pb.Value // nil for a counter
+	counter int64
+}
+
+// instanceContext is the StreamContext of one opened instance.
+type instanceContext struct {
+	context.Context
+	ruleID     string
+	opID       string
+	instanceID string
+	logger     Logger
+
+	mu      sync.Mutex
+	slots   map[string]slot
+	pending []*pb.StateMutation
+}
+
+func newContext(parent context.Context, spec *pb.InstanceSpec) (*instanceContext, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	c := &instanceContext{
+		Context:    ctx,
+		ruleID:     spec.GetRuleId(),
+		opID:       spec.GetOperatorId(),
+		instanceID: spec.GetInstanceId(),
+		slots:      make(map[string]slot, len(spec.GetState())),
+	}
+	c.logger = &logger{prefix: fmt.Sprintf("rule=%s instance=%s: ", c.ruleID, c.instanceID)}
+	for _, e := range spec.GetState() {
+		switch entry := e.GetEntry().(type) {
+		case *pb.StateEntry_Counter:
+			c.slots[e.GetKey()] = slot{counter: entry.Counter}
+		case *pb.StateEntry_Value:
+			v := entry.Value
+			if v == nil {
+				v = nullValue()
+			}
+			c.slots[e.GetKey()] = slot{value: v}
+		}
+	}
+	return c, cancel
+}
+
+// NewTestContext returns a context for unit-testing an extension outside the
+// supervisor: state calls work as in a served instance, and Done never closes.
+// instanceID is "<rule>/<operator>", e.g. "r1/op_1".
+func NewTestContext(ruleID, opID string) StreamContext {
+	c, _ := newContext(context.Background(), &pb.InstanceSpec{
+		InstanceId: ruleID + "/" + opID, RuleId: ruleID, OperatorId: opID,
+	})
+	return c
+}
+
+func (c *instanceContext) GetLogger() Logger     { return c.logger }
+func (c *instanceContext) GetRuleId() string     { return c.ruleID }
+func (c *instanceContext) GetOpId() string       { return c.opID }
+func (c *instanceContext) GetInstanceId() string { return c.instanceID }
+
+func (c *instanceContext) PutState(key string, value any) error {
+	v, err := toValue(value)
+	if err != nil {
+		return fmt.Errorf("state key %q: %w", key, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.slots[key] = slot{value: v}
+	c.pending = append(c.pending, &pb.StateMutation{Key: key, Op: &pb.StateMutation_Put{Put: v}})
+	return nil
+}
+
+func (c *instanceContext) GetState(key string) (any, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.slots[key]
+	switch {
+	case !ok:
+		return nil, nil
+	case s.value == nil:
+		return s.counter, nil
+	default:
+		// Decoding makes a fresh copy: the caller cannot change the state by
+		// changing what it got.
+		return fromValue(s.value), nil
+	}
+}
+
+func (c *instanceContext) DeleteState(key string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.slots[key]; ok {
+		delete(c.slots, key)
+		c.pending = append(c.pending, &pb.StateMutation{Key: key, Op: &pb.StateMutation_Delete{Delete: true}})
+	}
+	return nil
+}
+
+func (c *instanceContext) IncrCounter(key string, amount int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var current int64
+	if s, ok := c.slots[key]; ok {
+		if s.value != nil {
+			return notACounter(key, s.value)
+		}
+		current = s.counter
+	}
+	delta := int64(amount)
+	if (delta > 0 && current > math.MaxInt64-delta) || (delta < 0 && current < math.MinInt64-delta) {
+		return &stateError{fmt.Sprintf("counter %q would overflow", key), ErrCounterOverflow}
+	}
+	next := current + delta
+	c.slots[key] = slot{counter: next}
+	// Only the newest absolute value matters: collapse consecutive increments
+	// of one key instead of shipping each of them.
+	if n := len(c.pending); n > 0 && c.pending[n-1].GetKey() == key {
+		if _, ok := c.pending[n-1].GetOp().(*pb.StateMutation_Counter); ok {
+			c.pending[n-1] = &pb.StateMutation{Key: key, Op: &pb.StateMutation_Counter{Counter: next}}
+			return nil
+		}
+	}
+	c.pending = append(c.pending, &pb.StateMutation{Key: key, Op: &pb.StateMutation_Counter{Counter: next}})
+	return nil
+}
+
+func (c *instanceContext) GetCounter(key string) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.slots[key]
+	switch {
+	case !ok:
+		return 0, nil
+	case s.value != nil:
+		return 0, notACounter(key, s.value)
+	default:
+		return int(s.counter), nil
+	}
+}
+
+// takeMutations returns the mutations recorded since the last call, in order.
+func (c *instanceContext) takeMutations() []*pb.StateMutation {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.pending
+	c.pending = nil
+	return m
+}

@@ -1,0 +1,64 @@
+// Package oort writes Oort plugins in Go.
+//
+// An Oort plugin is an executable that the `oort` supervisor starts and talks
+// to over a Unix socket (docs/protocol.md). This package does the whole
+// handshake; you write the extension the way you would write an eKuiper Go
+// plugin, against interfaces with eKuiper's names and shapes:
+//
+//	package main
+//
+//	import "github.com/oort-dev/oort/plugin-sdk/go/oort"
+//
+//	type echo struct{}
+//
+//	func (echo) Validate(args []oort.ArgSpec) error { return nil }
+//	func (echo) IsAggregate() bool                { return false }
+//	func (echo) Exec(args []any, _ oort.FunctionContext) (any, bool) {
+//		return args[0], true
+//	}
+//
+//	func main() {
+//		oort.Serve(oort.Plugin{
+//			Name:      "echo",
+//			Version:   "1.0.0",
+//			Functions: map[string]oort.Export{"echo": oort.Singleton(echo{})},
+//		})
+//	}
+//
+// # Layout
+//
+//   - Function, Source (plus Rewindable), Sink (plus TwoPhaseCommit): the
+//     three extension kinds.
+//   - StreamContext / FunctionContext: rule and instance identity, a logger,
+//     and eKuiper's five state calls (PutState, GetState, DeleteState,
+//     IncrCounter, GetCounter).
+//   - Plugin and Export: what the executable exports, each symbol either as a
+//     Constructor (a fresh object per instance, one process per rule) or as a
+//     Singleton (one shared object, one shared process).
+//   - Serve: the one entry point.
+//
+// # Values
+//
+// Values cross the wire as Oort's dynamic Value. Going out (function results,
+// record fields, state, offsets, handles), Go values convert as follows: nil →
+// null; bool → bool; every integer type → int (int64; unsigned values above
+// math.MaxInt64 are an error); float32/float64 → float; string → string;
+// []byte → bytes; slices and arrays → list; maps with string keys → map;
+// json.Number → int or float; time.Time → an RFC 3339 string; named types
+// convert as their underlying kind and pointers as what they point to.
+// Anything else (structs, channels, functions) is an error, which for a
+// function result becomes that row's error.
+//
+// Coming in (arguments, record fields, properties, state), values are always
+// nil, bool, int64, float64, string, []byte, []any or map[string]any. ToInt
+// and ToFloat help with numbers.
+//
+// # State
+//
+// State calls never leave the process: each instance's state is loaded when
+// it opens, served from memory, and every change is shipped to the supervisor
+// with the batch it was made in (a change made in Open goes with the next
+// batch). A stateful function therefore costs about as much as a stateless
+// one, and after a crash the restarted process sees the state as of the last
+// batch the supervisor accepted.
+package oort

@@ -1,0 +1,143 @@
+package oort
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"sync"
+)
+
+// Plugin is everything one plugin executable exports. Pass it to Serve.
+//
+//	oort.Serve(oort.Plugin{
+//		Name:    "geohash",
+//		Version: "1.0.0",
+//		Functions: map[string]oort.Export{
+//			"geohashEncode": oort.Singleton(&encode{}),
+//			"geohashDecode": oort.Constructor(NewDecode),
+//		},
+//	})
+type Plugin struct {
+	// Name is the plugin's name, which must equal the executable's file name
+	// (first letter in either case) and follow eKuiper's rule
+	// ^[A-Za-z0-9_-]+$.
+	Name string
+	// Version is informational: the supervisor reports the version in the
+	// file name instead.
+	Version string
+	// Functions maps SQL function names to the Function they call. List
+	// them all in the plugin's metadata file <name>.json as well.
+	Functions map[string]Export
+	// Source, when set, exports a Source named after the plugin.
+	Source Export
+	// Sink, when set, exports a Sink named after the plugin.
+	Sink Export
+
+	// About and FunctionHelp only feed Metadata, the plugin's metadata file.
+	About        About
+	FunctionHelp map[string]FunctionHelp
+}
+
+// Export is how one symbol is exported, after eKuiper's two export styles.
+// Make one with Constructor or Singleton; the zero Export exports nothing.
+//
+// The supervisor runs one shared process for every rule only when every
+// symbol of the plugin is a singleton; otherwise each rule gets its own
+// process.
+type Export struct {
+	singleton bool
+	make      func() any
+	typ       reflect.Type
+	// lock serializes the calls on a singleton source or sink object.
+	lock *sync.Mutex
+}
+
+// Constructor exports a factory: every opened instance (every rule, and for
+// functions every call site) gets a fresh object from newObject. This is the
+// recommended style, and eKuiper's `func MySource() api.Source`.
+func Constructor[T any](newObject func() T) Export {
+	if newObject == nil {
+		return Export{}
+	}
+	return Export{make: func() any { return newObject() }, typ: reflect.TypeFor[T]()}
+}
+
+// Singleton exports one object shared by every rule, served by one shared
+// process. Use it for stateless, performance-critical functions; keep
+// per-rule data in the context's state.
+func Singleton(object any) Export {
+	if object == nil {
+		return Export{}
+	}
+	return Export{singleton: true, make: func() any { return object }, typ: reflect.TypeOf(object), lock: &sync.Mutex{}}
+}
+
+// IsSet reports whether the Export exports anything.
+func (e Export) IsSet() bool { return e.make != nil }
+
+// IsSingleton reports whether the Export is a singleton.
+func (e Export) IsSingleton() bool { return e.singleton }
+
+var (
+	nameRule     = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	functionType = reflect.TypeFor[Function]()
+	sourceType   = reflect.TypeFor[Source]()
+	sinkType     = reflect.TypeFor[Sink]()
+)
+
+// Check reports what is wrong with the plugin's description, if anything:
+// an invalid name, no symbol at all, or an object that does not implement
+// the interface of the slot it is exported in. Serve runs it first.
+func (p Plugin) Check() error {
+	var errs []error
+	if !nameRule.MatchString(p.Name) {
+		errs = append(errs, fmt.Errorf("plugin name %q does not match ^[A-Za-z0-9_-]+$", p.Name))
+	}
+	if len(p.Functions) == 0 && !p.Source.IsSet() && !p.Sink.IsSet() {
+		errs = append(errs, errors.New("it exports no function, source or sink"))
+	}
+	for _, name := range p.functionNames() {
+		e := p.Functions[name]
+		switch {
+		case name == "":
+			errs = append(errs, errors.New("a function has an empty name"))
+		case !e.IsSet():
+			errs = append(errs, fmt.Errorf("function %q is exported as nothing (use oort.Constructor or oort.Singleton)", name))
+		default:
+			errs = append(errs, implements(fmt.Sprintf("function %q", name), e, functionType))
+		}
+	}
+	if p.Source.IsSet() {
+		errs = append(errs, implements("the source", p.Source, sourceType))
+	}
+	if p.Sink.IsSet() {
+		errs = append(errs, implements("the sink", p.Sink, sinkType))
+	}
+	return errors.Join(errs...)
+}
+
+func implements(what string, e Export, iface reflect.Type) error {
+	if e.typ.Implements(iface) {
+		return nil
+	}
+	// Name the first missing method, as the compiler would.
+	for i := range iface.NumMethod() {
+		m := iface.Method(i)
+		if _, ok := e.typ.MethodByName(m.Name); !ok {
+			return fmt.Errorf("%s is a %s, which does not implement oort.%s (missing method %s)", what, e.typ, iface.Name(), m.Name)
+		}
+	}
+	return fmt.Errorf("%s is a %s, which does not implement oort.%s (a method has the wrong signature)", what, e.typ, iface.Name())
+}
+
+// functionNames returns the exported function names in order.
+func (p Plugin) functionNames() []string {
+	names := make([]string, 0, len(p.Functions))
+	for name := range p.Functions {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,552 @@
+package oort
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/oort-dev/oort/plugin-sdk/go/internal/pb/pluginv1"
+)
+
+// tally counts its successful rows in the instance's state.
+type tally struct{}
+
+func (tally) Validate(args []ArgSpec) error {
+	if len(args) != 1 {
+		return fmt.Errorf("tally expects 1 argument, got %d", len(args))
+	}
+	return nil
+}
+
+func (tally) Exec(args []any, ctx FunctionContext) (any, bool) {
+	if args[0] == "bad" {
+		return errors.New("bad row"), false
+	}
+	if args[0] == "panic" {
+		panic("boom")
+	}
+	if err := ctx.IncrCounter("n", 1); err != nil {
+		return err, false
+	}
+	n, err := ctx.GetCounter("n")
+	if err != nil {
+		return err, false
+	}
+	return n, true
+}
+
+func (tally) IsAggregate() bool { return false }
+
+type sum struct{}
+
+func (sum) Validate([]ArgSpec) error { return nil }
+func (sum) IsAggregate() bool        { return true }
+func (sum) Exec(args []any, _ FunctionContext) (any, bool) {
+	return struct{}{}, true // not convertible: a row error
+}
+
+// counting emits {"n": i} for i < count, and is rewindable.
+type counting struct {
+	next, count int64
+}
+
+func (c *counting) Open(ctx StreamContext, _ string, props map[string]any) error {
+	c.count, _ = ToInt(props["count"])
+	return ctx.PutState("opened", true)
+}
+
+func (c *counting) Read(ctx StreamContext, max int) ([]Record, error) {
+	var out []Record
+	for ; c.next < c.count && len(out) < max; c.next++ {
+		out = append(out, Record{Fields: map[string]any{"n": c.next}})
+	}
+	if len(out) == 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return out, nil
+}
+
+func (c *counting) Close(StreamContext) error { return nil }
+func (c *counting) GetOffset() (any, error)   { return c.next, nil }
+func (c *counting) Rewind(offset any) error {
+	k, ok := offset.(int64)
+	if !ok || k < 0 || k > c.count {
+		return fmt.Errorf("bad offset %v", offset)
+	}
+	c.next = k
+	return nil
+}
+
+// memorySink keeps what it collects; it is transactional.
+type memorySink struct {
+	mu      sync.Mutex
+	records []Record
+	commits []string
+	closed  atomic.Bool
+}
+
+func (m *memorySink) Open(StreamContext, map[string]any) error { return nil }
+func (m *memorySink) Collect(ctx StreamContext, records []Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range records {
+		if r.Fields["fail"] == true {
+			return errors.New("refused")
+		}
+	}
+	m.records = append(m.records, records...)
+	return ctx.IncrCounter("written", len(records))
+}
+func (m *memorySink) Close(StreamContext) error { m.closed.Store(true); return nil }
+func (m *memorySink) PreCommit(_ StreamContext, id uint64) (any, error) {
+	return fmt.Sprintf("h%d", id), nil
+}
+func (m *memorySink) Commit(_ StreamContext, id uint64, handle any) error {
+	m.commits = append(m.commits, fmt.Sprintf("commit %d %v", id, handle))
+	return nil
+}
+func (m *memorySink) Abort(_ StreamContext, id uint64, handle any) error {
+	m.commits = append(m.commits, fmt.Sprintf("abort %d %v", id, handle))
+	return nil
+}
+
+// started is a plugin served in this process on a temporary socket.
+type started struct {
+	socket  string
+	conn    *grpc.ClientConn
+	signals chan os.Signal
+	code    chan int
+}
+
+func start(t *testing.T, p Plugin) *started {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "oort-go-sdk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &started{socket: filepath.Join(dir, "p1.sock"), signals: make(chan os.Signal, 2), code: make(chan int, 1)}
+	env := map[string]string{"OORT_PLUGIN_SOCKET": s.socket, "OORT_PROTOCOL_VERSIONS": "1"}
+	go func() {
+		s.code <- serveEnv(p, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, s.signals)
+	}()
+	s.conn, err = grpc.NewClient("unix://"+s.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.conn.Close() })
+	// The supervisor's readiness loop: wait for the file, then Check.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(s.socket); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			resp, err := healthpb.NewHealthClient(s.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			cancel()
+			if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the plugin did not become ready")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// exited waits for serveEnv's exit code and checks the socket is gone.
+func (s *started) exited(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case code := <-s.code:
+		if code != 0 {
+			t.Fatalf("exit code %d", code)
+		}
+	case <-time.After(within):
+		t.Fatalf("the plugin did not stop within %v", within)
+	}
+	if _, err := os.Stat(s.socket); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the socket is still there: %v", err)
+	}
+}
+
+func code(err error) codes.Code { return status.Code(err) }
+
+func spec(id, symbol string) *pb.InstanceSpec {
+	rule, op, _ := strings.Cut(id, "/")
+	return &pb.InstanceSpec{InstanceId: id, Symbol: symbol, RuleId: rule, OperatorId: op}
+}
+
+func row(args ...any) *pb.ArgRow {
+	r := &pb.ArgRow{}
+	for _, a := range args {
+		v, _ := toValue(a)
+		r.Args = append(r.Args, v)
+	}
+	return r
+}
+
+func TestServeEndToEnd(t *testing.T) {
+	sink := &memorySink{}
+	plugin := Plugin{
+		Name:      "testkit",
+		Version:   "9.9.9",
+		Functions: map[string]Export{"tally": Constructor(func() Function { return tally{} }), "sum": Singleton(sum{})},
+		Source:    Constructor(func() *counting { return &counting{} }),
+		Sink:      Singleton(sink),
+	}
+	s := start(t, plugin)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	health := healthpb.NewHealthClient(s.conn)
+	for _, svc := range append([]string{""}, served...) {
+		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health %q: %v %v", svc, resp, err)
+		}
+	}
+
+	// Describe.
+	desc, err := pb.NewPluginClient(s.conn).Describe(ctx, &pb.DescribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &pb.DescribeResponse{
+		Name: "testkit", Version: "9.9.9", ProtocolVersion: 1, SdkName: "oort-plugin-go", SdkVersion: SDKVersion,
+		Symbols: []*pb.Symbol{
+			{Kind: pb.Kind_KIND_FUNCTION, Name: "sum", Mode: pb.ExportMode_EXPORT_MODE_SINGLETON, IsAggregate: true},
+			{Kind: pb.Kind_KIND_FUNCTION, Name: "tally", Mode: pb.ExportMode_EXPORT_MODE_CONSTRUCTOR},
+			{Kind: pb.Kind_KIND_SOURCE, Name: "testkit", Mode: pb.ExportMode_EXPORT_MODE_CONSTRUCTOR},
+			{Kind: pb.Kind_KIND_SINK, Name: "testkit", Mode: pb.ExportMode_EXPORT_MODE_SINGLETON},
+		},
+	}
+	if !proto.Equal(desc, want) {
+		t.Fatalf("Describe:\n got %v\nwant %v", desc, want)
+	}
+
+	// Function: Validate, Open, Exec, Close.
+	fn := pb.NewFunctionClient(s.conn)
+	v, err := fn.Validate(ctx, &pb.ValidateRequest{Symbol: "tally", Args: []*pb.ArgSpec{{Expression: "a"}}})
+	if err != nil || v.GetError() != "" {
+		t.Fatalf("Validate ok: %v %v", v, err)
+	}
+	v, _ = fn.Validate(ctx, &pb.ValidateRequest{Symbol: "tally"})
+	if v.GetError() != "tally expects 1 argument, got 0" {
+		t.Fatalf("Validate refused: %q", v.GetError())
+	}
+	if _, err := fn.Validate(ctx, &pb.ValidateRequest{Symbol: "nope"}); code(err) != codes.NotFound {
+		t.Fatalf("Validate of an unknown symbol: %v", err)
+	}
+	if _, err := fn.Open(ctx, &pb.OpenFunctionRequest{Instance: spec("r1/op_1", "tally")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fn.Open(ctx, &pb.OpenFunctionRequest{Instance: spec("r1/op_2", "sum")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fn.Open(ctx, &pb.OpenFunctionRequest{Instance: spec("r1/op_1", "tally")}); code(err) != codes.AlreadyExists {
+		t.Fatalf("second Open: %v", err)
+	}
+	if _, err := fn.Open(ctx, &pb.OpenFunctionRequest{}); code(err) != codes.InvalidArgument {
+		t.Fatalf("Open without a spec: %v", err)
+	}
+	if _, err := fn.Open(ctx, &pb.OpenFunctionRequest{Instance: spec("r1/op_9", "nope")}); code(err) != codes.NotFound {
+		t.Fatalf("Open of an unknown symbol: %v", err)
+	}
+
+	exec, err := fn.Exec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Headers come before the first batch is even sent.
+	if _, err := exec.Header(); err != nil {
+		t.Fatalf("headers: %v", err)
+	}
+	must(t, exec.Send(&pb.ExecBatch{InstanceId: "r1/op_1", Seq: 7, Rows: []*pb.ArgRow{row("a"), row("bad"), row("b"), row("panic")}}))
+	res, err := exec.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRes := &pb.ExecResult{
+		Seq: 7,
+		Results: []*pb.RowResult{
+			{Outcome: &pb.RowResult_Value{Value: intValue(1)}},
+			{Outcome: &pb.RowResult_Error{Error: "bad row"}},
+			{Outcome: &pb.RowResult_Value{Value: intValue(2)}},
+			{Outcome: &pb.RowResult_Error{Error: "tally panicked: boom"}},
+		},
+		Mutations: []*pb.StateMutation{{Key: "n", Op: &pb.StateMutation_Counter{Counter: 2}}},
+	}
+	if !proto.Equal(res, wantRes) {
+		t.Fatalf("ExecResult:\n got %v\nwant %v", res, wantRes)
+	}
+	must(t, exec.Send(&pb.ExecBatch{InstanceId: "r1/op_2", Seq: 0, Rows: []*pb.ArgRow{row(1)}}))
+	res, _ = exec.Recv()
+	if res.GetSeq() != 0 || len(res.GetResults()) != 1 || !strings.Contains(res.GetResults()[0].GetError(), "sum returned a value Oort cannot carry") {
+		t.Fatalf("unconvertible result: %v", res)
+	}
+	must(t, exec.Send(&pb.ExecBatch{InstanceId: "r1/op_1", Seq: 8}))
+	res, _ = exec.Recv()
+	if res.GetSeq() != 8 || len(res.GetResults()) != 0 || len(res.GetMutations()) != 0 {
+		t.Fatalf("empty batch: %v", res)
+	}
+	must(t, exec.Send(&pb.ExecBatch{InstanceId: "r9/op_1", Seq: 0, Rows: []*pb.ArgRow{row(1)}}))
+	if _, err := exec.Recv(); code(err) != codes.NotFound {
+		t.Fatalf("unknown instance on Exec: %v", err)
+	}
+	if _, err := fn.Close(ctx, &pb.CloseRequest{InstanceId: "r1/op_2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fn.Close(ctx, &pb.CloseRequest{InstanceId: "r1/op_2"}); code(err) != codes.NotFound {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	// Source: Open, Rewind, Read, Close ends the stream.
+	src := pb.NewSourceClient(s.conn)
+	count, _ := toValue(5)
+	opened, err := src.Open(ctx, &pb.OpenSourceRequest{Instance: spec("r2/source", "testkit"), Props: map[string]*pb.Value{"count": count}})
+	if err != nil || !opened.GetRewindable() {
+		t.Fatalf("source Open: %v %v", opened, err)
+	}
+	if _, err := src.Rewind(ctx, &pb.RewindRequest{InstanceId: "r2/source", Offset: intValue(9)}); code(err) != codes.FailedPrecondition ||
+		!strings.HasPrefix(status.Convert(err).Message(), "rewind failed: ") {
+		t.Fatalf("bad Rewind: %v", err)
+	}
+	if _, err := src.Rewind(ctx, &pb.RewindRequest{InstanceId: "r2/source", Offset: intValue(2)}); err != nil {
+		t.Fatal(err)
+	}
+	read, err := src.Read(ctx, &pb.ReadRequest{InstanceId: "r2/source", MaxBatch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read.Header(); err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	var offsets []int64
+	var mutations []*pb.StateMutation
+	for len(got) < 3 {
+		b, err := read.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range b.GetRecords() {
+			got = append(got, r.GetFields()["n"].GetInt())
+		}
+		offsets = append(offsets, b.GetOffset().GetInt())
+		mutations = append(mutations, b.GetMutations()...)
+	}
+	if fmt.Sprint(got, offsets) != "[2 3 4] [4 5]" {
+		t.Fatalf("records %v offsets %v", got, offsets)
+	}
+	// The PutState made in Open went with the first batch.
+	if len(mutations) != 1 || mutations[0].GetKey() != "opened" || !mutations[0].GetPut().GetBool() {
+		t.Fatalf("mutations %v", mutations)
+	}
+	if _, err := src.Close(ctx, &pb.CloseRequest{InstanceId: "r2/source"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read.Recv(); err != io.EOF {
+		t.Fatalf("Close must end the Read stream: %v", err)
+	}
+	r, err := src.Read(ctx, &pb.ReadRequest{InstanceId: "r2/source"})
+	if err == nil {
+		_, err = r.Recv()
+	}
+	if code(err) != codes.NotFound {
+		t.Fatalf("Read of a closed instance: %v", err)
+	}
+
+	// Sink: Open, Write, PreCommit, Commit, Abort.
+	snk := pb.NewSinkClient(s.conn)
+	so, err := snk.Open(ctx, &pb.OpenSinkRequest{Instance: spec("r3/sink_0", "testkit")})
+	if err != nil || !so.GetTransactional() {
+		t.Fatalf("sink Open: %v %v", so, err)
+	}
+	write, err := snk.Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(fields map[string]any) *pb.Record { r, _ := recordToPB(Record{Fields: fields}); return r }
+	must(t, write.Send(&pb.WriteBatch{InstanceId: "r3/sink_0", Seq: 0, Records: []*pb.Record{rec(map[string]any{"a": 1}), rec(map[string]any{"a": 2})}}))
+	ack, err := write.Recv()
+	if err != nil || ack.GetSeq() != 0 || ack.GetError() != "" || len(ack.GetMutations()) != 1 || ack.GetMutations()[0].GetCounter() != 2 {
+		t.Fatalf("ack: %v %v", ack, err)
+	}
+	must(t, write.Send(&pb.WriteBatch{InstanceId: "r3/sink_0", Seq: 1, Records: []*pb.Record{rec(map[string]any{"fail": true})}}))
+	ack, err = write.Recv()
+	if err != nil || ack.GetSeq() != 1 || ack.GetError() != "refused" {
+		t.Fatalf("failed batch: %v %v", ack, err)
+	}
+	pre, err := snk.PreCommit(ctx, &pb.PreCommitRequest{InstanceId: "r3/sink_0", CheckpointId: 3})
+	if err != nil || pre.GetHandle().GetString_() != "h3" {
+		t.Fatalf("PreCommit: %v %v", pre, err)
+	}
+	if _, err := snk.Commit(ctx, &pb.CommitRequest{InstanceId: "r3/sink_0", CheckpointId: 3, Handle: pre.GetHandle()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snk.Abort(ctx, &pb.CommitRequest{InstanceId: "r3/sink_0", CheckpointId: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(sink.commits) != "[commit 3 h3 abort 4 <nil>]" || len(sink.records) != 2 {
+		t.Fatalf("sink saw %v and %d records", sink.commits, len(sink.records))
+	}
+	if _, err := src.Open(ctx, &pb.OpenSourceRequest{Instance: spec("r3/sink_0", "testkit")}); code(err) != codes.AlreadyExists {
+		t.Fatalf("an id is unique across kinds: %v", err)
+	}
+
+	// Shutdown with an Exec and a Write stream still open: the process stops
+	// promptly anyway, closes its instances and removes its socket.
+	began := time.Now()
+	if _, err := pb.NewPluginClient(s.conn).Shutdown(ctx, &pb.ShutdownRequest{GraceMs: 2000}); err != nil {
+		t.Fatal(err)
+	}
+	s.exited(t, 2*time.Second)
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("the stop took %v", took)
+	}
+	if !sink.closed.Load() {
+		t.Error("the sink instance was not closed")
+	}
+}
+
+func TestSourceOnlyPluginRefusesSinkOpen(t *testing.T) {
+	s := start(t, Plugin{Name: "src", Source: Constructor(func() *counting { return &counting{} })})
+	ctx := context.Background()
+	if _, err := pb.NewSinkClient(s.conn).Open(ctx, &pb.OpenSinkRequest{Instance: spec("r/s", "src")}); code(err) != codes.Unimplemented {
+		t.Fatalf("sink Open: %v", err)
+	}
+	if _, err := pb.NewSourceClient(s.conn).Open(ctx, &pb.OpenSourceRequest{Instance: spec("r/s", "src")}); err != nil {
+		t.Fatal(err)
+	}
+	read, err := pb.NewSourceClient(s.conn).Read(ctx, &pb.ReadRequest{InstanceId: "r/s", MaxBatch: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read.Header(); err != nil {
+		t.Fatal(err)
+	}
+	// SIGTERM stops it like Shutdown, with the Read stream open.
+	s.signals <- os.Interrupt
+	s.exited(t, 2*time.Second)
+}
+
+func TestHandshakeRefusals(t *testing.T) {
+	p := Plugin{Name: "x", Functions: map[string]Export{"f": Singleton(tally{})}}
+	env := func(m map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	}
+	if c := serveEnv(p, env(nil), nil); c != 78 {
+		t.Errorf("no socket: exit %d", c)
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "p.sock")
+	if c := serveEnv(p, env(map[string]string{"OORT_PLUGIN_SOCKET": sock, "OORT_PROTOCOL_VERSIONS": "2, 3"}), nil); c != 78 {
+		t.Errorf("no common version: exit %d", c)
+	}
+	if c := serveEnv(p, env(map[string]string{"OORT_PLUGIN_SOCKET": sock}), nil); c != 78 {
+		t.Errorf("no versions: exit %d", c)
+	}
+	if v, ok := negotiate(" x, 1 ,7"); !ok || v != 1 {
+		t.Errorf("negotiate: %d %v", v, ok)
+	}
+
+	// A live listener keeps its path.
+	live, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := serveEnv(p, env(map[string]string{"OORT_PLUGIN_SOCKET": sock, "OORT_PROTOCOL_VERSIONS": "1"}), nil); c != 1 {
+		t.Errorf("live listener: exit %d", c)
+	}
+	if _, err := bind(sock); !errors.Is(err, errInUse) {
+		t.Errorf("bind over a live listener: %v", err)
+	}
+	// A stale file is replaced.
+	live.(*net.UnixListener).SetUnlinkOnClose(false)
+	live.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatal("the stale socket file should still exist")
+	}
+	ln, err := bind(sock)
+	if err != nil {
+		t.Fatalf("bind over a stale file: %v", err)
+	}
+	ln.Close()
+
+	if c := serveEnv(Plugin{Name: "bad name!"}, env(nil), nil); c != 1 {
+		t.Errorf("invalid plugin: exit %d", c)
+	}
+}
+
+func TestCheckNamesWhatIsWrong(t *testing.T) {
+	err := Plugin{
+		Name:      "p",
+		Functions: map[string]Export{"f": Singleton(42), "g": {}},
+		Source:    Constructor(func() *memorySink { return nil }),
+	}.Check()
+	for _, want := range []string{
+		`function "f" is a int, which does not implement oort.Function (missing method Exec)`,
+		`function "g" is exported as nothing`,
+		`the source is a *oort.memorySink, which does not implement oort.Source (missing method Read)`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Check() = %v, want it to contain %q", err, want)
+		}
+	}
+	if err := (Plugin{Name: "p"}).Check(); err == nil || !strings.Contains(err.Error(), "exports no function") {
+		t.Errorf("empty plugin: %v", err)
+	}
+	ok := Plugin{Name: "ok-1", Functions: map[string]Export{"f": Constructor(func() tally { return tally{} })}}
+	if err := ok.Check(); err != nil {
+		t.Errorf("valid plugin: %v", err)
+	}
+}
+
+func TestMetadataListsEveryFunction(t *testing.T) {
+	p := Plugin{
+		Name:         "geo",
+		Functions:    map[string]Export{"b": Singleton(tally{}), "a": Singleton(tally{})},
+		About:        About{Author: Author{Name: "Jane"}, Description: map[string]string{"en_US": "Geo"}},
+		FunctionHelp: map[string]FunctionHelp{"a": {Example: "a(x)", Hint: map[string]string{"en_US": "A"}}},
+	}
+	var m struct {
+		About struct {
+			Trial  bool
+			Author struct{ Name string }
+		}
+		Functions []struct {
+			Name, Example string
+			Hint          map[string]string
+		}
+	}
+	if err := json.Unmarshal(p.Metadata(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.About.Author.Name != "Jane" || len(m.Functions) != 2 || m.Functions[0].Name != "a" || m.Functions[0].Example != "a(x)" ||
+		m.Functions[1].Name != "b" || m.Functions[1].Example != "" {
+		t.Fatalf("metadata %s", p.Metadata())
+	}
+	if printMetadata(p, nil) || printMetadata(p, []string{"x"}) {
+		t.Fatal("only --metadata prints the metadata")
+	}
+}

@@ -1,0 +1,52 @@
+"""Write Oort plugins in Python.
+
+An Oort plugin is an executable that the `oort` supervisor starts and talks to
+over a Unix socket. This package does the whole handshake; you write the
+extension the way you would write an eKuiper plugin::
+
+    from oort_plugin import Context, Function, Plugin, serve
+
+    class Upper(Function):
+        def exec(self, ctx: Context, args: list[object]) -> object:
+            return str(args[0]).upper()
+
+    if __name__ == "__main__":
+        serve(Plugin("upper", "1.0.0").function("upper", singleton=Upper()))
+
+- `Function`, `Source`, `Sink`: the three extension kinds, as in eKuiper.
+- `Context`: rule and instance identity, a logger, and the five state calls.
+- `Plugin`: what the executable exports, each symbol as a constructor (a fresh
+  object per instance) or a singleton (one shared object).
+- `serve`: the one entry point; it never returns.
+- `Record` and `Value`: the data model.
+"""
+
+from ._api import ArgSpec, Function, Sink, Source
+from ._context import MAX_VALUE_BYTES, Context, CounterOverflowError, NotACounterError, StateError, ValueTooLargeError
+from ._export import Plugin
+from ._server import PROTOCOL_VERSION, SDK_NAME, SDK_VERSION, serve
+from ._values import Record, Value, from_pb, to_pb
+
+__version__ = SDK_VERSION
+
+__all__ = [
+    "ArgSpec",
+    "Context",
+    "CounterOverflowError",
+    "Function",
+    "MAX_VALUE_BYTES",
+    "NotACounterError",
+    "PROTOCOL_VERSION",
+    "Plugin",
+    "Record",
+    "SDK_NAME",
+    "SDK_VERSION",
+    "Sink",
+    "Source",
+    "StateError",
+    "Value",
+    "ValueTooLargeError",
+    "from_pb",
+    "to_pb",
+    "serve",
+]

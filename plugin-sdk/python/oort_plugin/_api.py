@@ -1,0 +1,119 @@
+"""The three extension kinds, after eKuiper's `api.Function`, `api.Source` and `api.Sink`.
+
+Subclass one of them and override the methods you need; the abstract ones are
+required. Raise any exception to report a failure: its message (`str(e)`, or
+the exception's class name when that is empty) becomes the error text the
+supervisor sees.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._context import Context
+from ._values import Record
+
+
+@dataclass(frozen=True, slots=True)
+class ArgSpec:
+    """What the rule engine knows about one function argument when a rule is created."""
+
+    #: The argument as written in SQL, e.g. `name`, `'a b'` or `x + 1`.
+    expression: str
+    #: The literal's value when the argument is a literal (see `is_literal`: a
+    #: NULL literal is None too).
+    literal: Any = None
+    #: The column name when the argument is a plain column reference.
+    column: str | None = None
+    #: Whether the argument is a literal.
+    is_literal: bool = False
+
+
+class Function(ABC):
+    """A function callable from SQL, like eKuiper's `api.Function`.
+
+    A singleton export shares one object between every rule, possibly from
+    several threads at once: keep per-rule data in the context's state, not on
+    `self`.
+    """
+
+    def validate(self, args: list[ArgSpec]) -> None:
+        """Checks a call's arguments when a rule is created. Raise to refuse;
+        the message is the reason, e.g. "expects 2 arguments, got 1"."""
+
+    @abstractmethod
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        """Computes the result for one row of arguments. Raise to fail this row only."""
+
+    def is_aggregate(self) -> bool:
+        """Whether the function aggregates over a group of rows (its argument is
+        then a list of the group's values)."""
+        return False
+
+
+class Source(ABC):
+    """A source of records, like eKuiper's `api.Source` (pull style)."""
+
+    @abstractmethod
+    def open(self, ctx: Context, datasource: str, props: dict[str, Any]) -> None:
+        """Prepares the instance: `datasource` is the stream's `DATASOURCE`,
+        `props` its configuration. Raise to refuse."""
+
+    @abstractmethod
+    def read(self, ctx: Context, max: int) -> Sequence[Record]:
+        """Returns up to `max` records (a plain dict counts as a record's fields).
+
+        It may block while nothing is available, but should return (possibly
+        with nothing) within about 100 ms so that a close is noticed promptly.
+        """
+
+    def close(self, ctx: Context) -> None:
+        """Releases the instance's resources."""
+
+    def rewindable(self) -> bool:
+        """Whether the source can replay from an offset (`offset` and `rewind`
+        are implemented)."""
+        return False
+
+    def offset(self) -> Any:
+        """The offset after the last record returned by `read`."""
+        return None
+
+    def rewind(self, ctx: Context, offset: Any) -> None:
+        """Repositions the source so that the next record read follows `offset`."""
+        raise NotImplementedError("this source is not rewindable")
+
+
+class Sink(ABC):
+    """A sink for records, like eKuiper's `api.Sink`, with optional two-phase
+    commit hooks for exactly-once delivery."""
+
+    @abstractmethod
+    def open(self, ctx: Context, props: dict[str, Any]) -> None:
+        """Prepares the instance with the rule action's properties. Raise to refuse."""
+
+    @abstractmethod
+    def collect(self, ctx: Context, records: list[Record]) -> None:
+        """Accepts one batch of records. Raise to fail this batch (it is not retried)."""
+
+    def close(self, ctx: Context) -> None:
+        """Flushes and releases the instance's resources."""
+
+    def transactional(self) -> bool:
+        """Whether the sink implements the two-phase-commit hooks."""
+        return False
+
+    def pre_commit(self, ctx: Context, checkpoint_id: int) -> Any:
+        """Makes everything collected so far durable but not yet visible, and
+        returns a handle (any value) that `commit` or `abort` will receive,
+        possibly in a later process after a crash."""
+        return None
+
+    def commit(self, ctx: Context, checkpoint_id: int, handle: Any) -> None:
+        """Makes a pre-committed checkpoint visible."""
+
+    def abort(self, ctx: Context, checkpoint_id: int, handle: Any) -> None:
+        """Discards a pre-committed checkpoint."""

@@ -1,0 +1,107 @@
+"""What one plugin executable exports."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ._api import Function, Sink, Source
+
+T = TypeVar("T")
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass
+class _Export(Generic[T]):
+    """A constructor (fresh object per instance) or one shared object."""
+
+    singleton: bool
+    make: Callable[[], T]
+    # Source and sink objects are not expected to be thread-safe: calls on one
+    # object are serialised. A singleton's instances share its lock.
+    shared_lock: threading.Lock | None = field(default=None)
+
+    def lock_for_new_instance(self) -> threading.Lock:
+        return self.shared_lock if self.shared_lock is not None else threading.Lock()
+
+
+def _export(kind: str, name: str, constructor: Callable[[], T] | None, singleton: T | None) -> _Export[T]:
+    if (constructor is None) == (singleton is None):
+        raise ValueError(f"{kind} {name!r}: pass exactly one of constructor= or singleton=")
+    if constructor is not None:
+        if not callable(constructor):
+            raise TypeError(f"{kind} {name!r}: constructor must be a zero-argument callable")
+        return _Export(False, constructor)
+    obj = singleton
+    assert obj is not None
+    return _Export(True, lambda: obj, threading.Lock())
+
+
+class Plugin:
+    """Everything one plugin executable exports.
+
+    ``name`` is the executable's name (eKuiper's rule: ``^[A-Za-z0-9_-]+$``); the
+    supervisor refuses a plugin whose `Describe` name differs from its file name.
+    Each symbol is exported either with ``constructor=`` (a zero-argument
+    callable, e.g. the class, returning a fresh object per instance: the
+    supervisor then runs one process per rule) or with ``singleton=`` (one object
+    shared by every rule, in one shared process, used only when *every* symbol is
+    a singleton)::
+
+        serve(Plugin("textstats", "1.0.0")
+              .function("wordCount", constructor=WordCount)
+              .function("charCount", singleton=CharCount()))
+    """
+
+    def __init__(self, name: str, version: str) -> None:
+        if not _NAME.match(name):
+            raise ValueError(f"plugin name {name!r} must match ^[A-Za-z0-9_-]+$")
+        self.name = name
+        self.version = version
+        self._functions: dict[str, _Export[Function]] = {}
+        self._source: _Export[Source] | None = None
+        self._sink: _Export[Sink] | None = None
+
+    def function(
+        self,
+        name: str,
+        constructor: Callable[[], Function] | None = None,
+        *,
+        singleton: Function | None = None,
+    ) -> Plugin:
+        """Exports a function under the SQL name `name`. A plugin may export
+        several functions; list them all in the plugin's metadata file."""
+        if not name:
+            raise ValueError("a function needs a name")
+        if name in self._functions:
+            raise ValueError(f"function {name!r} is exported twice")
+        self._functions[name] = _export("function", name, constructor, singleton)
+        return self
+
+    def source(
+        self,
+        constructor: Callable[[], Source] | None = None,
+        *,
+        singleton: Source | None = None,
+    ) -> Plugin:
+        """Exports a source, named after the plugin."""
+        if self._source is not None:
+            raise ValueError("a plugin exports at most one source")
+        self._source = _export("source", self.name, constructor, singleton)
+        return self
+
+    def sink(
+        self,
+        constructor: Callable[[], Sink] | None = None,
+        *,
+        singleton: Sink | None = None,
+    ) -> Plugin:
+        """Exports a sink, named after the plugin."""
+        if self._sink is not None:
+            raise ValueError("a plugin exports at most one sink")
+        self._sink = _export("sink", self.name, constructor, singleton)
+        return self

@@ -1,0 +1,108 @@
+"""A small plugin the end-to-end tests run with `python fixture_plugin.py`."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from oort_plugin import ArgSpec, Context, Function, Plugin, Record, Sink, Source, serve
+
+
+class Echo(Function):
+    def validate(self, args: list[ArgSpec]) -> None:
+        if len(args) != 1:
+            raise ValueError(f"echo expects 1 argument, got {len(args)}")
+
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        return args[0]
+
+
+class Fail(Function):
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        if args[0] == "bad":
+            raise ValueError("bad row")
+        return args[0]
+
+
+class Count(Function):
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        return ctx.incr_counter(str(args[0]), 1)
+
+
+class Agg(Function):
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        return sum(args[0])
+
+    def is_aggregate(self) -> bool:
+        return True
+
+
+class Numbers(Source):
+    def __init__(self) -> None:
+        self.next = 0
+        self.count = 0
+
+    def open(self, ctx: Context, datasource: str, props: dict[str, Any]) -> None:
+        if datasource == "refuse":
+            raise ValueError("refused")
+        self.count = int(props.get("count", 10))
+        ctx.put_state("opened", datasource)
+
+    def read(self, ctx: Context, max: int) -> list[Record]:
+        if self.next >= self.count:
+            time.sleep(0.02)
+            return []
+        end = min(self.count, self.next + max)
+        out = [Record({"n": i}, timestamp_ms=1000 + i) for i in range(self.next, end)]
+        self.next = end
+        return out
+
+    def rewindable(self) -> bool:
+        return True
+
+    def offset(self) -> Any:
+        return self.next
+
+    def rewind(self, ctx: Context, offset: Any) -> None:
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"bad offset {offset!r}")
+        self.next = offset
+
+
+class Collect(Sink):
+    def __init__(self) -> None:
+        self.path = ""
+
+    def open(self, ctx: Context, props: dict[str, Any]) -> None:
+        self.path = str(props["path"])
+
+    def collect(self, ctx: Context, records: list[Record]) -> None:
+        if any(r.fields.get("fail") for r in records):
+            raise ValueError("refused batch")
+        ctx.incr_counter("written", len(records))
+        with open(self.path, "a") as f:
+            for r in records:
+                f.write(f"{r.fields}\n")
+
+    def transactional(self) -> bool:
+        return True
+
+    def pre_commit(self, ctx: Context, checkpoint_id: int) -> Any:
+        return {"size": os.path.getsize(self.path), "cp": checkpoint_id}
+
+    def commit(self, ctx: Context, checkpoint_id: int, handle: Any) -> None:
+        with open(self.path + ".commits", "a") as f:
+            f.write(f"commit {checkpoint_id} {handle}\n")
+
+
+if __name__ == "__main__":
+    serve(
+        Plugin("fixture", "0.0.1")
+        .function("echo", singleton=Echo())
+        .function("fail", constructor=Fail)
+        .function("count", constructor=Count)
+        .function("agg", constructor=Agg)
+        .source(Numbers)
+        .sink(Collect)
+    )

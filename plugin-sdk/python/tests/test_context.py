@@ -1,0 +1,153 @@
+"""State semantics of Context and the mutations it records for shipping."""
+
+from __future__ import annotations
+
+import pytest
+
+from oort_plugin import (
+    MAX_VALUE_BYTES,
+    Context,
+    CounterOverflowError,
+    NotACounterError,
+    ValueTooLargeError,
+    from_pb,
+    to_pb,
+)
+from oort_plugin._pb import plugin_pb2 as pb
+
+
+def ctx(*entries: pb.StateEntry) -> Context:
+    return Context("r1/op_1", "r1", "op_1", entries)
+
+
+def ops(c: Context) -> list[tuple[str, str, object]]:
+    """The pending mutations as (op, key, payload), and clears them."""
+    out: list[tuple[str, str, object]] = []
+    for m in c._take_mutations():
+        op = m.WhichOneof("op")
+        assert op is not None
+        if op == "put":
+            out.append((op, m.key, from_pb(m.put)))
+        elif op == "delete":
+            out.append((op, m.key, m.delete))
+        else:
+            out.append((op, m.key, m.counter))
+    return out
+
+
+def test_identity() -> None:
+    c = ctx()
+    assert (c.instance_id, c.rule_id, c.operator_id) == ("r1/op_1", "r1", "op_1")
+    assert c.logger is not None
+
+
+def test_the_five_calls_follow_ekuiper_semantics() -> None:
+    c = ctx()
+    assert c.get_state("a") is None
+    assert c.get_counter("n") == 0
+    assert c.incr_counter("n", 5) == 5
+    assert c.incr_counter("n", -2) == 3
+    assert c.get_state("n") == 3  # a counter reads as an int
+    c.put_state("a", "x")
+    assert c.get_state("a") == "x"
+    with pytest.raises(NotACounterError, match='state key "a" holds a string value, not a counter'):
+        c.get_counter("a")
+    with pytest.raises(NotACounterError):
+        c.incr_counter("a", 1)
+    c.delete_state("a")
+    assert c.get_state("a") is None
+    c.delete_state("a")  # absent: fine
+    with pytest.raises(CounterOverflowError, match='counter "n" would overflow'):
+        c.incr_counter("n", (1 << 63) - 1)
+    assert c.get_counter("n") == 3
+    # put replaces a counter, incr on a deleted key starts again at 0
+    c.put_state("n", [1])
+    assert c.get_state("n") == [1]
+    c.delete_state("n")
+    assert c.incr_counter("n", 2) == 2
+
+
+def test_stored_values_are_copies() -> None:
+    c = ctx()
+    v = {"list": [1, 2]}
+    c.put_state("k", v)
+    v["list"].append(3)
+    got = c.get_state("k")
+    assert got == {"list": [1, 2]}
+    got["list"].append(4)
+    assert c.get_state("k") == {"list": [1, 2]}
+
+
+def test_unconvertible_values_are_refused_at_once() -> None:
+    c = ctx()
+    with pytest.raises(TypeError):
+        c.put_state("k", object())
+    assert c.get_state("k") is None
+    assert ops(c) == []
+
+
+def test_bad_keys_and_amounts_are_refused_at_once() -> None:
+    c = ctx()
+    with pytest.raises(TypeError):
+        c.put_state(1, "x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        c.incr_counter("n", 1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        c.incr_counter("n", True)
+    assert c.get_counter("n") == 0
+    assert ops(c) == []
+
+
+def test_values_over_1_mib_are_refused() -> None:
+    c = ctx()
+    c.put_state("ok", b"\0" * (MAX_VALUE_BYTES - 8))
+    with pytest.raises(
+        ValueTooLargeError, match=r'value for state key "big" is 1048580 bytes, over the 1048576-byte limit'
+    ):
+        c.put_state("big", b"\0" * MAX_VALUE_BYTES)
+    assert c.get_state("big") is None
+    assert [(op, k) for op, k, _ in ops(c)] == [("put", "ok")]
+
+
+def test_mutations_are_recorded_in_order_and_counters_collapse() -> None:
+    c = ctx()
+    c.incr_counter("n", 1)
+    c.incr_counter("n", 1)
+    c.put_state("a", 1)
+    c.incr_counter("m", 10)
+    c.incr_counter("n", 1)  # n's latest mutation is a counter: updated in place
+    c.delete_state("a")
+    c.delete_state("never-there")  # nothing to ship
+    assert ops(c) == [("counter", "n", 3), ("put", "a", 1), ("counter", "m", 10), ("delete", "a", True)]
+    assert ops(c) == []
+
+
+def test_a_counter_after_another_op_on_its_key_is_not_collapsed() -> None:
+    c = ctx()
+    c.incr_counter("n", 1)
+    c.delete_state("n")
+    c.incr_counter("n", 1)
+    c.incr_counter("n", 1)
+    assert ops(c) == [("counter", "n", 1), ("delete", "n", True), ("counter", "n", 2)]
+
+
+def test_counters_ship_absolute_values_per_batch() -> None:
+    c = ctx()
+    c.incr_counter("n", 2)
+    assert ops(c) == [("counter", "n", 2)]
+    c.incr_counter("n", 2)
+    assert ops(c) == [("counter", "n", 4)]
+
+
+def test_restored_state_is_visible() -> None:
+    c = ctx(
+        pb.StateEntry(key="n", counter=41),
+        pb.StateEntry(key="v", value=to_pb({"x": [1]})),
+        pb.StateEntry(key="ignored"),
+    )
+    assert c.incr_counter("n", 1) == 42
+    assert c.get_state("v") == {"x": [1]}
+    assert c.get_state("ignored") is None
+    with pytest.raises(NotACounterError, match="holds a map value"):
+        c.get_counter("v")
+    assert ops(c) == [("counter", "n", 42)]

@@ -1,0 +1,320 @@
+//! Checkpoints and exactly-once delivery, under real `kill -9`s of plugins and
+//! of the supervisor itself.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oort_tests::{alive, json, kill9, Daemon, PluginsDir};
+use serde_json::Value as Json;
+
+fn plugins() -> PluginsDir {
+    let p = PluginsDir::new();
+    p.add("sources", "file", "file");
+    p.add("sinks", "file", "file");
+    p.add("functions", "accumulateWordCount", "accumulateWordCount");
+    p
+}
+
+/// Row `i` of the input has `i % 5 + 1` words.
+fn words(i: usize) -> usize {
+    i % 5 + 1
+}
+
+fn append_input(path: &Path, from: usize, to: usize) {
+    let mut buf = String::new();
+    for i in from..to {
+        let text: Vec<String> = (0..words(i)).map(|w| format!("w{w}")).collect();
+        buf.push_str(&format!("{{\"n\":{i},\"text\":\"{}\"}}\n", text.join(" ")));
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    f.write_all(buf.as_bytes()).unwrap();
+}
+
+/// What a failure-free run of the rule writes for rows `0..n`.
+fn expected_output(n: usize) -> String {
+    let mut total = 0;
+    let mut out = String::new();
+    for i in 0..n {
+        total += words(i);
+        out.push_str(&format!("{{\"n\":{i},\"total\":{total}}}\n"));
+    }
+    out
+}
+
+struct Rule {
+    dir: tempfile::TempDir,
+    qos: u8,
+}
+
+impl Rule {
+    fn new(qos: u8) -> Rule {
+        Rule { dir: tempfile::tempdir().unwrap(), qos }
+    }
+    fn input(&self) -> PathBuf {
+        self.dir.path().join("in.jsonl")
+    }
+    fn output(&self) -> PathBuf {
+        self.dir.path().join("out.jsonl")
+    }
+    fn create(&self, d: &Daemon, id: &str) {
+        std::fs::OpenOptions::new().create(true).append(true).open(self.input()).unwrap();
+        let sql = format!(r#"CREATE STREAM words () WITH (TYPE="file", DATASOURCE="{}")"#, self.input().display());
+        let (status, body) = d.http("POST", "/streams", Some(&serde_json::json!({ "sql": sql }).to_string()));
+        assert!(status == 201 || status == 409, "{body}");
+        let rule = serde_json::json!({
+            "id": id,
+            "sql": "SELECT n, accumulateWordCount(text, ' ') AS total FROM words",
+            "actions": [{"file": {"path": self.output().display().to_string()}}],
+            "options": {
+                "qos": self.qos, "checkpointInterval": 200, "bufferLength": 256,
+                "restartStrategy": {"attempts": 1000, "delay": 20, "multiplier": 1.5, "maxDelay": 500, "jitterFactor": 0.1}
+            }
+        });
+        let (status, body) = d.http("POST", "/rules", Some(&rule.to_string()));
+        assert_eq!(status, 201, "{body}");
+    }
+    fn output_text(&self) -> String {
+        std::fs::read_to_string(self.output()).unwrap_or_default()
+    }
+}
+
+fn plugin_pids(d: &Daemon, rule: &str) -> Vec<u32> {
+    let (status, body) = d.http("GET", &format!("/rules/{rule}/status"), None);
+    if status != 200 {
+        return Vec::new();
+    }
+    json(&body)["plugins"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["pid"].as_u64()).map(|p| p as u32).collect())
+        .unwrap_or_default()
+}
+
+/// Kills the daemon with SIGKILL, waits for its plugins to follow it, and
+/// starts a new one on the same data folder.
+fn crash_and_restart(d: Daemon, plugins: &PluginsDir, data: &Path) -> Daemon {
+    let pids = plugin_pids(&d, "chaos");
+    let mut d = d;
+    kill9(d.child.id());
+    let _ = d.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(d);
+    Daemon::start_in(plugins.path(), data, &[])
+}
+
+/// Waits until the output stops growing at `len` bytes or more.
+fn wait_output(d: &Daemon, rule: &Rule, len: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while rule.output_text().len() < len {
+        assert!(
+            Instant::now() < deadline,
+            "output stuck at {} of {len} bytes; status {}\nlog tail:\n{}",
+            rule.output_text().len(),
+            d.http("GET", "/rules/chaos/status", None).1,
+            d.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A small deterministic generator, so that a failing run can be replayed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Feeds `total` rows over about `feed_for` while killing a random plugin of
+/// the rule every few hundred milliseconds and the supervisor `supervisor_kills`
+/// times. Returns the daemon that survives and the number of plugin kills.
+struct Chaos {
+    daemon: Daemon,
+    rule: Rule,
+    _plugins: PluginsDir,
+    _data: tempfile::TempDir,
+}
+
+fn chaos(qos: u8, seed: u64, total: usize, feed_for: Duration, supervisor_kills: usize) -> Chaos {
+    let p = plugins();
+    let data_dir = tempfile::tempdir().unwrap();
+    let data = data_dir.path().to_path_buf();
+    let rule = Rule::new(qos);
+    let mut d = Daemon::start_in(p.path(), &data, &[]);
+    rule.create(&d, "chaos");
+    let mut rng = XorShift(seed);
+    let chunks = 50;
+    let per_chunk = total / chunks;
+    let pause = feed_for / chunks as u32;
+    let mut plugin_kills = 0;
+    let mut supervisor_kills_done = 0;
+    for c in 0..chunks {
+        append_input(&rule.input(), c * per_chunk, (c + 1) * per_chunk);
+        // Strike while the chunk is being processed, not only once it is done.
+        let strike = Duration::from_millis(rng.next() % 40);
+        std::thread::sleep(strike);
+        if c > 0 && c % (chunks / (supervisor_kills + 1)) == 0 && supervisor_kills_done < supervisor_kills {
+            d = crash_and_restart(d, &p, &data);
+            supervisor_kills_done += 1;
+            std::thread::sleep(pause.saturating_sub(strike));
+            continue;
+        }
+        let pids = plugin_pids(&d, "chaos");
+        if !pids.is_empty() {
+            let victim = pids[(rng.next() % pids.len() as u64) as usize];
+            if alive(victim) {
+                kill9(victim);
+                plugin_kills += 1;
+            }
+        }
+        std::thread::sleep(pause.saturating_sub(strike));
+    }
+    println!("seed {seed}: {plugin_kills} plugin kills, {supervisor_kills_done} supervisor kills");
+    assert!(plugin_kills >= 20, "only {plugin_kills} plugin kills");
+    assert_eq!(supervisor_kills_done, supervisor_kills);
+    Chaos { daemon: d, rule, _plugins: p, _data: data_dir }
+}
+
+#[test]
+fn exactly_once_under_chaos_the_output_equals_a_failure_free_run() {
+    let total = 100_000;
+    let Chaos { daemon: d, rule, .. } = chaos(2, 0x5eed_0f0a7, total, Duration::from_secs(20), 3);
+    let expected = expected_output(total);
+    wait_output(&d, &rule, expected.len(), Duration::from_secs(60));
+    // Give a lagging duplicate the chance to show up before comparing.
+    std::thread::sleep(Duration::from_millis(500));
+    let got = rule.output_text();
+    if got != expected {
+        let first_diff = got.lines().zip(expected.lines()).position(|(a, b)| a != b);
+        panic!(
+            "output differs from a failure-free run: {} vs {} bytes, first differing line {first_diff:?}",
+            got.len(),
+            expected.len()
+        );
+    }
+    let status = d.get_json("/rules/chaos/status");
+    assert_eq!(status["status"], "running", "{status}");
+}
+
+#[test]
+fn at_least_once_under_chaos_loses_nothing() {
+    let total = 100_000;
+    let Chaos { daemon: d, rule, .. } = chaos(1, 0xa71e_a570, total, Duration::from_secs(20), 3);
+    // Every row must arrive; duplicates are allowed and counted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (rows, duplicates) = loop {
+        let mut seen = vec![0u32; total];
+        let mut lines = 0;
+        for line in rule.output_text().lines() {
+            let row = json(line);
+            let n = row["n"].as_u64().unwrap() as usize;
+            // A replayed row is an exact copy: same running total as first time.
+            let want_total: usize = (0..=n).map(words).sum();
+            assert_eq!(row["total"], want_total, "row {n} has a wrong total: {line}");
+            seen[n] += 1;
+            lines += 1;
+        }
+        let missing = seen.iter().filter(|c| **c == 0).count();
+        if missing == 0 {
+            break (lines, lines - total);
+        }
+        assert!(Instant::now() < deadline, "{missing} rows never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("qos 1 under chaos: {rows} rows written for {total} inputs, {duplicates} duplicates");
+}
+
+#[test]
+fn a_corrupt_checkpoint_stops_the_rule_with_a_clear_error_until_reset() {
+    let p = plugins();
+    let data = tempfile::tempdir().unwrap();
+    let rule = Rule::new(1);
+    append_input(&rule.input(), 0, 100);
+    let mut d = Daemon::start_in(p.path(), data.path(), &[]);
+    rule.create(&d, "chaos");
+    wait_output(&d, &rule, expected_output(100).len(), Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(d.terminate().success());
+    drop(d);
+
+    let store = oort_supervisor::store::Store::open(&data.path().join("db")).unwrap();
+    let ids = store.checkpoint_ids("chaos").unwrap();
+    let newest = *ids.last().expect("checkpoints were taken");
+    assert!(ids.len() <= 3, "only the newest 3 are kept: {ids:?}");
+    store.put_checkpoint_raw("chaos", newest, b"\xde\xad\xbe\xef not a checkpoint").unwrap();
+    drop(store);
+
+    let d = Daemon::start_in(p.path(), data.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s = d.get_json("/rules/chaos/status");
+        if s["status"] == "error" || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status["status"], "error", "{status}");
+    let msg = status["message"].as_str().unwrap();
+    assert!(msg.contains("rule chaos") && msg.contains(&format!("checkpoint {newest}")), "{msg}");
+    assert!(msg.contains("reset-state"), "{msg}");
+    let before = rule.output_text().len();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rule.output_text().len(), before, "a rule with an unreadable checkpoint processes nothing");
+
+    // The operator chooses to start over: an empty state, from the stream's start.
+    let (ok, out, err) = d.cli(&["rule", "reset-state", "chaos"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reset"), "{out}");
+    wait_output(&d, &rule, before + expected_output(100).len(), Duration::from_secs(20));
+    let text = rule.output_text();
+    assert_eq!(&text[before..], expected_output(100), "the reset rule counts from zero again");
+}
+
+#[test]
+fn a_deleted_rules_checkpoints_are_gone_for_a_new_rule_with_its_id() {
+    let p = plugins();
+    let rule = Rule::new(1);
+    append_input(&rule.input(), 0, 50);
+    let d = Daemon::start(p.path(), &[]);
+    rule.create(&d, "chaos");
+    wait_output(&d, &rule, expected_output(50).len(), Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(d.http("DELETE", "/rules/chaos", None).0, 200);
+    std::fs::remove_file(rule.output()).unwrap();
+    // eKuiper bug #871: a new rule with the same id reused the old state.
+    rule.create(&d, "chaos");
+    wait_output(&d, &rule, expected_output(50).len(), Duration::from_secs(20));
+    assert_eq!(rule.output_text(), expected_output(50));
+}
+
+#[test]
+fn one_rule_calling_a_function_twice_has_two_counters() {
+    let p = plugins();
+    let rule = Rule::new(0);
+    append_input(&rule.input(), 0, 10);
+    let d = Daemon::start(p.path(), &[]);
+    let sql = format!(r#"CREATE STREAM words () WITH (TYPE="file", DATASOURCE="{}")"#, rule.input().display());
+    assert_eq!(d.http("POST", "/streams", Some(&serde_json::json!({ "sql": sql }).to_string())).0, 201);
+    let def = serde_json::json!({
+        "id": "twice",
+        "sql": "SELECT n, accumulateWordCount(text, ' ') AS a, accumulateWordCount(concat(text, ' extra'), ' ') AS b FROM words",
+        "actions": [{"file": {"path": rule.output().display().to_string()}}]
+    });
+    assert_eq!(d.http("POST", "/rules", Some(&def.to_string())).0, 201);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rule.output_text().lines().count() < 10 {
+        assert!(Instant::now() < deadline, "no output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last: Json = json(rule.output_text().lines().last().unwrap());
+    let a: usize = (0..10).map(words).sum();
+    assert_eq!(last["a"], a);
+    assert_eq!(last["b"], a + 10, "the second call site counts one more word per row, on its own counter");
+}
