@@ -317,7 +317,8 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
                             tokio::select! {
                                 _ = stopped(&mut stop) => break 'outer Ok(()),
                                 sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_err() {
-                                    break 'outer Err(Failure::fatal("a sink stopped"));
+                                    // A sink task ends only after reporting why.
+                                    break 'outer Err(fatal_rx.try_recv().unwrap_or_else(|_| sink_stopped(plan.qos)));
                                 },
                             }
                         }
@@ -356,6 +357,13 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     outcome
 }
 
+/// A sink task that is gone. Under exactly-once a sink task stops on any
+/// write failure, which a restore from the checkpoint cures; otherwise only
+/// on a failure no restart helps.
+fn sink_stopped(qos: u8) -> Failure {
+    Failure { reason: "a sink stopped after a failed write".into(), recoverable: qos == 2 }
+}
+
 /// Takes checkpoints: a barrier through every sink, one atomic store write,
 /// then the sinks' commits.
 struct Checkpointer<'a> {
@@ -374,7 +382,7 @@ impl Checkpointer<'_> {
         let mut replies = Vec::new();
         for q in self.queues {
             let (tx, rx) = oneshot::channel();
-            q.send(SinkMsg::Barrier(id, tx)).await.map_err(|_| Failure::fatal("a sink stopped"))?;
+            q.send(SinkMsg::Barrier(id, tx)).await.map_err(|_| sink_stopped(self.ctx.plan.qos))?;
             replies.push(rx);
         }
         let mut snapshot = Snapshot { id, source_offset: offset.clone(), ..Snapshot::default() };

@@ -1,0 +1,354 @@
+//! Scenarios a (function throughput) and b (single-row latency): the same
+//! `echo` called in-process (the ceiling), as raw frames over a Unix socket
+//! (the IPC floor) and through Oort (`Host` + the real `echo` plugin).
+
+use std::hint::black_box;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use oort_proto::plugin::v1 as pb;
+use oort_proto::Value;
+use oort_supervisor::host::FunctionInstance;
+use oort_supervisor::process::{RestartStrategy, Timeouts};
+use oort_tests::{PluginsDir, TestHost};
+use prost::Message;
+use serde_json::{json, Value as Json};
+
+use crate::ipc::EchoClient;
+use crate::report::{self, met, pct, quantile, rate, us, Table};
+use crate::Opts;
+
+/// Generous timeouts: a benchmark on a loaded machine must not fail on a deadline.
+pub fn bench_timeouts() -> Timeouts {
+    Timeouts { start: Duration::from_secs(20), call: Duration::from_secs(30), stop_grace: Duration::from_secs(2) }
+}
+
+const BATCHES: [usize; 4] = [1, 16, 256, 4096];
+/// The 100-byte string payload.
+const TEXT100: &str = "The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs, said the sphinx";
+
+#[derive(Clone, Copy)]
+enum Payload {
+    Int,
+    Text100,
+}
+
+impl Payload {
+    fn name(self) -> &'static str {
+        match self {
+            Payload::Int => "echo(int)",
+            Payload::Text100 => "echo(100-byte string)",
+        }
+    }
+
+    fn rows(self, n: usize) -> Vec<Vec<Value>> {
+        (0..n)
+            .map(|i| match self {
+                Payload::Int => vec![Value::Int(i as i64 * 7919)],
+                Payload::Text100 => vec![Value::String(TEXT100.to_string())],
+            })
+            .collect()
+    }
+}
+
+/// The bytes Oort puts on the wire for this batch (the request message).
+fn encoded(rows: &[Vec<Value>]) -> Vec<u8> {
+    let batch = pb::ExecBatch {
+        instance_id: "bench/fn_0_echo".into(),
+        seq: 1,
+        rows: rows.iter().map(|r| pb::ArgRow { args: r.iter().cloned().map(Into::into).collect() }).collect(),
+    };
+    batch.encode_to_vec()
+}
+
+/// The in-process equivalent of the `echo` plugin's `exec`.
+#[inline(never)]
+fn echo(args: &[Value]) -> Result<Value, String> {
+    Ok(args.first().cloned().unwrap_or_default())
+}
+
+/// Rows per second of the in-process loop: the batch is cloned (Oort's `exec`
+/// takes it by value) and every row goes through `echo`.
+fn in_process(rows: &[Vec<Value>], dur: Duration) -> f64 {
+    let start = Instant::now();
+    let mut done = 0u64;
+    loop {
+        for _ in 0..64 {
+            let batch = black_box(rows.to_vec());
+            let out: Vec<Result<Value, String>> = batch.iter().map(|r| echo(r)).collect();
+            black_box(out);
+        }
+        done += 64 * rows.len() as u64;
+        if start.elapsed() >= dur {
+            return done as f64 / start.elapsed().as_secs_f64();
+        }
+    }
+}
+
+fn raw_socket(client: &mut EchoClient, rows: usize, dur: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < dur {
+        client.round_trip()?;
+        done += rows as u64;
+    }
+    Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn oort(f: &FunctionInstance, rows: &[Vec<Value>], dur: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < dur {
+        let out = f.exec(rows.to_vec()).await?;
+        if out.len() != rows.len() {
+            bail!("echo answered {} rows with {}", rows.len(), out.len());
+        }
+        done += rows.len() as u64;
+    }
+    Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A host serving the real `echo` plugin (through `launcher` when given, e.g.
+/// `taskset -c 0`), with one instance open.
+async fn echo_instance(launcher: Option<&str>) -> Result<(PluginsDir, TestHost, FunctionInstance)> {
+    let plugins = PluginsDir::new();
+    match launcher {
+        None => {
+            plugins.add("functions", "echo", "echo");
+        }
+        Some(launcher) => {
+            let script = format!("#!/bin/sh\nexec {launcher} '{}' \"$@\"\n", oort_tests::bin("echo").display());
+            let path = plugins.path().join("functions").join("echo");
+            std::fs::write(&path, script)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    let host = TestHost::new(plugins.path(), bench_timeouts());
+    let f = host.host.open_function("bench", "fn_0_echo", "echo", RestartStrategy::default()).await?;
+    f.exec(vec![vec![Value::Int(1)]]).await.context("first echo call")?;
+    Ok((plugins, host, f))
+}
+
+/// Scenario a.
+pub async fn throughput(opts: &Opts) -> Result<Json> {
+    let dur = if opts.quick { Duration::from_millis(150) } else { Duration::from_millis(1500) };
+    let warm = if opts.quick { Duration::from_millis(30) } else { Duration::from_millis(200) };
+    let (_plugins, host, f) = echo_instance(None).await?;
+    let mut client = EchoClient::start(&[])?;
+    let mut table = Table::new(
+        "a. Function throughput (rows/s, one caller, batches of N rows)",
+        &[
+            ("call", false),
+            ("batch", true),
+            ("bytes/batch", true),
+            ("in-process", true),
+            ("raw socket", true),
+            ("Oort", true),
+            ("Oort/raw", true),
+            ("target", false),
+        ],
+    );
+    let mut cells = Vec::new();
+    for payload in [Payload::Int, Payload::Text100] {
+        for batch in BATCHES {
+            let rows = payload.rows(batch);
+            let bytes = encoded(&rows);
+            let inproc = tokio::task::block_in_place(|| {
+                in_process(&rows, warm);
+                in_process(&rows, dur)
+            });
+            client.set_payload(&bytes);
+            let raw = tokio::task::block_in_place(|| -> Result<f64> {
+                raw_socket(&mut client, batch, warm)?;
+                raw_socket(&mut client, batch, dur)
+            })?;
+            oort(&f, &rows, warm).await?;
+            let oort_rate = oort(&f, &rows, dur).await?;
+            let target = if batch == 4096 { format!("≥ 2 M: {}", met(oort_rate >= 2e6)) } else { String::new() };
+            table.row(vec![
+                payload.name().into(),
+                batch.to_string(),
+                bytes.len().to_string(),
+                rate(inproc),
+                rate(raw),
+                rate(oort_rate),
+                pct(oort_rate / raw),
+                target,
+            ]);
+            cells.push(json!({
+                "call": payload.name(), "batch": batch, "bytes_per_batch": bytes.len(),
+                "in_process_rows_per_s": inproc, "raw_socket_rows_per_s": raw, "oort_rows_per_s": oort_rate,
+            }));
+        }
+    }
+    host.host.close_function(&f).await;
+    host.host.shutdown().await;
+    table.print();
+    Ok(json!({ "cell_seconds": dur.as_secs_f64(), "cells": cells }))
+}
+
+/// Single-row round trips: raw socket, then Oort. Samples in nanoseconds.
+struct Samples {
+    raw: Vec<u64>,
+    oort: Vec<u64>,
+}
+
+impl Samples {
+    fn summary(&mut self) -> Json {
+        self.raw.sort_unstable();
+        self.oort.sort_unstable();
+        let q = |v: &[u64], p: f64| quantile(v, p) as f64 / 1e3;
+        json!({
+            "samples": self.raw.len(),
+            "raw_p50_us": q(&self.raw, 0.5), "raw_p99_us": q(&self.raw, 0.99),
+            "oort_p50_us": q(&self.oort, 0.5), "oort_p99_us": q(&self.oort, 0.99),
+        })
+    }
+}
+
+async fn single_row(pinned: bool, n: usize) -> Result<Json> {
+    let launcher = pinned.then_some("taskset -c 0");
+    let (_plugins, host, f) = echo_instance(launcher).await?;
+    let mut client = EchoClient::start(if pinned { &["taskset", "-c", "0"] } else { &[] })?;
+    let rows = Payload::Int.rows(1);
+    client.set_payload(&encoded(&rows));
+    let mut s = Samples { raw: Vec::with_capacity(n), oort: Vec::with_capacity(n) };
+    tokio::task::block_in_place(|| -> Result<()> {
+        for i in 0..n + n / 10 {
+            let t = Instant::now();
+            client.round_trip()?;
+            if i >= n / 10 {
+                s.raw.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+        Ok(())
+    })?;
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        f.exec(rows.clone()).await?;
+        if i >= n / 10 {
+            s.oort.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    host.host.close_function(&f).await;
+    host.host.shutdown().await;
+    Ok(s.summary())
+}
+
+fn samples(opts: &Opts) -> usize {
+    if opts.quick {
+        2_000
+    } else {
+        20_000
+    }
+}
+
+/// `--latency-child`: the pinned half of scenario b, run by a copy of this
+/// executable started under `taskset -c 0`; prints its result as one JSON line.
+pub async fn latency_child(opts: &Opts) -> Result<()> {
+    let result = single_row(true, samples(opts)).await?;
+    println!("{result}");
+    Ok(())
+}
+
+fn pinned_run(opts: &Opts) -> Result<Json> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(&exe).arg("--latency-child");
+    if opts.quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().context("run taskset")?;
+    if !out.status.success() {
+        bail!("the pinned latency run failed ({})", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).context("no result from the pinned run")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn taskset_available() -> bool {
+    std::process::Command::new("taskset")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Scenario b.
+pub async fn latency(opts: &Opts) -> Result<Json> {
+    let n = samples(opts);
+    let unpinned = single_row(false, n).await?;
+    let pinned = if taskset_available() {
+        Some(tokio::task::block_in_place(|| pinned_run(opts))?)
+    } else {
+        None
+    };
+    let mut table = Table::new(
+        "b. Single-row call latency (µs; one row per call, one caller)",
+        &[
+            ("variant", false),
+            ("raw p50", true),
+            ("raw p99", true),
+            ("Oort p50", true),
+            ("Oort p99", true),
+            ("Oort p50 / raw p50", true),
+            ("target ≤ 1.5×", false),
+        ],
+    );
+    for (name, r) in [("unpinned", Some(&unpinned)), ("pinned to CPU 0", pinned.as_ref())] {
+        match r {
+            Some(r) => {
+                let g = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+                let ratio = g("oort_p50_us") / g("raw_p50_us");
+                table.row(vec![
+                    name.into(),
+                    us(g("raw_p50_us")),
+                    us(g("raw_p99_us")),
+                    us(g("oort_p50_us")),
+                    us(g("oort_p99_us")),
+                    format!("{ratio:.1}×"),
+                    met(ratio <= 1.5),
+                ]);
+            }
+            None => {
+                let na = "n/a (taskset missing)".to_string();
+                table.row(vec![name.into(), na.clone(), na.clone(), na.clone(), na.clone(), na.clone(), na]);
+            }
+        }
+    }
+    table.print();
+    Ok(json!({ "unpinned": unpinned, "pinned": pinned }))
+}
+
+/// The RSS of a process, from `/proc/<pid>/status` (kB).
+pub fn rss_kb(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+/// Used by other scenarios: the plugins folder holding a copy of each named workspace binary.
+pub fn plugins_with(entries: &[(&str, &str)]) -> PluginsDir {
+    let plugins = PluginsDir::new();
+    for (kind, name) in entries {
+        plugins.add(kind, name, name);
+    }
+    plugins
+}
+
+/// Copies an external plugin (and its metadata file, when there is one) into a plugins folder.
+pub fn add_external(plugins: &PluginsDir, kind: &str, exe: &Path) -> Result<()> {
+    let name = exe.file_name().context("plugin file name")?;
+    std::fs::copy(exe, plugins.path().join(kind).join(name))?;
+    let meta = exe.with_extension("json");
+    if meta.exists() {
+        std::fs::copy(&meta, plugins.path().join(kind).join(meta.file_name().context("metadata name")?))?;
+    }
+    Ok(())
+}
+
+pub use report::median;
