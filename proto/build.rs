@@ -5,7 +5,12 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["oort/plugin/v1/plugin.proto", "oort/state/v1/state.proto", "oort/store/v1/checkpoint.proto"];
+    let protos = [
+        "oort/plugin/v1/plugin.proto",
+        "oort/state/v1/state.proto",
+        "oort/store/v1/checkpoint.proto",
+        "oort/admin/v1/admin.proto",
+    ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("oort_descriptor.bin"))
         .compile_protos(&protos, &["."])?;

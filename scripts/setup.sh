@@ -31,3 +31,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: Rust's cargo is not on PATH; install a Rust toolchain (rustup, 1.85 or newer) first" >&2
   exit 1
 fi
+
+# grpcurl, for introspection and for the tests that use it, from the Go module proxy.
+GRPCURL_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/oort/bin"
+if [ ! -x "$GRPCURL_BIN/grpcurl" ] || [ "$(cat "$GRPCURL_BIN/grpcurl.version" 2>/dev/null)" != v1.9.4 ]; then
+  echo "setup: installing grpcurl into $GRPCURL_BIN" >&2
+  mkdir -p "$GRPCURL_BIN"
+  GOBIN="$GRPCURL_BIN" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+  echo v1.9.4 > "$GRPCURL_BIN/grpcurl.version"
+fi

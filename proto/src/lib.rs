@@ -26,6 +26,14 @@ pub mod state {
     }
 }
 
+/// The supervisor's admin API (`oort serve --grpc-addr`).
+#[allow(clippy::all, missing_docs)]
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("oort.admin.v1");
+    }
+}
+
 /// The supervisor's storage format (checkpoints); plugins never see it.
 #[allow(clippy::all, missing_docs)]
 pub mod store {

@@ -57,7 +57,10 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
     let rest_task = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.wait().await }).await
     });
-    let grpc_task = config.grpc_addr.clone().map(|addr| tokio::spawn(api::serve_grpc(addr, shutdown.clone())));
+    let grpc_task = config
+        .grpc_addr
+        .clone()
+        .map(|addr| tokio::spawn(api::serve_grpc(addr, host.clone(), engine.clone(), shutdown.clone())));
 
     shutdown.wait().await;
     tracing::info!("shutting down: stopping rules and plugin processes");

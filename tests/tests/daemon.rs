@@ -134,7 +134,7 @@ fn the_grpc_endpoint_serves_health_and_reflection() {
         (health.check(req).await.unwrap().into_inner().status, list_services(&sock).await)
     });
     assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
-    assert_eq!(services, vec!["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);
+    assert_eq!(services, vec!["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "oort.admin.v1.Admin"]);
     drop(d);
 }
 

@@ -1,0 +1,149 @@
+//! The gRPC admin API (`oort.admin.v1.Admin`): the REST API's plugin and rule
+//! reads and start/stop, for tools and for grpcurl.
+
+use std::sync::Arc;
+
+use oort_proto::admin::v1 as pb;
+use oort_proto::admin::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+use crate::catalog::PluginKind;
+use crate::host::Host;
+use crate::process::ProcessStatus;
+use crate::runtime::{Engine, EngineError};
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Status {
+        match e {
+            EngineError::Invalid(m) => Status::invalid_argument(m),
+            EngineError::NotFound(m) => Status::not_found(m),
+            EngineError::Conflict(m) => Status::already_exists(m),
+            other => Status::internal(other.to_string()),
+        }
+    }
+}
+
+pub(super) struct AdminService {
+    pub host: Arc<Host>,
+    pub engine: Arc<Engine>,
+}
+
+fn kind(k: &str) -> Result<PluginKind, Status> {
+    PluginKind::parse(k)
+        .ok_or_else(|| Status::invalid_argument(format!("unknown plugin kind {k:?}: use source, sink or function")))
+}
+
+fn status_word(s: &ProcessStatus) -> &'static str {
+    match s {
+        ProcessStatus::Starting => "starting",
+        ProcessStatus::Running { .. } => "running",
+        ProcessStatus::Restarting { .. } => "restarting",
+        ProcessStatus::Failed { .. } => "failed",
+        ProcessStatus::Stopped => "stopped",
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_plugins(
+        &self,
+        req: Request<pb::ListPluginsRequest>,
+    ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        let kind = kind(&req.into_inner().kind)?;
+        self.host.rescan().await;
+        Ok(Response::new(pb::ListPluginsResponse { names: self.host.list(kind) }))
+    }
+
+    async fn describe_plugin(
+        &self,
+        req: Request<pb::DescribePluginRequest>,
+    ) -> Result<Response<pb::PluginDescription>, Status> {
+        let req = req.into_inner();
+        let kind = kind(&req.kind)?;
+        if self.host.describe(kind, &req.name).await.is_none() {
+            self.host.rescan().await;
+        }
+        let info = self
+            .host
+            .describe(kind, &req.name)
+            .await
+            .ok_or_else(|| Status::not_found(format!("no {} plugin named {:?}", kind.as_str(), req.name)))?;
+        Ok(Response::new(pb::PluginDescription {
+            name: info.name,
+            version: info.version,
+            kind: info.kind.as_str().to_string(),
+            functions: info.functions,
+            mode: info.mode.unwrap_or_default().to_string(),
+            file: info.file.display().to_string(),
+            sha256: info.sha256,
+            other_versions: info.other_versions,
+            processes: info
+                .processes
+                .into_iter()
+                .map(|p| pb::PluginProcess {
+                    pid: p.pid.unwrap_or_default(),
+                    rule: p.rule.unwrap_or_default(),
+                    restarts: p.restarts,
+                    status: status_word(&p.status).to_string(),
+                    instances: p.instances as u32,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_rules(&self, _: Request<pb::ListRulesRequest>) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let rules = self
+            .engine
+            .list_rules()
+            .await
+            .into_iter()
+            .map(|r| pb::RuleSummary {
+                id: r["id"].as_str().unwrap_or_default().to_string(),
+                status: r["status"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListRulesResponse { rules }))
+    }
+
+    async fn get_rule_status(&self, req: Request<pb::RuleRequest>) -> Result<Response<pb::RuleStatus>, Status> {
+        let status = self.engine.rule_status(&req.into_inner().id).await?;
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+        let mut out = pb::RuleStatus::default();
+        if let Some(obj) = status.as_object() {
+            for (k, v) in obj {
+                match k.as_str() {
+                    "status" => out.status = text(v),
+                    "message" => out.message = text(v),
+                    "plugins" => {
+                        out.plugins = v
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|p| pb::RuleOperatorProcess {
+                                operator: p["operator"].as_str().unwrap_or_default().to_string(),
+                                pid: p["pid"].as_u64().unwrap_or_default() as u32,
+                                restarts: p["restarts"].as_u64().unwrap_or_default() as u32,
+                            })
+                            .collect()
+                    }
+                    _ => {
+                        out.metrics.insert(k.clone(), text(v));
+                    }
+                }
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn start_rule(&self, req: Request<pb::RuleRequest>) -> Result<Response<pb::RuleActionResponse>, Status> {
+        let id = req.into_inner().id;
+        self.engine.start_rule(&id).await?;
+        Ok(Response::new(pb::RuleActionResponse { message: format!("Rule {id} was started.") }))
+    }
+
+    async fn stop_rule(&self, req: Request<pb::RuleRequest>) -> Result<Response<pb::RuleActionResponse>, Status> {
+        let id = req.into_inner().id;
+        self.engine.stop_rule(&id).await?;
+        Ok(Response::new(pb::RuleActionResponse { message: format!("Rule {id} was stopped.") }))
+    }
+}
