@@ -71,6 +71,14 @@ for name in textstats csvsink conformance; do
   mv -f "$tmp" "$out/$name"
 done
 cp -f "$plugins/oort_plugins/textstats.json" "$out/textstats.json"
+# raw_conformance: the conformance functions written on the generated stubs
+# alone (plugins/python/raw); the suite installs it under the name conformance.
+printf '#!/bin/sh\n# Written by scripts/build-python.sh: the SDK-free Python plugin raw_conformance.\nexec "%s"%s "%s" "$@"\n' \
+  "$py" "$safe" "$root/$plugins/raw/raw_conformance.py" > "$out/.raw_conformance.tmp"
+chmod 755 "$out/.raw_conformance.tmp"
+mv -f "$out/.raw_conformance.tmp" "$out/raw_conformance"
+printf '{"functions":[{"name":"cf_count"},{"name":"cf_echo"},{"name":"cf_fail"},{"name":"cf_pid"},{"name":"cf_state"}]}\n' \
+  > "$out/raw_conformance.json"
 echo "build-python: launchers in $out: textstats csvsink conformance (+ textstats.json)" >&2
 
 if [ "$run_tests" = 1 ]; then

@@ -570,13 +570,13 @@ fn not_a_regular_file(path: PathBuf) -> CatalogError {
     CatalogError::Io { path, source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file") }
 }
 
-/// eKuiper's plugin name rule: `^[A-Za-z0-9_-]+$`.
-fn is_valid_name(name: &str) -> bool {
+/// eKuiper's naming rule for plugins, streams and rules: `^[A-Za-z0-9_-]+$`.
+pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The lookup key of a plugin name: its first letter lowercased, so either case of it matches.
-fn fold(name: &str) -> String {
+pub(crate) fn fold(name: &str) -> String {
     let mut chars = name.chars();
     match chars.next() {
         Some(first) => {

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Metadata, PluginKind};
+use crate::catalog::{fold, is_valid_name, Metadata, PluginKind};
 
 /// The largest archive accepted, downloaded or local: 256 MiB.
 pub const MAX_ARCHIVE_BYTES: u64 = 256 << 20;
@@ -280,27 +280,12 @@ fn check_not_installed(dir: &Path, kind: PluginKind, exe_name: &str) -> Result<(
     Ok(())
 }
 
-/// eKuiper's plugin name rule: `^[A-Za-z0-9_-]+$`.
+/// eKuiper's plugin name rule, with the error this module reports.
 fn check_name(name: &str) -> Result<(), InstallError> {
-    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(InstallError::InvalidName { name: name.to_owned() })
-    }
-}
-
-/// The lookup key of a plugin name, as in the catalog: its first letter lowercased.
-fn fold(name: &str) -> String {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(first) => {
-            let mut folded = String::with_capacity(name.len());
-            folded.push(first.to_ascii_lowercase());
-            folded.push_str(chars.as_str());
-            folded
-        }
-        None => String::new(),
     }
 }
 

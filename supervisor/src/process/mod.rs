@@ -242,13 +242,7 @@ fn check_describe(spec: &LaunchSpec, d: &pb::DescribeResponse) -> Result<(), Pro
 
 /// eKuiper lets the first letter of a plugin's file name be either case.
 fn same_plugin_name(a: &str, b: &str) -> bool {
-    let mut ac = a.chars();
-    let mut bc = b.chars();
-    match (ac.next(), bc.next()) {
-        (Some(x), Some(y)) => x.eq_ignore_ascii_case(&y) && ac.as_str() == bc.as_str(),
-        (None, None) => true,
-        _ => false,
-    }
+    crate::catalog::fold(a) == crate::catalog::fold(b)
 }
 
 /// Connects one HTTP/2 channel to a gRPC server on a Unix socket.

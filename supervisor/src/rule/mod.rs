@@ -33,9 +33,7 @@ impl RuleError {
 }
 
 /// eKuiper's naming rule for plugins, streams and rules.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+pub use crate::catalog::is_valid_name as valid_name;
 
 /// A rule in eKuiper's JSON shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
