@@ -866,7 +866,14 @@ impl SourceInstance {
                 }
             };
             loop {
-                let item = match stream.message().await {
+                // A receiver that went away ends the call, so the plugin stops
+                // reading for nobody (and a Rewind that follows is not raced
+                // by the old reader).
+                let message = tokio::select! {
+                    _ = tx.closed() => break,
+                    m = stream.message() => m,
+                };
+                let item = match message {
                     Ok(Some(b)) => match state.apply(&id, b.mutations) {
                         Err(e) => Err(HostError::Protocol { plugin: plugin_name.clone(), reason: e.to_string() }),
                         Ok(()) => Ok(SourceBatch {
