@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use oort_proto::plugin::v1 as pb;
@@ -184,12 +184,15 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-/// An open source: the object, its context, and the flag that stops its reader.
-type OpenSource = (Shared<dyn Source>, Arc<Context>, Arc<AtomicBool>);
+/// An open source: the object, its context, and its reader generation. Only
+/// the reader of the current generation may read: a new `Read`, a `Rewind` or
+/// a `Close` starts a new generation, which retires the previous reader before
+/// it can consume a record that nobody would receive.
+type OpenSource = (Shared<dyn Source>, Arc<Context>, Arc<AtomicU64>);
 
 enum Instance {
     Function(Arc<dyn Function>, Arc<Context>),
-    Source(Shared<dyn Source>, Arc<Context>, Arc<AtomicBool>),
+    Source(Shared<dyn Source>, Arc<Context>, Arc<AtomicU64>),
     Sink(Shared<dyn Sink>, Arc<Context>),
 }
 
@@ -264,8 +267,8 @@ impl Served {
 fn close_instance(instance: Instance) -> Result<(), crate::BoxError> {
     match instance {
         Instance::Function(..) => Ok(()),
-        Instance::Source(s, ctx, stop) => {
-            stop.store(true, Ordering::SeqCst);
+        Instance::Source(s, ctx, generation) => {
+            generation.fetch_add(1, Ordering::SeqCst);
             lock(&s).close(&ctx)
         }
         Instance::Sink(s, ctx) => lock(&s).close(&ctx),
@@ -433,7 +436,7 @@ impl SourceService for Handle {
         })
         .map_err(|e| Status::failed_precondition(format!("source open failed: {e}")))?;
         let id = ctx.instance_id().to_string();
-        self.0.insert(id, Instance::Source(source, ctx, Arc::new(AtomicBool::new(false))))?;
+        self.0.insert(id, Instance::Source(source, ctx, Arc::new(AtomicU64::new(0))))?;
         Ok(Response::new(pb::OpenSourceResponse { rewindable }))
     }
 
@@ -441,16 +444,21 @@ impl SourceService for Handle {
 
     async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         let req = req.into_inner();
-        let (source, ctx, stop) = self.0.source(&req.instance_id)?;
+        let (source, ctx, generation) = self.0.source(&req.instance_id)?;
+        let mine = generation.fetch_add(1, Ordering::SeqCst) + 1;
         let max = req.max_batch.clamp(1, 65_536) as usize;
         // Two batches in flight: enough to overlap reading with sending, small
         // enough that a supervisor that stops reading stops the source.
         let (tx, rx) = mpsc::channel(2);
         std::thread::spawn(move || {
             let mut buf: Vec<Record> = Vec::with_capacity(max);
-            while !stop.load(Ordering::SeqCst) && !tx.is_closed() {
+            while !tx.is_closed() {
                 let read = {
                     let mut s = lock(&source);
+                    // Checked under the lock that Rewind takes after bumping it.
+                    if generation.load(Ordering::SeqCst) != mine {
+                        break;
+                    }
                     s.read(&ctx, &mut buf, max).map(|()| s.offset())
                 };
                 match read {
@@ -477,8 +485,9 @@ impl SourceService for Handle {
 
     async fn rewind(&self, req: Request<pb::RewindRequest>) -> Result<Response<pb::RewindResponse>, Status> {
         let req = req.into_inner();
-        let (source, ctx, _) = self.0.source(&req.instance_id)?;
+        let (source, ctx, generation) = self.0.source(&req.instance_id)?;
         let offset: Value = req.offset.map(Value::from).unwrap_or_default();
+        generation.fetch_add(1, Ordering::SeqCst);
         blocking(|| lock(&source).rewind(&ctx, &offset))
             .map_err(|e| Status::failed_precondition(format!("rewind failed: {e}")))?;
         Ok(Response::new(pb::RewindResponse {}))
