@@ -143,7 +143,9 @@ impl Source for Bench {
                 self.pace = None;
                 Ok(())
             }
-            ref other => Err(format!("the bench source's offset is an integer in 0..={}, got {other:?}", self.count).into()),
+            ref other => {
+                Err(format!("the bench source's offset is an integer in 0..={}, got {other:?}", self.count).into())
+            }
         }
     }
 }

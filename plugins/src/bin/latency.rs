@@ -101,7 +101,8 @@ impl Latency {
 
 impl Sink for Latency {
     fn open(&mut self, _ctx: &Context, props: &Props) -> Result<(), BoxError> {
-        let path = props.get("path").and_then(Value::as_str).ok_or("the latency sink needs a string property `path`")?;
+        let path =
+            props.get("path").and_then(Value::as_str).ok_or("the latency sink needs a string property `path`")?;
         self.path = path.to_string();
         self.hist = Histogram::new();
         self.missing = 0;

@@ -79,6 +79,11 @@ impl EchoClient {
         Ok(EchoClient { child, conn, _dir: dir, frame: Vec::new(), back: Vec::new() })
     }
 
+    /// The echo server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sets the payload of the following round trips.
     pub fn set_payload(&mut self, payload: &[u8]) {
         self.frame.clear();

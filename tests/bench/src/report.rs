@@ -29,15 +29,27 @@ impl Table {
 
     pub fn render(&self) -> String {
         let width = |i: usize| {
-            self.rows.iter().map(|r| r[i].chars().count()).chain([self.headers[i].chars().count(), 3]).max().unwrap_or(3)
+            self.rows
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([self.headers[i].chars().count(), 3])
+                .max()
+                .unwrap_or(3)
         };
         let widths: Vec<usize> = (0..self.headers.len()).map(width).collect();
         let line = |cells: &[String]| {
-            let padded: Vec<String> = cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| if self.right[i] { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) })
-                .collect();
+            let padded: Vec<String> =
+                cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if self.right[i] {
+                            format!("{c:>w$}", w = widths[i])
+                        } else {
+                            format!("{c:<w$}", w = widths[i])
+                        }
+                    })
+                    .collect();
             format!("| {} |", padded.join(" | "))
         };
         let rule: Vec<String> = widths

@@ -8,8 +8,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use oort_tests::{Daemon, PluginsDir};
 use serde_json::{json, Value as Json};
 
-use crate::report::{self, met, ms, pct, rate, us, Table};
-use crate::{plugins_with, Opts};
+use crate::report::{self, met, ms, rate, us, Table};
+use crate::{cpu_secs, plugins_with, Opts};
 
 /// The sink counter the end-to-end scenarios watch (first action, `null` sink).
 const NULL_IN: &str = "sink_null_0_0_records_in_total";
@@ -80,19 +80,41 @@ fn rule(id: &str, sql: &str, qos: u8, extra: Json) -> Json {
     json!({ "id": id, "sql": sql, "actions": [{ "null": {} }], "options": options })
 }
 
+/// One timed run and the CPU time each process spent on it.
+struct Run {
+    took: Duration,
+    /// (operator, CPU seconds): `oort` for the daemon, then each plugin process.
+    cpu: Vec<(String, f64)>,
+}
+
 /// Creates the rule and waits until its sink has taken `n` records; the time
 /// runs from just before the create request.
-fn timed_run(b: &Bench, rule: &Json, n: u64) -> Result<Duration> {
+fn timed_run(b: &Bench, rule: &Json, n: u64) -> Result<Run> {
     let id = rule["id"].as_str().context("rule id")?;
+    let daemon = b.daemon.child.id();
+    let daemon_cpu = cpu_secs(daemon)?;
     let start = Instant::now();
     b.create_rule(rule)?;
     let deadline = start + Duration::from_secs(600);
+    let mut plugins = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(20));
-        if b.sink_count(id)? >= n {
+        let status = b.status(id)?;
+        if let Some(list) = status["plugins"].as_array().filter(|l| !l.is_empty()) {
+            plugins = list.clone();
+        }
+        if status[NULL_IN].as_u64().with_context(|| format!("rule {id}: no {NULL_IN} in its status"))? >= n {
             let took = start.elapsed();
+            // The plugin processes of this rule started with it (the function
+            // may be shared and started earlier: its CPU time is counted whole).
+            let mut cpu = vec![("oort".to_string(), cpu_secs(daemon)? - daemon_cpu)];
+            for p in &plugins {
+                if let (Some(op), Some(pid)) = (p["operator"].as_str(), p["pid"].as_u64()) {
+                    cpu.push((op.to_string(), cpu_secs(pid as u32).unwrap_or(f64::NAN)));
+                }
+            }
             b.delete_rule(id)?;
-            return Ok(took);
+            return Ok(Run { took, cpu });
         }
         if Instant::now() > deadline {
             bail!("rule {id} did not deliver {n} records within 10 minutes");
@@ -117,27 +139,66 @@ pub fn end_to_end(opts: &Opts) -> Result<Json> {
     let mut out = Vec::new();
     let mut table = Table::new(
         &format!("c. End-to-end rule throughput (bench source → rule → null sink, {n} records, bufferLength 4096, median of {runs})"),
-        &[("rule", false), ("records/s", true), ("runs (records/s)", false), ("target", false)],
+        &[
+            ("rule", false),
+            ("records/s", true),
+            ("runs", false),
+            ("CPU µs/record: oort + source + function + sink", true),
+            ("target", false),
+        ],
     );
-    for (i, (name, sql, qos, extra)) in cases.iter().enumerate() {
-        let mut each = Vec::new();
-        for r in 0..runs {
+    // Round robin over the cases, so that a change in the machine's load
+    // between runs affects every case alike (the ratios stay meaningful).
+    let mut each: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut cpu: Vec<Vec<(String, f64)>> = vec![Vec::new(); cases.len()];
+    for r in 0..runs {
+        for (i, (_, sql, qos, extra)) in cases.iter().enumerate() {
             let id = format!("e2e{i}_{r}");
-            let took = timed_run(&b, &rule(&id, sql, *qos, extra.clone()), n)?;
-            each.push(n as f64 / took.as_secs_f64());
+            let run = timed_run(&b, &rule(&id, sql, *qos, extra.clone()), n)?;
+            each[i].push(n as f64 / run.took.as_secs_f64());
+            for (k, (op, secs)) in run.cpu.into_iter().enumerate() {
+                match cpu[i].get_mut(k) {
+                    Some(c) => c.1 += secs,
+                    None => cpu[i].push((op, secs)),
+                }
+            }
         }
-        let median = report::median(each.clone());
+    }
+    for (i, (name, sql, qos, _)) in cases.iter().enumerate() {
+        let per_record: Vec<(String, f64)> =
+            cpu[i].iter().map(|(op, secs)| (op.clone(), secs / (n as f64 * runs as f64) * 1e6)).collect();
+        let total: f64 = per_record.iter().map(|(_, x)| x).sum();
+        let median = report::median(each[i].clone());
         rates.push(median);
         let target = if i == 0 { format!("≥ 1 M: {}", met(median >= 1e6)) } else { String::new() };
-        let list: Vec<String> = each.iter().map(|x| rate(*x)).collect();
-        table.row(vec![name.to_string(), rate(median), list.join(", "), target]);
-        out.push(json!({ "rule": name, "sql": sql, "qos": qos, "records_per_s": median, "runs": each }));
+        let list: Vec<String> = each[i].iter().map(|x| rate(*x)).collect();
+        let parts: Vec<String> = per_record.iter().map(|(_, x)| format!("{x:.2}")).collect();
+        table.row(vec![
+            name.to_string(),
+            rate(median),
+            list.join(", "),
+            format!("{} = {total:.2}", parts.join(" + ")),
+            target,
+        ]);
+        let cpu_json: serde_json::Map<String, Json> = per_record.iter().map(|(op, x)| (op.clone(), json!(x))).collect();
+        out.push(json!({
+            "rule": name, "sql": sql, "qos": qos, "records_per_s": median, "runs": each[i],
+            "cpu_us_per_record": cpu_json,
+        }));
     }
     let qos_ratio = rates[1] / rates[0];
     let state_ratio = rates[3] / rates[2];
     table.print();
-    println!("**accumulateWordCount vs stateless: {:.0} %** (target ≥ 50 %: {})", state_ratio * 100.0, met(state_ratio >= 0.5));
-    println!("**qos 2 (1 s checkpoints) vs qos 0: {:.0} %** (target ≥ 70 %: {})\n", qos_ratio * 100.0, met(qos_ratio >= 0.7));
+    println!(
+        "**accumulateWordCount vs stateless: {:.0} %** (target ≥ 50 %: {})",
+        state_ratio * 100.0,
+        met(state_ratio >= 0.5)
+    );
+    println!(
+        "**qos 2 (1 s checkpoints) vs qos 0: {:.0} %** (target ≥ 70 %: {})\n",
+        qos_ratio * 100.0,
+        met(qos_ratio >= 0.7)
+    );
     Ok(json!({
         "records": n, "runs": runs, "rules": out,
         "accumulate_vs_stateless": state_ratio, "qos2_vs_qos0": qos_ratio,
@@ -174,8 +235,18 @@ pub fn steady_latency(opts: &Opts) -> Result<Json> {
     let result: Json = serde_json::from_str(&line)?;
     let g = |k: &str| result[k].as_f64().unwrap_or(f64::NAN);
     let mut table = Table::new(
-        &format!("d. Latency at a steady {} records/s (bench → echo(n) → latency sink, qos 0, {secs} s)", rate(rate_per_s as f64)),
-        &[("records", true), ("achieved rate", true), ("p50 µs", true), ("p99 µs", true), ("max µs", true), ("target p99 ≤ 2 ms", false)],
+        &format!(
+            "d. Latency at a steady {} records/s (bench → echo(n) → latency sink, qos 0, {secs} s)",
+            rate(rate_per_s as f64)
+        ),
+        &[
+            ("records", true),
+            ("achieved rate", true),
+            ("p50 µs", true),
+            ("p99 µs", true),
+            ("max µs", true),
+            ("target p99 ≤ 2 ms", false),
+        ],
     );
     table.row(vec![
         format!("{}", g("count")),
@@ -247,7 +318,9 @@ pub fn recovery(opts: &Opts) -> Result<Json> {
     }
     let median = report::median(times.iter().map(|t| t.as_secs_f64()).collect());
     let mut table = Table::new(
-        &format!("g. Recovery after kill -9 of the function plugin (bench 2 k/s → echo → null, qos 0, median of {trials})"),
+        &format!(
+            "g. Recovery after kill -9 of the function plugin (bench 2 k/s → echo → null, qos 0, median of {trials})"
+        ),
         &[("median", true), ("trials", false), ("target ≤ 500 ms", false)],
     );
     let list: Vec<String> = times.iter().map(|t| ms(*t)).collect();
@@ -258,5 +331,3 @@ pub fn recovery(opts: &Opts) -> Result<Json> {
         "trials_ms": times.iter().map(|t| t.as_secs_f64() * 1e3).collect::<Vec<_>>(),
     }))
 }
-
-pub use pct as _pct;

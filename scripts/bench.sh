@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs Oort's benchmarks (tests/bench, crate oort-bench) on this machine: installs
+# what is missing, builds the workspace and, when their scripts exist, the Go and
+# Python plugins, then prints one table per scenario and writes every number to
+# bench-results.json. See BENCHMARKS.md for what each scenario measures.
+#
+#   scripts/bench.sh                       every scenario, full length (a few minutes)
+#   scripts/bench.sh --quick               a reduced run (CI smoke, under a minute)
+#   scripts/bench.sh --only e2e            one scenario: function, latency, e2e,
+#                                          steady, coldstart, memory, recovery (or a-g)
+#   scripts/bench.sh --out results.json    where the JSON goes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+bash scripts/setup.sh
+
+cargo build --release --workspace --bins
+for lang in go python; do
+  if [ -f "scripts/build-$lang.sh" ]; then
+    bash "scripts/build-$lang.sh" || echo "bench: warning: scripts/build-$lang.sh failed; the $lang cold-start row will say not measured" >&2
+  fi
+done
+cargo run --release -p oort-bench -- "$@"
