@@ -120,6 +120,18 @@ fn wait_output(d: &Daemon, rule: &Rule, len: usize, timeout: Duration) {
     }
 }
 
+/// Waits until the rule has completed a checkpoint newer than the one current
+/// now, so that everything already processed is in a checkpoint.
+fn wait_next_checkpoint(d: &Daemon, rule: &str) {
+    let id = |d: &Daemon| d.get_json(&format!("/rules/{rule}/status"))["checkpoint_last_id"].as_u64().unwrap_or(0);
+    let start = id(d);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while id(d) <= start + 1 {
+        assert!(Instant::now() < deadline, "no new checkpoint after {start}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A small deterministic generator, so that a failing run can be replayed.
 struct XorShift(u64);
 
@@ -247,7 +259,7 @@ fn a_corrupt_checkpoint_stops_the_rule_with_a_clear_error_until_reset() {
     let mut d = Daemon::start_in(p.path(), data.path(), &[]);
     rule.create(&d, "chaos");
     wait_output(&d, &rule, expected_output(100).len(), Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(400));
+    wait_next_checkpoint(&d, "chaos");
     assert!(d.terminate().success());
     drop(d);
 
@@ -292,7 +304,7 @@ fn a_deleted_rules_checkpoints_are_gone_for_a_new_rule_with_its_id() {
     let d = Daemon::start(p.path(), &[]);
     rule.create(&d, "chaos");
     wait_output(&d, &rule, expected_output(50).len(), Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(400));
+    wait_next_checkpoint(&d, "chaos");
     assert_eq!(d.http("DELETE", "/rules/chaos", None).0, 200);
     std::fs::remove_file(rule.output()).unwrap();
     // eKuiper bug #871: a new rule with the same id reused the old state.

@@ -441,6 +441,10 @@ impl Engine {
         if let RunState::Failed(reason) = &state {
             out.insert("message".into(), json!(reason));
         }
+        if let Some((id, at)) = status.last_checkpoint() {
+            out.insert("checkpoint_last_id".into(), json!(id));
+            out.insert("checkpoint_last_time".into(), json!(at));
+        }
         status.source.report(&mut out);
         status.filter.report(&mut out);
         status.project.report(&mut out);

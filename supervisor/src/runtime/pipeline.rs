@@ -40,6 +40,8 @@ pub struct RuleStatus {
     pub project: OpMetrics,
     pub sinks: Vec<OpMetrics>,
     instances: Mutex<Vec<(String, Instance)>>,
+    /// The newest checkpoint this run completed: its id and when (ms since the epoch).
+    last_checkpoint: Mutex<Option<(u64, u64)>>,
 }
 
 #[derive(Clone)]
@@ -63,7 +65,18 @@ impl RuleStatus {
                 .map(|(i, a)| OpMetrics::new(format!("sink_{}_{i}_0", a.sink)))
                 .collect(),
             instances: Mutex::default(),
+            last_checkpoint: Mutex::default(),
         }
+    }
+
+    /// The newest completed checkpoint: id and time in ms since the epoch.
+    pub fn last_checkpoint(&self) -> Option<(u64, u64)> {
+        *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn checkpointed(&self, id: u64) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
+        *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, now.unwrap_or(0)));
     }
 
     pub fn state(&self) -> RunState {
@@ -407,6 +420,7 @@ impl Checkpointer<'_> {
                 .await
                 .map_err(|e| sink_failure(format!("{operator}: commit of checkpoint {id}: {e}")))?;
         }
+        self.ctx.status.checkpointed(id);
         Ok(())
     }
 }
