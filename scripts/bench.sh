@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Oort's benchmarks (tests/bench, crate oort-bench) on this machine: installs
-# what is missing, builds the workspace and, when their scripts exist, the Go and
-# Python plugins, then prints one table per scenario and writes every number to
+# what is missing, builds the workspace, the hashicorp/go-plugin baseline
+# (tests/bench/goplugin) and, when their scripts exist, the Go and Python
+# plugins, then prints one table per scenario and writes every number to
 # bench-results.json. See BENCHMARKS.md for what each scenario measures.
 #
 #   scripts/bench.sh                       every scenario, full length (a few minutes)
@@ -15,6 +16,14 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 cargo build --release --workspace --bins
+# The hashicorp/go-plugin baseline of scenarios a and b (tests/bench/goplugin).
+if command -v go >/dev/null 2>&1; then
+  (cd tests/bench/goplugin && GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" \
+    go build -trimpath -o "$OORT_BIN/goplugin/" ./cmd/echo-host ./cmd/echo-plugin) \
+    || echo "bench: warning: building tests/bench/goplugin failed; the go-plugin columns will say not measured" >&2
+else
+  echo "bench: warning: go is not on PATH; the go-plugin columns will say not measured" >&2
+fi
 for lang in go python; do
   if [ -f "scripts/build-$lang.sh" ]; then
     bash "scripts/build-$lang.sh" || echo "bench: warning: scripts/build-$lang.sh failed; the $lang cold-start row will say not measured" >&2

@@ -1,6 +1,7 @@
 //! Scenarios a (function throughput) and b (single-row latency): the same
 //! `echo` called in-process (the ceiling), as raw frames over a Unix socket
-//! (the IPC floor) and through Oort (`Host` + the real `echo` plugin).
+//! (the IPC floor), through Oort (`Host` + the real `echo` plugin) and, when
+//! built, through hashicorp/go-plugin (one unary gRPC call per batch, `goplugin`).
 
 use std::hint::black_box;
 use std::os::unix::fs::PermissionsExt;
@@ -15,6 +16,7 @@ use oort_tests::{PluginsDir, TestHost};
 use prost::Message;
 use serde_json::{json, Value as Json};
 
+use crate::goplugin;
 use crate::ipc::EchoClient;
 use crate::report::{met, pct, quantile, rate, us, Table};
 use crate::{bench_timeouts, cpu_secs, ctx_switches, Opts};
@@ -35,6 +37,14 @@ impl Payload {
         match self {
             Payload::Int => "echo(int)",
             Payload::Text100 => "echo(100-byte string)",
+        }
+    }
+
+    /// The `-payload` of `echo-host` (8 bytes or 100 bytes per row).
+    fn go_name(self) -> &'static str {
+        match self {
+            Payload::Int => "int",
+            Payload::Text100 => "string100",
         }
     }
 
@@ -126,9 +136,9 @@ async fn echo_instance(launcher: Option<&str>) -> Result<(PluginsDir, TestHost, 
     Ok((plugins, host, f))
 }
 
-/// Scenario a. Each cell is measured in rounds that alternate the three
-/// methods, and keeps each method's best round (the least disturbed one on a
-/// shared machine). On this kind of VM a small round trip is bimodal: ~4 µs
+/// Scenario a. Each cell is measured in rounds that alternate the methods
+/// (the go-plugin baseline: a fresh `echo-host` run per round), and keeps
+/// each method's best round (the least disturbed one on a shared machine). On this kind of VM a small round trip is bimodal: ~4 µs
 /// when the scheduler keeps both ends on one vCPU, ~50–60 µs when the peer
 /// must be woken on the other vCPU; table b has the pinned, same-CPU floor.
 pub async fn throughput(opts: &Opts) -> Result<Json> {
@@ -137,6 +147,7 @@ pub async fn throughput(opts: &Opts) -> Result<Json> {
     let (_plugins, host, f) = echo_instance(None).await?;
     let plugin_pid = f.pid().context("echo pid")?;
     let mut client = EchoClient::start(&[])?;
+    let go_host = goplugin::host();
     let mut table = Table::new(
         &format!(
             "a. Function throughput (rows/s, one caller, batches of N rows; best of {rounds} × {} ms)",
@@ -150,6 +161,8 @@ pub async fn throughput(opts: &Opts) -> Result<Json> {
             ("raw socket", true),
             ("Oort", true),
             ("Oort/raw", true),
+            (goplugin::NAME, true),
+            ("Oort/go-plugin", true),
             ("Oort CPU ns/row host+plugin", true),
             ("target", false),
         ],
@@ -165,7 +178,7 @@ pub async fn throughput(opts: &Opts) -> Result<Json> {
                 raw_socket(&mut client, batch, warm).map(drop)
             })?;
             oort(&f, &rows, warm).await?;
-            let (mut inproc, mut raw, mut oort_rate) = (0f64, 0f64, 0f64);
+            let (mut inproc, mut raw, mut oort_rate, mut go_rate) = (0f64, 0f64, 0f64, 0f64);
             let (mut host_cpu, mut plugin_cpu, mut oort_rows) = (0f64, 0f64, 0f64);
             for _ in 0..rounds {
                 let (i, r) = tokio::task::block_in_place(|| -> Result<(f64, f64)> {
@@ -184,7 +197,16 @@ pub async fn throughput(opts: &Opts) -> Result<Json> {
                 host_cpu += cpu_secs(std::process::id())? - h0;
                 plugin_cpu += cpu_secs(plugin_pid)? - p0;
                 (inproc, raw, oort_rate) = (inproc.max(i), raw.max(r), oort_rate.max(o));
+                if let Ok(exe) = &go_host {
+                    let g =
+                        tokio::task::block_in_place(|| goplugin::throughput(exe, batch, payload.go_name(), dur, warm))?;
+                    go_rate = go_rate.max(g);
+                }
             }
+            let (go_cell, go_ratio) = match go_host {
+                Ok(_) => (rate(go_rate), format!("{:.1}×", oort_rate / go_rate)),
+                Err(_) => ("n/a".to_string(), "n/a".to_string()),
+            };
             let (host_ns, plugin_ns) = (host_cpu / oort_rows * 1e9, plugin_cpu / oort_rows * 1e9);
             let target = if batch == 4096 { format!("≥ 2 M: {}", met(oort_rate >= 2e6)) } else { String::new() };
             table.row(vec![
@@ -195,12 +217,15 @@ pub async fn throughput(opts: &Opts) -> Result<Json> {
                 rate(raw),
                 rate(oort_rate),
                 pct(oort_rate / raw),
+                go_cell,
+                go_ratio,
                 format!("{host_ns:.0} + {plugin_ns:.0}"),
                 target,
             ]);
             cells.push(json!({
                 "call": payload.name(), "batch": batch, "bytes_per_batch": bytes.len(),
                 "in_process_rows_per_s": inproc, "raw_socket_rows_per_s": raw, "oort_rows_per_s": oort_rate,
+                "goplugin_rows_per_s": go_host.is_ok().then_some(go_rate),
                 "oort_host_cpu_ns_per_row": host_ns, "oort_plugin_cpu_ns_per_row": plugin_ns,
             }));
         }
@@ -210,10 +235,20 @@ pub async fn throughput(opts: &Opts) -> Result<Json> {
     table.print();
     println!(
         "Raw socket at small batches: a round trip is ~4 µs when both ends share a vCPU and ~50-60 µs when the \
-         peer is woken on the other vCPU; table b has the pinned, same-CPU floor.\n\
-         hashicorp go-plugin (gRPC) baseline: not measured: no go-plugin host/plugin pair is built in this workspace.\n"
+         peer is woken on the other vCPU; table b has the pinned, same-CPU floor."
     );
-    Ok(json!({ "rounds": rounds, "round_seconds": dur.as_secs_f64(), "cells": cells }))
+    match &go_host {
+        Ok(_) => println!(
+            "{}: a hashicorp/go-plugin host (echo-host) calling its gRPC plugin (echo-plugin), one unary Echo call \
+             per batch (repeated bytes, 8 or 100 bytes per row); a fresh run per round.\n",
+            goplugin::NAME
+        ),
+        Err(reason) => println!("hashicorp go-plugin (gRPC) baseline: not measured: {reason}\n"),
+    }
+    Ok(json!({
+        "rounds": rounds, "round_seconds": dur.as_secs_f64(), "cells": cells,
+        "goplugin_not_measured": go_host.err(),
+    }))
 }
 
 /// Single-row round trips: raw socket, then Oort. Samples in nanoseconds.
@@ -342,6 +377,18 @@ pub async fn latency(opts: &Opts) -> Result<Json> {
     let n = samples(opts);
     let unpinned = single_row(false, n).await?;
     let pinned = if taskset_available() { Some(tokio::task::block_in_place(|| pinned_run(opts))?) } else { None };
+    // The go-plugin baseline, after Oort's runs: unpinned, then with the host
+    // (and the plugin it starts, which inherits the affinity) on CPU 0.
+    let warm = if opts.quick { Duration::from_millis(30) } else { Duration::from_millis(200) };
+    let go = goplugin::host().and_then(|exe| {
+        tokio::task::block_in_place(|| -> Result<(Json, Option<Json>)> {
+            let unpinned = goplugin::latency(&exe, &[], n, warm)?;
+            let pinned =
+                if pinned.is_some() { Some(goplugin::latency(&exe, &["taskset", "-c", "0"], n, warm)?) } else { None };
+            Ok((unpinned, pinned))
+        })
+        .map_err(|e| format!("{e:#}"))
+    });
     let mut table = Table::new(
         "b. Single-row call latency (µs; one row per call, one caller)",
         &[
@@ -350,7 +397,10 @@ pub async fn latency(opts: &Opts) -> Result<Json> {
             ("raw socket p99", true),
             ("Oort p50", true),
             ("Oort p99", true),
+            ("go-plugin (gRPC) p50", true),
+            ("go-plugin (gRPC) p99", true),
             ("Oort p50 / raw p50", true),
+            ("Oort p50 / go-plugin p50", true),
             ("context switches per call: raw / Oort", true),
             ("target ≤ 1.5×", false),
         ],
@@ -359,18 +409,35 @@ pub async fn latency(opts: &Opts) -> Result<Json> {
         let g = |i: usize| pair[i].as_f64().unwrap_or(f64::NAN);
         format!("{:.1}", g(0) + g(1))
     };
-    for (name, r) in [("unpinned", Some(&unpinned)), ("pinned to CPU 0", pinned.as_ref())] {
+    let go_rows = match &go {
+        Ok((u, p)) => [Some(u), p.as_ref()],
+        Err(_) => [None, None],
+    };
+    for ((name, r), go_r) in
+        [("unpinned", Some(&unpinned)), ("pinned to CPU 0", pinned.as_ref())].into_iter().zip(go_rows)
+    {
         match r {
             Some(r) => {
                 let g = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
                 let ratio = g("oort_p50_us") / g("raw_p50_us");
+                let (go_p50, go_p99, go_ratio) = match go_r {
+                    Some(go_r) => {
+                        let p50 = go_r["p50_us"].as_f64().unwrap_or(f64::NAN);
+                        let p99 = go_r["p99_us"].as_f64().unwrap_or(f64::NAN);
+                        (us(p50), us(p99), format!("{:.2}×", g("oort_p50_us") / p50))
+                    }
+                    None => ("n/a".to_string(), "n/a".to_string(), "n/a".to_string()),
+                };
                 table.row(vec![
                     name.into(),
                     us(g("raw_p50_us")),
                     us(g("raw_p99_us")),
                     us(g("oort_p50_us")),
                     us(g("oort_p99_us")),
+                    go_p50,
+                    go_p99,
                     format!("{ratio:.1}×"),
+                    go_ratio,
                     format!("{} / {}", switches(&r["raw_switches_per_call"]), switches(&r["oort_switches_per_call"])),
                     met(ratio <= 1.5),
                 ]);
@@ -378,11 +445,25 @@ pub async fn latency(opts: &Opts) -> Result<Json> {
             None => {
                 let na = "n/a (taskset missing)".to_string();
                 let mut row = vec![name.to_string()];
-                row.extend(std::iter::repeat_n(na, 7));
+                row.extend(std::iter::repeat_n(na, 10));
                 table.row(row);
             }
         }
     }
     table.print();
-    Ok(json!({ "unpinned": unpinned, "pinned": pinned }))
+    let goplugin = match go {
+        Ok((u, p)) => {
+            println!(
+                "{}: {n} one-row calls of a hashicorp/go-plugin host (echo-host) to its gRPC plugin, one unary Echo \
+                 call each; pinned: `taskset -c 0 echo-host` (the plugin inherits the affinity).\n",
+                goplugin::NAME
+            );
+            json!({ "unpinned": u, "pinned": p })
+        }
+        Err(reason) => {
+            println!("hashicorp go-plugin (gRPC) baseline: not measured: {reason}\n");
+            json!({ "not_measured": reason })
+        }
+    };
+    Ok(json!({ "unpinned": unpinned, "pinned": pinned, "goplugin": goplugin }))
 }

@@ -10,10 +10,12 @@
 //! `coldstart` (e), `memory` (f), `recovery` (g); `--only` takes a name or its letter.
 //!
 //! Layout: `function` (a, b), `rules` (c, d, g on the real daemon), `startup`
-//! (e, f), `ipc` (the raw-socket echo baseline), `report` (tables).
+//! (e, f), `ipc` (the raw-socket echo baseline), `goplugin` (the hashicorp/go-plugin
+//! baseline of a and b), `report` (tables).
 #![forbid(unsafe_code)]
 
 mod function;
+mod goplugin;
 mod ipc;
 mod report;
 mod rules;

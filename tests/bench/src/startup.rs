@@ -13,7 +13,7 @@ use crate::report::{self, mb, met, ms, Table};
 use crate::{add_external, bench_timeouts, mem_detail, plugins_with, rss_kb, Opts};
 
 /// Where the Go and Python plugins are built (`$OORT_BIN/{go,python}`).
-fn external_bin() -> PathBuf {
+pub fn external_bin() -> PathBuf {
     std::env::var_os("OORT_BIN").map(PathBuf::from).unwrap_or_else(oort_tests::bin_dir)
 }
 
