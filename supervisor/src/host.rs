@@ -315,7 +315,7 @@ impl Host {
         entry.process.stop().await;
     }
 
-    async fn open(&self, entry: Arc<Entry>, open: OpenSpec) -> Result<(String, Arc<Entry>), HostError> {
+    async fn open(&self, entry: Arc<Entry>, open: OpenSpec) -> Result<(String, Arc<Entry>, bool), HostError> {
         let id = instance_spec(&open).instance_id.clone();
         self.state.assign(&id, entry.key);
         let mut open = open;
@@ -326,12 +326,14 @@ impl Host {
             open_on(&live, &open, self.config.timeouts, &entry.process.spec().name).await
         }
         .await;
-        if let Err(e) = result {
-            lock(&entry.instances).remove(&id);
-            self.release(&entry).await;
-            return Err(e);
+        match result {
+            Ok(declared) => Ok((id, entry, declared)),
+            Err(e) => {
+                lock(&entry.instances).remove(&id);
+                self.release(&entry).await;
+                Err(e)
+            }
         }
-        Ok((id, entry))
     }
 
     /// Asks a function plugin whether a call's arguments are acceptable.
@@ -382,7 +384,7 @@ impl Host {
             }
         };
         let spec = new_spec(rule, operator, &symbol);
-        let (id, entry) = self.open(entry, OpenSpec::Function { spec }).await?;
+        let (id, entry, _) = self.open(entry, OpenSpec::Function { spec }).await?;
         let plugin = file.name;
         Ok(FunctionInstance {
             id,
@@ -408,8 +410,16 @@ impl Host {
         let entry = self.acquire(&file, PluginKind::Source, rule, strategy).await?;
         let spec = new_spec(rule, "source", &file.name);
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
-        let (id, entry) = self.open(entry, OpenSpec::Source { spec, datasource: datasource.into(), props }).await?;
-        Ok(SourceInstance { id, plugin: file.name, entry, state: self.state.clone(), timeouts: self.config.timeouts })
+        let (id, entry, rewindable) =
+            self.open(entry, OpenSpec::Source { spec, datasource: datasource.into(), props }).await?;
+        Ok(SourceInstance {
+            id,
+            plugin: file.name,
+            entry,
+            state: self.state.clone(),
+            timeouts: self.config.timeouts,
+            rewindable,
+        })
     }
 
     /// Opens an instance of a sink plugin for one action of a rule.
@@ -425,7 +435,7 @@ impl Host {
         let entry = self.acquire(&file, PluginKind::Sink, rule, strategy).await?;
         let spec = new_spec(rule, operator, &file.name);
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
-        let (id, entry) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
+        let (id, entry, _) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
         let plugin = file.name;
         Ok(SinkInstance {
             id,
@@ -551,23 +561,28 @@ async fn call<T>(
     }
 }
 
-async fn open_on(live: &Live, open: &OpenSpec, timeouts: Timeouts, plugin: &str) -> Result<(), HostError> {
-    match open.clone() {
+/// Opens an instance on a live process. Returns what the plugin declared:
+/// `rewindable` for a source, `transactional` for a sink, false for a function.
+async fn open_on(live: &Live, open: &OpenSpec, timeouts: Timeouts, plugin: &str) -> Result<bool, HostError> {
+    Ok(match open.clone() {
         OpenSpec::Function { spec } => {
             let mut c = pb::function_client::FunctionClient::new(live.channel.clone());
             call(plugin, "Open", timeouts, c.open(pb::OpenFunctionRequest { instance: Some(spec) })).await?;
+            false
         }
         OpenSpec::Source { spec, datasource, props } => {
             let mut c = pb::source_client::SourceClient::new(live.channel.clone());
             call(plugin, "Open", timeouts, c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props }))
-                .await?;
+                .await?
+                .rewindable
         }
         OpenSpec::Sink { spec, props } => {
             let mut c = pb::sink_client::SinkClient::new(live.channel.clone());
-            call(plugin, "Open", timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props })).await?;
+            call(plugin, "Open", timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props }))
+                .await?
+                .transactional
         }
-    }
-    Ok(())
+    })
 }
 
 struct EntryHooks {
@@ -760,7 +775,7 @@ impl FunctionInstance {
         let close = pb::CloseRequest { instance_id: self.id.clone() };
         // The restart hook may already have reopened it; a missing instance is fine.
         let _ = call(&self.plugin, "Close", self.timeouts, client.close(close)).await;
-        open_on(&live, &open, self.timeouts, &self.plugin).await
+        open_on(&live, &open, self.timeouts, &self.plugin).await.map(|_| ())
     }
 
     async fn exec_once(&self, rows: Vec<pb::ArgRow>) -> Result<Vec<RowOutcome>, HostError> {
@@ -816,6 +831,7 @@ pub struct SourceInstance {
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
     timeouts: Timeouts,
+    rewindable: bool,
 }
 
 impl SourceInstance {
@@ -827,6 +843,11 @@ impl SourceInstance {
     /// How often its process was restarted after a crash.
     pub fn restarts(&self) -> u32 {
         self.entry.process.restarts()
+    }
+
+    /// Whether the source declared that it can replay from an offset.
+    pub fn rewindable(&self) -> bool {
+        self.rewindable
     }
 
     /// Repositions the source to just after `offset`, an offset it reported.

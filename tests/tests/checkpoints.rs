@@ -337,3 +337,30 @@ fn one_rule_calling_a_function_twice_has_two_counters() {
     assert_eq!(last["a"], a);
     assert_eq!(last["b"], a + 10, "the second call site counts one more word per row, on its own counter");
 }
+
+#[test]
+fn a_checkpointed_rule_over_a_source_that_cannot_replay_says_so() {
+    let p = plugins();
+    p.add("sources", "random", "random");
+    let d = Daemon::start(p.path(), &[]);
+    let sql = r#"CREATE STREAM r () WITH (TYPE="random", interval="50", pattern='{"text":"a b"}')"#;
+    assert_eq!(d.http("POST", "/streams", Some(&serde_json::json!({ "sql": sql }).to_string())).0, 201);
+    let out = tempfile::tempdir().unwrap();
+    let rule = serde_json::json!({
+        "id": "q", "sql": "SELECT text FROM r",
+        "actions": [{"file": {"path": out.path().join("o.jsonl").display().to_string()}}],
+        "options": {"qos": 1, "checkpointInterval": 100}
+    });
+    assert_eq!(d.http("POST", "/rules", Some(&rule.to_string())).0, 201);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s = d.get_json("/rules/q/status");
+        if s.get("warning").is_some() || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let warning = status["warning"].as_str().unwrap_or_default();
+    assert!(warning.contains("source random is not rewindable") && warning.contains("not replayed"), "{status}");
+    assert_eq!(status["status"], "running");
+}

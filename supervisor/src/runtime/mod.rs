@@ -441,6 +441,9 @@ impl Engine {
         if let RunState::Failed(reason) = &state {
             out.insert("message".into(), json!(reason));
         }
+        if let Some(w) = status.warning() {
+            out.insert("warning".into(), json!(w));
+        }
         if let Some((id, at)) = status.last_checkpoint() {
             out.insert("checkpoint_last_id".into(), json!(id));
             out.insert("checkpoint_last_time".into(), json!(at));

@@ -42,6 +42,7 @@ pub struct RuleStatus {
     instances: Mutex<Vec<(String, Instance)>>,
     /// The newest checkpoint this run completed: its id and when (ms since the epoch).
     last_checkpoint: Mutex<Option<(u64, u64)>>,
+    warning: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -66,7 +67,17 @@ impl RuleStatus {
                 .collect(),
             instances: Mutex::default(),
             last_checkpoint: Mutex::default(),
+            warning: Mutex::default(),
         }
+    }
+
+    /// A condition worth an operator's attention that does not stop the rule.
+    pub fn warning(&self) -> Option<String> {
+        self.warning.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_warning(&self, w: String) {
+        *self.warning.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
     }
 
     /// The newest completed checkpoint: id and time in ms since the epoch.
@@ -215,6 +226,18 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         .map_err(|e| format!("cannot open source {}: {e}", ctx.stream.source_type()))?;
     let source = Arc::new(source);
     ctx.status.register("source".into(), Instance::Source(source.clone()));
+    if checkpointing && !source.rewindable() {
+        // Allowed, as in eKuiper (an MQTT source cannot replay either), but
+        // the operator should know what a checkpoint can and cannot restore.
+        let warning = format!(
+            "source {} is not rewindable: with qos {} the rule restores its state after a failure, \
+             but records the source produced since the last checkpoint are not replayed",
+            ctx.stream.source_type(),
+            plan.qos
+        );
+        tracing::warn!(rule, "{warning}");
+        ctx.status.set_warning(warning);
+    }
 
     let mut functions = Vec::new();
     for (site, call) in plan.select.calls.iter().enumerate() {
