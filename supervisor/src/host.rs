@@ -745,13 +745,16 @@ impl FunctionInstance {
     /// is reopened with the supervisor's copy of its state: whatever the
     /// failed attempt changed in the plugin's resident state is discarded, so
     /// nothing is counted twice.
-    pub async fn exec(&self, rows: Vec<Vec<Value>>) -> Result<Vec<RowOutcome>, HostError> {
-        let rows: Vec<pb::ArgRow> =
-            rows.into_iter().map(|r| pb::ArgRow { args: r.into_iter().map(Into::into).collect() }).collect();
-        match self.exec_once(rows.clone()).await {
+    pub async fn exec(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
+        // Converting from the borrowed rows is the one copy a call needs; a
+        // retry converts again instead of keeping a second copy around.
+        let wire = |rows: &[Vec<Value>]| -> Vec<pb::ArgRow> {
+            rows.iter().map(|r| pb::ArgRow { args: r.iter().cloned().map(Into::into).collect() }).collect()
+        };
+        match self.exec_once(wire(rows)).await {
             Err(HostError::Call { .. } | HostError::Timeout { .. } | HostError::Protocol { .. }) => {
                 self.resync().await?;
-                self.exec_once(rows).await
+                self.exec_once(wire(rows)).await
             }
             other => other,
         }

@@ -243,7 +243,12 @@ fn at_least_once_under_chaos_loses_nothing() {
         if missing == 0 {
             break (lines, lines - total);
         }
-        assert!(Instant::now() < deadline, "{missing} rows never arrived");
+        assert!(
+            Instant::now() < deadline,
+            "{missing} rows never arrived; status {}\nlog tail:\n{}",
+            d.http("GET", "/rules/chaos/status", None).1,
+            d.log().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     println!("qos 1 under chaos: {rows} rows written for {total} inputs, {duplicates} duplicates");

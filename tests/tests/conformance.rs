@@ -185,7 +185,7 @@ async fn open_at(e: &Env, rule: &str, operator: &str, function: &str) -> Functio
 
 /// One row through `f`.
 async fn call(f: &FunctionInstance, args: Vec<Value>) -> RowOutcome {
-    let out = f.exec(vec![args.clone()]).await.unwrap_or_else(|e| panic!("{}{args:?}: {e}", f.symbol()));
+    let out = f.exec(std::slice::from_ref(&args)).await.unwrap_or_else(|e| panic!("{}{args:?}: {e}", f.symbol()));
     assert_eq!(out.len(), 1, "one row, one result: {out:?}");
     out.into_iter().next().unwrap()
 }
@@ -435,7 +435,7 @@ async fn batches(c: Arc<Cell>) {
     let e = c.env(&["functions"], &[], fast_timeouts());
     let fail = open_fn(&e, "r1", "cf_fail").await;
     let rows = vec![vec![s("ok")], vec![s("bad1")], vec![Value::Int(3)], vec![s("bad2")]];
-    let out = fail.exec(rows).await.expect("cf_fail batch");
+    let out = fail.exec(&rows).await.expect("cf_fail batch");
     assert_eq!(out, vec![Ok(s("ok")), Err("cf_fail: bad1".into()), Ok(Value::Int(3)), Err("cf_fail: bad2".into())]);
 
     let echo = open_at(&e, "r1", "op1", "cf_echo").await;
@@ -459,7 +459,8 @@ async fn batches(c: Arc<Cell>) {
         Value::Map(BTreeMap::new()),
         map(&[("a", Value::Int(1)), ("b", Value::List(vec![map(&[("c", Value::Bytes(vec![7]))])]))]),
     ];
-    let out = echo.exec(values.iter().map(|v| vec![v.clone()]).collect()).await.expect("cf_echo batch");
+    let rows: Vec<Vec<Value>> = values.iter().map(|v| vec![v.clone()]).collect();
+    let out = echo.exec(&rows).await.expect("cf_echo batch");
     assert_eq!(out.len(), values.len());
     let wrong: Vec<String> = values
         .iter()
@@ -496,7 +497,7 @@ async fn state(c: Arc<Cell>) {
 async fn restore(c: Arc<Cell>) {
     let e = c.env(&["functions"], &[], fast_timeouts());
     let f = open_fn(&e, "r1", "cf_count").await;
-    let out = f.exec(vec![vec![s("x")]; 3]).await.expect("cf_count batch");
+    let out = f.exec(&vec![vec![s("x")]; 3]).await.expect("cf_count batch");
     assert_eq!(out, vec![Ok(Value::Int(1)), Ok(Value::Int(2)), Ok(Value::Int(3))]);
     let old = f.pid().expect("a pid");
     kill9(old);

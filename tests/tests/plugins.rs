@@ -41,13 +41,13 @@ async fn function_batches_carry_per_row_errors() {
         vec![Value::from("not a list")],
         vec![Value::List(vec![])],
     ];
-    let out = f.exec(rows).await.unwrap();
+    let out = f.exec(&rows).await.unwrap();
     assert_eq!(out[0], Ok(Value::Int(3)));
     assert_eq!(out[1], Err("arg is not a list, got string".to_string()));
     assert_eq!(out[2], Ok(Value::Int(1)));
     // A large batch is one call.
     let big: Vec<Vec<Value>> = (0..10_000).map(|i| vec![Value::List(vec![Value::Int(i)])]).collect();
-    let out = f.exec(big).await.unwrap();
+    let out = f.exec(&big).await.unwrap();
     assert_eq!(out.len(), 10_000);
     assert!(out.iter().all(|r| r == &Ok(Value::Int(2))));
     t.host.shutdown().await;

@@ -30,14 +30,14 @@ async fn constructor_plugins_run_one_process_per_rule_with_isolated_state() {
     let r2 = t.host.open_function("r2", "op0", "accumulateWordCount", s).await.unwrap();
     assert_ne!(r1.pid(), r2.pid(), "each rule gets its own process");
 
-    assert_eq!(int(r1.exec(words("a b c")).await.unwrap()), 3);
-    assert_eq!(int(r2.exec(words("x y")).await.unwrap()), 2);
-    assert_eq!(int(r1.exec(words("d")).await.unwrap()), 4, "rule 1 counts only its own words");
+    assert_eq!(int(r1.exec(&words("a b c")).await.unwrap()), 3);
+    assert_eq!(int(r2.exec(&words("x y")).await.unwrap()), 2);
+    assert_eq!(int(r1.exec(&words("d")).await.unwrap()), 4, "rule 1 counts only its own words");
 
     // A second call site in the same rule has its own counter.
     let r1b = t.host.open_function("r1", "op1", "accumulateWordCount", s).await.unwrap();
     assert_eq!(r1b.pid(), r1.pid(), "one process per rule, not per call site");
-    assert_eq!(int(r1b.exec(words("e f")).await.unwrap()), 2);
+    assert_eq!(int(r1b.exec(&words("e f")).await.unwrap()), 2);
 
     // The supervisor's copy follows the batches.
     assert_eq!(t.host.state().counter("r1/op0", "allwordcount"), Ok(4));
@@ -67,7 +67,7 @@ async fn singleton_plugins_serve_every_rule_from_one_process() {
     let b = t.host.open_function("r2", "op0", "echo", s).await.unwrap();
     assert_eq!(a.pid(), b.pid());
     let rows = vec![vec![Value::Int(7)], vec![Value::from("x")], vec![Value::Null]];
-    let out = a.exec(rows).await.unwrap();
+    let out = a.exec(&rows).await.unwrap();
     assert_eq!(out, vec![Ok(Value::Int(7)), Ok(Value::from("x")), Ok(Value::Null)]);
     let upper = t.host.open_function("r3", "op0", "ECHO", s).await.unwrap();
     assert_eq!(upper.symbol(), "echo", "SQL function names are case-insensitive");
@@ -86,7 +86,7 @@ async fn a_plugin_with_open_batch_streams_stops_gracefully_and_quickly() {
     // 2 s grace periods to be SIGKILLed.
     let t = TestHost::new(plugins.path(), Timeouts::default());
     let f = t.host.open_function("r1", "op0", "echo", RestartStrategy::default()).await.unwrap();
-    f.exec(vec![vec![Value::Int(1)]]).await.unwrap();
+    f.exec(&[vec![Value::Int(1)]]).await.unwrap();
     let pid = f.pid().unwrap();
     let started = Instant::now();
     t.host.shutdown().await;
@@ -101,12 +101,12 @@ async fn a_killed_plugin_is_restarted_and_resumes_from_its_state() {
     plugins.add("functions", "accumulateWordCount", "accumulateWordCount");
     let t = TestHost::new(plugins.path(), fast_timeouts());
     let f = t.host.open_function("r1", "op0", "accumulateWordCount", RestartStrategy::default()).await.unwrap();
-    assert_eq!(int(f.exec(words("a b c")).await.unwrap()), 3);
+    assert_eq!(int(f.exec(&words("a b c")).await.unwrap()), 3);
     let old = f.pid().unwrap();
     kill9(old);
     assert!(wait_until(Duration::from_secs(5), || f.pid().is_some_and(|p| p != old)).await, "restarted");
     // The restarted process got the counter back when its instance was reopened.
-    assert_eq!(int(f.exec(words("d e")).await.unwrap()), 5);
+    assert_eq!(int(f.exec(&words("d e")).await.unwrap()), 5);
     let info = t.host.describe(PluginKind::Function, "accumulateWordCount").await.unwrap();
     assert_eq!(info.processes[0].restarts, 1);
     assert!(!alive(old));
@@ -125,7 +125,7 @@ async fn a_crash_loop_is_reported_with_the_plugins_last_words() {
     plugins.add_fixture("functions", "fixture", &[("OORT_FIXTURE_MODE", "exit-at-start")]);
     kill9(f.pid().unwrap());
     let err = loop {
-        match f.exec(vec![vec![]]).await {
+        match f.exec(&[vec![]]).await {
             Err(e @ HostError::Process(ProcessError::CrashLoop { .. })) => break e,
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -190,10 +190,10 @@ async fn a_call_that_never_returns_times_out_and_the_plugin_stays_usable() {
     let t = TestHost::new(plugins.path(), timeouts);
     let f = t.host.open_function("r1", "op0", "sleep", RestartStrategy::default()).await.unwrap();
     let started = Instant::now();
-    let err = f.exec(vec![vec![Value::Int(30_000)]]).await.unwrap_err();
+    let err = f.exec(&[vec![Value::Int(30_000)]]).await.unwrap_err();
     assert!(matches!(err, HostError::Timeout { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-    assert_eq!(f.exec(vec![vec![Value::Int(1)]]).await.unwrap(), vec![Ok(Value::Int(1))]);
+    assert_eq!(f.exec(&[vec![Value::Int(1)]]).await.unwrap(), vec![Ok(Value::Int(1))]);
     t.host.shutdown().await;
 }
 
@@ -210,18 +210,18 @@ async fn the_state_service_scopes_every_call_by_the_process_token() {
     let t = TestHost::new(plugins.path(), fast_timeouts());
     let s = RestartStrategy::default();
     let victim = t.host.open_function("r1", "op0", "accumulateWordCount", s).await.unwrap();
-    assert_eq!(int(victim.exec(words("a b c")).await.unwrap()), 3);
+    assert_eq!(int(victim.exec(&words("a b c")).await.unwrap()), 3);
 
     let tally = t.host.open_function("r2", "op0", "tally", s).await.unwrap();
     let steal = t.host.open_function("r2", "op1", "steal", s).await.unwrap();
     // Direct State calls work on the caller's own instance...
-    assert_eq!(int(tally.exec(vec![vec![Value::from("k")]]).await.unwrap()), 1);
-    assert_eq!(int(tally.exec(vec![vec![Value::from("k")]]).await.unwrap()), 2);
+    assert_eq!(int(tally.exec(&[vec![Value::from("k")]]).await.unwrap()), 1);
+    assert_eq!(int(tally.exec(&[vec![Value::from("k")]]).await.unwrap()), 2);
     assert_eq!(t.host.state().counter("r2/op0", "k"), Ok(2));
-    let own = steal.exec(vec![vec![Value::from("r2/op0"), Value::from("k")]]).await.unwrap();
+    let own = steal.exec(&[vec![Value::from("r2/op0"), Value::from("k")]]).await.unwrap();
     assert_eq!(own, vec![Ok(Value::Int(2))], "an instance of the same process may be read");
     // ...and never reach another process's instance, whatever id is sent.
-    let stolen = steal.exec(vec![vec![Value::from("r1/op0"), Value::from("allwordcount")]]).await.unwrap();
+    let stolen = steal.exec(&[vec![Value::from("r1/op0"), Value::from("allwordcount")]]).await.unwrap();
     match stolen.as_slice() {
         [Ok(Value::String(s))] => assert!(s.starts_with("PermissionDenied"), "{s}"),
         other => panic!("the steal succeeded or failed oddly: {other:?}"),

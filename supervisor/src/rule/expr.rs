@@ -98,15 +98,27 @@ pub fn eval<'a, F: Functions>(
                 rows.into_iter().map(|row| row.and_then(|args| f.apply(&args))).collect()
             }
             Expr::Call { site, args, .. } => {
-                let rows = eval_args(args, records, functions).await?;
-                // Only rows whose arguments all evaluated reach the plugin.
-                let ok_rows: Vec<Vec<Value>> = rows.iter().flatten().cloned().collect();
+                // Only rows whose arguments all evaluated reach the plugin; the
+                // argument values move into the call rather than being copied.
+                let mut ok_rows = Vec::with_capacity(n);
+                let failed: Vec<Option<String>> = eval_args(args, records, functions)
+                    .await?
+                    .into_iter()
+                    .map(|row| match row {
+                        Ok(args) => {
+                            ok_rows.push(args);
+                            None
+                        }
+                        Err(e) => Some(e),
+                    })
+                    .collect();
                 let mut results =
                     if ok_rows.is_empty() { Vec::new() } else { functions.call(*site, ok_rows).await? }.into_iter();
-                rows.into_iter()
-                    .map(|row| match row {
-                        Ok(_) => results.next().unwrap_or_else(|| Err("the plugin returned too few results".into())),
-                        Err(e) => Err(e),
+                failed
+                    .into_iter()
+                    .map(|f| match f {
+                        None => results.next().unwrap_or_else(|| Err("the plugin returned too few results".into())),
+                        Some(e) => Err(e),
                     })
                     .collect()
             }

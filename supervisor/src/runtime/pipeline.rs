@@ -411,8 +411,10 @@ struct Checkpointer<'a> {
 impl Checkpointer<'_> {
     async fn take(&mut self, id: u64, offset: &Option<Value>) -> Result<(), Failure> {
         let rule = self.ctx.plan.def.id.as_str();
-        let exactly_once = self.ctx.plan.qos == 2;
-        let sink_failure = |reason: String| Failure { reason, recoverable: exactly_once };
+        // A sink that fails its part of a checkpoint (its process died during
+        // the barrier, say) is cured by restarting the rule from the last
+        // complete checkpoint, whatever the qos: nothing newer was promised.
+        let sink_failure = |reason: String| Failure { reason, recoverable: true };
         // The barrier follows every batch already queued: once each sink has
         // answered it, the whole pipeline holds nothing newer than `offset`.
         let mut replies = Vec::new();
@@ -521,7 +523,7 @@ impl Functions for Calls<'_> {
     async fn call(&self, site: usize, rows: Vec<Vec<Value>>) -> Result<Vec<Cell>, CallError> {
         let mut attempt = 0;
         loop {
-            match self.functions[site].exec(rows.clone()).await {
+            match self.functions[site].exec(&rows).await {
                 Ok(cells) => return Ok(cells),
                 Err(e) if fatal(&e) || attempt >= self.attempts.attempts => return Err(CallError::Host(e)),
                 Err(e) => {

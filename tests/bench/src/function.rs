@@ -106,7 +106,7 @@ async fn oort(f: &FunctionInstance, rows: &[Vec<Value>], dur: Duration) -> Resul
     let start = Instant::now();
     let mut done = 0u64;
     while start.elapsed() < dur {
-        let out = f.exec(rows.to_vec()).await?;
+        let out = f.exec(rows).await?;
         if out.len() != rows.len() {
             bail!("echo answered {} rows with {}", rows.len(), out.len());
         }
@@ -132,7 +132,7 @@ async fn echo_instance(launcher: Option<&str>) -> Result<(PluginsDir, TestHost, 
     }
     let host = TestHost::new(plugins.path(), bench_timeouts());
     let f = host.host.open_function("bench", "fn_0_echo", "echo", RestartStrategy::default()).await?;
-    f.exec(vec![vec![Value::Int(1)]]).await.context("first echo call")?;
+    f.exec(&[vec![Value::Int(1)]]).await.context("first echo call")?;
     Ok((plugins, host, f))
 }
 
@@ -315,7 +315,7 @@ async fn single_row(pinned: bool, n: usize) -> Result<Json> {
         let before = switches(plugin)?;
         for _ in 0..block {
             let t = Instant::now();
-            f.exec(rows.clone()).await?;
+            f.exec(&rows).await?;
             if keep {
                 s.oort.push(t.elapsed().as_nanos() as u64);
             }

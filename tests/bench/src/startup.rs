@@ -109,7 +109,7 @@ pub async fn memory_child(n: usize) -> Result<()> {
     let baseline = rss_kb(me)?;
     let strategy = RestartStrategy::default();
     let first = host.host.open_function("mem0", "fn_0_echo", "echo", strategy).await?;
-    first.exec(vec![vec![Value::Int(1)]]).await?;
+    first.exec(&[vec![Value::Int(1)]]).await?;
     let plugin = first.pid().context("echo pid")?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let plugin_one = rss_kb(plugin)?;
@@ -125,7 +125,7 @@ pub async fn memory_child(n: usize) -> Result<()> {
             }
         };
         // One call, so that each instance holds its open Exec stream as in a running rule.
-        if let Err(e) = f.exec(vec![vec![Value::Int(i as i64)]]).await {
+        if let Err(e) = f.exec(&[vec![Value::Int(i as i64)]]).await {
             failure = Some(format!("first call on instance {}: {e}", i + 1));
             break;
         }
