@@ -51,16 +51,21 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         runtime = %runtime.path().display(),
         "oort is serving"
     );
+    // Every endpoint is bound before the REST API answers: a client that saw
+    // `/ping` succeed can use the gRPC endpoint at once.
+    let grpc_task = match &config.grpc_addr {
+        Some(addr) => {
+            let listener = api::bind_grpc(addr).await?;
+            Some(tokio::spawn(api::serve_grpc(listener, host.clone(), engine.clone(), shutdown.clone())))
+        }
+        None => None,
+    };
     engine.resume().await;
     let app = api::router(host.clone(), engine.clone(), config.plugins_dir.clone(), config.api.clone());
     let stop = shutdown.clone();
     let rest_task = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.wait().await }).await
     });
-    let grpc_task = config
-        .grpc_addr
-        .clone()
-        .map(|addr| tokio::spawn(api::serve_grpc(addr, host.clone(), engine.clone(), shutdown.clone())));
 
     shutdown.wait().await;
     tracing::info!("shutting down: stopping rules and plugin processes");

@@ -13,10 +13,32 @@ pub use state_service::serve_state;
 
 use crate::shutdown::Shutdown;
 
+/// A bound gRPC listener: bound before the daemon reports ready, so that a
+/// client that saw `/ping` answer can connect at once.
+pub enum GrpcListener {
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+    Tcp(tokio::net::TcpListener),
+}
+
+/// Binds `addr` (`unix:PATH` or `HOST:PORT`) for [`serve_grpc`].
+pub async fn bind_grpc(addr: &str) -> anyhow::Result<GrpcListener> {
+    use anyhow::Context as _;
+    Ok(match addr.strip_prefix("unix:") {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("cannot listen on {addr}"))?;
+            GrpcListener::Unix(listener, path.into())
+        }
+        None => GrpcListener::Tcp(
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+    })
+}
+
 /// Serves the admin API (`oort.admin.v1`), gRPC health and server reflection
-/// on `addr` (`unix:PATH` or `HOST:PORT`) until shutdown.
+/// on a bound listener until shutdown.
 pub async fn serve_grpc(
-    addr: String,
+    listener: GrpcListener,
     host: std::sync::Arc<crate::host::Host>,
     engine: std::sync::Arc<crate::runtime::Engine>,
     shutdown: Shutdown,
@@ -38,14 +60,16 @@ pub async fn serve_grpc(
     let router =
         tonic::transport::Server::builder().add_service(health_service).add_service(reflection).add_service(admin);
     let stop = async move { shutdown.wait().await };
-    if let Some(path) = addr.strip_prefix("unix:") {
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)?;
-        router.serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), stop).await?;
-        let _ = std::fs::remove_file(path);
-    } else {
-        let listener = tokio::net::TcpListener::bind(&addr).await?;
-        router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stop).await?;
+    match listener {
+        GrpcListener::Unix(listener, path) => {
+            router
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), stop)
+                .await?;
+            let _ = std::fs::remove_file(path);
+        }
+        GrpcListener::Tcp(listener) => {
+            router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stop).await?;
+        }
     }
     Ok(())
 }
