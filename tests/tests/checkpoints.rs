@@ -182,13 +182,20 @@ fn chaos(qos: u8, seed: u64, total: usize, feed_for: Duration, supervisor_kills:
             std::thread::sleep(pause.saturating_sub(strike));
             continue;
         }
-        let pids = plugin_pids(&d, "chaos");
-        if !pids.is_empty() {
-            let victim = pids[(rng.next() % pids.len() as u64) as usize];
-            if alive(victim) {
-                kill9(victim);
-                plugin_kills += 1;
+        // The rule may be between processes (restoring after the previous
+        // kill): wait for a live victim rather than skipping this round.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let pids = plugin_pids(&d, "chaos");
+            if !pids.is_empty() {
+                let victim = pids[(rng.next() % pids.len() as u64) as usize];
+                if alive(victim) {
+                    kill9(victim);
+                    plugin_kills += 1;
+                    break;
+                }
             }
+            std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(pause.saturating_sub(strike));
     }
