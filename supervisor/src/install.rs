@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{fold, is_valid_name, Metadata, PluginKind};
+use crate::catalog::{fold, hex, is_valid_name, Metadata, PluginKind};
 
 /// The largest archive accepted, downloaded or local: 256 MiB.
 pub const MAX_ARCHIVE_BYTES: u64 = 256 << 20;
@@ -302,16 +302,6 @@ fn parse_sha256(given: &str) -> Result<String, InstallError> {
     } else {
         Err(InstallError::InvalidSha256 { given: given.to_owned() })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 /// Persists the renames in `dir`; a failure is only logged, the files themselves are already synced.

@@ -237,7 +237,7 @@ fn new_token() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::catalog::hex(&bytes)
 }
 
 #[cfg(test)]

@@ -268,16 +268,15 @@ impl Engine {
         }
         let plan = def.plan()?;
         if !self.rules.lock().await.contains_key(id) {
-            return Err(EngineError::NotFound(format!("no rule named {id:?}")));
+            return Err(no_rule(id));
         }
         self.validate(&plan).await?;
         let mut rules = self.rules.lock().await;
-        let entry = rules.get_mut(id).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?;
+        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
         let running = entry.stored.running;
         stop_entry(entry).await;
         // A new definition is a new rule: its old checkpoints do not apply.
-        self.store.delete_checkpoints(id)?;
-        self.host.state().forget_rule(id);
+        self.discard_state(id)?;
         let stored = StoredRule { rule: def, running };
         self.store.put(Namespace::Rules, id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
         *entry = RuleEntry { stored, status: Arc::new(RuleStatus::new(&plan)), plan, run: None };
@@ -290,13 +289,12 @@ impl Engine {
     /// Stops and deletes a rule, with its state.
     pub async fn delete_rule(&self, id: &str) -> Result<(), EngineError> {
         let mut rules = self.rules.lock().await;
-        let entry = rules.get_mut(id).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?;
+        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
         stop_entry(entry).await;
-        self.store.delete_checkpoints(id)?;
+        // A new rule with the same id starts from nothing (eKuiper bug #871).
+        self.discard_state(id)?;
         self.store.delete(Namespace::Rules, id)?;
         rules.remove(id);
-        // A new rule with the same id starts from nothing (eKuiper bug #871).
-        self.host.state().forget_rule(id);
         Ok(())
     }
 
@@ -314,15 +312,21 @@ impl Engine {
         Ok(())
     }
 
+    /// Deletes a rule's checkpoints and forgets its in-memory state.
+    fn discard_state(&self, id: &str) -> Result<(), EngineError> {
+        self.store.delete_checkpoints(id)?;
+        self.host.state().forget_rule(id);
+        Ok(())
+    }
+
     /// Discards a rule's checkpoints and state, the operator's explicit choice
     /// after a checkpoint could not be restored. A running rule restarts empty.
     pub async fn reset_state(&self, id: &str) -> Result<(), EngineError> {
         let mut rules = self.rules.lock().await;
-        let entry = rules.get_mut(id).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?;
+        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
         let running = entry.stored.running;
         stop_entry(entry).await;
-        self.store.delete_checkpoints(id)?;
-        self.host.state().forget_rule(id);
+        self.discard_state(id)?;
         if running {
             self.start_locked(&mut rules, id).await?;
         }
@@ -337,7 +341,7 @@ impl Engine {
     }
 
     fn set_running(&self, rules: &mut BTreeMap<String, RuleEntry>, id: &str, running: bool) -> Result<(), EngineError> {
-        let entry = rules.get_mut(id).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?;
+        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
         if entry.stored.running != running {
             entry.stored.running = running;
             self.store.put(Namespace::Rules, id, &serde_json::to_vec(&entry.stored).expect("a rule serializes"))?;
@@ -346,7 +350,7 @@ impl Engine {
     }
 
     async fn start_locked(&self, rules: &mut BTreeMap<String, RuleEntry>, id: &str) -> Result<(), EngineError> {
-        let entry = rules.get_mut(id).ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?;
+        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
         if entry.run.as_ref().is_some_and(|r| !r.task.is_finished()) {
             return Ok(());
         }
@@ -420,20 +424,14 @@ impl Engine {
     /// A rule's definition as given.
     pub async fn get_rule(&self, id: &str) -> Result<RuleDef, EngineError> {
         let rules = self.rules.lock().await;
-        rules
-            .get(id)
-            .map(|e| e.stored.rule.clone())
-            .ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))
+        rules.get(id).map(|e| e.stored.rule.clone()).ok_or_else(|| no_rule(id))
     }
 
     /// eKuiper's flat status object, plus the plugin processes serving the rule.
     pub async fn rule_status(&self, id: &str) -> Result<Json, EngineError> {
         let status = {
             let rules = self.rules.lock().await;
-            rules
-                .get(id)
-                .map(|e| e.status.clone())
-                .ok_or_else(|| EngineError::NotFound(format!("no rule named {id:?}")))?
+            rules.get(id).map(|e| e.status.clone()).ok_or_else(|| no_rule(id))?
         };
         let mut out = serde_json::Map::new();
         let state = status.state();
@@ -485,6 +483,10 @@ impl Engine {
             .map(|(id, _)| id.clone())
             .collect()
     }
+}
+
+fn no_rule(id: &str) -> EngineError {
+    EngineError::NotFound(format!("no rule named {id:?}"))
 }
 
 fn status_word(s: &RunState) -> &'static str {
