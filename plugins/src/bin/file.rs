@@ -8,6 +8,13 @@
 //! Properties: `path` (required), `fsync` (bool, default false: when true every
 //! batch is fsynced before it is acknowledged). Each batch is one `write(2)`.
 //!
+//! A `kill -9` can cut that write short (the kernel stops copying pages once a
+//! fatal signal is pending), leaving an incomplete last line that was never
+//! acknowledged. Open repairs it before appending: an incomplete last line that
+//! is valid JSON on its own (a write cut just before its newline) gets its
+//! newline; anything else is cut off with a warning naming the bytes removed.
+//! The rule re-sends the unacknowledged batch, so no record is lost either way.
+//!
 //! Two-phase commit (exactly-once with rule option `qos: 2`): pre-commit
 //! fsyncs and returns the file's length as the handle; commit truncates the
 //! file to that length. Commit changes nothing in normal operation and, after a
@@ -60,13 +67,19 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn open(&mut self, _ctx: &Context, props: &Props) -> Result<(), BoxError> {
+    fn open(&mut self, ctx: &Context, props: &Props) -> Result<(), BoxError> {
         let path = props.get("path").and_then(Value::as_str).ok_or("the file sink needs a string property `path`")?;
         self.fsync = match props.get("fsync") {
             None => false,
             Some(v) => v.as_bool().ok_or("property fsync must be a bool")?,
         };
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("open {path}: {e}"))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("open {path}: {e}"))?;
+        repair_torn_tail(ctx, path, &mut file).map_err(|e| format!("repairing the end of {path}: {e}"))?;
         self.out = Some(file);
         self.path = path.to_string();
         Ok(())
@@ -135,6 +148,49 @@ impl Sink for FileSink {
         }
         Ok(())
     }
+}
+
+/// Makes `file` end with a complete line (see the module comment): a last line
+/// without its newline gets one if it is valid JSON and is cut off otherwise.
+fn repair_torn_tail(ctx: &Context, path: &str, file: &mut File) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    // Read backwards, a chunk at a time, until the last newline is found.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut end = len;
+    let line_start = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(CHUNK as u64);
+        let mut chunk = vec![0; (end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        if end == len && chunk.last() == Some(&b'\n') {
+            return Ok(());
+        }
+        let newline = chunk.iter().rposition(|b| *b == b'\n');
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        if let Some(i) = newline {
+            tail.drain(..=i);
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if tail.is_empty() {
+        return Ok(());
+    }
+    if serde_json::from_slice::<serde_json::Value>(&tail).is_ok() {
+        file.write_all(b"\n")?;
+    } else {
+        ctx.logger().warn(format!(
+            "file sink {path}: removed an incomplete last line ({} bytes from offset {line_start}), \
+             left by a write that a crash cut short",
+            tail.len()
+        ));
+        file.set_len(line_start)?;
+    }
+    file.sync_data()
 }
 
 /// How much one `read(2)` asks for.
