@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "oort/admin/v1/admin.proto",
     ];
     tonic_prost_build::configure()
+        // Ordered maps decode without hashing every key and convert to the
+        // domain's `BTreeMap`s in key order; they also encode deterministically.
+        .btree_map(".")
         .file_descriptor_set_path(out.join("oort_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
     for p in protos {

@@ -55,8 +55,8 @@ pub struct HostConfig {
 #[derive(Clone)]
 enum OpenSpec {
     Function { spec: pb::InstanceSpec },
-    Source { spec: pb::InstanceSpec, datasource: String, props: HashMap<String, pb::Value> },
-    Sink { spec: pb::InstanceSpec, props: HashMap<String, pb::Value> },
+    Source { spec: pb::InstanceSpec, datasource: String, props: std::collections::BTreeMap<String, pb::Value> },
+    Sink { spec: pb::InstanceSpec, props: std::collections::BTreeMap<String, pb::Value> },
 }
 
 type Instances = Arc<Mutex<HashMap<String, OpenSpec>>>;
@@ -393,7 +393,9 @@ impl Host {
             entry,
             state: self.state.clone(),
             timeouts: self.config.timeouts,
-            stream: BatchStream::new(&plugin, "Exec", self.config.timeouts.call),
+            stream: BatchStream::new(&plugin, "Exec", self.config.timeouts.call, |r: &pb::ExecResult| r.seq),
+            turns: Turns::default(),
+            retries: strategy,
         })
     }
 
@@ -443,7 +445,7 @@ impl Host {
             entry,
             state: self.state.clone(),
             timeouts: self.config.timeouts,
-            stream: BatchStream::new(&plugin, "Write", self.config.timeouts.call),
+            stream: BatchStream::new(&plugin, "Write", self.config.timeouts.call, |a: &pb::WriteAck| a.seq),
         })
     }
 
@@ -618,27 +620,72 @@ impl Hooks for EntryHooks {
 pub type RowOutcome = Result<Value, String>;
 
 /// A long-lived stream on which every request gets exactly one response, in
-/// order. Broken or timed-out streams are discarded, never reused: after a
-/// failure nobody knows which response comes next.
+/// order. Several requests may be in flight: a caller sends its batch and
+/// waits for its own answer, so the next caller can encode and send while the
+/// plugin works (protocol v1 requires answers in request order, which every
+/// plugin that handles its stream in a loop gives). Broken or timed-out streams
+/// are discarded, never reused: after a failure nobody knows which response
+/// comes next, and every request still waiting on that stream fails with it.
 struct BatchStream<Req, Resp> {
     plugin: String,
     call_name: &'static str,
     timeout: std::time::Duration,
-    open: tokio::sync::Mutex<Option<OpenStream<Req, Resp>>>,
+    response_seq: fn(&Resp) -> u64,
+    /// The open stream; held while sending, so requests go out in `seq` order
+    /// and their waiters queue in the same order.
+    open: tokio::sync::Mutex<Option<Pipe<Req, Resp>>>,
     seq: AtomicU64,
+    pipes: AtomicU64,
 }
 
-/// The request sender, the response stream, and the process generation they belong to.
-type OpenStream<Req, Resp> = (mpsc::Sender<Req>, Streaming<Resp>, u64);
+/// One open stream: its request sender, the answers still owed in order, and
+/// the task that reads responses and hands each to its waiter.
+struct Pipe<Req, Resp> {
+    id: u64,
+    tx: mpsc::Sender<Req>,
+    waiting: Arc<Mutex<Waiting<Resp>>>,
+    generation: u64,
+    reader: tokio::task::JoinHandle<()>,
+}
 
-impl<Req: Send + 'static, Resp> BatchStream<Req, Resp> {
-    fn new(plugin: &str, call_name: &'static str, timeout: std::time::Duration) -> Self {
+impl<Req, Resp> Drop for Pipe<Req, Resp> {
+    fn drop(&mut self) {
+        // Dropping the waiters' senders fails every request still in flight.
+        self.reader.abort();
+    }
+}
+
+/// The waiters of a stream's requests, oldest first; `closed` once the reader
+/// is gone, so that nobody queues behind a stream that will never answer.
+struct Waiting<Resp> {
+    queue: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<Result<Resp, Broken>>)>,
+    closed: bool,
+}
+
+/// Why a stream stopped answering.
+#[derive(Debug, Clone)]
+enum Broken {
+    /// It ended or failed.
+    Call(String),
+    /// The plugin answered out of order or unasked.
+    Protocol(String),
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> BatchStream<Req, Resp> {
+    fn new(
+        plugin: &str,
+        call_name: &'static str,
+        timeout: std::time::Duration,
+        response_seq: fn(&Resp) -> u64,
+    ) -> Self {
         BatchStream {
             plugin: plugin.to_string(),
             call_name,
             timeout,
+            response_seq,
             open: tokio::sync::Mutex::new(None),
             seq: AtomicU64::new(0),
+            pipes: AtomicU64::new(0),
         }
     }
 
@@ -647,64 +694,142 @@ impl<Req: Send + 'static, Resp> BatchStream<Req, Resp> {
         *self.open.lock().await = None;
     }
 
+    /// Ends the stream if it is still the one with this id.
+    async fn discard(&self, pipe: u64) {
+        let mut open = self.open.lock().await;
+        if open.as_ref().is_some_and(|p| p.id == pipe) {
+            *open = None;
+        }
+    }
+
     /// Sends the request built for the next sequence number and waits for its
     /// response, all within the call deadline. The first request is queued
     /// before the call starts, so a server that sends its response headers only
     /// with its first response (grpc-go's default) cannot deadlock us.
+    ///
+    /// With `may_open` false a caller only joins a stream that is open: the
+    /// answer is `None` when there is none (see [`FunctionInstance::exec`]).
     async fn round_trip<Fut>(
         &self,
         live: &Live,
+        may_open: bool,
         request: impl FnOnce(u64) -> Req,
         start: impl FnOnce(tonic::transport::Channel, tokio_stream::wrappers::ReceiverStream<Req>) -> Fut,
-        response_seq: impl Fn(&Resp) -> u64,
-    ) -> Result<Resp, HostError>
+    ) -> Result<Option<Resp>, HostError>
     where
         Fut: std::future::Future<Output = Result<tonic::Response<Streaming<Resp>>, tonic::Status>>,
     {
         let (plugin, call_name, timeout) = (self.plugin.as_str(), self.call_name, self.timeout);
         let failed = |message: String| HostError::Call { plugin: plugin.to_string(), call: call_name, message };
-        let mut guard = self.open.lock().await;
-        if guard.as_ref().is_some_and(|(_, _, generation)| *generation != live.generation) {
-            *guard = None;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || HostError::Timeout { plugin: plugin.to_string(), call: call_name, timeout };
+        let (answer, pipe) = match tokio::time::timeout_at(deadline, self.send(live, may_open, request, start)).await {
+            Ok(Ok(Some(sent))) => sent,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(message)) => return Err(failed(message)),
+            Err(_) => {
+                self.reset().await;
+                return Err(timed_out());
+            }
+        };
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(Ok(response))) => Ok(Some(response)),
+            Ok(Ok(Err(Broken::Protocol(reason)))) => {
+                self.discard(pipe).await;
+                Err(HostError::Protocol { plugin: plugin.to_string(), reason })
+            }
+            Ok(Ok(Err(Broken::Call(message)))) => {
+                self.discard(pipe).await;
+                Err(failed(message))
+            }
+            Ok(Err(_)) => Err(failed("stream closed".into())),
+            Err(_) => {
+                self.discard(pipe).await;
+                Err(timed_out())
+            }
+        }
+    }
+
+    /// Queues a waiter and sends the request, opening the stream first if
+    /// needed and allowed. Returns the waiter's receiver and the id of the
+    /// stream used.
+    async fn send<Fut>(
+        &self,
+        live: &Live,
+        may_open: bool,
+        request: impl FnOnce(u64) -> Req,
+        start: impl FnOnce(tonic::transport::Channel, tokio_stream::wrappers::ReceiverStream<Req>) -> Fut,
+    ) -> Result<Option<(tokio::sync::oneshot::Receiver<Result<Resp, Broken>>, u64)>, String>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<Streaming<Resp>>, tonic::Status>>,
+    {
+        let mut open = self.open.lock().await;
+        let usable = |p: &Pipe<Req, Resp>| p.generation == live.generation && !lock(&p.waiting).closed;
+        if !open.as_ref().is_some_and(usable) {
+            *open = None;
+            if !may_open {
+                return Ok(None);
+            }
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let exchange = async {
-            if let Some((tx, _, _)) = guard.as_ref() {
-                tx.send(request(seq)).await.map_err(|_| failed("stream closed".into()))?;
-            } else {
-                let (tx, rx) = mpsc::channel(4);
-                tx.send(request(seq)).await.map_err(|_| failed("stream closed".into()))?;
-                let responses = start(live.channel.clone(), tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await
-                    .map_err(|s| failed(s.message().to_string()))?
-                    .into_inner();
-                *guard = Some((tx, responses, live.generation));
-            }
-            let (_, responses, _) = guard.as_mut().expect("the stream is open");
-            match responses.message().await {
-                Ok(Some(r)) => Ok(r),
-                Ok(None) => Err(failed("stream ended".into())),
-                Err(s) => Err(failed(s.message().to_string())),
-            }
-        };
-        let result = match tokio::time::timeout(timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(HostError::Timeout { plugin: plugin.to_string(), call: call_name, timeout }),
-        };
-        match result {
-            Ok(r) if response_seq(&r) == seq => Ok(r),
-            Ok(r) => {
-                *guard = None;
-                Err(HostError::Protocol {
-                    plugin: plugin.to_string(),
-                    reason: format!("{call_name} answered batch {seq} with batch {}", response_seq(&r)),
-                })
-            }
-            Err(e) => {
-                *guard = None;
-                Err(e)
-            }
+        let (answer_tx, answer) = tokio::sync::oneshot::channel();
+        if let Some(pipe) = open.as_ref() {
+            // Reserve first: between queueing the waiter and sending there is
+            // no await, so a caller that gives up cannot leave a waiter
+            // behind for a request that was never sent.
+            let permit = pipe.tx.reserve().await.map_err(|_| "stream closed".to_string())?;
+            lock(&pipe.waiting).queue.push_back((seq, answer_tx));
+            permit.send(request(seq));
+            return Ok(Some((answer, pipe.id)));
         }
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(request(seq)).await.map_err(|_| "stream closed".to_string())?;
+        let responses = start(live.channel.clone(), tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        let waiting = Arc::new(Mutex::new(Waiting { queue: [(seq, answer_tx)].into(), closed: false }));
+        let reader = tokio::spawn(read_answers(responses, waiting.clone(), self.response_seq, self.call_name));
+        let id = self.pipes.fetch_add(1, Ordering::Relaxed);
+        *open = Some(Pipe { id, tx, waiting, generation: live.generation, reader });
+        Ok(Some((answer, id)))
+    }
+}
+
+/// Hands each response of a stream to the oldest waiter; on the first broken
+/// promise (the stream ends or fails, or answers out of order) fails every
+/// waiter and closes.
+async fn read_answers<Resp>(
+    mut responses: Streaming<Resp>,
+    waiting: Arc<Mutex<Waiting<Resp>>>,
+    response_seq: fn(&Resp) -> u64,
+    call_name: &'static str,
+) {
+    let failure = loop {
+        let response = match responses.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => break Broken::Call("stream ended".into()),
+            Err(s) => break Broken::Call(s.message().to_string()),
+        };
+        let next = lock(&waiting).queue.pop_front();
+        let Some((seq, waiter)) = next else {
+            break Broken::Protocol(format!(
+                "{call_name} sent batch {} that nobody asked for",
+                response_seq(&response)
+            ));
+        };
+        if response_seq(&response) != seq {
+            let broken =
+                Broken::Protocol(format!("{call_name} answered batch {seq} with batch {}", response_seq(&response)));
+            let _ = waiter.send(Err(broken.clone()));
+            break broken;
+        }
+        let _ = waiter.send(Ok(response));
+    };
+    let mut waiting = lock(&waiting);
+    waiting.closed = true;
+    for (_, waiter) in waiting.queue.drain(..) {
+        let _ = waiter.send(Err(failure.clone()));
     }
 }
 
@@ -717,6 +842,52 @@ pub struct FunctionInstance {
     state: Arc<StateRegistry>,
     timeouts: Timeouts,
     stream: BatchStream<pb::ExecBatch, pb::ExecResult>,
+    turns: Turns,
+    /// How often, and after which delays, a failed batch is retried.
+    retries: RestartStrategy,
+}
+
+/// Tickets that order overlapping calls: each call takes the next one, and
+/// [`Turn::wait_for_earlier`] waits until every call with a smaller ticket has
+/// finished (succeeded, failed for good, or been dropped).
+#[derive(Default)]
+struct Turns {
+    next: AtomicU64,
+    /// Tickets finished out of order, above the watermark.
+    finished: Mutex<std::collections::BTreeSet<u64>>,
+    /// Every ticket below this has finished.
+    watermark: tokio::sync::watch::Sender<u64>,
+}
+
+struct Turn<'a> {
+    turns: &'a Turns,
+    ticket: u64,
+}
+
+impl Turns {
+    fn take(&self) -> Turn<'_> {
+        Turn { turns: self, ticket: self.next.fetch_add(1, Ordering::Relaxed) }
+    }
+}
+
+impl Turn<'_> {
+    async fn wait_for_earlier(&self) {
+        let mut watermark = self.turns.watermark.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = watermark.wait_for(|w| *w >= self.ticket).await;
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut finished = lock(&self.turns.finished);
+        finished.insert(self.ticket);
+        self.turns.watermark.send_modify(|w| {
+            while finished.remove(&*w) {
+                *w += 1;
+            }
+        });
+    }
 }
 
 impl FunctionInstance {
@@ -741,23 +912,48 @@ impl FunctionInstance {
     }
 
     /// Runs one batch. A batch that fails as a whole (the process crashed, the
-    /// stream broke, the call timed out) is retried once, after the instance
-    /// is reopened with the supervisor's copy of its state: whatever the
-    /// failed attempt changed in the plugin's resident state is discarded, so
-    /// nothing is counted twice.
+    /// stream broke, the call timed out) is retried after the instance is
+    /// reopened with the supervisor's copy of its state: whatever the failed
+    /// attempt changed in the plugin's resident state is discarded, so nothing
+    /// is counted twice. The first retry follows at once, the others after the
+    /// delays of the instance's restart strategy, up to its `attempts`; a
+    /// crash loop or a stopped process ends the call at once.
+    ///
+    /// Calls may overlap (the rule pipeline keeps two batches in flight): they
+    /// go out, and see the instance's state, in the order they were made. So
+    /// that a failure cannot reorder them, a call opens a new stream, and a
+    /// failed call recovers, only once every earlier call has finished; until
+    /// then later calls wait instead of overtaking on the new stream.
     pub async fn exec(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
-        // Converting from the borrowed rows is the one copy a call needs; a
-        // retry converts again instead of keeping a second copy around.
-        let wire = |rows: &[Vec<Value>]| -> Vec<pb::ArgRow> {
-            rows.iter().map(|r| pb::ArgRow { args: r.iter().cloned().map(Into::into).collect() }).collect()
-        };
-        match self.exec_once(wire(rows)).await {
-            Err(HostError::Call { .. } | HostError::Timeout { .. } | HostError::Protocol { .. }) => {
-                self.resync().await?;
-                self.exec_once(wire(rows)).await
+        let turn = self.turns.take();
+        let first = match self.exec_once(rows, false).await {
+            Ok(Some(cells)) => Ok(cells),
+            Ok(None) => {
+                turn.wait_for_earlier().await;
+                self.exec_opening(rows).await
             }
-            other => other,
+            Err(e) => Err(e),
+        };
+        let mut last = match first {
+            Err(e @ (HostError::Call { .. } | HostError::Timeout { .. } | HostError::Protocol { .. })) => e,
+            other => return other,
+        };
+        turn.wait_for_earlier().await;
+        for attempt in 0..self.retries.attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(self.retries.delay_for(attempt - 1)).await;
+            }
+            tracing::debug!(plugin = %self.plugin, instance = %self.id, attempt, "retrying a failed batch: {last}");
+            let result = match self.resync().await {
+                Ok(()) => self.exec_opening(rows).await,
+                Err(e) => Err(e),
+            };
+            last = match result {
+                Err(e @ (HostError::Call { .. } | HostError::Timeout { .. } | HostError::Protocol { .. })) => e,
+                other => return other,
+            };
         }
+        Err(last)
     }
 
     /// Closes and reopens the instance on its (possibly restarted) process,
@@ -781,7 +977,10 @@ impl FunctionInstance {
         open_on(&live, &open, self.timeouts, &self.plugin).await.map(|_| ())
     }
 
-    async fn exec_once(&self, rows: Vec<pb::ArgRow>) -> Result<Vec<RowOutcome>, HostError> {
+    /// One attempt; `None` when `may_open` is false and no stream is open.
+    /// Converting from the borrowed rows is the one copy an attempt needs; a
+    /// retry converts again instead of keeping a second copy around.
+    async fn exec_once(&self, rows: &[Vec<Value>], may_open: bool) -> Result<Option<Vec<RowOutcome>>, HostError> {
         let live = self.entry.process.live().await?;
         let n = rows.len();
         let id = self.id.clone();
@@ -789,16 +988,21 @@ impl FunctionInstance {
             .stream
             .round_trip(
                 &live,
-                |seq| pb::ExecBatch { instance_id: id, seq, rows },
+                may_open,
+                |seq| pb::ExecBatch {
+                    instance_id: id,
+                    seq,
+                    rows: rows.iter().map(|r| pb::ArgRow { args: r.iter().map(Into::into).collect() }).collect(),
+                },
                 |channel, input| async move {
                     pb::function_client::FunctionClient::new(channel)
                         .max_decoding_message_size(64 << 20)
                         .exec(input)
                         .await
                 },
-                |r: &pb::ExecResult| r.seq,
             )
             .await?;
+        let Some(result) = result else { return Ok(None) };
         if result.results.len() != n {
             return Err(HostError::Protocol {
                 plugin: self.plugin.clone(),
@@ -808,15 +1012,26 @@ impl FunctionInstance {
         self.state
             .apply(&self.id, result.mutations)
             .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;
-        Ok(result
-            .results
-            .into_iter()
-            .map(|r| match r.outcome {
-                Some(pb::row_result::Outcome::Value(v)) => Ok(v.into()),
-                Some(pb::row_result::Outcome::Error(e)) => Err(e),
-                None => Ok(Value::Null),
-            })
-            .collect())
+        Ok(Some(
+            result
+                .results
+                .into_iter()
+                .map(|r| match r.outcome {
+                    Some(pb::row_result::Outcome::Value(v)) => Ok(v.into()),
+                    Some(pb::row_result::Outcome::Error(e)) => Err(e),
+                    None => Ok(Value::Null),
+                })
+                .collect(),
+        ))
+    }
+
+    /// An attempt that may open a stream, so it always has an answer.
+    async fn exec_opening(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
+        self.exec_once(rows, true).await?.ok_or_else(|| HostError::Call {
+            plugin: self.plugin.clone(),
+            call: "Exec",
+            message: "no stream".into(),
+        })
     }
 }
 
@@ -959,22 +1174,29 @@ impl SinkInstance {
         Ok(())
     }
 
-    /// Writes one batch and waits for the sink's acknowledgement.
-    pub async fn write(&self, records: Vec<Record>) -> Result<(), HostError> {
+    /// Writes one batch and waits for the sink's acknowledgement. The batch is
+    /// borrowed: a failed write is retried with the same records, and several
+    /// sinks share one batch.
+    pub async fn write(&self, records: &[Record]) -> Result<(), HostError> {
         let live = self.entry.process.live().await?;
         let id = self.id.clone();
-        let records = records.into_iter().map(Into::into).collect();
+        let records = records.iter().map(Into::into).collect();
         let ack = self
             .stream
             .round_trip(
                 &live,
+                true,
                 |seq| pb::WriteBatch { instance_id: id, seq, records },
                 |channel, input| async move {
                     pb::sink_client::SinkClient::new(channel).max_decoding_message_size(64 << 20).write(input).await
                 },
-                |a: &pb::WriteAck| a.seq,
             )
-            .await?;
+            .await?
+            .ok_or_else(|| HostError::Call {
+                plugin: self.plugin.clone(),
+                call: "Write",
+                message: "no stream".into(),
+            })?;
         self.state
             .apply(&self.id, ack.mutations)
             .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;

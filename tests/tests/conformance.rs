@@ -590,8 +590,8 @@ async fn sink(c: Arc<Cell>) {
         ]),
         rec(&[("q", s("é\"\\\n")), ("b", Value::Bytes(vec![0, 255])), ("e", Value::Float(1.0e20))]),
     ];
-    sink.write(records[..2].to_vec()).await.expect("write 1");
-    sink.write(records[2..].to_vec()).await.expect("write 2");
+    sink.write(&records[..2]).await.expect("write 1");
+    sink.write(&records[2..]).await.expect("write 2");
     let handle = sink.pre_commit(1).await.expect("pre_commit");
     let len = std::fs::metadata(&path).expect("the sink's file").len() as i64;
     assert_eq!(handle, Value::Int(len), "PreCommit's handle is the file length");

@@ -223,7 +223,7 @@ async fn the_file_source_rewinds_to_a_byte_offset() {
                 state: vec![],
             }),
             datasource: path_str.clone(),
-            props: HashMap::new(),
+            props: Default::default(),
         })
         .await
         .unwrap()

@@ -113,6 +113,40 @@ async fn a_killed_plugin_is_restarted_and_resumes_from_its_state() {
     t.host.shutdown().await;
 }
 
+/// The rule pipeline keeps two batches in flight on one instance. Their
+/// results and state changes must come out in call order, also when the
+/// process is killed with both batches on the wire.
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_calls_see_the_state_in_call_order_across_a_kill() {
+    use futures_util::stream::{FuturesOrdered, StreamExt};
+    let plugins = PluginsDir::new();
+    plugins.add("functions", "accumulateWordCount", "accumulateWordCount");
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+    let f = t.host.open_function("r1", "op0", "accumulateWordCount", RestartStrategy::default()).await.unwrap();
+    let rows = words("w");
+    let (calls, kill_at) = (300, 100);
+    let mut in_flight = FuturesOrdered::new();
+    let (mut results, mut next, mut killed) = (Vec::new(), 0, None);
+    while results.len() < calls {
+        while in_flight.len() < 2 && next < calls {
+            in_flight.push_back(f.exec(&rows));
+            next += 1;
+        }
+        results.push(int(in_flight.next().await.unwrap().unwrap()));
+        if results.len() == kill_at {
+            let pid = f.pid().unwrap();
+            kill9(pid);
+            killed = Some(pid);
+        }
+    }
+    // Each call adds one word: call i (from 0) sees i + 1 words, no call is
+    // counted twice or overtakes an earlier one.
+    assert_eq!(results, (1..=calls as i64).collect::<Vec<_>>());
+    let old = killed.unwrap();
+    assert!(f.pid().is_some_and(|p| p != old), "the killed process was replaced");
+    t.host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_loop_is_reported_with_the_plugins_last_words() {
     let plugins = PluginsDir::new();
@@ -188,7 +222,9 @@ async fn a_call_that_never_returns_times_out_and_the_plugin_stays_usable() {
     .unwrap();
     let timeouts = Timeouts { call: Duration::from_millis(500), ..fast_timeouts() };
     let t = TestHost::new(plugins.path(), timeouts);
-    let f = t.host.open_function("r1", "op0", "sleep", RestartStrategy::default()).await.unwrap();
+    // One retry: the call times out twice, then gives up.
+    let once = RestartStrategy { attempts: 1, ..RestartStrategy::default() };
+    let f = t.host.open_function("r1", "op0", "sleep", once).await.unwrap();
     let started = Instant::now();
     let err = f.exec(&[vec![Value::Int(30_000)]]).await.unwrap_err();
     assert!(matches!(err, HostError::Timeout { .. }), "{err}");

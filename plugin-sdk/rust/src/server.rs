@@ -287,7 +287,7 @@ fn spec(instance: Option<pb::InstanceSpec>) -> Result<pb::InstanceSpec, Status> 
     Ok(spec)
 }
 
-fn props(map: HashMap<String, pb::Value>) -> crate::Props {
+fn props(map: std::collections::BTreeMap<String, pb::Value>) -> crate::Props {
     oort_proto::map_from_pb(map)
 }
 

@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::checkpoint::{self, Snapshot};
 use super::metrics::OpMetrics;
-use crate::host::{FunctionInstance, Host, HostError, SinkInstance, SourceInstance};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+
+use crate::host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
 use crate::process::ProcessError;
 use crate::rule::{self, Cell, Functions, RulePlan, StreamDef};
 use crate::store::Store;
@@ -301,7 +303,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         tracing::info!(rule, checkpoint = r.id, "restored from checkpoint");
     }
 
-    let calls = Calls { functions: &functions, attempts: restart, stop: ctx.stop.clone() };
+    let calls = Calls { functions: &functions, stop: ctx.stop.clone() };
     let max_batch = plan.buffer_length;
     let mut stop = ctx.stop.clone();
     let mut checkpoint = Checkpointer { ctx, sinks: &sinks, queues: &sink_queues };
@@ -315,6 +317,20 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
 
+    // Up to IN_FLIGHT source batches are evaluated at once, finishing in
+    // source order: the next batch's function arguments are encoded and sent
+    // while a plugin still works on the previous one.
+    let mut in_flight = FuturesOrdered::new();
+    let evaluate = |batch: SourceBatch| {
+        let n = batch.records.len() as u64;
+        ctx.status.source.batch(n, n, Duration::ZERO);
+        let (select, calls, started) = (&plan.select, &calls, Instant::now());
+        async move {
+            Evaluated { outcome: rule::run_batch(select, batch.records, calls).await, offset: batch.offset, started }
+        }
+    };
+    let mut out = Forward { ctx, queues: &sink_queues, stop: ctx.stop.clone(), last_offset: &mut last_offset };
+
     let outcome: Result<(), Failure> = 'outer: loop {
         let mut batches = match source.read(max_batch).await {
             Ok(rx) => rx,
@@ -325,44 +341,29 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
                 biased;
                 _ = stopped(&mut stop) => break 'outer Ok(()),
                 Some(failure) = fatal_rx.recv() => break 'outer Err(failure),
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Err(exit) = out.send(done, &mut fatal_rx).await {
+                        break 'outer exit.into();
+                    }
+                    continue;
+                }
                 _ = ticker.tick(), if checkpointing => {
-                    if let Err(f) = checkpoint.take(next_checkpoint, &last_offset).await {
+                    // The barrier must follow every batch taken from the source.
+                    while let Some(done) = in_flight.next().await {
+                        if let Err(exit) = out.send(done, &mut fatal_rx).await {
+                            break 'outer exit.into();
+                        }
+                    }
+                    if let Err(f) = checkpoint.take(next_checkpoint, &*out.last_offset).await {
                         break 'outer Err(f);
                     }
                     next_checkpoint += 1;
                     continue;
                 }
-                item = batches.recv() => item,
+                item = batches.recv(), if in_flight.len() < IN_FLIGHT => item,
             };
             match item {
-                Some(Ok(batch)) => {
-                    let started = Instant::now();
-                    let n = batch.records.len() as u64;
-                    ctx.status.source.batch(n, n, Duration::ZERO);
-                    let out = match rule::run_batch(&plan.select, batch.records, &calls).await {
-                        Ok(out) => out,
-                        Err(CallError::Stopped) => break 'outer Ok(()),
-                        Err(CallError::Host(e)) => break 'outer Err(Failure::fatal(e.to_string())),
-                    };
-                    let took = started.elapsed();
-                    ctx.status.filter.outcome(&out.filter, took);
-                    ctx.status.project.outcome(&out.project, took);
-                    if !out.records.is_empty() {
-                        let records = Arc::new(out.records);
-                        for q in &sink_queues {
-                            tokio::select! {
-                                _ = stopped(&mut stop) => break 'outer Ok(()),
-                                sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_err() {
-                                    // A sink task ends only after reporting why.
-                                    break 'outer Err(fatal_rx.try_recv().unwrap_or_else(|_| sink_stopped(plan.qos)));
-                                },
-                            }
-                        }
-                    }
-                    if batch.offset.is_some() {
-                        last_offset = batch.offset;
-                    }
-                }
+                Some(Ok(batch)) => in_flight.push_back(evaluate(batch)),
                 Some(Err(e)) => {
                     ctx.status.source.exception(e.to_string());
                     if fatal(&e) {
@@ -374,23 +375,94 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
             }
         }
         // The read stream broke, most likely because the source process was
-        // restarted. Resume after the last offset the pipeline accepted, so a
-        // rewindable source neither skips nor repeats records.
+        // restarted. Finish the batches already taken, then resume after the
+        // last offset the pipeline accepted, so a rewindable source neither
+        // skips nor repeats records.
+        while let Some(done) = in_flight.next().await {
+            if let Err(exit) = out.send(done, &mut fatal_rx).await {
+                break 'outer exit.into();
+            }
+        }
         tokio::select! {
             _ = stopped(&mut stop) => break 'outer Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-        if let Some(offset) = &last_offset {
+        if let Some(offset) = out.last_offset.as_ref() {
             if let Err(e) = source.rewind(offset.clone()).await {
                 ctx.status.source.exception(format!("rewind after a restart failed: {e}"));
             }
         }
     };
+    drop(in_flight);
     drop(sink_queues);
     for task in sink_tasks {
         let _ = task.await;
     }
     outcome
+}
+
+/// Source batches evaluated at once (see the main loop).
+const IN_FLIGHT: usize = 2;
+
+/// A source batch after filter and projection.
+struct Evaluated {
+    outcome: Result<rule::BatchOutcome, CallError>,
+    offset: Option<Value>,
+    started: Instant,
+}
+
+/// Why the main loop ends early: the rule was stopped, or it failed.
+enum Exit {
+    Stopped,
+    Failed(Failure),
+}
+
+impl From<Exit> for Result<(), Failure> {
+    fn from(exit: Exit) -> Self {
+        match exit {
+            Exit::Stopped => Ok(()),
+            Exit::Failed(f) => Err(f),
+        }
+    }
+}
+
+/// Hands evaluated batches to every sink, in source order, and remembers the
+/// source offset after the last one handed over.
+struct Forward<'a> {
+    ctx: &'a RunContext,
+    queues: &'a [mpsc::Sender<SinkMsg>],
+    stop: watch::Receiver<bool>,
+    last_offset: &'a mut Option<Value>,
+}
+
+impl Forward<'_> {
+    async fn send(&mut self, done: Evaluated, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+        let out = match done.outcome {
+            Ok(out) => out,
+            Err(CallError::Stopped) => return Err(Exit::Stopped),
+            Err(CallError::Host(e)) => return Err(Exit::Failed(Failure::fatal(e.to_string()))),
+        };
+        let took = done.started.elapsed();
+        self.ctx.status.filter.outcome(&out.filter, took);
+        self.ctx.status.project.outcome(&out.project, took);
+        if !out.records.is_empty() {
+            let records = Arc::new(out.records);
+            for q in self.queues {
+                tokio::select! {
+                    _ = stopped(&mut self.stop) => return Err(Exit::Stopped),
+                    sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_err() {
+                        // A sink task ends only after reporting why.
+                        let qos = self.ctx.plan.qos;
+                        return Err(Exit::Failed(fatal_rx.try_recv().unwrap_or_else(|_| sink_stopped(qos))));
+                    },
+                }
+            }
+        }
+        if done.offset.is_some() {
+            *self.last_offset = done.offset;
+        }
+        Ok(())
+    }
 }
 
 /// A sink task that is gone. Under exactly-once a sink task stops on any
@@ -475,7 +547,7 @@ async fn sink_loop(
         let mut delay = Duration::from_millis(50);
         loop {
             let started = Instant::now();
-            match sink.write(records.as_ref().clone()).await {
+            match sink.write(&records).await {
                 Ok(()) => {
                     metrics.batch(n, n, started.elapsed());
                     break;
@@ -508,12 +580,11 @@ enum CallError {
 }
 
 /// The rule's plugin functions, one instance per call site. A call that fails
-/// as a whole is retried on its own, per the rule's restart strategy: each
-/// attempt starts from the supervisor's copy of the instance's state, so
+/// as a whole is retried by its instance, per the rule's restart strategy:
+/// each attempt starts from the supervisor's copy of the instance's state, so
 /// retrying one call site never replays another's state changes.
 struct Calls<'a> {
     functions: &'a [Arc<FunctionInstance>],
-    attempts: crate::process::RestartStrategy,
     stop: watch::Receiver<bool>,
 }
 
@@ -521,22 +592,10 @@ impl Functions for Calls<'_> {
     type Error = CallError;
 
     async fn call(&self, site: usize, rows: Vec<Vec<Value>>) -> Result<Vec<Cell>, CallError> {
-        let mut attempt = 0;
-        loop {
-            match self.functions[site].exec(&rows).await {
-                Ok(cells) => return Ok(cells),
-                Err(e) if fatal(&e) || attempt >= self.attempts.attempts => return Err(CallError::Host(e)),
-                Err(e) => {
-                    tracing::warn!("function call failed, retrying: {e}");
-                    let delay = self.attempts.delay_for(attempt);
-                    attempt += 1;
-                    let mut stop = self.stop.clone();
-                    tokio::select! {
-                        _ = stopped(&mut stop) => return Err(CallError::Stopped),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = stopped(&mut stop) => Err(CallError::Stopped),
+            result = self.functions[site].exec(&rows) => result.map_err(CallError::Host),
         }
     }
 }
