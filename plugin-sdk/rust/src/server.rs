@@ -391,11 +391,14 @@ impl FunctionService for Handle {
                 let batch = batch?;
                 let (function, ctx) = served.function(&batch.instance_id)?;
                 let result = blocking(|| {
+                    // One argument buffer for the whole batch: no allocation per row.
+                    let mut args: Vec<Value> = Vec::new();
                     let results = batch
                         .rows
                         .into_iter()
                         .map(|row| {
-                            let args: Vec<Value> = row.args.into_iter().map(Value::from).collect();
+                            args.clear();
+                            args.extend(row.args.into_iter().map(Value::from));
                             let outcome = match function.exec(&ctx, &args) {
                                 Ok(v) => pb::row_result::Outcome::Value(v.into()),
                                 Err(e) => pb::row_result::Outcome::Error(e.to_string()),
