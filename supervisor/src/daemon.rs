@@ -39,7 +39,9 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         state.clone(),
     ));
 
-    let state_task = tokio::spawn(api::serve_state(runtime.state_socket(), state, shutdown.clone()));
+    let state_socket = api::bind_state(runtime.state_socket())
+        .with_context(|| format!("cannot listen on {} for the State service", runtime.state_socket().display()))?;
+    let state_task = tokio::spawn(api::serve_state(state_socket, state, shutdown.clone()));
     let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
     let engine = Arc::new(Engine::load(store, host.clone(), config.data_dir.join("conf").join("sources"))?);
     let listener = tokio::net::TcpListener::bind(config.rest_addr)

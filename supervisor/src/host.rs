@@ -189,6 +189,17 @@ impl Host {
         self.catalog().list(kind).into_iter().map(|p| p.name.clone()).collect()
     }
 
+    /// Like [`Host::describe`], but a plugin missing from the catalog is looked
+    /// for once more after a rescan of the plugins directory, so a file copied
+    /// in by hand is found without a restart.
+    pub async fn describe_rescanning(&self, kind: PluginKind, name: &str) -> Option<PluginInfo> {
+        if let Some(info) = self.describe(kind, name).await {
+            return Some(info);
+        }
+        self.rescan().await;
+        self.describe(kind, name).await
+    }
+
     /// What runs for a plugin: the file, its version and its processes.
     pub async fn describe(&self, kind: PluginKind, name: &str) -> Option<PluginInfo> {
         let file = self.catalog().get(kind, name).cloned()?;
@@ -1171,6 +1182,17 @@ impl SinkInstance {
         let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
         let req = pb::CommitRequest { instance_id: self.id.clone(), checkpoint_id: id, handle: Some(handle.into()) };
         call(&self.plugin, "Commit", self.timeouts, client.commit(req)).await?;
+        Ok(())
+    }
+
+    /// Two-phase commit, the other phase two: checkpoint `id` will never be
+    /// durable (another sink failed its pre-commit, or the store its write);
+    /// discard what its pre-commit prepared.
+    pub async fn abort(&self, id: u64, handle: Value) -> Result<(), HostError> {
+        let live = self.entry.process.live().await?;
+        let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
+        let req = pb::CommitRequest { instance_id: self.id.clone(), checkpoint_id: id, handle: Some(handle.into()) };
+        call(&self.plugin, "Abort", self.timeouts, client.abort(req)).await?;
         Ok(())
     }
 

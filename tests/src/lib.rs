@@ -91,7 +91,8 @@ impl TestHost {
         ));
         // Serve the State service on the runtime socket, as the daemon does.
         let shutdown = oort_supervisor::shutdown::Shutdown::default();
-        tokio::spawn(oort_supervisor::api::serve_state(runtime.state_socket(), state, shutdown));
+        let socket = oort_supervisor::api::bind_state(runtime.state_socket()).expect("bind the State socket");
+        tokio::spawn(oort_supervisor::api::serve_state(socket, state, shutdown));
         TestHost { host, runtime_root }
     }
 }

@@ -376,3 +376,46 @@ fn a_checkpointed_rule_over_a_source_that_cannot_replay_says_so() {
     assert!(warning.contains("source random is not rewindable") && warning.contains("not replayed"), "{status}");
     assert_eq!(status["status"], "running");
 }
+
+/// A checkpoint that cannot complete (here: one of two sinks refuses its
+/// pre-commit) is aborted in every sink that did pre-commit, and the rule says
+/// why it cannot go on.
+#[test]
+fn a_checkpoint_one_sink_refuses_is_aborted_in_the_others() {
+    let p = plugins();
+    p.add("sources", "conformance", "conformance");
+    p.add("sinks", "conformance", "conformance");
+    let d = Daemon::start(p.path(), &[]);
+    let sql = r#"CREATE STREAM c () WITH (TYPE="conformance", count="1000000")"#;
+    assert_eq!(d.http("POST", "/streams", Some(&serde_json::json!({ "sql": sql }).to_string())).0, 201);
+    let out = tempfile::tempdir().unwrap();
+    let (good, bad) = (out.path().join("good.jsonl"), out.path().join("bad.jsonl"));
+    let rule = serde_json::json!({
+        "id": "two", "sql": "SELECT n FROM c",
+        "actions": [
+            {"conformance": {"path": good.display().to_string()}},
+            {"conformance": {"path": bad.display().to_string(), "failPreCommit": true}},
+        ],
+        "options": {"qos": 2, "checkpointInterval": 100, "restartStrategy": {"attempts": 1, "delay": 50}}
+    });
+    assert_eq!(d.http("POST", "/rules", Some(&rule.to_string())).0, 201);
+    let commits = PathBuf::from(format!("{}.commits", good.display()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (notes, status) = loop {
+        let notes = std::fs::read_to_string(&commits).unwrap_or_default();
+        let status = d.get_json("/rules/two/status");
+        if (notes.contains("abort 1 ") && status["status"] == "error") || Instant::now() > deadline {
+            break (notes, status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Checkpoint 1 (before the first record) never became durable: the good
+    // sink was told to abort it and never to commit it.
+    assert!(notes.lines().any(|l| l.starts_with("abort 1 ")), "{notes}");
+    assert!(!notes.contains("commit 1 "), "{notes}");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(status["status"] == "error" && message.contains("failPreCommit"), "{status}");
+    // The refusing sink prepared nothing, so it has nothing to abort.
+    let bad_notes = std::fs::read_to_string(format!("{}.commits", bad.display())).unwrap_or_default();
+    assert!(!bad_notes.contains("abort"), "{bad_notes}");
+}

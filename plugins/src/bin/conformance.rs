@@ -8,7 +8,9 @@
 //! `cf_pid()`. Source `conformance`: `{"n": i}` for i below prop `count`
 //! (default 100), offset = next i, rewindable. Sink `conformance`: appends
 //! JSON lines to prop `path`; pre-commit returns the file length, commit and
-//! abort append `commit|abort <id> <handle>` to `<path>.commits`.
+//! abort append `commit|abort <id> <handle>` to `<path>.commits`. Prop
+//! `failPreCommit: true` (Rust only, for the supervisor's own tests) makes
+//! every pre-commit fail.
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -130,6 +132,7 @@ impl Source for Numbers {
 struct Lines {
     path: String,
     out: Option<File>,
+    fail_pre_commit: bool,
 }
 
 impl Lines {
@@ -148,6 +151,7 @@ impl Sink for Lines {
     fn open(&mut self, _ctx: &Context, props: &Props) -> Result<(), BoxError> {
         self.path = props.get("path").and_then(Value::as_str).ok_or("the conformance sink needs `path`")?.to_string();
         self.out = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        self.fail_pre_commit = props.get("failPreCommit").and_then(Value::as_bool).unwrap_or(false);
         Ok(())
     }
 
@@ -166,7 +170,10 @@ impl Sink for Lines {
         true
     }
 
-    fn pre_commit(&mut self, _ctx: &Context, _checkpoint_id: u64) -> Result<Value, BoxError> {
+    fn pre_commit(&mut self, _ctx: &Context, checkpoint_id: u64) -> Result<Value, BoxError> {
+        if self.fail_pre_commit {
+            return Err(format!("pre-commit of checkpoint {checkpoint_id} refused (failPreCommit)").into());
+        }
         let out = self.out.as_mut().ok_or("not open")?;
         out.sync_all()?;
         Ok(Value::Int(out.metadata()?.len() as i64))

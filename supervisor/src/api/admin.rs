@@ -60,12 +60,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::PluginDescription>, Status> {
         let req = req.into_inner();
         let kind = kind(&req.kind)?;
-        if self.host.describe(kind, &req.name).await.is_none() {
-            self.host.rescan().await;
-        }
         let info = self
             .host
-            .describe(kind, &req.name)
+            .describe_rescanning(kind, &req.name)
             .await
             .ok_or_else(|| Status::not_found(format!("no {} plugin named {:?}", kind.as_str(), req.name)))?;
         Ok(Response::new(pb::PluginDescription {

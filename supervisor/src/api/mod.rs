@@ -9,7 +9,7 @@ mod rest;
 mod state_service;
 
 pub use rest::{router, ApiConfig};
-pub use state_service::serve_state;
+pub use state_service::{bind_state, serve_state, StateListener};
 
 use crate::shutdown::Shutdown;
 

@@ -235,11 +235,8 @@ async fn describe_plugin(
     Path((k, name)): Path<(String, String)>,
 ) -> ApiResult<Json<crate::host::PluginInfo>> {
     let kind = kind(&k)?;
-    if app.host.describe(kind, &name).await.is_none() {
-        app.host.rescan().await;
-    }
     app.host
-        .describe(kind, &name)
+        .describe_rescanning(kind, &name)
         .await
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no {} plugin named {name:?}", kind.as_str())))

@@ -119,14 +119,33 @@ impl State for Service {
     }
 }
 
-/// Serves the State service on the runtime directory's socket until shutdown.
-pub async fn serve_state(socket: PathBuf, registry: Arc<StateRegistry>, shutdown: Shutdown) -> std::io::Result<()> {
-    let listener = tokio::net::UnixListener::bind(&socket)?;
+/// The State service's socket, bound but not yet served. Binding comes before
+/// any plugin starts, so that a plugin may call the State service from its
+/// first instruction: connections queue until the service runs.
+pub struct StateListener {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+/// Binds the State service's socket (in the runtime directory). Must be called
+/// within a tokio runtime.
+pub fn bind_state(path: PathBuf) -> std::io::Result<StateListener> {
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    Ok(StateListener { listener, path })
+}
+
+/// Serves the State service on its bound socket until shutdown, then removes
+/// the socket.
+pub async fn serve_state(
+    socket: StateListener,
+    registry: Arc<StateRegistry>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
     let stop = async move { shutdown.wait().await };
     let result = tonic::transport::Server::builder()
         .add_service(StateServer::new(Service(registry)))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), stop)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(socket.listener), stop)
         .await;
-    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&socket.path);
     result.map_err(std::io::Error::other)
 }

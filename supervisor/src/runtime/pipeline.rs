@@ -496,21 +496,30 @@ impl Checkpointer<'_> {
             replies.push(rx);
         }
         let mut snapshot = Snapshot { id, source_offset: offset.clone(), ..Snapshot::default() };
+        let mut failed = None;
         for ((operator, _), reply) in self.sinks.iter().zip(replies) {
             match reply.await {
                 Ok(Ok(handle)) => {
                     snapshot.sink_handles.insert(operator.clone(), handle);
                 }
-                Ok(Err(e)) => return Err(sink_failure(format!("{operator}: pre-commit of checkpoint {id}: {e}"))),
-                Err(_) => return Err(sink_failure(format!("{operator} stopped during checkpoint {id}"))),
+                Ok(Err(e)) => {
+                    failed.get_or_insert(format!("{operator}: pre-commit of checkpoint {id}: {e}"));
+                }
+                Err(_) => {
+                    failed.get_or_insert(format!("{operator} stopped during checkpoint {id}"));
+                }
             }
+        }
+        if let Some(reason) = failed {
+            self.abort(id, &snapshot.sink_handles).await;
+            return Err(sink_failure(reason));
         }
         snapshot.instances = self.ctx.host.state().snapshot_rule(rule);
         let bytes = checkpoint::encode(rule, self.ctx.plan.qos, &snapshot);
-        self.ctx
-            .store
-            .write_checkpoint(rule, id, &bytes)
-            .map_err(|e| Failure::fatal(format!("rule {rule}: checkpoint {id}: {e}")))?;
+        if let Err(e) = self.ctx.store.write_checkpoint(rule, id, &bytes) {
+            self.abort(id, &snapshot.sink_handles).await;
+            return Err(Failure::fatal(format!("rule {rule}: checkpoint {id}: {e}")));
+        }
         for (operator, sink) in self.sinks {
             let handle = snapshot.sink_handles.get(operator).cloned().unwrap_or_default();
             sink.commit(id, handle)
@@ -519,6 +528,19 @@ impl Checkpointer<'_> {
         }
         self.ctx.status.checkpointed(id);
         Ok(())
+    }
+
+    /// Tells every sink that pre-committed checkpoint `id` that it will never
+    /// be durable. Best effort: the restore that follows a failed checkpoint
+    /// commits the last durable one, which discards the same output anyway.
+    async fn abort(&self, id: u64, handles: &BTreeMap<String, Value>) {
+        for (operator, sink) in self.sinks {
+            if let Some(handle) = handles.get(operator) {
+                if let Err(e) = sink.abort(id, handle.clone()).await {
+                    tracing::warn!(rule = %self.ctx.plan.def.id, %operator, "abort of checkpoint {id} failed: {e}");
+                }
+            }
+        }
     }
 }
 

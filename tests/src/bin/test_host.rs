@@ -18,7 +18,8 @@ async fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(args.next().expect("runtime root"));
     let runtime = Arc::new(RuntimeDir::create(&root)?);
     let state = Arc::new(StateRegistry::default());
-    tokio::spawn(oort_supervisor::api::serve_state(runtime.state_socket(), state.clone(), Default::default()));
+    let socket = oort_supervisor::api::bind_state(runtime.state_socket())?;
+    tokio::spawn(oort_supervisor::api::serve_state(socket, state.clone(), Default::default()));
     let host = Host::new(HostConfig { plugins_dir: plugins, timeouts: Timeouts::default() }, runtime.clone(), state);
     println!("RUNTIME {}", runtime.path().display());
     let mut open = Vec::new();
