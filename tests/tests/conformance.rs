@@ -301,7 +301,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario { id: "describe", title: "3 describe (supervisor)", run: |c| Box::pin(describe(c)) },
         Scenario { id: "modes", title: "4 constructor/singleton", run: |c| Box::pin(modes(c)) },
         Scenario { id: "validate", title: "5 validate", run: |c| Box::pin(validate(c)) },
-        Scenario { id: "batches", title: "6 batches, row errors", run: |c| Box::pin(batches(c)) },
+        Scenario { id: "batches", title: "6 batches, 2 in flight", run: |c| Box::pin(batches(c)) },
         Scenario { id: "state", title: "7 state calls + scope", run: |c| Box::pin(state(c)) },
         Scenario { id: "restore", title: "8 restore after kill -9", run: |c| Box::pin(restore(c)) },
         Scenario { id: "source", title: "9 source + rewind", run: |c| Box::pin(source(c)) },
@@ -430,7 +430,8 @@ async fn validate(c: Arc<Cell>) {
     assert_eq!(one, None);
 }
 
-/// Scenario 6: per-row errors, and every Value variant round-trips exactly.
+/// Scenario 6: per-row errors, every Value variant round-trips exactly, and two
+/// batches in flight on one instance are answered in order.
 async fn batches(c: Arc<Cell>) {
     let e = c.env(&["functions"], &[], fast_timeouts());
     let fail = open_fn(&e, "r1", "cf_fail").await;
@@ -469,6 +470,22 @@ async fn batches(c: Arc<Cell>) {
         .map(|(v, o)| format!("{v:?} came back as {o:?}"))
         .collect();
     assert!(wrong.is_empty(), "cf_echo does not round-trip: {}", wrong.join("; "));
+
+    // Two batches in flight on one instance, as a rule's pipeline sends them:
+    // answered in order, each seeing the state the previous one left.
+    use futures_util::stream::{FuturesOrdered, StreamExt};
+    let count = open_at(&e, "r1", "op2", "cf_count").await;
+    let rows = vec![vec![s("k")]; 3];
+    let (mut in_flight, mut seen, mut sent) = (FuturesOrdered::new(), Vec::new(), 0);
+    while seen.len() < 60 {
+        while in_flight.len() < 2 && sent < 20 {
+            in_flight.push_back(count.exec(&rows));
+            sent += 1;
+        }
+        seen.extend(in_flight.next().await.expect("a batch in flight").expect("cf_count batch"));
+    }
+    let want: Vec<RowOutcome> = (1..=60).map(|i| Ok(Value::Int(i))).collect();
+    assert_eq!(seen, want, "cf_count over 20 batches of 3 rows, two in flight");
 }
 
 /// Scenario 7: the five state calls, scoped per instance, mirrored in the supervisor.
