@@ -102,8 +102,8 @@ fn raw_socket(client: &mut EchoClient, rows: usize, dur: Duration) -> Result<f64
     Ok(done as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn oort(f: &FunctionInstance, rows: &[Vec<Value>], dur: Duration) -> Result<f64> {
-    let start = Instant::now();
+/// Calls `exec` with `rows` until `dur` has passed since `start`; the rows done.
+async fn exec_until(f: &FunctionInstance, rows: &[Vec<Value>], start: Instant, dur: Duration) -> Result<u64> {
     let mut done = 0u64;
     while start.elapsed() < dur {
         let out = f.exec(rows).await?;
@@ -112,6 +112,12 @@ async fn oort(f: &FunctionInstance, rows: &[Vec<Value>], dur: Duration) -> Resul
         }
         done += rows.len() as u64;
     }
+    Ok(done)
+}
+
+async fn oort(f: &FunctionInstance, rows: &[Vec<Value>], dur: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let done = exec_until(f, rows, start, dur).await?;
     Ok(done as f64 / start.elapsed().as_secs_f64())
 }
 
@@ -120,18 +126,7 @@ async fn oort(f: &FunctionInstance, rows: &[Vec<Value>], dur: Duration) -> Resul
 /// works on the previous one.
 async fn oort_two_in_flight(f: &FunctionInstance, rows: &[Vec<Value>], dur: Duration) -> Result<f64> {
     let start = Instant::now();
-    let caller = || async {
-        let mut done = 0u64;
-        while start.elapsed() < dur {
-            let out = f.exec(rows).await?;
-            if out.len() != rows.len() {
-                bail!("echo answered {} rows with {}", rows.len(), out.len());
-            }
-            done += rows.len() as u64;
-        }
-        Ok(done)
-    };
-    let (a, b) = tokio::join!(caller(), caller());
+    let (a, b) = tokio::join!(exec_until(f, rows, start, dur), exec_until(f, rows, start, dur));
     Ok((a? + b?) as f64 / start.elapsed().as_secs_f64())
 }
 
