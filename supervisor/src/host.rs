@@ -852,7 +852,7 @@ pub struct FunctionInstance {
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
     timeouts: Timeouts,
-    stream: BatchStream<pb::ExecBatch, pb::ExecResult>,
+    stream: BatchStream<oort_proto::wire::EncodedExecBatch, pb::ExecResult>,
     turns: Turns,
     /// How often, and after which delays, a failed batch is retried.
     retries: RestartStrategy,
@@ -989,28 +989,21 @@ impl FunctionInstance {
     }
 
     /// One attempt; `None` when `may_open` is false and no stream is open.
-    /// Converting from the borrowed rows is the one copy an attempt needs; a
-    /// retry converts again instead of keeping a second copy around.
+    /// Encoding the borrowed rows is the one copy an attempt needs; a retry
+    /// encodes again instead of keeping a second copy around.
     async fn exec_once(&self, rows: &[Vec<Value>], may_open: bool) -> Result<Option<Vec<RowOutcome>>, HostError> {
         let live = self.entry.process.live().await?;
         let n = rows.len();
-        let id = self.id.clone();
+        // Encoded here, in the caller's task and outside the stream's lock,
+        // straight from the borrowed rows; the sequence number goes last.
+        let encoded = oort_proto::wire::ExecRows::encode(&self.id, rows);
         let result = self
             .stream
             .round_trip(
                 &live,
                 may_open,
-                |seq| pb::ExecBatch {
-                    instance_id: id,
-                    seq,
-                    rows: rows.iter().map(|r| pb::ArgRow { args: r.iter().map(Into::into).collect() }).collect(),
-                },
-                |channel, input| async move {
-                    pb::function_client::FunctionClient::new(channel)
-                        .max_decoding_message_size(64 << 20)
-                        .exec(input)
-                        .await
-                },
+                |seq| encoded.with_seq(seq),
+                |channel, input| oort_proto::wire::exec_stream(channel, input, 64 << 20),
             )
             .await?;
         let Some(result) = result else { return Ok(None) };
