@@ -1,66 +1,88 @@
-//! The supervisor's hot path to a function plugin: an `ExecBatch` encoded
-//! straight from the borrowed argument rows.
+//! The supervisor's hot paths to plugins: an `ExecBatch` encoded straight from
+//! the borrowed argument rows, a `WriteBatch` straight from the borrowed
+//! records.
 //!
-//! Going through the generated types would copy every argument into a
-//! `pb::Value` (an allocation per string) and allocate a `Vec` per row, only
-//! for prost to copy it all again into the send buffer. Encoding the wire bytes
-//! directly skips both; the bytes are exactly what the generated `ExecBatch`
-//! decodes (a test below checks every `Value` variant).
+//! Going through the generated types would copy every value into a
+//! `pb::Value` (an allocation per string), every record into a map of copied
+//! keys and a `Vec` per row, only for prost to copy it all again into the send
+//! buffer. Encoding the wire bytes directly skips that; the bytes are exactly
+//! what the generated `ExecBatch` and `WriteBatch` decode (tests below check
+//! every `Value` variant).
 //!
-//! `seq` is encoded last, since protobuf fields may come in any order: the rows
+//! Both messages are `{instance_id = 1, seq = 2, repeated payload = 3}`. `seq`
+//! is encoded last, since protobuf fields may come in any order: the payload
 //! can be encoded before the caller knows its sequence number.
 
 use prost::bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, DecodeContext, WireType};
 
 use crate::plugin::v1 as pb;
-use crate::value::Value;
+use crate::value::{Record, Value};
 
-/// An `oort.plugin.v1.ExecBatch`, already encoded. Only for sending: decoding
-/// one skips every field.
+/// An `ExecBatch` or a `WriteBatch`, already encoded. Only for sending:
+/// decoding one skips every field.
 #[derive(Debug, Clone, Default)]
-pub struct EncodedExecBatch(Bytes);
+pub struct EncodedBatch(Bytes);
 
-/// The encoded fields of an `ExecBatch` except `seq`.
-pub struct ExecRows(BytesMut);
+/// The encoded fields of a batch except `seq`.
+pub struct BatchBody(BytesMut);
 
-impl ExecRows {
-    /// Encodes the instance id and the argument rows.
-    pub fn encode(instance_id: &str, rows: &[Vec<Value>]) -> ExecRows {
-        let mut len = string_field_len(1, instance_id);
-        for row in rows {
-            len += message_field_len(3, row_len(row));
-        }
-        // Room for `seq` too: a key and at most ten varint bytes.
-        let mut buf = BytesMut::with_capacity(len + 11);
-        if !instance_id.is_empty() {
-            encode_key(1, WireType::LengthDelimited, &mut buf);
-            encode_varint(instance_id.len() as u64, &mut buf);
-            buf.put_slice(instance_id.as_bytes());
-        }
+impl BatchBody {
+    /// The fields of an `ExecBatch`: the instance id and the argument rows.
+    pub fn exec(instance_id: &str, rows: &[Vec<Value>]) -> BatchBody {
+        let len: usize = rows.iter().map(|row| message_field_len(3, row_len(row))).sum();
+        let mut buf = start(instance_id, len);
         for row in rows {
             encode_key(3, WireType::LengthDelimited, &mut buf);
             encode_varint(row_len(row) as u64, &mut buf);
             for arg in row {
-                encode_key(1, WireType::LengthDelimited, &mut buf);
-                encode_varint(value_len(arg) as u64, &mut buf);
-                encode_value(arg, &mut buf);
+                encode_value_field(1, arg, &mut buf);
             }
         }
-        ExecRows(buf)
+        BatchBody(buf)
+    }
+
+    /// The fields of a `WriteBatch`: the instance id and the records.
+    pub fn write(instance_id: &str, records: &[Record]) -> BatchBody {
+        let len: usize = records.iter().map(|r| message_field_len(3, record_len(r))).sum();
+        let mut buf = start(instance_id, len);
+        for record in records {
+            encode_key(3, WireType::LengthDelimited, &mut buf);
+            encode_varint(record_len(record) as u64, &mut buf);
+            encode_map_field(1, &record.fields, &mut buf);
+            encode_map_field(2, &record.metadata, &mut buf);
+            if record.timestamp_ms != 0 {
+                encode_key(3, WireType::Varint, &mut buf);
+                encode_varint(record.timestamp_ms as u64, &mut buf);
+            }
+        }
+        BatchBody(buf)
     }
 
     /// Adds `seq` and seals the message.
-    pub fn with_seq(mut self, seq: u64) -> EncodedExecBatch {
+    pub fn with_seq(mut self, seq: u64) -> EncodedBatch {
         if seq != 0 {
             encode_key(2, WireType::Varint, &mut self.0);
             encode_varint(seq, &mut self.0);
         }
-        EncodedExecBatch(self.0.freeze())
+        EncodedBatch(self.0.freeze())
     }
 }
 
-impl prost::Message for EncodedExecBatch {
+/// A buffer for a batch whose payload takes `payload_len` bytes, holding the
+/// instance id already.
+fn start(instance_id: &str, payload_len: usize) -> BytesMut {
+    // Room for `seq` too: a key and at most ten varint bytes.
+    let mut buf = BytesMut::with_capacity(string_field_len(1, instance_id) + payload_len + 11);
+    if !instance_id.is_empty() {
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(instance_id.len() as u64, &mut buf);
+        buf.put_slice(instance_id.as_bytes());
+    }
+    buf
+}
+
+impl prost::Message for EncodedBatch {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         buf.put_slice(&self.0);
     }
@@ -88,15 +110,37 @@ impl prost::Message for EncodedExecBatch {
 /// hand-written sibling of the generated `FunctionClient::exec`.
 pub async fn exec_stream(
     channel: tonic::transport::Channel,
-    batches: impl tonic::IntoStreamingRequest<Message = EncodedExecBatch>,
+    batches: impl tonic::IntoStreamingRequest<Message = EncodedBatch>,
     max_decoding_message_size: usize,
 ) -> Result<tonic::Response<tonic::Streaming<pb::ExecResult>>, tonic::Status> {
+    stream(channel, batches, max_decoding_message_size, "oort.plugin.v1.Function", "Exec").await
+}
+
+/// Opens a `Sink.Write` stream that sends pre-encoded batches: the
+/// hand-written sibling of the generated `SinkClient::write`.
+pub async fn write_stream(
+    channel: tonic::transport::Channel,
+    batches: impl tonic::IntoStreamingRequest<Message = EncodedBatch>,
+    max_decoding_message_size: usize,
+) -> Result<tonic::Response<tonic::Streaming<pb::WriteAck>>, tonic::Status> {
+    stream(channel, batches, max_decoding_message_size, "oort.plugin.v1.Sink", "Write").await
+}
+
+async fn stream<Resp: prost::Message + Default + Send + 'static>(
+    channel: tonic::transport::Channel,
+    batches: impl tonic::IntoStreamingRequest<Message = EncodedBatch>,
+    max_decoding_message_size: usize,
+    service: &'static str,
+    method: &'static str,
+) -> Result<tonic::Response<tonic::Streaming<Resp>>, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(max_decoding_message_size);
     grpc.ready().await.map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/oort.plugin.v1.Function/Exec");
+    let path = format!("/{service}/{method}");
+    let path = tonic::codegen::http::uri::PathAndQuery::try_from(path)
+        .map_err(|e| tonic::Status::internal(format!("bad method path: {e}")))?;
     let mut request = batches.into_streaming_request();
-    request.extensions_mut().insert(tonic::GrpcMethod::new("oort.plugin.v1.Function", "Exec"));
-    grpc.streaming(request, path, tonic_prost::ProstCodec::<EncodedExecBatch, pb::ExecResult>::default()).await
+    request.extensions_mut().insert(tonic::GrpcMethod::new(service, method));
+    grpc.streaming(request, path, tonic_prost::ProstCodec::<EncodedBatch, Resp>::default()).await
 }
 
 fn message_field_len(tag: u32, body: usize) -> usize {
@@ -114,6 +158,17 @@ fn string_field_len(tag: u32, s: &str) -> usize {
 /// The body length of an `ArgRow`.
 fn row_len(row: &[Value]) -> usize {
     row.iter().map(|v| message_field_len(1, value_len(v))).sum()
+}
+
+/// The body length of a `Record`.
+fn record_len(r: &Record) -> usize {
+    let timestamp = if r.timestamp_ms == 0 { 0 } else { key_len(3) + encoded_len_varint(r.timestamp_ms as u64) };
+    map_field_len(1, &r.fields) + map_field_len(2, &r.metadata) + timestamp
+}
+
+/// A map field: one length-delimited entry per key, nothing when empty.
+fn map_field_len(tag: u32, entries: &std::collections::BTreeMap<String, Value>) -> usize {
+    entries.iter().map(|(k, v)| message_field_len(tag, entry_len(k, v))).sum()
 }
 
 /// The body length of a `Value` message (its oneof case is always present).
@@ -139,7 +194,26 @@ fn entry_len(key: &str, value: &Value) -> usize {
 }
 
 fn map_len(entries: &std::collections::BTreeMap<String, Value>) -> usize {
-    entries.iter().map(|(k, v)| message_field_len(1, entry_len(k, v))).sum()
+    map_field_len(1, entries)
+}
+
+/// A `Value` as field `tag` of the enclosing message.
+fn encode_value_field(tag: u32, v: &Value, buf: &mut BytesMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(value_len(v) as u64, buf);
+    encode_value(v, buf);
+}
+
+/// A `map<string, Value>` as field `tag`: one entry message per key.
+fn encode_map_field(tag: u32, entries: &std::collections::BTreeMap<String, Value>, buf: &mut BytesMut) {
+    for (key, value) in entries {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(entry_len(key, value) as u64, buf);
+        encode_key(1, WireType::LengthDelimited, buf);
+        encode_varint(key.len() as u64, buf);
+        buf.put_slice(key.as_bytes());
+        encode_value_field(2, value, buf);
+    }
 }
 
 fn encode_value(v: &Value, buf: &mut BytesMut) {
@@ -174,24 +248,13 @@ fn encode_value(v: &Value, buf: &mut BytesMut) {
             encode_key(7, WireType::LengthDelimited, buf);
             encode_varint(list_len(items) as u64, buf);
             for item in items {
-                encode_key(1, WireType::LengthDelimited, buf);
-                encode_varint(value_len(item) as u64, buf);
-                encode_value(item, buf);
+                encode_value_field(1, item, buf);
             }
         }
         Value::Map(entries) => {
             encode_key(8, WireType::LengthDelimited, buf);
             encode_varint(map_len(entries) as u64, buf);
-            for (key, value) in entries {
-                encode_key(1, WireType::LengthDelimited, buf);
-                encode_varint(entry_len(key, value) as u64, buf);
-                encode_key(1, WireType::LengthDelimited, buf);
-                encode_varint(key.len() as u64, buf);
-                buf.put_slice(key.as_bytes());
-                encode_key(2, WireType::LengthDelimited, buf);
-                encode_varint(value_len(value) as u64, buf);
-                encode_value(value, buf);
-            }
+            encode_map_field(1, entries, buf);
         }
     }
 }
@@ -227,9 +290,33 @@ mod tests {
             vec![nested],
         ];
         for (id, seq) in [("r/fn_0", 0), ("", 7), ("r/fn_1", u64::MAX)] {
-            let bytes = ExecRows::encode(id, &rows).with_seq(seq).encode_to_vec();
+            let bytes = BatchBody::exec(id, &rows).with_seq(seq).encode_to_vec();
             let decoded = pb::ExecBatch::decode(bytes.as_slice()).expect("decodes");
             assert_eq!(decoded, generated(id, seq, &rows), "id {id:?}, seq {seq}");
+        }
+    }
+
+    #[test]
+    fn the_hand_encoded_write_batch_decodes_as_the_generated_one() {
+        let records = vec![
+            Record::default(),
+            Record {
+                fields: BTreeMap::from([
+                    ("n".into(), Value::Int(-3)),
+                    (String::new(), Value::String("empty key".into())),
+                    ("l".into(), Value::List(vec![Value::Null, Value::Float(0.5)])),
+                ]),
+                metadata: BTreeMap::from([("topic".into(), Value::Bytes(vec![1, 2]))]),
+                timestamp_ms: 1_700_000_000_000,
+            },
+            Record { timestamp_ms: -1, ..Record::default() },
+        ];
+        for (id, seq) in [("r/sink_0_file", 0), ("", 1), ("x", u64::MAX)] {
+            let bytes = BatchBody::write(id, &records).with_seq(seq).encode_to_vec();
+            let decoded = pb::WriteBatch::decode(bytes.as_slice()).expect("decodes");
+            let want =
+                pb::WriteBatch { instance_id: id.into(), seq, records: records.iter().map(Into::into).collect() };
+            assert_eq!(decoded, want, "id {id:?}, seq {seq}");
         }
     }
 }

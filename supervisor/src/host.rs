@@ -852,7 +852,7 @@ pub struct FunctionInstance {
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
     timeouts: Timeouts,
-    stream: BatchStream<oort_proto::wire::EncodedExecBatch, pb::ExecResult>,
+    stream: BatchStream<oort_proto::wire::EncodedBatch, pb::ExecResult>,
     turns: Turns,
     /// How often, and after which delays, a failed batch is retried.
     retries: RestartStrategy,
@@ -996,7 +996,7 @@ impl FunctionInstance {
         let n = rows.len();
         // Encoded here, in the caller's task and outside the stream's lock,
         // straight from the borrowed rows; the sequence number goes last.
-        let encoded = oort_proto::wire::ExecRows::encode(&self.id, rows);
+        let encoded = oort_proto::wire::BatchBody::exec(&self.id, rows);
         let result = self
             .stream
             .round_trip(
@@ -1144,7 +1144,7 @@ pub struct SinkInstance {
     entry: Arc<Entry>,
     state: Arc<StateRegistry>,
     timeouts: Timeouts,
-    stream: BatchStream<pb::WriteBatch, pb::WriteAck>,
+    stream: BatchStream<oort_proto::wire::EncodedBatch, pb::WriteAck>,
 }
 
 impl SinkInstance {
@@ -1194,17 +1194,14 @@ impl SinkInstance {
     /// sinks share one batch.
     pub async fn write(&self, records: &[Record]) -> Result<(), HostError> {
         let live = self.entry.process.live().await?;
-        let id = self.id.clone();
-        let records = records.iter().map(Into::into).collect();
+        let encoded = oort_proto::wire::BatchBody::write(&self.id, records);
         let ack = self
             .stream
             .round_trip(
                 &live,
                 true,
-                |seq| pb::WriteBatch { instance_id: id, seq, records },
-                |channel, input| async move {
-                    pb::sink_client::SinkClient::new(channel).max_decoding_message_size(64 << 20).write(input).await
-                },
+                |seq| encoded.with_seq(seq),
+                |channel, input| oort_proto::wire::write_stream(channel, input, 64 << 20),
             )
             .await?
             .ok_or_else(|| HostError::Call {
