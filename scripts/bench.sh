@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 cargo build --release --workspace --bins
-# The hashicorp/go-plugin baseline of scenarios a and b (tests/bench/goplugin).
+# The hashicorp/go-plugin baseline of scenarios a, b, e and f (tests/bench/goplugin).
 if command -v go >/dev/null 2>&1; then
   (cd tests/bench/goplugin && GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" \
     go build -trimpath -o "$OORT_BIN/goplugin/" ./cmd/echo-host ./cmd/echo-plugin) \

@@ -1,6 +1,7 @@
-//! The hashicorp/go-plugin baseline of scenarios a and b: `echo-host` (a
+//! The hashicorp/go-plugin baseline of scenarios a, b, e and f: `echo-host` (a
 //! go-plugin host) starts `echo-plugin` (a go-plugin gRPC plugin) and measures
-//! one unary gRPC `Echo` call per batch, as go-plugin users write them. Both
+//! one unary gRPC `Echo` call per batch, as go-plugin users write them, the
+//! plugin's start and its memory. Both
 //! are built from `tests/bench/goplugin` into `$OORT_BIN/goplugin/` by
 //! `scripts/bench.sh`; each measurement is one run of `echo-host`, whose JSON
 //! line is parsed here.
@@ -74,4 +75,11 @@ pub fn throughput(host: &Path, batch: usize, payload: &str, dur: Duration, warm:
 pub fn latency(host: &Path, launcher: &[&str], n: usize, warm: Duration) -> Result<Json> {
     let args = ["-mode".into(), "latency".into(), "-n".into(), n.to_string(), "-warmup".into(), go_duration(warm)];
     run(host, launcher, &args)
+}
+
+/// `{"runs_ms": [..], "plugin_rss_kb"}`: `n` timed starts of the plugin (one
+/// untimed first), each up to its first answered call, and the RSS of the last
+/// plugin process.
+pub fn startup(host: &Path, n: usize) -> Result<Json> {
+    run(host, &[], &["-mode".into(), "startup".into(), "-n".into(), n.to_string()])
 }

@@ -81,6 +81,41 @@ pub async fn cold_start(opts: &Opts) -> Result<Json> {
         table.row(vec![case.language.into(), case.plugin.into(), ms(d(median)), ms(d(min)), ms(d(max)), target]);
         out.push(json!({ "language": case.language, "plugin": case.plugin, "median_ms": median * 1e3, "runs_ms": times.iter().map(|t| t * 1e3).collect::<Vec<_>>() }));
     }
+    match crate::goplugin::host() {
+        Ok(go_host) => {
+            let result = crate::goplugin::startup(&go_host, reps)?;
+            let times: Vec<f64> = result["runs_ms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_f64())
+                .map(|t| t / 1e3)
+                .collect();
+            let median = report::median(times.clone());
+            let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = times.iter().copied().fold(0.0, f64::max);
+            let d = Duration::from_secs_f64;
+            table.row(vec![
+                crate::goplugin::NAME.into(),
+                "echo-plugin: NewClient → Client → Dispense → first Echo".into(),
+                ms(d(median)),
+                ms(d(min)),
+                ms(d(max)),
+                String::new(),
+            ]);
+            out.push(json!({ "language": crate::goplugin::NAME, "plugin": "echo-plugin", "median_ms": median * 1e3, "runs_ms": result["runs_ms"] }));
+        }
+        Err(reason) => {
+            table.row(vec![
+                crate::goplugin::NAME.into(),
+                format!("not measured: {reason}"),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+    }
     for (language, plugin, path) in &missing {
         let reason =
             format!("not measured: {} is not built (scripts/build-{}.sh)", path.display(), language.to_lowercase());
@@ -191,6 +226,14 @@ pub fn memory(opts: &Opts) -> Result<Json> {
         detail(&child["plugin_one_instance"]),
         format!("≤ 5 MB: {}", met(kb("plugin_one_instance_kb") <= 5 * 1024)),
     ]);
+    let go_plugin_kb = crate::goplugin::host().ok().and_then(|h| crate::goplugin::startup(&h, 0).ok());
+    let go_plugin_kb = go_plugin_kb.as_ref().and_then(|r| r["plugin_rss_kb"].as_u64());
+    table.row(vec![
+        format!("{} baseline: its echo-plugin process after one call", crate::goplugin::NAME),
+        go_plugin_kb.map_or_else(|| "not measured".to_string(), mb),
+        String::new(),
+        String::new(),
+    ]);
     table.row(vec![
         format!("host process (Host library), {opened} echo instances on {opened} rules"),
         format!(
@@ -218,5 +261,7 @@ pub fn memory(opts: &Opts) -> Result<Json> {
     if let Some(f) = child["failure"].as_str() {
         println!("**Only {opened} of {n} instances could be opened: {f}**\n");
     }
-    Ok(json!({ "idle_daemon_kb": idle, "idle_daemon": idle_detail, "rules": n, "host": child }))
+    Ok(
+        json!({ "idle_daemon_kb": idle, "idle_daemon": idle_detail, "rules": n, "host": child, "goplugin_plugin_kb": go_plugin_kb }),
+    )
 }

@@ -1,12 +1,17 @@
 // Command echo-host is the host side of the hashicorp/go-plugin baseline of
-// Oort's benchmarks (tests/bench, BENCHMARKS.md scenarios a and b). It starts
-// echo-plugin (from the same folder unless -plugin says otherwise) with
+// Oort's benchmarks (tests/bench, BENCHMARKS.md scenarios a, b, e and f). It
+// starts echo-plugin (from the same folder unless -plugin says otherwise) with
 // plugin.NewClient over gRPC, then measures one unary Echo call per batch:
 //
 //	echo-host -mode throughput -batch N -payload int|string100 -duration 1s
 //	    prints {"rows_per_s":…}
 //	echo-host -mode latency -n 20000
 //	    prints {"p50_us":…,"p99_us":…} for one-row calls
+//	echo-host -mode startup -n 10
+//	    starts the plugin n+1 times (the first untimed), each time timing
+//	    NewClient → Client (spawn, handshake, connect) → Dispense → one Echo
+//	    call, and prints {"runs_ms":[…],"plugin_rss_kb":…}, the RSS of the
+//	    last plugin process after its call
 package main
 
 import (
@@ -21,6 +26,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -57,12 +64,12 @@ func main() {
 }
 
 func run() error {
-	mode := flag.String("mode", "throughput", "throughput or latency")
+	mode := flag.String("mode", "throughput", "throughput, latency or startup")
 	batch := flag.Int("batch", 1, "rows per call (throughput)")
 	payload := flag.String("payload", "int", "int (8 bytes per row) or string100 (100 bytes per row)")
 	duration := flag.Duration("duration", time.Second, "measuring time (throughput)")
 	warmup := flag.Duration("warmup", 200*time.Millisecond, "time of untimed calls before measuring")
-	n := flag.Int("n", 20000, "number of timed one-row calls (latency)")
+	n := flag.Int("n", 20000, "number of timed one-row calls (latency) or of timed starts (startup)")
 	pluginPath := flag.String("plugin", "", "the plugin executable (default: echo-plugin next to this one)")
 	flag.Parse()
 
@@ -73,24 +80,15 @@ func run() error {
 		}
 		*pluginPath = filepath.Join(filepath.Dir(self), "echo-plugin")
 	}
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  shared.Handshake,
-		Plugins:          shared.PluginMap,
-		Cmd:              exec.Command(*pluginPath),
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		Logger:           hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Off}),
-	})
-	defer client.Kill()
-	rpc, err := client.Client()
-	if err != nil {
-		return fmt.Errorf("start plugin: %w", err)
-	}
-	raw, err := rpc.Dispense("echo")
-	if err != nil {
-		return fmt.Errorf("dispense: %w", err)
-	}
-	echo := raw.(shared.Echoer)
 	ctx := context.Background()
+	if *mode == "startup" {
+		return startup(ctx, *pluginPath, *n)
+	}
+	client, echo, err := start(*pluginPath)
+	if err != nil {
+		return err
+	}
+	defer client.Kill()
 
 	call := func(in [][]byte) error {
 		out, err := echo.Echo(ctx, in)
@@ -153,12 +151,85 @@ func run() error {
 		}
 		result = map[string]float64{"p50_us": q(0.5), "p99_us": q(0.99)}
 	default:
-		return fmt.Errorf("unknown -mode %q (throughput or latency)", *mode)
+		return fmt.Errorf("unknown -mode %q (throughput, latency or startup)", *mode)
 	}
+	return printJSON(result)
+}
+
+func printJSON(result any) error {
 	line, err := json.Marshal(result)
 	if err != nil {
 		return err
 	}
 	fmt.Println(string(line))
 	return nil
+}
+
+// start launches the plugin and dispenses its Echo service, as go-plugin hosts do.
+func start(pluginPath string) (*plugin.Client, shared.Echoer, error) {
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  shared.Handshake,
+		Plugins:          shared.PluginMap,
+		Cmd:              exec.Command(pluginPath),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Off}),
+	})
+	rpc, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, nil, fmt.Errorf("start plugin: %w", err)
+	}
+	raw, err := rpc.Dispense("echo")
+	if err != nil {
+		client.Kill()
+		return nil, nil, fmt.Errorf("dispense: %w", err)
+	}
+	return client, raw.(shared.Echoer), nil
+}
+
+// startup times n+1 fresh plugin starts up to their first answered call and
+// reports the RSS of the last plugin process.
+func startup(ctx context.Context, pluginPath string, n int) error {
+	runs := make([]float64, 0, n)
+	var rssKB int64
+	for i := 0; i <= n; i++ {
+		t := time.Now()
+		client, echo, err := start(pluginPath)
+		if err != nil {
+			return err
+		}
+		if _, err := echo.Echo(ctx, [][]byte{[]byte("x")}); err != nil {
+			client.Kill()
+			return fmt.Errorf("first call: %w", err)
+		}
+		took := time.Since(t)
+		if i > 0 {
+			runs = append(runs, float64(took.Microseconds())/1e3)
+		}
+		if i == n {
+			if rc := client.ReattachConfig(); rc != nil {
+				rssKB, err = vmRSS(rc.Pid)
+				if err != nil {
+					client.Kill()
+					return err
+				}
+			}
+		}
+		client.Kill()
+	}
+	return printJSON(map[string]any{"runs_ms": runs, "plugin_rss_kb": rssKB})
+}
+
+// vmRSS reads VmRSS (kB) from /proc/<pid>/status.
+func vmRSS(pid int) (int64, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
