@@ -61,12 +61,17 @@ impl PluginsDir {
 
     /// Installs the fixture under `file_name`, set to behave per `env`.
     pub fn add_fixture(&self, kind: &str, file_name: &str, env: &[(&str, &str)]) -> PathBuf {
+        self.add_with_env(kind, file_name, "oort-fixture", env)
+    }
+
+    /// Installs `binary` under `file_name` as a wrapper script that sets `env`.
+    pub fn add_with_env(&self, kind: &str, file_name: &str, binary: &str, env: &[(&str, &str)]) -> PathBuf {
         let dest = self.path().join(kind).join(file_name);
         let mut script = String::from("#!/bin/sh\n");
         for (k, v) in env {
             script.push_str(&format!("export {k}='{v}'\n"));
         }
-        script.push_str(&format!("exec '{}' \"$@\"\n", bin("oort-fixture").display()));
+        script.push_str(&format!("exec '{}' \"$@\"\n", bin(binary).display()));
         std::fs::write(&dest, script).expect("write wrapper");
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         dest

@@ -78,6 +78,46 @@ async fn singleton_plugins_serve_every_rule_from_one_process() {
     t.host.shutdown().await;
 }
 
+/// Singleton sources and sinks: one process serves every rule's instance and
+/// stops only once the last instance is closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn singleton_sources_and_sinks_serve_every_rule_from_one_process() {
+    use std::collections::{BTreeMap, HashMap};
+    let plugins = PluginsDir::new();
+    let all = [("OORT_CONFORMANCE_SINGLETON", "all")];
+    plugins.add_with_env("sources", "conformance", "conformance", &all);
+    plugins.add_with_env("sinks", "conformance", "conformance", &all);
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+    let count = HashMap::from([("count".to_string(), Value::Int(1_000_000))]);
+    let s1 = t.host.open_source("r1", "conformance", "", count.clone(), RestartStrategy::default()).await.unwrap();
+    let s2 = t.host.open_source("r2", "conformance", "", count, RestartStrategy::default()).await.unwrap();
+    assert_eq!(s1.pid(), s2.pid(), "one process for both rules' sources");
+    for source in [&s1, &s2] {
+        let mut batches = source.read(10).await.unwrap();
+        let batch = tokio::time::timeout(Duration::from_secs(5), batches.recv()).await.unwrap().unwrap().unwrap();
+        assert!(!batch.records.is_empty());
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let path = HashMap::from([("path".to_string(), Value::from(out.path().join("o.jsonl").to_str().unwrap()))]);
+    let k1 = t.host.open_sink("r1", "sink_0", "conformance", path.clone(), RestartStrategy::default()).await.unwrap();
+    let k2 = t.host.open_sink("r2", "sink_0", "conformance", path, RestartStrategy::default()).await.unwrap();
+    let pid = k1.pid().unwrap();
+    assert_eq!(k2.pid(), Some(pid), "one process for both rules' sinks");
+    let record = |n: i64| oort_proto::Record::from_fields(BTreeMap::from([("n".to_string(), Value::Int(n))]));
+    k1.write(&[record(1)]).await.unwrap();
+    t.host.close_sink(&k1).await;
+    // The other rule's instance keeps the shared process.
+    k2.write(&[record(2)]).await.unwrap();
+    assert_eq!(k2.pid(), Some(pid));
+    assert_eq!(std::fs::read_to_string(out.path().join("o.jsonl")).unwrap(), "{\"n\":1}\n{\"n\":2}\n");
+    t.host.close_sink(&k2).await;
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)).await, "the last close stops the shared sink process");
+    t.host.close_source(&s1).await;
+    t.host.close_source(&s2).await;
+    t.host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_with_open_batch_streams_stops_gracefully_and_quickly() {
     let plugins = PluginsDir::new();

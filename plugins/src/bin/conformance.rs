@@ -2,7 +2,8 @@
 //! and Python SDKs ship a plugin with exactly the same behaviour, and
 //! `tests/tests/conformance.rs` runs one scenario list against all of them.
 //!
-//! Functions (constructor-exported; singletons when `OORT_CONFORMANCE_SINGLETON=1`):
+//! Functions (constructor-exported; singletons when `OORT_CONFORMANCE_SINGLETON=1`,
+//! and the source and sink too when it is `all`, Rust only):
 //! `cf_echo(x)`, `cf_fail(x)` (row error for strings starting with "bad"),
 //! `cf_count(key)`, `cf_state(op, key[, value])` with op put/get/delete/incr/counter,
 //! `cf_pid()`. Source `conformance`: `{"n": i}` for i below prop `count`
@@ -189,7 +190,9 @@ impl Sink for Lines {
 }
 
 fn main() {
-    let singleton = std::env::var("OORT_CONFORMANCE_SINGLETON").as_deref() == Ok("1");
+    // "1": singleton functions; "all" (Rust only, for the supervisor's own
+    // tests): the source and the sink too.
+    let singleton = matches!(std::env::var("OORT_CONFORMANCE_SINGLETON").as_deref(), Ok("1" | "all"));
     let mut plugin = Plugin::new("conformance", env!("CARGO_PKG_VERSION"));
     macro_rules! export {
         ($($name:literal => $make:expr),*) => {$(
@@ -201,5 +204,8 @@ fn main() {
         )*};
     }
     export!("cf_echo" => Echo, "cf_fail" => Fail, "cf_count" => Count, "cf_state" => StateOps, "cf_pid" => Pid);
+    if std::env::var("OORT_CONFORMANCE_SINGLETON").as_deref() == Ok("all") {
+        serve(plugin.source(Export::singleton(Numbers::default())).sink(Export::singleton(Lines::default())));
+    }
     serve(plugin.source(Export::constructor(Numbers::default)).sink(Export::constructor(Lines::default)));
 }
