@@ -151,25 +151,6 @@ impl From<Value> for pb::Value {
     }
 }
 
-impl From<&Value> for pb::Value {
-    /// Converts without consuming, for callers that keep the value (a batch a
-    /// sink write may have to send again): one copy instead of clone-then-move.
-    fn from(v: &Value) -> pb::Value {
-        use pb::value::Kind;
-        let kind = match v {
-            Value::Null => Kind::Null(true),
-            Value::Bool(b) => Kind::Bool(*b),
-            Value::Int(i) => Kind::Int(*i),
-            Value::Float(f) => Kind::Float(*f),
-            Value::String(s) => Kind::String(s.clone()),
-            Value::Bytes(b) => Kind::Bytes(b.clone()),
-            Value::List(l) => Kind::List(pb::ValueList { items: l.iter().map(Into::into).collect() }),
-            Value::Map(m) => Kind::Map(pb::ValueMap { entries: map_ref_to_pb(m) }),
-        };
-        pb::Value { kind: Some(kind) }
-    }
-}
-
 impl From<pb::Value> for Value {
     fn from(v: pb::Value) -> Value {
         use pb::value::Kind;
@@ -202,21 +183,6 @@ impl From<Record> for pb::Record {
     }
 }
 
-/// Converts a borrowed domain map into a protobuf field map.
-pub fn map_ref_to_pb(m: &BTreeMap<String, Value>) -> BTreeMap<String, pb::Value> {
-    m.iter().map(|(k, v)| (k.clone(), v.into())).collect()
-}
-
-impl From<&Record> for pb::Record {
-    fn from(r: &Record) -> pb::Record {
-        pb::Record {
-            fields: map_ref_to_pb(&r.fields),
-            metadata: map_ref_to_pb(&r.metadata),
-            timestamp_ms: r.timestamp_ms,
-        }
-    }
-}
-
 impl From<pb::Record> for Record {
     fn from(r: pb::Record) -> Record {
         Record { fields: map_from_pb(r.fields), metadata: map_from_pb(r.metadata), timestamp_ms: r.timestamp_ms }
@@ -241,7 +207,6 @@ mod tests {
             Value::Map(map),
         ];
         for v in values {
-            assert_eq!(pb::Value::from(&v), pb::Value::from(v.clone()));
             let back: Value = pb::Value::from(v.clone()).into();
             assert_eq!(back, v);
         }

@@ -271,7 +271,7 @@ mod tests {
         pb::ExecBatch {
             instance_id: instance_id.into(),
             seq,
-            rows: rows.iter().map(|r| pb::ArgRow { args: r.iter().map(Into::into).collect() }).collect(),
+            rows: rows.iter().map(|r| pb::ArgRow { args: r.iter().cloned().map(Into::into).collect() }).collect(),
         }
     }
 
@@ -314,8 +314,11 @@ mod tests {
         for (id, seq) in [("r/sink_0_file", 0), ("", 1), ("x", u64::MAX)] {
             let bytes = BatchBody::write(id, &records).with_seq(seq).encode_to_vec();
             let decoded = pb::WriteBatch::decode(bytes.as_slice()).expect("decodes");
-            let want =
-                pb::WriteBatch { instance_id: id.into(), seq, records: records.iter().map(Into::into).collect() };
+            let want = pb::WriteBatch {
+                instance_id: id.into(),
+                seq,
+                records: records.iter().cloned().map(Into::into).collect(),
+            };
             assert_eq!(decoded, want, "id {id:?}, seq {seq}");
         }
     }

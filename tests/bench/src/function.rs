@@ -8,7 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use oort_proto::plugin::v1 as pb;
 use oort_proto::Value;
 use oort_supervisor::host::FunctionInstance;
 use oort_supervisor::process::RestartStrategy;
@@ -58,14 +57,10 @@ impl Payload {
     }
 }
 
-/// The bytes Oort puts on the wire for this batch (the request message).
+/// The bytes Oort puts on the wire for this batch (the request message), from
+/// the encoder the host itself uses.
 fn encoded(rows: &[Vec<Value>]) -> Vec<u8> {
-    let batch = pb::ExecBatch {
-        instance_id: "bench/fn_0_echo".into(),
-        seq: 1,
-        rows: rows.iter().map(|r| pb::ArgRow { args: r.iter().cloned().map(Into::into).collect() }).collect(),
-    };
-    batch.encode_to_vec()
+    oort_proto::wire::BatchBody::exec("bench/fn_0_echo", rows).with_seq(1).encode_to_vec()
 }
 
 /// The in-process equivalent of the `echo` plugin's `exec`.
