@@ -46,6 +46,10 @@ pub enum Expr {
     Literal(Value),
     Unary(UnOp, Box<Expr>),
     Binary(Box<Expr>, BinOp, Box<Expr>),
+    /// A run of binary operators folded from the left: `a + b - c` is
+    /// `Chain(a, [(Add, b), (Sub, c)])`, the same as `(a + b) - c`. Kept flat
+    /// so that a long run costs no depth, in planning or in evaluation.
+    Chain(Box<Expr>, Vec<(BinOp, Expr)>),
     /// `IS NULL` (false) or `IS NOT NULL` (true).
     IsNull(Box<Expr>, bool),
     Builtin(Builtin, Vec<Expr>),
@@ -55,6 +59,19 @@ pub enum Expr {
         site: usize,
         args: Vec<Expr>,
     },
+}
+
+impl Expr {
+    /// The direct sub-expressions, in evaluation order.
+    pub fn children(&self) -> Box<dyn Iterator<Item = &Expr> + '_> {
+        match self {
+            Expr::Column(_) | Expr::Literal(_) => Box::new(std::iter::empty()),
+            Expr::Unary(_, e) | Expr::IsNull(e, _) => Box::new(std::iter::once(e.as_ref())),
+            Expr::Binary(l, _, r) => Box::new([l.as_ref(), r.as_ref()].into_iter()),
+            Expr::Chain(first, rest) => Box::new(std::iter::once(first.as_ref()).chain(rest.iter().map(|(_, e)| e))),
+            Expr::Builtin(_, args) | Expr::Call { args, .. } => Box::new(args.iter()),
+        }
+    }
 }
 
 /// Calls plugin functions: one batch of argument rows per call.
@@ -92,6 +109,14 @@ pub fn eval<'a, F: Functions>(
                 let left = eval(l, records, functions).await?;
                 let right = eval(r, records, functions).await?;
                 left.into_iter().zip(right).map(|(a, b)| binary(*op, a?, b?)).collect()
+            }
+            Expr::Chain(first, rest) => {
+                let mut acc = eval(first, records, functions).await?;
+                for (op, e) in rest {
+                    let right = eval(e, records, functions).await?;
+                    acc = acc.into_iter().zip(right).map(|(a, b)| binary(*op, a?, b?)).collect();
+                }
+                acc
             }
             Expr::Builtin(f, args) => {
                 let rows = eval_args(args, records, functions).await?;

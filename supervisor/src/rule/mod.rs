@@ -21,6 +21,67 @@ pub use expr::{Cell, Functions};
 pub use sql::{parse_select, ArgInfo, CallSite, SelectField, SelectPlan};
 pub use stream::{parse_stream, FieldType, StreamDef, StreamField};
 
+// ----- limits -----
+//
+// Every definition that reaches this module comes from outside (a REST body,
+// or the store, written by an older version). These bounds keep the time,
+// memory and stack any definition can cost small and known; each is reported
+// by name when exceeded.
+
+/// The longest rule SQL accepted, in bytes.
+pub const MAX_SQL_BYTES: usize = 64 * 1024;
+/// The deepest expression accepted, counted in levels of the planned
+/// expression. A flat chain such as `a + b + … + z` or `p AND q AND …` is one
+/// level however long it is, so the limit only bites on real nesting.
+pub const MAX_EXPR_DEPTH: usize = 128;
+/// The most expression nodes (columns, literals, operators, calls) in one
+/// rule's select list and `WHERE` together.
+pub const MAX_EXPR_NODES: usize = 10_000;
+/// The longest `CREATE STREAM` statement accepted, in bytes.
+pub const MAX_STREAM_SQL_BYTES: usize = 1 << 20;
+/// The most fields one stream may declare.
+pub const MAX_STREAM_FIELDS: usize = 10_000;
+/// The most `WITH` options one stream may have.
+pub const MAX_STREAM_OPTIONS: usize = 256;
+/// The longest accepted `checkpointInterval`: 24 hours.
+pub const MAX_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// The longest accepted `restartStrategy` delay or maxDelay: 24 hours, in ms.
+pub const MAX_RESTART_DELAY_MS: u64 = 24 * 3600 * 1000;
+/// The largest accepted `restartStrategy` multiplier.
+pub const MAX_RESTART_MULTIPLIER: f64 = 100.0;
+/// The accepted range of `bufferLength`.
+pub const BUFFER_LENGTH_RANGE: std::ops::RangeInclusive<u32> = 1..=65_536;
+
+/// The stack of the thread that parses and plans SQL. `sqlparser` builds,
+/// prints and drops its syntax tree recursively, and a flat chain of
+/// operators is as deep as it is long, so this work never runs on a small
+/// async worker stack. With [`MAX_SQL_BYTES`] bounding the input, the worst
+/// shapes known (8 000 postfix `IS NULL`s, 30 000-term runs) need between 4
+/// and 16 MiB; the rest is headroom. The memory is reserved, and only the
+/// pages actually touched are committed.
+const PLANNER_STACK_BYTES: usize = 256 << 20;
+
+/// Runs `f` on a fresh thread with a [`PLANNER_STACK_BYTES`] stack and waits
+/// for it. A panic in `f` (a bug in a parser) is an error here, not a crash
+/// of the caller.
+fn on_planner_stack<T: Send>(f: impl FnOnce() -> Result<T, RuleError> + Send) -> Result<T, RuleError> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("oort-sql-planner".into())
+            .stack_size(PLANNER_STACK_BYTES)
+            .spawn_scoped(scope, f)
+            .map_err(|e| RuleError::invalid(format!("cannot start the SQL planner thread: {e}")))?;
+        thread.join().unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(RuleError::invalid(format!("internal error while planning the SQL (a bug): {what}")))
+        })
+    })
+}
+
 /// Why a stream or rule definition is not acceptable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -90,9 +151,18 @@ pub struct RulePlan {
 }
 
 impl RuleDef {
-    /// Parses a rule from its JSON text.
+    /// Parses a rule from its JSON text, which must be one JSON object.
     pub fn from_json(text: &[u8]) -> Result<RuleDef, RuleError> {
-        serde_json::from_slice(text).map_err(|e| RuleError::invalid(format!("invalid rule JSON: {e}")))
+        let invalid = |e: serde_json::Error| RuleError::invalid(format!("invalid rule JSON: {e}"));
+        // serde's derived structs also accept a JSON array of the fields in
+        // order; a rule is only ever an object.
+        match serde_json::from_slice::<serde_json::Value>(text).map_err(invalid)? {
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(invalid),
+            other => Err(RuleError::invalid(format!(
+                "invalid rule JSON: a rule must be a JSON object, got {}",
+                json_type(&other)
+            ))),
+        }
     }
 
     /// Checks the definition and plans its SQL.
@@ -124,22 +194,91 @@ impl RuleDef {
             None => Duration::from_millis(300_000),
             Some(v) => parse_duration(v)?,
         };
-        Ok(RulePlan {
-            def: self.clone(),
-            select,
-            actions,
-            qos,
-            checkpoint_interval,
-            restart: self.options.restart_strategy.unwrap_or_default(),
-            buffer_length: self.options.buffer_length.unwrap_or(1024).clamp(1, 65_536),
-        })
+        let restart = self.options.restart_strategy.unwrap_or_default();
+        check_restart(&restart)?;
+        let buffer_length = self.options.buffer_length.unwrap_or(1024);
+        if !BUFFER_LENGTH_RANGE.contains(&buffer_length) {
+            return Err(RuleError::invalid(format!(
+                "bufferLength must be between {} and {}, got {buffer_length}",
+                BUFFER_LENGTH_RANGE.start(),
+                BUFFER_LENGTH_RANGE.end()
+            )));
+        }
+        Ok(RulePlan { def: self.clone(), select, actions, qos, checkpoint_interval, restart, buffer_length })
     }
 }
 
-/// eKuiper accepts milliseconds or a Go duration string.
+impl RulePlan {
+    /// A stand-in plan for a stored rule that no longer plans (it was saved by
+    /// an older version with laxer checks): it names no stream, sink or
+    /// function, so the rule can be listed, shown, fixed or deleted, but never
+    /// run.
+    pub fn unplannable(def: RuleDef) -> RulePlan {
+        RulePlan {
+            def,
+            select: SelectPlan { stream: String::new(), fields: Vec::new(), filter: None, calls: Vec::new() },
+            actions: Vec::new(),
+            qos: 0,
+            checkpoint_interval: Duration::from_millis(300_000),
+            restart: RestartStrategy::default(),
+            buffer_length: 1024,
+        }
+    }
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Refuses restart strategies whose numbers make no sense (a delay of
+/// centuries, a multiplier of a million), rather than silently running them.
+fn check_restart(r: &RestartStrategy) -> Result<(), RuleError> {
+    let max_h = MAX_RESTART_DELAY_MS / 3_600_000;
+    if r.delay > MAX_RESTART_DELAY_MS {
+        return Err(RuleError::invalid(format!(
+            "restartStrategy.delay must be at most {MAX_RESTART_DELAY_MS} ms ({max_h} h), got {}",
+            r.delay
+        )));
+    }
+    if r.max_delay > MAX_RESTART_DELAY_MS {
+        return Err(RuleError::invalid(format!(
+            "restartStrategy.maxDelay must be at most {MAX_RESTART_DELAY_MS} ms ({max_h} h), got {}",
+            r.max_delay
+        )));
+    }
+    if !(r.multiplier.is_finite() && (1.0..=MAX_RESTART_MULTIPLIER).contains(&r.multiplier)) {
+        return Err(RuleError::invalid(format!(
+            "restartStrategy.multiplier must be between 1 and {MAX_RESTART_MULTIPLIER}, got {}",
+            r.multiplier
+        )));
+    }
+    if !(r.jitter_factor.is_finite() && (0.0..=1.0).contains(&r.jitter_factor)) {
+        return Err(RuleError::invalid(format!(
+            "restartStrategy.jitterFactor must be between 0 and 1, got {}",
+            r.jitter_factor
+        )));
+    }
+    Ok(())
+}
+
+/// eKuiper accepts milliseconds or a Go duration string. The result is
+/// positive and at most [`MAX_CHECKPOINT_INTERVAL`].
 fn parse_duration(v: &serde_json::Value) -> Result<Duration, RuleError> {
     let bad =
         || RuleError::invalid(format!("checkpointInterval must be milliseconds or a duration like \"1s\", got {v}"));
+    let too_long = || {
+        RuleError::invalid(format!(
+            "checkpointInterval must be at most {} ms (24 h), got {v}",
+            MAX_CHECKPOINT_INTERVAL.as_millis()
+        ))
+    };
     let d = match v {
         serde_json::Value::Number(n) => Duration::from_millis(n.as_u64().ok_or_else(bad)?),
         serde_json::Value::String(s) => {
@@ -154,12 +293,19 @@ fn parse_duration(v: &serde_json::Value) -> Result<Duration, RuleError> {
                 "h" => n * 3600e3,
                 _ => return Err(bad()),
             };
+            // Compared as a float first: `1e30h` must not wrap or saturate.
+            if !ms.is_finite() || ms > MAX_CHECKPOINT_INTERVAL.as_millis() as f64 {
+                return Err(too_long());
+            }
             Duration::from_millis(ms as u64)
         }
         _ => return Err(bad()),
     };
     if d.is_zero() {
         return Err(RuleError::invalid("checkpointInterval must be positive"));
+    }
+    if d > MAX_CHECKPOINT_INTERVAL {
+        return Err(too_long());
     }
     Ok(d)
 }
@@ -296,11 +442,84 @@ mod tests {
                 "checkpointInterval",
             ),
             (r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"bogus":1}"#, "unknown field `bogus`"),
+            // Issue 10: serde also reads a struct from an array of its fields.
+            (r#"["r","SELECT * FROM s",[{"log":{}}]]"#, "a rule must be a JSON object, got an array"),
+            ("42", "a rule must be a JSON object, got a number"),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"checkpointInterval":18446744073709551615}}"#,
+                "checkpointInterval must be at most 86400000 ms",
+            ),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"checkpointInterval":"1000000000000000000000000h"}}"#,
+                "checkpointInterval must be at most",
+            ),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"checkpointInterval":"25h"}}"#,
+                "checkpointInterval must be at most",
+            ),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"checkpointInterval":-1}}"#,
+                "checkpointInterval must be milliseconds",
+            ),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"checkpointInterval":0}}"#,
+                "checkpointInterval must be positive",
+            ),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"bufferLength":0}}"#,
+                "bufferLength must be between 1 and 65536, got 0",
+            ),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"restartStrategy":{"delay":18446744073709551615}}}"#,
+                "restartStrategy.delay must be at most",
+            ),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"restartStrategy":{"maxDelay":99999999999}}}"#,
+                "restartStrategy.maxDelay must be at most",
+            ),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"restartStrategy":{"multiplier":1e300}}}"#,
+                "restartStrategy.multiplier must be between 1 and 100",
+            ),
+            (
+                r#"{"id":"r","sql":"SELECT * FROM s","actions":[{"log":{}}],"options":{"restartStrategy":{"jitterFactor":-0.5}}}"#,
+                "restartStrategy.jitterFactor must be between 0 and 1",
+            ),
         ];
         for (json, want) in cases {
             let err = rule(json).unwrap_err().to_string();
             assert!(err.contains(want), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn the_deepest_accepted_expressions_evaluate_on_a_small_stack() {
+        // Issue 10, defect 1 (c): anything that passes the limits evaluates
+        // safely. A tokio worker has 2 MiB of stack; this runs in a quarter of it.
+        let deep_is_null = format!("x{}", " IS NULL".repeat(MAX_EXPR_DEPTH - 1));
+        let sum = vec!["x"; 3000].join(" + ");
+        let and = vec!["x > 0"; 1000].join(" AND ");
+        let nested = format!("{}x{}", "abs(".repeat(45), ")".repeat(45));
+        let sql = format!("SELECT {deep_is_null} AS a, {sum} AS b, {nested} AS c FROM s WHERE {and}");
+        let plan = parse_select(&sql).unwrap();
+        let out = std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let batch = vec![Record::from_fields(BTreeMap::from([("x".to_string(), Value::Int(1))]))];
+                let out = rt.block_on(run_batch(&plan, batch, &NoPlugins)).unwrap();
+                // Cloning, comparing and dropping the plan recurse too.
+                let copy = plan.clone();
+                assert_eq!(copy, plan);
+                out.records
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].fields["a"], Value::Bool(false));
+        assert_eq!(out[0].fields["b"], Value::Int(3000));
+        assert_eq!(out[0].fields["c"], Value::Int(1));
     }
 
     #[tokio::test]

@@ -1,13 +1,13 @@
 //! `CREATE STREAM name (schema) WITH (TYPE="…", DATASOURCE="…", …)`, eKuiper's
 //! stream definition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use oort_proto::Value;
 
-use super::RuleError;
+use super::{RuleError, MAX_STREAM_FIELDS, MAX_STREAM_OPTIONS, MAX_STREAM_SQL_BYTES};
 
 /// A parsed stream definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,8 +81,20 @@ impl StreamDef {
 const RESERVED: [&str; 9] =
     ["TYPE", "DATASOURCE", "FORMAT", "CONF_KEY", "SHARED", "KEY", "TIMESTAMP", "TIMESTAMP_FORMAT", "STRICT_VALIDATION"];
 
-/// Parses a `CREATE STREAM` statement.
+/// Parses a `CREATE STREAM` statement, within the limits
+/// [`MAX_STREAM_SQL_BYTES`], [`MAX_STREAM_FIELDS`] and [`MAX_STREAM_OPTIONS`].
+/// Linear in the statement's length.
+///
+/// `WITH` option names are case-insensitive, as in eKuiper: `TYPE` and `type`
+/// are the same option, and so are `interval` and `Interval`, so giving one
+/// twice in any spelling is refused rather than silently keeping the last.
 pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
+    if sql.len() > MAX_STREAM_SQL_BYTES {
+        return Err(RuleError::invalid(format!(
+            "the CREATE STREAM statement is {} bytes long; the limit is {MAX_STREAM_SQL_BYTES}",
+            sql.len()
+        )));
+    }
     let mut p = Lexer::new(sql);
     p.keyword("CREATE")?;
     p.keyword("STREAM")?;
@@ -92,6 +104,7 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
     }
     p.expect('(')?;
     let mut fields = Vec::new();
+    let mut names = HashSet::new();
     if !p.eat(')') {
         loop {
             let field = p.ident("a field name")?;
@@ -111,7 +124,12 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
                     )))
                 }
             };
-            if fields.iter().any(|f: &StreamField| f.name == field) {
+            if fields.len() == MAX_STREAM_FIELDS {
+                return Err(RuleError::invalid(format!(
+                    "the stream declares more than {MAX_STREAM_FIELDS} fields; the limit is {MAX_STREAM_FIELDS}"
+                )));
+            }
+            if !names.insert(field.clone()) {
                 return Err(RuleError::invalid(format!("field {field} is declared twice")));
             }
             fields.push(StreamField { name: field, field_type });
@@ -124,9 +142,21 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
     p.keyword("WITH")?;
     p.expect('(')?;
     let mut options = BTreeMap::new();
+    let mut keys = HashSet::new();
     loop {
         let key = p.ident("an option name")?;
-        let key = if RESERVED.contains(&key.to_ascii_uppercase().as_str()) { key.to_ascii_uppercase() } else { key };
+        let upper = key.to_ascii_uppercase();
+        if !keys.insert(upper.clone()) {
+            return Err(RuleError::invalid(format!(
+                "option {key} is given twice in WITH (option names are case-insensitive)"
+            )));
+        }
+        if keys.len() > MAX_STREAM_OPTIONS {
+            return Err(RuleError::invalid(format!(
+                "the stream has more than {MAX_STREAM_OPTIONS} WITH options; the limit is {MAX_STREAM_OPTIONS}"
+            )));
+        }
+        let key = if RESERVED.contains(&upper.as_str()) { upper } else { key };
         p.expect('=')?;
         let value = p.string()?;
         options.insert(key, value);
@@ -277,6 +307,22 @@ mod tests {
     }
 
     #[test]
+    fn field_and_option_counts_are_bounded() {
+        let fields = |n: usize| (0..n).map(|i| format!("f{i} BIGINT")).collect::<Vec<_>>().join(", ");
+        let ok = format!("CREATE STREAM s ({}) WITH (TYPE=\"x\")", fields(MAX_STREAM_FIELDS));
+        assert_eq!(parse_stream(&ok).unwrap().fields.len(), MAX_STREAM_FIELDS);
+        let over = format!("CREATE STREAM s ({}) WITH (TYPE=\"x\")", fields(MAX_STREAM_FIELDS + 1));
+        let err = parse_stream(&over).unwrap_err().to_string();
+        assert!(err.contains("more than 10000 fields; the limit is 10000"), "{err}");
+        let long = format!("CREATE STREAM s (a BIGINT) WITH (TYPE=\"{}\")", "x".repeat(MAX_STREAM_SQL_BYTES));
+        let err = parse_stream(&long).unwrap_err().to_string();
+        assert!(err.contains("the limit is 1048576"), "{err}");
+        let options = (0..=MAX_STREAM_OPTIONS).map(|i| format!("k{i}=\"v\"")).collect::<Vec<_>>().join(", ");
+        let err = parse_stream(&format!("CREATE STREAM s () WITH ({options})")).unwrap_err().to_string();
+        assert!(err.contains("more than 256 WITH options"), "{err}");
+    }
+
+    #[test]
     fn malformed_statements_name_the_problem() {
         let cases = [
             ("CREATE TABLE t () WITH (TYPE=\"x\")", "expected STREAM"),
@@ -287,6 +333,8 @@ mod tests {
             ("CREATE STREAM s () WITH (TYPE=\"x\") extra", "unexpected text"),
             ("CREATE STREAM s () WITH (FORMAT=\"protobuf\")", "not supported"),
             ("CREATE STREAM s ()", "expected WITH"),
+            ("CREATE STREAM s () WITH (TYPE=\"a\", type=\"b\")", "option type is given twice"),
+            ("CREATE STREAM s () WITH (TYPE=\"a\", x=\"1\", X=\"2\")", "option X is given twice"),
         ];
         for (sql, want) in cases {
             let err = parse_stream(sql).unwrap_err().to_string();

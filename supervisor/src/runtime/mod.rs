@@ -58,6 +58,10 @@ struct RuleEntry {
     plan: RulePlan,
     status: Arc<RuleStatus>,
     run: Option<RunHandle>,
+    /// Why a stored rule no longer plans (saved by a version with laxer
+    /// checks): it is kept, shown as `error` with this reason, and never runs
+    /// until it is updated or deleted.
+    unplannable: Option<String>,
 }
 
 struct RunHandle {
@@ -83,17 +87,37 @@ impl Engine {
         for (name, bytes) in store.list(Namespace::Streams)? {
             let sql = String::from_utf8(bytes)
                 .map_err(|e| EngineError::Corrupt { what: format!("stream {name}"), reason: e.to_string() })?;
-            let def = parse_stream(&sql)
-                .map_err(|e| EngineError::Corrupt { what: format!("stream {name}"), reason: e.to_string() })?;
-            streams.insert(name, def);
+            // A stream saved by a version with laxer checks (a repeated WITH
+            // option, say) must not keep the daemon from starting: it is left
+            // in the store, unloaded, until it is created again.
+            match parse_stream(&sql) {
+                Ok(def) => {
+                    streams.insert(name, def);
+                }
+                Err(e) => {
+                    tracing::error!(stream = %name, "the stored stream is no longer valid and is not loaded: {e}")
+                }
+            }
         }
         let mut rules = BTreeMap::new();
         for (id, bytes) in store.list(Namespace::Rules)? {
             let corrupt = |reason: String| EngineError::Corrupt { what: format!("rule {id}"), reason };
             let stored: StoredRule = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-            let plan = stored.rule.plan().map_err(|e| corrupt(e.to_string()))?;
+            // A rule that plans no more must not keep the daemon from starting
+            // (nor, worse, crash it on every start): it is kept in `error`.
+            let (plan, unplannable) = match stored.rule.plan() {
+                Ok(plan) => (plan, None),
+                Err(e) => {
+                    let reason = format!("the stored rule is no longer valid: {e}");
+                    tracing::error!(rule = %id, "{reason}");
+                    (RulePlan::unplannable(stored.rule.clone()), Some(reason))
+                }
+            };
             let status = Arc::new(RuleStatus::new(&plan));
-            rules.insert(id, RuleEntry { stored, plan, status, run: None });
+            if let Some(reason) = &unplannable {
+                status.set_state(RunState::Failed(reason.clone()));
+            }
+            rules.insert(id, RuleEntry { stored, plan, status, run: None, unplannable });
         }
         Ok(Engine { store, host, conf_dir, streams: Mutex::new(streams), rules: Mutex::new(rules) })
     }
@@ -239,7 +263,7 @@ impl Engine {
     /// Creates a rule and, unless `triggered` is false, starts it.
     pub async fn create_rule(&self, body: &[u8]) -> Result<String, EngineError> {
         let def = RuleDef::from_json(body)?;
-        let plan = def.plan()?;
+        let plan = plan_blocking(&def).await?;
         if self.rules.lock().await.contains_key(&def.id) {
             return Err(EngineError::Conflict(format!("rule {} already exists", def.id)));
         }
@@ -253,7 +277,7 @@ impl Engine {
         self.store.put(Namespace::Rules, &id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
         let status = Arc::new(RuleStatus::new(&plan));
         let running = stored.running;
-        rules.insert(id.clone(), RuleEntry { stored, plan, status, run: None });
+        rules.insert(id.clone(), RuleEntry { stored, plan, status, run: None, unplannable: None });
         if running {
             self.start_locked(&mut rules, &id).await?;
         }
@@ -266,7 +290,7 @@ impl Engine {
         if def.id != id {
             return Err(EngineError::Invalid(format!("the rule's id {:?} does not match the URL's {id:?}", def.id)));
         }
-        let plan = def.plan()?;
+        let plan = plan_blocking(&def).await?;
         if !self.rules.lock().await.contains_key(id) {
             return Err(no_rule(id));
         }
@@ -279,7 +303,7 @@ impl Engine {
         self.discard_state(id)?;
         let stored = StoredRule { rule: def, running };
         self.store.put(Namespace::Rules, id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
-        *entry = RuleEntry { stored, status: Arc::new(RuleStatus::new(&plan)), plan, run: None };
+        *entry = RuleEntry { stored, status: Arc::new(RuleStatus::new(&plan)), plan, run: None, unplannable: None };
         if running {
             self.start_locked(&mut rules, id).await?;
         }
@@ -353,6 +377,10 @@ impl Engine {
         let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
         if entry.run.as_ref().is_some_and(|r| !r.task.is_finished()) {
             return Ok(());
+        }
+        if let Some(reason) = &entry.unplannable {
+            entry.status.set_state(RunState::Failed(reason.clone()));
+            return Err(EngineError::Invalid(format!("rule {id} cannot start: {reason}")));
         }
         let stream = self.get_stream(&entry.plan.select.stream).await?;
         let source_props = self.source_props(&stream)?;
@@ -483,6 +511,16 @@ impl Engine {
             .map(|(id, _)| id.clone())
             .collect()
     }
+}
+
+/// Plans a rule off the async workers: planning is CPU work of up to a few
+/// milliseconds on its own large-stack thread (see `rule::parse_select`).
+async fn plan_blocking(def: &RuleDef) -> Result<RulePlan, EngineError> {
+    let def = def.clone();
+    tokio::task::spawn_blocking(move || def.plan())
+        .await
+        .map_err(|e| EngineError::Invalid(format!("internal error while planning the rule: {e}")))?
+        .map_err(EngineError::from)
 }
 
 fn no_rule(id: &str) -> EngineError {
