@@ -450,7 +450,7 @@ fn fuzz_names_and_versions() {
         if va <= vb && vb <= vc {
             prop_assert!(va <= vc, "{va} <= {vb} <= {vc}");
         }
-        let mut all = vec![va.clone(), vb, vc, va];
+        let mut all = [va.clone(), vb, vc, va];
         all.sort();
         let _ = all.iter().map(|v| v.to_string()).collect::<Vec<_>>();
         let _ = PluginKind::parse(&a);
