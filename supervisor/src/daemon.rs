@@ -58,7 +58,8 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
     let grpc_task = match &config.grpc_addr {
         Some(addr) => {
             let listener = api::bind_grpc(addr).await?;
-            Some(tokio::spawn(api::serve_grpc(listener, host.clone(), engine.clone(), shutdown.clone())))
+            let token = config.api.bearer_token.clone();
+            Some(tokio::spawn(api::serve_grpc(listener, host.clone(), engine.clone(), token, shutdown.clone())))
         }
         None => None,
     };

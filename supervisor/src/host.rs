@@ -149,7 +149,13 @@ impl Host {
     /// Running processes keep running the file they started from, and the
     /// functions they declared stay registered.
     pub async fn rescan(&self) {
-        let mut catalog = Catalog::scan(&self.config.plugins_dir);
+        // Reading the folder (and hashing new files) is blocking I/O: keep it
+        // off the async workers that answer every other request.
+        let dir = self.config.plugins_dir.clone();
+        let Ok(mut catalog) = tokio::task::spawn_blocking(move || Catalog::scan(&dir)).await else {
+            tracing::error!("plugin catalog: the scan of {} failed", self.config.plugins_dir.display());
+            return;
+        };
         for e in catalog.errors() {
             tracing::warn!("plugin catalog: {e}");
         }
@@ -167,6 +173,36 @@ impl Host {
     /// Problems found in the plugins folder, as messages naming the file.
     pub fn catalog_errors(&self) -> Vec<String> {
         self.catalog().errors().iter().map(ToString::to_string).collect()
+    }
+
+    /// Why a plugin file of this kind and name is in the folder but not in
+    /// the catalog, when it is: e.g. `found <path> but it is not executable
+    /// (mode 0644)`.
+    pub fn catalog_problem(&self, kind: PluginKind, name: &str) -> Option<String> {
+        let dir = self.config.plugins_dir.join(kind.dir_name());
+        let named = |path: &Path| {
+            path.parent() == Some(dir.as_path())
+                && path.file_name().and_then(|f| f.to_str()).is_some_and(|f| {
+                    let stem = f.strip_suffix(".json").unwrap_or(f);
+                    let base = stem.split_once('@').map_or(stem, |(n, _)| n);
+                    crate::catalog::fold(base) == crate::catalog::fold(name)
+                })
+        };
+        self.catalog().errors().iter().find_map(|e| match e {
+            crate::catalog::CatalogError::NotExecutable { path } if named(path) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path).map(|m| format!(" (mode {:04o})", m.permissions().mode() & 0o7777));
+                Some(format!("found {} but it is not executable{}", path.display(), mode.unwrap_or_default()))
+            }
+            crate::catalog::CatalogError::EmptyVersion { path }
+            | crate::catalog::CatalogError::BadMetadata { path, .. }
+            | crate::catalog::CatalogError::Io { path, .. }
+                if named(path) =>
+            {
+                Some(e.to_string())
+            }
+            _ => None,
+        })
     }
 
     /// Whether the catalog has a plugin of this kind under this name.
@@ -266,13 +302,19 @@ impl Host {
         rule: &str,
         strategy: RestartStrategy,
     ) -> Result<Arc<Entry>, HostError> {
-        let mut entries = self.entries.lock().await;
-        if let Some(e) = entries.get(&(file.path.clone(), None)) {
-            return Ok(e.clone());
+        let running = |entries: &Entries| {
+            entries
+                .get(&(file.path.clone(), None))
+                .or_else(|| entries.get(&(file.path.clone(), Some(rule.to_string()))))
+                .cloned()
+        };
+        if let Some(e) = running(&*self.entries.lock().await) {
+            return Ok(e);
         }
-        if let Some(e) = entries.get(&(file.path.clone(), Some(rule.to_string()))) {
-            return Ok(e.clone());
-        }
+        // The process starts without the map lock held: a plugin slow to
+        // handshake (up to the start timeout) must not hold up other rules,
+        // listings and describes. Two rules racing to start one singleton
+        // plugin may both start it; the second to finish stops its own.
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let instances: Instances = Arc::default();
         let hooks = Arc::new(EntryHooks {
@@ -306,6 +348,12 @@ impl Host {
             }
         }
         let rule_key = if singleton { None } else { Some(rule.to_string()) };
+        let mut entries = self.entries.lock().await;
+        if let Some(e) = running(&entries) {
+            drop(entries);
+            process.stop().await;
+            return Ok(e);
+        }
         let entry = Arc::new(Entry { key, process, instances, singleton, rule: rule_key.clone() });
         entries.insert((file.path.clone(), rule_key), entry.clone());
         Ok(entry)
@@ -912,6 +960,16 @@ impl FunctionInstance {
         self.entry.process.restarts()
     }
 
+    /// The plugin serving it (metrics and status label).
+    pub fn plugin(&self) -> &str {
+        &self.entry.process.spec().name
+    }
+
+    /// Whether its process is up and handshaken right now.
+    pub fn connected(&self) -> bool {
+        matches!(self.entry.process.status(), crate::process::ProcessStatus::Running { .. })
+    }
+
     /// The function's name as the plugin exports it.
     pub fn symbol(&self) -> &str {
         &self.symbol
@@ -1067,6 +1125,16 @@ impl SourceInstance {
         self.entry.process.restarts()
     }
 
+    /// The plugin serving it (metrics and status label).
+    pub fn plugin(&self) -> &str {
+        &self.entry.process.spec().name
+    }
+
+    /// Whether its process is up and handshaken right now.
+    pub fn connected(&self) -> bool {
+        matches!(self.entry.process.status(), crate::process::ProcessStatus::Running { .. })
+    }
+
     /// Whether the source declared that it can replay from an offset.
     pub fn rewindable(&self) -> bool {
         self.rewindable
@@ -1156,6 +1224,16 @@ impl SinkInstance {
     /// How often its process was restarted after a crash.
     pub fn restarts(&self) -> u32 {
         self.entry.process.restarts()
+    }
+
+    /// The plugin serving it (metrics and status label).
+    pub fn plugin(&self) -> &str {
+        &self.entry.process.spec().name
+    }
+
+    /// Whether its process is up and handshaken right now.
+    pub fn connected(&self) -> bool {
+        matches!(self.entry.process.status(), crate::process::ProcessStatus::Running { .. })
     }
 
     /// Two-phase commit, phase one: makes everything written durable and

@@ -70,7 +70,8 @@ struct ServeArgs {
     /// Parent folder of the private socket folder [default: $XDG_RUNTIME_DIR/oort or /tmp/oort-<uid>].
     #[arg(long, env = "OORT_RUNTIME_DIR")]
     runtime_dir: Option<PathBuf>,
-    /// Require `Authorization: Bearer <token>` on the REST API.
+    /// Require `Authorization: Bearer <token>` on the REST API (all but /ping)
+    /// and on every gRPC admin call (health and reflection stay open).
     #[arg(long, env = "OORT_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// Time a plugin has from spawn to ready, in milliseconds.
@@ -79,6 +80,15 @@ struct ServeArgs {
     /// Deadline of every call on a plugin, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     call_timeout_ms: u64,
+    /// Log lines as text for people, or as one JSON object per line for machines.
+    #[arg(long, env = "OORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -181,11 +191,16 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("OORT_LOG").unwrap_or_else(|_| "info".into());
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let format = match &cli.command {
+        Command::Serve(a) => a.log_format,
+        _ => LogFormat::Text,
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object per line, fields at the top level next to "message".
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

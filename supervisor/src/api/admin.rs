@@ -60,11 +60,10 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::PluginDescription>, Status> {
         let req = req.into_inner();
         let kind = kind(&req.kind)?;
-        let info = self
-            .host
-            .describe_rescanning(kind, &req.name)
-            .await
-            .ok_or_else(|| Status::not_found(format!("no {} plugin named {:?}", kind.as_str(), req.name)))?;
+        let Some(info) = self.host.describe_rescanning(kind, &req.name).await else {
+            let why = self.host.catalog_problem(kind, &req.name).map(|p| format!(": {p}")).unwrap_or_default();
+            return Err(Status::not_found(format!("no {} plugin named {:?}{why}", kind.as_str(), req.name)));
+        };
         Ok(Response::new(pb::PluginDescription {
             name: info.name,
             version: info.version,

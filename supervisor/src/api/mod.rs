@@ -3,8 +3,14 @@
 //!
 //! Architecture invariant: errors are mapped to HTTP and gRPC status codes here
 //! and nowhere else; the modules below return typed errors.
+//!
+//! With `--api-token`, every admin request must carry `Authorization: Bearer
+//! <token>`: every REST path but `/ping`, and every `oort.admin.v1.Admin` call.
+//! gRPC health and reflection stay open, like `/ping`: they reveal that the
+//! daemon is up and the shape of its public API, nothing about its rules.
 
 mod admin;
+mod metrics;
 mod rest;
 mod state_service;
 
@@ -35,12 +41,46 @@ pub async fn bind_grpc(addr: &str) -> anyhow::Result<GrpcListener> {
     })
 }
 
+/// Whether a presented bearer token is the configured one. Both sides are
+/// hashed first and the digests compared without an early exit, so the time
+/// taken reveals neither a matching prefix nor the token's length.
+pub(crate) fn token_matches(given: Option<&str>, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let Some(given) = given else { return false };
+    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The bearer token of an `authorization` header or gRPC metadata value.
+pub(crate) fn bearer(value: Option<&str>) -> Option<&str> {
+    value.and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The gRPC twin of the REST API's token check, for `oort.admin.v1.Admin`.
+#[derive(Clone)]
+struct RequireToken(Option<std::sync::Arc<str>>);
+
+impl tonic::service::Interceptor for RequireToken {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(expected) = &self.0 {
+            let given = bearer(req.metadata().get("authorization").and_then(|v| v.to_str().ok()));
+            if !token_matches(given, expected) {
+                return Err(tonic::Status::unauthenticated("missing or wrong bearer token"));
+            }
+        }
+        Ok(req)
+    }
+}
+
 /// Serves the admin API (`oort.admin.v1`), gRPC health and server reflection
-/// on a bound listener until shutdown.
+/// on a bound listener until shutdown. With a token, every admin call must
+/// carry `authorization: Bearer <token>` metadata; health and reflection are
+/// open (see the module documentation).
 pub async fn serve_grpc(
     listener: GrpcListener,
     host: std::sync::Arc<crate::host::Host>,
     engine: std::sync::Arc<crate::runtime::Engine>,
+    token: Option<String>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -56,7 +96,10 @@ pub async fn serve_grpc(
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
-    let admin = oort_proto::admin::v1::admin_server::AdminServer::new(admin::AdminService { host, engine });
+    let admin = oort_proto::admin::v1::admin_server::AdminServer::with_interceptor(
+        admin::AdminService { host, engine },
+        RequireToken(token.map(std::sync::Arc::from)),
+    );
     let router =
         tonic::transport::Server::builder().add_service(health_service).add_service(reflection).add_service(admin);
     let stop = async move { shutdown.wait().await };

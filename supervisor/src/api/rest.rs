@@ -1,6 +1,11 @@
 //! The REST admin API, in eKuiper's shapes where they overlap: `/streams`,
-//! `/rules`, `/plugins`. Errors are JSON `{"error": "<message>"}` with a 4xx
-//! status for anything the request got wrong and 5xx for local failures.
+//! `/rules`, `/plugins`, and Prometheus' `/metrics`. Errors are JSON
+//! `{"error": "<message>"}` with a 4xx status for anything the request got
+//! wrong and 5xx for local failures, including the ones axum itself answers
+//! (a body over the size limit, a malformed path).
+//!
+//! `--api-token` guards every path but `/ping`, `/metrics` included: a
+//! Prometheus scrape config sends it with `authorization: {credentials: …}`.
 
 use std::sync::Arc;
 
@@ -21,7 +26,8 @@ use crate::runtime::{Engine, EngineError};
 /// Options of the REST API.
 #[derive(Debug, Clone, Default)]
 pub struct ApiConfig {
-    /// When set, every request but `/ping` must carry `Authorization: Bearer <token>`.
+    /// When set, every request but `/ping` (`/metrics` too) must carry
+    /// `Authorization: Bearer <token>`.
     pub bearer_token: Option<String>,
 }
 
@@ -88,6 +94,7 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         .route("/rules/{id}/{action}", post(rule_action))
         .route("/plugins/{kind}", get(list_plugins).post(install_plugin))
         .route("/plugins/{kind}/{name}", get(describe_plugin).delete(remove_plugin))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
             async move { authorize(token.as_deref(), req, next).await }
@@ -97,18 +104,44 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(AppState { host, engine, plugins_dir: plugins_dir.into() })
 }
 
 async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
     if let Some(expected) = token {
-        let given =
-            req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(expected) {
+        let given = super::bearer(req.headers().get("authorization").and_then(|v| v.to_str().ok()));
+        if !super::token_matches(given, expected) {
             return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
         }
     }
     next.run(req).await
+}
+
+/// Turns the plain-text errors axum's extractors answer with (413 for a body
+/// over the limit, 400 for a bad path or body, …) into the API's JSON shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    // These bodies are one short sentence; the cap only guards the rewrite.
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("request failed").to_lowercase()
+    } else {
+        text
+    };
+    ApiError::new(status, message).into_response()
 }
 
 /// Parses a JSON request body into an object, with a 400 naming the problem.
@@ -214,6 +247,15 @@ async fn rule_action(State(app): State<AppState>, Path((id, action)): Path<(Stri
     Ok(format!("Rule {id} was {done}."))
 }
 
+// ----- metrics -----
+
+async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
+    let text = super::metrics::render(&app.engine)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response())
+}
+
 // ----- plugins -----
 
 fn kind(path: &str) -> ApiResult<PluginKind> {
@@ -235,11 +277,15 @@ async fn describe_plugin(
     Path((k, name)): Path<(String, String)>,
 ) -> ApiResult<Json<crate::host::PluginInfo>> {
     let kind = kind(&k)?;
-    app.host
-        .describe_rescanning(kind, &name)
-        .await
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no {} plugin named {name:?}", kind.as_str())))
+    match app.host.describe_rescanning(kind, &name).await {
+        Some(info) => Ok(Json(info)),
+        None => {
+            // A file that is there but unusable (not executable, say) is the
+            // likeliest reason; say so rather than a bare "not found".
+            let why = app.host.catalog_problem(kind, &name).map(|p| format!(": {p}")).unwrap_or_default();
+            Err(ApiError::new(StatusCode::NOT_FOUND, format!("no {} plugin named {name:?}{why}", kind.as_str())))
+        }
+    }
 }
 
 async fn install_plugin(State(app): State<AppState>, Path(k): Path<String>, body: Bytes) -> ApiResult<Response> {

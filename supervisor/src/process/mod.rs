@@ -8,6 +8,7 @@
 //! (parent-death signal), listens on a socket inside the supervisor's private
 //! runtime directory, and has its socket removed when it is reaped.
 
+mod log_line;
 mod runtime_dir;
 mod spawner;
 mod supervised;
@@ -22,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use oort_proto::plugin::v1 as pb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::{Channel, Endpoint};
+use tracing::field::display;
 
 pub use runtime_dir::RuntimeDir;
 pub use supervised::{Hooks, Live, ProcessStatus, RestartStrategy, Supervised};
@@ -258,10 +260,25 @@ pub async fn connect_unix(path: &Path) -> Result<Channel, tonic::transport::Erro
         .await
 }
 
-/// Forwards every stdout/stderr line of the plugin as a tracing event tagged
-/// with plugin, version, pid and rule.
+/// Logs one plugin line as one event of the supervisor's log, at its level.
+macro_rules! plugin_event {
+    ($level:expr, $($field:tt)*) => {
+        match $level {
+            log_line::Level::Error => tracing::error!(target: "oort::plugin", $($field)*),
+            log_line::Level::Warn => tracing::warn!(target: "oort::plugin", $($field)*),
+            log_line::Level::Info => tracing::info!(target: "oort::plugin", $($field)*),
+            log_line::Level::Debug => tracing::debug!(target: "oort::plugin", $($field)*),
+            log_line::Level::Trace => tracing::trace!(target: "oort::plugin", $($field)*),
+        }
+    };
+}
+
+/// Forwards every stdout/stderr line of the plugin as one tracing event,
+/// tagged with plugin, rule (absent for a shared process), pid and, when the
+/// file name has one, version. A line in the SDKs' format is logged at its own
+/// level, without its own timestamp and level (see `log_line`).
 fn forward_logs(child: &mut tokio::process::Child, spec: &LaunchSpec, pid: u32, tail: StderrTail) {
-    let tags = Arc::new((spec.name.clone(), spec.version.clone(), spec.rule.clone().unwrap_or_else(|| "*".into())));
+    let tags = Arc::new((spec.name.clone(), spec.version.clone(), spec.rule.clone()));
     if let Some(out) = child.stdout.take() {
         let tags = tags.clone();
         tokio::spawn(async move {
@@ -271,7 +288,9 @@ fn forward_logs(child: &mut tokio::process::Child, spec: &LaunchSpec, pid: u32, 
                 let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
                 raw.clear();
                 let (plugin, version, rule) = &*tags;
-                tracing::info!(target: "oort::plugin", plugin, version, pid, rule, stream = "stdout", "{line}");
+                let (rule, version) = (rule.as_deref().map(display), Some(version.as_str()).filter(|v| !v.is_empty()));
+                let version = version.map(display);
+                tracing::info!(target: "oort::plugin", plugin = %plugin, rule, pid, version, stream = "stdout", "{line}");
             }
         });
     }
@@ -285,15 +304,11 @@ fn forward_logs(child: &mut tokio::process::Child, spec: &LaunchSpec, pid: u32, 
                 let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
                 raw.clear();
                 let (plugin, version, rule) = &*tags;
-                // SDK log lines carry their level near the start; keep it.
-                let head: String = line.chars().take(48).collect();
-                if head.contains("ERROR") {
-                    tracing::error!(target: "oort::plugin", plugin, version, pid, rule, stream = "stderr", "{line}");
-                } else if head.contains("WARN") {
-                    tracing::warn!(target: "oort::plugin", plugin, version, pid, rule, stream = "stderr", "{line}");
-                } else {
-                    tracing::info!(target: "oort::plugin", plugin, version, pid, rule, stream = "stderr", "{line}");
-                }
+                let read = log_line::parse(&line, rule.as_deref());
+                let message = read.message;
+                let (rule, version) = (rule.as_deref().map(display), Some(version.as_str()).filter(|v| !v.is_empty()));
+                let version = version.map(display);
+                plugin_event!(read.level, plugin = %plugin, rule, pid, version, "{message}");
                 tail.push(line);
             }
         });

@@ -1,8 +1,16 @@
-//! Per-operator counters, reported in eKuiper's flat status shape.
+//! A rule's numbers: per-operator counters, plugin calls, checkpoints and the
+//! resource use of plugin processes.
+//!
+//! This is the one source of both views: `rule status` (eKuiper's flat JSON
+//! shape, [`OpMetrics::report`]) and Prometheus' `GET /metrics` (the `api`
+//! module encodes [`OpMetrics::snapshot`], [`CallMetrics`] and
+//! [`ProcessUsage`]). Nothing is counted twice or in two places.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{json, Map, Value as Json};
 
 use crate::rule::OpOutcome;
@@ -19,12 +27,50 @@ struct Counters {
     last_invocation: u64,
 }
 
-/// One operator's metrics, updated by the pipeline and read by status calls.
+/// Which of eKuiper's three operator families an operator belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Source,
+    Op,
+    Sink,
+}
+
+impl OpKind {
+    /// eKuiper's metric prefix word: `source`, `op` or `sink`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Source => "source",
+            OpKind::Op => "op",
+            OpKind::Sink => "sink",
+        }
+    }
+}
+
+/// One operator's numbers at one moment.
+#[derive(Debug, Clone)]
+pub struct OpSnapshot {
+    pub name: String,
+    pub kind: OpKind,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub exceptions: u64,
+    pub last_exception: String,
+    pub last_exception_time: u64,
+    pub process_latency_us: u64,
+    pub last_invocation: u64,
+    /// Batches queued in front of the operator.
+    pub buffer_length: u64,
+}
+
+/// One operator's metrics, updated by the pipeline and read by status calls
+/// and scrapes.
 #[derive(Debug)]
 pub struct OpMetrics {
     /// eKuiper's operator prefix, e.g. `source_demo_0`, `op_2_project_0`, `sink_log_0_0`.
     pub name: String,
+    kind: OpKind,
     counters: Mutex<Counters>,
+    buffer: AtomicI64,
 }
 
 fn now_ms() -> u64 {
@@ -32,8 +78,8 @@ fn now_ms() -> u64 {
 }
 
 impl OpMetrics {
-    pub fn new(name: String) -> OpMetrics {
-        OpMetrics { name, counters: Mutex::default() }
+    pub fn new(name: String, kind: OpKind) -> OpMetrics {
+        OpMetrics { name, kind, counters: Mutex::default(), buffer: AtomicI64::new(0) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
@@ -68,21 +114,165 @@ impl OpMetrics {
         }
     }
 
+    /// A batch was queued in front of this operator.
+    pub fn queued(&self) {
+        self.buffer.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A queued batch was taken by this operator.
+    pub fn dequeued(&self) {
+        self.buffer.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Records read so far.
     pub fn records_out(&self) -> u64 {
         self.lock().records_out
     }
 
+    /// Every number of this operator, read at once.
+    pub fn snapshot(&self) -> OpSnapshot {
+        let c = self.lock().clone();
+        OpSnapshot {
+            name: self.name.clone(),
+            kind: self.kind,
+            records_in: c.records_in,
+            records_out: c.records_out,
+            exceptions: c.exceptions,
+            last_exception: c.last_exception,
+            last_exception_time: c.last_exception_time,
+            process_latency_us: c.process_latency_us,
+            last_invocation: c.last_invocation,
+            buffer_length: self.buffer.load(Ordering::Relaxed).max(0) as u64,
+        }
+    }
+
     /// Appends this operator's metrics to a status object.
     pub fn report(&self, into: &mut Map<String, Json>) {
-        let c = self.lock().clone();
-        let n = &self.name;
-        into.insert(format!("{n}_records_in_total"), json!(c.records_in));
-        into.insert(format!("{n}_records_out_total"), json!(c.records_out));
-        into.insert(format!("{n}_exceptions_total"), json!(c.exceptions));
-        into.insert(format!("{n}_last_exception"), json!(c.last_exception));
-        into.insert(format!("{n}_last_exception_time"), json!(c.last_exception_time));
-        into.insert(format!("{n}_process_latency_us"), json!(c.process_latency_us));
-        into.insert(format!("{n}_last_invocation"), json!(c.last_invocation));
+        let s = self.snapshot();
+        let n = &s.name;
+        into.insert(format!("{n}_records_in_total"), json!(s.records_in));
+        into.insert(format!("{n}_records_out_total"), json!(s.records_out));
+        into.insert(format!("{n}_exceptions_total"), json!(s.exceptions));
+        into.insert(format!("{n}_last_exception"), json!(s.last_exception));
+        into.insert(format!("{n}_last_exception_time"), json!(s.last_exception_time));
+        into.insert(format!("{n}_process_latency_us"), json!(s.process_latency_us));
+        into.insert(format!("{n}_buffer_length"), json!(s.buffer_length));
+        into.insert(format!("{n}_last_invocation"), json!(s.last_invocation));
+    }
+}
+
+/// Bucket bounds of call and checkpoint durations, in seconds: 100 µs to 10 s.
+pub fn duration_buckets() -> impl Iterator<Item = f64> {
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter()
+}
+
+/// Calls on one plugin instance: how many and how long they took.
+#[derive(Debug)]
+pub struct CallMetrics {
+    calls: AtomicU64,
+    /// Shared with every scrape (a `Histogram` clone is a handle to the same buckets).
+    pub latency: Histogram,
+}
+
+impl Default for CallMetrics {
+    fn default() -> Self {
+        CallMetrics { calls: AtomicU64::new(0), latency: Histogram::new(duration_buckets()) }
+    }
+}
+
+impl CallMetrics {
+    /// Records one call; `took` is `None` for calls without a round trip of
+    /// their own (a batch arriving on a source's stream).
+    pub fn record(&self, took: Option<Duration>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = took {
+            self.latency.observe(t.as_secs_f64());
+        }
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Checkpoints of one rule run: how long each took and how big the newest was.
+#[derive(Debug)]
+pub struct CheckpointMetrics {
+    pub duration: Histogram,
+    size: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for CheckpointMetrics {
+    fn default() -> Self {
+        CheckpointMetrics { duration: Histogram::new(duration_buckets()), size: AtomicU64::new(0), count: AtomicU64::new(0) }
+    }
+}
+
+impl CheckpointMetrics {
+    pub fn record(&self, took: Duration, bytes: usize) {
+        self.duration.observe(took.as_secs_f64());
+        self.size.store(bytes as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Size in bytes of the newest checkpoint.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints completed.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// What a process uses right now, read from `/proc/<pid>/stat` and `statm`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessUsage {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+impl ProcessUsage {
+    /// `None` when the process is gone or `/proc` is not Linux's.
+    pub fn of(pid: u32) -> Option<ProcessUsage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+        Self::parse(&stat, &statm, rustix::param::page_size() as u64, rustix::param::clock_ticks_per_second())
+    }
+
+    fn parse(stat: &str, statm: &str, page_size: u64, ticks_per_second: u64) -> Option<ProcessUsage> {
+        // The command name (field 2) is in parentheses and may hold spaces or
+        // parentheses itself: fields are counted after its last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the name: state is field 3, utime field 14, stime field 15.
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(ProcessUsage {
+            rss_bytes: resident * page_size,
+            cpu_seconds: (utime + stime) as f64 / ticks_per_second.max(1) as f64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_is_read_after_the_last_parenthesis() {
+        let stat = "4242 (a) b) (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
+        let usage = ProcessUsage::parse(stat, "1000 300 20 1 0 50 0\n", 4096, 100).unwrap();
+        assert_eq!(usage, ProcessUsage { rss_bytes: 300 * 4096, cpu_seconds: 3.0 });
+        assert_eq!(ProcessUsage::parse("garbage", "", 4096, 100), None);
+    }
+
+    #[test]
+    fn this_process_has_a_resident_set() {
+        let me = ProcessUsage::of(std::process::id()).expect("/proc is readable");
+        assert!(me.rss_bytes > 0 && me.cpu_seconds >= 0.0, "{me:?}");
     }
 }

@@ -4,9 +4,17 @@
 //! Architecture invariant: the engine validates a rule completely before it
 //! changes anything (stream, plugins, function arguments through the plugin's
 //! own `Validate`), so a refused request leaves no trace.
+//!
+//! Locking: the registry maps are locked only for moments, never across a
+//! plugin call, a process stop or a parse. Operations that start or stop one
+//! rule are serialized per rule (`RuleEntry::life`), so a rule whose plugins
+//! take seconds to stop delays requests about that rule only; `GET /rules`,
+//! status calls and other rules go on. Parsing (SQL, rule JSON, `CREATE
+//! STREAM`) runs on the blocking pool, off the async workers that serve the
+//! API.
 
 mod checkpoint;
-mod metrics;
+pub mod metrics;
 mod pipeline;
 
 use std::collections::BTreeMap;
@@ -22,7 +30,7 @@ use crate::host::Host;
 use crate::rule::{parse_stream, RuleDef, RulePlan, StreamDef};
 use crate::store::{Namespace, Store, StoreError};
 use pipeline::stopped;
-pub use pipeline::{RuleStatus, RunState};
+pub use pipeline::{PluginProcess, RuleStatus, RunState};
 
 /// Why an engine request failed; the API maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +66,10 @@ struct RuleEntry {
     plan: RulePlan,
     status: Arc<RuleStatus>,
     run: Option<RunHandle>,
+    /// Held by every operation that starts, stops, replaces or deletes this
+    /// rule, for its whole duration, so that they happen one at a time
+    /// without holding the registry lock.
+    life: Arc<Mutex<()>>,
     /// Why a stored rule no longer plans (saved by a version with laxer
     /// checks): it is kept, shown as `error` with this reason, and never runs
     /// until it is updated or deleted.
@@ -117,19 +129,48 @@ impl Engine {
             if let Some(reason) = &unplannable {
                 status.set_state(RunState::Failed(reason.clone()));
             }
-            rules.insert(id, RuleEntry { stored, plan, status, run: None, unplannable });
+            rules.insert(id, RuleEntry { stored, plan, status, run: None, life: Arc::default(), unplannable });
         }
         Ok(Engine { store, host, conf_dir, streams: Mutex::new(streams), rules: Mutex::new(rules) })
     }
 
     /// Starts every rule that was running when the daemon last stopped.
     pub async fn resume(&self) {
-        let mut rules = self.rules.lock().await;
-        let ids: Vec<String> = rules.iter().filter(|(_, e)| e.stored.running).map(|(id, _)| id.clone()).collect();
+        let ids: Vec<String> = {
+            let rules = self.rules.lock().await;
+            rules.iter().filter(|(_, e)| e.stored.running).map(|(id, _)| id.clone()).collect()
+        };
         for id in ids {
-            if let Err(e) = self.start_locked(&mut rules, &id).await {
+            let started = match self.lifecycle(&id).await {
+                Ok(_life) => self.start_run(&id).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
                 tracing::error!(rule = %id, "cannot resume rule: {e}");
             }
+        }
+    }
+
+    /// Takes the lifecycle lock of a rule (see [`RuleEntry::life`]). Fails
+    /// when the rule does not exist, or was deleted while this waited.
+    async fn lifecycle(&self, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, EngineError> {
+        let life = self.rules.lock().await.get(id).map(|e| e.life.clone()).ok_or_else(|| no_rule(id))?;
+        let guard = life.clone().lock_owned().await;
+        match self.rules.lock().await.get(id) {
+            Some(e) if Arc::ptr_eq(&e.life, &life) => Ok(guard),
+            _ => Err(no_rule(id)),
+        }
+    }
+
+    /// Stops a rule's run, if any, without holding the registry lock while
+    /// its plugin processes stop. The caller holds the rule's lifecycle lock.
+    async fn stop_run(&self, id: &str) {
+        let taken = {
+            let mut rules = self.rules.lock().await;
+            rules.get_mut(id).map(|e| (e.run.take(), e.status.clone()))
+        };
+        if let Some((run, status)) = taken {
+            stop_handle(run, &status).await;
         }
     }
 
@@ -137,10 +178,11 @@ impl Engine {
 
     /// `CREATE STREAM …`.
     pub async fn create_stream(&self, sql: &str) -> Result<StreamDef, EngineError> {
-        let def = parse_stream(sql)?;
-        let mut streams = self.streams.lock().await;
-        if streams.contains_key(&def.name) {
-            return Err(EngineError::Conflict(format!("stream {} already exists", def.name)));
+        let sql = sql.to_string();
+        let def = off_the_workers(move || parse_stream(&sql)).await??;
+        let exists = || EngineError::Conflict(format!("stream {} already exists", def.name));
+        if self.streams.lock().await.contains_key(&def.name) {
+            return Err(exists());
         }
         let ty = def.source_type();
         if !self.host.has_plugin(PluginKind::Source, ty) {
@@ -150,6 +192,10 @@ impl Engine {
             }
         }
         self.source_props(&def)?;
+        let mut streams = self.streams.lock().await;
+        if streams.contains_key(&def.name) {
+            return Err(exists());
+        }
         self.store.put(Namespace::Streams, &def.name, def.sql.as_bytes())?;
         streams.insert(def.name.clone(), def.clone());
         Ok(def)
@@ -262,77 +308,86 @@ impl Engine {
 
     /// Creates a rule and, unless `triggered` is false, starts it.
     pub async fn create_rule(&self, body: &[u8]) -> Result<String, EngineError> {
-        let def = RuleDef::from_json(body)?;
-        let plan = plan_blocking(&def).await?;
+        let (def, plan) = parse_rule(body).await?;
         if self.rules.lock().await.contains_key(&def.id) {
             return Err(EngineError::Conflict(format!("rule {} already exists", def.id)));
         }
         self.validate(&plan).await?;
-        let mut rules = self.rules.lock().await;
-        if rules.contains_key(&def.id) {
-            return Err(EngineError::Conflict(format!("rule {} already exists", def.id)));
-        }
+        let life = Arc::new(Mutex::new(()));
+        // Uncontended: nobody else can see the entry before it is inserted.
+        let _life = life.clone().lock_owned().await;
         let id = def.id.clone();
-        let stored = StoredRule { running: def.triggered.unwrap_or(true), rule: def };
-        self.store.put(Namespace::Rules, &id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
-        let status = Arc::new(RuleStatus::new(&plan));
-        let running = stored.running;
-        rules.insert(id.clone(), RuleEntry { stored, plan, status, run: None, unplannable: None });
+        let running = {
+            let mut rules = self.rules.lock().await;
+            if rules.contains_key(&def.id) {
+                return Err(EngineError::Conflict(format!("rule {} already exists", def.id)));
+            }
+            let stored = StoredRule { running: def.triggered.unwrap_or(true), rule: def };
+            self.store.put(Namespace::Rules, &id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
+            let status = Arc::new(RuleStatus::new(&plan));
+            let running = stored.running;
+            rules.insert(id.clone(), RuleEntry { stored, plan, status, run: None, life, unplannable: None });
+            running
+        };
         if running {
-            self.start_locked(&mut rules, &id).await?;
+            self.start_run(&id).await?;
         }
         Ok(id)
     }
 
     /// Replaces a rule's definition; a running rule restarts with it.
     pub async fn update_rule(&self, id: &str, body: &[u8]) -> Result<(), EngineError> {
-        let def = RuleDef::from_json(body)?;
+        let (def, plan) = parse_rule(body).await?;
         if def.id != id {
             return Err(EngineError::Invalid(format!("the rule's id {:?} does not match the URL's {id:?}", def.id)));
         }
-        let plan = plan_blocking(&def).await?;
         if !self.rules.lock().await.contains_key(id) {
             return Err(no_rule(id));
         }
         self.validate(&plan).await?;
-        let mut rules = self.rules.lock().await;
-        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
-        let running = entry.stored.running;
-        stop_entry(entry).await;
+        let _life = self.lifecycle(id).await?;
+        let running = self.rules.lock().await.get(id).map(|e| e.stored.running).ok_or_else(|| no_rule(id))?;
+        self.stop_run(id).await;
         // A new definition is a new rule: its old checkpoints do not apply.
         self.discard_state(id)?;
         let stored = StoredRule { rule: def, running };
         self.store.put(Namespace::Rules, id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
-        *entry = RuleEntry { stored, status: Arc::new(RuleStatus::new(&plan)), plan, run: None, unplannable: None };
+        {
+            let mut rules = self.rules.lock().await;
+            let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
+            entry.stored = stored;
+            entry.status = Arc::new(RuleStatus::new(&plan));
+            entry.plan = plan;
+            entry.run = None;
+            entry.unplannable = None;
+        }
         if running {
-            self.start_locked(&mut rules, id).await?;
+            self.start_run(id).await?;
         }
         Ok(())
     }
 
     /// Stops and deletes a rule, with its state.
     pub async fn delete_rule(&self, id: &str) -> Result<(), EngineError> {
-        let mut rules = self.rules.lock().await;
-        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
-        stop_entry(entry).await;
+        let _life = self.lifecycle(id).await?;
+        self.stop_run(id).await;
         // A new rule with the same id starts from nothing (eKuiper bug #871).
         self.discard_state(id)?;
         self.store.delete(Namespace::Rules, id)?;
-        rules.remove(id);
+        self.rules.lock().await.remove(id);
         Ok(())
     }
 
     pub async fn start_rule(&self, id: &str) -> Result<(), EngineError> {
-        let mut rules = self.rules.lock().await;
-        self.set_running(&mut rules, id, true)?;
-        self.start_locked(&mut rules, id).await
+        let _life = self.lifecycle(id).await?;
+        self.set_running(id, true).await?;
+        self.start_run(id).await
     }
 
     pub async fn stop_rule(&self, id: &str) -> Result<(), EngineError> {
-        let mut rules = self.rules.lock().await;
-        self.set_running(&mut rules, id, false)?;
-        let entry = rules.get_mut(id).expect("checked by set_running");
-        stop_entry(entry).await;
+        let _life = self.lifecycle(id).await?;
+        self.set_running(id, false).await?;
+        self.stop_run(id).await;
         Ok(())
     }
 
@@ -346,25 +401,25 @@ impl Engine {
     /// Discards a rule's checkpoints and state, the operator's explicit choice
     /// after a checkpoint could not be restored. A running rule restarts empty.
     pub async fn reset_state(&self, id: &str) -> Result<(), EngineError> {
-        let mut rules = self.rules.lock().await;
-        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
-        let running = entry.stored.running;
-        stop_entry(entry).await;
+        let _life = self.lifecycle(id).await?;
+        let running = self.rules.lock().await.get(id).map(|e| e.stored.running).ok_or_else(|| no_rule(id))?;
+        self.stop_run(id).await;
         self.discard_state(id)?;
         if running {
-            self.start_locked(&mut rules, id).await?;
+            self.start_run(id).await?;
         }
         Ok(())
     }
 
     pub async fn restart_rule(&self, id: &str) -> Result<(), EngineError> {
-        let mut rules = self.rules.lock().await;
-        self.set_running(&mut rules, id, true)?;
-        stop_entry(rules.get_mut(id).expect("checked by set_running")).await;
-        self.start_locked(&mut rules, id).await
+        let _life = self.lifecycle(id).await?;
+        self.set_running(id, true).await?;
+        self.stop_run(id).await;
+        self.start_run(id).await
     }
 
-    fn set_running(&self, rules: &mut BTreeMap<String, RuleEntry>, id: &str, running: bool) -> Result<(), EngineError> {
+    async fn set_running(&self, id: &str, running: bool) -> Result<(), EngineError> {
+        let mut rules = self.rules.lock().await;
         let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
         if entry.stored.running != running {
             entry.stored.running = running;
@@ -373,17 +428,25 @@ impl Engine {
         Ok(())
     }
 
-    async fn start_locked(&self, rules: &mut BTreeMap<String, RuleEntry>, id: &str) -> Result<(), EngineError> {
+    /// Starts a rule's pipeline unless it runs. The caller holds the rule's
+    /// lifecycle lock.
+    async fn start_run(&self, id: &str) -> Result<(), EngineError> {
+        let stream_name = {
+            let rules = self.rules.lock().await;
+            let entry = rules.get(id).ok_or_else(|| no_rule(id))?;
+            if let Some(reason) = &entry.unplannable {
+                entry.status.set_state(RunState::Failed(reason.clone()));
+                return Err(EngineError::Invalid(format!("rule {id} cannot start: {reason}")));
+            }
+            entry.plan.select.stream.clone()
+        };
+        let stream = self.get_stream(&stream_name).await?;
+        let source_props = self.source_props(&stream)?;
+        let mut rules = self.rules.lock().await;
         let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
         if entry.run.as_ref().is_some_and(|r| !r.task.is_finished()) {
             return Ok(());
         }
-        if let Some(reason) = &entry.unplannable {
-            entry.status.set_state(RunState::Failed(reason.clone()));
-            return Err(EngineError::Invalid(format!("rule {id} cannot start: {reason}")));
-        }
-        let stream = self.get_stream(&entry.plan.select.stream).await?;
-        let source_props = self.source_props(&stream)?;
         // A fresh status per run: metrics restart at zero, like eKuiper's.
         entry.status = Arc::new(RuleStatus::new(&entry.plan));
         let status = entry.status.clone();
@@ -487,16 +550,27 @@ impl Engine {
     /// Stops every rule without changing whether it should run, so that the
     /// next start of the daemon resumes them.
     pub async fn shutdown(&self) {
-        let mut rules = self.rules.lock().await;
-        for entry in rules.values_mut() {
-            stop_entry(entry).await;
-        }
+        let runs: Vec<_> = {
+            let mut rules = self.rules.lock().await;
+            rules.values_mut().map(|e| (e.run.take(), e.status.clone())).collect()
+        };
+        // All at once: each may wait out its plugins' grace periods.
+        futures_util::future::join_all(runs.into_iter().map(|(run, status)| async move {
+            stop_handle(run, &status).await;
+        }))
+        .await;
+    }
+
+    /// Every rule's id with its current status object, for metrics scrapes.
+    pub async fn statuses(&self) -> Vec<(String, Arc<RuleStatus>)> {
+        self.rules.lock().await.iter().map(|(id, e)| (id.clone(), e.status.clone())).collect()
     }
 
     /// Sinks and sources in use, by plugin, for refusing to remove them.
     pub async fn users_of(&self, kind: PluginKind, name: &str) -> Vec<String> {
-        let streams = self.streams.lock().await;
+        // Rules before streams, the order `drop_stream` takes them in.
         let rules = self.rules.lock().await;
+        let streams = self.streams.lock().await;
         rules
             .iter()
             .filter(|(_, e)| match kind {
@@ -513,16 +587,6 @@ impl Engine {
     }
 }
 
-/// Plans a rule off the async workers: planning is CPU work of up to a few
-/// milliseconds on its own large-stack thread (see `rule::parse_select`).
-async fn plan_blocking(def: &RuleDef) -> Result<RulePlan, EngineError> {
-    let def = def.clone();
-    tokio::task::spawn_blocking(move || def.plan())
-        .await
-        .map_err(|e| EngineError::Invalid(format!("internal error while planning the rule: {e}")))?
-        .map_err(EngineError::from)
-}
-
 fn no_rule(id: &str) -> EngineError {
     EngineError::NotFound(format!("no rule named {id:?}"))
 }
@@ -535,12 +599,31 @@ fn status_word(s: &RunState) -> &'static str {
     }
 }
 
-async fn stop_entry(entry: &mut RuleEntry) {
-    if let Some(run) = entry.run.take() {
+async fn stop_handle(run: Option<RunHandle>, status: &RuleStatus) {
+    if let Some(run) = run {
         let _ = run.stop.send(true);
         let _ = run.task.await;
     }
-    if entry.status.state() == RunState::Running {
-        entry.status.set_state(RunState::Stopped);
+    if status.state() == RunState::Running {
+        status.set_state(RunState::Stopped);
     }
+}
+
+/// Runs CPU-bound parsing on the blocking pool: a huge statement must not
+/// occupy one of the few async workers that answer every other request.
+async fn off_the_workers<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Invalid(format!("the request could not be parsed: the parser failed ({e})")))
+}
+
+/// A rule's JSON parsed and planned, off the async workers.
+async fn parse_rule(body: &[u8]) -> Result<(RuleDef, RulePlan), EngineError> {
+    let body = body.to_vec();
+    off_the_workers(move || -> Result<(RuleDef, RulePlan), EngineError> {
+        let def = RuleDef::from_json(&body)?;
+        let plan = def.plan()?;
+        Ok((def, plan))
+    })
+    .await?
 }

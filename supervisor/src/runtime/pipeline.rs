@@ -13,7 +13,7 @@ use oort_proto::{Record, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::checkpoint::{self, Snapshot};
-use super::metrics::OpMetrics;
+use super::metrics::{CallMetrics, CheckpointMetrics, OpKind, OpMetrics, OpSnapshot, ProcessUsage};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use crate::host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
@@ -44,7 +44,24 @@ pub struct RuleStatus {
     instances: Mutex<Vec<(String, Instance)>>,
     /// The newest checkpoint this run completed: its id and when (ms since the epoch).
     last_checkpoint: Mutex<Option<(u64, u64)>>,
+    pub checkpoints: CheckpointMetrics,
+    /// Plugin calls by operator (`source`, `fn_0_echo`, `sink_0_log`).
+    calls: Mutex<BTreeMap<String, Arc<CallMetrics>>>,
     warning: Mutex<Option<String>>,
+}
+
+/// One plugin process serving a rule, as status calls and scrapes report it.
+#[derive(Debug, Clone)]
+pub struct PluginProcess {
+    pub operator: String,
+    pub plugin: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// Whether the process is up and handshaken (eKuiper's connection status).
+    pub connected: bool,
+    pub calls: Arc<CallMetrics>,
+    /// Read from `/proc` when asked; `None` when there is no live process.
+    pub usage: Option<ProcessUsage>,
 }
 
 #[derive(Clone)]
@@ -58,17 +75,19 @@ impl RuleStatus {
     pub fn new(plan: &RulePlan) -> RuleStatus {
         RuleStatus {
             state: Mutex::new(RunState::Stopped),
-            source: OpMetrics::new(format!("source_{}_0", plan.select.stream)),
-            filter: OpMetrics::new("op_1_filter_0".into()),
-            project: OpMetrics::new("op_2_project_0".into()),
+            source: OpMetrics::new(format!("source_{}_0", plan.select.stream), OpKind::Source),
+            filter: OpMetrics::new("op_1_filter_0".into(), OpKind::Op),
+            project: OpMetrics::new("op_2_project_0".into(), OpKind::Op),
             sinks: plan
                 .actions
                 .iter()
                 .enumerate()
-                .map(|(i, a)| OpMetrics::new(format!("sink_{}_{i}_0", a.sink)))
+                .map(|(i, a)| OpMetrics::new(format!("sink_{}_{i}_0", a.sink), OpKind::Sink))
                 .collect(),
             instances: Mutex::default(),
             last_checkpoint: Mutex::default(),
+            checkpoints: CheckpointMetrics::default(),
+            calls: Mutex::default(),
             warning: Mutex::default(),
         }
     }
@@ -87,7 +106,8 @@ impl RuleStatus {
         *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn checkpointed(&self, id: u64) {
+    fn checkpointed(&self, id: u64, took: Duration, bytes: usize) {
+        self.checkpoints.record(took, bytes);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
         *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, now.unwrap_or(0)));
     }
@@ -104,21 +124,55 @@ impl RuleStatus {
         self.instances.lock().unwrap_or_else(|e| e.into_inner()).push((operator, instance));
     }
 
+    /// The call counters of one operator's plugin instance.
+    fn calls(&self, operator: &str) -> Arc<CallMetrics> {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.entry(operator.to_string()).or_default().clone()
+    }
+
+    /// Every operator's numbers: source, filter, projection, then the sinks.
+    pub fn operators(&self) -> Vec<OpSnapshot> {
+        let mut ops = vec![self.source.snapshot(), self.filter.snapshot(), self.project.snapshot()];
+        ops.extend(self.sinks.iter().map(OpMetrics::snapshot));
+        ops
+    }
+
+    /// The plugin processes serving this rule, with their calls and, when
+    /// `usage` is set, their memory and CPU time read from `/proc` now.
+    pub fn processes(&self, usage: bool) -> Vec<PluginProcess> {
+        let list = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        list.into_iter()
+            .map(|(operator, i)| {
+                let (plugin, pid, restarts, connected) = match &i {
+                    Instance::Source(s) => (s.plugin().to_string(), s.pid(), s.restarts(), s.connected()),
+                    Instance::Function(f) => (f.plugin().to_string(), f.pid(), f.restarts(), f.connected()),
+                    Instance::Sink(s) => (s.plugin().to_string(), s.pid(), s.restarts(), s.connected()),
+                };
+                let usage = if usage { pid.and_then(ProcessUsage::of) } else { None };
+                PluginProcess { calls: self.calls(&operator), operator, plugin, pid, restarts, connected, usage }
+            })
+            .collect()
+    }
+
     fn take_instances(&self) -> Vec<(String, Instance)> {
         std::mem::take(&mut *self.instances.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The plugin processes serving this rule: operator, pid and restarts.
+    /// The plugin processes serving this rule: operator, plugin, pid,
+    /// restarts, calls, and resident memory and CPU seconds read now.
     pub fn plugins(&self) -> Vec<serde_json::Value> {
-        let list = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        list.iter()
-            .map(|(op, i)| {
-                let (pid, restarts) = match i {
-                    Instance::Source(s) => (s.pid(), s.restarts()),
-                    Instance::Function(f) => (f.pid(), f.restarts()),
-                    Instance::Sink(s) => (s.pid(), s.restarts()),
-                };
-                serde_json::json!({ "operator": op, "pid": pid, "restarts": restarts })
+        self.processes(true)
+            .into_iter()
+            .map(|p| {
+                serde_json::json!({
+                    "operator": p.operator,
+                    "plugin": p.plugin,
+                    "pid": p.pid,
+                    "restarts": p.restarts,
+                    "calls": p.calls.calls(),
+                    "rss_bytes": p.usage.map(|u| u.rss_bytes),
+                    "cpu_seconds": p.usage.map(|u| u.cpu_seconds),
+                })
             })
             .collect()
     }
@@ -242,8 +296,10 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     }
 
     let mut functions = Vec::new();
+    let mut function_calls = Vec::new();
     for (site, call) in plan.select.calls.iter().enumerate() {
         let operator = format!("fn_{site}_{}", call.function);
+        function_calls.push(ctx.status.calls(&operator));
         let f = ctx
             .host
             .open_function(rule, &operator, &call.function, restart)
@@ -268,12 +324,13 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
             .map_err(|e| format!("cannot open sink {}: {e}", action.sink))?;
         let sink = Arc::new(sink);
         ctx.status.register(operator.clone(), Instance::Sink(sink.clone()));
+        let calls = ctx.status.calls(&operator);
         sinks.push((operator, sink.clone()));
         let (tx, rx) = mpsc::channel::<SinkMsg>(SINK_QUEUE);
         sink_queues.push(tx);
         let status = ctx.status.clone();
         let exactly_once = plan.qos == 2;
-        sink_tasks.push(tokio::spawn(sink_loop(sink, rx, status, i, exactly_once, fatal_tx.clone(), ctx.stop.clone())));
+        sink_tasks.push(tokio::spawn(sink_loop(sink, calls, rx, status, i, exactly_once, fatal_tx.clone(), ctx.stop.clone())));
     }
     drop(fatal_tx);
 
@@ -303,7 +360,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         tracing::info!(rule, checkpoint = r.id, "restored from checkpoint");
     }
 
-    let calls = Calls { functions: &functions, stop: ctx.stop.clone() };
+    let calls = Calls { functions: &functions, metrics: &function_calls, stop: ctx.stop.clone() };
     let max_batch = plan.buffer_length;
     let mut stop = ctx.stop.clone();
     let mut checkpoint = Checkpointer { ctx, sinks: &sinks, queues: &sink_queues };
@@ -321,9 +378,11 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     // source order: the next batch's function arguments are encoded and sent
     // while a plugin still works on the previous one.
     let mut in_flight = FuturesOrdered::new();
+    let source_calls = ctx.status.calls("source");
     let evaluate = |batch: SourceBatch| {
         let n = batch.records.len() as u64;
         ctx.status.source.batch(n, n, Duration::ZERO);
+        source_calls.record(None);
         let (select, calls, started) = (&plan.select, &calls, Instant::now());
         async move {
             Evaluated { outcome: rule::run_batch(select, batch.records, calls).await, offset: batch.offset, started }
@@ -447,10 +506,12 @@ impl Forward<'_> {
         self.ctx.status.project.outcome(&out.project, took);
         if !out.records.is_empty() {
             let records = Arc::new(out.records);
-            for q in self.queues {
+            for (q, metrics) in self.queues.iter().zip(&self.ctx.status.sinks) {
                 tokio::select! {
                     _ = stopped(&mut self.stop) => return Err(Exit::Stopped),
-                    sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_err() {
+                    sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_ok() {
+                        metrics.queued();
+                    } else {
                         // A sink task ends only after reporting why.
                         let qos = self.ctx.plan.qos;
                         return Err(Exit::Failed(fatal_rx.try_recv().unwrap_or_else(|_| sink_stopped(qos))));
@@ -483,6 +544,7 @@ struct Checkpointer<'a> {
 impl Checkpointer<'_> {
     async fn take(&mut self, id: u64, offset: &Option<Value>) -> Result<(), Failure> {
         let rule = self.ctx.plan.def.id.as_str();
+        let started = Instant::now();
         // A sink that fails its part of a checkpoint (its process died during
         // the barrier, say) is cured by restarting the rule from the last
         // complete checkpoint, whatever the qos: nothing newer was promised.
@@ -526,7 +588,7 @@ impl Checkpointer<'_> {
                 .await
                 .map_err(|e| sink_failure(format!("{operator}: commit of checkpoint {id}: {e}")))?;
         }
-        self.ctx.status.checkpointed(id);
+        self.ctx.status.checkpointed(id, started.elapsed(), bytes.len());
         Ok(())
     }
 
@@ -547,8 +609,10 @@ impl Checkpointer<'_> {
 /// Writes every batch to one sink. A failed write is retried until it
 /// succeeds (at most once and at least once delivery), except under
 /// exactly-once, where the rule restarts from its last checkpoint instead.
+#[allow(clippy::too_many_arguments)]
 async fn sink_loop(
     sink: Arc<SinkInstance>,
+    calls: Arc<CallMetrics>,
     mut messages: mpsc::Receiver<SinkMsg>,
     status: Arc<RuleStatus>,
     index: usize,
@@ -563,13 +627,18 @@ async fn sink_loop(
                 let _ = reply.send(sink.pre_commit(id).await);
                 continue;
             }
-            SinkMsg::Batch(records) => records,
+            SinkMsg::Batch(records) => {
+                metrics.dequeued();
+                records
+            }
         };
         let n = records.len() as u64;
         let mut delay = Duration::from_millis(50);
         loop {
             let started = Instant::now();
-            match sink.write(&records).await {
+            let written = sink.write(&records).await;
+            calls.record(Some(started.elapsed()));
+            match written {
                 Ok(()) => {
                     metrics.batch(n, n, started.elapsed());
                     break;
@@ -607,6 +676,7 @@ enum CallError {
 /// retrying one call site never replays another's state changes.
 struct Calls<'a> {
     functions: &'a [Arc<FunctionInstance>],
+    metrics: &'a [Arc<CallMetrics>],
     stop: watch::Receiver<bool>,
 }
 
@@ -617,7 +687,12 @@ impl Functions for Calls<'_> {
         let mut stop = self.stop.clone();
         tokio::select! {
             _ = stopped(&mut stop) => Err(CallError::Stopped),
-            result = self.functions[site].exec(&rows) => result.map_err(CallError::Host),
+            result = async {
+                let started = Instant::now();
+                let result = self.functions[site].exec(&rows).await;
+                self.metrics[site].record(Some(started.elapsed()));
+                result
+            } => result.map_err(CallError::Host),
         }
     }
 }

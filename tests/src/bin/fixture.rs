@@ -14,7 +14,8 @@
 //! `steal(instance, key)` calls the supervisor's State service directly for
 //! another instance's counter and returns what it got (or the error text);
 //! `tally(key)` increments a counter through the direct State service.
-//! It also exports a sink that sleeps `delayMs` per batch.
+//! It also exports a sink that sleeps `delayMs` per batch, and `closeDelayMs`
+//! in `Close` (a plugin slow to stop).
 use std::time::Duration;
 
 use oort_plugin::{serve, BoxError, Context, Export, Function, Plugin, Props, Record, Sink, Value};
@@ -42,12 +43,23 @@ impl Function for Sleep {
 #[derive(Default)]
 struct SlowSink {
     delay: Duration,
+    close_delay: Duration,
 }
 
 impl Sink for SlowSink {
     fn open(&mut self, _ctx: &Context, props: &Props) -> Result<(), BoxError> {
         let ms = props.get("delayMs").and_then(Value::as_i64).unwrap_or(100);
         self.delay = Duration::from_millis(ms.max(0) as u64);
+        let close_ms = props.get("closeDelayMs").and_then(Value::as_i64).unwrap_or(0);
+        self.close_delay = Duration::from_millis(close_ms.max(0) as u64);
+        Ok(())
+    }
+
+    fn close(&mut self, ctx: &Context) -> Result<(), BoxError> {
+        if !self.close_delay.is_zero() {
+            ctx.logger().info(format_args!("slow sink closing in {:?}", self.close_delay));
+            std::thread::sleep(self.close_delay);
+        }
         Ok(())
     }
 
