@@ -66,6 +66,9 @@ pub struct RuleOptions {
     pub restart_strategy: Option<RestartStrategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
+    /// Per plugin name, resource limits over the plugin metadata's `limits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_limits: Option<BTreeMap<String, crate::process::Limits>>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
@@ -87,6 +90,8 @@ pub struct RulePlan {
     pub checkpoint_interval: Duration,
     pub restart: RestartStrategy,
     pub buffer_length: u32,
+    /// `options.pluginLimits`: per plugin name, limits over its metadata's.
+    pub plugin_limits: BTreeMap<String, crate::process::Limits>,
 }
 
 impl RuleDef {
@@ -132,6 +137,7 @@ impl RuleDef {
             checkpoint_interval,
             restart: self.options.restart_strategy.unwrap_or_default(),
             buffer_length: self.options.buffer_length.unwrap_or(1024).clamp(1, 65_536),
+            plugin_limits: self.options.plugin_limits.clone().unwrap_or_default(),
         })
     }
 }
