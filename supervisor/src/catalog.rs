@@ -240,6 +240,10 @@ pub struct Metadata {
     /// The SQL functions a function plugin exports.
     #[serde(default, deserialize_with = "null_as_default")]
     pub functions: Vec<FunctionMeta>,
+    /// Oort's extension: resource limits of the plugin's processes
+    /// (`{"memory": "256MiB", "cpuSeconds": 60, "openFiles": 256, "processes": 32}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::process::Limits>,
 }
 
 /// One entry of [`Metadata::functions`].

@@ -32,6 +32,10 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let runtime = Arc::new(RuntimeDir::create(&config.runtime_root)?);
+    // Raised open-files limit, subreaper, and the reaper that kills the plugin
+    // trees should this process be SIGKILLed.
+    let exe = std::env::current_exe().context("cannot find the oort executable for the reaper process")?;
+    crate::process::install_daemon_guard(&runtime, &exe).context("cannot set up plugin process hygiene")?;
     let state = Arc::new(StateRegistry::default());
     let host = Arc::new(Host::new(
         HostConfig { plugins_dir: config.plugins_dir.clone(), timeouts: config.timeouts },

@@ -22,7 +22,8 @@ use tonic::Streaming;
 
 use crate::catalog::{Catalog, PluginFile, PluginKind};
 use crate::process::{
-    Hooks, LaunchSpec, Live, ProcessError, ProcessStatus, RestartStrategy, RuntimeDir, Supervised, Timeouts,
+    Hooks, LaunchSpec, Limits, Live, ProcessError, ProcessStatus, RestartStrategy, RuntimeDir, Supervised, Timeouts,
+    Usage,
 };
 use crate::rule::ArgInfo;
 use crate::state::{ProcessKey, StateRegistry};
@@ -80,6 +81,8 @@ pub struct Host {
     state: Arc<StateRegistry>,
     entries: tokio::sync::Mutex<Entries>,
     next_key: AtomicU64,
+    /// Per rule, the `pluginLimits` overrides by folded plugin name.
+    rule_limits: Mutex<HashMap<String, HashMap<String, Limits>>>,
 }
 
 /// What `describe` reports about a plugin: eKuiper's `{"name","version"}` plus
@@ -111,6 +114,14 @@ pub struct ProcessInfo {
     pub restarts: u32,
     pub status: ProcessStatus,
     pub instances: usize,
+    /// The limits it runs with.
+    pub limits: Limits,
+    /// Its tree's resource use at the last sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Why it last ended unexpectedly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
 }
 
 impl Host {
@@ -128,7 +139,23 @@ impl Host {
             state,
             entries: tokio::sync::Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
+            rule_limits: Mutex::default(),
         }
+    }
+
+    /// Sets a rule's per-plugin limit overrides (its `pluginLimits` option),
+    /// used by the processes started for the rule from now on. A shared
+    /// (singleton) process runs with the limits of the rule that started it.
+    pub fn set_rule_limits(&self, rule: &str, limits: &std::collections::BTreeMap<String, Limits>) {
+        let folded = limits.iter().map(|(name, l)| (crate::catalog::fold(name), *l)).collect();
+        lock(&self.rule_limits).insert(rule.to_string(), folded);
+    }
+
+    /// The limits a process of `file` started for `rule` runs with.
+    fn limits_for(&self, file: &PluginFile, rule: &str) -> Limits {
+        let rules = lock(&self.rule_limits);
+        let over = rules.get(rule).and_then(|m| m.get(&crate::catalog::fold(&file.name)));
+        Limits::resolve(file.metadata.as_ref().and_then(|m| m.limits.as_ref()), over)
     }
 
     /// The State registry shared with the State service.
@@ -260,6 +287,9 @@ impl Host {
                 restarts: entry.process.restarts(),
                 status: entry.process.status(),
                 instances: lock(&entry.instances).len(),
+                limits: entry.process.spec().limits,
+                usage: entry.process.usage(),
+                last_failure: entry.process.last_failure(),
             });
         }
         if kind == PluginKind::Function && functions.is_empty() {
@@ -333,6 +363,7 @@ impl Host {
                 PluginKind::Function => pb::Kind::Function,
             },
             rule: Some(rule.to_string()),
+            limits: self.limits_for(file, rule),
         };
         let process = Supervised::start(spec, self.runtime.clone(), self.config.timeouts, strategy, hooks).await?;
         let live = process.live().await?;
@@ -455,6 +486,7 @@ impl Host {
             stream: BatchStream::new(&plugin, "Exec", self.config.timeouts.call, |r: &pb::ExecResult| r.seq),
             turns: Turns::default(),
             retries: strategy,
+            watch: CallWatch::default(),
         })
     }
 
@@ -505,6 +537,7 @@ impl Host {
             state: self.state.clone(),
             timeouts: self.config.timeouts,
             stream: BatchStream::new(&plugin, "Write", self.config.timeouts.call, |a: &pb::WriteAck| a.seq),
+            watch: CallWatch::default(),
         })
     }
 
@@ -564,6 +597,30 @@ impl Host {
     }
 }
 
+/// What a rule status shows about the process serving one of its instances.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessView {
+    pub plugin: String,
+    pub status: ProcessStatus,
+    pub limits: Limits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
+impl ProcessView {
+    fn of(entry: &Entry) -> ProcessView {
+        ProcessView {
+            plugin: entry.process.spec().name.clone(),
+            status: entry.process.status(),
+            limits: entry.process.spec().limits,
+            usage: entry.process.usage(),
+            last_failure: entry.process.last_failure(),
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -615,10 +672,19 @@ async fn call<T>(
 ) -> Result<T, HostError> {
     match tokio::time::timeout(timeouts.call, fut).await {
         Err(_) => Err(HostError::Timeout { plugin: plugin.into(), call: name, timeout: timeouts.call }),
-        Ok(Err(status)) => {
-            Err(HostError::Call { plugin: plugin.into(), call: name, message: status.message().to_string() })
-        }
+        Ok(Err(status)) => Err(HostError::Call { plugin: plugin.into(), call: name, message: status_message(&status) }),
         Ok(Ok(resp)) => Ok(resp.into_inner()),
+    }
+}
+
+/// A status's message, or its code when the plugin sent none (a service it
+/// claimed in Describe but does not serve answers `Unimplemented` and nothing
+/// more).
+fn status_message(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?} ({})", status.code(), status.code().description())
+    } else {
+        status.message().to_string()
     }
 }
 
@@ -892,6 +958,95 @@ async fn read_answers<Resp>(
     }
 }
 
+/// The calls in flight on one instance, so that a status can say which
+/// instance is stuck, in which call, and since when.
+#[derive(Default)]
+pub struct CallWatch {
+    state: Mutex<CallWatchState>,
+}
+
+#[derive(Default)]
+struct CallWatchState {
+    next: u64,
+    open: std::collections::BTreeMap<u64, (&'static str, std::time::SystemTime, std::time::Instant)>,
+    /// Timeouts since the oldest call in flight began.
+    timeouts: u32,
+}
+
+/// The oldest call in flight on an instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outstanding {
+    pub call: &'static str,
+    /// When it began, in ms since the epoch.
+    pub since_ms: u64,
+    /// How long it has been running.
+    pub for_ms: u64,
+    /// Attempts of it that timed out so far.
+    pub timeouts: u32,
+}
+
+/// Ends the tracking of one call when dropped.
+pub struct CallGuard<'a> {
+    watch: &'a CallWatch,
+    ticket: u64,
+}
+
+impl CallWatch {
+    /// Tracks one call until the guard is dropped.
+    pub fn begin(&self, call: &'static str) -> CallGuard<'_> {
+        let mut s = lock(&self.state);
+        let ticket = s.next;
+        s.next += 1;
+        s.open.insert(ticket, (call, std::time::SystemTime::now(), std::time::Instant::now()));
+        CallGuard { watch: self, ticket }
+    }
+
+    /// Counts a timed-out attempt; returns how many there were since the
+    /// oldest call in flight began.
+    fn timed_out(&self) -> u32 {
+        let mut s = lock(&self.state);
+        s.timeouts += 1;
+        s.timeouts
+    }
+
+    /// The oldest call in flight, if any.
+    pub fn oldest(&self) -> Option<Outstanding> {
+        let s = lock(&self.state);
+        let (call, since, started) = s.open.values().next()?;
+        Some(Outstanding {
+            call: *call,
+            since_ms: since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            for_ms: started.elapsed().as_millis() as u64,
+            timeouts: s.timeouts,
+        })
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        let mut s = lock(&self.watch.state);
+        s.open.remove(&self.ticket);
+        if s.open.is_empty() {
+            s.timeouts = 0;
+        }
+    }
+}
+
+/// Logs a timed-out attempt: the first of a call at WARN, so an operator
+/// learns of a hung plugin at once, not when the retries are exhausted.
+fn note_timeout(watch: &CallWatch, plugin: &str, instance: &str, error: &HostError, retries: &str) {
+    let n = watch.timed_out();
+    if n == 1 {
+        tracing::warn!(
+            plugin,
+            instance,
+            "{error}; the instance is reported as stuck in the rule status while it is retried ({retries})"
+        );
+    } else {
+        tracing::debug!(plugin, instance, attempt = n, "{error}");
+    }
+}
+
 /// An open function instance: batches of argument rows in, results out.
 pub struct FunctionInstance {
     id: String,
@@ -904,6 +1059,7 @@ pub struct FunctionInstance {
     turns: Turns,
     /// How often, and after which delays, a failed batch is retried.
     retries: RestartStrategy,
+    watch: CallWatch,
 }
 
 /// Tickets that order overlapping calls: each call takes the next one, and
@@ -975,6 +1131,16 @@ impl FunctionInstance {
         &self.symbol
     }
 
+    /// The oldest batch call in flight, retries included.
+    pub fn outstanding(&self) -> Option<Outstanding> {
+        self.watch.oldest()
+    }
+
+    /// The serving process's status, limits and resource use.
+    pub fn process(&self) -> ProcessView {
+        ProcessView::of(&self.entry)
+    }
+
     /// The pid of the process serving it right now.
     pub fn pid(&self) -> Option<u32> {
         self.entry.process.pid()
@@ -994,6 +1160,7 @@ impl FunctionInstance {
     /// failed call recovers, only once every earlier call has finished; until
     /// then later calls wait instead of overtaking on the new stream.
     pub async fn exec(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
+        let _outstanding = self.watch.begin("Exec");
         let turn = self.turns.take();
         let first = match self.exec_once(rows, false).await {
             Ok(Some(cells)) => Ok(cells),
@@ -1007,8 +1174,12 @@ impl FunctionInstance {
             Err(e @ (HostError::Call { .. } | HostError::Timeout { .. } | HostError::Protocol { .. })) => e,
             other => return other,
         };
+        let attempts = self.retries.attempts.max(1);
+        if matches!(last, HostError::Timeout { .. }) {
+            note_timeout(&self.watch, &self.plugin, &self.id, &last, &format!("up to {attempts} more times"));
+        }
         turn.wait_for_earlier().await;
-        for attempt in 0..self.retries.attempts.max(1) {
+        for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(self.retries.delay_for(attempt - 1)).await;
             }
@@ -1021,6 +1192,15 @@ impl FunctionInstance {
                 Err(e @ (HostError::Call { .. } | HostError::Timeout { .. } | HostError::Protocol { .. })) => e,
                 other => return other,
             };
+            if matches!(last, HostError::Timeout { .. }) {
+                note_timeout(
+                    &self.watch,
+                    &self.plugin,
+                    &self.id,
+                    &last,
+                    &format!("up to {} more times", attempts - attempt - 1),
+                );
+            }
         }
         Err(last)
     }
@@ -1135,6 +1315,11 @@ impl SourceInstance {
         matches!(self.entry.process.status(), crate::process::ProcessStatus::Running { .. })
     }
 
+    /// The serving process's status, limits and resource use.
+    pub fn process(&self) -> ProcessView {
+        ProcessView::of(&self.entry)
+    }
+
     /// Whether the source declared that it can replay from an offset.
     pub fn rewindable(&self) -> bool {
         self.rewindable
@@ -1213,9 +1398,21 @@ pub struct SinkInstance {
     state: Arc<StateRegistry>,
     timeouts: Timeouts,
     stream: BatchStream<oort_proto::wire::EncodedBatch, pb::WriteAck>,
+    watch: CallWatch,
 }
 
 impl SinkInstance {
+    /// The writes in flight: the pipeline holds a [`CallGuard`] from the
+    /// first attempt of a batch to its last retry.
+    pub fn call_watch(&self) -> &CallWatch {
+        &self.watch
+    }
+
+    /// The serving process's status, limits and resource use.
+    pub fn process(&self) -> ProcessView {
+        ProcessView::of(&self.entry)
+    }
+
     /// The pid of the process serving it right now.
     pub fn pid(&self) -> Option<u32> {
         self.entry.process.pid()
@@ -1281,7 +1478,12 @@ impl SinkInstance {
                 |seq| encoded.with_seq(seq),
                 |channel, input| oort_proto::wire::write_stream(channel, input, 64 << 20),
             )
-            .await?
+            .await
+            .inspect_err(|e| {
+                if matches!(e, HostError::Timeout { .. }) {
+                    note_timeout(&self.watch, &self.plugin, &self.id, e, "until it succeeds");
+                }
+            })?
             .ok_or_else(|| HostError::Call {
                 plugin: self.plugin.clone(),
                 call: "Write",

@@ -51,6 +51,10 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Internal: the reaper process `oort serve` starts (kills the plugin
+    /// trees of a supervisor that died by SIGKILL).
+    #[command(name = "__reaper", hide = true)]
+    Reaper { runtime_dir: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -189,6 +193,10 @@ impl From<KindArg> for PluginKind {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Reaper { runtime_dir } = &cli.command {
+        // No runtime, no logging set-up: it only waits and kills.
+        return oort_supervisor::process::reaper_main(runtime_dir);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("OORT_LOG").unwrap_or_else(|_| "info".into());
     use std::io::IsTerminal;
     let format = match &cli.command {
@@ -293,5 +301,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print_out(&out)
         }
+        Command::Reaper { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -37,12 +37,33 @@ impl Daemon {
         d
     }
 
+    /// Starts a daemon on a fresh data folder through a wrapper command,
+    /// e.g. `["prlimit", "--nofile=1024:"]`, which must exec its arguments.
+    pub fn start_wrapped(wrapper: &[&str], plugins: &Path, extra: &[&str]) -> Daemon {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut d = Daemon::spawn(wrapper, plugins, data.path(), extra);
+        d._data = Some(data);
+        d
+    }
+
     /// Starts a daemon on `data_dir`, which the caller keeps.
     pub fn start_in(plugins: &Path, data_dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::spawn(&[], plugins, data_dir, extra)
+    }
+
+    fn spawn(wrapper: &[&str], plugins: &Path, data_dir: &Path, extra: &[&str]) -> Daemon {
         let runtime_root = tempfile::tempdir().expect("tempdir");
         let addr = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(runtime_root.path().join("daemon.log")).expect("log file");
-        let child = Command::new(bin("oort"))
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("oort"));
+                c
+            }
+            None => Command::new(bin("oort")),
+        };
+        let child = cmd
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .arg("--plugins-dir")

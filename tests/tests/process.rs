@@ -337,3 +337,77 @@ async fn bad_plugin_file_names_are_refused_with_the_file_named() {
         assert!(errors.contains(name), "no error names {name:?}: {errors}");
     }
 }
+
+/// Defect 4b at the host: every stop kills the plugin's whole tree, also a
+/// child that ignores SIGTERM and one that left the group with `setsid`;
+/// the short-lived Validate process's children go too.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_stop_kills_children_that_ignore_sigterm_or_call_setsid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pidfile = tmp.path().join("pids");
+    let plugins = PluginsDir::new();
+    plugins.add_fixture(
+        "functions",
+        "fixture",
+        &[("OORT_FIXTURE_MODE", "spawn-children"), ("OORT_FIXTURE_PIDFILE", pidfile.to_str().unwrap())],
+    );
+    std::fs::write(plugins.path().join("functions/fixture.json"), r#"{"functions":[{"name":"whoami"}]}"#).unwrap();
+    let recorded = || -> Vec<u32> {
+        std::fs::read_to_string(&pidfile)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .collect()
+    };
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+
+    assert_eq!(t.host.validate_function("whoami", &[]).await.unwrap(), None);
+    let validate = recorded();
+    assert_eq!(validate.len(), 2, "{validate:?}");
+    assert!(
+        wait_until(Duration::from_secs(3), || validate.iter().all(|p| !alive(*p))).await,
+        "the Validate process's children survive: {validate:?}"
+    );
+
+    let f = t.host.open_function("r1", "op0", "whoami", RestartStrategy::default()).await.unwrap();
+    let kids = recorded()[2..].to_vec();
+    assert!(kids.iter().all(|p| alive(*p)));
+    // Let the watchdog see the tree once, as it would in a running daemon.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    t.host.close_function(&f).await;
+    assert!(
+        wait_until(Duration::from_secs(3), || kids.iter().all(|p| !alive(*p))).await,
+        "children survive the stop: {kids:?}"
+    );
+    t.host.shutdown().await;
+}
+
+/// A plugin over its memory limit is killed by the watchdog and restarted;
+/// the reason names the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_over_its_memory_limit_is_killed_with_the_limit_named() {
+    let plugins = PluginsDir::new();
+    plugins.add_fixture("functions", "fixture", &[("OORT_FIXTURE_MODE", "memory-hog")]);
+    std::fs::write(
+        plugins.path().join("functions/fixture.json"),
+        r#"{"functions":[{"name":"whoami"}],"limits":{"memory":"48MiB"}}"#,
+    )
+    .unwrap();
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+    let never = RestartStrategy { attempts: 0, ..RestartStrategy::default() };
+    let f = t.host.open_function("r1", "op0", "whoami", never).await.unwrap();
+    // The first call starts the hog; calls succeed until the watchdog kills it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match f.exec(&[vec![]]).await {
+            Err(e) => break e.to_string(),
+            Ok(_) => assert!(Instant::now() < deadline, "the hog was never stopped"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(err.contains("exceeded its memory limit of 48 MiB (rss "), "{err}");
+    let info = t.host.describe(PluginKind::Function, "fixture").await.unwrap();
+    assert_eq!(info.processes[0].limits.memory, Some(48 << 20));
+    t.host.close_function(&f).await;
+    t.host.shutdown().await;
+}

@@ -6,15 +6,23 @@
 //!
 //! A plugin process lives in its own process group, dies with the supervisor
 //! (parent-death signal), listens on a socket inside the supervisor's private
-//! runtime directory, and has its socket removed when it is reaped.
+//! runtime directory, and has its socket removed when it is reaped. Its whole
+//! tree (its group, and every descendant, also those that left the group with
+//! `setsid`) is watched against its [`Limits`] and killed on every stop.
 
 mod log_line;
+mod cgroup;
+mod guard;
+mod limits;
 mod runtime_dir;
 mod spawner;
 mod supervised;
 mod sys;
+mod tree;
+mod watchdog;
 
 use std::collections::VecDeque;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +33,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::{Channel, Endpoint};
 use tracing::field::display;
 
+pub use guard::{install_daemon_guard, reaper_main, REAPER_COMMAND};
+pub use limits::{format_bytes, parse_bytes, Limits};
 pub use runtime_dir::RuntimeDir;
 pub use supervised::{Hooks, Live, ProcessStatus, RestartStrategy, Supervised};
+pub use watchdog::Usage;
 
 /// How many of a plugin's last stderr lines are kept for crash reports.
 const STDERR_TAIL: usize = 20;
@@ -44,6 +55,9 @@ pub struct LaunchSpec {
     pub kind: pb::Kind,
     /// The rule it is started for, or `None` for a shared process (log tag).
     pub rule: Option<String>,
+    /// Resource limits of the process and its descendants, already resolved
+    /// (see [`Limits::resolve`]).
+    pub limits: Limits,
 }
 
 /// Timeouts of the process lifecycle.
@@ -90,7 +104,7 @@ fn tail_suffix(lines: &[String]) -> String {
     }
 }
 
-/// A started, handshaken plugin process. Dropping it kills the process group.
+/// A started, handshaken plugin process. Dropping it kills its whole tree.
 pub(crate) struct Running {
     pub(crate) pid: u32,
     pub(crate) channel: Channel,
@@ -98,14 +112,76 @@ pub(crate) struct Running {
     pub(crate) token: String,
     socket: PathBuf,
     child: tokio::process::Child,
+    pub(crate) watched: Arc<watchdog::Watched>,
+    /// Set once `stop` has killed the tree, so that drop need not again.
+    tree_killed: bool,
+    /// Its own cgroup, with cgroup v2 (killed and removed on drop).
+    cgroup: Option<cgroup::PluginCgroup>,
+}
+
+impl Running {
+    /// Why the process ended, when a limit ended it: the watchdog's finding,
+    /// the kernel's OOM killer in its cgroup, or SIGXCPU.
+    pub(crate) fn limit_reason(
+        &self,
+        name: &str,
+        limits: &Limits,
+        status: Option<std::process::ExitStatus>,
+    ) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(v) = self.watched.violation() {
+            return Some(v);
+        }
+        let pid = self.pid;
+        if let (Some(cg), Some(max)) = (&self.cgroup, limits.memory) {
+            if cg.oom_kills() > 0 {
+                return Some(format!(
+                    "plugin {name} (pid {pid}) exceeded its memory limit of {} (killed by the kernel in its cgroup)",
+                    format_bytes(max)
+                ));
+            }
+        }
+        if status.and_then(|s| s.signal()) == Some(libc::SIGXCPU) {
+            return Some(format!(
+                "plugin {name} (pid {pid}) exceeded its CPU limit of {} s",
+                limits.cpu_seconds.unwrap_or_default()
+            ));
+        }
+        None
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // Last line of defence: never leave a process group or a socket behind.
+        // Last line of defence: never leave a process, a descendant of it, or
+        // a socket behind.
         let _ = sys::signal_group(self.pid, libc::SIGKILL);
+        if !self.tree_killed {
+            self.watched.kill_tree();
+        }
         let _ = std::fs::remove_file(&self.socket);
     }
+}
+
+/// The resource limits of a spec, as rlimits set before `exec`. Memory and
+/// processes are enforced on the whole tree by the watchdog; the data limit is
+/// a per-process backstop against a burst between two samples, set well above
+/// the memory limit because it counts reserved (not yet resident) memory such
+/// as thread stacks. No RLIMIT_NPROC: it counts every process of the *user*,
+/// not of the plugin, so it would fail a plugin's forks because of unrelated
+/// processes (and root ignores it).
+fn rlimits(limits: &Limits) -> Vec<sys::Rlimit> {
+    let mut out = Vec::new();
+    if let Some(m) = limits.memory {
+        out.push(sys::Rlimit::Data(m.saturating_mul(2).max(m.saturating_add(512 << 20))));
+    }
+    if let Some(c) = limits.cpu_seconds {
+        out.push(sys::Rlimit::Cpu(c.max(1)));
+    }
+    if let Some(f) = limits.open_files {
+        out.push(sys::Rlimit::OpenFiles(f.clamp(16, sys::open_files_hard_limit().max(16))));
+    }
+    out
 }
 
 /// Recent stderr lines of one plugin, shared with its log forwarder.
@@ -145,12 +221,26 @@ pub(crate) async fn start(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut child = spawner::spawn(cmd).await.map_err(|e| ProcessError::Spawn {
+    let cgroup = match cgroup::active().map(|c| c.create(&spec.limits)).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(ProcessError::Spawn {
+                name: spec.name.clone(),
+                path: spec.path.clone(),
+                reason: format!("cannot create its cgroup: {e}"),
+            })
+        }
+    };
+    let cgroup_procs =
+        cgroup.as_ref().and_then(|c| std::ffi::CString::new(c.procs_file().into_os_string().into_vec()).ok());
+    let setup = sys::ChildSetup { rlimits: rlimits(&spec.limits), cgroup_procs };
+    let mut child = spawner::spawn(cmd, setup).await.map_err(|e| ProcessError::Spawn {
         name: spec.name.clone(),
         path: spec.path.clone(),
         reason: e.to_string(),
     })?;
     let pid = child.id().unwrap_or_default();
+    let watched = watchdog::watch(pid, &spec.name, spec.limits);
     forward_logs(&mut child, spec, pid, tail.clone());
 
     let mut running = Running {
@@ -160,6 +250,9 @@ pub(crate) async fn start(
         token,
         socket,
         child,
+        watched,
+        tree_killed: false,
+        cgroup,
     };
     let handshake = handshake(spec, &mut running, timeouts);
     match tokio::time::timeout(timeouts.start, handshake).await {
@@ -316,8 +409,14 @@ fn forward_logs(child: &mut tokio::process::Child, spec: &LaunchSpec, pid: u32, 
 }
 
 /// Stops a process: Shutdown RPC, then SIGTERM, then SIGKILL after the grace
-/// period, each to the whole process group. Returns once it is reaped.
+/// period, each to the whole process group; then kills whatever is left of
+/// its tree (children in its group that ignore SIGTERM, descendants that left
+/// the group with `setsid`). Returns once it is reaped.
 pub(crate) async fn stop(mut running: Running, grace: Duration) {
+    // Read the tree while every parent link is intact: once the plugin exits,
+    // its children are re-parented and no longer look like its own.
+    let watched = running.watched.clone();
+    let _ = tokio::task::spawn_blocking(move || watched.refresh()).await;
     let mut client = pb::plugin_client::PluginClient::new(running.channel.clone());
     let req = pb::ShutdownRequest { grace_ms: grace.as_millis() as u32 };
     let _ = tokio::time::timeout(grace, client.shutdown(req)).await;
@@ -328,8 +427,14 @@ pub(crate) async fn stop(mut running: Running, grace: Duration) {
             let _ = running.child.wait().await;
         }
     }
-    // Children the plugin left in its group go too.
+    // Children the plugin left in its cgroup, group or tree go too.
+    if let Some(cg) = &running.cgroup {
+        cg.kill();
+    }
     let _ = sys::signal_group(running.pid, libc::SIGKILL);
+    let watched = running.watched.clone();
+    let _ = tokio::task::spawn_blocking(move || watched.kill_tree()).await;
+    running.tree_killed = true;
     drop(running);
 }
 

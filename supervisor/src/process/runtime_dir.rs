@@ -1,7 +1,9 @@
 //! The supervisor's private runtime directory, which holds every socket.
 //!
-//! Layout: `<root>/sv-<supervisor pid>/` (0700) holding `state.sock` and one
-//! `p<n>.sock` per plugin process. `<root>` itself must be owned by us and
+//! Layout: `<root>/sv-<supervisor pid>/` (0700) holding `state.sock`, one
+//! `p<n>.sock` per plugin process and, in daemon mode, `procs`: the plugin
+//! processes and their descendants (`R|M <pid> <start time>` lines) for the
+//! reaper (see `guard`). `<root>` itself must be owned by us and
 //! closed to other users, or the supervisor refuses to start.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -104,6 +106,15 @@ fn remove_stale(root: &Path) {
             continue;
         };
         if pid != std::process::id() && !sys::process_exists(pid) {
+            // Its reaper should have killed what it left behind; if the reaper
+            // died too, do it now.
+            let killed = super::watchdog::kill_recorded(&entry.path().join("procs"));
+            if killed > 0 {
+                tracing::warn!(
+                    folder = %entry.path().display(),
+                    "killed {killed} processes a dead supervisor left behind"
+                );
+            }
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

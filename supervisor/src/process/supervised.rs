@@ -2,7 +2,7 @@
 //! `restartStrategy`, reported as a crash loop when it keeps failing.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oort_proto::plugin::v1 as pb;
@@ -89,6 +89,15 @@ struct Published {
     live: Option<Live>,
 }
 
+/// What the monitor shares with the handle besides the published status.
+#[derive(Default)]
+struct Shared {
+    /// The current process's watch entry, for its resource use.
+    watched: Option<Arc<super::watchdog::Watched>>,
+    /// Why the process last ended unexpectedly.
+    last_failure: Option<String>,
+}
+
 /// One plugin process and the task that keeps it alive.
 pub struct Supervised {
     spec: LaunchSpec,
@@ -97,6 +106,7 @@ pub struct Supervised {
     stop: Arc<Notify>,
     done: watch::Receiver<bool>,
     tail: StderrTail,
+    shared: Arc<Mutex<Shared>>,
 }
 
 impl Supervised {
@@ -135,7 +145,9 @@ impl Supervised {
         let (done_tx, done_rx) = watch::channel(false);
         let stop_signal = Arc::new(Notify::new());
         let restarts = Arc::new(AtomicU32::new(0));
+        let shared = Arc::new(Mutex::new(Shared { watched: Some(running.watched.clone()), last_failure: None }));
         let monitor = Monitor {
+            shared: shared.clone(),
             spec: spec.clone(),
             runtime,
             timeouts,
@@ -150,7 +162,7 @@ impl Supervised {
             monitor.run(running).await;
             let _ = done_tx.send(true);
         });
-        Ok(Supervised { spec, published: rx, restarts, stop: stop_signal, done: done_rx, tail })
+        Ok(Supervised { spec, published: rx, restarts, stop: stop_signal, done: done_rx, tail, shared })
     }
 
     /// The process to call now. Waits while it is (re)starting; fails when it is
@@ -200,6 +212,17 @@ impl Supervised {
         self.restarts.load(Ordering::SeqCst)
     }
 
+    /// The resource use of the current process tree at the watchdog's last
+    /// sample.
+    pub fn usage(&self) -> Option<super::Usage> {
+        lock(&self.shared).watched.as_ref().map(|w| w.usage())
+    }
+
+    /// Why the process last ended unexpectedly (a crash, a limit), if it ever did.
+    pub fn last_failure(&self) -> Option<String> {
+        lock(&self.shared).last_failure.clone()
+    }
+
     /// What it was started as.
     pub fn spec(&self) -> &LaunchSpec {
         &self.spec
@@ -214,7 +237,23 @@ impl Supervised {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a process ended: the limit that ended it, else its exit status.
+fn exit_reason(spec: &LaunchSpec, running: &super::Running, exit: std::io::Result<std::process::ExitStatus>) -> String {
+    if let Some(limit) = running.limit_reason(&spec.name, &spec.limits, exit.as_ref().ok().copied()) {
+        return limit;
+    }
+    match exit {
+        Ok(status) => format!("exited unexpectedly ({status})"),
+        Err(e) => format!("could not be waited on: {e}"),
+    }
+}
+
 struct Monitor {
+    shared: Arc<Mutex<Shared>>,
     spec: LaunchSpec,
     runtime: Arc<RuntimeDir>,
     timeouts: Timeouts,
@@ -248,10 +287,8 @@ impl Monitor {
             };
             // The process is gone: withdraw it, kill what it left in its group,
             // remove its socket, and restart per the strategy.
-            let reason = match exit {
-                Ok(status) => format!("exited unexpectedly ({status})"),
-                Err(e) => format!("could not be waited on: {e}"),
-            };
+            let reason = exit_reason(&self.spec, &running, exit);
+            lock(&self.shared).last_failure = Some(reason.clone());
             self.hooks.revoke_token(&running.token);
             drop(running);
             tracing::warn!(plugin = %self.spec.name, rule = ?self.spec.rule, "plugin process {reason}");
@@ -311,6 +348,7 @@ impl Monitor {
             return Err(format!("restarted process could not reopen its instances: {e}"));
         }
         tracing::info!(plugin = %self.spec.name, pid = live.pid, generation, "plugin process restarted");
+        lock(&self.shared).watched = Some(running.watched.clone());
         self.publish(ProcessStatus::Running { pid: live.pid }, Some(live));
         Ok(running)
     }

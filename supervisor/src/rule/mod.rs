@@ -127,6 +127,9 @@ pub struct RuleOptions {
     pub restart_strategy: Option<RestartStrategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
+    /// Per plugin name, resource limits over the plugin metadata's `limits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_limits: Option<BTreeMap<String, crate::process::Limits>>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
@@ -148,6 +151,8 @@ pub struct RulePlan {
     pub checkpoint_interval: Duration,
     pub restart: RestartStrategy,
     pub buffer_length: u32,
+    /// `options.pluginLimits`: per plugin name, limits over its metadata's.
+    pub plugin_limits: BTreeMap<String, crate::process::Limits>,
 }
 
 impl RuleDef {
@@ -204,7 +209,16 @@ impl RuleDef {
                 BUFFER_LENGTH_RANGE.end()
             )));
         }
-        Ok(RulePlan { def: self.clone(), select, actions, qos, checkpoint_interval, restart, buffer_length })
+        Ok(RulePlan {
+            def: self.clone(),
+            select,
+            actions,
+            qos,
+            checkpoint_interval,
+            restart,
+            buffer_length,
+            plugin_limits: self.options.plugin_limits.clone().unwrap_or_default(),
+        })
     }
 }
 
@@ -222,6 +236,7 @@ impl RulePlan {
             checkpoint_interval: Duration::from_millis(300_000),
             restart: RestartStrategy::default(),
             buffer_length: 1024,
+            plugin_limits: Default::default(),
         }
     }
 }

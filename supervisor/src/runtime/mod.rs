@@ -533,6 +533,10 @@ impl Engine {
         if let Some(w) = status.warning() {
             out.insert("warning".into(), json!(w));
         }
+        let stuck = status.stuck();
+        if !stuck.is_empty() {
+            out.insert("stuck".into(), json!(stuck));
+        }
         if let Some((id, at)) = status.last_checkpoint() {
             out.insert("checkpoint_last_id".into(), json!(id));
             out.insert("checkpoint_last_time".into(), json!(at));

@@ -158,24 +158,91 @@ impl RuleStatus {
         std::mem::take(&mut *self.instances.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The plugin processes serving this rule: operator, plugin, pid,
-    /// restarts, calls, and resident memory and CPU seconds read now.
+    /// The plugin processes serving this rule: operator, pid, restarts, calls,
+    /// resident memory and CPU seconds read now, the process's status, limits
+    /// and the watchdog's view of its tree, why it last failed, and the oldest
+    /// call in flight (`outstanding`) once it has run for a second.
     pub fn plugins(&self) -> Vec<serde_json::Value> {
-        self.processes(true)
-            .into_iter()
-            .map(|p| {
-                serde_json::json!({
-                    "operator": p.operator,
-                    "plugin": p.plugin,
-                    "pid": p.pid,
-                    "restarts": p.restarts,
-                    "calls": p.calls.calls(),
-                    "rss_bytes": p.usage.map(|u| u.rss_bytes),
-                    "cpu_seconds": p.usage.map(|u| u.cpu_seconds),
+        let list = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        list.iter()
+            .map(|(op, i)| {
+                let (pid, restarts, process, outstanding) = match i {
+                    Instance::Source(s) => (s.pid(), s.restarts(), s.process(), None),
+                    Instance::Function(f) => (f.pid(), f.restarts(), f.process(), f.outstanding()),
+                    Instance::Sink(s) => (s.pid(), s.restarts(), s.process(), s.call_watch().oldest()),
+                };
+                let usage = pid.and_then(ProcessUsage::of);
+                let mut v = serde_json::json!({
+                    "operator": op,
+                    "plugin": process.plugin,
+                    "pid": pid,
+                    "restarts": restarts,
+                    "calls": self.calls(op).calls(),
+                    "rss_bytes": usage.map(|u| u.rss_bytes),
+                    "cpu_seconds": usage.map(|u| u.cpu_seconds),
+                    "process": process.status,
+                    "limits": process.limits,
+                });
+                if let Some(u) = process.usage {
+                    v["usage"] = serde_json::json!(u);
+                }
+                if let Some(f) = process.last_failure {
+                    v["last_failure"] = serde_json::json!(f);
+                }
+                if let Some(o) = outstanding.filter(|o| o.for_ms >= SLOW_CALL_MS || o.timeouts > 0) {
+                    v["outstanding"] = serde_json::json!(o);
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// One line per instance whose call has timed out and is still being
+    /// retried: which instance, which call, since when.
+    pub fn stuck(&self) -> Vec<String> {
+        let list = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        list.iter()
+            .filter_map(|(op, i)| {
+                let (pid, plugin, o) = match i {
+                    Instance::Function(f) => (f.pid(), f.process().plugin, f.outstanding()?),
+                    Instance::Sink(s) => (s.pid(), s.process().plugin, s.call_watch().oldest()?),
+                    Instance::Source(_) => return None,
+                };
+                (o.timeouts > 0).then(|| {
+                    let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                    format!(
+                        "{op} (plugin {plugin}, pid {pid}) is stuck in {}: in flight since {} ({:.1} s, {} timeouts)",
+                        o.call,
+                        rfc3339_ms(o.since_ms),
+                        o.for_ms as f64 / 1000.0,
+                        o.timeouts
+                    )
                 })
             })
             .collect()
     }
+}
+
+/// A call in flight this long is shown in the status (`outstanding`) even
+/// before it times out.
+const SLOW_CALL_MS: u64 = 1000;
+
+/// `2026-01-02T03:04:05.678Z` from ms since the epoch (UTC), without a
+/// date-time dependency.
+fn rfc3339_ms(ms: u64) -> String {
+    let (secs, ms) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// What a pipeline runs with.
@@ -239,6 +306,15 @@ pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_print_as_rfc3339() {
+        assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339_ms(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
+    }
+}
+
 fn fatal(e: &HostError) -> bool {
     matches!(e, HostError::Process(ProcessError::CrashLoop { .. } | ProcessError::Stopped { .. }))
 }
@@ -269,6 +345,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     // With checkpoints, state is exactly the checkpoint's: restored before any
     // instance opens, so every instance opens with it.
     let restored = if checkpointing { restore(ctx)? } else { None };
+    ctx.host.set_rule_limits(rule, &plan.plugin_limits);
     if checkpointing {
         let instances = restored.as_ref().map(|r| r.instances.clone()).unwrap_or_default();
         ctx.host.state().restore_rule(rule, instances);
@@ -634,6 +711,9 @@ async fn sink_loop(
         };
         let n = records.len() as u64;
         let mut delay = Duration::from_millis(50);
+        // From the first attempt to the last retry: a status shows the sink
+        // as stuck while its writes time out.
+        let _outstanding = sink.call_watch().begin("Write");
         loop {
             let started = Instant::now();
             let written = sink.write(&records).await;

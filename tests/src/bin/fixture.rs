@@ -5,7 +5,22 @@
 //! - `exit-at-start`: writes a line to stderr and exits with status 3;
 //! - `hang-handshake`: never listens;
 //! - `wrong-protocol`: answers health and Describe, claiming protocol 99;
-//! - `wrong-name`: answers health and Describe with another plugin's name.
+//! - `wrong-name`: answers health and Describe with another plugin's name;
+//! - `garbage`: listens on its socket and answers every connection with
+//!   bytes that are not HTTP/2;
+//! - `lying-describe`: answers health and Describe, claiming functions
+//!   `whoami` and `ghost` and a source, but serves none of them;
+//! - `spawn-children`: before serving (`ok`), starts a child in its own
+//!   process group that ignores SIGTERM and a child that calls `setsid`,
+//!   both `sleep 600`, and appends `group <pid>` and `setsid <pid>` lines to
+//!   the file `OORT_FIXTURE_PIDFILE`;
+//! - `hang-exec`: serves as `ok`, but every function call never returns;
+//! - `memory-hog`: serves as `ok`; the first function call starts a thread
+//!   that allocates and touches 16 MiB every 20 ms, up to 2 GiB;
+//! - `fork-bomb`: serves as `ok`; the first function call starts a thread
+//!   that starts `sleep 60` children as fast as it can, up to 10 000;
+//! - `oversized`: serves as `ok`, but every function returns an 80 MiB
+//!   string, beyond the supervisor's 64 MiB message limit.
 //!
 //! `OORT_FIXTURE_NAME` is the plugin name it reports (default `fixture`),
 //! `OORT_FIXTURE_EXPORT` is `constructor` (default) or `singleton`.
@@ -121,6 +136,96 @@ impl Function for Tally {
     }
 }
 
+/// A function that misbehaves per the fixture's mode when called, and
+/// otherwise does what `inner` does.
+struct Misbehave<F> {
+    mode: &'static str,
+    inner: F,
+}
+
+impl<F: Function> Function for Misbehave<F> {
+    fn exec(&self, ctx: &Context, args: &[Value]) -> Result<Value, BoxError> {
+        match self.mode {
+            "hang-exec" => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            "memory-hog" => start_once(hog),
+            "fork-bomb" => start_once(fork_bomb),
+            "oversized" => return Ok(Value::String("x".repeat(80 << 20))),
+            _ => {}
+        }
+        self.inner.exec(ctx, args)
+    }
+}
+
+/// Starts `work` on a thread, once per process.
+fn start_once(work: fn()) {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(work);
+    });
+}
+
+/// Allocates and touches 16 MiB every 20 ms, up to 2 GiB (a bound, so a
+/// supervisor that fails to stop it cannot take the machine down).
+fn hog() {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    while hoard.len() < 128 {
+        hoard.push(vec![0x5a; 16 << 20]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(3600));
+    drop(hoard);
+}
+
+/// Starts `sleep 60` children as fast as it can, up to 10 000 (a bound, and
+/// each child ends by itself within a minute, so a supervisor that fails to
+/// stop the bomb cannot take the machine down).
+fn fork_bomb() {
+    let mut children = Vec::new();
+    let mut failures = 0;
+    while children.len() < 10_000 && failures < 1_000 {
+        match std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => children.push(child),
+            Err(_) => {
+                failures += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+/// Starts the two children of `spawn-children` and records their pids.
+fn spawn_children() {
+    use std::io::Write;
+    let quiet = |c: &mut std::process::Command| {
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    };
+    let mut stubborn = std::process::Command::new("sh");
+    stubborn.args(["-c", "trap '' TERM; exec sleep 600"]);
+    quiet(&mut stubborn);
+    let stubborn = stubborn.spawn().expect("spawn the SIGTERM-ignoring child");
+    // `setsid` calls setsid(2) and execs in place (it is not a group leader).
+    let mut escapee = std::process::Command::new("setsid");
+    escapee.args(["sleep", "600"]);
+    quiet(&mut escapee);
+    let escapee = escapee.spawn().expect("spawn the setsid child");
+    if let Ok(path) = std::env::var("OORT_FIXTURE_PIDFILE") {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("pid file");
+        writeln!(f, "group {}\nsetsid {}", stubborn.id(), escapee.id()).expect("write pid file");
+    }
+    // The children are never waited for: the supervisor must deal with them.
+    std::mem::forget(stubborn);
+    std::mem::forget(escapee);
+}
+
 fn main() {
     let mode = std::env::var("OORT_FIXTURE_MODE").unwrap_or_else(|_| "ok".into());
     let name = std::env::var("OORT_FIXTURE_NAME").unwrap_or_else(|_| "fixture".into());
@@ -132,10 +237,18 @@ fn main() {
         "hang-handshake" => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
-        "wrong-protocol" => raw_plugin(name, 99),
-        "wrong-name" => raw_plugin("somebody-else".into(), oort_proto::PROTOCOL_VERSION),
+        "wrong-protocol" => raw_plugin(name, 99, &[]),
+        "wrong-name" => raw_plugin("somebody-else".into(), oort_proto::PROTOCOL_VERSION, &[]),
+        "lying-describe" => raw_plugin(
+            name,
+            oort_proto::PROTOCOL_VERSION,
+            &[(pb::Kind::Function, "ghost"), (pb::Kind::Source, "ghostSource")],
+        ),
+        "garbage" => garbage(),
+        "spawn-children" => spawn_children(),
         _ => {}
     }
+    let mode: &'static str = mode.leak();
     println!("fixture-hello-stdout");
     {
         use std::io::Write;
@@ -150,23 +263,36 @@ fn main() {
     let mut plugin = Plugin::new(&name, "0.0.1");
     plugin = if singleton {
         plugin
-            .function("whoami", Export::singleton(WhoAmI))
-            .function("sleep", Export::singleton(Sleep))
+            .function("whoami", Export::singleton(Misbehave { mode, inner: WhoAmI }))
+            .function("sleep", Export::singleton(Misbehave { mode, inner: Sleep }))
             .function("steal", Export::singleton(Steal))
             .function("tally", Export::singleton(Tally))
     } else {
         plugin
-            .function("whoami", Export::constructor(|| WhoAmI))
-            .function("sleep", Export::constructor(|| Sleep))
+            .function("whoami", Export::constructor(move || Misbehave { mode, inner: WhoAmI }))
+            .function("sleep", Export::constructor(move || Misbehave { mode, inner: Sleep }))
             .function("steal", Export::constructor(|| Steal))
             .function("tally", Export::constructor(|| Tally))
     };
     serve(plugin.sink(Export::constructor(SlowSink::default)));
 }
 
-/// A plugin written without the SDK that lies in its Describe.
-fn raw_plugin(name: String, protocol_version: u32) -> ! {
-    struct Liar(String, u32);
+/// Answers every connection on the plugin socket with bytes that are not
+/// HTTP/2, and never anything else.
+fn garbage() -> ! {
+    use std::io::Write;
+    let socket = std::env::var("OORT_PLUGIN_SOCKET").expect("started by the supervisor");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    for mut conn in listener.incoming().flatten() {
+        let _ = conn.write_all(b"\x00\xffHTTP/0.9 418 I'm a teapot\r\n\r\n\xde\xad\xbe\xef garbage garbage");
+    }
+    std::process::exit(0)
+}
+
+/// A plugin written without the SDK that lies in its Describe: it exports
+/// `whoami` plus `extra` symbols, and serves no extension service at all.
+fn raw_plugin(name: String, protocol_version: u32, extra: &[(pb::Kind, &str)]) -> ! {
+    struct Liar(String, u32, Vec<pb::Symbol>);
     #[tonic::async_trait]
     impl pb::plugin_server::Plugin for Liar {
         async fn describe(
@@ -176,12 +302,7 @@ fn raw_plugin(name: String, protocol_version: u32) -> ! {
             Ok(tonic::Response::new(pb::DescribeResponse {
                 name: self.0.clone(),
                 version: "0.0.1".into(),
-                symbols: vec![pb::Symbol {
-                    kind: pb::Kind::Function as i32,
-                    name: "whoami".into(),
-                    mode: pb::ExportMode::Constructor as i32,
-                    is_aggregate: false,
-                }],
+                symbols: self.2.clone(),
                 protocol_version: self.1,
                 sdk_name: "raw".into(),
                 sdk_version: "0".into(),
@@ -194,6 +315,16 @@ fn raw_plugin(name: String, protocol_version: u32) -> ! {
             std::process::exit(0)
         }
     }
+    let symbols: Vec<pb::Symbol> = [(pb::Kind::Function, "whoami")]
+        .iter()
+        .chain(extra)
+        .map(|(kind, name)| pb::Symbol {
+            kind: *kind as i32,
+            name: name.to_string(),
+            mode: pb::ExportMode::Constructor as i32,
+            is_aggregate: false,
+        })
+        .collect();
     let socket = std::env::var("OORT_PLUGIN_SOCKET").expect("started by the supervisor");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
@@ -202,7 +333,7 @@ fn raw_plugin(name: String, protocol_version: u32) -> ! {
         let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
         let _ = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(pb::plugin_server::PluginServer::new(Liar(name, protocol_version)))
+            .add_service(pb::plugin_server::PluginServer::new(Liar(name, protocol_version, symbols)))
             .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
             .await;
     });

@@ -3,6 +3,9 @@
 //! to be killed.
 //!
 //! Usage: `oort-test-host <plugins-dir> <runtime-root> <rule>:<function>...`
+//!
+//! Like `oort serve`, it installs the daemon guard (subreaper, reaper
+//! process), so it also answers the reaper's hidden subcommand.
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,13 +13,22 @@ use oort_supervisor::host::{Host, HostConfig};
 use oort_supervisor::process::{RestartStrategy, RuntimeDir, Timeouts};
 use oort_supervisor::state::StateRegistry;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(oort_supervisor::process::REAPER_COMMAND) {
+        oort_supervisor::process::reaper_main(std::path::Path::new(&args[2]));
+        return Ok(());
+    }
+    tokio::runtime::Runtime::new()?.block_on(host_main())
+}
+
+async fn host_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
     let mut args = std::env::args().skip(1);
     let plugins = PathBuf::from(args.next().expect("plugins dir"));
     let root = PathBuf::from(args.next().expect("runtime root"));
     let runtime = Arc::new(RuntimeDir::create(&root)?);
+    oort_supervisor::process::install_daemon_guard(&runtime, &std::env::current_exe()?)?;
     let state = Arc::new(StateRegistry::default());
     let socket = oort_supervisor::api::bind_state(runtime.state_socket())?;
     tokio::spawn(oort_supervisor::api::serve_state(socket, state.clone(), Default::default()));
