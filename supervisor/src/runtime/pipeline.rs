@@ -243,7 +243,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
 
     let mut functions = Vec::new();
     for (site, call) in plan.select.calls.iter().enumerate() {
-        let operator = format!("fn_{site}_{}", call.function);
+        let operator = crate::state::function_operator(site, &call.function);
         let f = ctx
             .host
             .open_function(rule, &operator, &call.function, restart)
