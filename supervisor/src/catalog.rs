@@ -26,7 +26,7 @@
 //!   [`PluginFile::other_versions`].
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs;
@@ -308,6 +308,36 @@ pub struct Catalog {
     exported: BTreeMap<String, String>,
     /// Folded function plugin name -> lowercased function names it declared when running.
     registered: BTreeMap<String, Vec<String>>,
+    /// The SHA-256 of every effective plugin file, by path, with the file's stamp when it was hashed: a rescan
+    /// hashes only files whose stamp changed (a 1 GB executable takes a second to hash).
+    hashes: HashMap<PathBuf, (FileStamp, String)>,
+    /// How many files this scan hashed (the others came from the previous scan).
+    hashed: usize,
+}
+
+/// What identifies one version of a file's bytes without reading them: a write changes the size or the
+/// modification time, and any change to the inode (including a write that restores the mtime with `touch -d`)
+/// changes its ctime, which user space cannot set; a replaced file has a new inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
 }
 
 /// A valid plugin file found in a kind folder.
@@ -316,6 +346,7 @@ struct Candidate {
     version: Option<Version>,
     path: PathBuf,
     file_name: String,
+    stamp: FileStamp,
 }
 
 /// What a kind folder entry is.
@@ -329,11 +360,27 @@ impl Catalog {
     /// Scans `<plugins_dir>/{sources,sinks,functions}/`. Never fails as a whole: a missing kind folder is simply
     /// empty, and per-file problems are collected in [`Catalog::errors`].
     pub fn scan(plugins_dir: &Path) -> Catalog {
-        let mut catalog = Catalog::default();
+        Catalog::rescan(plugins_dir, &Catalog::default())
+    }
+
+    /// A catalog holding only this one's file hashes: what [`Catalog::rescan`] needs of the previous scan,
+    /// cheap to move to another thread.
+    pub fn hash_cache(&self) -> Catalog {
+        Catalog { hashes: self.hashes.clone(), ..Catalog::default() }
+    }
+
+    /// Like [`Catalog::scan`], but takes the hash of every file unchanged since `previous` from it instead of
+    /// reading the file again.
+    pub fn rescan(plugins_dir: &Path, previous: &Catalog) -> Catalog {
+        let mut catalog = Catalog { hashes: previous.hashes.clone(), ..Catalog::default() };
         for kind in PluginKind::ALL {
             catalog.scan_kind(kind, &plugins_dir.join(kind.dir_name()));
         }
         catalog.index_functions();
+        // Forget the hashes of files that are gone or no longer effective.
+        let effective: std::collections::HashSet<&Path> = catalog.plugins.values().map(|p| p.path.as_path()).collect();
+        let hashes = std::mem::take(&mut catalog.hashes);
+        catalog.hashes = hashes.into_iter().filter(|(path, _)| effective.contains(path.as_path())).collect();
         tracing::debug!(
             plugins = catalog.plugins.len(),
             errors = catalog.errors.len(),
@@ -341,6 +388,11 @@ impl Catalog {
             "plugin catalog scanned"
         );
         catalog
+    }
+
+    /// How many plugin files this scan read to hash them; the others were unchanged since the previous scan.
+    pub fn files_hashed(&self) -> usize {
+        self.hashed
     }
 
     /// Every problem found by the scan, in scan order (kinds in [`PluginKind::ALL`] order, files by name).
@@ -446,9 +498,16 @@ impl Catalog {
                     other_versions.push(candidate.version.map(|v| v.raw).unwrap_or_default());
                     continue;
                 }
-                match sha256_file(&candidate.path) {
-                    Ok(sha256) => chosen = Some((candidate, sha256)),
-                    Err(source) => self.errors.push(CatalogError::Io { path: candidate.path, source }),
+                match self.hashes.get(&candidate.path).filter(|(stamp, _)| *stamp == candidate.stamp) {
+                    Some((_, sha256)) => chosen = Some((candidate, sha256.clone())),
+                    None => match sha256_file(&candidate.path) {
+                        Ok(sha256) => {
+                            self.hashed += 1;
+                            self.hashes.insert(candidate.path.clone(), (candidate.stamp, sha256.clone()));
+                            chosen = Some((candidate, sha256));
+                        }
+                        Err(source) => self.errors.push(CatalogError::Io { path: candidate.path, source }),
+                    },
                 }
             }
             let Some((effective, sha256)) = chosen else { continue };
@@ -567,7 +626,8 @@ fn classify(dir: &Path, file_name: OsString) -> Result<Entry, CatalogError> {
     if !is_executable(&meta) {
         return Err(CatalogError::NotExecutable { path });
     }
-    Ok(Entry::Plugin(Candidate { name: name.to_owned(), version: version.map(Version::parse), path, file_name }))
+    let stamp = FileStamp::of(&meta);
+    Ok(Entry::Plugin(Candidate { name: name.to_owned(), version: version.map(Version::parse), path, file_name, stamp }))
 }
 
 fn not_a_regular_file(path: PathBuf) -> CatalogError {
@@ -892,6 +952,36 @@ mod tests {
         let plain = serde_json::to_value(catalog.get(PluginKind::Sink, "plain").unwrap()).unwrap();
         assert_eq!(plain["version"], serde_json::Value::Null);
         assert_eq!(plain["sha256"], "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    #[test]
+    fn a_rescan_hashes_only_changed_files() {
+        let root = tempfile::tempdir().unwrap();
+        let a = write(root.path(), PluginKind::Source, "a@v1.0.0", "one", 0o700);
+        write(root.path(), PluginKind::Sink, "b", "two", 0o700);
+        let first = Catalog::scan(root.path());
+        assert_eq!(first.files_hashed(), 2);
+        let second = Catalog::rescan(root.path(), &first);
+        assert_eq!(second.files_hashed(), 0, "nothing changed, nothing is read");
+        assert_eq!(
+            second.get(PluginKind::Source, "a").unwrap().sha256,
+            first.get(PluginKind::Source, "a").unwrap().sha256
+        );
+        // Same size, same mtime: the ctime still tells.
+        let mtime = fs::metadata(&a).unwrap().modified().unwrap();
+        fs::write(&a, "ONE").unwrap();
+        fs::File::options().write(true).open(&a).unwrap().set_modified(mtime).unwrap();
+        let third = Catalog::rescan(root.path(), &second);
+        assert_eq!(third.files_hashed(), 1);
+        assert_ne!(
+            third.get(PluginKind::Source, "a").unwrap().sha256,
+            second.get(PluginKind::Source, "a").unwrap().sha256
+        );
+        // A new version is hashed; the shadowed file's hash is forgotten.
+        write(root.path(), PluginKind::Source, "a@v2.0.0", "newer", 0o700);
+        let fourth = Catalog::rescan(root.path(), &third);
+        assert_eq!(fourth.files_hashed(), 1);
+        assert_eq!(fourth.hashes.len(), 2);
     }
 
     #[test]

@@ -29,8 +29,7 @@ pub struct DaemonConfig {
 /// Runs the daemon until `shutdown` fires, then stops every plugin process
 /// and removes every socket before returning.
 pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    crate::store::make_private_dir(&config.data_dir)?;
     let runtime = Arc::new(RuntimeDir::create(&config.runtime_root)?);
     // Raised open-files limit, subreaper, and the reaper that kills the plugin
     // trees should this process be SIGKILLed.

@@ -176,10 +176,13 @@ impl Host {
     /// Running processes keep running the file they started from, and the
     /// functions they declared stay registered.
     pub async fn rescan(&self) {
-        // Reading the folder (and hashing new files) is blocking I/O: keep it
-        // off the async workers that answer every other request.
+        // Reading the folder (and hashing new or changed files) is blocking
+        // I/O: keep it off the async workers that answer every other request.
+        // Files unchanged since the last scan keep their hash instead of being
+        // read again.
         let dir = self.config.plugins_dir.clone();
-        let Ok(mut catalog) = tokio::task::spawn_blocking(move || Catalog::scan(&dir)).await else {
+        let previous = self.catalog().hash_cache();
+        let Ok(mut catalog) = tokio::task::spawn_blocking(move || Catalog::rescan(&dir, &previous)).await else {
             tracing::error!("plugin catalog: the scan of {} failed", self.config.plugins_dir.display());
             return;
         };
@@ -733,7 +736,9 @@ impl Hooks for EntryHooks {
         let opens: Vec<OpenSpec> = lock(&self.instances).values().cloned().collect();
         for mut open in opens {
             let id = instance_spec(&open).instance_id.clone();
-            // A restarted process resumes from the supervisor's copy of the state.
+            // A restarted process resumes from the supervisor's copy of the
+            // state; what the dead process wrote for unanswered batches is void.
+            self.state.discard_staged(&id, None);
             set_state(&mut open, self.state.entries(&id));
             open_on(live, &open, self.timeouts, &live.describe.name).await.map_err(|e| e.to_string())?;
         }
@@ -1218,6 +1223,9 @@ impl FunctionInstance {
                 message: "the instance is closed".into(),
             });
         };
+        // The failed attempt's writes through the State service go with it;
+        // the retry gets a new seq, so late writes tagged with an old one are refused.
+        self.state.discard_staged(&self.id, Some(self.stream.seq.load(Ordering::Relaxed)));
         set_state(&mut open, self.state.entries(&self.id));
         let mut client = pb::function_client::FunctionClient::new(live.channel.clone());
         let close = pb::CloseRequest { instance_id: self.id.clone() };
@@ -1252,7 +1260,7 @@ impl FunctionInstance {
             });
         }
         self.state
-            .apply(&self.id, result.mutations)
+            .accept(&self.id, Some(result.seq), result.mutations)
             .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;
         Ok(Some(
             result
@@ -1329,6 +1337,9 @@ impl SourceInstance {
     pub async fn rewind(&self, offset: Value) -> Result<(), HostError> {
         let live = self.entry.process.live().await?;
         let mut client = pb::source_client::SourceClient::new(live.channel.clone());
+        // The source replays from `offset`: writes staged for batches it never
+        // delivered would be made again.
+        self.state.discard_staged(&self.id, None);
         let req = pb::RewindRequest { instance_id: self.id.clone(), offset: Some(offset.into()) };
         call(&self.plugin, "Rewind", self.timeouts, client.rewind(req)).await?;
         Ok(())
@@ -1370,7 +1381,7 @@ impl SourceInstance {
                     m = stream.message() => m,
                 };
                 let item = match message {
-                    Ok(Some(b)) => match state.apply(&id, b.mutations) {
+                    Ok(Some(b)) => match state.accept(&id, None, b.mutations) {
                         Err(e) => Err(HostError::Protocol { plugin: plugin_name.clone(), reason: e.to_string() }),
                         Ok(()) => Ok(SourceBatch {
                             records: b.records.into_iter().map(Into::into).collect(),
@@ -1483,14 +1494,20 @@ impl SinkInstance {
                 if matches!(e, HostError::Timeout { .. }) {
                     note_timeout(&self.watch, &self.plugin, &self.id, e, "until it succeeds");
                 }
-            })?
-            .ok_or_else(|| HostError::Call {
-                plugin: self.plugin.clone(),
-                call: "Write",
-                message: "no stream".into(),
+            })
+            .and_then(|ack| {
+                ack.ok_or_else(|| HostError::Call {
+                    plugin: self.plugin.clone(),
+                    call: "Write",
+                    message: "no stream".into(),
+                })
+            })
+            .inspect_err(|_| {
+                // An unacknowledged batch never happened: neither did its writes.
+                self.state.discard_staged(&self.id, Some(self.stream.seq.load(Ordering::Relaxed)));
             })?;
         self.state
-            .apply(&self.id, ack.mutations)
+            .accept(&self.id, Some(ack.seq), ack.mutations)
             .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;
         if ack.error.is_empty() {
             Ok(())

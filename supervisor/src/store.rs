@@ -35,6 +35,30 @@ pub enum StoreError {
     Open { path: PathBuf, reason: String },
     #[error("RocksDB {op} of key {key:?} failed: {reason}")]
     Io { op: &'static str, key: String, reason: String },
+    #[error("cannot make the data folder {path} private (mode 700): {source}")]
+    Private { path: PathBuf, source: std::io::Error },
+}
+
+/// Creates `dir` and its missing parents with mode 0700, or closes an existing
+/// `dir` to other users: the data folder holds rule definitions, sink
+/// properties (which may carry credentials) and checkpointed state. Files
+/// inside are created by RocksDB with the process umask (often 0644); the
+/// folder's mode is what keeps them private, so plugins, which inherit the
+/// daemon's umask, keep creating their own files as the user expects.
+pub fn make_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let private = |source| StoreError::Private { path: dir.to_path_buf(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(private)?;
+    let mode = std::fs::metadata(dir).map_err(private)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).map_err(private)?;
+        tracing::warn!(
+            "data folder {} had mode {mode:o}, open to other users; changed it to {:o}",
+            dir.display(),
+            mode & 0o700
+        );
+    }
+    Ok(())
 }
 
 /// The daemon's store. Writes go through the write-ahead log.
@@ -43,8 +67,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, a folder closed to other users.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        make_private_dir(dir)?;
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         // A supervisor's store is small: keep RocksDB's memory modest.

@@ -289,3 +289,98 @@ async fn a_missing_file_is_a_clear_open_error() {
     assert!(bad.contains("pollInterval must be a positive integer"), "{bad}");
     t.host.shutdown().await;
 }
+
+/// The resident set of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_line_is_skipped_in_bounded_memory() {
+    let logs = captured_logs();
+    let plugins = PluginsDir::new();
+    plugins.add("sources", "file", "file");
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+    let s = t.host.open_source("r1", "file", "/dev/zero", props(10), RestartStrategy::default()).await.unwrap();
+    let pid = s.pid().unwrap();
+    let mut rx = s.read(100).await.unwrap();
+    // /dev/zero never ends its line: for two seconds the plugin reads as fast
+    // as it can (gigabytes) and must produce nothing and keep nothing.
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            panic!("a record came out of /dev/zero: {batch:?}");
+        }
+        peak = peak.max(rss(pid));
+    }
+    assert!(peak < 64 << 20, "the file source grew to {} MiB", peak >> 20);
+    let warning =
+        "file source /dev/zero: skipping the line at byte offset 0: longer than maxLineLength (1048576 bytes)";
+    let logged =
+        wait_until(Duration::from_secs(5), || String::from_utf8_lossy(&logs.lock().unwrap()).contains(warning)).await;
+    assert!(logged, "no warning {warning:?} in the logs");
+    t.host.close_source(&s).await;
+    t.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_over_long_line_between_good_lines_is_skipped_and_offsets_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    let long = format!("{{\"n\":99,\"pad\":\"{}\"}}\n", "x".repeat(300_000));
+    let text = format!("{{\"n\":1}}\n{long}{{\"n\":2}}\n{long}{long}{{\"n\":3}}\n");
+    std::fs::write(&path, &text).unwrap();
+    let logs = captured_logs();
+    let plugins = PluginsDir::new();
+    plugins.add("sources", "file", "file");
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+    let mut p = props(10);
+    p.insert("maxLineLength".into(), Value::Int(1000));
+    let s = t.host.open_source("r1", "file", path.to_str().unwrap(), p, RestartStrategy::default()).await.unwrap();
+    let mut rx = s.read(1).await.unwrap();
+    let (mut records, mut offsets) = (Vec::new(), Vec::new());
+    collect(&mut rx, &mut records, &mut offsets, 3).await;
+    assert_eq!(records.iter().map(n).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let second_end = format!("{{\"n\":1}}\n{long}{{\"n\":2}}\n").len() as i64;
+    assert_eq!(offsets, vec![8, second_end, text.len() as i64], "offsets count the skipped lines as consumed");
+    let warning = format!(
+        "file source {}: skipping the line at byte offset 8: longer than maxLineLength (1000 bytes)",
+        path.display()
+    );
+    let logged = wait_until(Duration::from_secs(5), || {
+        let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        logs.contains(&warning) && logs.contains("3 over-long line(s) skipped so far")
+    })
+    .await;
+    assert!(logged, "no warning {warning:?} in the logs");
+    drop(rx);
+
+    // A rewind to just after the first line skips the long line again.
+    s.rewind(Value::Int(8)).await.unwrap();
+    let mut rx = s.read(10).await.unwrap();
+    let (mut again, mut offsets) = (Vec::new(), Vec::new());
+    collect(&mut rx, &mut again, &mut offsets, 2).await;
+    assert_eq!(again.iter().map(n).collect::<Vec<_>>(), vec![2, 3]);
+    drop(rx);
+    t.host.close_source(&s).await;
+    t.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_max_line_length_is_refused() {
+    let plugins = PluginsDir::new();
+    plugins.add("sources", "file", "file");
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+    let mut p = props(10);
+    p.insert("maxLineLength".into(), Value::Int(0));
+    let err = t.host.open_source("r1", "file", "/dev/null", p, RestartStrategy::default()).await.err().unwrap();
+    assert!(err.to_string().contains("property maxLineLength must be a positive integer"), "{err}");
+    t.host.shutdown().await;
+}

@@ -291,7 +291,7 @@ fn a_crashed_function_plugin_is_restarted_and_the_rule_carries_on() {
     wait_lines(&d, &s.output(), 5);
     let status = d.get_json("/rules/r1/status");
     let function =
-        status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulateWordCount").unwrap();
+        status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulatewordcount").unwrap();
     let pid = function["pid"].as_u64().unwrap() as u32;
     kill9(pid);
     write_lines(&s.input(), 10, 20);
@@ -301,7 +301,7 @@ fn a_crashed_function_plugin_is_restarted_and_the_rule_carries_on() {
     let status = d.get_json("/rules/r1/status");
     assert_eq!(status["status"], "running");
     let function =
-        status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulateWordCount").unwrap();
+        status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulatewordcount").unwrap();
     assert_eq!(function["restarts"], 1);
     assert_ne!(function["pid"].as_u64().unwrap() as u32, pid);
 }

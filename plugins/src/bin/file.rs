@@ -28,7 +28,8 @@
 //!
 //! Properties: `pollInterval` (ms, default 50, must be positive): how often to
 //! look for appended data once at the end of the file. One read call waits at
-//! most 100 ms, as the SDK contract asks.
+//! most 100 ms, as the SDK contract asks. `maxLineLength` (bytes, default
+//! 1 048 576, must be positive): the longest line read; see below.
 //!
 //! - Every complete line (ending with `\n`) is one record. A JSON object becomes
 //!   a record whose fields are the object's members; any other JSON value `v`
@@ -36,6 +37,11 @@
 //!   the line was read.
 //! - Blank lines are skipped. A line that is not valid JSON is skipped with a
 //!   warning naming its byte offset.
+//! - A line longer than `maxLineLength` bytes (newline not counted) is skipped
+//!   with a warning naming its byte offset and how many such lines were skipped
+//!   so far, as soon as it is seen to be too long: the source streams through
+//!   it up to its newline without keeping it, so memory stays bounded (about
+//!   `maxLineLength` plus one 128 KiB read) even for `DATASOURCE="/dev/zero"`.
 //! - An incomplete last line (no `\n` yet) is not consumed: it is read once its
 //!   newline has been written.
 //! - If the file is truncated below the current position (log truncation), the
@@ -198,17 +204,119 @@ const CHUNK: usize = 128 * 1024;
 /// The longest one `Source::read` call may wait, per the SDK contract.
 const READ_BUDGET: Duration = Duration::from_millis(100);
 
-struct FileSource {
-    path: String,
-    file: Option<File>,
-    poll: Duration,
-    /// Bytes read from the file and not consumed yet: `buf[start..]`.
+/// The default of the source's `maxLineLength` property.
+const DEFAULT_MAX_LINE: usize = 1 << 20;
+
+/// Splits the bytes of a file, appended a read at a time, into lines of at
+/// most `max_line` bytes, tracking the file offset of each. A longer line is
+/// reported once and then dropped as it streams by, so the buffer never holds
+/// much more than `max_line` bytes plus one read. Pure: no I/O.
+struct Lines {
+    max_line: usize,
+    /// Bytes appended and not consumed yet: `buf[start..]`.
     buf: Vec<u8>,
     start: usize,
     /// `buf[start..scanned]` is known to hold no newline.
     scanned: usize,
-    /// The byte offset in the file of `buf[start]`: just after the last consumed line.
+    /// The file offset of `buf[start]` (or of the over-long line being
+    /// skipped): just after the last consumed line.
     offset: u64,
+    /// While an over-long line is skipped: how many of its bytes were dropped.
+    skipped: Option<u64>,
+}
+
+/// What [`Lines::next`] found.
+#[derive(Debug, PartialEq)]
+enum Piece<'a> {
+    /// A complete line, without its newline, starting at file offset `offset`.
+    Line { offset: u64, bytes: &'a [u8] },
+    /// The line starting at `offset` is longer than the maximum: it is skipped.
+    TooLong { offset: u64 },
+}
+
+impl Lines {
+    fn new(max_line: usize) -> Lines {
+        Lines { max_line, buf: Vec::new(), start: 0, scanned: 0, offset: 0, skipped: None }
+    }
+
+    /// Forgets everything buffered; the next byte appended is at `offset`.
+    fn reset(&mut self, offset: u64) {
+        self.buf.clear();
+        self.start = 0;
+        self.scanned = 0;
+        self.offset = offset;
+        self.skipped = None;
+    }
+
+    /// The file offset just after the last consumed line.
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The file offset of the next byte to append.
+    fn read_pos(&self) -> u64 {
+        self.offset + self.skipped.unwrap_or(0) + (self.buf.len() - self.start) as u64
+    }
+
+    /// Appends up to `want` bytes that `read` writes into the slice it gets,
+    /// returning how many it wrote.
+    fn append_with<E>(&mut self, want: usize, read: impl FnOnce(&mut [u8]) -> Result<usize, E>) -> Result<usize, E> {
+        if self.start > 0 {
+            // Keep only the unconsumed tail (at most one partial line).
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + want, 0);
+        let result = read(&mut self.buf[len..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(len + n.min(want));
+        result
+    }
+
+    /// The next complete line or over-long line, if the bytes appended so far hold one.
+    fn next(&mut self) -> Option<Piece<'_>> {
+        loop {
+            let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+                self.scanned = self.buf.len();
+                let pending = self.buf.len() - self.start;
+                if self.skipped.is_none() && pending <= self.max_line {
+                    return None;
+                }
+                // Too long already: drop what is buffered and stream on to the newline.
+                let first = self.skipped.is_none();
+                *self.skipped.get_or_insert(0) += pending as u64;
+                self.buf.clear();
+                self.start = 0;
+                self.scanned = 0;
+                return first.then_some(Piece::TooLong { offset: self.offset });
+            };
+            let (start, end) = (self.start, self.scanned + i);
+            let offset = self.offset;
+            self.start = end + 1;
+            self.scanned = self.start;
+            if let Some(dropped) = self.skipped.take() {
+                // The newline that ends a line already reported as too long.
+                self.offset += dropped + (end - start) as u64 + 1;
+                continue;
+            }
+            self.offset += (end - start) as u64 + 1;
+            if end - start > self.max_line {
+                return Some(Piece::TooLong { offset });
+            }
+            return Some(Piece::Line { offset, bytes: &self.buf[start..end] });
+        }
+    }
+}
+
+struct FileSource {
+    path: String,
+    file: Option<File>,
+    poll: Duration,
+    lines: Lines,
+    /// How many over-long lines were skipped.
+    too_long: u64,
     /// Set at the end of the file: when to look for appended data next.
     next_look: Option<Instant>,
 }
@@ -219,10 +327,8 @@ impl Default for FileSource {
             path: String::new(),
             file: None,
             poll: Duration::from_millis(50),
-            buf: Vec::new(),
-            start: 0,
-            scanned: 0,
-            offset: 0,
+            lines: Lines::new(DEFAULT_MAX_LINE),
+            too_long: 0,
             next_look: None,
         }
     }
@@ -241,42 +347,22 @@ impl FileSource {
     fn seek_to(&mut self, offset: u64) -> Result<(), BoxError> {
         let path = self.path.clone();
         self.file()?.seek(SeekFrom::Start(offset)).map_err(|e| format!("seek {path} to {offset}: {e}"))?;
-        self.buf.clear();
-        self.start = 0;
-        self.scanned = 0;
-        self.offset = offset;
+        self.lines.reset(offset);
         self.next_look = None;
         Ok(())
     }
 
-    /// The file position: every byte before it has been read into the buffer.
-    fn read_pos(&self) -> u64 {
-        self.offset + (self.buf.len() - self.start) as u64
-    }
-
     /// Reads one chunk at the end of the buffer; returns how many bytes came.
     fn fill(&mut self) -> Result<usize, BoxError> {
-        if self.start > 0 {
-            // Keep only the unconsumed tail (at most one partial line).
-            self.buf.drain(..self.start);
-            self.scanned -= self.start;
-            self.start = 0;
-        }
-        let len = self.buf.len();
-        self.buf.resize(len + CHUNK, 0);
         let path = self.path.clone();
         let file = self.file.as_mut().ok_or("the file source is not open")?;
-        let n = loop {
-            match file.read(&mut self.buf[len..]) {
-                Ok(n) => break n,
+        let n = self.lines.append_with(CHUNK, |buf| loop {
+            match file.read(buf) {
+                Ok(n) => break Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(format!("read {path}: {e}").into());
-                }
+                Err(e) => break Err(format!("read {path}: {e}")),
             }
-        };
-        self.buf.truncate(len + n);
+        })?;
         Ok(n)
     }
 
@@ -284,15 +370,18 @@ impl FileSource {
     fn drain_lines(&mut self, ctx: &Context, out: &mut Vec<Record>, max: usize) {
         let ts = now_ms();
         while out.len() < max {
-            let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
-                self.scanned = self.buf.len();
-                return;
-            };
-            let end = self.scanned + i;
-            let line = &self.buf[self.start..end];
-            let line_offset = self.offset;
-            if !line.trim_ascii().is_empty() {
-                match serde_json::from_slice::<serde_json::Value>(line) {
+            match self.lines.next() {
+                None => return,
+                Some(Piece::TooLong { offset }) => {
+                    self.too_long += 1;
+                    ctx.logger().warn(format!(
+                        "file source {}: skipping the line at byte offset {offset}: longer than maxLineLength \
+                         ({} bytes); {} over-long line(s) skipped so far",
+                        self.path, self.lines.max_line, self.too_long
+                    ));
+                }
+                Some(Piece::Line { bytes, .. }) if bytes.trim_ascii().is_empty() => {}
+                Some(Piece::Line { offset, bytes }) => match serde_json::from_slice::<serde_json::Value>(bytes) {
                     Ok(json) => {
                         let fields = match Value::from_json(&json) {
                             Value::Map(members) => members,
@@ -301,14 +390,11 @@ impl FileSource {
                         out.push(Record { fields, timestamp_ms: ts, ..Record::default() });
                     }
                     Err(e) => ctx.logger().warn(format!(
-                        "file source {}: skipping the line at byte offset {line_offset}: not valid JSON: {e}",
+                        "file source {}: skipping the line at byte offset {offset}: not valid JSON: {e}",
                         self.path
                     )),
-                }
+                },
             }
-            self.offset += (end + 1 - self.start) as u64;
-            self.start = end + 1;
-            self.scanned = self.start;
         }
     }
 
@@ -317,7 +403,7 @@ impl FileSource {
     fn restart_if_truncated(&mut self, ctx: &Context) -> Result<bool, BoxError> {
         let path = self.path.clone();
         let len = self.file()?.metadata().map_err(|e| format!("stat {path}: {e}"))?.len();
-        let pos = self.read_pos();
+        let pos = self.lines.read_pos();
         if len >= pos {
             return Ok(false);
         }
@@ -342,6 +428,14 @@ impl Source for FileSource {
                 _ => return Err(format!("property pollInterval must be a positive integer (ms), got {v:?}").into()),
             },
         };
+        let max_line = match props.get("maxLineLength") {
+            None => DEFAULT_MAX_LINE,
+            Some(v) => match v.as_i64() {
+                Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+                _ => return Err(format!("property maxLineLength must be a positive integer (bytes), got {v:?}").into()),
+            },
+        };
+        self.lines = Lines::new(max_line);
         let file = File::open(datasource).map_err(|e| format!("file source: cannot open {datasource}: {e}"))?;
         let meta = file.metadata().map_err(|e| format!("file source: cannot stat {datasource}: {e}"))?;
         if meta.is_dir() {
@@ -356,7 +450,8 @@ impl Source for FileSource {
         let deadline = Instant::now() + READ_BUDGET;
         loop {
             self.drain_lines(ctx, out, max);
-            if out.len() >= max {
+            // A file that never ends a line (`/dev/zero`) must not hold the call forever.
+            if out.len() >= max || Instant::now() >= deadline {
                 return Ok(());
             }
             if let Some(look) = self.next_look {
@@ -389,7 +484,7 @@ impl Source for FileSource {
     }
 
     fn offset(&self) -> Option<Value> {
-        Some(Value::Int(self.offset as i64))
+        Some(Value::Int(self.lines.offset() as i64))
     }
 
     fn rewind(&mut self, _ctx: &Context, offset: &Value) -> Result<(), BoxError> {
@@ -414,7 +509,7 @@ impl Source for FileSource {
 
     fn close(&mut self, _ctx: &Context) -> Result<(), BoxError> {
         self.file = None;
-        self.buf = Vec::new();
+        self.lines = Lines::new(self.lines.max_line);
         Ok(())
     }
 }
@@ -425,4 +520,90 @@ fn main() {
             .source(Export::constructor(FileSource::default))
             .sink(Export::constructor(FileSink::default)),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Lines, Piece};
+    use rand::{Rng, SeedableRng};
+
+    /// What splitting `data` must give: every complete line (or its being too
+    /// long), then an incomplete last line only if it is already too long.
+    fn expected(data: &[u8], max: usize) -> (Vec<(u64, Option<Vec<u8>>)>, u64) {
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        let mut rest = data;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            out.push((offset, (i <= max).then(|| rest[..i].to_vec())));
+            offset += i as u64 + 1;
+            rest = &rest[i + 1..];
+        }
+        if rest.len() > max {
+            out.push((offset, None));
+        }
+        (out, offset)
+    }
+
+    fn drain(lines: &mut Lines, got: &mut Vec<(u64, Option<Vec<u8>>)>) {
+        while let Some(piece) = lines.next() {
+            got.push(match piece {
+                Piece::Line { offset, bytes } => (offset, Some(bytes.to_vec())),
+                Piece::TooLong { offset } => (offset, None),
+            });
+        }
+        assert!(lines.buf.len() - lines.start <= lines.max_line, "the buffer holds at most one short partial line");
+    }
+
+    #[test]
+    fn splitting_any_bytes_in_any_chunks_matches_the_model() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        for case in 0..3000 {
+            let max = rng.random_range(1..40usize);
+            let len = rng.random_range(0..400usize);
+            let newline_every = rng.random_range(1..60u32);
+            let data: Vec<u8> = (0..len)
+                .map(|_| if rng.random_ratio(1, newline_every) { b'\n' } else { rng.random_range(b'a'..=b'z') })
+                .collect();
+            let mut lines = Lines::new(max);
+            let mut got = Vec::new();
+            let mut fed = 0;
+            while fed < data.len() {
+                let chunk = rng.random_range(1..=64usize).min(data.len() - fed);
+                let n = lines
+                    .append_with::<()>(chunk, |buf| {
+                        buf.copy_from_slice(&data[fed..fed + chunk]);
+                        Ok(chunk)
+                    })
+                    .unwrap();
+                fed += n;
+                assert_eq!(lines.read_pos(), fed as u64, "case {case}");
+                drain(&mut lines, &mut got);
+            }
+            let (want, offset) = expected(&data, max);
+            assert_eq!(got, want, "case {case}: max {max}, data {:?}", String::from_utf8_lossy(&data));
+            assert_eq!(lines.offset(), offset, "case {case}");
+        }
+    }
+
+    #[test]
+    fn an_endless_line_is_reported_once_and_never_buffered() {
+        let mut lines = Lines::new(1000);
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            lines.append_with::<()>(4096, |buf| Ok(buf.len())).unwrap();
+            drain(&mut lines, &mut got);
+        }
+        assert_eq!(got, vec![(0, None)]);
+        assert_eq!(lines.offset(), 0, "nothing was consumed: a rewind there skips it again");
+        assert_eq!(lines.read_pos(), 4096 * 1000);
+        lines
+            .append_with::<()>(3, |buf| {
+                buf.copy_from_slice(b"\n1\n");
+                Ok(3)
+            })
+            .unwrap();
+        drain(&mut lines, &mut got);
+        assert_eq!(got, vec![(0, None), (4096 * 1000 + 1, Some(b"1".to_vec()))]);
+        assert_eq!(lines.offset(), 4096 * 1000 + 3);
+    }
 }

@@ -2,6 +2,10 @@
 //!
 //! Each call is authorized by the `oort-token` metadata the process was given
 //! at start; the instance id in the request must belong to that process.
+//! Writes are staged until their batch is accepted: the optional `oort-seq`
+//! metadata names the batch (the `seq` of the `ExecBatch` or `WriteBatch` the
+//! plugin is handling); without it a write goes with the instance's next
+//! accepted batch (see `crate::state`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,11 +25,27 @@ impl From<StateError> for Status {
             StateError::NotYours(_) => Status::permission_denied(e.to_string()),
             StateError::NotACounter { .. } | StateError::Overflow(_) => Status::failed_precondition(e.to_string()),
             StateError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
+            StateError::Abandoned { .. } => Status::failed_precondition(e.to_string()),
+            StateError::TooManyStaged(_) => Status::resource_exhausted(e.to_string()),
         }
     }
 }
 
 struct Service(Arc<StateRegistry>);
+
+/// The batch a write belongs to, from the `oort-seq` metadata. A value that is
+/// not a decimal `u64` is refused rather than silently read as "untagged".
+fn batch_of<T>(req: &Request<T>) -> Result<Option<u64>, Status> {
+    match req.metadata().get("oort-seq") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument("oort-seq metadata must be a batch seq (a decimal u64)")),
+    }
+}
 
 impl Service {
     fn check<T>(&self, req: &Request<T>, instance: &str) -> Result<(), StateError> {
@@ -33,14 +53,19 @@ impl Service {
         self.0.authorize(token, instance)
     }
 
-    fn op(&self, token: &str, op: pb::state_op::Op) -> Result<pb::state_result::Result, StateError> {
+    fn op(
+        &self,
+        token: &str,
+        batch: Option<u64>,
+        op: pb::state_op::Op,
+    ) -> Result<pb::state_result::Result, StateError> {
         use pb::state_op::Op;
         use pb::state_result::Result as R;
         let r = &self.0;
         Ok(match op {
             Op::Put(p) => {
                 r.authorize(token, &p.instance_id)?;
-                r.put(&p.instance_id, &p.key, p.value.map(Value::from).unwrap_or_default())?;
+                r.put(&p.instance_id, &p.key, p.value.map(Value::from).unwrap_or_default(), batch)?;
                 R::Done(pb::Empty {})
             }
             Op::Get(g) => {
@@ -49,12 +74,12 @@ impl Service {
             }
             Op::Delete(d) => {
                 r.authorize(token, &d.instance_id)?;
-                r.delete(&d.instance_id, &d.key);
+                r.delete(&d.instance_id, &d.key, batch)?;
                 R::Done(pb::Empty {})
             }
             Op::Incr(i) => {
                 r.authorize(token, &i.instance_id)?;
-                R::Count(pb::CounterResponse { count: r.incr(&i.instance_id, &i.key, i.amount)? })
+                R::Count(pb::CounterResponse { count: r.incr(&i.instance_id, &i.key, i.amount, batch)? })
             }
             Op::Counter(c) => {
                 r.authorize(token, &c.instance_id)?;
@@ -68,8 +93,9 @@ impl Service {
 impl State for Service {
     async fn put_state(&self, req: Request<pb::PutStateRequest>) -> Result<Response<pb::Empty>, Status> {
         self.check(&req, &req.get_ref().instance_id)?;
+        let batch = batch_of(&req)?;
         let r = req.into_inner();
-        self.0.put(&r.instance_id, &r.key, r.value.map(Value::from).unwrap_or_default())?;
+        self.0.put(&r.instance_id, &r.key, r.value.map(Value::from).unwrap_or_default(), batch)?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -81,8 +107,9 @@ impl State for Service {
 
     async fn delete_state(&self, req: Request<pb::DeleteStateRequest>) -> Result<Response<pb::Empty>, Status> {
         self.check(&req, &req.get_ref().instance_id)?;
+        let batch = batch_of(&req)?;
         let r = req.into_inner();
-        self.0.delete(&r.instance_id, &r.key);
+        self.0.delete(&r.instance_id, &r.key, batch)?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -91,8 +118,9 @@ impl State for Service {
         req: Request<pb::IncrCounterRequest>,
     ) -> Result<Response<pb::CounterResponse>, Status> {
         self.check(&req, &req.get_ref().instance_id)?;
+        let batch = batch_of(&req)?;
         let r = req.into_inner();
-        Ok(Response::new(pb::CounterResponse { count: self.0.incr(&r.instance_id, &r.key, r.amount)? }))
+        Ok(Response::new(pb::CounterResponse { count: self.0.incr(&r.instance_id, &r.key, r.amount, batch)? }))
     }
 
     async fn get_counter(&self, req: Request<pb::GetCounterRequest>) -> Result<Response<pb::CounterResponse>, Status> {
@@ -103,6 +131,7 @@ impl State for Service {
 
     async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
         let token = req.metadata().get("oort-token").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let batch = batch_of(&req)?;
         let results = req
             .into_inner()
             .ops
@@ -110,7 +139,9 @@ impl State for Service {
             .map(|op| {
                 let result = match op.op {
                     None => pb::state_result::Result::Error("empty op".into()),
-                    Some(op) => self.op(&token, op).unwrap_or_else(|e| pb::state_result::Result::Error(e.to_string())),
+                    Some(op) => {
+                        self.op(&token, batch, op).unwrap_or_else(|e| pb::state_result::Result::Error(e.to_string()))
+                    }
                 };
                 pb::StateResult { result: Some(result) }
             })

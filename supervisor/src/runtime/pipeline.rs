@@ -375,7 +375,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     let mut functions = Vec::new();
     let mut function_calls = Vec::new();
     for (site, call) in plan.select.calls.iter().enumerate() {
-        let operator = format!("fn_{site}_{}", call.function);
+        let operator = crate::state::function_operator(site, &call.function);
         function_calls.push(ctx.status.calls(&operator));
         let f = ctx
             .host

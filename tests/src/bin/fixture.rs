@@ -28,7 +28,10 @@
 //! Functions in `ok` mode: `whoami()` returns the pid; `sleep(ms)` sleeps;
 //! `steal(instance, key)` calls the supervisor's State service directly for
 //! another instance's counter and returns what it got (or the error text);
-//! `tally(key)` increments a counter through the direct State service.
+//! `tally(key)` increments a counter through the direct State service (and,
+//! when the new count equals `OORT_FIXTURE_DIE_AT` and the file
+//! `OORT_FIXTURE_MARKER` does not exist yet, creates that file and exits
+//! before answering the batch: a crash mid-batch, once).
 //! It also exports a sink that sleeps `delayMs` per batch, and `closeDelayMs`
 //! in `Close` (a plugin slow to stop).
 use std::time::Duration;
@@ -131,7 +134,9 @@ impl Function for Tally {
         block_on(async move {
             let (mut client, token) = state_client().await?;
             let req = spb::IncrCounterRequest { instance_id: instance, key, amount: 1 };
-            Ok(Value::Int(client.incr_counter(with_token(req, &token)).await?.into_inner().count))
+            let count = client.incr_counter(with_token(req, &token)).await?.into_inner().count;
+            die_once_at(count);
+            Ok(Value::Int(count))
         })
     }
 }
@@ -224,6 +229,16 @@ fn spawn_children() {
     // The children are never waited for: the supervisor must deal with them.
     std::mem::forget(stubborn);
     std::mem::forget(escapee);
+}
+
+/// Exits (status 9, mid-batch) the first time `count` reaches `OORT_FIXTURE_DIE_AT`.
+fn die_once_at(count: i64) {
+    let die_at = std::env::var("OORT_FIXTURE_DIE_AT").ok().and_then(|v| v.parse::<i64>().ok());
+    let Ok(marker) = std::env::var("OORT_FIXTURE_MARKER") else { return };
+    if die_at == Some(count) && std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+        eprintln!("fixture: exiting at count {count} as asked");
+        std::process::exit(9);
+    }
 }
 
 fn main() {
