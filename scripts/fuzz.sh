@@ -20,7 +20,9 @@ OORT_FUZZ_CASES="$cases" cargo test --release -p oort-supervisor --test fuzz -- 
     >"$log" 2>&1 || status=$?
 
 printf '%-18s %10s %9s %10s\n' target cases failures seconds
-grep '^FUZZ ' "$log" | sed -E 's/^FUZZ target=([^ ]+) cases=([^ ]+) failures=([^ ]+) secs=([^ ]+)$/\1 \2 \3 \4/' |
+# The harness prints "test <name> ... " before each target's own line, hence -o.
+grep -o 'FUZZ target=[^ ]* cases=[^ ]* failures=[^ ]* secs=[0-9.]*' "$log" |
+    sed -E 's/^FUZZ target=([^ ]+) cases=([^ ]+) failures=([^ ]+) secs=([^ ]+)$/\1 \2 \3 \4/' |
     while read -r target n failures secs; do
         printf '%-18s %10s %9s %10s\n' "$target" "$n" "$failures" "$secs"
     done
