@@ -69,7 +69,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir`, a folder closed to other users.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        make_private_dir(dir)?;
+        make_private_dir(dir).map_err(|e| StoreError::Open { path: dir.to_path_buf(), reason: e.to_string() })?;
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         // A supervisor's store is small: keep RocksDB's memory modest.

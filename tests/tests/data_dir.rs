@@ -13,6 +13,7 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn a_new_data_folder_is_private() {
     let plugins = PluginsDir::new();
+    plugins.add("sources", "random", "random");
     let scratch = tempfile::tempdir().unwrap();
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = scratch.path().join("nested").join("data");

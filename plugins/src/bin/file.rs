@@ -527,9 +527,12 @@ mod tests {
     use super::{Lines, Piece};
     use rand::{Rng, SeedableRng};
 
+    /// A line's offset and its bytes, `None` when it is too long.
+    type Found = Vec<(u64, Option<Vec<u8>>)>;
+
     /// What splitting `data` must give: every complete line (or its being too
     /// long), then an incomplete last line only if it is already too long.
-    fn expected(data: &[u8], max: usize) -> (Vec<(u64, Option<Vec<u8>>)>, u64) {
+    fn expected(data: &[u8], max: usize) -> (Found, u64) {
         let mut out = Vec::new();
         let mut offset = 0u64;
         let mut rest = data;
@@ -544,7 +547,7 @@ mod tests {
         (out, offset)
     }
 
-    fn drain(lines: &mut Lines, got: &mut Vec<(u64, Option<Vec<u8>>)>) {
+    fn drain(lines: &mut Lines, got: &mut Found) {
         while let Some(piece) = lines.next() {
             got.push(match piece {
                 Piece::Line { offset, bytes } => (offset, Some(bytes.to_vec())),
