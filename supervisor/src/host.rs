@@ -966,7 +966,7 @@ impl CallWatch {
         let s = lock(&self.state);
         let (call, since, started) = s.open.values().next()?;
         Some(Outstanding {
-            call: *call,
+            call,
             since_ms: since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
             for_ms: started.elapsed().as_millis() as u64,
             timeouts: s.timeouts,
