@@ -1019,7 +1019,7 @@ impl CallWatch {
         let s = lock(&self.state);
         let (call, since, started) = s.open.values().next()?;
         Some(Outstanding {
-            call: *call,
+            call,
             since_ms: since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
             for_ms: started.elapsed().as_millis() as u64,
             timeouts: s.timeouts,
@@ -1166,6 +1166,7 @@ impl FunctionInstance {
     /// then later calls wait instead of overtaking on the new stream.
     pub async fn exec(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
         let _outstanding = self.watch.begin("Exec");
+        let failure_before = self.entry.process.last_failure();
         let turn = self.turns.take();
         let first = match self.exec_once(rows, false).await {
             Ok(Some(cells)) => Ok(cells),
@@ -1206,6 +1207,26 @@ impl FunctionInstance {
                     &format!("up to {} more times", attempts - attempt - 1),
                 );
             }
+        }
+        // When the process died under the call (a crash, a limit), its
+        // monitor says why, which beats "connection refused"; it may need a
+        // moment to notice.
+        for _ in 0..20 {
+            let failure = self.entry.process.last_failure();
+            if failure != failure_before {
+                if let ProcessStatus::Failed { .. } = self.entry.process.status() {
+                    if let Err(e) = self.entry.process.live().await {
+                        return Err(e.into());
+                    }
+                }
+                let failure = failure.unwrap_or_default();
+                return Err(HostError::Call {
+                    plugin: self.plugin.clone(),
+                    call: "Exec",
+                    message: format!("{last}; the plugin process ended: {failure}"),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         Err(last)
     }

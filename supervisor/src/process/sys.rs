@@ -150,7 +150,7 @@ pub(super) fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let old = lim.rlim_cur as u64;
+    let old = lim.rlim_cur;
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: setrlimit reads the struct we pass and nothing else.
@@ -158,7 +158,7 @@ pub(super) fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    Ok((old, lim.rlim_cur as u64))
+    Ok((old, lim.rlim_cur))
 }
 
 /// The current hard limit of open files, the most a plugin can be given.
@@ -168,7 +168,7 @@ pub(super) fn open_files_hard_limit() -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 1024;
     }
-    lim.rlim_max as u64
+    lim.rlim_max
 }
 
 /// Makes this process the reaper of its orphaned descendants: a plugin's child

@@ -306,15 +306,6 @@ pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn timestamps_print_as_rfc3339() {
-        assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339_ms(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
-    }
-}
-
 fn fatal(e: &HostError) -> bool {
     matches!(e, HostError::Process(ProcessError::CrashLoop { .. } | ProcessError::Stopped { .. }))
 }
@@ -774,5 +765,14 @@ impl Functions for Calls<'_> {
                 result
             } => result.map_err(CallError::Host),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_print_as_rfc3339() {
+        assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339_ms(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
     }
 }
