@@ -308,7 +308,7 @@ impl Host {
                 .or_else(|| entries.get(&(file.path.clone(), Some(rule.to_string()))))
                 .cloned()
         };
-        if let Some(e) = running(&self.entries.lock().await) {
+        if let Some(e) = running(&*self.entries.lock().await) {
             return Ok(e);
         }
         // The process starts without the map lock held: a plugin slow to
