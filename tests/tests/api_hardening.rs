@@ -91,12 +91,11 @@ fn the_grpc_admin_api_requires_the_token_and_health_and_reflection_stay_open() {
             tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
         let req = tonic_reflection::pb::v1::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(
-                tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(String::new()),
-            ),
+            message_request: Some(tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
         };
-        let mut answers =
-            reflection.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+        let mut answers = reflection.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
         assert!(answers.message().await.unwrap().is_some(), "reflection answers without a token");
 
         // The right token works.

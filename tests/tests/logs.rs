@@ -43,6 +43,8 @@ fn timestamps(s: &str) -> usize {
 #[test]
 fn a_plugin_log_line_is_one_line_with_its_own_level_and_tags_once() {
     let (_p, d) = start(&[]);
+    let lines = lines_with(&d, "sink result:");
+    // Once the sink has written, its process is registered in the status.
     let pid = d.get_json("/rules/r7/status")["plugins"]
         .as_array()
         .unwrap()
@@ -50,7 +52,7 @@ fn a_plugin_log_line_is_one_line_with_its_own_level_and_tags_once() {
         .find(|p| p["operator"] == "sink_0_log")
         .and_then(|p| p["pid"].as_u64())
         .expect("the log sink's pid");
-    for line in lines_with(&d, "sink result:") {
+    for line in lines {
         assert_eq!(timestamps(&line), 1, "one timestamp: {line}");
         assert_eq!(line.matches(" INFO ").count(), 1, "one level: {line}");
         assert_eq!(line.matches("rule=").count(), 1, "rule= once: {line}");

@@ -20,7 +20,6 @@
 //!
 //! Counters restart at zero when a rule restarts, as its status does.
 
-use std::fmt;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -28,6 +27,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use std::fmt;
 
 use crate::runtime::metrics::{OpKind, OpSnapshot};
 use crate::runtime::{Engine, PluginProcess, RunState};
@@ -150,7 +150,8 @@ impl Collector for Scrape {
 
         let processes: Vec<(&str, &PluginProcess)> =
             rules.iter().flat_map(|r| r.processes.iter().map(move |p| (r.rule.as_str(), p))).collect();
-        for (k, is) in [("source", (|op: &str| op == "source") as fn(&str) -> bool), ("sink", |op| op.starts_with("sink_"))]
+        for (k, is) in
+            [("source", (|op: &str| op == "source") as fn(&str) -> bool), ("sink", |op| op.starts_with("sink_"))]
         {
             let up: Vec<_> = processes
                 .iter()

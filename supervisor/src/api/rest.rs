@@ -136,11 +136,8 @@ async fn json_errors(req: Request, next: Next) -> Response {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
         Err(_) => String::new(),
     };
-    let message = if text.is_empty() {
-        status.canonical_reason().unwrap_or("request failed").to_lowercase()
-    } else {
-        text
-    };
+    let message =
+        if text.is_empty() { status.canonical_reason().unwrap_or("request failed").to_lowercase() } else { text };
     ApiError::new(status, message).into_response()
 }
 

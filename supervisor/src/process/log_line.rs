@@ -133,7 +133,8 @@ mod tests {
 
     #[test]
     fn the_sdk_formats_lose_their_timestamp_level_and_rule_tag() {
-        let rust = "2026-01-02T03:04:05.123456Z  INFO oort_plugin::context: sink result: {\"a\":1} rule=r1 instance=r1/sink_0";
+        let rust =
+            "2026-01-02T03:04:05.123456Z  INFO oort_plugin::context: sink result: {\"a\":1} rule=r1 instance=r1/sink_0";
         assert_eq!(parse(rust, Some("r1")), line(Level::Info, "sink result: {\"a\":1} instance=r1/sink_0"));
         let go = "2026-01-02T03:04:05.123456Z  WARN rule=r1 instance=i7: disk almost full";
         assert_eq!(parse(go, Some("r1")), line(Level::Warn, "instance=i7: disk almost full"));

@@ -205,7 +205,11 @@ pub struct CheckpointMetrics {
 
 impl Default for CheckpointMetrics {
     fn default() -> Self {
-        CheckpointMetrics { duration: Histogram::new(duration_buckets()), size: AtomicU64::new(0), count: AtomicU64::new(0) }
+        CheckpointMetrics {
+            duration: Histogram::new(duration_buckets()),
+            size: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
     }
 }
 

@@ -398,7 +398,16 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         sink_queues.push(tx);
         let status = ctx.status.clone();
         let exactly_once = plan.qos == 2;
-        sink_tasks.push(tokio::spawn(sink_loop(sink, calls, rx, status, i, exactly_once, fatal_tx.clone(), ctx.stop.clone())));
+        sink_tasks.push(tokio::spawn(sink_loop(
+            sink,
+            calls,
+            rx,
+            status,
+            i,
+            exactly_once,
+            fatal_tx.clone(),
+            ctx.stop.clone(),
+        )));
     }
     drop(fatal_tx);
 
