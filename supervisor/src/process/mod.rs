@@ -10,10 +10,10 @@
 //! tree (its group, and every descendant, also those that left the group with
 //! `setsid`) is watched against its [`Limits`] and killed on every stop.
 
-mod log_line;
 mod cgroup;
 mod guard;
 mod limits;
+mod log_line;
 mod runtime_dir;
 mod spawner;
 mod supervised;
