@@ -515,6 +515,7 @@ impl Host {
             state: self.state.clone(),
             timeouts: self.config.timeouts,
             rewindable,
+            watch: Arc::default(),
         })
     }
 
@@ -1166,7 +1167,7 @@ impl FunctionInstance {
     /// then later calls wait instead of overtaking on the new stream.
     pub async fn exec(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
         let _outstanding = self.watch.begin("Exec");
-        let failure_before = self.entry.process.last_failure();
+        let failures_before = self.entry.process.failure_count();
         let turn = self.turns.take();
         let first = match self.exec_once(rows, false).await {
             Ok(Some(cells)) => Ok(cells),
@@ -1211,14 +1212,17 @@ impl FunctionInstance {
         // When the process died under the call (a crash, a limit), its
         // monitor says why, which beats "connection refused"; it may need a
         // moment to notice.
+        // A process that gave up is the explanation whenever it died, even
+        // before this call began (a later call of the same batch stream sees
+        // "connection refused" from the dying process).
         for _ in 0..20 {
-            let failure = self.entry.process.last_failure();
-            if failure != failure_before {
-                if let ProcessStatus::Failed { .. } = self.entry.process.status() {
-                    if let Err(e) = self.entry.process.live().await {
-                        return Err(e.into());
-                    }
+            if let ProcessStatus::Failed { .. } = self.entry.process.status() {
+                if let Err(e) = self.entry.process.live().await {
+                    return Err(e.into());
                 }
+            }
+            if self.entry.process.failure_count() != failures_before {
+                let failure = self.entry.process.last_failure();
                 let failure = failure.unwrap_or_default();
                 return Err(HostError::Call {
                     plugin: self.plugin.clone(),
@@ -1311,6 +1315,8 @@ impl FunctionInstance {
 pub struct SourceBatch {
     pub records: Vec<Record>,
     pub offset: Option<Value>,
+    /// Problems the source went past; they count as its exceptions.
+    pub exceptions: Vec<String>,
 }
 
 /// An open source instance.
@@ -1321,9 +1327,17 @@ pub struct SourceInstance {
     state: Arc<StateRegistry>,
     timeouts: Timeouts,
     rewindable: bool,
+    /// A `Read` whose process stopped answering health checks.
+    watch: Arc<CallWatch>,
 }
 
 impl SourceInstance {
+    /// A `Read` is tracked here while its process answers neither a batch
+    /// nor a health check within the call timeout.
+    pub fn call_watch(&self) -> &CallWatch {
+        &self.watch
+    }
+
     /// The pid of the process serving it right now.
     pub fn pid(&self) -> Option<u32> {
         self.entry.process.pid()
@@ -1385,8 +1399,23 @@ impl SourceInstance {
         };
         // No deadline on a source: a quiet source and a hung one look alike,
         // and a server may hold its response headers until its first batch.
+        // What tells them apart is the process: after a call timeout without
+        // a batch, its health service is asked, and a process that does not
+        // answer that either is reported stuck until it answers again.
+        let watch = self.watch.clone();
+        let probe = HealthProbe { channel: live.channel.clone(), timeout: self.timeouts.call };
         tokio::spawn(async move {
-            let mut stream = match client.read(request).await {
+            let mut hung: Option<CallGuard<'_>> = None;
+            let mut quiet = std::pin::pin!(tokio::time::sleep(probe.timeout));
+            let mut read = std::pin::pin!(client.read(request));
+            let opened = loop {
+                tokio::select! {
+                    r = &mut read => break r,
+                    _ = tx.closed() => return,
+                    _ = &mut quiet => probe.check(&watch, &mut hung, &plugin_name, &id, quiet.as_mut()).await,
+                }
+            };
+            let mut stream = match opened {
                 Ok(s) => s.into_inner(),
                 Err(s) => {
                     let _ = tx.send(Err(failed(s))).await;
@@ -1400,13 +1429,20 @@ impl SourceInstance {
                 let message = tokio::select! {
                     _ = tx.closed() => break,
                     m = stream.message() => m,
+                    _ = &mut quiet => {
+                        probe.check(&watch, &mut hung, &plugin_name, &id, quiet.as_mut()).await;
+                        continue;
+                    }
                 };
+                hung = None;
+                quiet.as_mut().reset(tokio::time::Instant::now() + probe.timeout);
                 let item = match message {
                     Ok(Some(b)) => match state.accept(&id, None, b.mutations) {
                         Err(e) => Err(HostError::Protocol { plugin: plugin_name.clone(), reason: e.to_string() }),
                         Ok(()) => Ok(SourceBatch {
                             records: b.records.into_iter().map(Into::into).collect(),
                             offset: b.offset.map(Into::into),
+                            exceptions: b.exceptions,
                         }),
                     },
                     Ok(None) => break,
@@ -1419,6 +1455,40 @@ impl SourceInstance {
             }
         });
         Ok(rx)
+    }
+}
+
+/// Asks a plugin process whether it still answers, for a source that has
+/// sent nothing for a while.
+struct HealthProbe {
+    channel: tonic::transport::Channel,
+    timeout: std::time::Duration,
+}
+
+impl HealthProbe {
+    /// Marks the read stuck when the process does not answer within the
+    /// timeout (warning once), clears it when it does, and re-arms `quiet`.
+    async fn check<'w>(
+        &self,
+        watch: &'w CallWatch,
+        hung: &mut Option<CallGuard<'w>>,
+        plugin: &str,
+        instance: &str,
+        quiet: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+        let answered = matches!(tokio::time::timeout(self.timeout, health.check(request)).await, Ok(Ok(_)));
+        if answered {
+            *hung = None;
+        } else {
+            if hung.is_none() {
+                *hung = Some(watch.begin("Read"));
+            }
+            let error = HostError::Timeout { plugin: plugin.into(), call: "Read", timeout: self.timeout };
+            note_timeout(watch, plugin, instance, &error, "its process answers no health check either; the read waits");
+        }
+        quiet.reset(tokio::time::Instant::now() + self.timeout);
     }
 }
 

@@ -50,13 +50,15 @@ fn props(poll_ms: i64) -> HashMap<String, Value> {
 }
 
 /// Receives batches until `want` records have arrived in total (bounded by a
-/// 5 s deadline), returning the records and the offset of every batch.
+/// 5 s deadline), returning the records and the offset of every batch that
+/// has records; returns the exceptions the source reported on the way.
 async fn collect(
     rx: &mut Receiver<Result<SourceBatch, HostError>>,
     records: &mut Vec<Record>,
     offsets: &mut Vec<i64>,
     want: usize,
-) {
+) -> Vec<String> {
+    let mut exceptions = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while records.len() < want {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -65,13 +67,18 @@ async fn collect(
             Ok(None) => panic!("the source stream ended after {} records", records.len()),
             Err(_) => panic!("only {} of {want} records arrived within 5 s: {records:?}", records.len()),
         };
-        assert!(!batch.records.is_empty(), "an empty batch was sent");
+        assert!(!batch.records.is_empty() || !batch.exceptions.is_empty(), "an empty batch was sent");
+        exceptions.extend(batch.exceptions);
+        if batch.records.is_empty() {
+            continue;
+        }
         match batch.offset {
             Some(Value::Int(o)) => offsets.push(o),
             other => panic!("a batch without an Int offset: {other:?}"),
         }
         records.extend(batch.records);
     }
+    exceptions
 }
 
 fn n(r: &Record) -> i64 {
@@ -103,7 +110,7 @@ async fn the_file_source_reads_every_line_in_order_and_skips_malformed_ones() {
         t.host.open_source("r1", "file", path.to_str().unwrap(), props(10), RestartStrategy::default()).await.unwrap();
     let mut rx = s.read(2).await.unwrap();
     let (mut records, mut offsets) = (Vec::new(), Vec::new());
-    collect(&mut rx, &mut records, &mut offsets, 6).await;
+    let exceptions = collect(&mut rx, &mut records, &mut offsets, 6).await;
 
     assert_eq!(records.len(), 6, "{records:?}");
     assert_eq!(n(&records[0]), 1);
@@ -126,6 +133,9 @@ async fn the_file_source_reads_every_line_in_order_and_skips_malformed_ones() {
     })
     .await;
     assert!(logged, "no warning {warning:?} in the logs:\n{}", String::from_utf8_lossy(&logs.lock().unwrap()));
+    // And it travels with the stream, for the rule status.
+    assert_eq!(exceptions.len(), 1, "{exceptions:?}");
+    assert!(exceptions[0].starts_with(&format!("{warning}: not valid JSON")), "{exceptions:?}");
 
     t.host.close_source(&s).await;
     t.host.shutdown().await;
@@ -313,10 +323,13 @@ async fn an_endless_line_is_skipped_in_bounded_memory() {
     // /dev/zero never ends its line: for two seconds the plugin reads as fast
     // as it can (gigabytes) and must produce nothing and keep nothing.
     let mut peak = 0;
+    let mut exceptions = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
-            panic!("a record came out of /dev/zero: {batch:?}");
+            let batch = batch.unwrap();
+            assert!(batch.records.is_empty(), "a record came out of /dev/zero: {batch:?}");
+            exceptions.extend(batch.exceptions);
         }
         peak = peak.max(rss(pid));
     }
@@ -326,6 +339,8 @@ async fn an_endless_line_is_skipped_in_bounded_memory() {
     let logged =
         wait_until(Duration::from_secs(5), || String::from_utf8_lossy(&logs.lock().unwrap()).contains(warning)).await;
     assert!(logged, "no warning {warning:?} in the logs");
+    // The same report travels with the stream, for the rule status.
+    assert!(exceptions.first().is_some_and(|e| e.starts_with(warning)), "{exceptions:?}");
     t.host.close_source(&s).await;
     t.host.shutdown().await;
 }
@@ -346,7 +361,7 @@ async fn an_over_long_line_between_good_lines_is_skipped_and_offsets_stay_exact(
     let s = t.host.open_source("r1", "file", path.to_str().unwrap(), p, RestartStrategy::default()).await.unwrap();
     let mut rx = s.read(1).await.unwrap();
     let (mut records, mut offsets) = (Vec::new(), Vec::new());
-    collect(&mut rx, &mut records, &mut offsets, 3).await;
+    let exceptions = collect(&mut rx, &mut records, &mut offsets, 3).await;
     assert_eq!(records.iter().map(n).collect::<Vec<_>>(), vec![1, 2, 3]);
     let second_end = format!("{{\"n\":1}}\n{long}{{\"n\":2}}\n").len() as i64;
     assert_eq!(offsets, vec![8, second_end, text.len() as i64], "offsets count the skipped lines as consumed");
@@ -360,6 +375,8 @@ async fn an_over_long_line_between_good_lines_is_skipped_and_offsets_stay_exact(
     })
     .await;
     assert!(logged, "no warning {warning:?} in the logs");
+    assert_eq!(exceptions.len(), 3, "one exception per skipped line: {exceptions:?}");
+    assert!(exceptions[0].starts_with(&warning), "{exceptions:?}");
     drop(rx);
 
     // A rewind to just after the first line skips the long line again.

@@ -107,7 +107,11 @@ fn metrics_scrape_with_a_prometheus_parser_and_match_rule_status() {
 
     // records_in grows, and `rule status` reports the same counters: read
     // between two scrapes, its number lies between theirs.
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sample(&scrape(&d.addr, t), "oort_source_records_in_total", &r1).unwrap() <= records {
+        assert!(Instant::now() < deadline, "records_in stays at {records}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (_, status) = http(&d.addr, "GET", "/rules/r1/status", t, None).unwrap();
     let status = json(&status);
     let later = sample(&scrape(&d.addr, t), "oort_source_records_in_total", &r1).unwrap();

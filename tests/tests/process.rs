@@ -372,8 +372,10 @@ async fn every_stop_kills_children_that_ignore_sigterm_or_call_setsid() {
     let f = t.host.open_function("r1", "op0", "whoami", RestartStrategy::default()).await.unwrap();
     let kids = recorded()[2..].to_vec();
     assert!(kids.iter().all(|p| alive(*p)));
-    // Let the watchdog see the tree once, as it would in a running daemon.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Let the watchdog see the tree (the plugin and its two children) once,
+    // as it would in a running daemon.
+    let seen = || f.process().usage.is_some_and(|u| u.processes >= 3);
+    assert!(wait_until(Duration::from_secs(3), seen).await, "the watchdog never saw the tree: {:?}", f.process().usage);
     t.host.close_function(&f).await;
     assert!(
         wait_until(Duration::from_secs(3), || kids.iter().all(|p| !alive(*p))).await,

@@ -159,6 +159,15 @@ type StreamContext interface {
 	// GetCounter returns the counter under key: 0 when absent, an error
 	// (ErrNotACounter) when key holds a plain value.
 	GetCounter(key string) (int, error)
+
+	// ReportException reports a problem the instance met and went past, such
+	// as a malformed input line. A source's exceptions travel with its next
+	// batch (one is sent even with no records): the supervisor counts each as
+	// an exception of the rule's source and shows the last in the rule
+	// status. Functions and sinks report per-row or per-batch errors through
+	// their results instead; what they report here is logged at warn level.
+	// At most 64 exceptions wait for the next batch; older ones are dropped.
+	ReportException(message string)
 }
 
 // FunctionContext is the context a Function's Exec receives. It has the same

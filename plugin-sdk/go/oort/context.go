@@ -54,7 +54,14 @@ type instanceContext struct {
 	mu      sync.Mutex
 	slots   map[string]slot
 	pending []*pb.StateMutation
+	// exceptions are the problems reported with ReportException and not yet
+	// shipped (a source's) or logged (a function's or sink's), oldest first.
+	exceptions []string
 }
+
+// maxPendingExceptions bounds the exceptions waiting for the next batch; the
+// oldest are dropped first, so that a flood cannot exhaust memory.
+const maxPendingExceptions = 64
 
 func newContext(parent context.Context, spec *pb.InstanceSpec) (*instanceContext, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(parent)
@@ -173,6 +180,36 @@ func (c *instanceContext) GetCounter(key string) (int, error) {
 		return 0, notACounter(key, s.value)
 	default:
 		return int(s.counter), nil
+	}
+}
+
+func (c *instanceContext) ReportException(message string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.exceptions); n >= maxPendingExceptions {
+		// Shift rather than reslice, so the backing array stays bounded.
+		kept := copy(c.exceptions, c.exceptions[n-maxPendingExceptions+1:])
+		clear(c.exceptions[kept:])
+		c.exceptions = c.exceptions[:kept]
+	}
+	c.exceptions = append(c.exceptions, message)
+}
+
+// takeExceptions returns the exceptions reported since the last call, oldest
+// first.
+func (c *instanceContext) takeExceptions() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.exceptions
+	c.exceptions = nil
+	return e
+}
+
+// logExceptions logs the exceptions a function or sink reported, at warn
+// level: only a source's travel to the supervisor.
+func (c *instanceContext) logExceptions() {
+	for _, e := range c.takeExceptions() {
+		c.logger.Warn(e)
 	}
 }
 

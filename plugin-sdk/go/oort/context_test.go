@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -190,5 +191,33 @@ func TestLogLevelFromOortLog(t *testing.T) {
 		if got := parseLogLevel(filter); got != want {
 			t.Errorf("%q: %d, want %d", filter, got, want)
 		}
+	}
+}
+
+func TestReportedExceptionsKeepTheNewest64(t *testing.T) {
+	c := testContext()
+	if e := c.takeExceptions(); len(e) != 0 {
+		t.Fatalf("a new context has no exceptions: %q", e)
+	}
+	c.ReportException("first")
+	c.ReportException("second")
+	if e := c.takeExceptions(); !reflect.DeepEqual(e, []string{"first", "second"}) {
+		t.Fatalf("exceptions %q", e)
+	}
+	if e := c.takeExceptions(); len(e) != 0 {
+		t.Fatalf("exceptions are taken once: %q", e)
+	}
+	for i := range 100 {
+		c.ReportException(fmt.Sprintf("e%d", i))
+		if n := len(c.exceptions); n > maxPendingExceptions {
+			t.Fatalf("%d exceptions pending", n)
+		}
+	}
+	e := c.takeExceptions()
+	if len(e) != 64 || e[0] != "e36" || e[63] != "e99" {
+		t.Fatalf("the newest 64 must be kept, oldest first: %d, %q … %q", len(e), e[0], e[len(e)-1])
+	}
+	if len(c.takeMutations()) != 0 {
+		t.Fatal("an exception is not a state mutation")
 	}
 }

@@ -30,8 +30,9 @@
 //   - Function, Source (plus Rewindable), Sink (plus TwoPhaseCommit): the
 //     three extension kinds.
 //   - StreamContext / FunctionContext: rule and instance identity, a logger,
-//     and eKuiper's five state calls (PutState, GetState, DeleteState,
-//     IncrCounter, GetCounter).
+//     eKuiper's five state calls (PutState, GetState, DeleteState,
+//     IncrCounter, GetCounter), and ReportException for problems a source
+//     went past.
 //   - Plugin and Export: what the executable exports, each symbol either as a
 //     Constructor (a fresh object per instance, one process per rule) or as a
 //     Singleton (one shared object, one shared process).

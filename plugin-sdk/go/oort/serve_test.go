@@ -1,6 +1,7 @@
 package oort
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -548,5 +550,175 @@ func TestMetadataListsEveryFunction(t *testing.T) {
 	}
 	if printMetadata(p, nil) || printMetadata(p, []string{"x"}) {
 		t.Fatal("only --metadata prints the metadata")
+	}
+}
+
+// flaky is a source that goes past problems: each Read takes the next step of
+// its script and reports exceptions on the way.
+type flaky struct{ step int }
+
+func (f *flaky) Open(ctx StreamContext, _ string, _ map[string]any) error {
+	ctx.ReportException("opened without a header")
+	return nil
+}
+
+func (f *flaky) Read(ctx StreamContext, max int) ([]Record, error) {
+	f.step++
+	switch f.step {
+	case 1: // records and an exception
+		ctx.ReportException("line 2: malformed")
+		return []Record{{Fields: map[string]any{"n": 1}}}, nil
+	case 2: // an exception and no record
+		ctx.ReportException("line 3: too long")
+		return nil, nil
+	case 3: // a flood: only the newest 64 go
+		for i := range 100 {
+			ctx.ReportException(fmt.Sprintf("line %d: malformed", 4+i))
+		}
+		return nil, nil
+	case 4:
+		return []Record{{Fields: map[string]any{"n": 2}}}, nil
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(20 * time.Millisecond):
+	}
+	return nil, nil
+}
+
+func (f *flaky) Close(StreamContext) error { return nil }
+
+// grumbler is a function and a sink that report an exception per call.
+type grumbler struct{}
+
+func (grumbler) Validate([]ArgSpec) error { return nil }
+func (grumbler) IsAggregate() bool        { return false }
+func (grumbler) Exec(args []any, ctx FunctionContext) (any, bool) {
+	ctx.ReportException(fmt.Sprintf("odd row %v", args[0]))
+	return args[0], true
+}
+func (grumbler) Open(StreamContext, map[string]any) error { return nil }
+func (grumbler) Collect(ctx StreamContext, records []Record) error {
+	ctx.ReportException(fmt.Sprintf("odd batch of %d", len(records)))
+	return nil
+}
+func (grumbler) Close(StreamContext) error { return nil }
+
+func TestSourceExceptionsTravelInRecordBatches(t *testing.T) {
+	s := start(t, Plugin{Name: "flaky", Source: Constructor(func() *flaky { return &flaky{} })})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	src := pb.NewSourceClient(s.conn)
+	if _, err := src.Open(ctx, &pb.OpenSourceRequest{Instance: spec("r1/source", "flaky")}); err != nil {
+		t.Fatal(err)
+	}
+	read, err := src.Read(ctx, &pb.ReadRequest{InstanceId: "r1/source", MaxBatch: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flood []string
+	for i := range 100 {
+		flood = append(flood, fmt.Sprintf("line %d: malformed", 4+i))
+	}
+	want := []struct {
+		records    []int64
+		exceptions []string
+	}{
+		// The exception reported in Open goes with the first batch.
+		{[]int64{1}, []string{"opened without a header", "line 2: malformed"}},
+		// A batch is sent for exceptions alone.
+		{nil, []string{"line 3: too long"}},
+		// At most 64 wait for a batch: the oldest are dropped.
+		{nil, flood[len(flood)-64:]},
+		{[]int64{2}, nil},
+	}
+	for i, w := range want {
+		b, err := read.Recv()
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		var records []int64
+		for _, r := range b.GetRecords() {
+			records = append(records, r.GetFields()["n"].GetInt())
+		}
+		if !reflect.DeepEqual(records, w.records) || !reflect.DeepEqual(b.GetExceptions(), w.exceptions) {
+			t.Fatalf("batch %d: records %v exceptions %q, want %v %q", i, records, b.GetExceptions(), w.records, w.exceptions)
+		}
+		if b.Offset != nil || len(b.GetMutations()) != 0 {
+			t.Fatalf("batch %d: %v", i, b)
+		}
+	}
+	if _, err := src.Close(ctx, &pb.CloseRequest{InstanceId: "r1/source"}); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing else was sent: the idle reads had nothing to report.
+	if b, err := read.Recv(); err != io.EOF {
+		t.Fatalf("after the script: %v %v", b, err)
+	}
+}
+
+func TestFunctionAndSinkExceptionsAreLogged(t *testing.T) {
+	var buf bytes.Buffer
+	logMu.Lock()
+	old := logOut
+	logOut = &buf
+	logMu.Unlock()
+	defer func() {
+		logMu.Lock()
+		logOut = old
+		logMu.Unlock()
+	}()
+	s := start(t, Plugin{Name: "grumbler", Functions: map[string]Export{"grumble": Singleton(grumbler{})}, Sink: Singleton(grumbler{})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	fn := pb.NewFunctionClient(s.conn)
+	if _, err := fn.Open(ctx, &pb.OpenFunctionRequest{Instance: spec("r1/op_1", "grumble")}); err != nil {
+		t.Fatal(err)
+	}
+	exec, err := fn.Exec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, exec.Send(&pb.ExecBatch{InstanceId: "r1/op_1", Seq: 1, Rows: []*pb.ArgRow{row("a"), row("b")}}))
+	res, err := exec.Recv()
+	if err != nil || len(res.GetResults()) != 2 || res.GetResults()[1].GetValue().GetString_() != "b" {
+		t.Fatalf("ExecResult: %v %v", res, err)
+	}
+	snk := pb.NewSinkClient(s.conn)
+	if _, err := snk.Open(ctx, &pb.OpenSinkRequest{Instance: spec("r1/sink_0", "grumbler")}); err != nil {
+		t.Fatal(err)
+	}
+	write, err := snk.Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, write.Send(&pb.WriteBatch{InstanceId: "r1/sink_0", Seq: 0, Records: []*pb.Record{{}, {}, {}}}))
+	if ack, err := write.Recv(); err != nil || ack.GetError() != "" {
+		t.Fatalf("ack: %v %v", ack, err)
+	}
+
+	// The answers above were built after the logging.
+	logMu.Lock()
+	out := buf.String()
+	logMu.Unlock()
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "rule=r1 ") {
+			lines = append(lines, l)
+		}
+	}
+	wantEnds := []string{
+		"rule=r1 instance=r1/op_1: odd row a",
+		"rule=r1 instance=r1/op_1: odd row b",
+		"rule=r1 instance=r1/sink_0: odd batch of 3",
+	}
+	if len(lines) != len(wantEnds) {
+		t.Fatalf("log lines %q", lines)
+	}
+	for i, l := range lines {
+		if !strings.Contains(l[:48], "WARN") || !strings.HasSuffix(l, wantEnds[i]) {
+			t.Errorf("line %q, want WARN and the suffix %q", l, wantEnds[i])
+		}
 	}
 }

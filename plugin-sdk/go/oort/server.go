@@ -383,6 +383,7 @@ func (in *instance) exec(batch *pb.ExecBatch) *pb.ExecResult {
 		}
 		results[i] = in.execRow(args)
 	}
+	in.ctx.logExceptions()
 	return &pb.ExecResult{Seq: batch.GetSeq(), Results: results, Mutations: in.ctx.takeMutations()}
 }
 
@@ -561,10 +562,11 @@ func (in *instance) read(limit int) (*pb.RecordBatch, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(records) == 0 && len(mutations) == 0 {
+	exceptions := in.ctx.takeExceptions()
+	if len(records) == 0 && len(mutations) == 0 && len(exceptions) == 0 {
 		return nil, nil
 	}
-	batch := &pb.RecordBatch{Records: make([]*pb.Record, len(records)), Mutations: mutations}
+	batch := &pb.RecordBatch{Records: make([]*pb.Record, len(records)), Mutations: mutations, Exceptions: exceptions}
 	for i, r := range records {
 		p, err := recordToPB(r)
 		if err != nil {
@@ -701,6 +703,7 @@ func (in *instance) write(batch *pb.WriteBatch) *pb.WriteAck {
 		err = guard(func() error { return in.sink.Collect(in.ctx, records) })
 	}
 	in.obj.Unlock()
+	in.ctx.logExceptions()
 	ack := &pb.WriteAck{Seq: batch.GetSeq(), Mutations: in.ctx.takeMutations()}
 	if err != nil {
 		ack.Error = err.Error()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,6 +26,10 @@ _INT64_MAX = (1 << 63) - 1
 #: The largest value `put_state` accepts, in bytes of its wire encoding; the
 #: supervisor refuses a batch that carries a larger one.
 MAX_VALUE_BYTES = 1 << 20
+
+#: At most this many reported exceptions wait for the next batch; older ones
+#: are dropped, so that a flood cannot exhaust memory.
+MAX_PENDING_EXCEPTIONS = 64
 
 
 class StateError(Exception):
@@ -85,6 +90,7 @@ class Context:
         "_counters",
         "_pending",
         "_counting",
+        "_exceptions",
     )
 
     def __init__(
@@ -108,6 +114,9 @@ class Context:
         # that mutation (repeated increments update it instead of adding one).
         self._pending: list[_Pending] = []
         self._counting: dict[str, _Pending] = {}
+        # Problems reported with `report_exception`, not yet shipped (a
+        # source's) or logged (a function's or sink's), oldest first.
+        self._exceptions: deque[str] = deque(maxlen=MAX_PENDING_EXCEPTIONS)
         for entry in state:
             case = entry.WhichOneof("entry")
             if case == "counter":
@@ -222,6 +231,25 @@ class Context:
             raise NotACounterError(key, _stored_type(v))
         return 0
 
+    # -- exceptions -------------------------------------------------------
+
+    def report_exception(self, message: str) -> None:
+        """Reports a problem the instance met and went past (a malformed input
+        line, say).
+
+        A source's exceptions travel with its next batch (one is sent even with
+        no records): the supervisor counts each as an exception of the rule's
+        source and shows the last in the rule status. Functions and sinks
+        report per-row or per-batch errors by raising instead; what they report
+        here is logged at warning level. At most 64 wait for the next batch;
+        older ones are dropped.
+        """
+        # str() at the call: an exception object passed by mistake must not
+        # fail the batch it would travel with.
+        text = str(message)
+        with self._lock:
+            self._exceptions.append(text)
+
     # -- for the server ---------------------------------------------------
 
     def _ship(self, out: Any) -> None:
@@ -241,6 +269,19 @@ class Context:
                 add(key=p.key, put=p.payload)
             else:
                 add(key=p.key, delete=True)
+
+    def _take_exceptions(self) -> list[str]:
+        """The exceptions reported since the last call, oldest first."""
+        with self._lock:
+            out = list(self._exceptions)
+            self._exceptions.clear()
+        return out
+
+    def _log_exceptions(self) -> None:
+        """Logs the exceptions a function or sink reported: only a source's
+        travel to the supervisor."""
+        for e in self._take_exceptions():
+            self._logger.warning("%s", e)
 
     def _take_mutations(self) -> list[pb.StateMutation]:
         """The mutations recorded since the last call, as messages (for tests)."""

@@ -307,6 +307,8 @@ class _FunctionService(pb_grpc.FunctionServicer):
                     fill(res.value, exec_(ctx, [convert(a) for a in row.args]))
                 except Exception as e:
                     res.error = str(e) or type(e).__name__
+            if ctx._exceptions:
+                ctx._log_exceptions()
             if ctx._pending:
                 ctx._ship(out.mutations)
             yield out
@@ -355,7 +357,7 @@ class _SourceService(pb_grpc.SourceServicer):
                     offset = obj.offset() if inst.rewindable else None
                 except Exception as e:
                     context.abort(grpc.StatusCode.INTERNAL, f"source read failed: {_error_text(e)}")
-            if not records and not ctx._pending:
+            if not records and not ctx._pending and not ctx._exceptions:
                 if not context.is_active():
                     return
                 # A source that returns at once with nothing would spin a core.
@@ -373,6 +375,8 @@ class _SourceService(pb_grpc.SourceServicer):
                 context.abort(grpc.StatusCode.INTERNAL, f"source read failed: {_error_text(e)}")
             if ctx._pending:
                 ctx._ship(batch.mutations)
+            if ctx._exceptions:
+                batch.exceptions.extend(ctx._take_exceptions())
             yield batch
 
     def Rewind(self, request: pb.RewindRequest, context: grpc.ServicerContext) -> pb.RewindResponse:
@@ -424,6 +428,8 @@ class _SinkService(pb_grpc.SinkServicer):
                     inst.obj.collect(inst.ctx, records)
             except Exception as e:
                 ack.error = _error_text(e)
+            if inst.ctx._exceptions:
+                inst.ctx._log_exceptions()
             if inst.ctx._pending:
                 inst.ctx._ship(ack.mutations)
             yield ack

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -96,7 +97,51 @@ class Collect(Sink):
             f.write(f"commit {checkpoint_id} {handle}\n")
 
 
-if __name__ == "__main__":
+class Flaky(Source):
+    """A source that goes past problems: each read takes the next step of its
+    script and reports exceptions on the way."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def open(self, ctx: Context, datasource: str, props: dict[str, Any]) -> None:
+        ctx.report_exception("opened without a header")
+
+    def read(self, ctx: Context, max: int) -> list[Record]:
+        self.step += 1
+        if self.step == 1:  # records and an exception
+            ctx.report_exception("line 2: malformed")
+            return [Record({"n": 1})]
+        if self.step == 2:  # an exception and no record
+            ctx.report_exception("line 3: too long")
+            return []
+        if self.step == 3:  # a flood: only the newest 64 go
+            for i in range(100):
+                ctx.report_exception(f"line {4 + i}: malformed")
+            return []
+        if self.step == 4:
+            return [Record({"n": 2})]
+        time.sleep(0.02)
+        return []
+
+
+class Grumble(Function):
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        ctx.report_exception(f"odd row {args[0]}")
+        return args[0]
+
+
+class GrumbleSink(Sink):
+    def open(self, ctx: Context, props: dict[str, Any]) -> None:
+        pass
+
+    def collect(self, ctx: Context, records: list[Record]) -> None:
+        ctx.report_exception(f"odd batch of {len(records)}")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["exceptions"]:
+    serve(Plugin("exceptions", "0.0.1").function("grumble", constructor=Grumble).source(Flaky).sink(GrumbleSink))
+elif __name__ == "__main__":
     serve(
         Plugin("fixture", "0.0.1")
         .function("echo", singleton=Echo())

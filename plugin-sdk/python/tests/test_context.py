@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from oort_plugin import (
@@ -151,3 +153,30 @@ def test_restored_state_is_visible() -> None:
     with pytest.raises(NotACounterError, match="holds a map value"):
         c.get_counter("v")
     assert ops(c) == [("counter", "n", 42)]
+
+
+def test_reported_exceptions_keep_the_newest_64() -> None:
+    c = ctx()
+    assert c._take_exceptions() == []
+    c.report_exception("first")
+    c.report_exception(ValueError("second"))  # type: ignore[arg-type]  # str() at the call
+    assert c._take_exceptions() == ["first", "second"]
+    assert c._take_exceptions() == []
+    for i in range(100):
+        c.report_exception(f"e{i}")
+    assert c._take_exceptions() == [f"e{i}" for i in range(36, 100)]
+    assert ops(c) == []  # an exception is not a state mutation
+
+
+def test_exceptions_of_functions_and_sinks_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    c = ctx()
+    c.report_exception("odd row")
+    c.report_exception("100% odd")
+    with caplog.at_level(logging.WARNING):
+        c._log_exceptions()
+        c._log_exceptions()
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "odd row"),
+        (logging.WARNING, "100% odd"),
+    ]
+    assert c._take_exceptions() == []

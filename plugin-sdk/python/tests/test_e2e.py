@@ -190,6 +190,52 @@ def test_source_read_rewind_and_state(plugin: PluginProcess) -> None:
     assert list(stream) == []
 
 
+def test_source_exceptions_travel_in_record_batches() -> None:
+    p = PluginProcess([PYTHON, FIXTURE, "exceptions"], name="exceptions")
+    try:
+        p.wait_ready()
+        s = p.source()
+        s.Open(pb.OpenSourceRequest(instance=spec("r1/source", "exceptions")), timeout=5)
+        stream = s.Read(pb.ReadRequest(instance_id="r1/source", max_batch=10), timeout=10)
+        got = [next(stream) for _ in range(4)]
+        flood = [f"line {4 + i}: malformed" for i in range(100)]
+        assert [([from_pb(r.fields["n"]) for r in b.records], list(b.exceptions)) for b in got] == [
+            ([1], ["opened without a header", "line 2: malformed"]),  # Open's goes with the first batch
+            ([], ["line 3: too long"]),  # a batch is sent for exceptions alone
+            ([], flood[-64:]),  # at most 64 wait for a batch: the oldest are dropped
+            ([2], []),
+        ]
+        assert not any(b.HasField("offset") or b.mutations for b in got)
+        s.Close(pb.CloseRequest(instance_id="r1/source"), timeout=5)
+        assert list(stream) == []  # the idle reads had nothing to report
+    finally:
+        p.close()
+
+
+def test_function_and_sink_exceptions_are_logged() -> None:
+    p = PluginProcess([PYTHON, FIXTURE, "exceptions"], name="exceptions")
+    try:
+        p.wait_ready()
+        f = p.function()
+        f.Open(pb.OpenFunctionRequest(instance=spec("r1/op_1", "grumble")), timeout=5)
+        [res] = f.Exec(iter([pb.ExecBatch(instance_id="r1/op_1", seq=1, rows=rows(["a"], ["b"]))]), timeout=5)
+        assert [from_pb(r.value) for r in res.results] == ["a", "b"]
+        k = p.sink()
+        k.Open(pb.OpenSinkRequest(instance=spec("r1/sink_0", "exceptions")), timeout=5)
+        [ack] = k.Write(iter([pb.WriteBatch(instance_id="r1/sink_0", records=[pb.Record()] * 3)]), timeout=5)
+        assert ack.error == ""
+        p.proc.send_signal(signal.SIGTERM)
+        assert p.wait_exit(5) == 0
+        lines = [line for line in p.stderr().splitlines() if "r1/" in line]
+        assert len(lines) == 3, lines
+        assert all("WARN" in line[:48] for line in lines), lines
+        assert lines[0].endswith("r1/op_1: odd row a")
+        assert lines[1].endswith("r1/op_1: odd row b")
+        assert lines[2].endswith("r1/sink_0: odd batch of 3")
+    finally:
+        p.close()
+
+
 def test_sink_write_and_two_phase_commit(plugin: PluginProcess) -> None:
     out = os.path.join(plugin.dir, "out.txt")
     k = plugin.sink()

@@ -54,7 +54,13 @@ enum Slot {
 struct StateStore {
     slots: HashMap<String, Slot>,
     pending: Vec<pb::StateMutation>,
+    /// Problems reported with [`Context::report_exception`], not yet shipped.
+    exceptions: Vec<String>,
 }
+
+/// At most this many reported exceptions wait for the next batch; older ones
+/// are dropped so a flood cannot exhaust memory.
+const MAX_PENDING_EXCEPTIONS: usize = 64;
 
 /// What an extension instance knows about itself, and its state.
 ///
@@ -176,6 +182,33 @@ impl Context {
         }
     }
 
+    /// Reports a problem the instance met and went past (a malformed input
+    /// line, say). A source's exceptions travel with its next batch: the
+    /// supervisor counts them in the rule status (`…_exceptions_total`,
+    /// `…_last_exception`). Functions and sinks report per-row or per-batch
+    /// errors through their results instead; what they report here is logged.
+    pub fn report_exception(&self, message: impl std::fmt::Display) {
+        let mut s = self.lock();
+        if s.exceptions.len() >= MAX_PENDING_EXCEPTIONS {
+            let dropped = s.exceptions.len() - MAX_PENDING_EXCEPTIONS + 1;
+            s.exceptions.drain(..dropped);
+        }
+        s.exceptions.push(message.to_string());
+    }
+
+    /// Takes the exceptions reported since the last call, oldest first.
+    pub(crate) fn take_exceptions(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().exceptions)
+    }
+
+    /// Logs the exceptions reported by a function or sink: only a source's
+    /// travel to the supervisor.
+    pub(crate) fn log_exceptions(&self) {
+        for e in self.take_exceptions() {
+            self.logger().warn(e);
+        }
+    }
+
     /// Takes the mutations recorded since the last call, in order.
     pub(crate) fn take_mutations(&self) -> Vec<pb::StateMutation> {
         std::mem::take(&mut self.lock().pending)
@@ -237,6 +270,19 @@ mod tests {
         c.delete_state("a");
         assert_eq!(c.get_state("a"), None);
         assert_eq!(c.incr_counter("n", i64::MAX), Err(StateError::Overflow { key: "n".into() }));
+    }
+
+    #[test]
+    fn reported_exceptions_keep_the_newest_64_and_are_not_mutations() {
+        let c = ctx(vec![]);
+        for i in 0..100 {
+            c.report_exception(format!("e{i}"));
+        }
+        let taken = c.take_exceptions();
+        assert_eq!(taken.len(), MAX_PENDING_EXCEPTIONS);
+        assert_eq!((taken[0].as_str(), taken[63].as_str()), ("e36", "e99"));
+        assert!(c.take_exceptions().is_empty());
+        assert!(c.take_mutations().is_empty());
     }
 
     #[test]

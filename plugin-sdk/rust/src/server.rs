@@ -406,6 +406,7 @@ impl FunctionService for Handle {
                             pb::RowResult { outcome: Some(outcome) }
                         })
                         .collect();
+                    ctx.log_exceptions();
                     pb::ExecResult { seq: batch.seq, results, mutations: ctx.take_mutations() }
                 });
                 if tx.send(Ok(result)).await.is_err() {
@@ -467,11 +468,12 @@ impl SourceService for Handle {
                 match read {
                     Ok(offset) => {
                         let mutations = ctx.take_mutations();
-                        if buf.is_empty() && mutations.is_empty() {
+                        let exceptions = ctx.take_exceptions();
+                        if buf.is_empty() && mutations.is_empty() && exceptions.is_empty() {
                             continue;
                         }
                         let records = buf.drain(..).map(pb::Record::from).collect();
-                        let batch = pb::RecordBatch { records, offset: offset.map(Into::into), mutations };
+                        let batch = pb::RecordBatch { records, offset: offset.map(Into::into), mutations, exceptions };
                         if tx.blocking_send(Ok(batch)).is_err() {
                             break;
                         }
@@ -537,6 +539,7 @@ impl SinkService for Handle {
                         Ok(()) => String::new(),
                         Err(e) => e.to_string(),
                     };
+                    ctx.log_exceptions();
                     pb::WriteAck { seq: batch.seq, error, mutations: ctx.take_mutations() }
                 });
                 if tx.send(Ok(ack)).await.is_err() {

@@ -374,11 +374,13 @@ impl FileSource {
                 None => return,
                 Some(Piece::TooLong { offset }) => {
                     self.too_long += 1;
-                    ctx.logger().warn(format!(
+                    let problem = format!(
                         "file source {}: skipping the line at byte offset {offset}: longer than maxLineLength \
                          ({} bytes); {} over-long line(s) skipped so far",
                         self.path, self.lines.max_line, self.too_long
-                    ));
+                    );
+                    ctx.logger().warn(&problem);
+                    ctx.report_exception(problem);
                 }
                 Some(Piece::Line { bytes, .. }) if bytes.trim_ascii().is_empty() => {}
                 Some(Piece::Line { offset, bytes }) => match serde_json::from_slice::<serde_json::Value>(bytes) {
@@ -389,10 +391,14 @@ impl FileSource {
                         };
                         out.push(Record { fields, timestamp_ms: ts, ..Record::default() });
                     }
-                    Err(e) => ctx.logger().warn(format!(
-                        "file source {}: skipping the line at byte offset {offset}: not valid JSON: {e}",
-                        self.path
-                    )),
+                    Err(e) => {
+                        let problem = format!(
+                            "file source {}: skipping the line at byte offset {offset}: not valid JSON: {e}",
+                            self.path
+                        );
+                        ctx.logger().warn(&problem);
+                        ctx.report_exception(problem);
+                    }
                 },
             }
         }

@@ -37,7 +37,7 @@ pub use guard::{install_daemon_guard, reaper_main, REAPER_COMMAND};
 pub use limits::{format_bytes, parse_bytes, Limits};
 pub use runtime_dir::RuntimeDir;
 pub use supervised::{Hooks, Live, ProcessStatus, RestartStrategy, Supervised};
-pub use watchdog::Usage;
+pub use watchdog::{ProcessUsage, Usage};
 
 /// How many of a plugin's last stderr lines are kept for crash reports.
 const STDERR_TAIL: usize = 20;

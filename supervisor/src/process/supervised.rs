@@ -96,6 +96,8 @@ struct Shared {
     watched: Option<Arc<super::watchdog::Watched>>,
     /// Why the process last ended unexpectedly.
     last_failure: Option<String>,
+    /// How many times it ended unexpectedly: two failures may read the same.
+    failures: u64,
 }
 
 /// One plugin process and the task that keeps it alive.
@@ -145,7 +147,8 @@ impl Supervised {
         let (done_tx, done_rx) = watch::channel(false);
         let stop_signal = Arc::new(Notify::new());
         let restarts = Arc::new(AtomicU32::new(0));
-        let shared = Arc::new(Mutex::new(Shared { watched: Some(running.watched.clone()), last_failure: None }));
+        let shared =
+            Arc::new(Mutex::new(Shared { watched: Some(running.watched.clone()), last_failure: None, failures: 0 }));
         let monitor = Monitor {
             shared: shared.clone(),
             spec: spec.clone(),
@@ -223,6 +226,12 @@ impl Supervised {
         lock(&self.shared).last_failure.clone()
     }
 
+    /// How many times the process has ended unexpectedly, so a caller can
+    /// tell whether it died during a call even when the reason reads the same.
+    pub fn failure_count(&self) -> u64 {
+        lock(&self.shared).failures
+    }
+
     /// What it was started as.
     pub fn spec(&self) -> &LaunchSpec {
         &self.spec
@@ -288,7 +297,11 @@ impl Monitor {
             // The process is gone: withdraw it, kill what it left in its group,
             // remove its socket, and restart per the strategy.
             let reason = exit_reason(&self.spec, &running, exit);
-            lock(&self.shared).last_failure = Some(reason.clone());
+            {
+                let mut shared = lock(&self.shared);
+                shared.last_failure = Some(reason.clone());
+                shared.failures += 1;
+            }
             self.hooks.revoke_token(&running.token);
             drop(running);
             tracing::warn!(plugin = %self.spec.name, rule = ?self.spec.rule, "plugin process {reason}");

@@ -31,6 +31,25 @@ pub struct Usage {
     pub cpu_seconds: f64,
 }
 
+/// What one process (not its tree) uses right now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessUsage {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+impl ProcessUsage {
+    /// Read from `/proc/<pid>/stat`; `None` when the process is gone or
+    /// `/proc` is not Linux's.
+    pub fn of(pid: u32) -> Option<ProcessUsage> {
+        let p = tree::read(pid)?;
+        Some(ProcessUsage {
+            rss_bytes: p.rss_pages * page_size(),
+            cpu_seconds: p.cpu_ticks as f64 / clock_ticks() as f64,
+        })
+    }
+}
+
 /// One watched plugin process.
 pub(crate) struct Watched {
     pub root: ProcId,
@@ -275,4 +294,16 @@ fn page_size() -> u64 {
 fn clock_ticks() -> u64 {
     static T: OnceLock<u64> = OnceLock::new();
     *T.get_or_init(sys::clock_ticks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProcessUsage;
+
+    #[test]
+    fn this_process_has_a_resident_set_and_a_gone_one_has_none() {
+        let me = ProcessUsage::of(std::process::id()).expect("/proc is readable");
+        assert!(me.rss_bytes > 1 << 20 && me.cpu_seconds >= 0.0, "{me:?}");
+        assert_eq!(ProcessUsage::of(u32::MAX), None);
+    }
 }

@@ -4,7 +4,7 @@
 //! This is the one source of both views: `rule status` (eKuiper's flat JSON
 //! shape, [`OpMetrics::report`]) and Prometheus' `GET /metrics` (the `api`
 //! module encodes [`OpMetrics::snapshot`], [`CallMetrics`] and
-//! [`ProcessUsage`]). Nothing is counted twice or in two places.
+//! [`crate::process::ProcessUsage`]). Nothing is counted twice or in two places.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -124,6 +124,11 @@ impl OpMetrics {
         self.buffer.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Nothing is queued any more (the pipeline ended with batches in flight).
+    pub fn clear_buffer(&self) {
+        self.buffer.store(0, Ordering::Relaxed);
+    }
+
     /// Records read so far.
     pub fn records_out(&self) -> u64 {
         self.lock().records_out
@@ -228,55 +233,5 @@ impl CheckpointMetrics {
     /// Checkpoints completed.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
-    }
-}
-
-/// What a process uses right now, read from `/proc/<pid>/stat` and `statm`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProcessUsage {
-    pub rss_bytes: u64,
-    pub cpu_seconds: f64,
-}
-
-impl ProcessUsage {
-    /// `None` when the process is gone or `/proc` is not Linux's.
-    pub fn of(pid: u32) -> Option<ProcessUsage> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-        Self::parse(&stat, &statm, rustix::param::page_size() as u64, rustix::param::clock_ticks_per_second())
-    }
-
-    fn parse(stat: &str, statm: &str, page_size: u64, ticks_per_second: u64) -> Option<ProcessUsage> {
-        // The command name (field 2) is in parentheses and may hold spaces or
-        // parentheses itself: fields are counted after its last ')'.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // After the name: state is field 3, utime field 14, stime field 15.
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        Some(ProcessUsage {
-            rss_bytes: resident * page_size,
-            cpu_seconds: (utime + stime) as f64 / ticks_per_second.max(1) as f64,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_stat_is_read_after_the_last_parenthesis() {
-        let stat = "4242 (a) b) (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
-        let usage = ProcessUsage::parse(stat, "1000 300 20 1 0 50 0\n", 4096, 100).unwrap();
-        assert_eq!(usage, ProcessUsage { rss_bytes: 300 * 4096, cpu_seconds: 3.0 });
-        assert_eq!(ProcessUsage::parse("garbage", "", 4096, 100), None);
-    }
-
-    #[test]
-    fn this_process_has_a_resident_set() {
-        let me = ProcessUsage::of(std::process::id()).expect("/proc is readable");
-        assert!(me.rss_bytes > 0 && me.cpu_seconds >= 0.0, "{me:?}");
     }
 }

@@ -13,7 +13,8 @@ use oort_proto::{Record, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::checkpoint::{self, Snapshot};
-use super::metrics::{CallMetrics, CheckpointMetrics, OpKind, OpMetrics, OpSnapshot, ProcessUsage};
+use super::metrics::{CallMetrics, CheckpointMetrics, OpKind, OpMetrics, OpSnapshot};
+use crate::process::ProcessUsage;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use crate::host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
@@ -167,7 +168,7 @@ impl RuleStatus {
         list.iter()
             .map(|(op, i)| {
                 let (pid, restarts, process, outstanding) = match i {
-                    Instance::Source(s) => (s.pid(), s.restarts(), s.process(), None),
+                    Instance::Source(s) => (s.pid(), s.restarts(), s.process(), s.call_watch().oldest()),
                     Instance::Function(f) => (f.pid(), f.restarts(), f.process(), f.outstanding()),
                     Instance::Sink(s) => (s.pid(), s.restarts(), s.process(), s.call_watch().oldest()),
                 };
@@ -206,7 +207,7 @@ impl RuleStatus {
                 let (pid, plugin, o) = match i {
                     Instance::Function(f) => (f.pid(), f.process().plugin, f.outstanding()?),
                     Instance::Sink(s) => (s.pid(), s.process().plugin, s.call_watch().oldest()?),
-                    Instance::Source(_) => return None,
+                    Instance::Source(s) => (s.pid(), s.process().plugin, s.call_watch().oldest()?),
                 };
                 (o.timeouts > 0).then(|| {
                     let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
@@ -499,7 +500,14 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
                 item = batches.recv(), if in_flight.len() < IN_FLIGHT => item,
             };
             match item {
-                Some(Ok(batch)) => in_flight.push_back(evaluate(batch)),
+                Some(Ok(mut batch)) => {
+                    for e in batch.exceptions.drain(..) {
+                        ctx.status.source.exception(e);
+                    }
+                    // The source's buffer: batches read and not yet forwarded.
+                    ctx.status.source.queued();
+                    in_flight.push_back(evaluate(batch));
+                }
                 Some(Err(e)) => {
                     ctx.status.source.exception(e.to_string());
                     if fatal(&e) {
@@ -530,6 +538,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         }
     };
     drop(in_flight);
+    ctx.status.source.clear_buffer();
     drop(sink_queues);
     for task in sink_tasks {
         let _ = task.await;
@@ -573,6 +582,7 @@ struct Forward<'a> {
 
 impl Forward<'_> {
     async fn send(&mut self, done: Evaluated, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+        self.ctx.status.source.dequeued();
         let out = match done.outcome {
             Ok(out) => out,
             Err(CallError::Stopped) => return Err(Exit::Stopped),

@@ -857,6 +857,7 @@ class RecordBatch(_message.Message):
     RECORDS_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     MUTATIONS_FIELD_NUMBER: _builtins.int
+    EXCEPTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
     @_builtins.property
@@ -867,16 +868,25 @@ class RecordBatch(_message.Message):
 
     @_builtins.property
     def mutations(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateMutation]: ...
+    @_builtins.property
+    def exceptions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Problems the source met and went past, such as a malformed or over-long
+        input line: the supervisor counts each as an exception of the rule's
+        source and shows the last in the rule status; the stream goes on. A batch
+        may carry exceptions and no records.
+        """
+
     def __init__(
         self,
         *,
         records: _abc.Iterable[Global___Record] | None = ...,
         offset: Global___Value | None = ...,
         mutations: _abc.Iterable[Global___StateMutation] | None = ...,
+        exceptions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "offset", b"offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "mutations", b"mutations", "offset", b"offset", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "exceptions", b"exceptions", "mutations", b"mutations", "offset", b"offset", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__offset: _TypeAlias = _typing.Literal["offset"]  # noqa: Y015
     _WhichOneofArgType__offset: _TypeAlias = _typing.Literal["_offset", b"_offset"]  # noqa: Y015

@@ -1760,8 +1760,13 @@ type RecordBatch struct {
 	Records []*Record              `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
 	// The source's offset after the last record of this batch; absent for
 	// sources that are not rewindable.
-	Offset        *Value           `protobuf:"bytes,2,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
-	Mutations     []*StateMutation `protobuf:"bytes,3,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	Offset    *Value           `protobuf:"bytes,2,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	Mutations []*StateMutation `protobuf:"bytes,3,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	// Problems the source met and went past, such as a malformed or over-long
+	// input line: the supervisor counts each as an exception of the rule's
+	// source and shows the last in the rule status; the stream goes on. A batch
+	// may carry exceptions and no records.
+	Exceptions    []string `protobuf:"bytes,4,rep,name=exceptions,proto3" json:"exceptions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1813,6 +1818,13 @@ func (x *RecordBatch) GetOffset() *Value {
 func (x *RecordBatch) GetMutations() []*StateMutation {
 	if x != nil {
 		return x.Mutations
+	}
+	return nil
+}
+
+func (x *RecordBatch) GetExceptions() []string {
+	if x != nil {
+		return x.Exceptions
 	}
 	return nil
 }
@@ -2440,11 +2452,14 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\vReadRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x1b\n" +
-	"\tmax_batch\x18\x02 \x01(\rR\bmaxBatch\"\xbb\x01\n" +
+	"\tmax_batch\x18\x02 \x01(\rR\bmaxBatch\"\xdb\x01\n" +
 	"\vRecordBatch\x120\n" +
 	"\arecords\x18\x01 \x03(\v2\x16.oort.plugin.v1.RecordR\arecords\x122\n" +
 	"\x06offset\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueH\x00R\x06offset\x88\x01\x01\x12;\n" +
-	"\tmutations\x18\x03 \x03(\v2\x1d.oort.plugin.v1.StateMutationR\tmutationsB\t\n" +
+	"\tmutations\x18\x03 \x03(\v2\x1d.oort.plugin.v1.StateMutationR\tmutations\x12\x1e\n" +
+	"\n" +
+	"exceptions\x18\x04 \x03(\tR\n" +
+	"exceptionsB\t\n" +
 	"\a_offset\"_\n" +
 	"\rRewindRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
