@@ -1167,7 +1167,10 @@ impl FunctionInstance {
     /// then later calls wait instead of overtaking on the new stream.
     pub async fn exec(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
         let _outstanding = self.watch.begin("Exec");
-        let failures_before = self.entry.process.failure_count();
+        // A process that died up to a second before the call began may be
+        // why it fails: its socket is gone before its monitor notices.
+        let now = tokio::time::Instant::now();
+        let since = now.checked_sub(std::time::Duration::from_secs(1)).unwrap_or(now);
         let turn = self.turns.take();
         let first = match self.exec_once(rows, false).await {
             Ok(Some(cells)) => Ok(cells),
@@ -1211,19 +1214,15 @@ impl FunctionInstance {
         }
         // When the process died under the call (a crash, a limit), its
         // monitor says why, which beats "connection refused"; it may need a
-        // moment to notice.
-        // A process that gave up is the explanation whenever it died, even
-        // before this call began (a later call of the same batch stream sees
-        // "connection refused" from the dying process).
+        // moment to notice. A process that gave up is the explanation
+        // whenever it died.
         for _ in 0..20 {
             if let ProcessStatus::Failed { .. } = self.entry.process.status() {
                 if let Err(e) = self.entry.process.live().await {
                     return Err(e.into());
                 }
             }
-            if self.entry.process.failure_count() != failures_before {
-                let failure = self.entry.process.last_failure();
-                let failure = failure.unwrap_or_default();
+            if let Some(failure) = self.entry.process.failure_since(since) {
                 return Err(HostError::Call {
                     plugin: self.plugin.clone(),
                     call: "Exec",
