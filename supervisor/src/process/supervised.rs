@@ -96,8 +96,8 @@ struct Shared {
     watched: Option<Arc<super::watchdog::Watched>>,
     /// Why the process last ended unexpectedly.
     last_failure: Option<String>,
-    /// How many times it ended unexpectedly: two failures may read the same.
-    failures: u64,
+    /// When it last ended unexpectedly.
+    last_failure_at: Option<tokio::time::Instant>,
 }
 
 /// One plugin process and the task that keeps it alive.
@@ -147,8 +147,11 @@ impl Supervised {
         let (done_tx, done_rx) = watch::channel(false);
         let stop_signal = Arc::new(Notify::new());
         let restarts = Arc::new(AtomicU32::new(0));
-        let shared =
-            Arc::new(Mutex::new(Shared { watched: Some(running.watched.clone()), last_failure: None, failures: 0 }));
+        let shared = Arc::new(Mutex::new(Shared {
+            watched: Some(running.watched.clone()),
+            last_failure: None,
+            last_failure_at: None,
+        }));
         let monitor = Monitor {
             shared: shared.clone(),
             spec: spec.clone(),
@@ -226,10 +229,12 @@ impl Supervised {
         lock(&self.shared).last_failure.clone()
     }
 
-    /// How many times the process has ended unexpectedly, so a caller can
-    /// tell whether it died during a call even when the reason reads the same.
-    pub fn failure_count(&self) -> u64 {
-        lock(&self.shared).failures
+    /// Why the process ended unexpectedly, if it did at or after `since`:
+    /// a call that failed on a dying process can name the cause, even when
+    /// the process died just before the call began.
+    pub fn failure_since(&self, since: tokio::time::Instant) -> Option<String> {
+        let shared = lock(&self.shared);
+        shared.last_failure_at.filter(|at| *at >= since).and(shared.last_failure.clone())
     }
 
     /// What it was started as.
@@ -300,7 +305,7 @@ impl Monitor {
             {
                 let mut shared = lock(&self.shared);
                 shared.last_failure = Some(reason.clone());
-                shared.failures += 1;
+                shared.last_failure_at = Some(tokio::time::Instant::now());
             }
             self.hooks.revoke_token(&running.token);
             drop(running);
