@@ -36,6 +36,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+pub use crate::names::is_valid_name;
+use crate::names::{fold, hex};
+
 /// The three kinds of plugin, one folder each under the plugins folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -634,25 +637,6 @@ fn not_a_regular_file(path: PathBuf) -> CatalogError {
     CatalogError::Io { path, source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file") }
 }
 
-/// eKuiper's naming rule for plugins, streams and rules: `^[A-Za-z0-9_-]+$`.
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// The lookup key of a plugin name: its first letter lowercased, so either case of it matches.
-pub(crate) fn fold(name: &str) -> String {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(first) => {
-            let mut folded = String::with_capacity(name.len());
-            folded.push(first.to_ascii_lowercase());
-            folded.push_str(chars.as_str());
-            folded
-        }
-        None => String::new(),
-    }
-}
-
 #[cfg(unix)]
 fn is_executable(meta: &fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
@@ -669,17 +653,6 @@ fn sha256_file(path: &Path) -> io::Result<String> {
     let mut hasher = Sha256::new();
     io::copy(&mut file, &mut hasher)?;
     Ok(hex(&hasher.finalize()))
-}
-
-/// Lower-case hexadecimal, as sha256 sums are reported.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 #[cfg(test)]

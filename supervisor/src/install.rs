@@ -32,7 +32,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{fold, hex, is_valid_name, Metadata, PluginKind};
+use crate::catalog::{Metadata, PluginKind};
+use crate::names::{fold, hex, is_valid_name};
 
 /// The largest archive accepted, downloaded or local: 256 MiB.
 pub const MAX_ARCHIVE_BYTES: u64 = 256 << 20;

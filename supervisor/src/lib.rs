@@ -14,8 +14,12 @@
 //!   running rule.
 //! - [`host`]: which process serves which rule (constructor or singleton), and
 //!   the typed, deadline-bounded calls on plugin instances.
+//! - [`install`]: plugin archives from a path or URL, checked and unpacked
+//!   atomically into the plugins folder.
+//! - [`names`]: eKuiper's naming rule, the folded lookup key, hex.
 //! - [`api`]: the REST admin API, the gRPC services the supervisor serves (the
-//!   State service, health, reflection); the only place that speaks HTTP.
+//!   State service, health, reflection, the admin service); the only place that
+//!   serves HTTP (the CLI and `install` are HTTP clients).
 //! - [`cli`]: the `oort` subcommands that talk to a running daemon.
 //! - [`daemon`]: wires the above together for `oort serve`.
 //! - [`shutdown`]: one signal that tells every task to stop.
@@ -27,6 +31,7 @@ pub mod cli;
 pub mod daemon;
 pub mod host;
 pub mod install;
+pub mod names;
 pub mod process;
 pub mod rule;
 pub mod runtime;

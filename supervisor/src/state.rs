@@ -379,7 +379,7 @@ fn new_token() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    crate::catalog::hex(&bytes)
+    crate::names::hex(&bytes)
 }
 
 #[cfg(test)]

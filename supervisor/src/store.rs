@@ -1,5 +1,5 @@
-//! The daemon's embedded RocksDB: stream and rule definitions today,
-//! checkpoints tomorrow.
+//! The daemon's embedded RocksDB: stream and rule definitions and rule
+//! checkpoints.
 //!
 //! Architecture invariant: this is the only module that imports `rocksdb`.
 //! Everything else sees a small typed key-value API whose keys carry a layout

@@ -337,7 +337,7 @@ fn check_describe(spec: &LaunchSpec, d: &pb::DescribeResponse) -> Result<(), Pro
 
 /// eKuiper lets the first letter of a plugin's file name be either case.
 fn same_plugin_name(a: &str, b: &str) -> bool {
-    crate::catalog::fold(a) == crate::catalog::fold(b)
+    crate::names::fold(a) == crate::names::fold(b)
 }
 
 /// Connects one HTTP/2 channel to a gRPC server on a Unix socket.

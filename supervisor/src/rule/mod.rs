@@ -94,7 +94,7 @@ impl RuleError {
 }
 
 /// eKuiper's naming rule for plugins, streams and rules.
-pub use crate::catalog::is_valid_name as valid_name;
+pub use crate::names::is_valid_name as valid_name;
 
 /// A rule in eKuiper's JSON shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,7 +18,6 @@ use crate::process::ProcessUsage;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use crate::host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
-use crate::process::ProcessError;
 use crate::rule::{self, Cell, Functions, RulePlan, StreamDef};
 use crate::store::Store;
 
@@ -307,10 +306,6 @@ pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-fn fatal(e: &HostError) -> bool {
-    matches!(e, HostError::Process(ProcessError::CrashLoop { .. } | ProcessError::Stopped { .. }))
-}
-
 /// Loads the newest checkpoint of a rule, refusing to go on from nothing when
 /// one exists but cannot be read.
 fn restore(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
@@ -510,7 +505,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
                 }
                 Some(Err(e)) => {
                     ctx.status.source.exception(e.to_string());
-                    if fatal(&e) {
+                    if e.is_fatal() {
                         break 'outer Err(Failure::fatal(format!("source {}: {e}", ctx.stream.source_type())));
                     }
                     break;
@@ -733,11 +728,11 @@ async fn sink_loop(
                     metrics.batch(n, n, started.elapsed());
                     break;
                 }
-                Err(e) if fatal(&e) || exactly_once => {
+                Err(e) if e.is_fatal() || exactly_once => {
                     metrics.exception(e.to_string());
                     // A write that failed may have left part of the batch in
                     // the sink: only a restore from the checkpoint undoes it.
-                    let _ = fatal_tx.send(Failure { reason: format!("sink: {e}"), recoverable: !fatal(&e) }).await;
+                    let _ = fatal_tx.send(Failure { reason: format!("sink: {e}"), recoverable: !e.is_fatal() }).await;
                     return;
                 }
                 Err(e) => {

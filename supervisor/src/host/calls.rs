@@ -1,0 +1,126 @@
+//! One unary call with the call deadline, opening an instance on a live
+//! process, and the hooks that reopen a restarted process's instances.
+
+use super::*;
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(super) fn exported(describe: &pb::DescribeResponse, kind: pb::Kind) -> Vec<String> {
+    describe.symbols.iter().filter(|s| s.kind == kind as i32).map(|s| s.name.clone()).collect()
+}
+
+/// The function's name exactly as the plugin exports it: SQL function names
+/// are case-insensitive, plugin symbols are not.
+pub(super) fn exported_symbol(entry: &Entry, function: &str) -> Result<String, HostError> {
+    let live =
+        entry.process.current().ok_or_else(|| ProcessError::Stopped { name: entry.process.spec().name.clone() })?;
+    exported(&live.describe, pb::Kind::Function)
+        .into_iter()
+        .find(|name| name.eq_ignore_ascii_case(function))
+        .ok_or_else(|| HostError::UnknownFunction(function.to_string()))
+}
+
+pub(super) fn new_spec(rule: &str, operator: &str, symbol: &str) -> pb::InstanceSpec {
+    pb::InstanceSpec {
+        instance_id: format!("{rule}/{operator}"),
+        symbol: symbol.to_string(),
+        rule_id: rule.to_string(),
+        operator_id: operator.to_string(),
+        state: Vec::new(),
+    }
+}
+
+pub(super) fn instance_spec(open: &OpenSpec) -> &pb::InstanceSpec {
+    match open {
+        OpenSpec::Function { spec } | OpenSpec::Source { spec, .. } | OpenSpec::Sink { spec, .. } => spec,
+    }
+}
+
+pub(super) fn set_state(open: &mut OpenSpec, state: Vec<pb::StateEntry>) {
+    match open {
+        OpenSpec::Function { spec } | OpenSpec::Source { spec, .. } | OpenSpec::Sink { spec, .. } => spec.state = state,
+    }
+}
+
+/// Runs one unary call with the call deadline, mapping every failure to a
+/// `HostError` that names the plugin and the call.
+pub(super) async fn call<T>(
+    plugin: &str,
+    name: &'static str,
+    timeouts: Timeouts,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, HostError> {
+    match tokio::time::timeout(timeouts.call, fut).await {
+        Err(_) => Err(HostError::Timeout { plugin: plugin.into(), call: name, timeout: timeouts.call }),
+        Ok(Err(status)) => Err(HostError::Call { plugin: plugin.into(), call: name, message: status_message(&status) }),
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+    }
+}
+
+/// A status's message, or its code when the plugin sent none (a service it
+/// claimed in Describe but does not serve answers `Unimplemented` and nothing
+/// more).
+pub(super) fn status_message(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?} ({})", status.code(), status.code().description())
+    } else {
+        status.message().to_string()
+    }
+}
+
+/// Opens an instance on a live process. Returns what the plugin declared:
+/// `rewindable` for a source, `transactional` for a sink, false for a function.
+pub(super) async fn open_on(live: &Live, open: &OpenSpec, timeouts: Timeouts, plugin: &str) -> Result<bool, HostError> {
+    Ok(match open.clone() {
+        OpenSpec::Function { spec } => {
+            let mut c = pb::function_client::FunctionClient::new(live.channel.clone());
+            call(plugin, "Open", timeouts, c.open(pb::OpenFunctionRequest { instance: Some(spec) })).await?;
+            false
+        }
+        OpenSpec::Source { spec, datasource, props } => {
+            let mut c = pb::source_client::SourceClient::new(live.channel.clone());
+            call(plugin, "Open", timeouts, c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props }))
+                .await?
+                .rewindable
+        }
+        OpenSpec::Sink { spec, props } => {
+            let mut c = pb::sink_client::SinkClient::new(live.channel.clone());
+            call(plugin, "Open", timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props }))
+                .await?
+                .transactional
+        }
+    })
+}
+
+pub(super) struct EntryHooks {
+    pub(super) key: ProcessKey,
+    pub(super) state: Arc<StateRegistry>,
+    pub(super) instances: Instances,
+    pub(super) timeouts: Timeouts,
+}
+
+#[tonic::async_trait]
+impl Hooks for EntryHooks {
+    fn issue_token(&self) -> String {
+        self.state.issue_token(self.key)
+    }
+
+    fn revoke_token(&self, token: &str) {
+        self.state.revoke_token(token);
+    }
+
+    async fn started(&self, live: &Live) -> Result<(), String> {
+        let opens: Vec<OpenSpec> = lock(&self.instances).values().cloned().collect();
+        for mut open in opens {
+            let id = instance_spec(&open).instance_id.clone();
+            // A restarted process resumes from the supervisor's copy of the
+            // state; what the dead process wrote for unanswered batches is void.
+            self.state.discard_staged(&id, None);
+            set_state(&mut open, self.state.entries(&id));
+            open_on(live, &open, self.timeouts, &live.describe.name).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}

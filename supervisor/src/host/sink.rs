@@ -1,0 +1,119 @@
+//! An open sink instance: batches out, and the two-phase-commit calls.
+
+use super::*;
+
+/// An open sink instance.
+pub struct SinkInstance {
+    pub(super) id: String,
+    pub(super) plugin: String,
+    pub(super) entry: Arc<Entry>,
+    pub(super) state: Arc<StateRegistry>,
+    pub(super) timeouts: Timeouts,
+    pub(super) stream: BatchStream<oort_proto::wire::EncodedBatch, pb::WriteAck>,
+    pub(super) watch: CallWatch,
+}
+
+impl SinkInstance {
+    /// The writes in flight: the pipeline holds a [`CallGuard`] from the
+    /// first attempt of a batch to its last retry.
+    pub fn call_watch(&self) -> &CallWatch {
+        &self.watch
+    }
+
+    /// The serving process's status, limits and resource use.
+    pub fn process(&self) -> ProcessView {
+        ProcessView::of(&self.entry)
+    }
+
+    /// The pid of the process serving it right now.
+    pub fn pid(&self) -> Option<u32> {
+        self.entry.process.pid()
+    }
+
+    /// How often its process was restarted after a crash.
+    pub fn restarts(&self) -> u32 {
+        self.entry.process.restarts()
+    }
+
+    /// The plugin serving it (metrics and status label).
+    pub fn plugin(&self) -> &str {
+        &self.entry.process.spec().name
+    }
+
+    /// Whether its process is up and handshaken right now.
+    pub fn connected(&self) -> bool {
+        matches!(self.entry.process.status(), crate::process::ProcessStatus::Running { .. })
+    }
+
+    /// Two-phase commit, phase one: makes everything written durable and
+    /// returns the sink's handle for checkpoint `id`.
+    pub async fn pre_commit(&self, id: u64) -> Result<Value, HostError> {
+        let live = self.entry.process.live().await?;
+        let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
+        let req = pb::PreCommitRequest { instance_id: self.id.clone(), checkpoint_id: id };
+        let resp = call(&self.plugin, "PreCommit", self.timeouts, client.pre_commit(req)).await?;
+        Ok(resp.handle.map(Into::into).unwrap_or_default())
+    }
+
+    /// Two-phase commit, phase two: checkpoint `id` is durable; make it final.
+    /// Also the recover-and-commit call after a restore.
+    pub async fn commit(&self, id: u64, handle: Value) -> Result<(), HostError> {
+        let live = self.entry.process.live().await?;
+        let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
+        let req = pb::CommitRequest { instance_id: self.id.clone(), checkpoint_id: id, handle: Some(handle.into()) };
+        call(&self.plugin, "Commit", self.timeouts, client.commit(req)).await?;
+        Ok(())
+    }
+
+    /// Two-phase commit, the other phase two: checkpoint `id` will never be
+    /// durable (another sink failed its pre-commit, or the store its write);
+    /// discard what its pre-commit prepared.
+    pub async fn abort(&self, id: u64, handle: Value) -> Result<(), HostError> {
+        let live = self.entry.process.live().await?;
+        let mut client = pb::sink_client::SinkClient::new(live.channel.clone());
+        let req = pb::CommitRequest { instance_id: self.id.clone(), checkpoint_id: id, handle: Some(handle.into()) };
+        call(&self.plugin, "Abort", self.timeouts, client.abort(req)).await?;
+        Ok(())
+    }
+
+    /// Writes one batch and waits for the sink's acknowledgement. The batch is
+    /// borrowed: a failed write is retried with the same records, and several
+    /// sinks share one batch.
+    pub async fn write(&self, records: &[Record]) -> Result<(), HostError> {
+        let live = self.entry.process.live().await?;
+        let encoded = oort_proto::wire::BatchBody::write(&self.id, records);
+        let ack = self
+            .stream
+            .round_trip(
+                &live,
+                true,
+                |seq| encoded.with_seq(seq),
+                |channel, input| oort_proto::wire::write_stream(channel, input, 64 << 20),
+            )
+            .await
+            .inspect_err(|e| {
+                if matches!(e, HostError::Timeout { .. }) {
+                    note_timeout(&self.watch, &self.plugin, &self.id, e, "until it succeeds");
+                }
+            })
+            .and_then(|ack| {
+                ack.ok_or_else(|| HostError::Call {
+                    plugin: self.plugin.clone(),
+                    call: "Write",
+                    message: "no stream".into(),
+                })
+            })
+            .inspect_err(|_| {
+                // An unacknowledged batch never happened: neither did its writes.
+                self.state.discard_staged(&self.id, Some(self.stream.seq.load(Ordering::Relaxed)));
+            })?;
+        self.state
+            .accept(&self.id, Some(ack.seq), ack.mutations)
+            .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;
+        if ack.error.is_empty() {
+            Ok(())
+        } else {
+            Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: ack.error })
+        }
+    }
+}
