@@ -5,10 +5,6 @@
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context as _};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value as Json;
 
 use crate::catalog::PluginKind;
@@ -32,25 +28,35 @@ enum Answer {
 impl Remote {
     async fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Answer> {
         let url = format!("{}{}", self.server.trim_end_matches('/'), path);
-        let mut req = hyper::Request::builder().method(method).uri(&url);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .with_context(|| format!("bad server URL {url:?}"))?;
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        let resp =
-            client.request(req).await.with_context(|| format!("cannot reach the oort daemon at {}", self.server))?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let req = req.body(body.unwrap_or_default()).with_context(|| format!("bad server URL {url:?}"))?;
+        let server = self.server.clone();
+        // ureq (also the installer's client) blocks: one request, off the runtime.
+        let (status, bytes) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, Vec<u8>)> {
+            let config = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(std::time::Duration::from_secs(120)))
+                .build();
+            let agent = ureq::Agent::new_with_config(config);
+            let mut resp = agent.run(req).with_context(|| format!("cannot reach the oort daemon at {server}"))?;
+            let bytes = resp.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+            Ok((resp.status().as_u16(), bytes))
+        })
+        .await??;
         let json = serde_json::from_slice::<Json>(&bytes).ok();
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             let msg = json.as_ref().and_then(|j| j.get("error")).and_then(Json::as_str).map(str::to_string);
-            bail!("{} ({status})", msg.unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string()));
+            let reason = ureq::http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason().map(|r| format!("{status} {r}")))
+                .unwrap_or_else(|| status.to_string());
+            bail!("{} ({reason})", msg.unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string()));
         }
         Ok(match json {
             Some(j) => Answer::Json(j),

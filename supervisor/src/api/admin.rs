@@ -10,15 +10,16 @@ use tonic::{Request, Response, Status};
 use crate::catalog::PluginKind;
 use crate::host::Host;
 use crate::process::ProcessStatus;
-use crate::runtime::{Engine, EngineError};
+use crate::runtime::{Engine, EngineError, ErrorKind};
 
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Status {
-        match e {
-            EngineError::Invalid(m) => Status::invalid_argument(m),
-            EngineError::NotFound(m) => Status::not_found(m),
-            EngineError::Conflict(m) => Status::already_exists(m),
-            other => Status::internal(other.to_string()),
+        let message = e.to_string();
+        match e.kind() {
+            ErrorKind::Invalid => Status::invalid_argument(message),
+            ErrorKind::NotFound => Status::not_found(message),
+            ErrorKind::Conflict => Status::already_exists(message),
+            ErrorKind::Internal => Status::internal(message),
         }
     }
 }

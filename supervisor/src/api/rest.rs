@@ -21,7 +21,7 @@ use serde_json::{json, Value as Json_};
 use crate::catalog::PluginKind;
 use crate::host::Host;
 use crate::install::{self, InstallError, InstallRequest};
-use crate::runtime::{Engine, EngineError};
+use crate::runtime::{Engine, EngineError, ErrorKind};
 
 /// Options of the REST API.
 #[derive(Debug, Clone, Default)]
@@ -56,11 +56,11 @@ impl IntoResponse for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
-        let status = match &e {
-            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
-            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::Conflict(_) => StatusCode::CONFLICT,
-            EngineError::Store(_) | EngineError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        let status = match e.kind() {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }

@@ -10,6 +10,10 @@
 //! tree (its group, and every descendant, also those that left the group with
 //! `setsid`) is watched against its [`Limits`] and killed on every stop.
 
+// The one module allowed to spawn and signal processes (supervisor/clippy.toml
+// forbids it elsewhere).
+#![allow(clippy::disallowed_methods)]
+
 mod cgroup;
 mod guard;
 mod limits;

@@ -35,17 +35,57 @@ pub use pipeline::{PluginProcess, RuleStatus, RunState};
 /// Why an engine request failed; the API maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The request is malformed or names something that does not exist in it.
+    /// A definition that does not parse or validate: the message says why.
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
+    #[error("no stream named {name:?}")]
+    UnknownStream { name: String },
+    #[error("no rule named {id:?}")]
+    UnknownRule { id: String },
+    #[error("stream {name}: no source plugin named {plugin:?}")]
+    UnknownSource { name: String, plugin: String },
+    #[error("stream {name} already exists")]
+    StreamExists { name: String },
+    #[error("rule {id} already exists")]
+    RuleExists { id: String },
+    #[error("stream {name} is used by rules {}", rules.join(", "))]
+    StreamInUse { name: String, rules: Vec<String> },
+    /// A stored rule that no longer plans (see `unplannable`).
+    #[error("rule {id} cannot start: {reason}")]
+    CannotStart { id: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("stored definition of {what} is unreadable: {reason}")]
     Corrupt { what: String, reason: String },
+}
+
+/// What kind of failure an [`EngineError`] is, for the API layer to map to
+/// HTTP and gRPC codes in one place each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong: fix it.
+    Invalid,
+    /// It names something that does not exist.
+    NotFound,
+    /// It clashes with what exists.
+    Conflict,
+    /// The daemon failed (its store): not the caller's fault.
+    Internal,
+}
+
+impl EngineError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::Invalid(_) | EngineError::UnknownSource { .. } | EngineError::CannotStart { .. } => {
+                ErrorKind::Invalid
+            }
+            EngineError::UnknownStream { .. } | EngineError::UnknownRule { .. } => ErrorKind::NotFound,
+            EngineError::StreamExists { .. } | EngineError::RuleExists { .. } | EngineError::StreamInUse { .. } => {
+                ErrorKind::Conflict
+            }
+            EngineError::Store(_) | EngineError::Corrupt { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 impl From<crate::rule::RuleError> for EngineError {
@@ -180,7 +220,7 @@ impl Engine {
     pub async fn create_stream(&self, sql: &str) -> Result<StreamDef, EngineError> {
         let sql = sql.to_string();
         let def = off_the_workers(move || parse_stream(&sql)).await??;
-        let exists = || EngineError::Conflict(format!("stream {} already exists", def.name));
+        let exists = || EngineError::StreamExists { name: def.name.clone() };
         if self.streams.lock().await.contains_key(&def.name) {
             return Err(exists());
         }
@@ -188,7 +228,7 @@ impl Engine {
         if !self.host.has_plugin(PluginKind::Source, ty) {
             self.host.rescan().await;
             if !self.host.has_plugin(PluginKind::Source, ty) {
-                return Err(EngineError::Invalid(format!("stream {}: no source plugin named {ty:?}", def.name)));
+                return Err(EngineError::UnknownSource { name: def.name.clone(), plugin: ty.to_string() });
             }
         }
         self.source_props(&def)?;
@@ -211,20 +251,20 @@ impl Engine {
             .await
             .get(name)
             .cloned()
-            .ok_or_else(|| EngineError::NotFound(format!("no stream named {name:?}")))
+            .ok_or_else(|| EngineError::UnknownStream { name: name.to_string() })
     }
 
     /// Drops a stream that no rule uses.
     pub async fn drop_stream(&self, name: &str) -> Result<(), EngineError> {
         let rules = self.rules.lock().await;
-        let users: Vec<&str> =
-            rules.iter().filter(|(_, e)| e.plan.select.stream == name).map(|(id, _)| id.as_str()).collect();
+        let users: Vec<String> =
+            rules.iter().filter(|(_, e)| e.plan.select.stream == name).map(|(id, _)| id.clone()).collect();
         if !users.is_empty() {
-            return Err(EngineError::Conflict(format!("stream {name} is used by rules {}", users.join(", "))));
+            return Err(EngineError::StreamInUse { name: name.to_string(), rules: users });
         }
         let mut streams = self.streams.lock().await;
         if !streams.contains_key(name) {
-            return Err(EngineError::NotFound(format!("no stream named {name:?}")));
+            return Err(EngineError::UnknownStream { name: name.to_string() });
         }
         self.store.delete(Namespace::Streams, name)?;
         streams.remove(name);
@@ -310,7 +350,7 @@ impl Engine {
     pub async fn create_rule(&self, body: &[u8]) -> Result<String, EngineError> {
         let (def, plan) = parse_rule(body).await?;
         if self.rules.lock().await.contains_key(&def.id) {
-            return Err(EngineError::Conflict(format!("rule {} already exists", def.id)));
+            return Err(EngineError::RuleExists { id: def.id.clone() });
         }
         self.validate(&plan).await?;
         let life = Arc::new(Mutex::new(()));
@@ -320,7 +360,7 @@ impl Engine {
         let running = {
             let mut rules = self.rules.lock().await;
             if rules.contains_key(&def.id) {
-                return Err(EngineError::Conflict(format!("rule {} already exists", def.id)));
+                return Err(EngineError::RuleExists { id: def.id.clone() });
             }
             let stored = StoredRule { running: def.triggered.unwrap_or(true), rule: def };
             self.store.put(Namespace::Rules, &id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
@@ -436,7 +476,7 @@ impl Engine {
             let entry = rules.get(id).ok_or_else(|| no_rule(id))?;
             if let Some(reason) = &entry.unplannable {
                 entry.status.set_state(RunState::Failed(reason.clone()));
-                return Err(EngineError::Invalid(format!("rule {id} cannot start: {reason}")));
+                return Err(EngineError::CannotStart { id: id.to_string(), reason: reason.clone() });
             }
             entry.plan.select.stream.clone()
         };
@@ -592,7 +632,7 @@ impl Engine {
 }
 
 fn no_rule(id: &str) -> EngineError {
-    EngineError::NotFound(format!("no rule named {id:?}"))
+    EngineError::UnknownRule { id: id.to_string() }
 }
 
 fn status_word(s: &RunState) -> &'static str {

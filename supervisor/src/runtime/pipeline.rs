@@ -324,20 +324,49 @@ fn restore(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
 }
 
 async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
-    let plan = &ctx.plan;
-    let rule = plan.def.id.as_str();
-    let restart = plan.restart;
-    let checkpointing = plan.qos >= 1;
+    let restored = restore_state(ctx)?;
+    let mut opened = open(ctx).await?;
+    let outcome = match recover(ctx, &opened, restored.as_ref()).await {
+        Ok(position) => run_loop(ctx, &mut opened, position, restored.is_none()).await,
+        Err(failure) => Err(failure),
+    };
+    drain(opened).await;
+    outcome
+}
 
-    // With checkpoints, state is exactly the checkpoint's: restored before any
-    // instance opens, so every instance opens with it.
+/// With checkpoints, state is exactly the checkpoint's: restored before any
+/// instance opens, so every instance opens with it.
+fn restore_state(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
+    let rule = ctx.plan.def.id.as_str();
+    let checkpointing = ctx.plan.qos >= 1;
     let restored = if checkpointing { restore(ctx)? } else { None };
-    ctx.host.set_rule_limits(rule, &plan.plugin_limits);
+    ctx.host.set_rule_limits(rule, &ctx.plan.plugin_limits);
     if checkpointing {
         let instances = restored.as_ref().map(|r| r.instances.clone()).unwrap_or_default();
         ctx.host.state().restore_rule(rule, instances);
     }
+    Ok(restored)
+}
 
+/// A rule's plugin instances, opened, and the task that feeds each sink.
+struct Opened {
+    source: Arc<SourceInstance>,
+    functions: Vec<Arc<FunctionInstance>>,
+    function_calls: Vec<Arc<CallMetrics>>,
+    sinks: Vec<(String, Arc<SinkInstance>)>,
+    sink_queues: Vec<mpsc::Sender<SinkMsg>>,
+    sink_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A sink task that gives up says why here.
+    fatal_rx: mpsc::Receiver<Failure>,
+}
+
+/// Opens the source, one function instance per call site and the sinks, and
+/// starts the sink tasks.
+async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
+    let plan = &ctx.plan;
+    let rule = plan.def.id.as_str();
+    let restart = plan.restart;
+    let checkpointing = plan.qos >= 1;
     let props = ctx.source_props.clone().into_iter().collect();
     let source = ctx
         .host
@@ -374,7 +403,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         functions.push(f);
     }
 
-    let (fatal_tx, mut fatal_rx) = mpsc::channel::<Failure>(1);
+    let (fatal_tx, fatal_rx) = mpsc::channel::<Failure>(1);
     let mut sink_queues = Vec::new();
     let mut sink_tasks = Vec::new();
     let mut sinks = Vec::new();
@@ -406,10 +435,25 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         )));
     }
     drop(fatal_tx);
+    Ok(Opened { source, functions, function_calls, sinks, sink_queues, sink_tasks, fatal_rx })
+}
 
+/// Where a run resumes: after the last record the sinks accepted, and with
+/// the next checkpoint id.
+struct Position {
+    last_offset: Option<Value>,
+    next_checkpoint: u64,
+}
+
+/// Rewinds the source to the restored checkpoint and, under exactly-once,
+/// commits what the checkpoint pre-committed in each sink (recover-and-commit).
+async fn recover(ctx: &RunContext, opened: &Opened, restored: Option<&Snapshot>) -> Result<Position, Failure> {
+    let plan = &ctx.plan;
+    let rule = plan.def.id.as_str();
+    let Opened { source, sinks, .. } = opened;
     let mut last_offset: Option<Value> = None;
     let mut next_checkpoint = 1;
-    if let Some(r) = &restored {
+    if let Some(r) = restored {
         next_checkpoint = r.id + 1;
         if let Some(offset) = &r.source_offset {
             source
@@ -421,7 +465,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         if plan.qos == 2 {
             // Recover-and-commit: the restored checkpoint is durable, so its
             // pre-committed output is final, and whatever came after it goes.
-            for (operator, sink) in &sinks {
+            for (operator, sink) in sinks.iter() {
                 if let Some(handle) = r.sink_handles.get(operator) {
                     sink.commit(r.id, handle.clone()).await.map_err(|e| Failure {
                         reason: format!("rule {rule}: recovering checkpoint {} in {operator}: {e}", r.id),
@@ -432,12 +476,22 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         }
         tracing::info!(rule, checkpoint = r.id, "restored from checkpoint");
     }
+    Ok(Position { last_offset, next_checkpoint })
+}
 
-    let calls = Calls { functions: &functions, metrics: &function_calls, stop: ctx.stop.clone() };
+/// The main loop: source batches in, evaluated (up to `IN_FLIGHT` at once),
+/// forwarded to the sinks, with a checkpoint every interval; `fresh` when no
+/// checkpoint was restored. Ends when the rule is stopped or fails.
+async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fresh: bool) -> Result<(), Failure> {
+    let plan = &ctx.plan;
+    let checkpointing = plan.qos >= 1;
+    let Opened { source, functions, function_calls, sinks, sink_queues, fatal_rx, .. } = opened;
+    let Position { mut last_offset, mut next_checkpoint } = position;
+    let calls = Calls { functions, metrics: function_calls, stop: ctx.stop.clone() };
     let max_batch = plan.buffer_length;
     let mut stop = ctx.stop.clone();
-    let mut checkpoint = Checkpointer { ctx, sinks: &sinks, queues: &sink_queues };
-    if checkpointing && restored.is_none() {
+    let mut checkpoint = Checkpointer { ctx, sinks, queues: sink_queues };
+    if checkpointing && fresh {
         // Checkpoint 1 before the first record: a crash before the first
         // interval then restores to "nothing written yet" instead of nothing.
         checkpoint.take(next_checkpoint, &last_offset).await?;
@@ -461,7 +515,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
             Evaluated { outcome: rule::run_batch(select, batch.records, calls).await, offset: batch.offset, started }
         }
     };
-    let mut out = Forward { ctx, queues: &sink_queues, stop: ctx.stop.clone(), last_offset: &mut last_offset };
+    let mut out = Forward { ctx, queues: sink_queues, stop: ctx.stop.clone(), last_offset: &mut last_offset };
 
     let outcome: Result<(), Failure> = 'outer: loop {
         let mut batches = match source.read(max_batch).await {
@@ -474,7 +528,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
                 _ = stopped(&mut stop) => break 'outer Ok(()),
                 Some(failure) = fatal_rx.recv() => break 'outer Err(failure),
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    if let Err(exit) = out.send(done, &mut fatal_rx).await {
+                    if let Err(exit) = out.send(done, &mut *fatal_rx).await {
                         break 'outer exit.into();
                     }
                     continue;
@@ -482,7 +536,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
                 _ = ticker.tick(), if checkpointing => {
                     // The barrier must follow every batch taken from the source.
                     while let Some(done) = in_flight.next().await {
-                        if let Err(exit) = out.send(done, &mut fatal_rx).await {
+                        if let Err(exit) = out.send(done, &mut *fatal_rx).await {
                             break 'outer exit.into();
                         }
                     }
@@ -518,7 +572,7 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
         // last offset the pipeline accepted, so a rewindable source neither
         // skips nor repeats records.
         while let Some(done) = in_flight.next().await {
-            if let Err(exit) = out.send(done, &mut fatal_rx).await {
+            if let Err(exit) = out.send(done, &mut *fatal_rx).await {
                 break 'outer exit.into();
             }
         }
@@ -534,11 +588,16 @@ async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     };
     drop(in_flight);
     ctx.status.source.clear_buffer();
+    outcome
+}
+
+/// Closes the sink queues and waits for every sink task to finish its batch.
+async fn drain(opened: Opened) {
+    let Opened { sink_queues, sink_tasks, .. } = opened;
     drop(sink_queues);
     for task in sink_tasks {
         let _ = task.await;
     }
-    outcome
 }
 
 /// Source batches evaluated at once (see the main loop).
