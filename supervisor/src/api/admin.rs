@@ -7,10 +7,10 @@ use oort_proto::admin::v1 as pb;
 use oort_proto::admin::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
+use super::report::{flat_status, process_status_word, rule_state_word};
 use crate::catalog::PluginKind;
 use crate::host::Host;
-use crate::process::ProcessStatus;
-use crate::runtime::{Engine, EngineError, ErrorKind};
+use crate::runtime::{Engine, EngineError, ErrorKind, RunState};
 
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Status {
@@ -32,16 +32,6 @@ pub(super) struct AdminService {
 fn kind(k: &str) -> Result<PluginKind, Status> {
     PluginKind::parse(k)
         .ok_or_else(|| Status::invalid_argument(format!("unknown plugin kind {k:?}: use source, sink or function")))
-}
-
-fn status_word(s: &ProcessStatus) -> &'static str {
-    match s {
-        ProcessStatus::Starting => "starting",
-        ProcessStatus::Running { .. } => "running",
-        ProcessStatus::Restarting { .. } => "restarting",
-        ProcessStatus::Failed { .. } => "failed",
-        ProcessStatus::Stopped => "stopped",
-    }
 }
 
 #[tonic::async_trait]
@@ -81,7 +71,7 @@ impl Admin for AdminService {
                     pid: p.pid.unwrap_or_default(),
                     rule: p.rule.unwrap_or_default(),
                     restarts: p.restarts,
-                    status: status_word(&p.status).to_string(),
+                    status: process_status_word(&p.status).to_string(),
                     instances: p.instances as u32,
                 })
                 .collect(),
@@ -94,42 +84,34 @@ impl Admin for AdminService {
             .list_rules()
             .await
             .into_iter()
-            .map(|r| pb::RuleSummary {
-                id: r["id"].as_str().unwrap_or_default().to_string(),
-                status: r["status"].as_str().unwrap_or_default().to_string(),
-            })
+            .map(|(id, state)| pb::RuleSummary { id, status: rule_state_word(&state).to_string() })
             .collect();
         Ok(Response::new(pb::ListRulesResponse { rules }))
     }
 
     async fn get_rule_status(&self, req: Request<pb::RuleRequest>) -> Result<Response<pb::RuleStatus>, Status> {
-        let status = self.engine.rule_status(&req.into_inner().id).await?;
+        let report = self.engine.rule_status(&req.into_inner().id).await?;
         let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-        let mut out = pb::RuleStatus::default();
-        if let Some(obj) = status.as_object() {
-            for (k, v) in obj {
-                match k.as_str() {
-                    "status" => out.status = text(v),
-                    "message" => out.message = text(v),
-                    "plugins" => {
-                        out.plugins = v
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|p| pb::RuleOperatorProcess {
-                                operator: p["operator"].as_str().unwrap_or_default().to_string(),
-                                pid: p["pid"].as_u64().unwrap_or_default() as u32,
-                                restarts: p["restarts"].as_u64().unwrap_or_default() as u32,
-                            })
-                            .collect()
-                    }
-                    _ => {
-                        out.metrics.insert(k.clone(), text(v));
-                    }
-                }
-            }
-        }
-        Ok(Response::new(out))
+        let mut metrics = flat_status(&report);
+        metrics.remove("status");
+        metrics.remove("message");
+        Ok(Response::new(pb::RuleStatus {
+            status: rule_state_word(&report.state).to_string(),
+            message: match &report.state {
+                RunState::Failed(reason) => reason.clone(),
+                _ => String::new(),
+            },
+            metrics: metrics.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
+            plugins: report
+                .plugins
+                .iter()
+                .map(|p| pb::RuleOperatorProcess {
+                    operator: p.operator.clone(),
+                    pid: p.pid.unwrap_or_default(),
+                    restarts: p.restarts,
+                })
+                .collect(),
+        }))
     }
 
     async fn start_rule(&self, req: Request<pb::RuleRequest>) -> Result<Response<pb::RuleActionResponse>, Status> {

@@ -11,6 +11,7 @@
 
 mod admin;
 mod metrics;
+mod report;
 mod rest;
 mod state_service;
 

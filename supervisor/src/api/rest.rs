@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value as Json_};
 
+use super::report::{rule_state_word, status_json};
 use crate::catalog::PluginKind;
 use crate::host::Host;
 use crate::install::{self, InstallError, InstallRequest};
@@ -197,7 +198,8 @@ async fn create_rule(State(app): State<AppState>, body: Bytes) -> ApiResult<Resp
 }
 
 async fn list_rules(State(app): State<AppState>) -> Json<Vec<Json_>> {
-    Json(app.engine.list_rules().await)
+    let rules = app.engine.list_rules().await;
+    Json(rules.iter().map(|(id, state)| json!({"id": id, "status": rule_state_word(state)})).collect())
 }
 
 async fn describe_rule(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<crate::rule::RuleDef>> {
@@ -215,7 +217,7 @@ async fn delete_rule(State(app): State<AppState>, Path(id): Path<String>) -> Api
 }
 
 async fn rule_status(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
-    Ok(Json(app.engine.rule_status(&id).await?))
+    Ok(Json(status_json(&app.engine.rule_status(&id).await?)))
 }
 
 async fn rule_action(State(app): State<AppState>, Path((id, action)): Path<(String, String)>) -> ApiResult<String> {

@@ -32,16 +32,6 @@ impl FunctionInstance {
         self.entry.process.restarts()
     }
 
-    /// The plugin serving it (metrics and status label).
-    pub fn plugin(&self) -> &str {
-        &self.entry.process.spec().name
-    }
-
-    /// Whether its process is up and handshaken right now.
-    pub fn connected(&self) -> bool {
-        matches!(self.entry.process.status(), crate::process::ProcessStatus::Running { .. })
-    }
-
     /// The function's name as the plugin exports it.
     pub fn symbol(&self) -> &str {
         &self.symbol

@@ -35,16 +35,6 @@ impl SinkInstance {
         self.entry.process.restarts()
     }
 
-    /// The plugin serving it (metrics and status label).
-    pub fn plugin(&self) -> &str {
-        &self.entry.process.spec().name
-    }
-
-    /// Whether its process is up and handshaken right now.
-    pub fn connected(&self) -> bool {
-        matches!(self.entry.process.status(), crate::process::ProcessStatus::Running { .. })
-    }
-
     /// Two-phase commit, phase one: makes everything written durable and
     /// returns the sink's handle for checkpoint `id`.
     pub async fn pre_commit(&self, id: u64) -> Result<Value, HostError> {

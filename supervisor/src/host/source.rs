@@ -41,16 +41,6 @@ impl SourceInstance {
         self.entry.process.restarts()
     }
 
-    /// The plugin serving it (metrics and status label).
-    pub fn plugin(&self) -> &str {
-        &self.entry.process.spec().name
-    }
-
-    /// Whether its process is up and handshaken right now.
-    pub fn connected(&self) -> bool {
-        matches!(self.entry.process.status(), crate::process::ProcessStatus::Running { .. })
-    }
-
     /// The serving process's status, limits and resource use.
     pub fn process(&self) -> ProcessView {
         ProcessView::of(&self.entry)

@@ -1,17 +1,17 @@
 //! A rule's numbers: per-operator counters, plugin calls, checkpoints and the
 //! resource use of plugin processes.
 //!
-//! This is the one source of both views: `rule status` (eKuiper's flat JSON
-//! shape, [`OpMetrics::report`]) and Prometheus' `GET /metrics` (the `api`
-//! module encodes [`OpMetrics::snapshot`], [`CallMetrics`] and
-//! [`crate::process::ProcessUsage`]). Nothing is counted twice or in two places.
+//! This is the one source of both views: `rule status` and Prometheus' `GET
+//! /metrics` both read [`OpMetrics::snapshot`], [`CallMetrics`] and
+//! [`crate::process::ProcessUsage`], and the `api` module encodes them
+//! (eKuiper's flat JSON, protobuf, the OpenMetrics text). Nothing is counted
+//! twice or in two places.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::histogram::Histogram;
-use serde_json::{json, Map, Value as Json};
 
 use crate::rule::OpOutcome;
 
@@ -149,20 +149,6 @@ impl OpMetrics {
             last_invocation: c.last_invocation,
             buffer_length: self.buffer.load(Ordering::Relaxed).max(0) as u64,
         }
-    }
-
-    /// Appends this operator's metrics to a status object.
-    pub fn report(&self, into: &mut Map<String, Json>) {
-        let s = self.snapshot();
-        let n = &s.name;
-        into.insert(format!("{n}_records_in_total"), json!(s.records_in));
-        into.insert(format!("{n}_records_out_total"), json!(s.records_out));
-        into.insert(format!("{n}_exceptions_total"), json!(s.exceptions));
-        into.insert(format!("{n}_last_exception"), json!(s.last_exception));
-        into.insert(format!("{n}_last_exception_time"), json!(s.last_exception_time));
-        into.insert(format!("{n}_process_latency_us"), json!(s.process_latency_us));
-        into.insert(format!("{n}_buffer_length"), json!(s.buffer_length));
-        into.insert(format!("{n}_last_invocation"), json!(s.last_invocation));
     }
 }
 

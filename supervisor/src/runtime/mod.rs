@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 use tokio::sync::{watch, Mutex};
 
 use crate::catalog::PluginKind;
@@ -30,7 +30,7 @@ use crate::host::Host;
 use crate::rule::{parse_stream, RuleDef, RulePlan, StreamDef};
 use crate::store::{Namespace, Store, StoreError};
 use pipeline::stopped;
-pub use pipeline::{PluginProcess, RuleStatus, RunState};
+pub use pipeline::{PluginProcess, RuleReport, RuleStatus, RunState};
 
 /// Why an engine request failed; the API maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -543,13 +543,9 @@ impl Engine {
     }
 
     /// Every rule with its status, eKuiper's `GET /rules` shape.
-    pub async fn list_rules(&self) -> Vec<Json> {
-        self.rules
-            .lock()
-            .await
-            .iter()
-            .map(|(id, e)| json!({"id": id, "status": status_word(&e.status.state())}))
-            .collect()
+    /// Every rule's id and state.
+    pub async fn list_rules(&self) -> Vec<(String, RunState)> {
+        self.rules.lock().await.iter().map(|(id, e)| (id.clone(), e.status.state())).collect()
     }
 
     /// A rule's definition as given.
@@ -558,37 +554,12 @@ impl Engine {
         rules.get(id).map(|e| e.stored.rule.clone()).ok_or_else(|| no_rule(id))
     }
 
-    /// eKuiper's flat status object, plus the plugin processes serving the rule.
-    pub async fn rule_status(&self, id: &str) -> Result<Json, EngineError> {
-        let status = {
-            let rules = self.rules.lock().await;
-            rules.get(id).map(|e| e.status.clone()).ok_or_else(|| no_rule(id))?
-        };
-        let mut out = serde_json::Map::new();
-        let state = status.state();
-        out.insert("status".into(), json!(status_word(&state)));
-        if let RunState::Failed(reason) = &state {
-            out.insert("message".into(), json!(reason));
-        }
-        if let Some(w) = status.warning() {
-            out.insert("warning".into(), json!(w));
-        }
-        let stuck = status.stuck();
-        if !stuck.is_empty() {
-            out.insert("stuck".into(), json!(stuck));
-        }
-        if let Some((id, at)) = status.last_checkpoint() {
-            out.insert("checkpoint_last_id".into(), json!(id));
-            out.insert("checkpoint_last_time".into(), json!(at));
-        }
-        status.source.report(&mut out);
-        status.filter.report(&mut out);
-        status.project.report(&mut out);
-        for s in &status.sinks {
-            s.report(&mut out);
-        }
-        out.insert("plugins".into(), Json::Array(status.plugins()));
-        Ok(Json::Object(out))
+    /// A rule's state, operator numbers, checkpoint and plugin processes.
+    pub async fn rule_status(&self, id: &str) -> Result<RuleReport, EngineError> {
+        let rules = self.rules.lock().await;
+        let status = rules.get(id).map(|e| e.status.clone()).ok_or_else(|| no_rule(id))?;
+        drop(rules);
+        Ok(status.report())
     }
 
     /// Stops every rule without changing whether it should run, so that the
@@ -633,14 +604,6 @@ impl Engine {
 
 fn no_rule(id: &str) -> EngineError {
     EngineError::UnknownRule { id: id.to_string() }
-}
-
-fn status_word(s: &RunState) -> &'static str {
-    match s {
-        RunState::Running => "running",
-        RunState::Stopped => "stopped",
-        RunState::Failed(_) => "error",
-    }
 }
 
 async fn stop_handle(run: Option<RunHandle>, status: &RuleStatus) {

@@ -17,7 +17,10 @@ use super::metrics::{CallMetrics, CheckpointMetrics, OpKind, OpMetrics, OpSnapsh
 use crate::process::ProcessUsage;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
-use crate::host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
+use crate::host::{
+    FunctionInstance, Host, HostError, Outstanding, ProcessView, SinkInstance, SourceBatch, SourceInstance,
+};
+use crate::process::ProcessStatus;
 use crate::rule::{self, Cell, Functions, RulePlan, StreamDef};
 use crate::store::Store;
 
@@ -62,6 +65,27 @@ pub struct PluginProcess {
     pub calls: Arc<CallMetrics>,
     /// Read from `/proc` when asked; `None` when there is no live process.
     pub usage: Option<ProcessUsage>,
+    /// The process's status, limits, the watchdog's view of its tree and why
+    /// it last failed.
+    pub process: ProcessView,
+    /// The oldest call in flight, once it has run for a second or timed out.
+    pub outstanding: Option<Outstanding>,
+}
+
+/// Everything a status call reports about one rule, read at once. The API
+/// layer turns it into eKuiper's flat JSON or the admin service's protobuf.
+#[derive(Debug, Clone)]
+pub struct RuleReport {
+    pub state: RunState,
+    /// A condition the rule runs with but an operator should know of.
+    pub warning: Option<String>,
+    /// One line per instance whose call timed out and is being retried.
+    pub stuck: Vec<String>,
+    /// The newest completed checkpoint: its id and when (ms since the epoch).
+    pub last_checkpoint: Option<(u64, u64)>,
+    /// Source, filter, projection, then the sinks.
+    pub operators: Vec<OpSnapshot>,
+    pub plugins: Vec<PluginProcess>,
 }
 
 #[derive(Clone)]
@@ -137,64 +161,47 @@ impl RuleStatus {
         ops
     }
 
-    /// The plugin processes serving this rule, with their calls and, when
-    /// `usage` is set, their memory and CPU time read from `/proc` now.
+    /// The plugin processes serving this rule, with their calls, process
+    /// status and, when `usage` is set, their memory and CPU time read from
+    /// `/proc` now.
     pub fn processes(&self, usage: bool) -> Vec<PluginProcess> {
         let list = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
         list.into_iter()
             .map(|(operator, i)| {
-                let (plugin, pid, restarts, connected) = match &i {
-                    Instance::Source(s) => (s.plugin().to_string(), s.pid(), s.restarts(), s.connected()),
-                    Instance::Function(f) => (f.plugin().to_string(), f.pid(), f.restarts(), f.connected()),
-                    Instance::Sink(s) => (s.plugin().to_string(), s.pid(), s.restarts(), s.connected()),
-                };
-                let usage = if usage { pid.and_then(ProcessUsage::of) } else { None };
-                PluginProcess { calls: self.calls(&operator), operator, plugin, pid, restarts, connected, usage }
-            })
-            .collect()
-    }
-
-    fn take_instances(&self) -> Vec<(String, Instance)> {
-        std::mem::take(&mut *self.instances.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// The plugin processes serving this rule: operator, pid, restarts, calls,
-    /// resident memory and CPU seconds read now, the process's status, limits
-    /// and the watchdog's view of its tree, why it last failed, and the oldest
-    /// call in flight (`outstanding`) once it has run for a second.
-    pub fn plugins(&self) -> Vec<serde_json::Value> {
-        let list = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        list.iter()
-            .map(|(op, i)| {
-                let (pid, restarts, process, outstanding) = match i {
+                let (pid, restarts, process, outstanding) = match &i {
                     Instance::Source(s) => (s.pid(), s.restarts(), s.process(), s.call_watch().oldest()),
                     Instance::Function(f) => (f.pid(), f.restarts(), f.process(), f.outstanding()),
                     Instance::Sink(s) => (s.pid(), s.restarts(), s.process(), s.call_watch().oldest()),
                 };
-                let usage = pid.and_then(ProcessUsage::of);
-                let mut v = serde_json::json!({
-                    "operator": op,
-                    "plugin": process.plugin,
-                    "pid": pid,
-                    "restarts": restarts,
-                    "calls": self.calls(op).calls(),
-                    "rss_bytes": usage.map(|u| u.rss_bytes),
-                    "cpu_seconds": usage.map(|u| u.cpu_seconds),
-                    "process": process.status,
-                    "limits": process.limits,
-                });
-                if let Some(u) = process.usage {
-                    v["usage"] = serde_json::json!(u);
+                PluginProcess {
+                    calls: self.calls(&operator),
+                    operator,
+                    plugin: process.plugin.clone(),
+                    pid,
+                    restarts,
+                    connected: matches!(process.status, ProcessStatus::Running { .. }),
+                    usage: if usage { pid.and_then(ProcessUsage::of) } else { None },
+                    process,
+                    outstanding: outstanding.filter(|o| o.for_ms >= SLOW_CALL_MS || o.timeouts > 0),
                 }
-                if let Some(f) = process.last_failure {
-                    v["last_failure"] = serde_json::json!(f);
-                }
-                if let Some(o) = outstanding.filter(|o| o.for_ms >= SLOW_CALL_MS || o.timeouts > 0) {
-                    v["outstanding"] = serde_json::json!(o);
-                }
-                v
             })
             .collect()
+    }
+
+    /// The rule's state, numbers and processes, read now.
+    pub fn report(&self) -> RuleReport {
+        RuleReport {
+            state: self.state(),
+            warning: self.warning(),
+            stuck: self.stuck(),
+            last_checkpoint: self.last_checkpoint(),
+            operators: self.operators(),
+            plugins: self.processes(true),
+        }
+    }
+
+    fn take_instances(&self) -> Vec<(String, Instance)> {
+        std::mem::take(&mut *self.instances.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// One line per instance whose call has timed out and is still being
