@@ -476,14 +476,13 @@ fn tail(log: &str) -> String {
 fn a_source_whose_process_stops_answering_is_reported_stuck_in_read() {
     let zoo = Zoo::start(&[], None, &["--call-timeout-ms", "1000"]);
     zoo.post("/rules", &zoo.bad_rule("frozen", "SELECT x FROM slow", "{}"), 201);
-    let pid = loop {
+    let source_pid = || {
         let s = zoo.status("frozen");
         let source = s["plugins"].as_array().and_then(|a| a.iter().find(|p| p["operator"] == "source").cloned());
-        if let Some(pid) = source.and_then(|p| p["pid"].as_u64()) {
-            break pid as u32;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        source.and_then(|p| p["pid"].as_u64()).map(|p| p as u32)
     };
+    assert!(wait(Duration::from_secs(10), || source_pid().is_some()), "the source process never started");
+    let pid = source_pid().unwrap();
     // A healthy source that is quiet for longer than the call timeout
     // (interval 3 s) is not stuck.
     zoo.post(

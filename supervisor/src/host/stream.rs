@@ -332,10 +332,14 @@ mod tests {
         stream: &Arc<BatchStream<pb::ExecBatch, pb::ExecResult>>,
         live: &Live,
     ) -> (Result<Option<pb::ExecResult>, HostError>, Result<Option<pb::ExecResult>, HostError>) {
-        // The first opens the stream; the second joins it while the first waits.
+        // The first opens the stream; the second joins it once it is open,
+        // while the first waits for its answer.
+        let before = stream.pipes.load(Ordering::Relaxed);
         let first = exec(stream, live);
         let second = async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            while stream.pipes.load(Ordering::Relaxed) == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             exec(stream, live).await
         };
         tokio::join!(first, second)

@@ -88,6 +88,8 @@ mod tests {
                 tokio::time::Instant::now()
             })
         };
+        // A negative check needs time: a waiter that ignored the first turn
+        // would have finished within this.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let dropped_at = tokio::time::Instant::now();
         drop(first);
