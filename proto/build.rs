@@ -5,12 +5,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = [
-        "oort/plugin/v1/plugin.proto",
-        "oort/state/v1/state.proto",
-        "oort/store/v1/checkpoint.proto",
-        "oort/admin/v1/admin.proto",
-    ];
+    let protos = ["oort/plugin/v1/plugin.proto", "oort/state/v1/state.proto", "oort/admin/v1/admin.proto"];
     tonic_prost_build::configure()
         // Ordered maps decode without hashing every key and convert to the
         // domain's `BTreeMap`s in key order; they also encode deterministically.

@@ -16,7 +16,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
 status=0
-OORT_FUZZ_CASES="$cases" cargo test --release -p oort-supervisor --test fuzz -- --nocapture --test-threads=1 \
+OORT_FUZZ_CASES="$cases" cargo test --release -p oort-tests --test fuzz -- --nocapture --test-threads=1 \
     >"$log" 2>&1 || status=$?
 
 printf '%-18s %10s %9s %10s\n' target cases failures seconds

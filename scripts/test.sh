@@ -7,6 +7,8 @@ bash scripts/setup.sh
 
 echo "== format"
 cargo fmt --all -- --check
+echo "== crate graph"
+bash scripts/check-crates.sh
 echo "== build (release profile: shared by tests, demo and benches)"
 # Integration tests start the real binaries of every workspace crate.
 cargo build --release --workspace --bins

@@ -35,14 +35,6 @@ pub mod admin {
     }
 }
 
-/// The supervisor's storage format (checkpoints); plugins never see it.
-#[allow(clippy::all, missing_docs)]
-pub mod store {
-    pub mod v1 {
-        tonic::include_proto!("oort.store.v1");
-    }
-}
-
 /// Serialized `FileDescriptorSet` of every Oort proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("oort_descriptor");
 

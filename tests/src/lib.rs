@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oort_supervisor::host::{Host, HostConfig};
-use oort_supervisor::process::{RuntimeDir, Timeouts};
-use oort_supervisor::state::StateRegistry;
+use oort_host::process::{RuntimeDir, Timeouts};
+use oort_host::state::StateRegistry;
+use oort_host::{Host, HostConfig};
 
 /// The folder holding the workspace's binaries (`oort`, the plugins, the fixture).
 pub fn bin_dir() -> PathBuf {
@@ -95,9 +95,9 @@ impl TestHost {
             state.clone(),
         ));
         // Serve the State service on the runtime socket, as the daemon does.
-        let shutdown = oort_supervisor::shutdown::Shutdown::default();
-        let socket = oort_supervisor::api::bind_state(runtime.state_socket()).expect("bind the State socket");
-        tokio::spawn(oort_supervisor::api::serve_state(socket, state, shutdown));
+        let shutdown = oort::shutdown::Shutdown::default();
+        let socket = oort::api::bind_state(runtime.state_socket()).expect("bind the State socket");
+        tokio::spawn(oort::api::serve_state(socket, state, shutdown));
         TestHost { host, runtime_root }
     }
 }
@@ -158,7 +158,7 @@ pub async fn list_services(socket: &Path) -> Vec<String> {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let channel = oort_supervisor::process::connect_unix(socket).await.expect("connect");
+    let channel = oort_host::process::connect_unix(socket).await.expect("connect");
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

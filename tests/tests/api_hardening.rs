@@ -64,7 +64,7 @@ fn the_grpc_admin_api_requires_the_token_and_health_and_reflection_stay_open() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let channel = oort_supervisor::process::connect_unix(&sock).await.unwrap();
+        let channel = oort_host::process::connect_unix(&sock).await.unwrap();
         let mut admin = AdminClient::new(channel.clone());
         let id = || pb::RuleRequest { id: "r1".into() };
         for token in [None, Some("wrong"), Some("")] {

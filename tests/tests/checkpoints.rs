@@ -278,7 +278,7 @@ fn a_corrupt_checkpoint_stops_the_rule_with_a_clear_error_until_reset() {
     assert!(d.terminate().success());
     drop(d);
 
-    let store = oort_supervisor::store::Store::open(&data.path().join("db")).unwrap();
+    let store = oort_store::Store::open(&data.path().join("db")).unwrap();
     let ids = store.checkpoint_ids("chaos").unwrap();
     let newest = *ids.last().expect("checkpoints were taken");
     assert!(ids.len() <= 3, "only the newest 3 are kept: {ids:?}");

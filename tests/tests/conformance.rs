@@ -22,12 +22,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use oort_core::ArgInfo;
+use oort_host::catalog::PluginKind;
+use oort_host::process::{RestartStrategy, Timeouts};
+use oort_host::{FunctionInstance, Host, RowOutcome};
 use oort_proto::plugin::v1 as pb;
 use oort_proto::{Record, Value};
-use oort_supervisor::catalog::PluginKind;
-use oort_supervisor::host::{FunctionInstance, Host, RowOutcome};
-use oort_supervisor::process::{RestartStrategy, Timeouts};
-use oort_supervisor::rule::ArgInfo;
 use oort_tests::{
     alive, bin_dir, fast_timeouts, kill9, list_services, sockets_under, wait_until, PluginsDir, TestHost,
 };
@@ -198,7 +198,7 @@ fn plugin_socket(host: &Host) -> PathBuf {
 }
 
 async fn channel(socket: &Path) -> tonic::transport::Channel {
-    oort_supervisor::process::connect_unix(socket).await.unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()))
+    oort_host::process::connect_unix(socket).await.unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()))
 }
 
 async fn describe_direct(socket: &Path) -> pb::DescribeResponse {
@@ -524,8 +524,7 @@ async fn restore(c: Arc<Cell>) {
     assert!(!alive(old));
 }
 
-type Batches =
-    tokio::sync::mpsc::Receiver<Result<oort_supervisor::host::SourceBatch, oort_supervisor::host::HostError>>;
+type Batches = tokio::sync::mpsc::Receiver<Result<oort_host::SourceBatch, oort_host::HostError>>;
 
 /// Receives batches until `n` records came, returning (n of each record, offset after each batch).
 async fn take(rx: &mut Batches, n: usize) -> (Vec<i64>, Vec<Value>) {

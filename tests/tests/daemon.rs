@@ -128,7 +128,7 @@ fn the_grpc_endpoint_serves_health_and_reflection() {
     let d = start_daemon(&plugins, &["--grpc-addr", &format!("unix:{}", sock.display())]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (status, services) = rt.block_on(async {
-        let channel = oort_supervisor::process::connect_unix(&sock).await.unwrap();
+        let channel = oort_host::process::connect_unix(&sock).await.unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
         (health.check(req).await.unwrap().into_inner().status, list_services(&sock).await)

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use oort_host::process::RestartStrategy;
+use oort_host::{HostError, SourceBatch};
 use oort_proto::plugin::v1 as pb;
 use oort_proto::plugin::v1::source_client::SourceClient;
 use oort_proto::{Record, Value};
-use oort_supervisor::host::{HostError, SourceBatch};
-use oort_supervisor::process::RestartStrategy;
 use oort_tests::{fast_timeouts, sockets_under, wait_until, PluginsDir, TestHost};
 use tokio::sync::mpsc::Receiver;
 
@@ -220,7 +220,7 @@ async fn the_file_source_rewinds_to_a_byte_offset() {
 
     // The host does not expose Rewind yet: talk to the plugin process directly.
     let socket = sockets_under(t.host.runtime_dir()).into_iter().find(|s| !s.ends_with("state.sock")).unwrap();
-    let channel = oort_supervisor::process::connect_unix(&socket).await.unwrap();
+    let channel = oort_host::process::connect_unix(&socket).await.unwrap();
     let mut client = SourceClient::new(channel);
     let id = "direct/source".to_string();
     let opened = client

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oort_supervisor::store::{Namespace, Store};
+use oort_store::{Namespace, Store};
 use oort_tests::{json, Daemon, PluginsDir};
 use serde_json::{json, Value as Json};
 

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::time::Duration;
 
+use oort_host::process::RestartStrategy;
 use oort_proto::{Record, Value};
-use oort_supervisor::process::RestartStrategy;
 use oort_tests::{bin, fast_timeouts, list_services, sockets_under, PluginsDir, TestHost};
 
 #[test]

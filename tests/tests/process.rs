@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use oort_host::catalog::PluginKind;
+use oort_host::process::{ProcessError, RestartStrategy, Timeouts};
+use oort_host::HostError;
 use oort_proto::Value;
-use oort_supervisor::catalog::PluginKind;
-use oort_supervisor::host::HostError;
-use oort_supervisor::process::{ProcessError, RestartStrategy, Timeouts};
 use oort_tests::{alive, fast_timeouts, kill9, sockets_under, wait_until, PluginsDir, TestHost};
 
 fn words(text: &str) -> Vec<Vec<Value>> {

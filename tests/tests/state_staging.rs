@@ -2,8 +2,8 @@
 //! handling: a batch whose answer never arrived is retried, and its writes
 //! must not count twice (issue 10, defect 11).
 
+use oort_host::process::RestartStrategy;
 use oort_proto::Value;
-use oort_supervisor::process::RestartStrategy;
 use oort_tests::{fast_timeouts, PluginsDir, TestHost};
 
 fn counts(outcomes: Vec<Result<Value, String>>) -> Vec<i64> {

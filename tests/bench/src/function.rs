@@ -8,9 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use oort_host::process::RestartStrategy;
+use oort_host::FunctionInstance;
 use oort_proto::Value;
-use oort_supervisor::host::FunctionInstance;
-use oort_supervisor::process::RestartStrategy;
 use oort_tests::{PluginsDir, TestHost};
 use prost::Message;
 use serde_json::{json, Value as Json};

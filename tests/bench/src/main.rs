@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use oort_supervisor::process::Timeouts;
+use oort_host::process::Timeouts;
 use oort_tests::PluginsDir;
 use serde_json::{json, Value as Json};
 

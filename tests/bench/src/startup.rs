@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use oort_host::process::{RestartStrategy, Timeouts};
 use oort_proto::Value;
-use oort_supervisor::process::{RestartStrategy, Timeouts};
 use oort_tests::{Daemon, TestHost};
 use serde_json::{json, Value as Json};
 

@@ -9,14 +9,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use oort_supervisor::host::{Host, HostConfig};
-use oort_supervisor::process::{RestartStrategy, RuntimeDir, Timeouts};
-use oort_supervisor::state::StateRegistry;
+use oort_host::process::{RestartStrategy, RuntimeDir, Timeouts};
+use oort_host::state::StateRegistry;
+use oort_host::{Host, HostConfig};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(oort_supervisor::process::REAPER_COMMAND) {
-        oort_supervisor::process::reaper_main(std::path::Path::new(&args[2]));
+    if args.get(1).map(String::as_str) == Some(oort_host::process::REAPER_COMMAND) {
+        oort_host::process::reaper_main(std::path::Path::new(&args[2]));
         return Ok(());
     }
     tokio::runtime::Runtime::new()?.block_on(host_main())
@@ -28,10 +28,10 @@ async fn host_main() -> anyhow::Result<()> {
     let plugins = PathBuf::from(args.next().expect("plugins dir"));
     let root = PathBuf::from(args.next().expect("runtime root"));
     let runtime = Arc::new(RuntimeDir::create(&root)?);
-    oort_supervisor::process::install_daemon_guard(&runtime, &std::env::current_exe()?)?;
+    oort_host::process::install_daemon_guard(&runtime, &std::env::current_exe()?)?;
     let state = Arc::new(StateRegistry::default());
-    let socket = oort_supervisor::api::bind_state(runtime.state_socket())?;
-    tokio::spawn(oort_supervisor::api::serve_state(socket, state.clone(), Default::default()));
+    let socket = oort::api::bind_state(runtime.state_socket())?;
+    tokio::spawn(oort::api::serve_state(socket, state.clone(), Default::default()));
     let host = Host::new(HostConfig { plugins_dir: plugins, timeouts: Timeouts::default() }, runtime.clone(), state);
     println!("RUNTIME {}", runtime.path().display());
     let mut open = Vec::new();

@@ -1,0 +1,582 @@
+//! Streams and rules at run time: the registry the API manages, persisted in
+//! the store, and one pipeline task per running rule, with the typed
+//! [`RuleReport`] the API layer turns into JSON or protobuf.
+//!
+//! Architecture invariant: the engine reaches plugins only through the host
+//! crate's instance handles and the disk only through the store crate; it
+//! builds no wire or JSON shapes of its own.
+//!
+//! Architecture invariant: the engine validates a rule completely before it
+//! changes anything (stream, plugins, function arguments through the plugin's
+//! own `Validate`), so a refused request leaves no trace.
+//!
+//! Locking: the registry maps are locked only for moments, never across a
+//! plugin call, a process stop or a parse. Operations that start or stop one
+//! rule are serialized per rule (`RuleEntry::life`), so a rule whose plugins
+//! take seconds to stop delays requests about that rule only; `GET /rules`,
+//! status calls and other rules go on. Parsing (SQL, rule JSON, `CREATE
+//! STREAM`) runs on the blocking pool, off the async workers that serve the
+//! API.
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod metrics;
+mod pipeline;
+mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use tokio::sync::{watch, Mutex};
+
+pub use error::{EngineError, ErrorKind};
+use oort_host::catalog::PluginKind;
+use oort_host::Host;
+use oort_sql::{parse_stream, RuleDef, RulePlan, StreamDef};
+use oort_store::{Namespace, Store};
+use pipeline::stopped;
+pub use status::{PluginProcess, RuleReport, RuleStatus, RunState};
+
+/// How a rule is persisted: its definition and whether it should run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredRule {
+    rule: RuleDef,
+    running: bool,
+}
+
+struct RuleEntry {
+    stored: StoredRule,
+    plan: RulePlan,
+    status: Arc<RuleStatus>,
+    run: Option<RunHandle>,
+    /// Held by every operation that starts, stops, replaces or deletes this
+    /// rule, for its whole duration, so that they happen one at a time
+    /// without holding the registry lock.
+    life: Arc<Mutex<()>>,
+    /// Why a stored rule no longer plans (saved by a version with laxer
+    /// checks): it is kept, shown as `error` with this reason, and never runs
+    /// until it is updated or deleted.
+    unplannable: Option<String>,
+}
+
+struct RunHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The stream and rule registry.
+pub struct Engine {
+    store: Arc<Store>,
+    host: Arc<Host>,
+    /// `<data-dir>/conf/sources`: per-source-type JSON files for `CONF_KEY`.
+    conf_dir: PathBuf,
+    streams: Mutex<BTreeMap<String, StreamDef>>,
+    rules: Mutex<BTreeMap<String, RuleEntry>>,
+}
+
+impl Engine {
+    /// Loads every stream and rule from the store. Rules are not started: call
+    /// [`Engine::resume`].
+    pub fn load(store: Arc<Store>, host: Arc<Host>, conf_dir: PathBuf) -> Result<Engine, EngineError> {
+        let mut streams = BTreeMap::new();
+        for (name, bytes) in store.list(Namespace::Streams)? {
+            let sql = String::from_utf8(bytes)
+                .map_err(|e| EngineError::Corrupt { what: format!("stream {name}"), reason: e.to_string() })?;
+            // A stream saved by a version with laxer checks (a repeated WITH
+            // option, say) must not keep the daemon from starting: it is left
+            // in the store, unloaded, until it is created again.
+            match parse_stream(&sql) {
+                Ok(def) => {
+                    streams.insert(name, def);
+                }
+                Err(e) => {
+                    tracing::error!(stream = %name, "the stored stream is no longer valid and is not loaded: {e}")
+                }
+            }
+        }
+        let mut rules = BTreeMap::new();
+        for (id, bytes) in store.list(Namespace::Rules)? {
+            let corrupt = |reason: String| EngineError::Corrupt { what: format!("rule {id}"), reason };
+            let stored: StoredRule = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            // A rule that plans no more must not keep the daemon from starting
+            // (nor, worse, crash it on every start): it is kept in `error`.
+            let (plan, unplannable) = match stored.rule.plan() {
+                Ok(plan) => (plan, None),
+                Err(e) => {
+                    let reason = format!("the stored rule is no longer valid: {e}");
+                    tracing::error!(rule = %id, "{reason}");
+                    (RulePlan::unplannable(stored.rule.clone()), Some(reason))
+                }
+            };
+            let status = Arc::new(RuleStatus::new(&plan));
+            if let Some(reason) = &unplannable {
+                status.set_state(RunState::Failed(reason.clone()));
+            }
+            rules.insert(id, RuleEntry { stored, plan, status, run: None, life: Arc::default(), unplannable });
+        }
+        Ok(Engine { store, host, conf_dir, streams: Mutex::new(streams), rules: Mutex::new(rules) })
+    }
+
+    /// Starts every rule that was running when the daemon last stopped.
+    pub async fn resume(&self) {
+        let ids: Vec<String> = {
+            let rules = self.rules.lock().await;
+            rules.iter().filter(|(_, e)| e.stored.running).map(|(id, _)| id.clone()).collect()
+        };
+        for id in ids {
+            let started = match self.lifecycle(&id).await {
+                Ok(_life) => self.start_run(&id).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
+                tracing::error!(rule = %id, "cannot resume rule: {e}");
+            }
+        }
+    }
+
+    /// Takes the lifecycle lock of a rule (see [`RuleEntry::life`]). Fails
+    /// when the rule does not exist, or was deleted while this waited.
+    async fn lifecycle(&self, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, EngineError> {
+        let life = self.rules.lock().await.get(id).map(|e| e.life.clone()).ok_or_else(|| no_rule(id))?;
+        let guard = life.clone().lock_owned().await;
+        match self.rules.lock().await.get(id) {
+            Some(e) if Arc::ptr_eq(&e.life, &life) => Ok(guard),
+            _ => Err(no_rule(id)),
+        }
+    }
+
+    /// Stops a rule's run, if any, without holding the registry lock while
+    /// its plugin processes stop. The caller holds the rule's lifecycle lock.
+    async fn stop_run(&self, id: &str) {
+        let taken = {
+            let mut rules = self.rules.lock().await;
+            rules.get_mut(id).map(|e| (e.run.take(), e.status.clone()))
+        };
+        if let Some((run, status)) = taken {
+            stop_handle(run, &status).await;
+        }
+    }
+
+    // ----- streams -----
+
+    /// `CREATE STREAM …`.
+    pub async fn create_stream(&self, sql: &str) -> Result<StreamDef, EngineError> {
+        let sql = sql.to_string();
+        let def = off_the_workers(move || parse_stream(&sql)).await??;
+        let exists = || EngineError::StreamExists { name: def.name.clone() };
+        if self.streams.lock().await.contains_key(&def.name) {
+            return Err(exists());
+        }
+        let ty = def.source_type();
+        if !self.host.has_plugin(PluginKind::Source, ty) {
+            self.host.rescan().await;
+            if !self.host.has_plugin(PluginKind::Source, ty) {
+                return Err(EngineError::UnknownSource { name: def.name.clone(), plugin: ty.to_string() });
+            }
+        }
+        self.source_props(&def)?;
+        let mut streams = self.streams.lock().await;
+        if streams.contains_key(&def.name) {
+            return Err(exists());
+        }
+        self.store.put(Namespace::Streams, &def.name, def.sql.as_bytes())?;
+        streams.insert(def.name.clone(), def.clone());
+        Ok(def)
+    }
+
+    pub async fn list_streams(&self) -> Vec<String> {
+        self.streams.lock().await.keys().cloned().collect()
+    }
+
+    pub async fn get_stream(&self, name: &str) -> Result<StreamDef, EngineError> {
+        self.streams
+            .lock()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownStream { name: name.to_string() })
+    }
+
+    /// Drops a stream that no rule uses.
+    pub async fn drop_stream(&self, name: &str) -> Result<(), EngineError> {
+        let rules = self.rules.lock().await;
+        let users: Vec<String> =
+            rules.iter().filter(|(_, e)| e.plan.select.stream == name).map(|(id, _)| id.clone()).collect();
+        if !users.is_empty() {
+            return Err(EngineError::StreamInUse { name: name.to_string(), rules: users });
+        }
+        let mut streams = self.streams.lock().await;
+        if !streams.contains_key(name) {
+            return Err(EngineError::UnknownStream { name: name.to_string() });
+        }
+        self.store.delete(Namespace::Streams, name)?;
+        streams.remove(name);
+        Ok(())
+    }
+
+    /// The source's properties: the `CONF_KEY` section of
+    /// `<data-dir>/conf/sources/<type>.json` (over its `default` section), then
+    /// the stream's own extra `WITH` options on top.
+    fn source_props(&self, def: &StreamDef) -> Result<BTreeMap<String, oort_proto::Value>, EngineError> {
+        let mut props = BTreeMap::new();
+        let file = self.conf_dir.join(format!("{}.json", def.source_type()));
+        let conf: Option<Json> = match std::fs::read(&file) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+                EngineError::Invalid(format!("source configuration {} is not valid JSON: {e}", file.display()))
+            })?),
+            Err(_) => None,
+        };
+        let mut sections = vec!["default"];
+        if let Some(key) = def.conf_key() {
+            if conf.as_ref().and_then(|c| c.get(key)).is_none() {
+                return Err(EngineError::Invalid(format!(
+                    "stream {}: CONF_KEY {key:?} has no section in {}",
+                    def.name,
+                    file.display()
+                )));
+            }
+            sections.push(key);
+        }
+        for section in sections {
+            if let Some(serde_json::Value::Object(m)) = conf.as_ref().and_then(|c| c.get(section)) {
+                for (k, v) in m {
+                    props.insert(k.clone(), oort_proto::Value::from_json(v));
+                }
+            }
+        }
+        props.extend(def.source_props());
+        Ok(props)
+    }
+
+    // ----- rules -----
+
+    /// Checks everything a rule names, asking function plugins to validate
+    /// their arguments.
+    async fn validate(&self, plan: &RulePlan) -> Result<(), EngineError> {
+        let stream = plan.select.stream.as_str();
+        let def = self
+            .streams
+            .lock()
+            .await
+            .get(stream)
+            .cloned()
+            .ok_or_else(|| EngineError::Invalid(format!("unknown stream {stream:?} in FROM")))?;
+        if !self.host.has_plugin(PluginKind::Source, def.source_type()) {
+            return Err(EngineError::Invalid(format!(
+                "stream {stream}: no source plugin named {:?}",
+                def.source_type()
+            )));
+        }
+        for action in &plan.actions {
+            if !self.host.has_plugin(PluginKind::Sink, &action.sink) {
+                return Err(EngineError::Invalid(format!("unknown sink {:?} in actions", action.sink)));
+            }
+        }
+        for call in &plan.select.calls {
+            if !self.host.has_function(&call.function) {
+                return Err(EngineError::Invalid(format!("unknown function {:?}", call.function)));
+            }
+            match self.host.validate_function(&call.function, &call.args).await {
+                Ok(None) => {}
+                Ok(Some(problem)) => {
+                    return Err(EngineError::Invalid(format!("function {}: {problem}", call.function)))
+                }
+                Err(e) => {
+                    return Err(EngineError::Invalid(format!("function {} cannot be validated: {e}", call.function)))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a rule and, unless `triggered` is false, starts it.
+    pub async fn create_rule(&self, body: &[u8]) -> Result<String, EngineError> {
+        let (def, plan) = parse_rule(body).await?;
+        if self.rules.lock().await.contains_key(&def.id) {
+            return Err(EngineError::RuleExists { id: def.id.clone() });
+        }
+        self.validate(&plan).await?;
+        let life = Arc::new(Mutex::new(()));
+        // Uncontended: nobody else can see the entry before it is inserted.
+        let _life = life.clone().lock_owned().await;
+        let id = def.id.clone();
+        let running = {
+            let mut rules = self.rules.lock().await;
+            if rules.contains_key(&def.id) {
+                return Err(EngineError::RuleExists { id: def.id.clone() });
+            }
+            let stored = StoredRule { running: def.triggered.unwrap_or(true), rule: def };
+            self.store.put(Namespace::Rules, &id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
+            let status = Arc::new(RuleStatus::new(&plan));
+            let running = stored.running;
+            rules.insert(id.clone(), RuleEntry { stored, plan, status, run: None, life, unplannable: None });
+            running
+        };
+        if running {
+            self.start_run(&id).await?;
+        }
+        Ok(id)
+    }
+
+    /// Replaces a rule's definition; a running rule restarts with it.
+    pub async fn update_rule(&self, id: &str, body: &[u8]) -> Result<(), EngineError> {
+        let (def, plan) = parse_rule(body).await?;
+        if def.id != id {
+            return Err(EngineError::Invalid(format!("the rule's id {:?} does not match the URL's {id:?}", def.id)));
+        }
+        if !self.rules.lock().await.contains_key(id) {
+            return Err(no_rule(id));
+        }
+        self.validate(&plan).await?;
+        let _life = self.lifecycle(id).await?;
+        let running = self.rules.lock().await.get(id).map(|e| e.stored.running).ok_or_else(|| no_rule(id))?;
+        self.stop_run(id).await;
+        // A new definition is a new rule: its old checkpoints do not apply.
+        self.discard_state(id)?;
+        let stored = StoredRule { rule: def, running };
+        self.store.put(Namespace::Rules, id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
+        {
+            let mut rules = self.rules.lock().await;
+            let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
+            entry.stored = stored;
+            entry.status = Arc::new(RuleStatus::new(&plan));
+            entry.plan = plan;
+            entry.run = None;
+            entry.unplannable = None;
+        }
+        if running {
+            self.start_run(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops and deletes a rule, with its state.
+    pub async fn delete_rule(&self, id: &str) -> Result<(), EngineError> {
+        let _life = self.lifecycle(id).await?;
+        self.stop_run(id).await;
+        // A new rule with the same id starts from nothing (eKuiper bug #871).
+        self.discard_state(id)?;
+        self.store.delete(Namespace::Rules, id)?;
+        self.rules.lock().await.remove(id);
+        Ok(())
+    }
+
+    pub async fn start_rule(&self, id: &str) -> Result<(), EngineError> {
+        let _life = self.lifecycle(id).await?;
+        self.set_running(id, true).await?;
+        self.start_run(id).await
+    }
+
+    pub async fn stop_rule(&self, id: &str) -> Result<(), EngineError> {
+        let _life = self.lifecycle(id).await?;
+        self.set_running(id, false).await?;
+        self.stop_run(id).await;
+        Ok(())
+    }
+
+    /// Deletes a rule's checkpoints and forgets its in-memory state.
+    fn discard_state(&self, id: &str) -> Result<(), EngineError> {
+        self.store.delete_checkpoints(id)?;
+        self.host.state().forget_rule(id);
+        Ok(())
+    }
+
+    /// Discards a rule's checkpoints and state, the operator's explicit choice
+    /// after a checkpoint could not be restored. A running rule restarts empty.
+    pub async fn reset_state(&self, id: &str) -> Result<(), EngineError> {
+        let _life = self.lifecycle(id).await?;
+        let running = self.rules.lock().await.get(id).map(|e| e.stored.running).ok_or_else(|| no_rule(id))?;
+        self.stop_run(id).await;
+        self.discard_state(id)?;
+        if running {
+            self.start_run(id).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn restart_rule(&self, id: &str) -> Result<(), EngineError> {
+        let _life = self.lifecycle(id).await?;
+        self.set_running(id, true).await?;
+        self.stop_run(id).await;
+        self.start_run(id).await
+    }
+
+    async fn set_running(&self, id: &str, running: bool) -> Result<(), EngineError> {
+        let mut rules = self.rules.lock().await;
+        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
+        if entry.stored.running != running {
+            entry.stored.running = running;
+            self.store.put(Namespace::Rules, id, &serde_json::to_vec(&entry.stored).expect("a rule serializes"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a rule's pipeline unless it runs. The caller holds the rule's
+    /// lifecycle lock.
+    async fn start_run(&self, id: &str) -> Result<(), EngineError> {
+        let stream_name = {
+            let rules = self.rules.lock().await;
+            let entry = rules.get(id).ok_or_else(|| no_rule(id))?;
+            if let Some(reason) = &entry.unplannable {
+                entry.status.set_state(RunState::Failed(reason.clone()));
+                return Err(EngineError::CannotStart { id: id.to_string(), reason: reason.clone() });
+            }
+            entry.plan.select.stream.clone()
+        };
+        let stream = self.get_stream(&stream_name).await?;
+        let source_props = self.source_props(&stream)?;
+        let mut rules = self.rules.lock().await;
+        let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
+        if entry.run.as_ref().is_some_and(|r| !r.task.is_finished()) {
+            return Ok(());
+        }
+        // A fresh status per run: metrics restart at zero, like eKuiper's.
+        entry.status = Arc::new(RuleStatus::new(&entry.plan));
+        let status = entry.status.clone();
+        status.set_state(RunState::Running);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ctx = pipeline::RunContext {
+            plan: entry.plan.clone(),
+            stream,
+            source_props,
+            host: self.host.clone(),
+            store: self.store.clone(),
+            status: status.clone(),
+            stop: stop_rx,
+        };
+        let rule = id.to_string();
+        let task = tokio::spawn(async move {
+            let strategy = ctx.plan.restart;
+            let mut attempt = 0;
+            loop {
+                let started = std::time::Instant::now();
+                match pipeline::run(ctx.clone()).await {
+                    Ok(()) => {
+                        status.set_state(RunState::Stopped);
+                        return;
+                    }
+                    Err(f) if f.recoverable && attempt < strategy.attempts => {
+                        // A run that lasted a while was healthy: start counting afresh.
+                        if started.elapsed() > std::time::Duration::from_secs(10) {
+                            attempt = 0;
+                        }
+                        let delay = strategy.delay_for(attempt);
+                        attempt += 1;
+                        tracing::warn!(%rule, attempt, "rule restarts from its last checkpoint in {delay:?}: {}", f.reason);
+                        status.source.exception(format!("restarting from the last checkpoint: {}", f.reason));
+                        let mut stop = ctx.stop.clone();
+                        tokio::select! {
+                            _ = stopped(&mut stop) => {
+                                status.set_state(RunState::Stopped);
+                                return;
+                            }
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                    Err(f) => {
+                        tracing::error!(%rule, "rule failed: {}", f.reason);
+                        status.set_state(RunState::Failed(f.reason));
+                        return;
+                    }
+                }
+            }
+        });
+        entry.run = Some(RunHandle { stop: stop_tx, task });
+        Ok(())
+    }
+
+    /// Every rule with its status, eKuiper's `GET /rules` shape.
+    /// Every rule's id and state.
+    pub async fn list_rules(&self) -> Vec<(String, RunState)> {
+        self.rules.lock().await.iter().map(|(id, e)| (id.clone(), e.status.state())).collect()
+    }
+
+    /// A rule's definition as given.
+    pub async fn get_rule(&self, id: &str) -> Result<RuleDef, EngineError> {
+        let rules = self.rules.lock().await;
+        rules.get(id).map(|e| e.stored.rule.clone()).ok_or_else(|| no_rule(id))
+    }
+
+    /// A rule's state, operator numbers, checkpoint and plugin processes.
+    pub async fn rule_status(&self, id: &str) -> Result<RuleReport, EngineError> {
+        let rules = self.rules.lock().await;
+        let status = rules.get(id).map(|e| e.status.clone()).ok_or_else(|| no_rule(id))?;
+        drop(rules);
+        Ok(status.report())
+    }
+
+    /// Stops every rule without changing whether it should run, so that the
+    /// next start of the daemon resumes them.
+    pub async fn shutdown(&self) {
+        let runs: Vec<_> = {
+            let mut rules = self.rules.lock().await;
+            rules.values_mut().map(|e| (e.run.take(), e.status.clone())).collect()
+        };
+        // All at once: each may wait out its plugins' grace periods.
+        futures_util::future::join_all(runs.into_iter().map(|(run, status)| async move {
+            stop_handle(run, &status).await;
+        }))
+        .await;
+    }
+
+    /// Every rule's id with its current status object, for metrics scrapes.
+    pub async fn statuses(&self) -> Vec<(String, Arc<RuleStatus>)> {
+        self.rules.lock().await.iter().map(|(id, e)| (id.clone(), e.status.clone())).collect()
+    }
+
+    /// Sinks and sources in use, by plugin, for refusing to remove them.
+    pub async fn users_of(&self, kind: PluginKind, name: &str) -> Vec<String> {
+        // Rules before streams, the order `drop_stream` takes them in.
+        let rules = self.rules.lock().await;
+        let streams = self.streams.lock().await;
+        rules
+            .iter()
+            .filter(|(_, e)| match kind {
+                PluginKind::Sink => e.plan.actions.iter().any(|a| a.sink.eq_ignore_ascii_case(name)),
+                PluginKind::Source => {
+                    streams.get(&e.plan.select.stream).is_some_and(|s| s.source_type().eq_ignore_ascii_case(name))
+                }
+                PluginKind::Function => {
+                    e.plan.select.calls.iter().any(|c| self.host.function_plugin(&c.function).as_deref() == Some(name))
+                }
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+fn no_rule(id: &str) -> EngineError {
+    EngineError::UnknownRule { id: id.to_string() }
+}
+
+async fn stop_handle(run: Option<RunHandle>, status: &RuleStatus) {
+    if let Some(run) = run {
+        let _ = run.stop.send(true);
+        let _ = run.task.await;
+    }
+    if status.state() == RunState::Running {
+        status.set_state(RunState::Stopped);
+    }
+}
+
+/// Runs CPU-bound parsing on the blocking pool: a huge statement must not
+/// occupy one of the few async workers that answer every other request.
+async fn off_the_workers<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Invalid(format!("the request could not be parsed: the parser failed ({e})")))
+}
+
+/// A rule's JSON parsed and planned, off the async workers.
+async fn parse_rule(body: &[u8]) -> Result<(RuleDef, RulePlan), EngineError> {
+    let body = body.to_vec();
+    off_the_workers(move || -> Result<(RuleDef, RulePlan), EngineError> {
+        let def = RuleDef::from_json(&body)?;
+        let plan = def.plan()?;
+        Ok((def, plan))
+    })
+    .await?
+}

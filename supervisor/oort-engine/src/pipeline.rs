@@ -1,0 +1,625 @@
+//! One running rule: source → filter → projection (plugin functions in
+//! batches) → every sink.
+//!
+//! Backpressure is end to end: every hop is a bounded channel or a stream
+//! under HTTP/2 flow control, so a slow sink slows the source and memory stays
+//! bounded by a few batches per hop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oort_proto::{Record, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::CallMetrics;
+use crate::status::{Instance, RuleStatus};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use oort_store::checkpoint::{self, Snapshot};
+
+use oort_host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
+use oort_sql::{Cell, Functions, RulePlan, StreamDef};
+use oort_store::Store;
+
+/// Batches queued per sink before the pipeline waits for it.
+const SINK_QUEUE: usize = 2;
+
+/// What a pipeline runs with.
+#[derive(Clone)]
+pub(super) struct RunContext {
+    pub plan: RulePlan,
+    pub stream: StreamDef,
+    pub source_props: BTreeMap<String, Value>,
+    pub host: Arc<Host>,
+    pub store: Arc<Store>,
+    pub status: Arc<RuleStatus>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Why a pipeline ended on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Failure {
+    pub reason: String,
+    /// True when restarting the rule from its last checkpoint is the cure
+    /// (a transactional sink failed mid-epoch); false when only an operator can
+    /// help (a crash loop, a corrupt checkpoint, a failing store).
+    pub recoverable: bool,
+}
+
+impl Failure {
+    fn fatal(reason: impl Into<String>) -> Failure {
+        Failure { reason: reason.into(), recoverable: false }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure::fatal(reason)
+    }
+}
+
+/// A message to a sink task, in order.
+enum SinkMsg {
+    Batch(Arc<Vec<Record>>),
+    /// Checkpoint barrier: every earlier batch is written; pre-commit and reply.
+    Barrier(u64, oneshot::Sender<Result<Value, HostError>>),
+}
+
+/// Runs the rule until `stop` fires (Ok) or it fails. Every instance it opened
+/// is closed before it returns.
+pub(super) async fn run(ctx: RunContext) -> Result<(), Failure> {
+    let result = run_inner(&ctx).await;
+    for (_, instance) in ctx.status.take_instances() {
+        match instance {
+            Instance::Source(s) => ctx.host.close_source(&s).await,
+            Instance::Function(f) => ctx.host.close_function(&f).await,
+            Instance::Sink(s) => ctx.host.close_sink(&s).await,
+        }
+    }
+    result
+}
+
+/// Resolves once the rule is asked to stop. (A helper rather than `wait_for`
+/// in `select!`: its borrow guard must not live across an await.)
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Loads the newest checkpoint of a rule, refusing to go on from nothing when
+/// one exists but cannot be read.
+fn restore(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
+    let rule = &ctx.plan.def.id;
+    match ctx.store.latest_checkpoint(rule) {
+        Err(e) => Err(Failure::fatal(format!("rule {rule}: cannot read its checkpoints: {e}"))),
+        Ok(None) => Ok(None),
+        Ok(Some((id, bytes))) => match checkpoint::decode(rule, id, &bytes) {
+            Ok(snapshot) => Ok(Some(snapshot)),
+            Err(e) => Err(Failure::fatal(format!(
+                "rule {rule}: checkpoint {id} cannot be decoded ({e}); the rule will not start from an empty \
+                 state by itself: run `oort rule reset-state {rule}` to discard its checkpoints and state"
+            ))),
+        },
+    }
+}
+
+async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
+    let restored = restore_state(ctx)?;
+    let mut opened = open(ctx).await?;
+    let outcome = match recover(ctx, &opened, restored.as_ref()).await {
+        Ok(position) => run_loop(ctx, &mut opened, position, restored.is_none()).await,
+        Err(failure) => Err(failure),
+    };
+    drain(opened).await;
+    outcome
+}
+
+/// With checkpoints, state is exactly the checkpoint's: restored before any
+/// instance opens, so every instance opens with it.
+fn restore_state(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
+    let rule = ctx.plan.def.id.as_str();
+    let checkpointing = ctx.plan.qos >= 1;
+    let restored = if checkpointing { restore(ctx)? } else { None };
+    ctx.host.set_rule_limits(rule, &ctx.plan.plugin_limits);
+    if checkpointing {
+        let instances = restored.as_ref().map(|r| r.instances.clone()).unwrap_or_default();
+        ctx.host.state().restore_rule(rule, instances);
+    }
+    Ok(restored)
+}
+
+/// A rule's plugin instances, opened, and the task that feeds each sink.
+struct Opened {
+    source: Arc<SourceInstance>,
+    functions: Vec<Arc<FunctionInstance>>,
+    function_calls: Vec<Arc<CallMetrics>>,
+    sinks: Vec<(String, Arc<SinkInstance>)>,
+    sink_queues: Vec<mpsc::Sender<SinkMsg>>,
+    sink_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A sink task that gives up says why here.
+    fatal_rx: mpsc::Receiver<Failure>,
+}
+
+/// Opens the source, one function instance per call site and the sinks, and
+/// starts the sink tasks.
+async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
+    let plan = &ctx.plan;
+    let rule = plan.def.id.as_str();
+    let restart = plan.restart;
+    let checkpointing = plan.qos >= 1;
+    let props = ctx.source_props.clone().into_iter().collect();
+    let source = ctx
+        .host
+        .open_source(rule, ctx.stream.source_type(), ctx.stream.datasource(), props, restart)
+        .await
+        .map_err(|e| format!("cannot open source {}: {e}", ctx.stream.source_type()))?;
+    let source = Arc::new(source);
+    ctx.status.register("source".into(), Instance::Source(source.clone()));
+    if checkpointing && !source.rewindable() {
+        // Allowed, as in eKuiper (an MQTT source cannot replay either), but
+        // the operator should know what a checkpoint can and cannot restore.
+        let warning = format!(
+            "source {} is not rewindable: with qos {} the rule restores its state after a failure, \
+             but records the source produced since the last checkpoint are not replayed",
+            ctx.stream.source_type(),
+            plan.qos
+        );
+        tracing::warn!(rule, "{warning}");
+        ctx.status.set_warning(warning);
+    }
+
+    let mut functions = Vec::new();
+    let mut function_calls = Vec::new();
+    for (site, call) in plan.select.calls.iter().enumerate() {
+        let operator = oort_host::state::function_operator(site, &call.function);
+        function_calls.push(ctx.status.calls(&operator));
+        let f = ctx
+            .host
+            .open_function(rule, &operator, &call.function, restart)
+            .await
+            .map_err(|e| format!("cannot open function {}: {e}", call.function))?;
+        let f = Arc::new(f);
+        ctx.status.register(operator, Instance::Function(f.clone()));
+        functions.push(f);
+    }
+
+    let (fatal_tx, fatal_rx) = mpsc::channel::<Failure>(1);
+    let mut sink_queues = Vec::new();
+    let mut sink_tasks = Vec::new();
+    let mut sinks = Vec::new();
+    for (i, action) in plan.actions.iter().enumerate() {
+        let operator = format!("sink_{i}_{}", action.sink);
+        let props = action.props.clone().into_iter().collect();
+        let sink = ctx
+            .host
+            .open_sink(rule, &operator, &action.sink, props, restart)
+            .await
+            .map_err(|e| format!("cannot open sink {}: {e}", action.sink))?;
+        let sink = Arc::new(sink);
+        ctx.status.register(operator.clone(), Instance::Sink(sink.clone()));
+        let calls = ctx.status.calls(&operator);
+        sinks.push((operator, sink.clone()));
+        let (tx, rx) = mpsc::channel::<SinkMsg>(SINK_QUEUE);
+        sink_queues.push(tx);
+        let status = ctx.status.clone();
+        let exactly_once = plan.qos == 2;
+        sink_tasks.push(tokio::spawn(sink_loop(
+            sink,
+            calls,
+            rx,
+            status,
+            i,
+            exactly_once,
+            fatal_tx.clone(),
+            ctx.stop.clone(),
+        )));
+    }
+    drop(fatal_tx);
+    Ok(Opened { source, functions, function_calls, sinks, sink_queues, sink_tasks, fatal_rx })
+}
+
+/// Where a run resumes: after the last record the sinks accepted, and with
+/// the next checkpoint id.
+struct Position {
+    last_offset: Option<Value>,
+    next_checkpoint: u64,
+}
+
+/// Rewinds the source to the restored checkpoint and, under exactly-once,
+/// commits what the checkpoint pre-committed in each sink (recover-and-commit).
+async fn recover(ctx: &RunContext, opened: &Opened, restored: Option<&Snapshot>) -> Result<Position, Failure> {
+    let plan = &ctx.plan;
+    let rule = plan.def.id.as_str();
+    let Opened { source, sinks, .. } = opened;
+    let mut last_offset: Option<Value> = None;
+    let mut next_checkpoint = 1;
+    if let Some(r) = restored {
+        next_checkpoint = r.id + 1;
+        if let Some(offset) = &r.source_offset {
+            source
+                .rewind(offset.clone())
+                .await
+                .map_err(|e| format!("rule {rule}: cannot rewind the source to checkpoint {}: {e}", r.id))?;
+            last_offset = Some(offset.clone());
+        }
+        if plan.qos == 2 {
+            // Recover-and-commit: the restored checkpoint is durable, so its
+            // pre-committed output is final, and whatever came after it goes.
+            for (operator, sink) in sinks.iter() {
+                if let Some(handle) = r.sink_handles.get(operator) {
+                    sink.commit(r.id, handle.clone()).await.map_err(|e| Failure {
+                        reason: format!("rule {rule}: recovering checkpoint {} in {operator}: {e}", r.id),
+                        recoverable: true,
+                    })?;
+                }
+            }
+        }
+        tracing::info!(rule, checkpoint = r.id, "restored from checkpoint");
+    }
+    Ok(Position { last_offset, next_checkpoint })
+}
+
+/// The main loop: source batches in, evaluated (up to `IN_FLIGHT` at once),
+/// forwarded to the sinks, with a checkpoint every interval; `fresh` when no
+/// checkpoint was restored. Ends when the rule is stopped or fails.
+async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fresh: bool) -> Result<(), Failure> {
+    let plan = &ctx.plan;
+    let checkpointing = plan.qos >= 1;
+    let Opened { source, functions, function_calls, sinks, sink_queues, fatal_rx, .. } = opened;
+    let Position { mut last_offset, mut next_checkpoint } = position;
+    let calls = Calls { functions, metrics: function_calls, stop: ctx.stop.clone() };
+    let max_batch = plan.buffer_length;
+    let mut stop = ctx.stop.clone();
+    let mut checkpoint = Checkpointer { ctx, sinks, queues: sink_queues };
+    if checkpointing && fresh {
+        // Checkpoint 1 before the first record: a crash before the first
+        // interval then restores to "nothing written yet" instead of nothing.
+        checkpoint.take(next_checkpoint, &last_offset).await?;
+        next_checkpoint += 1;
+    }
+    let mut ticker = tokio::time::interval(plan.checkpoint_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+
+    // Up to IN_FLIGHT source batches are evaluated at once, finishing in
+    // source order: the next batch's function arguments are encoded and sent
+    // while a plugin still works on the previous one.
+    let mut in_flight = FuturesOrdered::new();
+    let source_calls = ctx.status.calls("source");
+    let evaluate = |batch: SourceBatch| {
+        let n = batch.records.len() as u64;
+        ctx.status.source.batch(n, n, Duration::ZERO);
+        source_calls.record(None);
+        let (select, calls, started) = (&plan.select, &calls, Instant::now());
+        async move {
+            Evaluated {
+                outcome: oort_sql::run_batch(select, batch.records, calls).await,
+                offset: batch.offset,
+                started,
+            }
+        }
+    };
+    let mut out = Forward { ctx, queues: sink_queues, stop: ctx.stop.clone(), last_offset: &mut last_offset };
+
+    let outcome: Result<(), Failure> = 'outer: loop {
+        let mut batches = match source.read(max_batch).await {
+            Ok(rx) => rx,
+            Err(e) => break Err(Failure::fatal(format!("source {}: {e}", ctx.stream.source_type()))),
+        };
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => break 'outer Ok(()),
+                Some(failure) = fatal_rx.recv() => break 'outer Err(failure),
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Err(exit) = out.send(done, &mut *fatal_rx).await {
+                        break 'outer exit.into();
+                    }
+                    continue;
+                }
+                _ = ticker.tick(), if checkpointing => {
+                    // The barrier must follow every batch taken from the source.
+                    while let Some(done) = in_flight.next().await {
+                        if let Err(exit) = out.send(done, &mut *fatal_rx).await {
+                            break 'outer exit.into();
+                        }
+                    }
+                    if let Err(f) = checkpoint.take(next_checkpoint, &*out.last_offset).await {
+                        break 'outer Err(f);
+                    }
+                    next_checkpoint += 1;
+                    continue;
+                }
+                item = batches.recv(), if in_flight.len() < IN_FLIGHT => item,
+            };
+            match item {
+                Some(Ok(mut batch)) => {
+                    for e in batch.exceptions.drain(..) {
+                        ctx.status.source.exception(e);
+                    }
+                    // The source's buffer: batches read and not yet forwarded.
+                    ctx.status.source.queued();
+                    in_flight.push_back(evaluate(batch));
+                }
+                Some(Err(e)) => {
+                    ctx.status.source.exception(e.to_string());
+                    if e.is_fatal() {
+                        break 'outer Err(Failure::fatal(format!("source {}: {e}", ctx.stream.source_type())));
+                    }
+                    break;
+                }
+                None => break,
+            }
+        }
+        // The read stream broke, most likely because the source process was
+        // restarted. Finish the batches already taken, then resume after the
+        // last offset the pipeline accepted, so a rewindable source neither
+        // skips nor repeats records.
+        while let Some(done) = in_flight.next().await {
+            if let Err(exit) = out.send(done, &mut *fatal_rx).await {
+                break 'outer exit.into();
+            }
+        }
+        tokio::select! {
+            _ = stopped(&mut stop) => break 'outer Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if let Some(offset) = out.last_offset.as_ref() {
+            if let Err(e) = source.rewind(offset.clone()).await {
+                ctx.status.source.exception(format!("rewind after a restart failed: {e}"));
+            }
+        }
+    };
+    drop(in_flight);
+    ctx.status.source.clear_buffer();
+    outcome
+}
+
+/// Closes the sink queues and waits for every sink task to finish its batch.
+async fn drain(opened: Opened) {
+    let Opened { sink_queues, sink_tasks, .. } = opened;
+    drop(sink_queues);
+    for task in sink_tasks {
+        let _ = task.await;
+    }
+}
+
+/// Source batches evaluated at once (see the main loop).
+const IN_FLIGHT: usize = 2;
+
+/// A source batch after filter and projection.
+struct Evaluated {
+    outcome: Result<oort_sql::BatchOutcome, CallError>,
+    offset: Option<Value>,
+    started: Instant,
+}
+
+/// Why the main loop ends early: the rule was stopped, or it failed.
+enum Exit {
+    Stopped,
+    Failed(Failure),
+}
+
+impl From<Exit> for Result<(), Failure> {
+    fn from(exit: Exit) -> Self {
+        match exit {
+            Exit::Stopped => Ok(()),
+            Exit::Failed(f) => Err(f),
+        }
+    }
+}
+
+/// Hands evaluated batches to every sink, in source order, and remembers the
+/// source offset after the last one handed over.
+struct Forward<'a> {
+    ctx: &'a RunContext,
+    queues: &'a [mpsc::Sender<SinkMsg>],
+    stop: watch::Receiver<bool>,
+    last_offset: &'a mut Option<Value>,
+}
+
+impl Forward<'_> {
+    async fn send(&mut self, done: Evaluated, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+        self.ctx.status.source.dequeued();
+        let out = match done.outcome {
+            Ok(out) => out,
+            Err(CallError::Stopped) => return Err(Exit::Stopped),
+            Err(CallError::Host(e)) => return Err(Exit::Failed(Failure::fatal(e.to_string()))),
+        };
+        let took = done.started.elapsed();
+        self.ctx.status.filter.outcome(&out.filter, took);
+        self.ctx.status.project.outcome(&out.project, took);
+        if !out.records.is_empty() {
+            let records = Arc::new(out.records);
+            for (q, metrics) in self.queues.iter().zip(&self.ctx.status.sinks) {
+                tokio::select! {
+                    _ = stopped(&mut self.stop) => return Err(Exit::Stopped),
+                    sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_ok() {
+                        metrics.queued();
+                    } else {
+                        // A sink task ends only after reporting why.
+                        let qos = self.ctx.plan.qos;
+                        return Err(Exit::Failed(fatal_rx.try_recv().unwrap_or_else(|_| sink_stopped(qos))));
+                    },
+                }
+            }
+        }
+        if done.offset.is_some() {
+            *self.last_offset = done.offset;
+        }
+        Ok(())
+    }
+}
+
+/// A sink task that is gone. Under exactly-once a sink task stops on any
+/// write failure, which a restore from the checkpoint cures; otherwise only
+/// on a failure no restart helps.
+fn sink_stopped(qos: u8) -> Failure {
+    Failure { reason: "a sink stopped after a failed write".into(), recoverable: qos == 2 }
+}
+
+/// Takes checkpoints: a barrier through every sink, one atomic store write,
+/// then the sinks' commits.
+struct Checkpointer<'a> {
+    ctx: &'a RunContext,
+    sinks: &'a [(String, Arc<SinkInstance>)],
+    queues: &'a [mpsc::Sender<SinkMsg>],
+}
+
+impl Checkpointer<'_> {
+    async fn take(&mut self, id: u64, offset: &Option<Value>) -> Result<(), Failure> {
+        let rule = self.ctx.plan.def.id.as_str();
+        let started = Instant::now();
+        // A sink that fails its part of a checkpoint (its process died during
+        // the barrier, say) is cured by restarting the rule from the last
+        // complete checkpoint, whatever the qos: nothing newer was promised.
+        let sink_failure = |reason: String| Failure { reason, recoverable: true };
+        // The barrier follows every batch already queued: once each sink has
+        // answered it, the whole pipeline holds nothing newer than `offset`.
+        let mut replies = Vec::new();
+        for q in self.queues {
+            let (tx, rx) = oneshot::channel();
+            q.send(SinkMsg::Barrier(id, tx)).await.map_err(|_| sink_stopped(self.ctx.plan.qos))?;
+            replies.push(rx);
+        }
+        let mut snapshot = Snapshot { id, source_offset: offset.clone(), ..Snapshot::default() };
+        let mut failed = None;
+        for ((operator, _), reply) in self.sinks.iter().zip(replies) {
+            match reply.await {
+                Ok(Ok(handle)) => {
+                    snapshot.sink_handles.insert(operator.clone(), handle);
+                }
+                Ok(Err(e)) => {
+                    failed.get_or_insert(format!("{operator}: pre-commit of checkpoint {id}: {e}"));
+                }
+                Err(_) => {
+                    failed.get_or_insert(format!("{operator} stopped during checkpoint {id}"));
+                }
+            }
+        }
+        if let Some(reason) = failed {
+            self.abort(id, &snapshot.sink_handles).await;
+            return Err(sink_failure(reason));
+        }
+        snapshot.instances = self.ctx.host.state().snapshot_rule(rule);
+        let bytes = checkpoint::encode(rule, self.ctx.plan.qos, &snapshot);
+        if let Err(e) = self.ctx.store.write_checkpoint(rule, id, &bytes) {
+            self.abort(id, &snapshot.sink_handles).await;
+            return Err(Failure::fatal(format!("rule {rule}: checkpoint {id}: {e}")));
+        }
+        for (operator, sink) in self.sinks {
+            let handle = snapshot.sink_handles.get(operator).cloned().unwrap_or_default();
+            sink.commit(id, handle)
+                .await
+                .map_err(|e| sink_failure(format!("{operator}: commit of checkpoint {id}: {e}")))?;
+        }
+        self.ctx.status.checkpointed(id, started.elapsed(), bytes.len());
+        Ok(())
+    }
+
+    /// Tells every sink that pre-committed checkpoint `id` that it will never
+    /// be durable. Best effort: the restore that follows a failed checkpoint
+    /// commits the last durable one, which discards the same output anyway.
+    async fn abort(&self, id: u64, handles: &BTreeMap<String, Value>) {
+        for (operator, sink) in self.sinks {
+            if let Some(handle) = handles.get(operator) {
+                if let Err(e) = sink.abort(id, handle.clone()).await {
+                    tracing::warn!(rule = %self.ctx.plan.def.id, %operator, "abort of checkpoint {id} failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Writes every batch to one sink. A failed write is retried until it
+/// succeeds (at most once and at least once delivery), except under
+/// exactly-once, where the rule restarts from its last checkpoint instead.
+#[allow(clippy::too_many_arguments)]
+async fn sink_loop(
+    sink: Arc<SinkInstance>,
+    calls: Arc<CallMetrics>,
+    mut messages: mpsc::Receiver<SinkMsg>,
+    status: Arc<RuleStatus>,
+    index: usize,
+    exactly_once: bool,
+    fatal_tx: mpsc::Sender<Failure>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let metrics = &status.sinks[index];
+    while let Some(message) = messages.recv().await {
+        let records = match message {
+            SinkMsg::Barrier(id, reply) => {
+                let _ = reply.send(sink.pre_commit(id).await);
+                continue;
+            }
+            SinkMsg::Batch(records) => {
+                metrics.dequeued();
+                records
+            }
+        };
+        let n = records.len() as u64;
+        let mut delay = Duration::from_millis(50);
+        // From the first attempt to the last retry: a status shows the sink
+        // as stuck while its writes time out.
+        let _outstanding = sink.call_watch().begin("Write");
+        loop {
+            let started = Instant::now();
+            let written = sink.write(&records).await;
+            calls.record(Some(started.elapsed()));
+            match written {
+                Ok(()) => {
+                    metrics.batch(n, n, started.elapsed());
+                    break;
+                }
+                Err(e) if e.is_fatal() || exactly_once => {
+                    metrics.exception(e.to_string());
+                    // A write that failed may have left part of the batch in
+                    // the sink: only a restore from the checkpoint undoes it.
+                    let _ = fatal_tx.send(Failure { reason: format!("sink: {e}"), recoverable: !e.is_fatal() }).await;
+                    return;
+                }
+                Err(e) => {
+                    metrics.exception(e.to_string());
+                    tokio::select! {
+                        _ = stopped(&mut stop) => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+/// Why a function call gave up.
+enum CallError {
+    /// The rule was stopped while the call was being retried.
+    Stopped,
+    Host(HostError),
+}
+
+/// The rule's plugin functions, one instance per call site. A call that fails
+/// as a whole is retried by its instance, per the rule's restart strategy:
+/// each attempt starts from the supervisor's copy of the instance's state, so
+/// retrying one call site never replays another's state changes.
+struct Calls<'a> {
+    functions: &'a [Arc<FunctionInstance>],
+    metrics: &'a [Arc<CallMetrics>],
+    stop: watch::Receiver<bool>,
+}
+
+impl Functions for Calls<'_> {
+    type Error = CallError;
+
+    async fn call(&self, site: usize, rows: Vec<Vec<Value>>) -> Result<Vec<Cell>, CallError> {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = stopped(&mut stop) => Err(CallError::Stopped),
+            result = async {
+                let started = Instant::now();
+                let result = self.functions[site].exec(&rows).await;
+                self.metrics[site].record(Some(started.elapsed()));
+                result
+            } => result.map_err(CallError::Host),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! What a rule reports while it runs: its run state, operators' metrics, its
+//! plugin processes and its checkpoints, collected by the pipeline and read as
+//! one typed [`RuleReport`] (the API layer turns it into JSON or protobuf).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oort_host::process::{ProcessStatus, ProcessUsage};
+use oort_host::{FunctionInstance, Outstanding, ProcessView, SinkInstance, SourceInstance};
+
+use oort_sql::RulePlan;
+
+use crate::metrics::{CallMetrics, CheckpointMetrics, OpKind, OpMetrics, OpSnapshot};
+
+/// A rule's run state, as reported by status calls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunState {
+    Running,
+    Stopped,
+    /// The rule stopped on its own; the reason says why.
+    Failed(String),
+}
+
+/// Everything a status call reports about one rule, shared between the
+/// pipeline that updates it and the API that reads it.
+pub struct RuleStatus {
+    state: Mutex<RunState>,
+    pub source: OpMetrics,
+    pub filter: OpMetrics,
+    pub project: OpMetrics,
+    pub sinks: Vec<OpMetrics>,
+    instances: Mutex<Vec<(String, Instance)>>,
+    /// The newest checkpoint this run completed: its id and when (ms since the epoch).
+    last_checkpoint: Mutex<Option<(u64, u64)>>,
+    pub checkpoints: CheckpointMetrics,
+    /// Plugin calls by operator (`source`, `fn_0_echo`, `sink_0_log`).
+    calls: Mutex<BTreeMap<String, Arc<CallMetrics>>>,
+    warning: Mutex<Option<String>>,
+}
+
+/// One plugin process serving a rule, as status calls and scrapes report it.
+#[derive(Debug, Clone)]
+pub struct PluginProcess {
+    pub operator: String,
+    pub plugin: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// Whether the process is up and handshaken (eKuiper's connection status).
+    pub connected: bool,
+    pub calls: Arc<CallMetrics>,
+    /// Read from `/proc` when asked; `None` when there is no live process.
+    pub usage: Option<ProcessUsage>,
+    /// The process's status, limits, the watchdog's view of its tree and why
+    /// it last failed.
+    pub process: ProcessView,
+    /// The oldest call in flight, once it has run for a second or timed out.
+    pub outstanding: Option<Outstanding>,
+}
+
+/// Everything a status call reports about one rule, read at once. The API
+/// layer turns it into eKuiper's flat JSON or the admin service's protobuf.
+#[derive(Debug, Clone)]
+pub struct RuleReport {
+    pub state: RunState,
+    /// A condition the rule runs with but an operator should know of.
+    pub warning: Option<String>,
+    /// One line per instance whose call timed out and is being retried.
+    pub stuck: Vec<String>,
+    /// The newest completed checkpoint: its id and when (ms since the epoch).
+    pub last_checkpoint: Option<(u64, u64)>,
+    /// Source, filter, projection, then the sinks.
+    pub operators: Vec<OpSnapshot>,
+    pub plugins: Vec<PluginProcess>,
+}
+
+#[derive(Clone)]
+pub(crate) enum Instance {
+    Source(Arc<SourceInstance>),
+    Function(Arc<FunctionInstance>),
+    Sink(Arc<SinkInstance>),
+}
+
+impl RuleStatus {
+    pub fn new(plan: &RulePlan) -> RuleStatus {
+        RuleStatus {
+            state: Mutex::new(RunState::Stopped),
+            source: OpMetrics::new(format!("source_{}_0", plan.select.stream), OpKind::Source),
+            filter: OpMetrics::new("op_1_filter_0".into(), OpKind::Op),
+            project: OpMetrics::new("op_2_project_0".into(), OpKind::Op),
+            sinks: plan
+                .actions
+                .iter()
+                .enumerate()
+                .map(|(i, a)| OpMetrics::new(format!("sink_{}_{i}_0", a.sink), OpKind::Sink))
+                .collect(),
+            instances: Mutex::default(),
+            last_checkpoint: Mutex::default(),
+            checkpoints: CheckpointMetrics::default(),
+            calls: Mutex::default(),
+            warning: Mutex::default(),
+        }
+    }
+
+    /// A condition worth an operator's attention that does not stop the rule.
+    pub fn warning(&self) -> Option<String> {
+        self.warning.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_warning(&self, w: String) {
+        *self.warning.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+    }
+
+    /// The newest completed checkpoint: id and time in ms since the epoch.
+    pub fn last_checkpoint(&self) -> Option<(u64, u64)> {
+        *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn checkpointed(&self, id: u64, took: Duration, bytes: usize) {
+        self.checkpoints.record(took, bytes);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
+        *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, now.unwrap_or(0)));
+    }
+
+    pub fn state(&self) -> RunState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(super) fn set_state(&self, s: RunState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    pub(crate) fn register(&self, operator: String, instance: Instance) {
+        self.instances.lock().unwrap_or_else(|e| e.into_inner()).push((operator, instance));
+    }
+
+    /// The call counters of one operator's plugin instance.
+    pub(crate) fn calls(&self, operator: &str) -> Arc<CallMetrics> {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.entry(operator.to_string()).or_default().clone()
+    }
+
+    /// Every operator's numbers: source, filter, projection, then the sinks.
+    pub fn operators(&self) -> Vec<OpSnapshot> {
+        let mut ops = vec![self.source.snapshot(), self.filter.snapshot(), self.project.snapshot()];
+        ops.extend(self.sinks.iter().map(OpMetrics::snapshot));
+        ops
+    }
+
+    /// The plugin processes serving this rule, with their calls, process
+    /// status and, when `usage` is set, their memory and CPU time read from
+    /// `/proc` now.
+    pub fn processes(&self, usage: bool) -> Vec<PluginProcess> {
+        let list = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        list.into_iter()
+            .map(|(operator, i)| {
+                let (pid, restarts, process, outstanding) = match &i {
+                    Instance::Source(s) => (s.pid(), s.restarts(), s.process(), s.call_watch().oldest()),
+                    Instance::Function(f) => (f.pid(), f.restarts(), f.process(), f.outstanding()),
+                    Instance::Sink(s) => (s.pid(), s.restarts(), s.process(), s.call_watch().oldest()),
+                };
+                PluginProcess {
+                    calls: self.calls(&operator),
+                    operator,
+                    plugin: process.plugin.clone(),
+                    pid,
+                    restarts,
+                    connected: matches!(process.status, ProcessStatus::Running { .. }),
+                    usage: if usage { pid.and_then(ProcessUsage::of) } else { None },
+                    process,
+                    outstanding: outstanding.filter(|o| o.for_ms >= SLOW_CALL_MS || o.timeouts > 0),
+                }
+            })
+            .collect()
+    }
+
+    /// The rule's state, numbers and processes, read now.
+    pub fn report(&self) -> RuleReport {
+        RuleReport {
+            state: self.state(),
+            warning: self.warning(),
+            stuck: self.stuck(),
+            last_checkpoint: self.last_checkpoint(),
+            operators: self.operators(),
+            plugins: self.processes(true),
+        }
+    }
+
+    pub(crate) fn take_instances(&self) -> Vec<(String, Instance)> {
+        std::mem::take(&mut *self.instances.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// One line per instance whose call has timed out and is still being
+    /// retried: which instance, which call, since when.
+    pub fn stuck(&self) -> Vec<String> {
+        let list = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        list.iter()
+            .filter_map(|(op, i)| {
+                let (pid, plugin, o) = match i {
+                    Instance::Function(f) => (f.pid(), f.process().plugin, f.outstanding()?),
+                    Instance::Sink(s) => (s.pid(), s.process().plugin, s.call_watch().oldest()?),
+                    Instance::Source(s) => (s.pid(), s.process().plugin, s.call_watch().oldest()?),
+                };
+                (o.timeouts > 0).then(|| {
+                    let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                    format!(
+                        "{op} (plugin {plugin}, pid {pid}) is stuck in {}: in flight since {} ({:.1} s, {} timeouts)",
+                        o.call,
+                        rfc3339_ms(o.since_ms),
+                        o.for_ms as f64 / 1000.0,
+                        o.timeouts
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// A call in flight this long is shown in the status (`outstanding`) even
+/// before it times out.
+const SLOW_CALL_MS: u64 = 1000;
+
+/// `2026-01-02T03:04:05.678Z` from ms since the epoch (UTC), without a
+/// date-time dependency.
+fn rfc3339_ms(ms: u64) -> String {
+    let (secs, ms) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_print_as_rfc3339() {
+        assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339_ms(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
+    }
+}

@@ -1,0 +1,437 @@
+//! The plugin catalog: plugin files on disk, their names, versions and metadata. Plain data: it never starts or
+//! holds a process.
+//!
+//! Invariant: nothing in this module spawns, signals, waits for or keeps a handle to a process. A [`Catalog`] is a
+//! snapshot of the plugins folder (file names, versions, hashes, parsed metadata) that can be rebuilt or dropped at
+//! any time without affecting a running plugin.
+//!
+//! # Layout
+//!
+//! ```text
+//! <plugins-dir>/
+//!   sources/    random@v1.10.0   random@v1.2.0   random.json
+//!   sinks/      file
+//!   functions/  geohash@1.0.0    geohash.json
+//! ```
+//!
+//! * A plugin is an executable file named `<name>` or `<name>@<version>`. Names follow eKuiper's rule
+//!   `^[A-Za-z0-9_-]+$`; the version is everything after the last `@` and must be non-empty (so it cannot contain
+//!   `@` or `/`).
+//! * `<name>.json` beside it is the plugin's metadata, in eKuiper's format (see [`Metadata`]).
+//! * Hidden entries (names starting with `.`) and directories are skipped silently; every other file that is not a
+//!   valid plugin or metadata file is reported in [`Catalog::errors`] and otherwise ignored.
+//! * As in eKuiper, the first letter of a plugin name may be written in either case: `MySource@v1.0.0` and
+//!   `mySource@v2.0.0` are two versions of one plugin, found by either spelling.
+//! * When a plugin has several files, the newest one by [`Version`]'s order takes effect; the others are listed in
+//!   [`PluginFile::other_versions`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use oort_core::names::is_valid_name;
+use oort_core::names::{fold, hex};
+
+mod metadata;
+#[cfg(test)]
+mod tests;
+mod version;
+
+pub use metadata::{FunctionMeta, Metadata};
+pub use version::{PluginKind, Version};
+
+/// One plugin as it will run: the newest of its files on disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginFile {
+    pub kind: PluginKind,
+    /// The plugin name as written in the effective file's name.
+    pub name: String,
+    /// `None` when the file name has no `@`.
+    pub version: Option<Version>,
+    /// The executable that will run.
+    pub path: PathBuf,
+    /// Lowercase hex SHA-256 of the executable's bytes.
+    pub sha256: String,
+    /// The parsed `<name>.json`, when present and valid.
+    pub metadata: Option<Metadata>,
+    /// Versions present on disk but shadowed by this one, newest first; an unversioned file is reported as `""`.
+    pub other_versions: Vec<String>,
+}
+
+/// A problem found in the plugins folder, or a function name claimed twice.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read plugin folder {path}: {source}")]
+    ReadDir { path: PathBuf, source: io::Error },
+    #[error("plugin file {path}: invalid name {name:?}: plugin names must match ^[A-Za-z0-9_-]+$")]
+    InvalidName { path: PathBuf, name: String },
+    #[error("plugin file {path}: empty version after '@'")]
+    EmptyVersion { path: PathBuf },
+    #[error("plugin file {path} is not executable")]
+    NotExecutable { path: PathBuf },
+    #[error("metadata file {path} is not valid: {reason}")]
+    BadMetadata { path: PathBuf, reason: String },
+    #[error("plugin file {path} cannot be read: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("function {function:?} is exported by both {first} and {second}")]
+    DuplicateFunction { function: String, first: String, second: String },
+}
+
+/// A scan of the plugins folder: every valid plugin (newest version only) plus every problem found.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// Keyed by kind and [`fold`]ed name.
+    plugins: BTreeMap<(PluginKind, String), PluginFile>,
+    errors: Vec<CatalogError>,
+    /// Lowercased SQL function name -> folded name of the function plugin exporting it, as found by the scan.
+    exported: BTreeMap<String, String>,
+    /// Folded function plugin name -> lowercased function names it declared when running.
+    registered: BTreeMap<String, Vec<String>>,
+    /// The SHA-256 of every effective plugin file, by path, with the file's stamp when it was hashed: a rescan
+    /// hashes only files whose stamp changed (a 1 GB executable takes a second to hash).
+    hashes: HashMap<PathBuf, (FileStamp, String)>,
+    /// How many files this scan hashed (the others came from the previous scan).
+    hashed: usize,
+}
+
+/// What identifies one version of a file's bytes without reading them: a write changes the size or the
+/// modification time, and any change to the inode (including a write that restores the mtime with `touch -d`)
+/// changes its ctime, which user space cannot set; a replaced file has a new inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// A valid plugin file found in a kind folder.
+struct Candidate {
+    name: String,
+    version: Option<Version>,
+    path: PathBuf,
+    file_name: String,
+    stamp: FileStamp,
+}
+
+/// What a kind folder entry is.
+enum Entry {
+    Plugin(Candidate),
+    Metadata { name: String, path: PathBuf },
+    Skip,
+}
+
+impl Catalog {
+    /// Scans `<plugins_dir>/{sources,sinks,functions}/`. Never fails as a whole: a missing kind folder is simply
+    /// empty, and per-file problems are collected in [`Catalog::errors`].
+    pub fn scan(plugins_dir: &Path) -> Catalog {
+        Catalog::rescan(plugins_dir, &Catalog::default())
+    }
+
+    /// A catalog holding only this one's file hashes: what [`Catalog::rescan`] needs of the previous scan,
+    /// cheap to move to another thread.
+    pub fn hash_cache(&self) -> Catalog {
+        Catalog { hashes: self.hashes.clone(), ..Catalog::default() }
+    }
+
+    /// Like [`Catalog::scan`], but takes the hash of every file unchanged since `previous` from it instead of
+    /// reading the file again.
+    pub fn rescan(plugins_dir: &Path, previous: &Catalog) -> Catalog {
+        let mut catalog = Catalog { hashes: previous.hashes.clone(), ..Catalog::default() };
+        for kind in PluginKind::ALL {
+            catalog.scan_kind(kind, &plugins_dir.join(kind.dir_name()));
+        }
+        catalog.index_functions();
+        // Forget the hashes of files that are gone or no longer effective.
+        let effective: std::collections::HashSet<&Path> = catalog.plugins.values().map(|p| p.path.as_path()).collect();
+        let hashes = std::mem::take(&mut catalog.hashes);
+        catalog.hashes = hashes.into_iter().filter(|(path, _)| effective.contains(path.as_path())).collect();
+        tracing::debug!(
+            plugins = catalog.plugins.len(),
+            errors = catalog.errors.len(),
+            dir = %plugins_dir.display(),
+            "plugin catalog scanned"
+        );
+        catalog
+    }
+
+    /// How many plugin files this scan read to hash them; the others were unchanged since the previous scan.
+    pub fn files_hashed(&self) -> usize {
+        self.hashed
+    }
+
+    /// Every problem found by the scan, in scan order (kinds in [`PluginKind::ALL`] order, files by name).
+    pub fn errors(&self) -> &[CatalogError] {
+        &self.errors
+    }
+
+    /// The plugin named `name`, matching the first letter in either case (`MySource` finds `mySource`).
+    pub fn get(&self, kind: PluginKind, name: &str) -> Option<&PluginFile> {
+        self.plugins.get(&(kind, fold(name)))
+    }
+
+    /// The plugins of one kind, sorted by name.
+    pub fn list(&self, kind: PluginKind) -> Vec<&PluginFile> {
+        let mut plugins: Vec<&PluginFile> = self.plugins.values().filter(|plugin| plugin.kind == kind).collect();
+        plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        plugins
+    }
+
+    /// Which function plugin exports SQL function `function` (from metadata `functions`, or when the plugin has no
+    /// metadata functions list, a function plugin exports the function named like the plugin itself), including the
+    /// names recorded by [`Catalog::register_functions`]. Case-insensitive match on the function name (SQL function
+    /// names are case-insensitive).
+    pub fn function_owner(&self, function: &str) -> Option<&PluginFile> {
+        let wanted = function.to_lowercase();
+        let owner = self.exported.get(&wanted).or_else(|| {
+            self.registered.iter().find(|(_, functions)| functions.contains(&wanted)).map(|(owner, _)| owner)
+        })?;
+        self.plugins.get(&(PluginKind::Function, owner.clone()))
+    }
+
+    /// Records that a running function plugin declared these function names (from its Describe); returns
+    /// DuplicateFunction if another plugin already exports one of them, in which case nothing is recorded.
+    /// A later call for the same plugin replaces its earlier declaration; the names found by the scan stay.
+    pub fn register_functions(&mut self, plugin: &str, functions: &[String]) -> Result<(), CatalogError> {
+        let key = fold(plugin);
+        let mut lowered: Vec<String> = Vec::with_capacity(functions.len());
+        for function in functions {
+            let wanted = function.to_lowercase();
+            let other = self.exported.get(&wanted).filter(|owner| **owner != key).or_else(|| {
+                self.registered
+                    .iter()
+                    .find(|(owner, declared)| **owner != key && declared.contains(&wanted))
+                    .map(|(owner, _)| owner)
+            });
+            if let Some(other) = other {
+                return Err(CatalogError::DuplicateFunction {
+                    function: function.clone(),
+                    first: self.display_function_plugin(other),
+                    second: plugin.to_owned(),
+                });
+            }
+            if !lowered.contains(&wanted) {
+                lowered.push(wanted);
+            }
+        }
+        self.registered.insert(key, lowered);
+        Ok(())
+    }
+
+    fn display_function_plugin(&self, key: &str) -> String {
+        self.plugins
+            .get(&(PluginKind::Function, key.to_owned()))
+            .map_or_else(|| key.to_owned(), |plugin| plugin.name.clone())
+    }
+
+    fn scan_kind(&mut self, kind: PluginKind, dir: &Path) {
+        let read = match fs::read_dir(dir) {
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return,
+            Err(source) => {
+                self.errors.push(CatalogError::ReadDir { path: dir.to_owned(), source });
+                return;
+            }
+        };
+        let mut names: Vec<OsString> = Vec::new();
+        for entry in read {
+            match entry {
+                Ok(entry) => names.push(entry.file_name()),
+                Err(source) => self.errors.push(CatalogError::ReadDir { path: dir.to_owned(), source }),
+            }
+        }
+        names.sort();
+
+        let mut candidates: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+        let mut metadata_files: BTreeMap<String, Vec<(String, PathBuf)>> = BTreeMap::new();
+        for file_name in names {
+            match classify(dir, file_name) {
+                Ok(Entry::Plugin(candidate)) => candidates.entry(fold(&candidate.name)).or_default().push(candidate),
+                Ok(Entry::Metadata { name, path }) => metadata_files.entry(fold(&name)).or_default().push((name, path)),
+                Ok(Entry::Skip) => {}
+                Err(err) => self.errors.push(err),
+            }
+        }
+
+        for (key, mut versions) in candidates {
+            // Newest first; equal versions (`x@v1` and `x@1`, `X` and `x`) fall back to the file name.
+            versions.sort_by(|a, b| b.version.cmp(&a.version).then_with(|| b.file_name.cmp(&a.file_name)));
+            let mut chosen: Option<(Candidate, String)> = None;
+            let mut other_versions = Vec::new();
+            for candidate in versions {
+                if chosen.is_some() {
+                    other_versions.push(candidate.version.map(|v| v.raw).unwrap_or_default());
+                    continue;
+                }
+                match self.hashes.get(&candidate.path).filter(|(stamp, _)| *stamp == candidate.stamp) {
+                    Some((_, sha256)) => chosen = Some((candidate, sha256.clone())),
+                    None => match sha256_file(&candidate.path) {
+                        Ok(sha256) => {
+                            self.hashed += 1;
+                            self.hashes.insert(candidate.path.clone(), (candidate.stamp, sha256.clone()));
+                            chosen = Some((candidate, sha256));
+                        }
+                        Err(source) => self.errors.push(CatalogError::Io { path: candidate.path, source }),
+                    },
+                }
+            }
+            let Some((effective, sha256)) = chosen else { continue };
+            let metadata = metadata_files
+                .remove(&key)
+                .and_then(|files| {
+                    let exact = files.iter().position(|(name, _)| *name == effective.name).unwrap_or(0);
+                    files.into_iter().nth(exact)
+                })
+                .and_then(|(_, path)| self.read_metadata(&path));
+            let plugin = PluginFile {
+                kind,
+                name: effective.name,
+                version: effective.version,
+                path: effective.path,
+                sha256,
+                metadata,
+                other_versions,
+            };
+            self.plugins.insert((kind, key), plugin);
+        }
+        for (_, files) in metadata_files {
+            for (_, path) in files {
+                tracing::debug!(path = %path.display(), "metadata file without a plugin; ignored");
+            }
+        }
+    }
+
+    fn read_metadata(&mut self, path: &Path) -> Option<Metadata> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(source) => {
+                self.errors.push(CatalogError::Io { path: path.to_owned(), source });
+                return None;
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(metadata) => Some(metadata),
+            Err(err) => {
+                self.errors.push(CatalogError::BadMetadata { path: path.to_owned(), reason: err.to_string() });
+                None
+            }
+        }
+    }
+
+    /// Fills `exported` from the function plugins, in name order; a name claimed by two plugins stays with the
+    /// first and is reported.
+    fn index_functions(&mut self) {
+        let mut duplicates = Vec::new();
+        for ((kind, key), plugin) in &self.plugins {
+            if *kind != PluginKind::Function {
+                continue;
+            }
+            let listed = plugin.metadata.as_ref().map(|m| m.functions.as_slice()).unwrap_or_default();
+            let names: Vec<&str> = if listed.is_empty() {
+                vec![plugin.name.as_str()]
+            } else {
+                listed.iter().map(|function| function.name.as_str()).collect()
+            };
+            for function in names {
+                let wanted = function.to_lowercase();
+                match self.exported.get(&wanted) {
+                    Some(owner) if owner != key => duplicates.push(CatalogError::DuplicateFunction {
+                        function: function.to_owned(),
+                        first: self.plugins[&(PluginKind::Function, owner.clone())].name.clone(),
+                        second: plugin.name.clone(),
+                    }),
+                    Some(_) => {}
+                    None => {
+                        self.exported.insert(wanted, key.clone());
+                    }
+                }
+            }
+        }
+        self.errors.extend(duplicates);
+    }
+}
+
+/// Sorts one kind folder entry into plugin, metadata, skipped, or an error naming the file.
+fn classify(dir: &Path, file_name: OsString) -> Result<Entry, CatalogError> {
+    let path = dir.join(&file_name);
+    let Some(file_name) = file_name.to_str().map(str::to_owned) else {
+        let name = file_name.to_string_lossy().into_owned();
+        return Err(CatalogError::InvalidName { path, name });
+    };
+    if file_name.starts_with('.') {
+        return Ok(Entry::Skip);
+    }
+    let meta = match fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(source) => return Err(CatalogError::Io { path, source }),
+    };
+    if meta.is_dir() {
+        return Ok(Entry::Skip);
+    }
+    if let Some(name) = file_name.strip_suffix(".json").filter(|name| is_valid_name(name)) {
+        let name = name.to_owned();
+        if !meta.is_file() {
+            return Err(not_a_regular_file(path));
+        }
+        return Ok(Entry::Metadata { name, path });
+    }
+    let (name, version) = match file_name.rsplit_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (file_name.as_str(), None),
+    };
+    if !is_valid_name(name) {
+        return Err(CatalogError::InvalidName { name: name.to_owned(), path });
+    }
+    if version.is_some_and(str::is_empty) {
+        return Err(CatalogError::EmptyVersion { path });
+    }
+    if !meta.is_file() {
+        return Err(not_a_regular_file(path));
+    }
+    if !is_executable(&meta) {
+        return Err(CatalogError::NotExecutable { path });
+    }
+    let stamp = FileStamp::of(&meta);
+    Ok(Entry::Plugin(Candidate { name: name.to_owned(), version: version.map(Version::parse), path, file_name, stamp }))
+}
+
+fn not_a_regular_file(path: PathBuf) -> CatalogError {
+    CatalogError::Io { path, source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file") }
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_meta: &fs::Metadata) -> bool {
+    true
+}
+
+fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}

@@ -1,0 +1,206 @@
+//! An open function instance: batches of argument rows in, results out,
+//! retried as a whole per the rule's restart strategy.
+
+use super::*;
+
+/// The result of one row of a function batch.
+pub type RowOutcome = Result<Value, String>;
+
+/// An open function instance: batches of argument rows in, results out.
+pub struct FunctionInstance {
+    pub(super) id: String,
+    pub(super) symbol: String,
+    pub(super) plugin: String,
+    pub(super) entry: Arc<Entry>,
+    pub(super) state: Arc<StateRegistry>,
+    pub(super) timeouts: Timeouts,
+    pub(super) stream: BatchStream<oort_proto::wire::EncodedBatch, pb::ExecResult>,
+    pub(super) turns: Turns,
+    /// How often, and after which delays, a failed batch is retried.
+    pub(super) retries: RestartStrategy,
+    pub(super) watch: CallWatch,
+}
+
+impl FunctionInstance {
+    /// The instance id, which is also its state scope.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How often its process was restarted after a crash.
+    pub fn restarts(&self) -> u32 {
+        self.entry.process.restarts()
+    }
+
+    /// The function's name as the plugin exports it.
+    pub fn symbol(&self) -> &str {
+        &self.symbol
+    }
+
+    /// The oldest batch call in flight, retries included.
+    pub fn outstanding(&self) -> Option<Outstanding> {
+        self.watch.oldest()
+    }
+
+    /// The serving process's status, limits and resource use.
+    pub fn process(&self) -> ProcessView {
+        ProcessView::of(&self.entry)
+    }
+
+    /// The pid of the process serving it right now.
+    pub fn pid(&self) -> Option<u32> {
+        self.entry.process.pid()
+    }
+
+    /// Runs one batch. A batch that fails as a whole (the process crashed, the
+    /// stream broke, the call timed out) is retried after the instance is
+    /// reopened with the supervisor's copy of its state: whatever the failed
+    /// attempt changed in the plugin's resident state is discarded, so nothing
+    /// is counted twice. The first retry follows at once, the others after the
+    /// delays of the instance's restart strategy, up to its `attempts`; a
+    /// crash loop or a stopped process ends the call at once.
+    ///
+    /// Calls may overlap (the rule pipeline keeps two batches in flight): they
+    /// go out, and see the instance's state, in the order they were made. So
+    /// that a failure cannot reorder them, a call opens a new stream, and a
+    /// failed call recovers, only once every earlier call has finished; until
+    /// then later calls wait instead of overtaking on the new stream.
+    pub async fn exec(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
+        let _outstanding = self.watch.begin("Exec");
+        // A process that died up to a second before the call began may be
+        // why it fails: its socket is gone before its monitor notices.
+        let now = tokio::time::Instant::now();
+        let since = now.checked_sub(std::time::Duration::from_secs(1)).unwrap_or(now);
+        let turn = self.turns.take();
+        let first = match self.exec_once(rows, false).await {
+            Ok(Some(cells)) => Ok(cells),
+            Ok(None) => {
+                turn.wait_for_earlier().await;
+                self.exec_opening(rows).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut last = match first {
+            Err(e @ (HostError::Call { .. } | HostError::Timeout { .. } | HostError::Protocol { .. })) => e,
+            other => return other,
+        };
+        let attempts = self.retries.attempts.max(1);
+        if matches!(last, HostError::Timeout { .. }) {
+            note_timeout(&self.watch, &self.plugin, &self.id, &last, &format!("up to {attempts} more times"));
+        }
+        turn.wait_for_earlier().await;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(self.retries.delay_for(attempt - 1)).await;
+            }
+            tracing::debug!(plugin = %self.plugin, instance = %self.id, attempt, "retrying a failed batch: {last}");
+            let result = match self.resync().await {
+                Ok(()) => self.exec_opening(rows).await,
+                Err(e) => Err(e),
+            };
+            last = match result {
+                Err(e @ (HostError::Call { .. } | HostError::Timeout { .. } | HostError::Protocol { .. })) => e,
+                other => return other,
+            };
+            if matches!(last, HostError::Timeout { .. }) {
+                note_timeout(
+                    &self.watch,
+                    &self.plugin,
+                    &self.id,
+                    &last,
+                    &format!("up to {} more times", attempts - attempt - 1),
+                );
+            }
+        }
+        // When the process died under the call (a crash, a limit), its
+        // monitor says why, which beats "connection refused"; it may need a
+        // moment to notice. A process that gave up is the explanation
+        // whenever it died.
+        if let Some(failure) = self.entry.process.ended_since(since, std::time::Duration::from_secs(1)).await? {
+            return Err(HostError::Call {
+                plugin: self.plugin.clone(),
+                call: "Exec",
+                message: format!("{last}; the plugin process ended: {failure}"),
+            });
+        }
+        Err(last)
+    }
+
+    /// Closes and reopens the instance on its (possibly restarted) process,
+    /// handing it the supervisor's copy of its state.
+    pub async fn resync(&self) -> Result<(), HostError> {
+        self.stream.reset().await;
+        let live = self.entry.process.live().await?;
+        let open = lock(&self.entry.instances).get(&self.id).cloned();
+        let Some(mut open) = open else {
+            return Err(HostError::Call {
+                plugin: self.plugin.clone(),
+                call: "Open",
+                message: "the instance is closed".into(),
+            });
+        };
+        // The failed attempt's writes through the State service go with it;
+        // the retry gets a new seq, so late writes tagged with an old one are refused.
+        self.state.discard_staged(&self.id, Some(self.stream.seq.load(Ordering::Relaxed)));
+        set_state(&mut open, self.state.entries(&self.id));
+        let mut client = pb::function_client::FunctionClient::new(live.channel.clone());
+        let close = pb::CloseRequest { instance_id: self.id.clone() };
+        // The restart hook may already have reopened it; a missing instance is fine.
+        let _ = call(&self.plugin, "Close", self.timeouts, client.close(close)).await;
+        open_on(&live, &open, self.timeouts, &self.plugin).await.map(|_| ())
+    }
+
+    /// One attempt; `None` when `may_open` is false and no stream is open.
+    /// Encoding the borrowed rows is the one copy an attempt needs; a retry
+    /// encodes again instead of keeping a second copy around.
+    pub(super) async fn exec_once(
+        &self,
+        rows: &[Vec<Value>],
+        may_open: bool,
+    ) -> Result<Option<Vec<RowOutcome>>, HostError> {
+        let live = self.entry.process.live().await?;
+        let n = rows.len();
+        // Encoded here, in the caller's task and outside the stream's lock,
+        // straight from the borrowed rows; the sequence number goes last.
+        let encoded = oort_proto::wire::BatchBody::exec(&self.id, rows);
+        let result = self
+            .stream
+            .round_trip(
+                &live,
+                may_open,
+                |seq| encoded.with_seq(seq),
+                |channel, input| oort_proto::wire::exec_stream(channel, input, 64 << 20),
+            )
+            .await?;
+        let Some(result) = result else { return Ok(None) };
+        if result.results.len() != n {
+            return Err(HostError::Protocol {
+                plugin: self.plugin.clone(),
+                reason: format!("answered a batch of {n} rows with {} results", result.results.len()),
+            });
+        }
+        self.state
+            .accept(&self.id, Some(result.seq), result.mutations)
+            .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;
+        Ok(Some(
+            result
+                .results
+                .into_iter()
+                .map(|r| match r.outcome {
+                    Some(pb::row_result::Outcome::Value(v)) => Ok(v.into()),
+                    Some(pb::row_result::Outcome::Error(e)) => Err(e),
+                    None => Ok(Value::Null),
+                })
+                .collect(),
+        ))
+    }
+
+    /// An attempt that may open a stream, so it always has an answer.
+    pub(super) async fn exec_opening(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
+        self.exec_once(rows, true).await?.ok_or_else(|| HostError::Call {
+            plugin: self.plugin.clone(),
+            call: "Exec",
+            message: "no stream".into(),
+        })
+    }
+}

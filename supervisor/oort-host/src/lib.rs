@@ -1,0 +1,614 @@
+//! The plugin host: the only crate that starts, signals or waits on a
+//! process. It finds plugin files ([`catalog`]), installs them ([`install`]),
+//! runs them ([`process`]), scopes their state calls ([`state`]) and decides
+//! which process serves which rule, with typed, deadline-bounded calls on the
+//! instances (this file and the ones below).
+//!
+//! Constructor plugins get one process per (rule, plugin file); singleton
+//! plugins share one process per plugin file, with instances multiplexed by
+//! instance id. Whether a plugin is a singleton is learnt from its first
+//! `Describe`: it is one when every symbol it exports is a singleton.
+//!
+//! Architecture invariant: the registry never touches a process directly; it
+//! asks the process module for a [`Supervised`] handle and makes gRPC calls on
+//! the channel that handle publishes. Every unary call and every batch round
+//! trip has a deadline; a source's `Read` stream has none (a quiet source and
+//! a hung one look alike), and a health probe reports a process that stops
+//! answering.
+//!
+//! # Files
+//! - `lib.rs`: the registry: processes by (plugin file, rule), acquire and
+//!   release, opening instances, `describe`.
+//! - [`calls`]: one unary call with its deadline, opening an instance on a
+//!   process, the restart hooks that reopen instances.
+//! - [`stream`]: the pipelined batch transport shared by `Exec` and `Write`.
+//! - [`turns`]: the tickets that keep overlapping calls in order.
+//! - [`watch`]: the calls in flight per instance, for `stuck` in rule status.
+//! - [`function`], [`source`], [`sink`]: the instance handles.
+//! - [`catalog`], [`install`], [`process`], [`state`]: see each module.
+#![deny(unsafe_code)]
+
+pub mod catalog;
+pub mod install;
+pub mod process;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use oort_proto::plugin::v1 as pb;
+use oort_proto::{Record, Value};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+use crate::catalog::{Catalog, PluginFile, PluginKind};
+use crate::process::{
+    Hooks, LaunchSpec, Limits, Live, ProcessError, RestartStrategy, RuntimeDir, Supervised, Timeouts,
+};
+use crate::state::{ProcessKey, StateRegistry};
+use oort_core::ArgInfo;
+
+mod calls;
+mod function;
+mod sink;
+mod source;
+mod stream;
+mod turns;
+mod views;
+mod watch;
+
+use calls::*;
+pub use function::{FunctionInstance, RowOutcome};
+pub use sink::SinkInstance;
+pub use source::{SourceBatch, SourceInstance};
+use stream::*;
+use turns::*;
+pub use views::{PluginInfo, ProcessInfo, ProcessView};
+use watch::note_timeout;
+pub use watch::{CallGuard, CallWatch, Outstanding};
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HostError {
+    #[error("no {kind} plugin named {name:?} in the catalog")]
+    UnknownPlugin { kind: &'static str, name: String },
+    #[error("no function plugin exports a function named {0:?}")]
+    UnknownFunction(String),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("plugin {plugin}: {call} timed out after {timeout:?}")]
+    Timeout { plugin: String, call: &'static str, timeout: std::time::Duration },
+    #[error("plugin {plugin}: {call} failed: {message}")]
+    Call { plugin: String, call: &'static str, message: String },
+    #[error("plugin {plugin} broke the protocol: {reason}")]
+    Protocol { plugin: String, reason: String },
+}
+
+impl HostError {
+    /// True when no retry can help: the plugin's process gave up after its
+    /// restart strategy (a crash loop) or was stopped. The engine ends the
+    /// rule instead of retrying the call.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, HostError::Process(ProcessError::CrashLoop { .. } | ProcessError::Stopped { .. }))
+    }
+}
+
+/// How the host is set up.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub plugins_dir: PathBuf,
+    pub timeouts: Timeouts,
+}
+
+/// One open instance, remembered so that a restarted process can reopen it.
+#[derive(Clone)]
+enum OpenSpec {
+    Function { spec: pb::InstanceSpec },
+    Source { spec: pb::InstanceSpec, datasource: String, props: std::collections::BTreeMap<String, pb::Value> },
+    Sink { spec: pb::InstanceSpec, props: std::collections::BTreeMap<String, pb::Value> },
+}
+
+type Instances = Arc<Mutex<HashMap<String, OpenSpec>>>;
+
+/// Processes by plugin file and rule; the rule is `None` for a shared process.
+type Entries = HashMap<(PathBuf, Option<String>), Arc<Entry>>;
+
+struct Entry {
+    key: ProcessKey,
+    process: Supervised,
+    instances: Instances,
+    singleton: bool,
+    rule: Option<String>,
+}
+
+/// Finds plugins, runs their processes and opens instances on them.
+pub struct Host {
+    config: HostConfig,
+    catalog: RwLock<Catalog>,
+    runtime: Arc<RuntimeDir>,
+    state: Arc<StateRegistry>,
+    entries: tokio::sync::Mutex<Entries>,
+    next_key: AtomicU64,
+    /// Per rule, the `pluginLimits` overrides by folded plugin name.
+    rule_limits: Mutex<HashMap<String, HashMap<String, Limits>>>,
+}
+
+impl Host {
+    /// Scans the plugins folder and prepares the runtime directory. No process
+    /// starts until an instance is opened.
+    pub fn new(config: HostConfig, runtime: Arc<RuntimeDir>, state: Arc<StateRegistry>) -> Host {
+        let catalog = Catalog::scan(&config.plugins_dir);
+        for e in catalog.errors() {
+            tracing::warn!("plugin catalog: {e}");
+        }
+        Host {
+            config,
+            catalog: RwLock::new(catalog),
+            runtime,
+            state,
+            entries: tokio::sync::Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            rule_limits: Mutex::default(),
+        }
+    }
+
+    /// Sets a rule's per-plugin limit overrides (its `pluginLimits` option),
+    /// used by the processes started for the rule from now on. A shared
+    /// (singleton) process runs with the limits of the rule that started it.
+    pub fn set_rule_limits(&self, rule: &str, limits: &std::collections::BTreeMap<String, Limits>) {
+        let folded = limits.iter().map(|(name, l)| (oort_core::names::fold(name), *l)).collect();
+        lock(&self.rule_limits).insert(rule.to_string(), folded);
+    }
+
+    /// The limits a process of `file` started for `rule` runs with.
+    fn limits_for(&self, file: &PluginFile, rule: &str) -> Limits {
+        let rules = lock(&self.rule_limits);
+        let over = rules.get(rule).and_then(|m| m.get(&oort_core::names::fold(&file.name)));
+        Limits::resolve(file.metadata.as_ref().and_then(|m| m.limits.as_ref()), over)
+    }
+
+    /// The State registry shared with the State service.
+    pub fn state(&self) -> &Arc<StateRegistry> {
+        &self.state
+    }
+
+    /// The runtime directory holding every socket.
+    pub fn runtime_dir(&self) -> &Path {
+        self.runtime.path()
+    }
+
+    fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads the plugins folder (a file was added, replaced or removed).
+    /// Running processes keep running the file they started from, and the
+    /// functions they declared stay registered.
+    pub async fn rescan(&self) {
+        // Reading the folder (and hashing new or changed files) is blocking
+        // I/O: keep it off the async workers that answer every other request.
+        // Files unchanged since the last scan keep their hash instead of being
+        // read again.
+        let dir = self.config.plugins_dir.clone();
+        let previous = self.catalog().hash_cache();
+        let Ok(mut catalog) = tokio::task::spawn_blocking(move || Catalog::rescan(&dir, &previous)).await else {
+            tracing::error!("plugin catalog: the scan of {} failed", self.config.plugins_dir.display());
+            return;
+        };
+        for e in catalog.errors() {
+            tracing::warn!("plugin catalog: {e}");
+        }
+        for entry in self.entries.lock().await.values() {
+            if let Some(live) = entry.process.current() {
+                let functions = exported(&live.describe, pb::Kind::Function);
+                if !functions.is_empty() {
+                    let _ = catalog.register_functions(&entry.process.spec().name, &functions);
+                }
+            }
+        }
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+    }
+
+    /// Problems found in the plugins folder, as messages naming the file.
+    pub fn catalog_errors(&self) -> Vec<String> {
+        self.catalog().errors().iter().map(ToString::to_string).collect()
+    }
+
+    /// Why a plugin file of this kind and name is in the folder but not in
+    /// the catalog, when it is: e.g. `found <path> but it is not executable
+    /// (mode 0644)`.
+    pub fn catalog_problem(&self, kind: PluginKind, name: &str) -> Option<String> {
+        let dir = self.config.plugins_dir.join(kind.dir_name());
+        let named = |path: &Path| {
+            path.parent() == Some(dir.as_path())
+                && path.file_name().and_then(|f| f.to_str()).is_some_and(|f| {
+                    let stem = f.strip_suffix(".json").unwrap_or(f);
+                    let base = stem.split_once('@').map_or(stem, |(n, _)| n);
+                    oort_core::names::fold(base) == oort_core::names::fold(name)
+                })
+        };
+        self.catalog().errors().iter().find_map(|e| match e {
+            crate::catalog::CatalogError::NotExecutable { path } if named(path) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path).map(|m| format!(" (mode {:04o})", m.permissions().mode() & 0o7777));
+                Some(format!("found {} but it is not executable{}", path.display(), mode.unwrap_or_default()))
+            }
+            crate::catalog::CatalogError::EmptyVersion { path }
+            | crate::catalog::CatalogError::BadMetadata { path, .. }
+            | crate::catalog::CatalogError::Io { path, .. }
+                if named(path) =>
+            {
+                Some(e.to_string())
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether the catalog has a plugin of this kind under this name.
+    pub fn has_plugin(&self, kind: PluginKind, name: &str) -> bool {
+        self.catalog().get(kind, name).is_some()
+    }
+
+    /// Whether some function plugin exports `function`.
+    pub fn has_function(&self, function: &str) -> bool {
+        self.catalog().function_owner(function).is_some()
+    }
+
+    /// The name of the function plugin that exports `function`.
+    pub fn function_plugin(&self, function: &str) -> Option<String> {
+        self.catalog().function_owner(function).map(|p| p.name.clone())
+    }
+
+    /// Names of every plugin of a kind, sorted.
+    pub fn list(&self, kind: PluginKind) -> Vec<String> {
+        self.catalog().list(kind).into_iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Like [`Host::describe`], but a plugin missing from the catalog is looked
+    /// for once more after a rescan of the plugins directory, so a file copied
+    /// in by hand is found without a restart.
+    pub async fn describe_rescanning(&self, kind: PluginKind, name: &str) -> Option<PluginInfo> {
+        if let Some(info) = self.describe(kind, name).await {
+            return Some(info);
+        }
+        self.rescan().await;
+        self.describe(kind, name).await
+    }
+
+    /// What runs for a plugin: the file, its version and its processes.
+    pub async fn describe(&self, kind: PluginKind, name: &str) -> Option<PluginInfo> {
+        let file = self.catalog().get(kind, name).cloned()?;
+        let entries = self.entries.lock().await;
+        let mut processes = Vec::new();
+        let mut mode = None;
+        let mut functions: Vec<String> =
+            file.metadata.as_ref().map(|m| m.functions.iter().map(|f| f.name.clone()).collect()).unwrap_or_default();
+        for ((path, _), entry) in entries.iter() {
+            if path != &file.path {
+                continue;
+            }
+            mode = Some(if entry.singleton { "singleton" } else { "constructor" });
+            if let Some(live) = entry.process.current() {
+                if kind == PluginKind::Function && functions.is_empty() {
+                    functions = exported(&live.describe, pb::Kind::Function);
+                }
+            }
+            processes.push(ProcessInfo {
+                pid: entry.process.pid(),
+                rule: entry.rule.clone(),
+                restarts: entry.process.restarts(),
+                status: entry.process.status(),
+                instances: lock(&entry.instances).len(),
+                limits: entry.process.spec().limits,
+                usage: entry.process.usage(),
+                last_failure: entry.process.last_failure(),
+            });
+        }
+        if kind == PluginKind::Function && functions.is_empty() {
+            functions.push(file.name.clone());
+        }
+        if kind != PluginKind::Function {
+            functions.clear();
+        }
+        Some(PluginInfo {
+            name: file.name.clone(),
+            version: file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
+            kind,
+            functions,
+            mode,
+            file: file.path.clone(),
+            sha256: file.sha256.clone(),
+            other_versions: file.other_versions.clone(),
+            processes,
+        })
+    }
+
+    /// The plugin file serving a function name.
+    fn function_file(&self, function: &str) -> Result<PluginFile, HostError> {
+        self.catalog().function_owner(function).cloned().ok_or_else(|| HostError::UnknownFunction(function.into()))
+    }
+
+    fn plugin_file(&self, kind: PluginKind, name: &str) -> Result<PluginFile, HostError> {
+        self.catalog()
+            .get(kind, name)
+            .cloned()
+            .ok_or_else(|| HostError::UnknownPlugin { kind: kind.as_str(), name: name.into() })
+    }
+
+    /// The process that serves `rule` for `file`: the shared one of a
+    /// singleton plugin, the rule's own one otherwise; started on first use.
+    async fn acquire(
+        &self,
+        file: &PluginFile,
+        kind: PluginKind,
+        rule: &str,
+        strategy: RestartStrategy,
+    ) -> Result<Arc<Entry>, HostError> {
+        let running = |entries: &Entries| {
+            entries
+                .get(&(file.path.clone(), None))
+                .or_else(|| entries.get(&(file.path.clone(), Some(rule.to_string()))))
+                .cloned()
+        };
+        if let Some(e) = running(&*self.entries.lock().await) {
+            return Ok(e);
+        }
+        // The process starts without the map lock held: a plugin slow to
+        // handshake (up to the start timeout) must not hold up other rules,
+        // listings and describes. Two rules racing to start one singleton
+        // plugin may both start it; the second to finish stops its own.
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let instances: Instances = Arc::default();
+        let hooks = Arc::new(EntryHooks {
+            key,
+            state: self.state.clone(),
+            instances: instances.clone(),
+            timeouts: self.config.timeouts,
+        });
+        let spec = LaunchSpec {
+            path: file.path.clone(),
+            name: file.name.clone(),
+            version: file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
+            kind: match kind {
+                PluginKind::Source => pb::Kind::Source,
+                PluginKind::Sink => pb::Kind::Sink,
+                PluginKind::Function => pb::Kind::Function,
+            },
+            rule: Some(rule.to_string()),
+            limits: self.limits_for(file, rule),
+        };
+        let process = Supervised::start(spec, self.runtime.clone(), self.config.timeouts, strategy, hooks).await?;
+        let live = process.live().await?;
+        let singleton = !live.describe.symbols.is_empty()
+            && live.describe.symbols.iter().all(|s| s.mode == pb::ExportMode::Singleton as i32);
+        if kind == PluginKind::Function {
+            let functions = exported(&live.describe, pb::Kind::Function);
+            let registered =
+                self.catalog.write().unwrap_or_else(|e| e.into_inner()).register_functions(&file.name, &functions);
+            if let Err(e) = registered {
+                process.stop().await;
+                return Err(HostError::Protocol { plugin: file.name.clone(), reason: e.to_string() });
+            }
+        }
+        let rule_key = if singleton { None } else { Some(rule.to_string()) };
+        let mut entries = self.entries.lock().await;
+        if let Some(e) = running(&entries) {
+            drop(entries);
+            process.stop().await;
+            return Ok(e);
+        }
+        let entry = Arc::new(Entry { key, process, instances, singleton, rule: rule_key.clone() });
+        entries.insert((file.path.clone(), rule_key), entry.clone());
+        Ok(entry)
+    }
+
+    /// Stops a process once its last instance is closed.
+    async fn release(&self, entry: &Arc<Entry>) {
+        if !lock(&entry.instances).is_empty() {
+            return;
+        }
+        let mut entries = self.entries.lock().await;
+        // Re-check under the map lock: another rule may have opened an instance.
+        if !lock(&entry.instances).is_empty() {
+            return;
+        }
+        entries.retain(|_, e| !Arc::ptr_eq(e, entry));
+        drop(entries);
+        entry.process.stop().await;
+    }
+
+    async fn open(&self, entry: Arc<Entry>, open: OpenSpec) -> Result<(String, Arc<Entry>, bool), HostError> {
+        let id = instance_spec(&open).instance_id.clone();
+        self.state.assign(&id, entry.key);
+        let mut open = open;
+        set_state(&mut open, self.state.entries(&id));
+        lock(&entry.instances).insert(id.clone(), open.clone());
+        let result = async {
+            let live = entry.process.live().await?;
+            open_on(&live, &open, self.config.timeouts, &entry.process.spec().name).await
+        }
+        .await;
+        match result {
+            Ok(declared) => Ok((id, entry, declared)),
+            Err(e) => {
+                lock(&entry.instances).remove(&id);
+                self.release(&entry).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks a function plugin whether a call's arguments are acceptable.
+    pub async fn validate_function(&self, function: &str, args: &[ArgInfo]) -> Result<Option<String>, HostError> {
+        let args: Vec<pb::ArgSpec> = args
+            .iter()
+            .map(|a| pb::ArgSpec {
+                expression: a.expression.clone(),
+                literal: a.literal.clone().map(Into::into),
+                column: a.column.clone(),
+            })
+            .collect();
+        let file = self.function_file(function)?;
+        // Validation runs on the shared process when there is one, else on a
+        // short-lived process of its own.
+        let rule = "__validate";
+        let entry = self
+            .acquire(&file, PluginKind::Function, rule, RestartStrategy { attempts: 0, ..Default::default() })
+            .await?;
+        let result = async {
+            let symbol = exported_symbol(&entry, function)?;
+            let live = entry.process.live().await?;
+            let mut client = pb::function_client::FunctionClient::new(live.channel.clone());
+            let req = pb::ValidateRequest { symbol, args };
+            let resp = call(&file.name, "Validate", self.config.timeouts, client.validate(req)).await?;
+            Ok(Some(resp.error).filter(|e| !e.is_empty()))
+        }
+        .await;
+        self.release(&entry).await;
+        result
+    }
+
+    /// Opens an instance of `function` for one call site of a rule.
+    pub async fn open_function(
+        &self,
+        rule: &str,
+        operator: &str,
+        function: &str,
+        strategy: RestartStrategy,
+    ) -> Result<FunctionInstance, HostError> {
+        let file = self.function_file(function)?;
+        let entry = self.acquire(&file, PluginKind::Function, rule, strategy).await?;
+        let symbol = match exported_symbol(&entry, function) {
+            Ok(symbol) => symbol,
+            Err(e) => {
+                self.release(&entry).await;
+                return Err(e);
+            }
+        };
+        let spec = new_spec(rule, operator, &symbol);
+        let (id, entry, _) = self.open(entry, OpenSpec::Function { spec }).await?;
+        let plugin = file.name;
+        Ok(FunctionInstance {
+            id,
+            symbol,
+            plugin: plugin.clone(),
+            entry,
+            state: self.state.clone(),
+            timeouts: self.config.timeouts,
+            stream: BatchStream::new(&plugin, "Exec", self.config.timeouts.call, |r: &pb::ExecResult| r.seq),
+            turns: Turns::default(),
+            retries: strategy,
+            watch: CallWatch::default(),
+        })
+    }
+
+    /// Opens an instance of a source plugin for a rule.
+    pub async fn open_source(
+        &self,
+        rule: &str,
+        plugin: &str,
+        datasource: &str,
+        props: HashMap<String, Value>,
+        strategy: RestartStrategy,
+    ) -> Result<SourceInstance, HostError> {
+        let file = self.plugin_file(PluginKind::Source, plugin)?;
+        let entry = self.acquire(&file, PluginKind::Source, rule, strategy).await?;
+        let spec = new_spec(rule, "source", &file.name);
+        let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let (id, entry, rewindable) =
+            self.open(entry, OpenSpec::Source { spec, datasource: datasource.into(), props }).await?;
+        Ok(SourceInstance {
+            id,
+            plugin: file.name,
+            entry,
+            state: self.state.clone(),
+            timeouts: self.config.timeouts,
+            rewindable,
+            watch: Arc::default(),
+        })
+    }
+
+    /// Opens an instance of a sink plugin for one action of a rule.
+    pub async fn open_sink(
+        &self,
+        rule: &str,
+        operator: &str,
+        plugin: &str,
+        props: HashMap<String, Value>,
+        strategy: RestartStrategy,
+    ) -> Result<SinkInstance, HostError> {
+        let file = self.plugin_file(PluginKind::Sink, plugin)?;
+        let entry = self.acquire(&file, PluginKind::Sink, rule, strategy).await?;
+        let spec = new_spec(rule, operator, &file.name);
+        let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let (id, entry, _) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
+        let plugin = file.name;
+        Ok(SinkInstance {
+            id,
+            plugin: plugin.clone(),
+            entry,
+            state: self.state.clone(),
+            timeouts: self.config.timeouts,
+            stream: BatchStream::new(&plugin, "Write", self.config.timeouts.call, |a: &pb::WriteAck| a.seq),
+            watch: CallWatch::default(),
+        })
+    }
+
+    /// Closes an instance and stops its process when nothing else uses it.
+    async fn close(&self, id: &str, entry: &Arc<Entry>) {
+        let removed = lock(&entry.instances).remove(id);
+        if removed.is_some() {
+            if let Ok(live) = entry.process.live().await {
+                let req = pb::CloseRequest { instance_id: id.to_string() };
+                let name = &entry.process.spec().name;
+                let t = self.config.timeouts;
+                let result = match removed {
+                    Some(OpenSpec::Function { .. }) => {
+                        call(name, "Close", t, pb::function_client::FunctionClient::new(live.channel).close(req)).await
+                    }
+                    Some(OpenSpec::Source { .. }) => {
+                        call(name, "Close", t, pb::source_client::SourceClient::new(live.channel).close(req)).await
+                    }
+                    Some(OpenSpec::Sink { .. }) => {
+                        call(name, "Close", t, pb::sink_client::SinkClient::new(live.channel).close(req)).await
+                    }
+                    None => Ok(pb::CloseResponse {}),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(instance = id, "close failed: {e}");
+                }
+            }
+        }
+        self.release(entry).await;
+    }
+
+    /// Closes a function instance.
+    pub async fn close_function(&self, f: &FunctionInstance) {
+        // End the batch stream first: a plugin drains open streams before it exits.
+        f.stream.reset().await;
+        self.close(&f.id, &f.entry).await;
+    }
+
+    /// Closes a source instance.
+    pub async fn close_source(&self, s: &SourceInstance) {
+        self.close(&s.id, &s.entry).await;
+    }
+
+    /// Closes a sink instance.
+    pub async fn close_sink(&self, s: &SinkInstance) {
+        s.stream.reset().await;
+        self.close(&s.id, &s.entry).await;
+    }
+
+    /// Stops every process, all at once.
+    pub async fn shutdown(&self) {
+        let mut stops = tokio::task::JoinSet::new();
+        for (_, entry) in self.entries.lock().await.drain() {
+            stops.spawn(async move { entry.process.stop().await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+}

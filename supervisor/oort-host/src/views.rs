@@ -1,0 +1,73 @@
+//! What the host shows about plugins and their processes: `describe`'s
+//! [`PluginInfo`] and the process line of a rule's status.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::catalog::PluginKind;
+use crate::process::{Limits, ProcessStatus, Usage};
+use crate::Entry;
+
+/// What `describe` reports about a plugin: eKuiper's `{"name","version"}` plus
+/// what Oort knows about the file and its processes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    /// The version of the file that runs, leading `v` dropped; empty when the
+    /// file carries none.
+    pub version: String,
+    pub kind: PluginKind,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    /// `constructor` or `singleton`, once a process has described itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    pub file: PathBuf,
+    pub sha256: String,
+    pub other_versions: Vec<String>,
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// One running process of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub pid: Option<u32>,
+    /// The rule it serves, or `None` for a shared (singleton) process.
+    pub rule: Option<String>,
+    pub restarts: u32,
+    pub status: ProcessStatus,
+    pub instances: usize,
+    /// The limits it runs with.
+    pub limits: Limits,
+    /// Its tree's resource use at the last sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Why it last ended unexpectedly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
+/// What a rule status shows about the process serving one of its instances.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessView {
+    pub plugin: String,
+    pub status: ProcessStatus,
+    pub limits: Limits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
+impl ProcessView {
+    pub(crate) fn of(entry: &Entry) -> ProcessView {
+        ProcessView {
+            plugin: entry.process.spec().name.clone(),
+            status: entry.process.status(),
+            limits: entry.process.spec().limits,
+            usage: entry.process.usage(),
+            last_failure: entry.process.last_failure(),
+        }
+    }
+}

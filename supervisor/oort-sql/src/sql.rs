@@ -1,0 +1,449 @@
+//! `SELECT … FROM stream WHERE …`, parsed with `sqlparser` and lowered to the
+//! small expression language the engine evaluates.
+
+use sqlparser::ast as sql;
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+
+use super::builtin::Builtin;
+use super::expr::{BinOp, Expr, UnOp};
+use super::{on_planner_stack, RuleError, MAX_EXPR_DEPTH, MAX_EXPR_NODES, MAX_SQL_BYTES};
+use oort_core::ArgInfo;
+use oort_proto::Value;
+
+/// A planned `SELECT`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectPlan {
+    /// The one stream in `FROM`.
+    pub stream: String,
+    pub fields: Vec<SelectField>,
+    pub filter: Option<Expr>,
+    /// Every plugin function call, indexed by its call site.
+    pub calls: Vec<CallSite>,
+}
+
+/// One item of the select list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SelectField {
+    /// `*`: every field of the input record.
+    Wildcard,
+    /// An expression and the output field it fills.
+    Expr { expr: Expr, name: String },
+}
+
+/// One call of a plugin function in the statement: each call site is its own
+/// function instance with its own state, as in eKuiper.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallSite {
+    pub function: String,
+    pub args: Vec<ArgInfo>,
+}
+
+/// Parses and plans a rule's SQL, within the limits [`MAX_SQL_BYTES`],
+/// [`MAX_EXPR_DEPTH`] and [`MAX_EXPR_NODES`].
+///
+/// Blocking: the work runs on a thread of its own with a large stack (see
+/// `PLANNER_STACK_BYTES`), so any caller may use it, whatever its stack, but
+/// async code should call it from a blocking-safe context.
+pub fn parse_select(text: &str) -> Result<SelectPlan, RuleError> {
+    if text.len() > MAX_SQL_BYTES {
+        return Err(RuleError::invalid(format!(
+            "the rule's SQL is {} bytes long; the limit is {MAX_SQL_BYTES}",
+            text.len()
+        )));
+    }
+    // The syntax tree is built, lowered and dropped on the planner's stack:
+    // dropping a long operator chain recurses as deep as the chain is long.
+    on_planner_stack(|| plan_select(text))
+}
+
+fn plan_select(text: &str) -> Result<SelectPlan, RuleError> {
+    let statements =
+        Parser::parse_sql(&GenericDialect {}, text).map_err(|e| RuleError::invalid(format!("invalid SQL: {e}")))?;
+    let [statement] = statements.as_slice() else {
+        return Err(RuleError::invalid(format!("a rule has exactly one SQL statement, found {}", statements.len())));
+    };
+    let sql::Statement::Query(query) = statement else {
+        return Err(RuleError::invalid("a rule's SQL must be a SELECT statement"));
+    };
+    if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() || query.fetch.is_some() {
+        return Err(unsupported("WITH, ORDER BY, LIMIT and FETCH"));
+    }
+    let sql::SetExpr::Select(select) = query.body.as_ref() else {
+        return Err(unsupported("UNION, INTERSECT, EXCEPT and VALUES"));
+    };
+    if select.distinct.is_some() {
+        return Err(unsupported("DISTINCT"));
+    }
+    if !matches!(&select.group_by, sql::GroupByExpr::Expressions(e, _) if e.is_empty()) || select.having.is_some() {
+        return Err(unsupported("GROUP BY and HAVING (windows and aggregates)"));
+    }
+    let [from] = select.from.as_slice() else {
+        return Err(RuleError::invalid("FROM must name exactly one stream"));
+    };
+    if !from.joins.is_empty() {
+        return Err(unsupported("JOIN"));
+    }
+    let stream = match &from.relation {
+        sql::TableFactor::Table { name, args: None, .. } => object_name(name)?,
+        _ => return Err(RuleError::invalid("FROM must name a stream")),
+    };
+
+    let mut planner = Planner { calls: Vec::new(), nodes: 0 };
+    let mut fields = Vec::new();
+    for item in &select.projection {
+        match item {
+            sql::SelectItem::Wildcard(_) => fields.push(SelectField::Wildcard),
+            sql::SelectItem::UnnamedExpr(e) => {
+                let expr = planner.expr(e)?;
+                let name = default_name(&expr, fields.len());
+                fields.push(SelectField::Expr { expr, name });
+            }
+            sql::SelectItem::ExprWithAlias { expr, alias } => {
+                fields.push(SelectField::Expr { expr: planner.expr(expr)?, name: alias.value.clone() })
+            }
+            other => return Err(unsupported(&format!("select item {}", excerpt(other)))),
+        }
+    }
+    let filter = select.selection.as_ref().map(|e| planner.expr(e)).transpose()?;
+    let plan = SelectPlan { stream, fields, filter, calls: planner.calls };
+    check_limits(&plan)?;
+    Ok(plan)
+}
+
+/// Checks the planned expressions against [`MAX_EXPR_DEPTH`] and
+/// [`MAX_EXPR_NODES`], without recursion (the input is not yet known to be
+/// shallow).
+fn check_limits(plan: &SelectPlan) -> Result<(), RuleError> {
+    let mut nodes = 0usize;
+    let mut deepest = 0usize;
+    let mut todo: Vec<(&Expr, usize)> = Vec::new();
+    for field in &plan.fields {
+        if let SelectField::Expr { expr, .. } = field {
+            todo.push((expr, 1));
+        }
+    }
+    if let Some(filter) = &plan.filter {
+        todo.push((filter, 1));
+    }
+    while let Some((e, depth)) = todo.pop() {
+        nodes += 1;
+        deepest = deepest.max(depth);
+        todo.extend(e.children().map(|c| (c, depth + 1)));
+    }
+    if deepest > MAX_EXPR_DEPTH {
+        return Err(RuleError::invalid(format!("expression is nested {deepest} deep; the limit is {MAX_EXPR_DEPTH}")));
+    }
+    if nodes > MAX_EXPR_NODES {
+        return Err(RuleError::invalid(format!(
+            "the rule's expressions have {nodes} nodes; the limit is {MAX_EXPR_NODES}"
+        )));
+    }
+    Ok(())
+}
+
+fn unsupported(what: &str) -> RuleError {
+    RuleError::invalid(format!("{what} is not supported yet; a rule is SELECT … FROM one stream [WHERE …]"))
+}
+
+fn object_name(name: &sql::ObjectName) -> Result<String, RuleError> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            sql::ObjectNamePart::Identifier(i) => Ok(i.value.clone()),
+            other => Err(RuleError::invalid(format!("unsupported name part {other}"))),
+        })
+        .collect::<Result<_, _>>()?;
+    match parts.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(RuleError::invalid(format!("{name} is not a plain name"))),
+    }
+}
+
+/// eKuiper names an unaliased column after itself and a call after its function.
+fn default_name(expr: &Expr, index: usize) -> String {
+    match expr {
+        Expr::Column(c) => c.clone(),
+        Expr::Builtin(b, _) => b.name().to_string(),
+        Expr::Call { function, .. } => function.clone(),
+        _ => format!("kuiper_field_{index}"),
+    }
+}
+
+/// At most this many characters of an unsupported construct are quoted in an
+/// error: the construct may be most of a 64 KiB statement.
+const EXCERPT_CHARS: usize = 80;
+
+fn excerpt(text: impl std::fmt::Display) -> String {
+    let text = text.to_string();
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+struct Planner {
+    calls: Vec<CallSite>,
+    /// Nodes lowered so far: lowering stops early once past [`MAX_EXPR_NODES`].
+    nodes: usize,
+}
+
+impl Planner {
+    fn expr(&mut self, e: &sql::Expr) -> Result<Expr, RuleError> {
+        self.nodes += 1;
+        if self.nodes > MAX_EXPR_NODES {
+            return Err(RuleError::invalid(format!(
+                "the rule's expressions have more than {MAX_EXPR_NODES} nodes; the limit is {MAX_EXPR_NODES}"
+            )));
+        }
+        Ok(match e {
+            sql::Expr::Identifier(i) => Expr::Column(i.value.clone()),
+            // `stream.field`: the stream is implied, there is only one.
+            sql::Expr::CompoundIdentifier(parts) if parts.len() == 2 => Expr::Column(parts[1].value.clone()),
+            sql::Expr::Value(v) => Expr::Literal(literal(&v.value)?),
+            sql::Expr::Nested(inner) => self.expr(inner)?,
+            sql::Expr::IsNull(inner) => Expr::IsNull(Box::new(self.expr(inner)?), false),
+            sql::Expr::IsNotNull(inner) => Expr::IsNull(Box::new(self.expr(inner)?), true),
+            sql::Expr::UnaryOp { op, expr } => {
+                let op = match op {
+                    sql::UnaryOperator::Not => UnOp::Not,
+                    sql::UnaryOperator::Minus => UnOp::Neg,
+                    sql::UnaryOperator::Plus => return self.expr(expr),
+                    other => return Err(unsupported(&format!("operator {other}"))),
+                };
+                Expr::Unary(op, Box::new(self.expr(expr)?))
+            }
+            sql::Expr::BinaryOp { .. } => self.chain(e)?,
+            sql::Expr::Function(f) => self.call(f)?,
+            other => return Err(unsupported(&format!("expression {}", excerpt(other)))),
+        })
+    }
+
+    /// Lowers a run of binary operators. The parser builds `a + b - c + d` as
+    /// a left-leaning tree as deep as the run is long; it is the same as
+    /// folding the operands from the left, so it becomes one flat
+    /// [`Expr::Chain`] (or a plain [`Expr::Binary`] for one operator), walked
+    /// here without recursion.
+    fn chain(&mut self, e: &sql::Expr) -> Result<Expr, RuleError> {
+        let mut rest = Vec::new();
+        let mut base = e;
+        loop {
+            match base {
+                sql::Expr::BinaryOp { left, op, right } => {
+                    rest.push((binop(op)?, right.as_ref()));
+                    base = left.as_ref();
+                }
+                // `(a + b) + c` folds the same way as `a + b + c`.
+                sql::Expr::Nested(inner) if matches!(inner.as_ref(), sql::Expr::BinaryOp { .. }) => {
+                    base = inner.as_ref()
+                }
+                _ => break,
+            }
+        }
+        rest.reverse();
+        let first = self.expr(base)?;
+        let mut operands = Vec::with_capacity(rest.len());
+        for (op, right) in rest {
+            operands.push((op, self.expr(right)?));
+        }
+        if operands.len() == 1 {
+            let (op, right) = operands.pop().expect("one operand");
+            return Ok(Expr::Binary(Box::new(first), op, Box::new(right)));
+        }
+        Ok(Expr::Chain(Box::new(first), operands))
+    }
+
+    fn call(&mut self, f: &sql::Function) -> Result<Expr, RuleError> {
+        let name = object_name(&f.name)?;
+        if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
+            return Err(unsupported(&format!("{name}(…) OVER/FILTER/WITHIN GROUP")));
+        }
+        let list = match &f.args {
+            sql::FunctionArguments::List(list) => {
+                if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+                    return Err(unsupported(&format!("DISTINCT or clauses inside {name}(…)")));
+                }
+                list.args.as_slice()
+            }
+            sql::FunctionArguments::None => &[],
+            sql::FunctionArguments::Subquery(_) => return Err(unsupported("subqueries")),
+        };
+        let mut args = Vec::with_capacity(list.len());
+        let mut infos = Vec::with_capacity(list.len());
+        for a in list {
+            let sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(e)) = a else {
+                return Err(unsupported(&format!("argument {} of {name}", excerpt(a))));
+            };
+            let expr = self.expr(e)?;
+            infos.push(ArgInfo {
+                expression: e.to_string(),
+                literal: match &expr {
+                    Expr::Literal(v) => Some(v.clone()),
+                    _ => None,
+                },
+                column: match &expr {
+                    Expr::Column(c) => Some(c.clone()),
+                    _ => None,
+                },
+            });
+            args.push(expr);
+        }
+        if let Some(builtin) = Builtin::lookup(&name) {
+            builtin.check_arity(args.len())?;
+            return Ok(Expr::Builtin(builtin, args));
+        }
+        let site = self.calls.len();
+        self.calls.push(CallSite { function: name.clone(), args: infos });
+        Ok(Expr::Call { function: name, site, args })
+    }
+}
+
+fn binop(op: &sql::BinaryOperator) -> Result<BinOp, RuleError> {
+    Ok(match op {
+        sql::BinaryOperator::Plus => BinOp::Add,
+        sql::BinaryOperator::Minus => BinOp::Sub,
+        sql::BinaryOperator::Multiply => BinOp::Mul,
+        sql::BinaryOperator::Divide => BinOp::Div,
+        sql::BinaryOperator::Modulo => BinOp::Mod,
+        sql::BinaryOperator::Eq => BinOp::Eq,
+        sql::BinaryOperator::NotEq => BinOp::Ne,
+        sql::BinaryOperator::Lt => BinOp::Lt,
+        sql::BinaryOperator::LtEq => BinOp::Le,
+        sql::BinaryOperator::Gt => BinOp::Gt,
+        sql::BinaryOperator::GtEq => BinOp::Ge,
+        sql::BinaryOperator::And => BinOp::And,
+        sql::BinaryOperator::Or => BinOp::Or,
+        other => return Err(unsupported(&format!("operator {other}"))),
+    })
+}
+
+fn literal(v: &sql::Value) -> Result<Value, RuleError> {
+    Ok(match v {
+        sql::Value::Number(n, _) => match n.parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Float(n.parse().map_err(|_| RuleError::invalid(format!("bad number {n}")))?),
+        },
+        sql::Value::SingleQuotedString(s) | sql::Value::DoubleQuotedString(s) => Value::String(s.clone()),
+        sql::Value::Boolean(b) => Value::Bool(*b),
+        sql::Value::Null => Value::Null,
+        other => return Err(unsupported(&format!("literal {other}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_supported_subset_plans() {
+        let p = parse_select(
+            "SELECT *, lower(name) AS l, accumulateWordCount(text, ' ') , x + 1, demo.y, \
+             echo(echo(a)) FROM demo WHERE a > 1 AND NOT (b = 'x' OR c IS NULL)",
+        )
+        .unwrap();
+        assert_eq!(p.stream, "demo");
+        assert_eq!(p.fields.len(), 6);
+        assert_eq!(p.fields[0], SelectField::Wildcard);
+        let names: Vec<&str> = p
+            .fields
+            .iter()
+            .filter_map(|f| match f {
+                SelectField::Expr { name, .. } => Some(name.as_str()),
+                SelectField::Wildcard => None,
+            })
+            .collect();
+        assert_eq!(names, vec!["l", "accumulateWordCount", "kuiper_field_3", "y", "echo"]);
+        // Three plugin call sites: accumulateWordCount, and echo twice (nested).
+        let functions: Vec<&str> = p.calls.iter().map(|c| c.function.as_str()).collect();
+        assert_eq!(functions, vec!["accumulateWordCount", "echo", "echo"]);
+        assert_eq!(p.calls[0].args[1].literal, Some(Value::from(" ")));
+        assert_eq!(p.calls[0].args[0].column.as_deref(), Some("text"));
+        assert!(p.filter.is_some());
+    }
+
+    /// The depth and node count of a planned expression, as `check_limits` sees them.
+    fn measure(e: &Expr) -> (usize, usize) {
+        let (mut nodes, mut deepest, mut todo) = (0, 0, vec![(e, 1)]);
+        while let Some((e, d)) = todo.pop() {
+            nodes += 1;
+            deepest = deepest.max(d);
+            todo.extend(e.children().map(|c| (c, d + 1)));
+        }
+        (deepest, nodes)
+    }
+
+    fn first_expr(p: &SelectPlan) -> &Expr {
+        match &p.fields[0] {
+            SelectField::Expr { expr, .. } => expr,
+            SelectField::Wildcard => panic!("no expression"),
+        }
+    }
+
+    #[test]
+    fn long_operator_runs_plan_flat() {
+        // Issue 10, defect 1: these were accepted as 300-deep trees that
+        // overflowed the stack when evaluated.
+        let sum = vec!["x"; 300].join(" + ");
+        let p = parse_select(&format!("SELECT {sum} AS y FROM s1")).unwrap();
+        assert_eq!(measure(first_expr(&p)), (2, 301));
+        let and = (0..300).map(|i| format!("x > {i}")).collect::<Vec<_>>().join(" AND ");
+        let p = parse_select(&format!("SELECT * FROM s1 WHERE {and}")).unwrap();
+        // The comparisons fold into the run too: ((x > 0) AND x > 1) AND … is
+        // the fold x, > 0, AND (x > 1), … from the left.
+        assert_eq!(measure(p.filter.as_ref().unwrap()), (3, 900));
+        // Mixed precedence: a run of `+` over runs of `*`, and a bracketed run folds in.
+        let p = parse_select("SELECT (a + b) + c * d * e - f AS y FROM s").unwrap();
+        let Expr::Chain(first, rest) = first_expr(&p) else { panic!("{p:?}") };
+        assert_eq!(**first, Expr::Column("a".into()));
+        let ops: Vec<BinOp> = rest.iter().map(|(op, _)| *op).collect();
+        assert_eq!(ops, vec![BinOp::Add, BinOp::Add, BinOp::Sub]);
+        assert!(matches!(&rest[1].1, Expr::Chain(_, r) if r.len() == 2));
+    }
+
+    #[test]
+    fn size_limits_are_named() {
+        let is_null = |n: usize| format!("SELECT x{} AS y FROM s", " IS NULL".repeat(n));
+        // The deepest accepted expression: 127 IS NULL over one column.
+        let p = parse_select(&is_null(MAX_EXPR_DEPTH - 1)).unwrap();
+        assert_eq!(measure(first_expr(&p)).0, MAX_EXPR_DEPTH);
+        let err = parse_select(&is_null(300)).unwrap_err().to_string();
+        assert_eq!(err, "expression is nested 301 deep; the limit is 128");
+        let many = vec!["x"; MAX_EXPR_NODES + 1].join("+");
+        let err = parse_select(&format!("SELECT {many} FROM s")).unwrap_err().to_string();
+        assert!(err.contains("more than 10000 nodes; the limit is 10000"), "{err}");
+        let huge = format!("SELECT {} AS y FROM s", vec!["x"; 100_000].join("+"));
+        let err = parse_select(&huge).unwrap_err().to_string();
+        assert_eq!(err, format!("the rule's SQL is {} bytes long; the limit is 65536", huge.len()));
+        // Within the byte limit, the worst shapes the parser builds without
+        // its own recursion limit plan (or fail) on the planner's stack.
+        for text in [
+            format!("SELECT {} FROM s", vec!["x"; 30_000].join("+")),
+            format!("SELECT x{} FROM s", " IS NULL".repeat(8_000)),
+            format!("SELECT x{} FROM s", "::int".repeat(12_000)),
+            format!("SELECT x{} FROM s", "[1]".repeat(20_000)),
+            format!("SELECT {} FROM s", vec!["x"; 10_000].join(" AND ")),
+        ] {
+            assert!(text.len() <= MAX_SQL_BYTES);
+            assert!(parse_select(&text).is_err());
+        }
+    }
+
+    #[test]
+    fn what_is_not_supported_is_named() {
+        let cases = [
+            ("SELEC * FROM demo", "invalid SQL"),
+            ("SELECT * FROM a, b", "exactly one stream"),
+            ("SELECT * FROM a JOIN b ON a.x = b.x", "JOIN"),
+            ("SELECT count(*) FROM a GROUP BY b", "GROUP BY"),
+            ("SELECT * FROM a ORDER BY x", "ORDER BY"),
+            ("SELECT * FROM a; SELECT * FROM b", "exactly one SQL statement"),
+            ("DELETE FROM a", "must be a SELECT"),
+            ("SELECT lower(a, b) FROM s", "lower expects 1 argument"),
+        ];
+        for (q, want) in cases {
+            let err = parse_select(q).unwrap_err().to_string();
+            assert!(err.contains(want), "{q}: {err}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! A rule's report in eKuiper's shapes: the words for states and the flat
+//! status object (`source_demo_0_records_in_total`, …) that REST returns and
+//! the admin service's `metrics` map carries.
+
+use serde_json::{json, Map, Value as Json};
+
+use oort_engine::{PluginProcess, RuleReport, RunState};
+use oort_host::process::ProcessStatus;
+
+/// A rule's state as eKuiper words it.
+pub(super) fn rule_state_word(s: &RunState) -> &'static str {
+    match s {
+        RunState::Running => "running",
+        RunState::Stopped => "stopped",
+        RunState::Failed(_) => "error",
+    }
+}
+
+/// A plugin process's status in one word.
+pub(super) fn process_status_word(s: &ProcessStatus) -> &'static str {
+    match s {
+        ProcessStatus::Starting => "starting",
+        ProcessStatus::Running { .. } => "running",
+        ProcessStatus::Restarting { .. } => "restarting",
+        ProcessStatus::Failed { .. } => "failed",
+        ProcessStatus::Stopped => "stopped",
+    }
+}
+
+/// eKuiper's flat status object without `plugins`: `status`, `message` when
+/// the rule failed, `warning`, `stuck`, the last checkpoint, then eight keys
+/// per operator.
+pub(super) fn flat_status(report: &RuleReport) -> Map<String, Json> {
+    let mut out = Map::new();
+    out.insert("status".into(), json!(rule_state_word(&report.state)));
+    if let RunState::Failed(reason) = &report.state {
+        out.insert("message".into(), json!(reason));
+    }
+    if let Some(w) = &report.warning {
+        out.insert("warning".into(), json!(w));
+    }
+    if !report.stuck.is_empty() {
+        out.insert("stuck".into(), json!(report.stuck));
+    }
+    if let Some((id, at)) = report.last_checkpoint {
+        out.insert("checkpoint_last_id".into(), json!(id));
+        out.insert("checkpoint_last_time".into(), json!(at));
+    }
+    for s in &report.operators {
+        let n = &s.name;
+        out.insert(format!("{n}_records_in_total"), json!(s.records_in));
+        out.insert(format!("{n}_records_out_total"), json!(s.records_out));
+        out.insert(format!("{n}_exceptions_total"), json!(s.exceptions));
+        out.insert(format!("{n}_last_exception"), json!(s.last_exception));
+        out.insert(format!("{n}_last_exception_time"), json!(s.last_exception_time));
+        out.insert(format!("{n}_process_latency_us"), json!(s.process_latency_us));
+        out.insert(format!("{n}_buffer_length"), json!(s.buffer_length));
+        out.insert(format!("{n}_last_invocation"), json!(s.last_invocation));
+    }
+    out
+}
+
+/// One entry of the status's `plugins` list.
+pub(super) fn plugin_json(p: &PluginProcess) -> Json {
+    let mut v = json!({
+        "operator": p.operator,
+        "plugin": p.plugin,
+        "pid": p.pid,
+        "restarts": p.restarts,
+        "calls": p.calls.calls(),
+        "rss_bytes": p.usage.map(|u| u.rss_bytes),
+        "cpu_seconds": p.usage.map(|u| u.cpu_seconds),
+        "process": p.process.status,
+        "limits": p.process.limits,
+    });
+    if let Some(u) = &p.process.usage {
+        v["usage"] = json!(u);
+    }
+    if let Some(f) = &p.process.last_failure {
+        v["last_failure"] = json!(f);
+    }
+    if let Some(o) = &p.outstanding {
+        v["outstanding"] = json!(o);
+    }
+    v
+}
+
+/// The whole status object REST returns.
+pub(super) fn status_json(report: &RuleReport) -> Json {
+    let mut out = flat_status(report);
+    out.insert("plugins".into(), Json::Array(report.plugins.iter().map(plugin_json).collect()));
+    Json::Object(out)
+}

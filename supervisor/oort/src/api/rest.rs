@@ -1,0 +1,324 @@
+//! The REST admin API, in eKuiper's shapes where they overlap: `/streams`,
+//! `/rules`, `/plugins`, and Prometheus' `/metrics`. Errors are JSON
+//! `{"error": "<message>"}` with a 4xx status for anything the request got
+//! wrong and 5xx for local failures, including the ones axum itself answers
+//! (a body over the size limit, a malformed path).
+//!
+//! `--api-token` guards every path but `/ping`, `/metrics` included: a
+//! Prometheus scrape config sends it with `authorization: {credentials: …}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value as Json_};
+
+use super::report::{rule_state_word, status_json};
+use oort_engine::{Engine, EngineError, ErrorKind};
+use oort_host::catalog::PluginKind;
+use oort_host::install::{self, InstallError, InstallRequest};
+use oort_host::Host;
+
+/// Options of the REST API.
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    /// When set, every request but `/ping` (`/metrics` too) must carry
+    /// `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+}
+
+/// An error as the API reports it: a status code and a JSON `{"error": ...}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let status = match e.kind() {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<InstallError> for ApiError {
+    fn from(e: InstallError) -> ApiError {
+        let status = if e.is_client_error() { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Clone)]
+struct AppState {
+    host: Arc<Host>,
+    engine: Arc<Engine>,
+    plugins_dir: Arc<std::path::Path>,
+}
+
+/// The REST routes.
+pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::PathBuf, config: ApiConfig) -> Router {
+    let token = config.bearer_token.map(Arc::<str>::from);
+    Router::new()
+        .route("/streams", post(create_stream).get(list_streams))
+        .route("/streams/{name}", get(describe_stream).delete(drop_stream))
+        .route("/rules", post(create_rule).get(list_rules))
+        .route("/rules/{id}", get(describe_rule).put(update_rule).delete(delete_rule))
+        .route("/rules/{id}/status", get(rule_status))
+        .route("/rules/{id}/{action}", post(rule_action))
+        .route("/plugins/{kind}", get(list_plugins).post(install_plugin))
+        .route("/plugins/{kind}/{name}", get(describe_plugin).delete(remove_plugin))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+            let token = token.clone();
+            async move { authorize(token.as_deref(), req, next).await }
+        }))
+        .route("/ping", get(|| async { StatusCode::OK }))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(AppState { host, engine, plugins_dir: plugins_dir.into() })
+}
+
+async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
+    if let Some(expected) = token {
+        let given = super::bearer(req.headers().get("authorization").and_then(|v| v.to_str().ok()));
+        if !super::token_matches(given, expected) {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Turns the plain-text errors axum's extractors answer with (413 for a body
+/// over the limit, 400 for a bad path or body, …) into the API's JSON shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    // These bodies are one short sentence; the cap only guards the rewrite.
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message =
+        if text.is_empty() { status.canonical_reason().unwrap_or("request failed").to_lowercase() } else { text };
+    ApiError::new(status, message).into_response()
+}
+
+/// Parses a JSON request body into an object, with a 400 naming the problem.
+fn json_object(body: &[u8]) -> ApiResult<serde_json::Map<String, Json_>> {
+    match serde_json::from_slice::<Json_>(body) {
+        Ok(Json_::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("the request body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
+    }
+}
+
+fn required_string(obj: &serde_json::Map<String, Json_>, key: &str) -> ApiResult<String> {
+    match obj.get(key) {
+        Some(Json_::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(_) => Err(ApiError::bad_request(format!("field {key:?} must be a non-empty string"))),
+        None => Err(ApiError::bad_request(format!("missing field {key:?}"))),
+    }
+}
+
+fn created(message: String) -> Response {
+    (StatusCode::CREATED, message).into_response()
+}
+
+// ----- streams -----
+
+async fn create_stream(State(app): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let sql = required_string(&json_object(&body)?, "sql")?;
+    let def = app.engine.create_stream(&sql).await?;
+    Ok(created(format!("Stream {} is created.", def.name)))
+}
+
+async fn list_streams(State(app): State<AppState>) -> Json<Vec<String>> {
+    Json(app.engine.list_streams().await)
+}
+
+async fn describe_stream(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+    let def = app.engine.get_stream(&name).await?;
+    let fields: Vec<Json_> = def
+        .fields
+        .iter()
+        .map(|f| json!({"Name": f.name, "FieldType": serde_json::to_value(f.field_type).unwrap_or_default()}))
+        .collect();
+    Ok(Json(json!({"Name": def.name, "StreamFields": fields, "Options": def.options, "Statement": def.sql})))
+}
+
+async fn drop_stream(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<String> {
+    app.engine.drop_stream(&name).await?;
+    Ok(format!("Stream {name} is dropped."))
+}
+
+// ----- rules -----
+
+async fn create_rule(State(app): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let id = app.engine.create_rule(&body).await?;
+    Ok(created(format!("Rule {id} was created successfully.")))
+}
+
+async fn list_rules(State(app): State<AppState>) -> Json<Vec<Json_>> {
+    let rules = app.engine.list_rules().await;
+    Json(rules.iter().map(|(id, state)| json!({"id": id, "status": rule_state_word(state)})).collect())
+}
+
+async fn describe_rule(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<oort_sql::RuleDef>> {
+    Ok(Json(app.engine.get_rule(&id).await?))
+}
+
+async fn update_rule(State(app): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<String> {
+    app.engine.update_rule(&id, &body).await?;
+    Ok(format!("Rule {id} was updated successfully."))
+}
+
+async fn delete_rule(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<String> {
+    app.engine.delete_rule(&id).await?;
+    Ok(format!("Rule {id} is dropped."))
+}
+
+async fn rule_status(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    Ok(Json(status_json(&app.engine.rule_status(&id).await?)))
+}
+
+async fn rule_action(State(app): State<AppState>, Path((id, action)): Path<(String, String)>) -> ApiResult<String> {
+    let done = match action.as_str() {
+        "start" => {
+            app.engine.start_rule(&id).await?;
+            "started"
+        }
+        "stop" => {
+            app.engine.stop_rule(&id).await?;
+            "stopped"
+        }
+        "restart" => {
+            app.engine.restart_rule(&id).await?;
+            "restarted"
+        }
+        "reset-state" => {
+            app.engine.reset_state(&id).await?;
+            "reset to an empty state"
+        }
+        other => {
+            let msg = format!("unknown rule action {other:?}: use start, stop, restart or reset-state");
+            return Err(ApiError::new(StatusCode::NOT_FOUND, msg));
+        }
+    };
+    Ok(format!("Rule {id} was {done}."))
+}
+
+// ----- metrics -----
+
+async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
+    let text = super::metrics::render(&app.engine)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+// ----- plugins -----
+
+fn kind(path: &str) -> ApiResult<PluginKind> {
+    PluginKind::from_dir_name(path).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("unknown plugin kind {path:?}: use sources, sinks or functions"))
+    })
+}
+
+async fn list_plugins(State(app): State<AppState>, Path(k): Path<String>) -> ApiResult<Json<Vec<String>>> {
+    let kind = kind(&k)?;
+    // Operators install plugins by dropping files into the folder: a listing
+    // always reflects the folder as it is now.
+    app.host.rescan().await;
+    Ok(Json(app.host.list(kind)))
+}
+
+async fn describe_plugin(
+    State(app): State<AppState>,
+    Path((k, name)): Path<(String, String)>,
+) -> ApiResult<Json<oort_host::PluginInfo>> {
+    let kind = kind(&k)?;
+    match app.host.describe_rescanning(kind, &name).await {
+        Some(info) => Ok(Json(info)),
+        None => {
+            // A file that is there but unusable (not executable, say) is the
+            // likeliest reason; say so rather than a bare "not found".
+            let why = app.host.catalog_problem(kind, &name).map(|p| format!(": {p}")).unwrap_or_default();
+            Err(ApiError::new(StatusCode::NOT_FOUND, format!("no {} plugin named {name:?}{why}", kind.as_str())))
+        }
+    }
+}
+
+async fn install_plugin(State(app): State<AppState>, Path(k): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let kind = kind(&k)?;
+    let obj = json_object(&body)?;
+    let sha256 = match obj.get("sha256") {
+        None | Some(Json_::Null) => None,
+        Some(Json_::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::bad_request("field \"sha256\" must be a string")),
+    };
+    let req =
+        InstallRequest { kind, name: required_string(&obj, "name")?, file: required_string(&obj, "file")?, sha256 };
+    let dir = app.plugins_dir.clone();
+    let installed = tokio::task::spawn_blocking(move || install::install(&dir, &req))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("install task failed: {e}")))??;
+    app.host.rescan().await;
+    Ok(created(format!("Plugin {} is created.", installed.name)))
+}
+
+async fn remove_plugin(State(app): State<AppState>, Path((k, name)): Path<(String, String)>) -> ApiResult<String> {
+    let kind = kind(&k)?;
+    let users = app.engine.users_of(kind, &name).await;
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("plugin {name} is used by rules {}; delete them first", users.join(", ")),
+        ));
+    }
+    let dir = app.plugins_dir.clone();
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || install::remove(&dir, kind, &n))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("remove task failed: {e}")))??;
+    app.host.rescan().await;
+    Ok(format!("Plugin {name} is deleted."))
+}

@@ -1,0 +1,90 @@
+//! `oort serve`: wires catalog, processes, state and APIs together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::api::{self, ApiConfig};
+use crate::shutdown::Shutdown;
+use oort_engine::Engine;
+use oort_host::process::{RuntimeDir, Timeouts};
+use oort_host::state::StateRegistry;
+use oort_host::{Host, HostConfig};
+use oort_store::Store;
+
+/// Everything `oort serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub plugins_dir: PathBuf,
+    pub runtime_root: PathBuf,
+    pub rest_addr: SocketAddr,
+    pub grpc_addr: Option<String>,
+    pub api: ApiConfig,
+    pub timeouts: Timeouts,
+}
+
+/// Runs the daemon until `shutdown` fires, then stops every plugin process
+/// and removes every socket before returning.
+pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+    oort_store::make_private_dir(&config.data_dir)?;
+    let runtime = Arc::new(RuntimeDir::create(&config.runtime_root)?);
+    // Raised open-files limit, subreaper, and the reaper that kills the plugin
+    // trees should this process be SIGKILLed.
+    let exe = std::env::current_exe().context("cannot find the oort executable for the reaper process")?;
+    oort_host::process::install_daemon_guard(&runtime, &exe).context("cannot set up plugin process hygiene")?;
+    let state = Arc::new(StateRegistry::default());
+    let host = Arc::new(Host::new(
+        HostConfig { plugins_dir: config.plugins_dir.clone(), timeouts: config.timeouts },
+        runtime.clone(),
+        state.clone(),
+    ));
+
+    let state_socket = api::bind_state(runtime.state_socket())
+        .with_context(|| format!("cannot listen on {} for the State service", runtime.state_socket().display()))?;
+    let state_task = tokio::spawn(api::serve_state(state_socket, state, shutdown.clone()));
+    let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+    let engine = Arc::new(Engine::load(store, host.clone(), config.data_dir.join("conf").join("sources"))?);
+    let listener = tokio::net::TcpListener::bind(config.rest_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
+    tracing::info!(
+        rest = %listener.local_addr()?,
+        plugins = %config.plugins_dir.display(),
+        runtime = %runtime.path().display(),
+        "oort is serving"
+    );
+    // Every endpoint is bound before the REST API answers: a client that saw
+    // `/ping` succeed can use the gRPC endpoint at once.
+    let grpc_task = match &config.grpc_addr {
+        Some(addr) => {
+            let listener = api::bind_grpc(addr).await?;
+            let token = config.api.bearer_token.clone();
+            Some(tokio::spawn(api::serve_grpc(listener, host.clone(), engine.clone(), token, shutdown.clone())))
+        }
+        None => None,
+    };
+    engine.resume().await;
+    let app = api::router(host.clone(), engine.clone(), config.plugins_dir.clone(), config.api.clone());
+    let stop = shutdown.clone();
+    let rest_task = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.wait().await }).await
+    });
+
+    shutdown.wait().await;
+    tracing::info!("shutting down: stopping rules and plugin processes");
+    engine.shutdown().await;
+    host.shutdown().await;
+    rest_task.await?.context("REST API failed")?;
+    if let Some(t) = grpc_task {
+        t.await??;
+    }
+    state_task.await?.context("State service failed")?;
+    drop(engine);
+    drop(host);
+    drop(runtime);
+    tracing::info!("stopped");
+    Ok(())
+}

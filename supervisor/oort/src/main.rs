@@ -1,0 +1,306 @@
+//! The `oort` binary: argument parsing and logging set-up only; everything
+//! else lives in the library.
+#![forbid(unsafe_code)]
+
+// The daemon allocates per record (decoded batches, projected rows); glibc's
+// malloc showed up as half of its CPU profile under load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use oort::api::ApiConfig;
+use oort::cli::{self, Remote};
+use oort::daemon::{self, DaemonConfig};
+use oort::shutdown::Shutdown;
+use oort_host::catalog::PluginKind;
+use oort_host::process::{RuntimeDir, Timeouts};
+
+#[derive(Parser)]
+#[command(name = "oort", version, about = "Out-of-process plugin supervisor for eKuiper-style extensions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Manage the plugins of a running daemon.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Manage streams.
+    Stream {
+        #[command(subcommand)]
+        command: StreamCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Manage rules.
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Internal: the reaper process `oort serve` starts (kills the plugin
+    /// trees of a supervisor that died by SIGKILL).
+    #[command(name = "__reaper", hide = true)]
+    Reaper { runtime_dir: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Folder for the daemon's data.
+    #[arg(long, env = "OORT_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Folder holding sources/, sinks/ and functions/.
+    #[arg(long, env = "OORT_PLUGINS_DIR", default_value = "plugins")]
+    plugins_dir: PathBuf,
+    /// Address of the REST API. Loopback unless you say otherwise.
+    #[arg(long, env = "OORT_REST_ADDR", default_value = "127.0.0.1:9081")]
+    rest_addr: SocketAddr,
+    /// Address of the gRPC endpoint (health, reflection): unix:PATH or HOST:PORT.
+    #[arg(long, env = "OORT_GRPC_ADDR")]
+    grpc_addr: Option<String>,
+    /// Parent folder of the private socket folder [default: $XDG_RUNTIME_DIR/oort or /tmp/oort-<uid>].
+    #[arg(long, env = "OORT_RUNTIME_DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on the REST API (all but /ping)
+    /// and on every gRPC admin call (health and reflection stay open).
+    #[arg(long, env = "OORT_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Time a plugin has from spawn to ready, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    start_timeout_ms: u64,
+    /// Deadline of every call on a plugin, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    call_timeout_ms: u64,
+    /// Log lines as text for people, or as one JSON object per line for machines.
+    #[arg(long, env = "OORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// The daemon's REST address.
+    #[arg(long, global = true, env = "OORT_SERVER", default_value = "http://127.0.0.1:9081")]
+    server: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Bearer token for the REST API.
+    #[arg(long, global = true, env = "OORT_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List the plugins of a kind.
+    List { kind: KindArg },
+    /// Describe the plugin that runs under a name.
+    Describe { kind: KindArg, name: String },
+    /// Install a plugin from a .zip or .tar.gz (a path or an http(s) URL).
+    Install {
+        kind: KindArg,
+        name: String,
+        file: String,
+        /// Expected SHA-256 of the archive, in hex.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// Remove every version of a plugin.
+    Remove { kind: KindArg, name: String },
+}
+
+#[derive(Subcommand)]
+enum StreamCommand {
+    /// Create a stream: `oort stream create 'CREATE STREAM demo () WITH (TYPE="random")'`.
+    Create { sql: String },
+    /// List streams.
+    List,
+    /// Describe a stream.
+    Describe { name: String },
+    /// Drop a stream no rule uses.
+    Drop { name: String },
+}
+
+#[derive(Subcommand)]
+enum RuleCommand {
+    /// Create a rule from inline JSON or `--file rule.json`.
+    Create {
+        /// The rule as JSON.
+        #[arg(value_name = "JSON", required_unless_present = "file", conflicts_with = "file")]
+        rule: Option<String>,
+        /// A file holding the rule as JSON.
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+    },
+    /// List rules and their status.
+    List,
+    /// Show a rule's definition.
+    Describe { id: String },
+    /// Show a rule's status and metrics.
+    Status { id: String },
+    /// Start a rule.
+    Start { id: String },
+    /// Stop a rule.
+    Stop { id: String },
+    /// Restart a rule.
+    Restart { id: String },
+    /// Delete a rule and its state.
+    Delete { id: String },
+    /// Discard a rule's checkpoints and state (after a checkpoint cannot be restored).
+    ResetState { id: String },
+}
+
+impl From<RemoteArgs> for Remote {
+    fn from(a: RemoteArgs) -> Remote {
+        Remote { server: a.server, token: a.token, json: a.json }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Source,
+    Sink,
+    Function,
+}
+
+impl From<KindArg> for PluginKind {
+    fn from(k: KindArg) -> PluginKind {
+        match k {
+            KindArg::Source => PluginKind::Source,
+            KindArg::Sink => PluginKind::Sink,
+            KindArg::Function => PluginKind::Function,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Command::Reaper { runtime_dir } = &cli.command {
+        // No runtime, no logging set-up: it only waits and kills.
+        return oort_host::process::reaper_main(runtime_dir);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OORT_LOG").unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal;
+    let format = match &cli.command {
+        Command::Serve(a) => a.log_format,
+        _ => LogFormat::Text,
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object per line, fields at the top level next to "message".
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("oort: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: scripts read the first line of stderr.
+            eprintln!("oort: {}", format!("{e:#}").replace('\n', " "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a command's output; a reader that went away (`| head`) is not an error.
+fn print_out(out: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{out}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(a) => {
+            let config = DaemonConfig {
+                data_dir: a.data_dir,
+                plugins_dir: a.plugins_dir,
+                runtime_root: a.runtime_dir.unwrap_or_else(RuntimeDir::default_root),
+                rest_addr: a.rest_addr,
+                grpc_addr: a.grpc_addr,
+                api: ApiConfig { bearer_token: a.api_token },
+                timeouts: Timeouts {
+                    start: Duration::from_millis(a.start_timeout_ms),
+                    call: Duration::from_millis(a.call_timeout_ms),
+                    ..Timeouts::default()
+                },
+            };
+            let shutdown = Shutdown::default();
+            let signals = shutdown.clone();
+            tokio::spawn(async move { signals.wait_for_signal().await });
+            daemon::run(config, shutdown).await
+        }
+        Command::Plugin { command, remote } => {
+            let r = remote.into();
+            let out = match command {
+                PluginCommand::List { kind } => cli::plugin_list(&r, kind.into()).await?,
+                PluginCommand::Describe { kind, name } => cli::plugin_describe(&r, kind.into(), &name).await?,
+                PluginCommand::Install { kind, name, file, sha256 } => {
+                    cli::plugin_install(&r, kind.into(), &name, &file, sha256.as_deref()).await?
+                }
+                PluginCommand::Remove { kind, name } => cli::plugin_remove(&r, kind.into(), &name).await?,
+            };
+            print_out(&out)
+        }
+        Command::Stream { command, remote } => {
+            let r = remote.into();
+            let out = match command {
+                StreamCommand::Create { sql } => cli::stream_create(&r, &sql).await?,
+                StreamCommand::List => cli::stream_list(&r).await?,
+                StreamCommand::Describe { name } => cli::stream_describe(&r, &name).await?,
+                StreamCommand::Drop { name } => cli::stream_drop(&r, &name).await?,
+            };
+            print_out(&out)
+        }
+        Command::Rule { command, remote } => {
+            let r = remote.into();
+            let out = match command {
+                RuleCommand::Create { rule, file } => {
+                    let text = match (rule, file) {
+                        (Some(j), _) => j,
+                        (None, Some(f)) => std::fs::read_to_string(&f)
+                            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
+                        (None, None) => anyhow::bail!("give the rule as JSON or with --file"),
+                    };
+                    cli::rule_create(&r, &text).await?
+                }
+                RuleCommand::List => cli::rule_list(&r).await?,
+                RuleCommand::Describe { id } => cli::rule_describe(&r, &id).await?,
+                RuleCommand::Status { id } => cli::rule_status(&r, &id).await?,
+                RuleCommand::Start { id } => cli::rule_action(&r, &id, "start").await?,
+                RuleCommand::Stop { id } => cli::rule_action(&r, &id, "stop").await?,
+                RuleCommand::Restart { id } => cli::rule_action(&r, &id, "restart").await?,
+                RuleCommand::Delete { id } => cli::rule_delete(&r, &id).await?,
+                RuleCommand::ResetState { id } => cli::rule_action(&r, &id, "reset-state").await?,
+            };
+            print_out(&out)
+        }
+        Command::Reaper { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
