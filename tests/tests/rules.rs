@@ -120,6 +120,64 @@ fn records_flow_from_a_stream_through_a_plugin_function_to_a_file_sink() {
 }
 
 #[test]
+fn an_ekuiper_rule_with_double_quoted_strings_and_its_expressions_runs_unchanged() {
+    // Issue 11, item 0: written as eKuiper's docs write rules, double-quoted
+    // strings, backticks, `->`, `[i]`, CASE, IN, BETWEEN, LIKE and built-ins.
+    let p = plugins();
+    let s = Setup::new();
+    let mut f = std::fs::File::create(s.input()).unwrap();
+    for i in 0..20 {
+        let kind = ["temp", "humidity", "noise"][i % 3];
+        writeln!(
+            f,
+            r#"{{"n":{i},"text":"a b c","dev":{{"kind":"{kind}","readings":[{i},{}]}},"from":"d{i}"}}"#,
+            i * 10
+        )
+        .unwrap();
+    }
+    drop(f);
+    let d = Daemon::start(p.path(), &[]);
+    let (status, body) = d.http("POST", "/streams", Some(&serde_json::json!({"sql": s.stream_sql()}).to_string()));
+    assert_eq!(status, 201, "{body}");
+    let sql = r#"SELECT n, accumulateWordCount(text, " ") AS total, `from`, dev->kind AS kind,
+        dev->readings[-1] AS last, CASE WHEN n % 2 = 0 THEN "even" ELSE "odd" END AS parity,
+        upper(substring(dev->kind, 0, 1)) AS initial, format_time(0, "YYYY-MM-dd") AS epoch
+        FROM words WHERE dev->kind IN ("temp", "noise") AND n BETWEEN 3 AND 15 AND `from` LIKE "d%""#;
+    let rule = serde_json::json!({
+        "id": "r1",
+        "sql": sql,
+        "actions": [{"file": {"path": s.output().display().to_string()}}]
+    });
+    let (status, body) = d.http("POST", "/rules", Some(&rule.to_string()));
+    assert_eq!(status, 201, "{body}");
+    // n in 3..=15 whose kind is temp (n % 3 = 0) or noise (n % 3 = 2).
+    let want: Vec<i64> = (3..=15).filter(|n| n % 3 != 1).collect();
+    let out = wait_lines(&d, &s.output(), want.len());
+    assert_eq!(out.iter().map(|r| r["n"].as_i64().unwrap()).collect::<Vec<_>>(), want);
+    for (k, row) in out.iter().enumerate() {
+        let n = want[k];
+        let kind = if n % 3 == 0 { "temp" } else { "noise" };
+        assert_eq!(row["total"], 3 * (k as i64 + 1), "the \" \" literal splits words: {row}");
+        assert_eq!(row["from"], format!("d{n}"));
+        assert_eq!(row["kind"], kind);
+        assert_eq!(row["last"], n * 10);
+        assert_eq!(row["parity"], if n % 2 == 0 { "even" } else { "odd" });
+        assert_eq!(row["initial"], kind[..1].to_uppercase());
+        assert_eq!(row["epoch"], "1970-01-01");
+    }
+    // What is not supported yet is refused with its name, and changes nothing.
+    let window = serde_json::json!({
+        "id": "r2",
+        "sql": "SELECT avg(n) FROM words GROUP BY TUMBLINGWINDOW(ss, 10)",
+        "actions": [{"log": {}}]
+    });
+    let (status, body) = d.http("POST", "/rules", Some(&window.to_string()));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("GROUP BY"), "{body}");
+    assert_eq!(d.get_json("/rules").as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn stop_start_restart_and_delete_through_the_cli() {
     let p = plugins();
     let s = Setup::new();

@@ -36,6 +36,10 @@ pub enum BinOp {
     Ge,
     And,
     Or,
+    /// `&`, `|`, `^` on integers.
+    BitAnd,
+    BitOr,
+    BitXor,
 }
 
 /// An expression of the rule language.
@@ -59,15 +63,56 @@ pub enum Expr {
         site: usize,
         args: Vec<Expr>,
     },
+    /// `a->b`: field `b` of the map `a`; null when `a` is not a map or has
+    /// no such field (eKuiper's JSON path expressions).
+    Field(Box<Expr>, String),
+    /// `a[i]`: element `i` of the list `a`, counting from the end when
+    /// negative; null when out of range or when `a` is not a list.
+    Index(Box<Expr>, Box<Expr>),
+    /// `a[from:to]`: the elements from `from` up to, not including, `to`
+    /// (either may be left out; negative counts from the end).
+    Slice(Box<Expr>, Option<Box<Expr>>, Option<Box<Expr>>),
+    /// `CASE [operand] WHEN … THEN … [ELSE …] END`. A branch is evaluated
+    /// only for the rows that reach it, so a plugin call inside one is made
+    /// for those rows alone.
+    Case {
+        operand: Option<Box<Expr>>,
+        branches: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+    },
+    /// `x [NOT] IN (a, b, …)` (true: NOT).
+    In(Box<Expr>, Vec<Expr>, bool),
+    /// `x [NOT] BETWEEN low AND high` (true: NOT), bounds included.
+    Between(Box<Expr>, Box<Expr>, Box<Expr>, bool),
+    /// `x [NOT] LIKE pattern` (true: NOT): `%` any run, `_` one character,
+    /// `\` escapes the next one.
+    Like(Box<Expr>, Box<Expr>, bool),
+    /// `meta(key)`: one metadata entry of the record (the MQTT topic, say);
+    /// `meta(*)` (None): all of them as a map.
+    Meta(Option<String>),
 }
 
 impl Expr {
     /// The direct sub-expressions, in evaluation order.
     pub fn children(&self) -> Box<dyn Iterator<Item = &Expr> + '_> {
         match self {
-            Expr::Column(_) | Expr::Literal(_) => Box::new(std::iter::empty()),
-            Expr::Unary(_, e) | Expr::IsNull(e, _) => Box::new(std::iter::once(e.as_ref())),
-            Expr::Binary(l, _, r) => Box::new([l.as_ref(), r.as_ref()].into_iter()),
+            Expr::Column(_) | Expr::Literal(_) | Expr::Meta(_) => Box::new(std::iter::empty()),
+            Expr::Unary(_, e) | Expr::IsNull(e, _) | Expr::Field(e, _) => Box::new(std::iter::once(e.as_ref())),
+            Expr::Binary(l, _, r) | Expr::Index(l, r) | Expr::Like(l, r, _) => {
+                Box::new([l.as_ref(), r.as_ref()].into_iter())
+            }
+            Expr::Slice(e, from, to) => {
+                Box::new(std::iter::once(e.as_ref()).chain(from.iter().chain(to.iter()).map(|b| b.as_ref())))
+            }
+            Expr::Case { operand, branches, otherwise } => Box::new(
+                operand
+                    .iter()
+                    .map(|b| b.as_ref())
+                    .chain(branches.iter().flat_map(|(w, t)| [w, t]))
+                    .chain(otherwise.iter().map(|b| b.as_ref())),
+            ),
+            Expr::In(e, list, _) => Box::new(std::iter::once(e.as_ref()).chain(list.iter())),
+            Expr::Between(e, low, high, _) => Box::new([e.as_ref(), low.as_ref(), high.as_ref()].into_iter()),
             Expr::Chain(first, rest) => Box::new(std::iter::once(first.as_ref()).chain(rest.iter().map(|(_, e)| e))),
             Expr::Builtin(_, args) | Expr::Call { args, .. } => Box::new(args.iter()),
         }
@@ -147,8 +192,276 @@ pub fn eval<'a, F: Functions>(
                     })
                     .collect()
             }
+            Expr::Field(e, name) => eval(e, records, functions)
+                .await?
+                .into_iter()
+                .map(|c| {
+                    c.map(|v| match v {
+                        Value::Map(mut m) => m.remove(name).unwrap_or_default(),
+                        _ => Value::Null,
+                    })
+                })
+                .collect(),
+            Expr::Index(e, i) => {
+                let lists = eval(e, records, functions).await?;
+                let indexes = eval(i, records, functions).await?;
+                lists.into_iter().zip(indexes).map(|(l, i)| index(l?, i?)).collect()
+            }
+            Expr::Slice(e, from, to) => {
+                let lists = eval(e, records, functions).await?;
+                let bound = |b: &'a Option<Box<Expr>>| async move {
+                    match b {
+                        Some(b) => eval(b, records, functions).await.map(Some),
+                        None => Ok(None),
+                    }
+                };
+                let froms = bound(from).await?;
+                let tos = bound(to).await?;
+                let at = |cells: &Option<Vec<Cell>>, row: usize| match cells {
+                    Some(c) => c[row].clone().map(Some),
+                    None => Ok(None),
+                };
+                lists.into_iter().enumerate().map(|(row, l)| slice(l?, at(&froms, row)?, at(&tos, row)?)).collect()
+            }
+            Expr::Case { operand, branches, otherwise } => {
+                case(operand.as_deref(), branches, otherwise.as_deref(), records, functions).await?
+            }
+            Expr::In(e, list, negated) => {
+                let values = eval(e, records, functions).await?;
+                let mut acc: Vec<Result<bool, String>> = vec![Ok(false); values.len()];
+                for item in list {
+                    let items = eval(item, records, functions).await?;
+                    for ((a, v), it) in acc.iter_mut().zip(&values).zip(items) {
+                        if let (Ok(found), Ok(v)) = (a.as_mut(), v) {
+                            match it {
+                                Ok(it) => *found |= !matches!(v, Value::Null) && equal(v, &it),
+                                Err(e) => *a = Err(e),
+                            }
+                        }
+                    }
+                }
+                acc.into_iter()
+                    .zip(values)
+                    .map(|(a, v)| match (a, v) {
+                        // Like a comparison: null is in nothing and not in nothing either.
+                        (Ok(_), Ok(Value::Null)) => Ok(Value::Bool(false)),
+                        (Ok(found), Ok(_)) => Ok(Value::Bool(found != *negated)),
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    })
+                    .collect()
+            }
+            Expr::Between(e, low, high, negated) => {
+                let values = eval(e, records, functions).await?;
+                let lows = eval(low, records, functions).await?;
+                let highs = eval(high, records, functions).await?;
+                values
+                    .into_iter()
+                    .zip(lows)
+                    .zip(highs)
+                    .map(|((v, l), h)| {
+                        let (v, l, h) = (v?, l?, h?);
+                        if [&v, &l, &h].iter().any(|x| matches!(x, Value::Null)) {
+                            return Ok(Value::Bool(false));
+                        }
+                        let inside = order(&l, &v)?.is_le() && order(&v, &h)?.is_le();
+                        Ok(Value::Bool(inside != *negated))
+                    })
+                    .collect()
+            }
+            Expr::Like(e, pattern, negated) => {
+                let values = eval(e, records, functions).await?;
+                let patterns = eval(pattern, records, functions).await?;
+                values
+                    .into_iter()
+                    .zip(patterns)
+                    .map(|(v, p)| match (v?, p?) {
+                        (Value::Null, _) | (_, Value::Null) => Ok(Value::Bool(false)),
+                        (Value::String(s), Value::String(p)) => Ok(Value::Bool(like(&s, &p) != *negated)),
+                        (v, p) => Err(format!("LIKE expects strings, got {} LIKE {}", v.type_name(), p.type_name())),
+                    })
+                    .collect()
+            }
+            Expr::Meta(key) => records
+                .iter()
+                .map(|r| {
+                    Ok(match key {
+                        Some(k) => r.metadata.get(k).cloned().unwrap_or_default(),
+                        None => Value::Map(r.metadata.clone()),
+                    })
+                })
+                .collect(),
         })
     })
+}
+
+/// Evaluates `expr` for the records at `rows` only.
+async fn eval_rows<F: Functions>(
+    expr: &Expr,
+    records: &[Record],
+    rows: &[usize],
+    functions: &F,
+) -> Result<Vec<Cell>, F::Error> {
+    if rows.len() == records.len() {
+        return eval(expr, records, functions).await;
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let subset: Vec<Record> = rows.iter().map(|&r| records[r].clone()).collect();
+    eval(expr, &subset, functions).await
+}
+
+/// `CASE`: each `WHEN` is evaluated for the rows no earlier branch took, each
+/// `THEN` for the rows its `WHEN` took; rows no branch takes get `ELSE` (or
+/// null). A simple `CASE x WHEN v` takes a row when `x = v`.
+async fn case<F: Functions>(
+    operand: Option<&Expr>,
+    branches: &[(Expr, Expr)],
+    otherwise: Option<&Expr>,
+    records: &[Record],
+    functions: &F,
+) -> Result<Vec<Cell>, F::Error> {
+    let n = records.len();
+    let mut out: Vec<Option<Cell>> = vec![None; n];
+    let operands = match operand {
+        Some(o) => Some(eval(o, records, functions).await?),
+        None => None,
+    };
+    let mut pending: Vec<usize> = (0..n).collect();
+    if let Some(ops) = &operands {
+        pending.retain(|&row| match &ops[row] {
+            Ok(_) => true,
+            Err(e) => {
+                out[row] = Some(Err(e.clone()));
+                false
+            }
+        });
+    }
+    for (when, then) in branches {
+        if pending.is_empty() {
+            break;
+        }
+        let conditions = eval_rows(when, records, &pending, functions).await?;
+        let (mut taken, mut rest) = (Vec::new(), Vec::new());
+        for (&row, condition) in pending.iter().zip(conditions) {
+            let hit = match (condition, &operands) {
+                (Err(e), _) => {
+                    out[row] = Some(Err(e));
+                    continue;
+                }
+                (Ok(v), Some(ops)) => match &ops[row] {
+                    Ok(o) => !matches!(o, Value::Null) && equal(o, &v),
+                    Err(_) => false,
+                },
+                (Ok(v), None) => v == Value::Bool(true),
+            };
+            if hit {
+                taken.push(row);
+            } else {
+                rest.push(row);
+            }
+        }
+        for (&row, cell) in taken.iter().zip(eval_rows(then, records, &taken, functions).await?) {
+            out[row] = Some(cell);
+        }
+        pending = rest;
+    }
+    match otherwise {
+        Some(e) => {
+            for (&row, cell) in pending.iter().zip(eval_rows(e, records, &pending, functions).await?) {
+                out[row] = Some(cell);
+            }
+        }
+        None => pending.iter().for_each(|&row| out[row] = Some(Ok(Value::Null))),
+    }
+    Ok(out.into_iter().map(|c| c.unwrap_or(Ok(Value::Null))).collect())
+}
+
+/// A list index that may count from the end.
+fn position(len: usize, i: i64) -> Option<usize> {
+    let len = len as i64;
+    let at = if i < 0 { len + i } else { i };
+    (0..len).contains(&at).then_some(at as usize)
+}
+
+fn index(list: Value, i: Value) -> Cell {
+    match (list, i) {
+        (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
+        (Value::List(mut l), i) => {
+            let i = i.as_i64().ok_or_else(|| format!("an index must be an integer, got {}", i.type_name()))?;
+            Ok(position(l.len(), i).map(|at| l.swap_remove(at)).unwrap_or_default())
+        }
+        (Value::Map(mut m), Value::String(k)) => Ok(m.remove(&k).unwrap_or_default()),
+        _ => Ok(Value::Null),
+    }
+}
+
+fn slice(list: Value, from: Option<Value>, to: Option<Value>) -> Cell {
+    let Value::List(l) = list else {
+        return Ok(Value::Null);
+    };
+    let len = l.len() as i64;
+    let bound = |b: Option<Value>, default: i64| -> Result<i64, String> {
+        match b {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => {
+                let i = v.as_i64().ok_or_else(|| format!("a slice bound must be an integer, got {}", v.type_name()))?;
+                Ok((if i < 0 { len + i } else { i }).clamp(0, len))
+            }
+        }
+    };
+    let (from, to) = (bound(from, 0)?, bound(to, len)?);
+    Ok(Value::List(if from < to { l[from as usize..to as usize].to_vec() } else { Vec::new() }))
+}
+
+/// SQL `LIKE` without recursion: `%` matches any run, `_` one character,
+/// `\` takes the next character literally.
+pub(crate) fn like(text: &str, pattern: &str) -> bool {
+    #[derive(PartialEq)]
+    enum Token {
+        Any,
+        One,
+        Char(char),
+    }
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '%' => Token::Any,
+            '_' => Token::One,
+            '\\' => Token::Char(chars.next().unwrap_or('\\')),
+            c => Token::Char(c),
+        });
+    }
+    let text: Vec<char> = text.chars().collect();
+    // Greedy match with backtracking to the last `%` (linear for most patterns).
+    let (mut t, mut p) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match tokens.get(p) {
+            Some(Token::Any) => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(Token::One) => {
+                t += 1;
+                p += 1;
+            }
+            Some(Token::Char(c)) if *c == text[t] => {
+                t += 1;
+                p += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    tokens[p..].iter().all(|t| *t == Token::Any)
 }
 
 /// Evaluates each argument, then regroups them per row.
@@ -196,6 +509,14 @@ fn binary(op: BinOp, a: Value, b: Value) -> Cell {
             Ok(if matches!(op, Eq | Ne | Lt | Le | Gt | Ge) { Value::Bool(false) } else { Value::Null })
         }
         Add | Sub | Mul | Div | Mod => arithmetic(op, a, b),
+        BitAnd | BitOr | BitXor => match (a.as_i64(), b.as_i64()) {
+            (Some(x), Some(y)) => Ok(Value::Int(match op {
+                BitAnd => x & y,
+                BitOr => x | y,
+                _ => x ^ y,
+            })),
+            _ => Err(format!("{op:?} expects integers, got {} and {}", a.type_name(), b.type_name())),
+        },
         Eq => Ok(Value::Bool(equal(&a, &b))),
         Ne => Ok(Value::Bool(!equal(&a, &b))),
         Lt | Le | Gt | Ge => {
@@ -238,14 +559,14 @@ fn arithmetic(op: BinOp, a: Value, b: Value) -> Cell {
     }
 }
 
-fn equal(a: &Value, b: &Value) -> bool {
+pub(crate) fn equal(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     }
 }
 
-fn order(a: &Value, b: &Value) -> Result<std::cmp::Ordering, String> {
+pub(crate) fn order(a: &Value, b: &Value) -> Result<std::cmp::Ordering, String> {
     match (a, b) {
         (Value::String(x), Value::String(y)) => Ok(x.cmp(y)),
         (Value::Bool(x), Value::Bool(y)) => Ok(x.cmp(y)),

@@ -2,10 +2,11 @@
 //! small expression language the engine evaluates.
 
 use sqlparser::ast as sql;
-use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
+use sqlparser::dialect::Dialect;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::Token;
 
-use super::builtin::Builtin;
+use super::builtin::{Builtin, CAST_TYPES};
 use super::expr::{BinOp, Expr, UnOp};
 use super::{on_planner_stack, RuleError, MAX_EXPR_DEPTH, MAX_EXPR_NODES, MAX_SQL_BYTES};
 use oort_core::ArgInfo;
@@ -57,9 +58,35 @@ pub fn parse_select(text: &str) -> Result<SelectPlan, RuleError> {
     on_planner_stack(|| plan_select(text))
 }
 
+/// eKuiper's lexical rules (its `lexical_elements.md`): `"user"` and `'user'`
+/// are both string literals, backticks quote identifiers (reserved words,
+/// spaces, any Unicode), and `->` reaches into a nested field, binding
+/// tighter than any arithmetic (`a->b + 1` is `(a->b) + 1`).
+#[derive(Debug)]
+struct EkuiperDialect;
+
+impl Dialect for EkuiperDialect {
+    fn is_identifier_start(&self, ch: char) -> bool {
+        ch.is_alphabetic() || ch == '_'
+    }
+
+    fn is_identifier_part(&self, ch: char) -> bool {
+        ch.is_alphanumeric() || ch == '_'
+    }
+
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        ch == '`'
+    }
+
+    fn get_next_precedence(&self, parser: &Parser) -> Option<Result<u8, ParserError>> {
+        // The precedence sqlparser gives `::` and `[`: above every operator.
+        (parser.peek_token_ref().token == Token::Arrow).then_some(Ok(50))
+    }
+}
+
 fn plan_select(text: &str) -> Result<SelectPlan, RuleError> {
     let statements =
-        Parser::parse_sql(&GenericDialect {}, text).map_err(|e| RuleError::invalid(format!("invalid SQL: {e}")))?;
+        Parser::parse_sql(&EkuiperDialect, text).map_err(|e| RuleError::invalid(format!("invalid SQL: {e}")))?;
     let [statement] = statements.as_slice() else {
         return Err(RuleError::invalid(format!("a rule has exactly one SQL statement, found {}", statements.len())));
     };
@@ -167,6 +194,8 @@ fn default_name(expr: &Expr, index: usize) -> String {
         Expr::Column(c) => c.clone(),
         Expr::Builtin(b, _) => b.name().to_string(),
         Expr::Call { function, .. } => function.clone(),
+        Expr::Field(_, name) => name.clone(),
+        Expr::Meta(_) => "meta".to_string(),
         _ => format!("kuiper_field_{index}"),
     }
 }
@@ -214,9 +243,121 @@ impl Planner {
                 };
                 Expr::Unary(op, Box::new(self.expr(expr)?))
             }
+            sql::Expr::BinaryOp { op: sql::BinaryOperator::Arrow, .. } => self.arrow(e)?,
             sql::Expr::BinaryOp { .. } => self.chain(e)?,
             sql::Expr::Function(f) => self.call(f)?,
+            sql::Expr::CompoundFieldAccess { root, access_chain } => {
+                let mut expr = self.expr(root)?;
+                for access in access_chain {
+                    expr = self.access(expr, access)?;
+                }
+                expr
+            }
+            sql::Expr::Case { operand, conditions, else_result, .. } => Expr::Case {
+                operand: operand.as_deref().map(|o| self.expr(o)).transpose()?.map(Box::new),
+                branches: conditions
+                    .iter()
+                    .map(|c| Ok((self.expr(&c.condition)?, self.expr(&c.result)?)))
+                    .collect::<Result<_, RuleError>>()?,
+                otherwise: else_result.as_deref().map(|e| self.expr(e)).transpose()?.map(Box::new),
+            },
+            sql::Expr::In { expr, target: sql::InTarget::List(list), negated, global: false } => Expr::In(
+                Box::new(self.expr(expr)?),
+                list.iter().map(|e| self.expr(e)).collect::<Result<_, _>>()?,
+                *negated,
+            ),
+            sql::Expr::Between { expr, negated, low, high } => Expr::Between(
+                Box::new(self.expr(expr)?),
+                Box::new(self.expr(low)?),
+                Box::new(self.expr(high)?),
+                *negated,
+            ),
+            sql::Expr::Like { negated, any: false, expr, pattern, escape_char: None } => {
+                Expr::Like(Box::new(self.expr(expr)?), Box::new(self.expr(pattern)?), *negated)
+            }
+            sql::Expr::Cast { kind: sql::CastKind::Cast, expr, data_type, format: None, .. } => {
+                let to = cast_type(data_type)?;
+                let cast = Builtin::lookup("cast").expect("cast is a builtin");
+                Expr::Builtin(cast, vec![self.expr(expr)?, Expr::Literal(Value::from(to))])
+            }
+            // sqlparser parses these calls into special forms of their own.
+            sql::Expr::Ceil { expr, field: sql::CeilFloorKind::DateTimeField(sql::DateTimeField::NoDateTime) } => {
+                builtin_call("ceil", vec![self.expr(expr)?])?
+            }
+            sql::Expr::Floor { expr, field: sql::CeilFloorKind::DateTimeField(sql::DateTimeField::NoDateTime) } => {
+                builtin_call("floor", vec![self.expr(expr)?])?
+            }
+            sql::Expr::Trim { trim_where: None, trim_what: None, expr, trim_characters: None } => {
+                builtin_call("trim", vec![self.expr(expr)?])?
+            }
+            // `SUBSTRING(s, 1, 3)`, or `SUBSTRING(s)` (refused for its arity);
+            // the standard `FROM … FOR …` form means a length, not eKuiper's end.
+            sql::Expr::Substring { expr, substring_from, substring_for, special, .. }
+                if *special || (substring_from.is_none() && substring_for.is_none()) =>
+            {
+                let mut args = vec![self.expr(expr)?];
+                for bound in [substring_from, substring_for].into_iter().flatten() {
+                    args.push(self.expr(bound)?);
+                }
+                builtin_call("substring", args)?
+            }
             other => return Err(unsupported(&format!("expression {}", excerpt(other)))),
+        })
+    }
+
+    /// Lowers a run of `->`: `a->b->c` is built as a left-leaning tree as
+    /// deep as the path is long; it is walked here without recursion.
+    fn arrow(&mut self, e: &sql::Expr) -> Result<Expr, RuleError> {
+        let mut path = Vec::new();
+        let mut base = e;
+        while let sql::Expr::BinaryOp { left, op: sql::BinaryOperator::Arrow, right } = base {
+            path.push(right.as_ref());
+            base = left.as_ref();
+        }
+        path.reverse();
+        let mut expr = self.expr(base)?;
+        for step in path {
+            self.nodes += 1;
+            expr = match step {
+                sql::Expr::Identifier(i) => Expr::Field(Box::new(expr), i.value.clone()),
+                // `a->b[0]`: the field, then its element.
+                sql::Expr::CompoundFieldAccess { root, access_chain }
+                    if matches!(root.as_ref(), sql::Expr::Identifier(_)) =>
+                {
+                    let sql::Expr::Identifier(i) = root.as_ref() else { unreachable!("matched above") };
+                    let mut expr = Expr::Field(Box::new(expr), i.value.clone());
+                    for access in access_chain {
+                        expr = self.access(expr, access)?;
+                    }
+                    expr
+                }
+                other => {
+                    return Err(RuleError::invalid(format!(
+                        "the right side of -> must be a field name, not {}",
+                        excerpt(other)
+                    )))
+                }
+            };
+        }
+        Ok(expr)
+    }
+
+    /// One step of `a[0]`, `a[1:3]` or `a.b` after a planned expression.
+    fn access(&mut self, expr: Expr, access: &sql::AccessExpr) -> Result<Expr, RuleError> {
+        self.nodes += 1;
+        Ok(match access {
+            sql::AccessExpr::Subscript(sql::Subscript::Index { index }) => {
+                Expr::Index(Box::new(expr), Box::new(self.expr(index)?))
+            }
+            sql::AccessExpr::Subscript(sql::Subscript::Slice { lower_bound, upper_bound, stride: None }) => {
+                Expr::Slice(
+                    Box::new(expr),
+                    lower_bound.as_ref().map(|b| self.expr(b)).transpose()?.map(Box::new),
+                    upper_bound.as_ref().map(|b| self.expr(b)).transpose()?.map(Box::new),
+                )
+            }
+            sql::AccessExpr::Dot(sql::Expr::Identifier(i)) => Expr::Field(Box::new(expr), i.value.clone()),
+            other => return Err(unsupported(&format!("field access {}", excerpt(other)))),
         })
     }
 
@@ -230,12 +371,12 @@ impl Planner {
         let mut base = e;
         loop {
             match base {
-                sql::Expr::BinaryOp { left, op, right } => {
+                sql::Expr::BinaryOp { left, op, right } if *op != sql::BinaryOperator::Arrow => {
                     rest.push((binop(op)?, right.as_ref()));
                     base = left.as_ref();
                 }
                 // `(a + b) + c` folds the same way as `a + b + c`.
-                sql::Expr::Nested(inner) if matches!(inner.as_ref(), sql::Expr::BinaryOp { .. }) => {
+                sql::Expr::Nested(inner) if matches!(inner.as_ref(), sql::Expr::BinaryOp { op, .. } if *op != sql::BinaryOperator::Arrow) => {
                     base = inner.as_ref()
                 }
                 _ => break,
@@ -256,6 +397,9 @@ impl Planner {
 
     fn call(&mut self, f: &sql::Function) -> Result<Expr, RuleError> {
         let name = object_name(&f.name)?;
+        if name.eq_ignore_ascii_case("meta") {
+            return meta(f);
+        }
         if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
             return Err(unsupported(&format!("{name}(…) OVER/FILTER/WITHIN GROUP")));
         }
@@ -291,12 +435,60 @@ impl Planner {
         }
         if let Some(builtin) = Builtin::lookup(&name) {
             builtin.check_arity(args.len())?;
+            if builtin.name() == "cast" {
+                match &args[1] {
+                    Expr::Literal(Value::String(to)) if CAST_TYPES.contains(&to.to_ascii_lowercase().as_str()) => {}
+                    _ => {
+                        return Err(RuleError::invalid(format!(
+                            "the second argument of cast must be one of the strings {}",
+                            CAST_TYPES.map(|t| format!("\"{t}\"")).join(", ")
+                        )))
+                    }
+                }
+            }
             return Ok(Expr::Builtin(builtin, args));
         }
         let site = self.calls.len();
         self.calls.push(CallSite { function: name.clone(), args: infos });
         Ok(Expr::Call { function: name, site, args })
     }
+}
+
+/// A call of the built-in `name`, its arity checked.
+fn builtin_call(name: &str, args: Vec<Expr>) -> Result<Expr, RuleError> {
+    let builtin = Builtin::lookup(name).expect("a built-in");
+    builtin.check_arity(args.len())?;
+    Ok(Expr::Builtin(builtin, args))
+}
+
+/// `meta(key)`, `meta(*)` or `meta("key")`: the record's metadata.
+fn meta(f: &sql::Function) -> Result<Expr, RuleError> {
+    let sql::FunctionArguments::List(list) = &f.args else {
+        return Err(RuleError::invalid("meta takes one argument: a metadata key or *"));
+    };
+    match list.args.as_slice() {
+        [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Wildcard)] => Ok(Expr::Meta(None)),
+        [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(sql::Expr::Identifier(i)))] => {
+            Ok(Expr::Meta(Some(i.value.clone())))
+        }
+        [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(sql::Expr::Value(v)))] => match &v.value {
+            sql::Value::SingleQuotedString(k) | sql::Value::DoubleQuotedString(k) => Ok(Expr::Meta(Some(k.clone()))),
+            _ => Err(RuleError::invalid("meta takes one argument: a metadata key or *")),
+        },
+        _ => Err(RuleError::invalid("meta takes one argument: a metadata key or *")),
+    }
+}
+
+/// The `cast` type of `CAST(x AS type)`.
+fn cast_type(t: &sql::DataType) -> Result<&'static str, RuleError> {
+    use sql::DataType as T;
+    Ok(match t {
+        T::BigInt(_) | T::Int(_) | T::Integer(_) | T::SmallInt(_) | T::TinyInt(_) => "bigint",
+        T::Float(_) | T::Double(_) | T::DoublePrecision | T::Real | T::Decimal(_) | T::Numeric(_) => "float",
+        T::String(_) | T::Text | T::Varchar(_) | T::Char(_) => "string",
+        T::Boolean | T::Bool => "boolean",
+        other => return Err(unsupported(&format!("CAST to {other}"))),
+    })
 }
 
 fn binop(op: &sql::BinaryOperator) -> Result<BinOp, RuleError> {
@@ -314,6 +506,9 @@ fn binop(op: &sql::BinaryOperator) -> Result<BinOp, RuleError> {
         sql::BinaryOperator::GtEq => BinOp::Ge,
         sql::BinaryOperator::And => BinOp::And,
         sql::BinaryOperator::Or => BinOp::Or,
+        sql::BinaryOperator::BitwiseAnd => BinOp::BitAnd,
+        sql::BinaryOperator::BitwiseOr => BinOp::BitOr,
+        sql::BinaryOperator::BitwiseXor => BinOp::BitXor,
         other => return Err(unsupported(&format!("operator {other}"))),
     })
 }
@@ -445,5 +640,157 @@ mod tests {
             let err = parse_select(q).unwrap_err().to_string();
             assert!(err.contains(want), "{q}: {err}");
         }
+    }
+
+    /// Counts the rows each call site is asked for; answers with the row's first argument.
+    struct Echo(std::sync::Mutex<Vec<(usize, usize)>>);
+
+    impl crate::Functions for Echo {
+        type Error = ();
+        async fn call(&self, site: usize, rows: Vec<Vec<Value>>) -> Result<Vec<crate::Cell>, ()> {
+            self.0.lock().unwrap().push((site, rows.len()));
+            Ok(rows.into_iter().map(|r| Ok(r.into_iter().next().unwrap_or_default())).collect())
+        }
+    }
+
+    fn sample() -> oort_proto::Record {
+        let json = serde_json::json!({
+            "a": {"b": [10, 20, 30], "c": {"d": "deep"}},
+            "s": "hello",
+            "n": 5,
+            "f": 2.5,
+            "nothing": null,
+            "select": "reserved",
+            "hello world": 1
+        });
+        let serde_json::Value::Object(m) = json else { unreachable!() };
+        let mut r = oort_proto::Record::from_fields(m.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect());
+        r.metadata.insert("topic".into(), Value::from("sensors/1"));
+        r
+    }
+
+    /// Evaluates `expr` over [`sample`] as `SELECT <expr> AS v FROM s`.
+    async fn value_of(expr: &str) -> Result<Value, String> {
+        let plan = parse_select(&format!("SELECT {expr} AS v FROM s")).map_err(|e| e.to_string())?;
+        let out = crate::run_batch(&plan, vec![sample()], &Echo(Default::default())).await.unwrap();
+        match out.records.first() {
+            Some(r) => Ok(r.fields["v"].clone()),
+            None => Err(out.project.last_exception.unwrap_or_default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn ekuipers_lexical_rules_and_expressions_evaluate() {
+        let s = |x: &str| Value::from(x);
+        let (t, f) = (Value::Bool(true), Value::Bool(false));
+        let cases: Vec<(&str, Result<Value, &str>)> = vec![
+            // Both quotes are string literals; backticks quote identifiers.
+            (r#""it's""#, Ok(s("it's"))),
+            ("'say \"hi\"'", Ok(s("say \"hi\""))),
+            ("`select`", Ok(s("reserved"))),
+            ("`hello world` + 1", Ok(Value::Int(2))),
+            // Nested fields and arrays (eKuiper's json_expr.md).
+            ("a->c->d", Ok(s("deep"))),
+            ("a->b[1]", Ok(Value::Int(20))),
+            ("a->b[-1]", Ok(Value::Int(30))),
+            ("a->b[7]", Ok(Value::Null)),
+            ("a->b[0:2]", Ok(Value::List(vec![Value::Int(10), Value::Int(20)]))),
+            ("a->b[1:]", Ok(Value::List(vec![Value::Int(20), Value::Int(30)]))),
+            ("a->missing->x", Ok(Value::Null)),
+            ("a->b[0] + 1", Ok(Value::Int(11))),
+            ("s->x", Ok(Value::Null)),
+            // CASE, IN, BETWEEN, LIKE.
+            ("CASE WHEN n > 3 THEN 'big' ELSE 'small' END", Ok(s("big"))),
+            ("CASE n WHEN 1 THEN 'one' WHEN 5 THEN 'five' END", Ok(s("five"))),
+            ("CASE n WHEN 1 THEN 'one' END", Ok(Value::Null)),
+            ("n IN (1, 5, 7)", Ok(t.clone())),
+            ("n NOT IN (1, 7)", Ok(t.clone())),
+            ("nothing IN (1, 7)", Ok(f.clone())),
+            ("n BETWEEN 5 AND 6", Ok(t.clone())),
+            ("f NOT BETWEEN 1 AND 2", Ok(t.clone())),
+            ("s LIKE 'h%o'", Ok(t.clone())),
+            ("s LIKE 'h_llo'", Ok(t.clone())),
+            ("s LIKE '%z%'", Ok(f.clone())),
+            ("s NOT LIKE 'H%'", Ok(t.clone())),
+            ("s LIKE 'h\\%'", Ok(f.clone())),
+            // Bitwise operators, casts, meta().
+            ("n & 4", Ok(Value::Int(4))),
+            ("n | 2", Ok(Value::Int(7))),
+            ("n ^ 1", Ok(Value::Int(4))),
+            ("cast(f, \"bigint\")", Ok(Value::Int(2))),
+            ("CAST(n AS STRING)", Ok(s("5"))),
+            ("meta(topic)", Ok(s("sensors/1"))),
+            ("meta(\"topic\")", Ok(s("sensors/1"))),
+            ("meta(nope)", Ok(Value::Null)),
+            ("meta(*)->topic", Ok(s("sensors/1"))),
+            ("concat(s, \" \", upper(\"w\"))", Ok(s("hello W"))),
+            ("s LIKE 1", Err("v: LIKE expects strings, got string LIKE int")),
+            // Calls sqlparser reads as special forms.
+            ("ceil(f)", Ok(Value::Int(3))),
+            ("FLOOR(f)", Ok(Value::Int(2))),
+            ("trim(' x ')", Ok(s("x"))),
+            ("substring(s, 1, 3)", Ok(s("el"))),
+            ("substring(s, 3)", Ok(s("lo"))),
+        ];
+        for (expr, want) in cases {
+            assert_eq!(value_of(expr).await, want.map_err(str::to_string), "{expr}");
+        }
+    }
+
+    #[test]
+    fn a_double_quoted_argument_is_a_string_literal_for_plugins() {
+        // Issue 11, item 0: the quoting eKuiper's docs recommend on a command line.
+        let p = parse_select(r#"SELECT accumulateWordCount(text, " ") AS total FROM words"#).unwrap();
+        assert_eq!(p.calls[0].args[1].literal, Some(Value::from(" ")));
+        assert_eq!(p.calls[0].args[1].column, None);
+        let p = parse_select("SELECT `text` FROM words").unwrap();
+        assert_eq!(p.fields[0], SelectField::Expr { expr: Expr::Column("text".into()), name: "text".into() });
+        // Unaliased paths are named after their last field, meta() after itself.
+        let p = parse_select("SELECT a->b, meta(topic) FROM s").unwrap();
+        let names: Vec<_> = p
+            .fields
+            .iter()
+            .map(|f| match f {
+                SelectField::Expr { name, .. } => name.clone(),
+                SelectField::Wildcard => "*".into(),
+            })
+            .collect();
+        assert_eq!(names, ["b", "meta"]);
+    }
+
+    #[tokio::test]
+    async fn a_case_branch_calls_its_plugin_only_for_the_rows_it_takes() {
+        let plan = parse_select("SELECT CASE WHEN n > 2 THEN echo(n) ELSE echo2(n) END AS v FROM s").unwrap();
+        let rows = (0..5)
+            .map(|n| oort_proto::Record::from_fields([("n".to_string(), Value::Int(n))].into_iter().collect()))
+            .collect();
+        let echo = Echo(Default::default());
+        let out = crate::run_batch(&plan, rows, &echo).await.unwrap();
+        let got: Vec<Value> = out.records.iter().map(|r| r.fields["v"].clone()).collect();
+        assert_eq!(got, (0..5).map(Value::Int).collect::<Vec<_>>());
+        // Site 0 (echo) saw rows 3 and 4; site 1 (echo2) rows 0 to 2: one batch each.
+        assert_eq!(*echo.0.lock().unwrap(), vec![(0, 2), (1, 3)]);
+    }
+
+    #[test]
+    fn bad_ekuiper_expressions_are_named() {
+        let cases = [
+            ("SELECT cast(n, \"int4\") FROM s", "the second argument of cast must be one of the strings \"bigint\""),
+            ("SELECT cast(n, t) FROM s", "the second argument of cast must be one of the strings"),
+            ("SELECT CAST(n AS DATE) FROM s", "CAST to DATE is not supported yet"),
+            ("SELECT a->(b + 1) FROM s", "the right side of -> must be a field name"),
+            ("SELECT meta(a, b) FROM s", "meta takes one argument"),
+            ("SELECT n IN (SELECT 1) FROM s", "is not supported yet"),
+            ("SELECT substring(s) FROM s", "substring expects 2 or 3 arguments, got 1"),
+            ("SELECT substring(s FROM 1) FROM s", "is not supported yet"),
+        ];
+        for (q, want) in cases {
+            let err = parse_select(q).unwrap_err().to_string();
+            assert!(err.contains(want), "{q}: {err}");
+        }
+        // A long path is bounded like any other expression.
+        let path = format!("SELECT a{} FROM s", "->b".repeat(300));
+        let err = parse_select(&path).unwrap_err().to_string();
+        assert!(err.contains("the limit is 128"), "{err}");
     }
 }
