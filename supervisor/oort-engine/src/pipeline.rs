@@ -18,7 +18,8 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use oort_store::checkpoint::{self, Snapshot};
 
 use oort_host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
-use oort_sql::{Cell, Functions, RulePlan, StreamDef};
+use oort_sql::window::{GroupResult, WindowState};
+use oort_sql::{Cell, Functions, OpOutcome, RulePlan, StreamDef};
 use oort_store::Store;
 
 /// Batches queued per sink before the pipeline waits for it.
@@ -291,14 +292,26 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
         source_calls.record(None);
         let (select, calls, started) = (&plan.select, &calls, Instant::now());
         async move {
-            Evaluated {
-                outcome: oort_sql::run_batch(select, batch.records, calls).await,
-                offset: batch.offset,
-                started,
-            }
+            let outcome = match &select.grouping {
+                None => oort_sql::run_batch(select, batch.records, calls).await.map(Output::Records),
+                Some(g) => oort_sql::prepare_window_rows(select, g, batch.records, calls).await.map(Output::Window),
+            };
+            Evaluated { outcome, offset: batch.offset, started }
         }
     };
-    let mut out = Forward { ctx, queues: sink_queues, stop: ctx.stop.clone(), last_offset: &mut last_offset };
+    let window = plan
+        .select
+        .grouping
+        .as_ref()
+        .map(|g| WindowState::new(g.window, g.aggregates.iter().map(|a| a.slot).collect()));
+    let mut out = Forward {
+        ctx,
+        queues: sink_queues,
+        stop: ctx.stop.clone(),
+        last_offset: &mut last_offset,
+        window,
+        calls: &calls,
+    };
 
     let outcome: Result<(), Failure> = 'outer: loop {
         let mut batches = match source.read(max_batch).await {
@@ -306,10 +319,24 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
             Err(e) => break Err(Failure::fatal(format!("source {}: {e}", ctx.stream.source_type()))),
         };
         loop {
+            let window_wait = out.window_wait();
             let item = tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => break 'outer Ok(()),
                 Some(failure) = fatal_rx.recv() => break 'outer Err(failure),
+                _ = tokio::time::sleep(window_wait.unwrap_or_default()), if window_wait.is_some() => {
+                    // A window ended. The batches already taken go in first
+                    // (stamped now: processing time), then the window emits.
+                    while let Some(done) = in_flight.next().await {
+                        if let Err(exit) = out.send(done, &mut *fatal_rx).await {
+                            break 'outer exit.into();
+                        }
+                    }
+                    if let Err(exit) = out.emit_due(&mut *fatal_rx).await {
+                        break 'outer exit.into();
+                    }
+                    continue;
+                }
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                     if let Err(exit) = out.send(done, &mut *fatal_rx).await {
                         break 'outer exit.into();
@@ -388,9 +415,15 @@ const IN_FLIGHT: usize = 2;
 
 /// A source batch after filter and projection.
 struct Evaluated {
-    outcome: Result<oort_sql::BatchOutcome, CallError>,
+    outcome: Result<Output, CallError>,
     offset: Option<Value>,
     started: Instant,
+}
+
+/// What a source batch became: output records, or rows for the window.
+enum Output {
+    Records(oort_sql::BatchOutcome),
+    Window(oort_sql::WindowBatch),
 }
 
 /// Why the main loop ends early: the rule was stopped, or it failed.
@@ -409,38 +442,41 @@ impl From<Exit> for Result<(), Failure> {
 }
 
 /// Hands evaluated batches to every sink, in source order, and remembers the
-/// source offset after the last one handed over.
+/// source offset after the last one handed over. A windowed rule's batches go
+/// into its window instead, and the window's results go to the sinks when it
+/// ends.
 struct Forward<'a> {
     ctx: &'a RunContext,
     queues: &'a [mpsc::Sender<SinkMsg>],
     stop: watch::Receiver<bool>,
     last_offset: &'a mut Option<Value>,
+    window: Option<WindowState>,
+    calls: &'a Calls<'a>,
 }
 
 impl Forward<'_> {
     async fn send(&mut self, done: Evaluated, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
         self.ctx.status.source.dequeued();
-        let out = match done.outcome {
+        let output = match done.outcome {
             Ok(out) => out,
-            Err(CallError::Stopped) => return Err(Exit::Stopped),
-            Err(CallError::Host(e)) => return Err(Exit::Failed(Failure::fatal(e.to_string()))),
+            Err(e) => return Err(call_exit(e)),
         };
         let took = done.started.elapsed();
-        self.ctx.status.filter.outcome(&out.filter, took);
-        self.ctx.status.project.outcome(&out.project, took);
-        if !out.records.is_empty() {
-            let records = Arc::new(out.records);
-            for (q, metrics) in self.queues.iter().zip(&self.ctx.status.sinks) {
-                tokio::select! {
-                    _ = stopped(&mut self.stop) => return Err(Exit::Stopped),
-                    sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_ok() {
-                        metrics.queued();
-                    } else {
-                        // A sink task ends only after reporting why.
-                        let qos = self.ctx.plan.qos;
-                        return Err(Exit::Failed(fatal_rx.try_recv().unwrap_or_else(|_| sink_stopped(qos))));
-                    },
-                }
+        match output {
+            Output::Records(out) => {
+                self.ctx.status.filter.outcome(&out.filter, took);
+                self.ctx.status.project.outcome(&out.project, took);
+                self.forward(out.records, fatal_rx).await?;
+            }
+            Output::Window(batch) => {
+                self.ctx.status.filter.outcome(&batch.filter, took);
+                // Rows go into the window: the projection's output is counted
+                // when the window emits.
+                let absorbed = OpOutcome { output: 0, ..batch.aggregate };
+                self.ctx.status.project.outcome(&absorbed, took);
+                let window = self.window.as_mut().expect("a windowed rule has a window");
+                let (results, errors) = window.add(batch.rows, now_ms());
+                self.emit(results, errors, fatal_rx).await?;
             }
         }
         if done.offset.is_some() {
@@ -448,6 +484,74 @@ impl Forward<'_> {
         }
         Ok(())
     }
+
+    /// How long until the window's next end, for a time window holding rows.
+    fn window_wait(&self) -> Option<Duration> {
+        let end = self.window.as_ref()?.next_end()?;
+        Some(Duration::from_millis(end.saturating_sub(now_ms()).max(0) as u64))
+    }
+
+    /// Emits every time window that has ended.
+    async fn emit_due(&mut self, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+        let Some(window) = self.window.as_mut() else { return Ok(()) };
+        let (results, errors) = window.due(now_ms());
+        self.emit(results, errors, fatal_rx).await
+    }
+
+    /// `HAVING` and the select list over a window's groups, then the sinks.
+    async fn emit(
+        &mut self,
+        groups: Vec<GroupResult>,
+        errors: Vec<String>,
+        fatal_rx: &mut mpsc::Receiver<Failure>,
+    ) -> Result<(), Exit> {
+        if groups.is_empty() && errors.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut outcome = OpOutcome::default();
+        errors.into_iter().for_each(|e| outcome.failed(e));
+        let records = oort_sql::project_groups(&self.ctx.plan.select, groups, self.calls, &mut outcome)
+            .await
+            .map_err(call_exit)?;
+        // Only the output is new: the rows were counted as they came in.
+        outcome.input = 0;
+        self.ctx.status.project.outcome(&outcome, started.elapsed());
+        self.forward(records, fatal_rx).await
+    }
+
+    /// Hands records to every sink queue.
+    async fn forward(&mut self, records: Vec<Record>, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let records = Arc::new(records);
+        for (q, metrics) in self.queues.iter().zip(&self.ctx.status.sinks) {
+            tokio::select! {
+                _ = stopped(&mut self.stop) => return Err(Exit::Stopped),
+                sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_ok() {
+                    metrics.queued();
+                } else {
+                    // A sink task ends only after reporting why.
+                    let qos = self.ctx.plan.qos;
+                    return Err(Exit::Failed(fatal_rx.try_recv().unwrap_or_else(|_| sink_stopped(qos))));
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+fn call_exit(e: CallError) -> Exit {
+    match e {
+        CallError::Stopped => Exit::Stopped,
+        CallError::Host(e) => Exit::Failed(Failure::fatal(e.to_string())),
+    }
+}
+
+/// Processing time: milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A sink task that is gone. Under exactly-once a sink task stops on any

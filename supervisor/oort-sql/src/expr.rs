@@ -90,13 +90,47 @@ pub enum Expr {
     /// `meta(key)`: one metadata entry of the record (the MQTT topic, say);
     /// `meta(*)` (None): all of them as a map.
     Meta(Option<String>),
+    /// Aggregate number `i` of a grouped rule, read from the group.
+    Aggregate(usize),
+    /// `window_start()` and `window_end()`: the bounds of the group's window,
+    /// in milliseconds since the epoch.
+    WindowStart,
+    WindowEnd,
+}
+
+/// What an expression is evaluated over: a batch of records, and for a
+/// grouped rule's output, each row's group (aggregates and window bounds).
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    pub records: &'a [Record],
+    pub groups: Option<&'a [GroupValues]>,
+}
+
+impl<'a> Rows<'a> {
+    /// Plain records, not grouped.
+    pub fn plain(records: &'a [Record]) -> Rows<'a> {
+        Rows { records, groups: None }
+    }
+}
+
+/// One group's values: its aggregates and its window's bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupValues {
+    pub aggregates: Vec<Value>,
+    pub window_start: i64,
+    pub window_end: i64,
 }
 
 impl Expr {
     /// The direct sub-expressions, in evaluation order.
     pub fn children(&self) -> Box<dyn Iterator<Item = &Expr> + '_> {
         match self {
-            Expr::Column(_) | Expr::Literal(_) | Expr::Meta(_) => Box::new(std::iter::empty()),
+            Expr::Column(_)
+            | Expr::Literal(_)
+            | Expr::Meta(_)
+            | Expr::Aggregate(_)
+            | Expr::WindowStart
+            | Expr::WindowEnd => Box::new(std::iter::empty()),
             Expr::Unary(_, e) | Expr::IsNull(e, _) | Expr::Field(e, _) => Box::new(std::iter::once(e.as_ref())),
             Expr::Binary(l, _, r) | Expr::Index(l, r) | Expr::Like(l, r, _) => {
                 Box::new([l.as_ref(), r.as_ref()].into_iter())
@@ -134,44 +168,45 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Evaluates `expr` for every record.
 pub fn eval<'a, F: Functions>(
     expr: &'a Expr,
-    records: &'a [Record],
+    rows: Rows<'a>,
     functions: &'a F,
 ) -> BoxFuture<'a, Result<Vec<Cell>, F::Error>> {
     Box::pin(async move {
+        let records = rows.records;
         let n = records.len();
         Ok(match expr {
             Expr::Column(c) => records.iter().map(|r| Ok(r.fields.get(c).cloned().unwrap_or_default())).collect(),
             Expr::Literal(v) => vec![Ok(v.clone()); n],
             Expr::Unary(op, e) => {
-                eval(e, records, functions).await?.into_iter().map(|c| c.and_then(|v| unary(*op, v))).collect()
+                eval(e, rows, functions).await?.into_iter().map(|c| c.and_then(|v| unary(*op, v))).collect()
             }
-            Expr::IsNull(e, negated) => eval(e, records, functions)
+            Expr::IsNull(e, negated) => eval(e, rows, functions)
                 .await?
                 .into_iter()
                 .map(|c| c.map(|v| Value::Bool(matches!(v, Value::Null) != *negated)))
                 .collect(),
             Expr::Binary(l, op, r) => {
-                let left = eval(l, records, functions).await?;
-                let right = eval(r, records, functions).await?;
+                let left = eval(l, rows, functions).await?;
+                let right = eval(r, rows, functions).await?;
                 left.into_iter().zip(right).map(|(a, b)| binary(*op, a?, b?)).collect()
             }
             Expr::Chain(first, rest) => {
-                let mut acc = eval(first, records, functions).await?;
+                let mut acc = eval(first, rows, functions).await?;
                 for (op, e) in rest {
-                    let right = eval(e, records, functions).await?;
+                    let right = eval(e, rows, functions).await?;
                     acc = acc.into_iter().zip(right).map(|(a, b)| binary(*op, a?, b?)).collect();
                 }
                 acc
             }
             Expr::Builtin(f, args) => {
-                let rows = eval_args(args, records, functions).await?;
+                let rows = eval_args(args, rows, functions).await?;
                 rows.into_iter().map(|row| row.and_then(|args| f.apply(&args))).collect()
             }
             Expr::Call { site, args, .. } => {
                 // Only rows whose arguments all evaluated reach the plugin; the
                 // argument values move into the call rather than being copied.
                 let mut ok_rows = Vec::with_capacity(n);
-                let failed: Vec<Option<String>> = eval_args(args, records, functions)
+                let failed: Vec<Option<String>> = eval_args(args, rows, functions)
                     .await?
                     .into_iter()
                     .map(|row| match row {
@@ -192,7 +227,7 @@ pub fn eval<'a, F: Functions>(
                     })
                     .collect()
             }
-            Expr::Field(e, name) => eval(e, records, functions)
+            Expr::Field(e, name) => eval(e, rows, functions)
                 .await?
                 .into_iter()
                 .map(|c| {
@@ -203,15 +238,15 @@ pub fn eval<'a, F: Functions>(
                 })
                 .collect(),
             Expr::Index(e, i) => {
-                let lists = eval(e, records, functions).await?;
-                let indexes = eval(i, records, functions).await?;
+                let lists = eval(e, rows, functions).await?;
+                let indexes = eval(i, rows, functions).await?;
                 lists.into_iter().zip(indexes).map(|(l, i)| index(l?, i?)).collect()
             }
             Expr::Slice(e, from, to) => {
-                let lists = eval(e, records, functions).await?;
+                let lists = eval(e, rows, functions).await?;
                 let bound = |b: &'a Option<Box<Expr>>| async move {
                     match b {
-                        Some(b) => eval(b, records, functions).await.map(Some),
+                        Some(b) => eval(b, rows, functions).await.map(Some),
                         None => Ok(None),
                     }
                 };
@@ -224,13 +259,13 @@ pub fn eval<'a, F: Functions>(
                 lists.into_iter().enumerate().map(|(row, l)| slice(l?, at(&froms, row)?, at(&tos, row)?)).collect()
             }
             Expr::Case { operand, branches, otherwise } => {
-                case(operand.as_deref(), branches, otherwise.as_deref(), records, functions).await?
+                case(operand.as_deref(), branches, otherwise.as_deref(), rows, functions).await?
             }
             Expr::In(e, list, negated) => {
-                let values = eval(e, records, functions).await?;
+                let values = eval(e, rows, functions).await?;
                 let mut acc: Vec<Result<bool, String>> = vec![Ok(false); values.len()];
                 for item in list {
-                    let items = eval(item, records, functions).await?;
+                    let items = eval(item, rows, functions).await?;
                     for ((a, v), it) in acc.iter_mut().zip(&values).zip(items) {
                         if let (Ok(found), Ok(v)) = (a.as_mut(), v) {
                             match it {
@@ -251,9 +286,9 @@ pub fn eval<'a, F: Functions>(
                     .collect()
             }
             Expr::Between(e, low, high, negated) => {
-                let values = eval(e, records, functions).await?;
-                let lows = eval(low, records, functions).await?;
-                let highs = eval(high, records, functions).await?;
+                let values = eval(e, rows, functions).await?;
+                let lows = eval(low, rows, functions).await?;
+                let highs = eval(high, rows, functions).await?;
                 values
                     .into_iter()
                     .zip(lows)
@@ -269,8 +304,8 @@ pub fn eval<'a, F: Functions>(
                     .collect()
             }
             Expr::Like(e, pattern, negated) => {
-                let values = eval(e, records, functions).await?;
-                let patterns = eval(pattern, records, functions).await?;
+                let values = eval(e, rows, functions).await?;
+                let patterns = eval(pattern, rows, functions).await?;
                 values
                     .into_iter()
                     .zip(patterns)
@@ -281,6 +316,19 @@ pub fn eval<'a, F: Functions>(
                     })
                     .collect()
             }
+            Expr::Aggregate(_) | Expr::WindowStart | Expr::WindowEnd => match rows.groups {
+                Some(groups) => groups
+                    .iter()
+                    .map(|g| {
+                        Ok(match expr {
+                            Expr::Aggregate(i) => g.aggregates.get(*i).cloned().unwrap_or_default(),
+                            Expr::WindowStart => Value::Int(g.window_start),
+                            _ => Value::Int(g.window_end),
+                        })
+                    })
+                    .collect(),
+                None => vec![Err("aggregates and window bounds exist only in a window's output".into()); n],
+            },
             Expr::Meta(key) => records
                 .iter()
                 .map(|r| {
@@ -294,21 +342,26 @@ pub fn eval<'a, F: Functions>(
     })
 }
 
-/// Evaluates `expr` for the records at `rows` only.
+/// Evaluates `expr` for the rows at `at` only.
 async fn eval_rows<F: Functions>(
     expr: &Expr,
-    records: &[Record],
-    rows: &[usize],
+    rows: Rows<'_>,
+    at: &[usize],
     functions: &F,
 ) -> Result<Vec<Cell>, F::Error> {
-    if rows.len() == records.len() {
-        return eval(expr, records, functions).await;
+    if at.len() == rows.records.len() {
+        return eval(expr, rows, functions).await;
     }
-    if rows.is_empty() {
+    if at.is_empty() {
         return Ok(Vec::new());
     }
-    let subset: Vec<Record> = rows.iter().map(|&r| records[r].clone()).collect();
-    eval(expr, &subset, functions).await
+    let records: Vec<Record> = at.iter().map(|&r| rows.records[r].clone()).collect();
+    let groups: Vec<GroupValues> = match rows.groups {
+        Some(g) => at.iter().map(|&r| g[r].clone()).collect(),
+        None => Vec::new(),
+    };
+    let subset = Rows { records: &records, groups: rows.groups.map(|_| groups.as_slice()) };
+    eval(expr, subset, functions).await
 }
 
 /// `CASE`: each `WHEN` is evaluated for the rows no earlier branch took, each
@@ -318,13 +371,13 @@ async fn case<F: Functions>(
     operand: Option<&Expr>,
     branches: &[(Expr, Expr)],
     otherwise: Option<&Expr>,
-    records: &[Record],
+    rows: Rows<'_>,
     functions: &F,
 ) -> Result<Vec<Cell>, F::Error> {
-    let n = records.len();
+    let n = rows.records.len();
     let mut out: Vec<Option<Cell>> = vec![None; n];
     let operands = match operand {
-        Some(o) => Some(eval(o, records, functions).await?),
+        Some(o) => Some(eval(o, rows, functions).await?),
         None => None,
     };
     let mut pending: Vec<usize> = (0..n).collect();
@@ -341,7 +394,7 @@ async fn case<F: Functions>(
         if pending.is_empty() {
             break;
         }
-        let conditions = eval_rows(when, records, &pending, functions).await?;
+        let conditions = eval_rows(when, rows, &pending, functions).await?;
         let (mut taken, mut rest) = (Vec::new(), Vec::new());
         for (&row, condition) in pending.iter().zip(conditions) {
             let hit = match (condition, &operands) {
@@ -361,14 +414,14 @@ async fn case<F: Functions>(
                 rest.push(row);
             }
         }
-        for (&row, cell) in taken.iter().zip(eval_rows(then, records, &taken, functions).await?) {
+        for (&row, cell) in taken.iter().zip(eval_rows(then, rows, &taken, functions).await?) {
             out[row] = Some(cell);
         }
         pending = rest;
     }
     match otherwise {
         Some(e) => {
-            for (&row, cell) in pending.iter().zip(eval_rows(e, records, &pending, functions).await?) {
+            for (&row, cell) in pending.iter().zip(eval_rows(e, rows, &pending, functions).await?) {
                 out[row] = Some(cell);
             }
         }
@@ -467,14 +520,14 @@ pub(crate) fn like(text: &str, pattern: &str) -> bool {
 /// Evaluates each argument, then regroups them per row.
 async fn eval_args<F: Functions>(
     args: &[Expr],
-    records: &[Record],
+    rows: Rows<'_>,
     functions: &F,
 ) -> Result<Vec<Result<Vec<Value>, String>>, F::Error> {
     let mut columns = Vec::with_capacity(args.len());
     for a in args {
-        columns.push(eval(a, records, functions).await?.into_iter());
+        columns.push(eval(a, rows, functions).await?.into_iter());
     }
-    Ok((0..records.len())
+    Ok((0..rows.records.len())
         .map(|_| {
             columns.iter_mut().map(|c| c.next().unwrap_or(Ok(Value::Null))).collect::<Result<Vec<Value>, String>>()
         })
@@ -630,7 +683,7 @@ mod tests {
             (Expr::Binary(lit(i64::MAX), BinOp::Add, lit(1)), Err("integer overflow".into())),
         ];
         for (e, want) in cases {
-            assert_eq!(eval(&e, &recs, &f).await.unwrap(), vec![want], "{e:?}");
+            assert_eq!(eval(&e, Rows::plain(&recs), &f).await.unwrap(), vec![want], "{e:?}");
         }
     }
 
@@ -642,7 +695,7 @@ mod tests {
         let inner =
             Expr::Call { function: "double".into(), site: 0, args: vec![Expr::Binary(lit(12), BinOp::Div, col("x"))] };
         let outer = Expr::Call { function: "double".into(), site: 1, args: vec![inner] };
-        let out = eval(&outer, &recs, &f).await.unwrap();
+        let out = eval(&outer, Rows::plain(&recs), &f).await.unwrap();
         assert_eq!(out[0], Ok(Value::Int(48)));
         assert_eq!(out[1], Err("cannot compute int Div string".into()));
         assert_eq!(out[2], Ok(Value::Int(16)));

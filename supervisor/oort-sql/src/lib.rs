@@ -7,10 +7,12 @@
 //! that the engine implements.
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 mod builtin;
 pub mod expr;
 mod sql;
 mod stream;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use expr::{Cell, Functions};
 use oort_core::RestartStrategy;
-pub use sql::{parse_select, CallSite, SelectField, SelectPlan};
+pub use sql::{parse_select, AggregateCall, CallSite, Grouping, SelectField, SelectPlan};
 pub use stream::{parse_stream, FieldType, StreamDef, StreamField};
 
 // ----- limits -----
@@ -197,6 +199,12 @@ impl RuleDef {
         if qos > 2 {
             return Err(RuleError::invalid(format!("qos must be 0, 1 or 2, got {qos}")));
         }
+        if qos > 0 && select.grouping.is_some() {
+            // Refused rather than run with a window that a crash would empty.
+            return Err(RuleError::invalid(
+                "a window with qos 1 or 2 is not supported yet: window contents are not checkpointed; use qos 0",
+            ));
+        }
         let checkpoint_interval = match &self.options.checkpoint_interval {
             None => Duration::from_millis(300_000),
             Some(v) => parse_duration(v)?,
@@ -232,7 +240,13 @@ impl RulePlan {
     pub fn unplannable(def: RuleDef) -> RulePlan {
         RulePlan {
             def,
-            select: SelectPlan { stream: String::new(), fields: Vec::new(), filter: None, calls: Vec::new() },
+            select: SelectPlan {
+                stream: String::new(),
+                fields: Vec::new(),
+                filter: None,
+                calls: Vec::new(),
+                grouping: None,
+            },
             actions: Vec::new(),
             qos: 0,
             checkpoint_interval: Duration::from_millis(300_000),
@@ -337,7 +351,7 @@ pub struct OpOutcome {
 }
 
 impl OpOutcome {
-    fn failed(&mut self, reason: String) {
+    pub fn failed(&mut self, reason: String) {
         self.exceptions += 1;
         self.last_exception = Some(reason);
     }
@@ -359,31 +373,153 @@ pub async fn run_batch<F: Functions>(
     functions: &F,
 ) -> Result<BatchOutcome, F::Error> {
     let mut out = BatchOutcome::default();
-    out.filter.input = records.len() as u64;
+    let kept = filter(plan, records, functions, &mut out.filter).await?;
+    out.records = project(plan, kept, None, functions, &mut out.project).await?;
+    Ok(out)
+}
+
+/// A batch of a grouped rule after `WHERE`: its rows with their group keys
+/// and aggregate arguments, ready for the window.
+#[derive(Debug, Default)]
+pub struct WindowBatch {
+    pub rows: Vec<window::WindowRow>,
+    pub filter: OpOutcome,
+    /// Rows whose key or argument failed to evaluate.
+    pub aggregate: OpOutcome,
+}
+
+/// Runs one batch of a grouped rule through `WHERE` and evaluates each row's
+/// group key and aggregate arguments (plugin calls batched as everywhere).
+pub async fn prepare_window_rows<F: Functions>(
+    plan: &SelectPlan,
+    grouping: &Grouping,
+    records: Vec<Record>,
+    functions: &F,
+) -> Result<WindowBatch, F::Error> {
+    let mut out = WindowBatch::default();
+    let kept = filter(plan, records, functions, &mut out.filter).await?;
+    out.aggregate.input = kept.len() as u64;
+    let rows = expr::Rows::plain(&kept);
+    let mut keys = Vec::with_capacity(grouping.keys.len());
+    for k in &grouping.keys {
+        keys.push(expr::eval(k, rows, functions).await?.into_iter());
+    }
+    let mut args = Vec::with_capacity(grouping.aggregates.len());
+    for a in &grouping.aggregates {
+        args.push(match &a.arg {
+            Some(e) => Some(expr::eval(e, rows, functions).await?.into_iter()),
+            // count(*) counts every row: any non-null value does.
+            None => None,
+        });
+    }
+    'rows: for record in kept {
+        let mut row = window::WindowRow { record, key: Vec::new(), args: Vec::new() };
+        for k in keys.iter_mut() {
+            match k.next().unwrap_or(Ok(Value::Null)) {
+                Ok(v) => row.key.push(v),
+                Err(e) => {
+                    out.aggregate.failed(format!("GROUP BY: {e}"));
+                    continue 'rows;
+                }
+            }
+        }
+        for (a, call) in args.iter_mut().zip(&grouping.aggregates) {
+            match a.as_mut().map(|a| a.next().unwrap_or(Ok(Value::Null))).unwrap_or(Ok(Value::Bool(true))) {
+                Ok(v) => row.args.push(v),
+                Err(e) => {
+                    out.aggregate.failed(format!("{}: {e}", call.slot.func.name()));
+                    continue 'rows;
+                }
+            }
+        }
+        out.rows.push(row);
+    }
+    out.aggregate.output = out.rows.len() as u64;
+    Ok(out)
+}
+
+/// Turns a window's groups into output records: `HAVING`, then the select
+/// list, where aggregates and `window_start()`/`window_end()` read from each
+/// group and other columns from its first row.
+pub async fn project_groups<F: Functions>(
+    plan: &SelectPlan,
+    groups: Vec<window::GroupResult>,
+    functions: &F,
+    outcome: &mut OpOutcome,
+) -> Result<Vec<Record>, F::Error> {
+    let having = plan.grouping.as_ref().and_then(|g| g.having.as_ref());
+    let (mut records, mut values): (Vec<Record>, Vec<expr::GroupValues>) = groups
+        .into_iter()
+        .map(|g| {
+            let v =
+                expr::GroupValues { aggregates: g.aggregates, window_start: g.window_start, window_end: g.window_end };
+            (g.first, v)
+        })
+        .unzip();
+    if let Some(having) = having {
+        let verdicts = expr::eval(having, expr::Rows { records: &records, groups: Some(&values) }, functions).await?;
+        let mut keep = verdicts.into_iter().map(|v| match v {
+            Ok(Value::Bool(b)) => b,
+            Ok(_) => false,
+            Err(e) => {
+                outcome.failed(format!("HAVING: {e}"));
+                false
+            }
+        });
+        let kept: Vec<bool> = (0..records.len()).map(|_| keep.next().unwrap_or(false)).collect();
+        let mut k = kept.iter();
+        records.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = kept.iter();
+        values.retain(|_| *k.next().unwrap_or(&false));
+    }
+    project(plan, records, Some(&values), functions, outcome).await
+}
+
+/// `WHERE`: the rows whose condition is true.
+async fn filter<F: Functions>(
+    plan: &SelectPlan,
+    records: Vec<Record>,
+    functions: &F,
+    outcome: &mut OpOutcome,
+) -> Result<Vec<Record>, F::Error> {
+    outcome.input = records.len() as u64;
     let kept: Vec<Record> = match &plan.filter {
         None => records,
         Some(filter) => {
-            let verdicts = expr::eval(filter, &records, functions).await?;
+            let verdicts = expr::eval(filter, expr::Rows::plain(&records), functions).await?;
             let mut kept = Vec::with_capacity(records.len());
             for (record, verdict) in records.into_iter().zip(verdicts) {
                 match verdict {
                     Ok(Value::Bool(true)) => kept.push(record),
                     Ok(_) => {}
-                    Err(e) => out.filter.failed(e),
+                    Err(e) => outcome.failed(e),
                 }
             }
             kept
         }
     };
-    out.filter.output = kept.len() as u64;
-    out.project.input = kept.len() as u64;
+    outcome.output = kept.len() as u64;
+    Ok(kept)
+}
+
+/// The select list over `kept` (and their groups, for a grouped rule).
+async fn project<F: Functions>(
+    plan: &SelectPlan,
+    kept: Vec<Record>,
+    groups: Option<&[expr::GroupValues]>,
+    functions: &F,
+    outcome: &mut OpOutcome,
+) -> Result<Vec<Record>, F::Error> {
+    outcome.input = kept.len() as u64;
+    let rows = expr::Rows { records: &kept, groups };
     let mut columns = Vec::with_capacity(plan.fields.len());
     for field in &plan.fields {
         columns.push(match field {
             SelectField::Wildcard => None,
-            SelectField::Expr { expr, .. } => Some(expr::eval(expr, &kept, functions).await?.into_iter()),
+            SelectField::Expr { expr, .. } => Some(expr::eval(expr, rows, functions).await?.into_iter()),
         });
     }
+    let mut out = Vec::with_capacity(kept.len());
     'rows: for record in kept {
         let mut fields = BTreeMap::new();
         let mut failure = None;
@@ -401,12 +537,12 @@ pub async fn run_batch<F: Functions>(
             }
         }
         if let Some(e) = failure {
-            out.project.failed(e);
+            outcome.failed(e);
             continue 'rows;
         }
-        out.records.push(Record { fields, metadata: record.metadata, timestamp_ms: record.timestamp_ms });
+        out.push(Record { fields, metadata: record.metadata, timestamp_ms: record.timestamp_ms });
     }
-    out.project.output = out.records.len() as u64;
+    outcome.output = out.len() as u64;
     Ok(out)
 }
 

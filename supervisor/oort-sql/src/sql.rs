@@ -6,8 +6,10 @@ use sqlparser::dialect::Dialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
+use super::aggregate::AggFn;
 use super::builtin::{Builtin, CAST_TYPES};
 use super::expr::{BinOp, Expr, UnOp};
+use super::window::{AggSlot, WindowSpec};
 use super::{on_planner_stack, RuleError, MAX_EXPR_DEPTH, MAX_EXPR_NODES, MAX_SQL_BYTES};
 use oort_core::ArgInfo;
 use oort_proto::Value;
@@ -21,6 +23,27 @@ pub struct SelectPlan {
     pub filter: Option<Expr>,
     /// Every plugin function call, indexed by its call site.
     pub calls: Vec<CallSite>,
+    /// `GROUP BY <window>[, key …]`, its aggregates and `HAVING`.
+    pub grouping: Option<Grouping>,
+}
+
+/// What a windowed rule groups by and aggregates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grouping {
+    pub window: WindowSpec,
+    /// The `GROUP BY` expressions besides the window.
+    pub keys: Vec<Expr>,
+    /// Every aggregate call of the select list and `HAVING`, in order:
+    /// [`Expr::Aggregate`]`(i)` reads number `i`.
+    pub aggregates: Vec<AggregateCall>,
+    pub having: Option<Expr>,
+}
+
+/// One aggregate call: `count(*)` has no argument.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateCall {
+    pub slot: AggSlot,
+    pub arg: Option<Expr>,
 }
 
 /// One item of the select list.
@@ -78,6 +101,12 @@ impl Dialect for EkuiperDialect {
         ch == '`'
     }
 
+    /// eKuiper writes `TUMBLINGWINDOW(ss, 10) FILTER (WHERE …)`: parsed so
+    /// that a rule using it is told it is not supported yet, by name.
+    fn supports_filter_during_aggregation(&self) -> bool {
+        true
+    }
+
     fn get_next_precedence(&self, parser: &Parser) -> Option<Result<u8, ParserError>> {
         // The precedence sqlparser gives `::` and `[`: above every operator.
         (parser.peek_token_ref().token == Token::Arrow).then_some(Ok(50))
@@ -102,9 +131,6 @@ fn plan_select(text: &str) -> Result<SelectPlan, RuleError> {
     if select.distinct.is_some() {
         return Err(unsupported("DISTINCT"));
     }
-    if !matches!(&select.group_by, sql::GroupByExpr::Expressions(e, _) if e.is_empty()) || select.having.is_some() {
-        return Err(unsupported("GROUP BY and HAVING (windows and aggregates)"));
-    }
     let [from] = select.from.as_slice() else {
         return Err(RuleError::invalid("FROM must name exactly one stream"));
     };
@@ -116,14 +142,35 @@ fn plan_select(text: &str) -> Result<SelectPlan, RuleError> {
         _ => return Err(RuleError::invalid("FROM must name a stream")),
     };
 
-    let mut planner = Planner { calls: Vec::new(), nodes: 0 };
+    let mut planner = Planner { calls: Vec::new(), nodes: 0, aggregates: Vec::new(), place: Place::GroupBy };
+    let group_by = match &select.group_by {
+        sql::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs.as_slice(),
+        _ => return Err(unsupported("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS")),
+    };
+    let mut window = None;
+    let mut keys = Vec::new();
+    for e in group_by {
+        match e {
+            sql::Expr::Function(f) if window_name(f).is_some() => {
+                if window.is_some() {
+                    return Err(RuleError::invalid("GROUP BY holds at most one window"));
+                }
+                window = Some(window_spec(f)?);
+            }
+            other => keys.push(planner.expr(other)?),
+        }
+    }
+    planner.place = Place::Select { window: window.is_some() };
     let mut fields = Vec::new();
     for item in &select.projection {
         match item {
+            sql::SelectItem::Wildcard(_) if window.is_some() => {
+                return Err(unsupported("SELECT * with a window (eKuiper's list of the window's rows)"))
+            }
             sql::SelectItem::Wildcard(_) => fields.push(SelectField::Wildcard),
             sql::SelectItem::UnnamedExpr(e) => {
                 let expr = planner.expr(e)?;
-                let name = default_name(&expr, fields.len());
+                let name = default_name(&expr, fields.len(), &planner.aggregates);
                 fields.push(SelectField::Expr { expr, name });
             }
             sql::SelectItem::ExprWithAlias { expr, alias } => {
@@ -132,8 +179,31 @@ fn plan_select(text: &str) -> Result<SelectPlan, RuleError> {
             other => return Err(unsupported(&format!("select item {}", excerpt(other)))),
         }
     }
+    let having = match &select.having {
+        Some(h) if window.is_some() => {
+            planner.place = Place::Having;
+            Some(planner.expr(h)?)
+        }
+        Some(_) => return Err(RuleError::invalid("HAVING needs a window: GROUP BY TUMBLINGWINDOW(ss, 10), …")),
+        None => None,
+    };
+    planner.place = Place::Where;
     let filter = select.selection.as_ref().map(|e| planner.expr(e)).transpose()?;
-    let plan = SelectPlan { stream, fields, filter, calls: planner.calls };
+    let grouping = match window {
+        Some(window) => {
+            if planner.aggregates.is_empty() {
+                return Err(unsupported("a window without aggregate functions (eKuiper's list of the window's rows)"));
+            }
+            Some(Grouping { window, keys, aggregates: planner.aggregates, having })
+        }
+        None if !keys.is_empty() => {
+            return Err(RuleError::invalid(
+                "GROUP BY needs a window: GROUP BY TUMBLINGWINDOW(ss, 10), …; eKuiper groups only within windows",
+            ))
+        }
+        None => None,
+    };
+    let plan = SelectPlan { stream, fields, filter, calls: planner.calls, grouping };
     check_limits(&plan)?;
     Ok(plan)
 }
@@ -153,6 +223,15 @@ fn check_limits(plan: &SelectPlan) -> Result<(), RuleError> {
     if let Some(filter) = &plan.filter {
         todo.push((filter, 1));
     }
+    if let Some(g) = &plan.grouping {
+        todo.extend(
+            g.keys
+                .iter()
+                .chain(g.having.iter())
+                .chain(g.aggregates.iter().filter_map(|a| a.arg.as_ref()))
+                .map(|e| (e, 1)),
+        );
+    }
     while let Some((e, depth)) = todo.pop() {
         nodes += 1;
         deepest = deepest.max(depth);
@@ -170,7 +249,9 @@ fn check_limits(plan: &SelectPlan) -> Result<(), RuleError> {
 }
 
 fn unsupported(what: &str) -> RuleError {
-    RuleError::invalid(format!("{what} is not supported yet; a rule is SELECT … FROM one stream [WHERE …]"))
+    RuleError::invalid(format!(
+        "{what} is not supported yet; a rule is SELECT … FROM one stream [WHERE …] [GROUP BY <window>[, …] [HAVING …]]"
+    ))
 }
 
 fn object_name(name: &sql::ObjectName) -> Result<String, RuleError> {
@@ -189,8 +270,11 @@ fn object_name(name: &sql::ObjectName) -> Result<String, RuleError> {
 }
 
 /// eKuiper names an unaliased column after itself and a call after its function.
-fn default_name(expr: &Expr, index: usize) -> String {
+fn default_name(expr: &Expr, index: usize, aggregates: &[AggregateCall]) -> String {
     match expr {
+        Expr::Aggregate(i) => aggregates[*i].slot.func.name().to_string(),
+        Expr::WindowStart => "window_start".to_string(),
+        Expr::WindowEnd => "window_end".to_string(),
         Expr::Column(c) => c.clone(),
         Expr::Builtin(b, _) => b.name().to_string(),
         Expr::Call { function, .. } => function.clone(),
@@ -216,6 +300,31 @@ struct Planner {
     calls: Vec<CallSite>,
     /// Nodes lowered so far: lowering stops early once past [`MAX_EXPR_NODES`].
     nodes: usize,
+    aggregates: Vec<AggregateCall>,
+    /// Where the expression being lowered stands: aggregates are allowed in
+    /// a windowed select list and in `HAVING` only, not nested.
+    place: Place,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Where,
+    GroupBy,
+    Select { window: bool },
+    Having,
+    AggregateArgument,
+}
+
+impl Place {
+    fn name(self) -> &'static str {
+        match self {
+            Place::Where => "in WHERE",
+            Place::GroupBy => "in GROUP BY",
+            Place::Select { .. } => "without a window (GROUP BY TUMBLINGWINDOW(ss, 10), …)",
+            Place::Having => "in HAVING",
+            Place::AggregateArgument => "inside another aggregate",
+        }
+    }
 }
 
 impl Planner {
@@ -361,6 +470,55 @@ impl Planner {
         })
     }
 
+    /// An aggregate call: allowed in a windowed select list and `HAVING`.
+    fn aggregate(&mut self, func: AggFn, name: &str, f: &sql::Function) -> Result<Expr, RuleError> {
+        if !matches!(self.place, Place::Select { window: true } | Place::Having) {
+            return Err(RuleError::invalid(format!("aggregate function {name} is not allowed {}", self.place.name())));
+        }
+        if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
+            return Err(unsupported(&format!("{name}(…) OVER/FILTER/WITHIN GROUP")));
+        }
+        let args: &[sql::FunctionArg] = match &f.args {
+            sql::FunctionArguments::List(list) if list.duplicate_treatment.is_none() && list.clauses.is_empty() => {
+                &list.args
+            }
+            sql::FunctionArguments::List(_) => {
+                return Err(unsupported(&format!("DISTINCT or clauses inside {name}(…)")))
+            }
+            _ => &[],
+        };
+        let outer = self.place;
+        self.place = Place::AggregateArgument;
+        let lowered = (|| {
+            Ok(match (func, args) {
+                (AggFn::Count, [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Wildcard)]) => (None, false),
+                (_, [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(e))]) => (Some(self.expr(e)?), false),
+                (
+                    AggFn::LastValue,
+                    [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(e)), sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(ignore))],
+                ) => {
+                    let ignore = match ignore {
+                        sql::Expr::Value(v) => matches!(v.value, sql::Value::Boolean(true)),
+                        _ => return Err(RuleError::invalid("last_value's second argument must be true or false")),
+                    };
+                    (Some(self.expr(e)?), ignore)
+                }
+                _ => {
+                    let expected = match func {
+                        AggFn::Count => "one argument or *",
+                        AggFn::LastValue => "one argument, and optionally true to skip nulls",
+                        _ => "one argument",
+                    };
+                    return Err(RuleError::invalid(format!("{name} takes {expected}")));
+                }
+            })
+        })();
+        self.place = outer;
+        let (arg, ignore_null) = lowered?;
+        self.aggregates.push(AggregateCall { slot: AggSlot { func, ignore_null }, arg });
+        Ok(Expr::Aggregate(self.aggregates.len() - 1))
+    }
+
     /// Lowers a run of binary operators. The parser builds `a + b - c + d` as
     /// a left-leaning tree as deep as the run is long; it is the same as
     /// folding the operands from the left, so it becomes one flat
@@ -399,6 +557,27 @@ impl Planner {
         let name = object_name(&f.name)?;
         if name.eq_ignore_ascii_case("meta") {
             return meta(f);
+        }
+        if let Some(func) = AggFn::lookup(&name) {
+            return self.aggregate(func, &name, f);
+        }
+        if name.eq_ignore_ascii_case("window_start") || name.eq_ignore_ascii_case("window_end") {
+            if !matches!(self.place, Place::Select { window: true } | Place::Having) {
+                return Err(RuleError::invalid(format!("{name}() exists only in a window's select list or HAVING")));
+            }
+            let no_args = match &f.args {
+                sql::FunctionArguments::List(l) => l.args.is_empty(),
+                sql::FunctionArguments::None => true,
+                sql::FunctionArguments::Subquery(_) => false,
+            };
+            if !no_args {
+                return Err(RuleError::invalid(format!("{name}() takes no arguments")));
+            }
+            let start = name.eq_ignore_ascii_case("window_start");
+            return Ok(if start { Expr::WindowStart } else { Expr::WindowEnd });
+        }
+        if window_name(f).is_some() {
+            return Err(RuleError::invalid(format!("{name} belongs in GROUP BY: GROUP BY {name}(…), …")));
         }
         if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
             return Err(unsupported(&format!("{name}(…) OVER/FILTER/WITHIN GROUP")));
@@ -489,6 +668,125 @@ fn cast_type(t: &sql::DataType) -> Result<&'static str, RuleError> {
         T::Boolean | T::Bool => "boolean",
         other => return Err(unsupported(&format!("CAST to {other}"))),
     })
+}
+
+/// The window function `f` names, if it names one.
+fn window_name(f: &sql::Function) -> Option<String> {
+    let name = object_name(&f.name).ok()?.to_ascii_uppercase();
+    matches!(
+        name.as_str(),
+        "TUMBLINGWINDOW" | "HOPPINGWINDOW" | "SLIDINGWINDOW" | "SESSIONWINDOW" | "COUNTWINDOW" | "STATEWINDOW"
+    )
+    .then_some(name)
+}
+
+/// Panes a window may hold (its length over its hop, or its size over its
+/// interval): each keeps its groups' partial aggregates.
+pub const MAX_WINDOW_PANES: u64 = 10_000;
+
+/// The longest time window accepted: one week.
+pub const MAX_WINDOW_MS: u64 = 7 * 86_400_000;
+
+/// `TUMBLINGWINDOW(ss, 10)`, `HOPPINGWINDOW(ss, 10, 5)`, `COUNTWINDOW(5[, 1])`,
+/// with eKuiper's argument orders and units (`dd hh mi ss ms`).
+fn window_spec(f: &sql::Function) -> Result<WindowSpec, RuleError> {
+    let name = window_name(f).expect("a window function");
+    if f.over.is_some() || f.filter.is_some() {
+        return Err(unsupported(&format!("{name}(…) OVER or FILTER")));
+    }
+    let args: Vec<&sql::Expr> = match &f.args {
+        sql::FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .map(|a| match a {
+                sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(e)) => Ok(e),
+                other => Err(RuleError::invalid(format!("{name}: bad argument {}", excerpt(other)))),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let count = |e: &sql::Expr, what: &str| -> Result<u64, RuleError> {
+        match e {
+            sql::Expr::Value(v) => match &v.value {
+                sql::Value::Number(n, _) => n.parse::<u64>().ok().filter(|n| *n > 0),
+                _ => None,
+            },
+            _ => None,
+        }
+        .ok_or_else(|| RuleError::invalid(format!("{name}: the {what} must be a positive integer, got {e}")))
+    };
+    let unit_ms = |e: &sql::Expr| -> Result<u64, RuleError> {
+        let unit = match e {
+            sql::Expr::Identifier(i) => i.value.to_ascii_lowercase(),
+            _ => String::new(),
+        };
+        Ok(match unit.as_str() {
+            "dd" => 86_400_000,
+            "hh" => 3_600_000,
+            "mi" => 60_000,
+            "ss" => 1_000,
+            "ms" => 1,
+            _ => {
+                return Err(RuleError::invalid(format!(
+                    "{name}: the time unit must be one of dd, hh, mi, ss, ms, got {e}"
+                )))
+            }
+        })
+    };
+    let spec = match (name.as_str(), args.as_slice()) {
+        ("TUMBLINGWINDOW", [unit, length]) => {
+            WindowSpec::Tumbling { length_ms: unit_ms(unit)?.saturating_mul(count(length, "length")?) }
+        }
+        ("HOPPINGWINDOW", [unit, length, hop]) => {
+            let unit = unit_ms(unit)?;
+            let (length_ms, hop_ms) =
+                (unit.saturating_mul(count(length, "length")?), unit.saturating_mul(count(hop, "hop")?));
+            if hop_ms > length_ms || length_ms % hop_ms != 0 {
+                return Err(RuleError::invalid(format!(
+                    "{name}: the length must be a multiple of the hop (not supported yet otherwise)"
+                )));
+            }
+            WindowSpec::Hopping { length_ms, hop_ms }
+        }
+        ("COUNTWINDOW", [size]) => {
+            let size = count(size, "size")?;
+            WindowSpec::Count { size, interval: size }
+        }
+        ("COUNTWINDOW", [size, interval]) => {
+            let (size, interval) = (count(size, "size")?, count(interval, "interval")?);
+            if interval > size || size % interval != 0 {
+                return Err(RuleError::invalid(format!(
+                    "{name}: the size must be a multiple of the interval (not supported yet otherwise)"
+                )));
+            }
+            WindowSpec::Count { size, interval }
+        }
+        ("TUMBLINGWINDOW" | "HOPPINGWINDOW" | "COUNTWINDOW", _) => {
+            let expected = match name.as_str() {
+                "TUMBLINGWINDOW" => "(unit, length)",
+                "HOPPINGWINDOW" => "(unit, length, hop)",
+                _ => "(size[, interval])",
+            };
+            return Err(RuleError::invalid(format!("{name} takes {expected}, got {} arguments", args.len())));
+        }
+        _ => return Err(unsupported(&name)),
+    };
+    if let WindowSpec::Tumbling { length_ms } | WindowSpec::Hopping { length_ms, .. } = spec {
+        if length_ms > MAX_WINDOW_MS {
+            return Err(RuleError::invalid(format!("{name}: a window lasts at most 7 days")));
+        }
+    }
+    let panes = match spec {
+        WindowSpec::Tumbling { .. } => 1,
+        WindowSpec::Hopping { length_ms, hop_ms } => length_ms / hop_ms,
+        WindowSpec::Count { size, interval } => size / interval,
+    };
+    if panes > MAX_WINDOW_PANES {
+        return Err(RuleError::invalid(format!(
+            "{name}: a window of {panes} hops or intervals; the limit is {MAX_WINDOW_PANES}"
+        )));
+    }
+    Ok(spec)
 }
 
 fn binop(op: &sql::BinaryOperator) -> Result<BinOp, RuleError> {
@@ -792,5 +1090,119 @@ mod tests {
         let path = format!("SELECT a{} FROM s", "->b".repeat(300));
         let err = parse_select(&path).unwrap_err().to_string();
         assert!(err.contains("the limit is 128"), "{err}");
+    }
+
+    fn grouping(q: &str) -> Grouping {
+        parse_select(q).unwrap_or_else(|e| panic!("{q}: {e}")).grouping.expect("a window")
+    }
+
+    #[test]
+    fn ekuipers_window_syntax_plans() {
+        let g = grouping("SELECT avg(temperature) FROM demo GROUP BY TUMBLINGWINDOW(ss, 10)");
+        assert_eq!(g.window, WindowSpec::Tumbling { length_ms: 10_000 });
+        assert_eq!(g.aggregates.len(), 1);
+        let g = grouping(
+            "SELECT count(*), deviceId FROM demo GROUP BY deviceId, HOPPINGWINDOW(mi, 10, 5) HAVING count(*) > 2",
+        );
+        assert_eq!(g.window, WindowSpec::Hopping { length_ms: 600_000, hop_ms: 300_000 });
+        assert_eq!(g.keys, vec![Expr::Column("deviceId".into())]);
+        assert_eq!(g.aggregates.len(), 2, "HAVING's count(*) is an aggregate of its own");
+        assert_eq!(g.aggregates[0].arg, None);
+        let g = grouping("SELECT sum(x), window_start(), window_end() FROM s GROUP BY COUNTWINDOW(5, 1)");
+        assert_eq!(g.window, WindowSpec::Count { size: 5, interval: 1 });
+        assert_eq!(
+            grouping("SELECT max(x) FROM s GROUP BY COUNTWINDOW(3)").window,
+            WindowSpec::Count { size: 3, interval: 3 }
+        );
+        for unit in [("dd", 86_400_000), ("hh", 3_600_000), ("mi", 60_000), ("ss", 1_000), ("ms", 1)] {
+            let g = grouping(&format!("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW({}, 2)", unit.0));
+            assert_eq!(g.window, WindowSpec::Tumbling { length_ms: 2 * unit.1 });
+        }
+        let p = parse_select(
+            "SELECT count(*), sum(x) AS s, last_value(x, true), window_end() FROM s GROUP BY TUMBLINGWINDOW(ss, 1)",
+        )
+        .unwrap();
+        let names: Vec<_> = p
+            .fields
+            .iter()
+            .map(|f| match f {
+                SelectField::Expr { name, .. } => name.as_str(),
+                SelectField::Wildcard => "*",
+            })
+            .collect();
+        assert_eq!(names, ["count", "s", "last_value", "window_end"]);
+        assert!(p.grouping.unwrap().aggregates[2].slot.ignore_null);
+    }
+
+    #[test]
+    fn windows_and_aggregates_are_refused_where_they_do_not_belong() {
+        let cases = [
+            ("SELECT count(*) FROM s", "aggregate function count is not allowed without a window"),
+            ("SELECT x FROM s GROUP BY x", "GROUP BY needs a window"),
+            ("SELECT x FROM s WHERE count(*) > 1 GROUP BY TUMBLINGWINDOW(ss, 1)", "not allowed in WHERE"),
+            ("SELECT sum(count(*)) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "not allowed inside another aggregate"),
+            ("SELECT count(*) FROM s GROUP BY sum(x), TUMBLINGWINDOW(ss, 1)", "not allowed in GROUP BY"),
+            ("SELECT x FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "a window without aggregate functions"),
+            ("SELECT *, count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "SELECT * with a window"),
+            ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1), COUNTWINDOW(2)", "at most one window"),
+            ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss)", "TUMBLINGWINDOW takes (unit, length)"),
+            (
+                "SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(yy, 1)",
+                "the time unit must be one of dd, hh, mi, ss, ms",
+            ),
+            ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 0)", "the length must be a positive integer"),
+            ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(dd, 8)", "at most 7 days"),
+            ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ss, 10, 3)", "a multiple of the hop"),
+            ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ms, 100000, 1)", "the limit is 10000"),
+            ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(5, 2)", "a multiple of the interval"),
+            ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 10)", "SLIDINGWINDOW is not supported yet"),
+            ("SELECT count(*) FROM s GROUP BY SESSIONWINDOW(ss, 10, 2)", "SESSIONWINDOW is not supported yet"),
+            ("SELECT count(*) FROM s GROUP BY STATEWINDOW(a > 1, a < 1)", "STATEWINDOW is not supported yet"),
+            ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1) FILTER (WHERE x > 1)", "OVER or FILTER"),
+            ("SELECT window_start() FROM s", "exists only in a window's select list or HAVING"),
+            ("SELECT x FROM s HAVING x > 1", "HAVING needs a window"),
+            ("SELECT count(x, y) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "count takes one argument or *"),
+            ("SELECT TUMBLINGWINDOW(ss, 1) FROM s", "belongs in GROUP BY"),
+        ];
+        for (q, want) in cases {
+            let err = parse_select(q).unwrap_err().to_string();
+            assert!(err.contains(want), "{q}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_window_groups_aggregates_filters_with_having_and_projects() {
+        use crate::window::WindowState;
+        let plan = parse_select(
+            "SELECT k, count(*) AS n, sum(x) AS total, avg(x) AS mean, echo(max(x)) AS top, window_end() - window_start() AS span \
+             FROM s WHERE x > 0 GROUP BY k, TUMBLINGWINDOW(ms, 100) HAVING count(*) > 1",
+        )
+        .unwrap();
+        let g = plan.grouping.clone().unwrap();
+        let rec = |k: &str, x: i64| {
+            oort_proto::Record::from_fields(
+                [("k".to_string(), Value::from(k)), ("x".to_string(), Value::Int(x))].into_iter().collect(),
+            )
+        };
+        let echo = Echo(Default::default());
+        let batch = vec![rec("a", 1), rec("b", 5), rec("a", 3), rec("a", -1), rec("c", 7), rec("c", 8)];
+        let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
+        assert_eq!((prepared.filter.input, prepared.filter.output), (6, 5));
+        let mut w = WindowState::new(g.window, g.aggregates.iter().map(|a| a.slot).collect());
+        w.add(prepared.rows, 1_050);
+        let (groups, errors) = w.due(1_100);
+        assert!(errors.is_empty());
+        let mut outcome = crate::OpOutcome::default();
+        let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
+        let rows: Vec<String> = out.iter().map(|r| r.fields_to_json().to_string()).collect();
+        assert_eq!(
+            rows,
+            [
+                r#"{"k":"a","mean":2.0,"n":2,"span":100,"top":3,"total":4}"#,
+                r#"{"k":"c","mean":7.5,"n":2,"span":100,"top":8,"total":15}"#
+            ]
+        );
+        // The plugin in the select list saw the kept groups in one batch.
+        assert_eq!(*echo.0.lock().unwrap(), vec![(0, 2)]);
     }
 }
