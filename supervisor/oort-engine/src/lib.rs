@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod forward;
 pub mod metrics;
 mod pipeline;
 mod status;

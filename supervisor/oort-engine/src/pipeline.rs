@@ -18,8 +18,10 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use oort_store::checkpoint::{self, Snapshot};
 
 use oort_host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
-use oort_sql::window::{GroupResult, WindowState};
-use oort_sql::{Cell, Functions, OpOutcome, RulePlan, StreamDef};
+use oort_sql::window::WindowState;
+use oort_sql::{Cell, Functions, RulePlan, StreamDef};
+
+use crate::forward::{Forward, Output};
 use oort_store::Store;
 
 /// Batches queued per sink before the pipeline waits for it.
@@ -48,7 +50,7 @@ pub(super) struct Failure {
 }
 
 impl Failure {
-    fn fatal(reason: impl Into<String>) -> Failure {
+    pub(crate) fn fatal(reason: impl Into<String>) -> Failure {
         Failure { reason: reason.into(), recoverable: false }
     }
 }
@@ -60,7 +62,7 @@ impl From<String> for Failure {
 }
 
 /// A message to a sink task, in order.
-enum SinkMsg {
+pub(crate) enum SinkMsg {
     Batch(Arc<Vec<Record>>),
     /// Checkpoint barrier: every earlier batch is written; pre-commit and reply.
     Barrier(u64, oneshot::Sender<Result<Value, HostError>>),
@@ -414,150 +416,16 @@ async fn drain(opened: Opened) {
 const IN_FLIGHT: usize = 2;
 
 /// A source batch after filter and projection.
-struct Evaluated {
-    outcome: Result<Output, CallError>,
-    offset: Option<Value>,
-    started: Instant,
-}
-
-/// What a source batch became: output records, or rows for the window.
-enum Output {
-    Records(oort_sql::BatchOutcome),
-    Window(oort_sql::WindowBatch),
-}
-
-/// Why the main loop ends early: the rule was stopped, or it failed.
-enum Exit {
-    Stopped,
-    Failed(Failure),
-}
-
-impl From<Exit> for Result<(), Failure> {
-    fn from(exit: Exit) -> Self {
-        match exit {
-            Exit::Stopped => Ok(()),
-            Exit::Failed(f) => Err(f),
-        }
-    }
-}
-
-/// Hands evaluated batches to every sink, in source order, and remembers the
-/// source offset after the last one handed over. A windowed rule's batches go
-/// into its window instead, and the window's results go to the sinks when it
-/// ends.
-struct Forward<'a> {
-    ctx: &'a RunContext,
-    queues: &'a [mpsc::Sender<SinkMsg>],
-    stop: watch::Receiver<bool>,
-    last_offset: &'a mut Option<Value>,
-    window: Option<WindowState>,
-    calls: &'a Calls<'a>,
-}
-
-impl Forward<'_> {
-    async fn send(&mut self, done: Evaluated, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
-        self.ctx.status.source.dequeued();
-        let output = match done.outcome {
-            Ok(out) => out,
-            Err(e) => return Err(call_exit(e)),
-        };
-        let took = done.started.elapsed();
-        match output {
-            Output::Records(out) => {
-                self.ctx.status.filter.outcome(&out.filter, took);
-                self.ctx.status.project.outcome(&out.project, took);
-                self.forward(out.records, fatal_rx).await?;
-            }
-            Output::Window(batch) => {
-                self.ctx.status.filter.outcome(&batch.filter, took);
-                // Rows go into the window: the projection's output is counted
-                // when the window emits.
-                let absorbed = OpOutcome { output: 0, ..batch.aggregate };
-                self.ctx.status.project.outcome(&absorbed, took);
-                let window = self.window.as_mut().expect("a windowed rule has a window");
-                let (results, errors) = window.add(batch.rows, now_ms());
-                self.emit(results, errors, fatal_rx).await?;
-            }
-        }
-        if done.offset.is_some() {
-            *self.last_offset = done.offset;
-        }
-        Ok(())
-    }
-
-    /// How long until the window's next end, for a time window holding rows.
-    fn window_wait(&self) -> Option<Duration> {
-        let end = self.window.as_ref()?.next_end()?;
-        Some(Duration::from_millis(end.saturating_sub(now_ms()).max(0) as u64))
-    }
-
-    /// Emits every time window that has ended.
-    async fn emit_due(&mut self, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
-        let Some(window) = self.window.as_mut() else { return Ok(()) };
-        let (results, errors) = window.due(now_ms());
-        self.emit(results, errors, fatal_rx).await
-    }
-
-    /// `HAVING` and the select list over a window's groups, then the sinks.
-    async fn emit(
-        &mut self,
-        groups: Vec<GroupResult>,
-        errors: Vec<String>,
-        fatal_rx: &mut mpsc::Receiver<Failure>,
-    ) -> Result<(), Exit> {
-        if groups.is_empty() && errors.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut outcome = OpOutcome::default();
-        errors.into_iter().for_each(|e| outcome.failed(e));
-        let records = oort_sql::project_groups(&self.ctx.plan.select, groups, self.calls, &mut outcome)
-            .await
-            .map_err(call_exit)?;
-        // Only the output is new: the rows were counted as they came in.
-        outcome.input = 0;
-        self.ctx.status.project.outcome(&outcome, started.elapsed());
-        self.forward(records, fatal_rx).await
-    }
-
-    /// Hands records to every sink queue.
-    async fn forward(&mut self, records: Vec<Record>, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let records = Arc::new(records);
-        for (q, metrics) in self.queues.iter().zip(&self.ctx.status.sinks) {
-            tokio::select! {
-                _ = stopped(&mut self.stop) => return Err(Exit::Stopped),
-                sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_ok() {
-                    metrics.queued();
-                } else {
-                    // A sink task ends only after reporting why.
-                    let qos = self.ctx.plan.qos;
-                    return Err(Exit::Failed(fatal_rx.try_recv().unwrap_or_else(|_| sink_stopped(qos))));
-                },
-            }
-        }
-        Ok(())
-    }
-}
-
-fn call_exit(e: CallError) -> Exit {
-    match e {
-        CallError::Stopped => Exit::Stopped,
-        CallError::Host(e) => Exit::Failed(Failure::fatal(e.to_string())),
-    }
-}
-
-/// Processing time: milliseconds since the epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+pub(crate) struct Evaluated {
+    pub(crate) outcome: Result<Output, CallError>,
+    pub(crate) offset: Option<Value>,
+    pub(crate) started: Instant,
 }
 
 /// A sink task that is gone. Under exactly-once a sink task stops on any
 /// write failure, which a restore from the checkpoint cures; otherwise only
 /// on a failure no restart helps.
-fn sink_stopped(qos: u8) -> Failure {
+pub(crate) fn sink_stopped(qos: u8) -> Failure {
     Failure { reason: "a sink stopped after a failed write".into(), recoverable: qos == 2 }
 }
 
@@ -695,7 +563,7 @@ async fn sink_loop(
 }
 
 /// Why a function call gave up.
-enum CallError {
+pub(crate) enum CallError {
     /// The rule was stopped while the call was being retried.
     Stopped,
     Host(HostError),
@@ -705,7 +573,7 @@ enum CallError {
 /// as a whole is retried by its instance, per the rule's restart strategy:
 /// each attempt starts from the supervisor's copy of the instance's state, so
 /// retrying one call site never replays another's state changes.
-struct Calls<'a> {
+pub(crate) struct Calls<'a> {
     functions: &'a [Arc<FunctionInstance>],
     metrics: &'a [Arc<CallMetrics>],
     stop: watch::Receiver<bool>,

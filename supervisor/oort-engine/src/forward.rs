@@ -1,0 +1,146 @@
+//! The in-order end of the main loop: evaluated batches to the sinks, or into
+//! a windowed rule's window and, when it ends, its groups to the sinks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oort_proto::{Record, Value};
+use oort_sql::window::{GroupResult, WindowState};
+use oort_sql::OpOutcome;
+use tokio::sync::{mpsc, watch};
+
+use crate::pipeline::{sink_stopped, stopped, CallError, Calls, Evaluated, Failure, RunContext, SinkMsg};
+
+/// What a source batch became: output records, or rows for the window.
+pub(crate) enum Output {
+    Records(oort_sql::BatchOutcome),
+    Window(oort_sql::WindowBatch),
+}
+
+/// Why the main loop ends early: the rule was stopped, or it failed.
+pub(crate) enum Exit {
+    Stopped,
+    Failed(Failure),
+}
+
+impl From<Exit> for Result<(), Failure> {
+    fn from(exit: Exit) -> Self {
+        match exit {
+            Exit::Stopped => Ok(()),
+            Exit::Failed(f) => Err(f),
+        }
+    }
+}
+
+/// Hands evaluated batches to every sink, in source order, and remembers the
+/// source offset after the last one handed over. A windowed rule's batches go
+/// into its window instead, and the window's results go to the sinks when it
+/// ends.
+pub(crate) struct Forward<'a> {
+    pub(crate) ctx: &'a RunContext,
+    pub(crate) queues: &'a [mpsc::Sender<SinkMsg>],
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) last_offset: &'a mut Option<Value>,
+    pub(crate) window: Option<WindowState>,
+    pub(crate) calls: &'a Calls<'a>,
+}
+
+impl Forward<'_> {
+    pub(crate) async fn send(&mut self, done: Evaluated, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+        self.ctx.status.source.dequeued();
+        let output = match done.outcome {
+            Ok(out) => out,
+            Err(e) => return Err(call_exit(e)),
+        };
+        let took = done.started.elapsed();
+        match output {
+            Output::Records(out) => {
+                self.ctx.status.filter.outcome(&out.filter, took);
+                self.ctx.status.project.outcome(&out.project, took);
+                self.forward(out.records, fatal_rx).await?;
+            }
+            Output::Window(batch) => {
+                self.ctx.status.filter.outcome(&batch.filter, took);
+                // Rows go into the window: the projection's output is counted
+                // when the window emits.
+                let absorbed = OpOutcome { output: 0, ..batch.aggregate };
+                self.ctx.status.project.outcome(&absorbed, took);
+                let window = self.window.as_mut().expect("a windowed rule has a window");
+                let (results, errors) = window.add(batch.rows, now_ms());
+                self.emit(results, errors, fatal_rx).await?;
+            }
+        }
+        if done.offset.is_some() {
+            *self.last_offset = done.offset;
+        }
+        Ok(())
+    }
+
+    /// How long until the window's next end, for a time window holding rows.
+    pub(crate) fn window_wait(&self) -> Option<Duration> {
+        let end = self.window.as_ref()?.next_end()?;
+        Some(Duration::from_millis(end.saturating_sub(now_ms()).max(0) as u64))
+    }
+
+    /// Emits every time window that has ended.
+    pub(crate) async fn emit_due(&mut self, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+        let Some(window) = self.window.as_mut() else { return Ok(()) };
+        let (results, errors) = window.due(now_ms());
+        self.emit(results, errors, fatal_rx).await
+    }
+
+    /// `HAVING` and the select list over a window's groups, then the sinks.
+    async fn emit(
+        &mut self,
+        groups: Vec<GroupResult>,
+        errors: Vec<String>,
+        fatal_rx: &mut mpsc::Receiver<Failure>,
+    ) -> Result<(), Exit> {
+        if groups.is_empty() && errors.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut outcome = OpOutcome::default();
+        errors.into_iter().for_each(|e| outcome.failed(e));
+        let records = oort_sql::project_groups(&self.ctx.plan.select, groups, self.calls, &mut outcome)
+            .await
+            .map_err(call_exit)?;
+        // Only the output is new: the rows were counted as they came in.
+        outcome.input = 0;
+        self.ctx.status.project.outcome(&outcome, started.elapsed());
+        self.forward(records, fatal_rx).await
+    }
+
+    /// Hands records to every sink queue.
+    async fn forward(&mut self, records: Vec<Record>, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let records = Arc::new(records);
+        for (q, metrics) in self.queues.iter().zip(&self.ctx.status.sinks) {
+            tokio::select! {
+                _ = stopped(&mut self.stop) => return Err(Exit::Stopped),
+                sent = q.send(SinkMsg::Batch(records.clone())) => if sent.is_ok() {
+                    metrics.queued();
+                } else {
+                    // A sink task ends only after reporting why.
+                    let qos = self.ctx.plan.qos;
+                    return Err(Exit::Failed(fatal_rx.try_recv().unwrap_or_else(|_| sink_stopped(qos))));
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn call_exit(e: CallError) -> Exit {
+    match e {
+        CallError::Stopped => Exit::Stopped,
+        CallError::Host(e) => Exit::Failed(Failure::fatal(e.to_string())),
+    }
+}
+
+/// Processing time: milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
