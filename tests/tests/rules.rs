@@ -239,10 +239,10 @@ fn windows_group_and_aggregate_through_the_daemon() {
     assert_eq!(status["status"], "running", "{status}");
     assert_eq!(status["op_2_project_0_records_in_total"], 30, "{status}");
 
-    // A window is not checkpointed yet: qos 1 and 2 are refused, clearly.
-    let ((status, body), _) = rule("durable", "SELECT count(*) FROM words GROUP BY TUMBLINGWINDOW(ss, 1)", 1);
-    assert_eq!(status, 400, "{body}");
-    assert!(body.contains("not checkpointed"), "{body}");
+    // With checkpointing on, the window is part of each checkpoint.
+    let ((status, body), durable) = rule("durable", "SELECT count(*) AS n FROM words GROUP BY COUNTWINDOW(15)", 1);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(wait_lines(&d, &durable, 2).iter().map(|r| r["n"].as_i64().unwrap()).collect::<Vec<_>>(), [15, 15]);
 }
 
 #[test]

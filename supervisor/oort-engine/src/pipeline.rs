@@ -225,6 +225,8 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
 struct Position {
     last_offset: Option<Value>,
     next_checkpoint: u64,
+    /// A windowed rule's window as the checkpoint left it.
+    window: Option<Value>,
 }
 
 /// Rewinds the source to the restored checkpoint and, under exactly-once,
@@ -235,8 +237,10 @@ async fn recover(ctx: &RunContext, opened: &Opened, restored: Option<&Snapshot>)
     let Opened { source, sinks, .. } = opened;
     let mut last_offset: Option<Value> = None;
     let mut next_checkpoint = 1;
+    let mut window = None;
     if let Some(r) = restored {
         next_checkpoint = r.id + 1;
+        window = r.window.clone();
         if let Some(offset) = &r.source_offset {
             source
                 .rewind(offset.clone())
@@ -258,7 +262,7 @@ async fn recover(ctx: &RunContext, opened: &Opened, restored: Option<&Snapshot>)
         }
         tracing::info!(rule, checkpoint = r.id, "restored from checkpoint");
     }
-    Ok(Position { last_offset, next_checkpoint })
+    Ok(Position { last_offset, next_checkpoint, window })
 }
 
 /// The main loop: source batches in, evaluated (up to `IN_FLIGHT` at once),
@@ -268,7 +272,24 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
     let plan = &ctx.plan;
     let checkpointing = plan.qos >= 1;
     let Opened { source, functions, function_calls, sinks, sink_queues, fatal_rx, .. } = opened;
-    let Position { mut last_offset, mut next_checkpoint } = position;
+    let Position { mut last_offset, mut next_checkpoint, window } = position;
+    let window = match (&plan.select.grouping, window) {
+        (None, _) => None,
+        (Some(g), saved) => {
+            let slots = g.aggregates.iter().map(|a| a.slot).collect();
+            Some(match saved {
+                None => WindowState::new(g.window, slots),
+                Some(v) => WindowState::restore(g.window, slots, &v).map_err(|e| {
+                    let id = next_checkpoint.saturating_sub(1);
+                    Failure::fatal(format!(
+                        "rule {}: the window in checkpoint {id} is unreadable ({e}); \
+                         `oort rule reset-state {}` discards it",
+                        plan.def.id, plan.def.id
+                    ))
+                })?,
+            })
+        }
+    };
     let calls = Calls { functions, metrics: function_calls, stop: ctx.stop.clone() };
     let max_batch = plan.buffer_length;
     let mut stop = ctx.stop.clone();
@@ -276,7 +297,7 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
     if checkpointing && fresh {
         // Checkpoint 1 before the first record: a crash before the first
         // interval then restores to "nothing written yet" instead of nothing.
-        checkpoint.take(next_checkpoint, &last_offset).await?;
+        checkpoint.take(next_checkpoint, &last_offset, window.as_ref().map(WindowState::snapshot)).await?;
         next_checkpoint += 1;
     }
     let mut ticker = tokio::time::interval(plan.checkpoint_interval);
@@ -301,11 +322,6 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
             Evaluated { outcome, offset: batch.offset, started }
         }
     };
-    let window = plan
-        .select
-        .grouping
-        .as_ref()
-        .map(|g| WindowState::new(g.window, g.aggregates.iter().map(|a| a.slot).collect()));
     let mut out = Forward {
         ctx,
         queues: sink_queues,
@@ -352,7 +368,8 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
                             break 'outer exit.into();
                         }
                     }
-                    if let Err(f) = checkpoint.take(next_checkpoint, &*out.last_offset).await {
+                    let window = out.window.as_ref().map(WindowState::snapshot);
+                    if let Err(f) = checkpoint.take(next_checkpoint, &*out.last_offset, window).await {
                         break 'outer Err(f);
                     }
                     next_checkpoint += 1;
@@ -438,7 +455,7 @@ struct Checkpointer<'a> {
 }
 
 impl Checkpointer<'_> {
-    async fn take(&mut self, id: u64, offset: &Option<Value>) -> Result<(), Failure> {
+    async fn take(&mut self, id: u64, offset: &Option<Value>, window: Option<Value>) -> Result<(), Failure> {
         let rule = self.ctx.plan.def.id.as_str();
         let started = Instant::now();
         // A sink that fails its part of a checkpoint (its process died during
@@ -453,7 +470,7 @@ impl Checkpointer<'_> {
             q.send(SinkMsg::Barrier(id, tx)).await.map_err(|_| sink_stopped(self.ctx.plan.qos))?;
             replies.push(rx);
         }
-        let mut snapshot = Snapshot { id, source_offset: offset.clone(), ..Snapshot::default() };
+        let mut snapshot = Snapshot { id, source_offset: offset.clone(), window, ..Snapshot::default() };
         let mut failed = None;
         for ((operator, _), reply) in self.sinks.iter().zip(replies) {
             match reply.await {

@@ -127,6 +127,50 @@ impl Partial {
     }
 }
 
+impl Partial {
+    /// The partial as a value, for a checkpoint: `[tag, payload…]`, with an
+    /// absent value left out so that it stays distinct from a null one.
+    pub fn to_value(&self) -> Value {
+        let tagged = |tag: &str, rest: Vec<Value>| {
+            let mut l = vec![Value::from(tag)];
+            l.extend(rest);
+            Value::List(l)
+        };
+        let opt = |v: &Option<Value>| v.iter().cloned().collect::<Vec<_>>();
+        match self {
+            Partial::Count(n) => tagged("count", vec![Value::Int(*n)]),
+            Partial::Sum(v) => tagged("sum", opt(v)),
+            Partial::Avg { sum, n } => tagged("avg", vec![Value::Float(*sum), Value::Int(*n)]),
+            Partial::Min(v) => tagged("min", opt(v)),
+            Partial::Max(v) => tagged("max", opt(v)),
+            Partial::Collect(values) => tagged("collect", vec![Value::List(values.clone())]),
+            Partial::Last(v) => tagged("last", opt(v)),
+        }
+    }
+
+    /// The partial of `func` that [`Partial::to_value`] wrote.
+    pub fn from_value(func: AggFn, v: &Value) -> Result<Partial, String> {
+        let bad = || format!("not a partial {} result: {}", func.name(), v.to_json());
+        let Value::List(l) = v else { return Err(bad()) };
+        let (Some(Value::String(tag)), rest) = (l.first(), l.get(1..).unwrap_or_default()) else { return Err(bad()) };
+        let opt = || match rest {
+            [] => Ok(None),
+            [v] => Ok(Some(v.clone())),
+            _ => Err(bad()),
+        };
+        Ok(match (func, tag.as_str(), rest) {
+            (AggFn::Count, "count", [Value::Int(n)]) => Partial::Count(*n),
+            (AggFn::Sum, "sum", _) => Partial::Sum(opt()?),
+            (AggFn::Avg, "avg", [Value::Float(sum), Value::Int(n)]) => Partial::Avg { sum: *sum, n: *n },
+            (AggFn::Min, "min", _) => Partial::Min(opt()?),
+            (AggFn::Max, "max", _) => Partial::Max(opt()?),
+            (AggFn::Collect, "collect", [Value::List(values)]) => Partial::Collect(values.clone()),
+            (AggFn::LastValue, "last", _) => Partial::Last(opt()?),
+            _ => return Err(bad()),
+        })
+    }
+}
+
 fn add(acc: Option<Value>, v: Value) -> Result<Value, String> {
     let number = |v: &Value| v.as_f64().ok_or_else(|| format!("sum expects numbers, got {}", v.type_name()));
     Ok(match (acc, v) {
@@ -185,6 +229,23 @@ mod tests {
         assert_eq!(last.finish(), i(1));
         assert_eq!(run(AggFn::Sum, &[s("x")]), Err("sum expects numbers, got string".into()));
         assert_eq!(run(AggFn::Max, &[i(1), s("x")]), Err("cannot compare string with int".into()));
+    }
+
+    #[test]
+    fn partials_survive_a_checkpoint_and_refuse_a_wrong_one() {
+        let mut cases = Vec::new();
+        for f in [AggFn::Count, AggFn::Sum, AggFn::Avg, AggFn::Min, AggFn::Max, AggFn::Collect, AggFn::LastValue] {
+            let mut p = f.start();
+            cases.push((f, p.clone()));
+            p.add(Value::Int(3), false).unwrap();
+            p.add(Value::Null, false).unwrap();
+            cases.push((f, p));
+        }
+        for (f, p) in cases {
+            assert_eq!(Partial::from_value(f, &p.to_value()), Ok(p.clone()), "{f:?}");
+        }
+        assert!(Partial::from_value(AggFn::Sum, &AggFn::Count.start().to_value()).is_err());
+        assert!(Partial::from_value(AggFn::Avg, &Value::from("x")).is_err());
     }
 
     #[test]

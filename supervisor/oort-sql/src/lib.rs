@@ -207,12 +207,6 @@ impl RuleDef {
         if qos > 2 {
             return Err(RuleError::invalid(format!("qos must be 0, 1 or 2, got {qos}")));
         }
-        if qos > 0 && select.grouping.is_some() {
-            // Refused rather than run with a window that a crash would empty.
-            return Err(RuleError::invalid(
-                "a window with qos 1 or 2 is not supported yet: window contents are not checkpointed; use qos 0",
-            ));
-        }
         let checkpoint_interval = match &self.options.checkpoint_interval {
             None => Duration::from_millis(300_000),
             Some(v) => parse_duration(v)?,

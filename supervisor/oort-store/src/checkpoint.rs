@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub instances: BTreeMap<String, Vec<pb::StateEntry>>,
     /// Every sink's pre-commit handle, by sink operator id.
     pub sink_handles: BTreeMap<String, Value>,
+    /// A windowed rule's window contents, opaque here.
+    pub window: Option<Value>,
 }
 
 /// Encodes a snapshot for the store.
@@ -32,6 +34,7 @@ pub fn encode(rule: &str, qos: u8, s: &Snapshot) -> Vec<u8> {
         source_offset: s.source_offset.clone().map(Into::into),
         instances: s.instances.iter().map(|(k, v)| (k.clone(), spb::InstanceState { entries: v.clone() })).collect(),
         sink_handles: s.sink_handles.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect(),
+        window: s.window.clone().map(Into::into),
     }
     .encode_to_vec()
 }
@@ -47,6 +50,7 @@ pub fn decode(rule: &str, id: u64, bytes: &[u8]) -> Result<Snapshot, String> {
         source_offset: c.source_offset.map(Into::into),
         instances: c.instances.into_iter().map(|(k, v)| (k, v.entries)).collect(),
         sink_handles: c.sink_handles.into_iter().map(|(k, v)| (k, v.into())).collect(),
+        window: c.window.map(Into::into),
     })
 }
 
@@ -64,6 +68,7 @@ mod tests {
                 vec![pb::StateEntry { key: "n".into(), entry: Some(pb::state_entry::Entry::Counter(5)) }],
             )]),
             sink_handles: BTreeMap::from([("sink_0_file".to_string(), Value::Int(99))]),
+            window: Some(Value::List(vec![Value::from("count"), Value::Int(3)])),
         };
         assert_eq!(decode("r", 7, &encode("r", 2, &s)).unwrap(), s);
     }
