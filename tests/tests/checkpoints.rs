@@ -139,6 +139,23 @@ fn wait_next_checkpoint(d: &Daemon, rule: &str) {
     }
 }
 
+/// Waits for `expected`'s length of output, then requires exactly it: what a
+/// failure-free run writes.
+fn assert_output_is(d: &Daemon, rule: &Rule, expected: &str) {
+    wait_output(d, rule, expected.len(), Duration::from_secs(60));
+    // Give a lagging duplicate the chance to show up before comparing.
+    std::thread::sleep(Duration::from_millis(500));
+    let got = rule.output_text();
+    if got != expected {
+        let first_diff = got.lines().zip(expected.lines()).position(|(a, b)| a != b);
+        panic!(
+            "output differs from a failure-free run: {} vs {} bytes, first differing line {first_diff:?}",
+            got.len(),
+            expected.len()
+        );
+    }
+}
+
 /// A small deterministic generator, so that a failing run can be replayed.
 struct XorShift(u64);
 
@@ -223,19 +240,7 @@ fn exactly_once_under_chaos_the_output_equals_a_failure_free_run() {
     // directories at the end of the `let`, and a plugin restarted after that
     // finds its executable gone.
     let Chaos { daemon: d, rule, _plugins, _data } = chaos(2, 0x5eed_0f0a7, total, Duration::from_secs(20), 3);
-    let expected = expected_output(total);
-    wait_output(&d, &rule, expected.len(), Duration::from_secs(60));
-    // Give a lagging duplicate the chance to show up before comparing.
-    std::thread::sleep(Duration::from_millis(500));
-    let got = rule.output_text();
-    if got != expected {
-        let first_diff = got.lines().zip(expected.lines()).position(|(a, b)| a != b);
-        panic!(
-            "output differs from a failure-free run: {} vs {} bytes, first differing line {first_diff:?}",
-            got.len(),
-            expected.len()
-        );
-    }
+    assert_output_is(&d, &rule, &expected_output(total));
     let status = d.get_json("/rules/chaos/status");
     assert_eq!(status["status"], "running", "{status}");
 }
@@ -261,17 +266,7 @@ fn a_count_window_under_chaos_at_qos_2_equals_a_failure_free_run() {
             expected.push_str(&format!("{line}\n"));
         }
     }
-    wait_output(&d, &rule, expected.len(), Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(500));
-    let got = rule.output_text();
-    if got != expected {
-        let first_diff = got.lines().zip(expected.lines()).position(|(a, b)| a != b);
-        panic!(
-            "window output differs from a failure-free run: {} vs {} bytes, first differing line {first_diff:?}",
-            got.len(),
-            expected.len()
-        );
-    }
+    assert_output_is(&d, &rule, &expected);
     assert_eq!(d.get_json("/rules/chaos/status")["status"], "running");
 }
 
