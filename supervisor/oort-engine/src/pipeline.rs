@@ -342,7 +342,8 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
                 biased;
                 _ = stopped(&mut stop) => break 'outer Ok(()),
                 Some(failure) = fatal_rx.recv() => break 'outer Err(failure),
-                _ = tokio::time::sleep(window_wait.unwrap_or_default()), if window_wait.is_some() => {
+                // Lazy: a rule without a window never builds the timer.
+                _ = async { tokio::time::sleep(window_wait.unwrap_or_default()).await }, if window_wait.is_some() => {
                     // A window ended. The batches already taken go in first
                     // (stamped now: processing time), then the window emits.
                     while let Some(done) = in_flight.next().await {

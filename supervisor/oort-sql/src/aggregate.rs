@@ -97,6 +97,24 @@ impl Partial {
         Ok(())
     }
 
+    /// Whether [`Partial::add`] would accept `v`, without changing anything:
+    /// a row's arguments are all checked before any is added, so a bad row
+    /// leaves no half-counted trace.
+    pub fn check(&self, v: &Value) -> Result<(), String> {
+        let null = matches!(v, Value::Null);
+        let number = |name: &str| match v.as_f64() {
+            Some(_) => Ok(()),
+            None => Err(format!("{name} expects numbers, got {}", v.type_name())),
+        };
+        match self {
+            _ if null => Ok(()),
+            Partial::Sum(_) => number("sum"),
+            Partial::Avg { .. } => number("avg"),
+            Partial::Min(Some(c)) | Partial::Max(Some(c)) if !equal(c, v) => order(v, c).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
     /// Adds what `other` (a later pane of the same group) holds.
     pub fn merge(&mut self, other: &Partial) -> Result<(), String> {
         match (self, other) {

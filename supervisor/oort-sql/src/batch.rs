@@ -79,27 +79,33 @@ pub async fn prepare_window_rows<F: Functions>(
             None => None,
         });
     }
-    'rows: for record in kept {
-        let mut row = window::WindowRow { record, key: Vec::new(), args: Vec::new() };
-        for k in keys.iter_mut() {
-            match k.next().unwrap_or(Ok(Value::Null)) {
-                Ok(v) => row.key.push(v),
-                Err(e) => {
-                    out.aggregate.failed(format!("GROUP BY: {e}"));
-                    continue 'rows;
-                }
+    for record in kept {
+        // One cell from every column for every row, failed or not, so that
+        // the columns stay aligned with the rows.
+        let key: Vec<expr::Cell> = keys.iter_mut().map(|k| k.next().unwrap_or(Ok(Value::Null))).collect();
+        let row_args: Vec<expr::Cell> = args
+            .iter_mut()
+            .map(|a| match a {
+                Some(a) => a.next().unwrap_or(Ok(Value::Null)),
+                None => Ok(Value::Bool(true)),
+            })
+            .collect();
+        let key = match key.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(key) => key,
+            Err(e) => {
+                out.aggregate.failed(format!("GROUP BY: {e}"));
+                continue;
             }
+        };
+        let row_args = row_args
+            .into_iter()
+            .zip(&grouping.aggregates)
+            .map(|(cell, call)| cell.map_err(|e| format!("{}: {e}", call.slot.func.name())))
+            .collect::<Result<Vec<_>, _>>();
+        match row_args {
+            Ok(args) => out.rows.push(window::WindowRow { record, key, args }),
+            Err(e) => out.aggregate.failed(e),
         }
-        for (a, call) in args.iter_mut().zip(&grouping.aggregates) {
-            match a.as_mut().map(|a| a.next().unwrap_or(Ok(Value::Null))).unwrap_or(Ok(Value::Bool(true))) {
-                Ok(v) => row.args.push(v),
-                Err(e) => {
-                    out.aggregate.failed(format!("{}: {e}", call.slot.func.name()));
-                    continue 'rows;
-                }
-            }
-        }
-        out.rows.push(row);
     }
     out.aggregate.output = out.rows.len() as u64;
     Ok(out)
@@ -125,19 +131,19 @@ pub async fn project_groups<F: Functions>(
         .unzip();
     if let Some(having) = having {
         let verdicts = expr::eval(having, expr::Rows { records: &records, groups: Some(&values) }, functions).await?;
-        let mut keep = verdicts.into_iter().map(|v| match v {
-            Ok(Value::Bool(b)) => b,
-            Ok(_) => false,
-            Err(e) => {
-                outcome.failed(format!("HAVING: {e}"));
-                false
-            }
-        });
-        let kept: Vec<bool> = (0..records.len()).map(|_| keep.next().unwrap_or(false)).collect();
-        let mut k = kept.iter();
-        records.retain(|_| *k.next().unwrap_or(&false));
-        let mut k = kept.iter();
-        values.retain(|_| *k.next().unwrap_or(&false));
+        (records, values) = records
+            .into_iter()
+            .zip(values)
+            .zip(verdicts)
+            .filter_map(|(group, verdict)| match verdict {
+                Ok(Value::Bool(true)) => Some(group),
+                Ok(_) => None,
+                Err(e) => {
+                    outcome.failed(format!("HAVING: {e}"));
+                    None
+                }
+            })
+            .unzip();
     }
     project(plan, records, Some(&values), functions, outcome).await
 }

@@ -156,6 +156,15 @@ impl WindowState {
 
     fn add_row(&mut self, pane_id: i64, row: WindowRow, now_ms: i64) -> Result<(), String> {
         let key = key_text(&row.key);
+        // All of a row's arguments are checked before anything changes, so a
+        // bad row leaves no trace: no half-counted group, no empty one.
+        let existing = self.panes.get(&pane_id).and_then(|p| p.groups.get(&key));
+        for ((slot, i), v) in self.slots.iter().zip(0..).zip(&row.args) {
+            match existing {
+                Some(g) => g.partials[i].check(v)?,
+                None => slot.func.start().check(v)?,
+            }
+        }
         let pane = self.panes.entry(pane_id).or_insert_with(|| Pane { first_ms: now_ms, ..Pane::default() });
         pane.last_ms = now_ms;
         let group = match pane.groups.get_mut(&key) {
@@ -168,13 +177,9 @@ impl WindowState {
                 })
             }
         };
-        // All of a row's arguments are checked before any is added, so a bad
-        // row leaves no half-counted trace.
-        let mut updated = group.partials.clone();
-        for ((p, slot), v) in updated.iter_mut().zip(&self.slots).zip(row.args) {
+        for ((p, slot), v) in group.partials.iter_mut().zip(&self.slots).zip(row.args) {
             p.add(v, slot.ignore_null)?;
         }
-        group.partials = updated;
         Ok(())
     }
 
@@ -493,6 +498,16 @@ mod tests {
         let err = WindowState::restore(spec, vec![slots[0]], &before.snapshot()).unwrap_err();
         assert_eq!(err, "3 aggregates where the rule has 1");
         assert!(WindowState::restore(spec, slots, &Value::from("junk")).is_err());
+    }
+
+    #[test]
+    fn a_group_whose_only_row_is_bad_is_not_emitted() {
+        let mut w = WindowState::new(WindowSpec::Tumbling { length_ms: 1_000 }, slots());
+        let mut bad = row("b", 1);
+        bad.args[1] = Value::from("x");
+        let (_, errors) = w.add(vec![row("a", 1), bad], 0);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(summary(&w.due(1_000).0), [("a".into(), 1, 1, 0, 1_000)]);
     }
 
     #[test]

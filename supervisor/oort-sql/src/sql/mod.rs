@@ -358,8 +358,7 @@ impl Planner {
             }
             sql::Expr::Cast { kind: sql::CastKind::Cast, expr, data_type, format: None, .. } => {
                 let to = cast_type(data_type)?;
-                let cast = Builtin::lookup("cast").expect("cast is a builtin");
-                Expr::Builtin(cast, vec![self.expr(expr)?, Expr::Literal(Value::from(to))])
+                builtin_call("cast", vec![self.expr(expr)?, Expr::Literal(Value::from(to))])?
             }
             // sqlparser parses these calls into special forms of their own.
             sql::Expr::Ceil { expr, field: sql::CeilFloorKind::DateTimeField(sql::DateTimeField::NoDateTime) } => {
@@ -459,34 +458,30 @@ impl Planner {
             }
             _ => &[],
         };
-        let outer = self.place;
-        self.place = Place::AggregateArgument;
-        let lowered = (|| {
-            Ok(match (func, args) {
-                (AggFn::Count, [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Wildcard)]) => (None, false),
-                (_, [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(e))]) => (Some(self.expr(e)?), false),
-                (
-                    AggFn::LastValue,
-                    [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(e)), sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(ignore))],
-                ) => {
-                    let ignore = match ignore {
-                        sql::Expr::Value(v) => matches!(v.value, sql::Value::Boolean(true)),
-                        _ => return Err(RuleError::invalid("last_value's second argument must be true or false")),
-                    };
-                    (Some(self.expr(e)?), ignore)
-                }
-                _ => {
-                    let expected = match func {
-                        AggFn::Count => "one argument or *",
-                        AggFn::LastValue => "one argument, and optionally true to skip nulls",
-                        _ => "one argument",
-                    };
-                    return Err(RuleError::invalid(format!("{name} takes {expected}")));
-                }
-            })
-        })();
+        let (arg, ignore_null) = match (func, args) {
+            (AggFn::Count, [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Wildcard)]) => (None, false),
+            (_, [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(e))]) => (Some(e), false),
+            (
+                AggFn::LastValue,
+                [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(e)), sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(ignore))],
+            ) => match ignore {
+                sql::Expr::Value(sql::ValueWithSpan { value: sql::Value::Boolean(skip), .. }) => (Some(e), *skip),
+                _ => return Err(RuleError::invalid("last_value's second argument must be true or false")),
+            },
+            _ => {
+                let expected = match func {
+                    AggFn::Count => "one argument or *",
+                    AggFn::LastValue => "one argument, and optionally true to skip nulls",
+                    _ => "one argument",
+                };
+                return Err(RuleError::invalid(format!("{name} takes {expected}")));
+            }
+        };
+        // No aggregate inside an aggregate. (A failed lowering ends the
+        // planning, so `place` need not be restored on that path.)
+        let outer = std::mem::replace(&mut self.place, Place::AggregateArgument);
+        let arg = arg.map(|e| self.expr(e)).transpose()?;
         self.place = outer;
-        let (arg, ignore_null) = lowered?;
         self.aggregates.push(AggregateCall { slot: AggSlot { func, ignore_null }, arg });
         Ok(Expr::Aggregate(self.aggregates.len() - 1))
     }

@@ -375,3 +375,26 @@ async fn a_window_groups_aggregates_filters_with_having_and_projects() {
     // The plugin in the select list saw the kept groups in one batch.
     assert_eq!(*echo.0.lock().unwrap(), vec![(0, 2)]);
 }
+
+#[tokio::test]
+async fn a_row_whose_group_key_fails_leaves_the_other_rows_keyed_right() {
+    let plan = parse_select("SELECT count(*) AS n, sum(x) AS s FROM s GROUP BY 12 / d, COUNTWINDOW(9)").unwrap();
+    let g = plan.grouping.clone().unwrap();
+    let rec = |d: i64, x: i64| {
+        oort_proto::Record::from_fields(
+            [("d".to_string(), Value::Int(d)), ("x".to_string(), Value::Int(x))].into_iter().collect(),
+        )
+    };
+    let batch = vec![rec(1, 1), rec(0, 2), rec(2, 3), rec(4, 4)];
+    let out = crate::prepare_window_rows(&plan, &g, batch, &Echo(Default::default())).await.unwrap();
+    assert_eq!(out.aggregate.exceptions, 1, "12 / 0 fails");
+    let keyed: Vec<(Vec<Value>, Vec<Value>)> = out.rows.iter().map(|r| (r.key.clone(), r.args.clone())).collect();
+    assert_eq!(
+        keyed,
+        [
+            (vec![Value::Int(12)], vec![Value::Bool(true), Value::Int(1)]),
+            (vec![Value::Int(6)], vec![Value::Bool(true), Value::Int(3)]),
+            (vec![Value::Int(3)], vec![Value::Bool(true), Value::Int(4)]),
+        ]
+    );
+}
