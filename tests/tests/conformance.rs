@@ -423,10 +423,10 @@ async fn validate(c: Arc<Cell>) {
     let e = c.env(&["functions"], &[], fast_timeouts());
     let column = ArgInfo { expression: "a".into(), literal: None, column: Some("a".into()) };
     let literal = ArgInfo { expression: "1".into(), literal: Some(Value::Int(1)), column: None };
-    let two = e.host().validate_function("cf_echo", &[column.clone(), literal]).await.expect("validate");
+    let two = e.host().validate_function("cf_echo", &[column.clone(), literal]).await.expect("validate").problem;
     let err = two.expect("two arguments must be refused");
     assert!(err.contains("cf_echo expects 1 argument, got 2"), "{err}");
-    let one = e.host().validate_function("cf_echo", &[column]).await.expect("validate");
+    let one = e.host().validate_function("cf_echo", &[column]).await.expect("validate").problem;
     assert_eq!(one, None);
 }
 

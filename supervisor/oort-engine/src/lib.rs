@@ -255,8 +255,9 @@ impl Engine {
     // ----- rules -----
 
     /// Checks everything a rule names, asking function plugins to validate
-    /// their arguments.
-    async fn validate(&self, plan: &RulePlan) -> Result<(), EngineError> {
+    /// their arguments, and returns the plan made again knowing which plugin
+    /// functions are aggregates.
+    async fn validate(&self, plan: RulePlan) -> Result<RulePlan, EngineError> {
         let stream = plan.select.stream.as_str();
         let def = self
             .streams
@@ -276,21 +277,27 @@ impl Engine {
                 return Err(EngineError::Invalid(format!("unknown sink {:?} in actions", action.sink)));
             }
         }
+        let mut aggregates = oort_sql::AggregateFunctions::new();
         for call in &plan.select.calls {
             if !self.host.has_function(&call.function) {
                 return Err(EngineError::Invalid(format!("unknown function {:?}", call.function)));
             }
             match self.host.validate_function(&call.function, &call.args).await {
-                Ok(None) => {}
-                Ok(Some(problem)) => {
+                Ok(oort_host::Validation { problem: Some(problem), .. }) => {
                     return Err(EngineError::Invalid(format!("function {}: {problem}", call.function)))
+                }
+                Ok(v) => {
+                    if v.is_aggregate {
+                        aggregates.insert(call.function.to_lowercase());
+                    }
                 }
                 Err(e) => {
                     return Err(EngineError::Invalid(format!("function {} cannot be validated: {e}", call.function)))
                 }
             }
         }
-        Ok(())
+        let def = plan.def;
+        Ok(off_the_workers(move || def.plan_with(Some(&aggregates))).await??)
     }
 
     /// Creates a rule and, unless `triggered` is false, starts it.
@@ -299,7 +306,7 @@ impl Engine {
         if self.rules.lock().await.contains_key(&def.id) {
             return Err(EngineError::RuleExists { id: def.id.clone() });
         }
-        self.validate(&plan).await?;
+        let plan = self.validate(plan).await?;
         let life = Arc::new(Mutex::new(()));
         // Uncontended: nobody else can see the entry before it is inserted.
         let _life = life.clone().lock_owned().await;
@@ -331,7 +338,7 @@ impl Engine {
         if !self.rules.lock().await.contains_key(id) {
             return Err(no_rule(id));
         }
-        self.validate(&plan).await?;
+        let plan = self.validate(plan).await?;
         let _life = self.lifecycle(id).await?;
         let running = self.rules.lock().await.get(id).map(|e| e.stored.running).ok_or_else(|| no_rule(id))?;
         self.stop_run(id).await;

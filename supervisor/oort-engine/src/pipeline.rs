@@ -108,12 +108,34 @@ fn restore(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
 async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     let restored = restore_state(ctx)?;
     let mut opened = open(ctx).await?;
-    let outcome = match recover(ctx, &opened, restored.as_ref()).await {
-        Ok(position) => run_loop(ctx, &mut opened, position, restored.is_none()).await,
+    let outcome = match with_plugin_aggregates(ctx, &opened).await {
+        Ok(ctx) => match recover(&ctx, &opened, restored.as_ref()).await {
+            Ok(position) => run_loop(&ctx, &mut opened, position, restored.is_none()).await,
+            Err(failure) => Err(failure),
+        },
         Err(failure) => Err(failure),
     };
     drain(opened).await;
     outcome
+}
+
+/// The run's context with its plan made again when a function plugin's
+/// `Describe` says something the plan did not assume: which functions are
+/// aggregates is known for sure only once their processes run (a rule restored
+/// at start-up was planned without asking them).
+async fn with_plugin_aggregates(ctx: &RunContext, opened: &Opened) -> Result<RunContext, Failure> {
+    let sites = ctx.plan.select.calls.iter().zip(&opened.functions);
+    if sites.clone().all(|(site, f)| site.aggregate == f.is_aggregate()) {
+        return Ok(ctx.clone());
+    }
+    let aggregates: oort_sql::AggregateFunctions =
+        sites.filter(|(_, f)| f.is_aggregate()).map(|(site, _)| site.function.to_lowercase()).collect();
+    let def = ctx.plan.def.clone();
+    let plan = tokio::task::spawn_blocking(move || def.plan_with(Some(&aggregates)))
+        .await
+        .map_err(|e| Failure::fatal(format!("the rule could not be planned: {e}")))?
+        .map_err(|e| Failure::fatal(e.to_string()))?;
+    Ok(RunContext { plan, ..ctx.clone() })
 }
 
 /// With checkpoints, state is exactly the checkpoint's: restored before any

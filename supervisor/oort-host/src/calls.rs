@@ -11,14 +11,17 @@ pub(super) fn exported(describe: &pb::DescribeResponse, kind: pb::Kind) -> Vec<S
     describe.symbols.iter().filter(|s| s.kind == kind as i32).map(|s| s.name.clone()).collect()
 }
 
-/// The function's name exactly as the plugin exports it: SQL function names
-/// are case-insensitive, plugin symbols are not.
-pub(super) fn exported_symbol(entry: &Entry, function: &str) -> Result<String, HostError> {
+/// The function's name exactly as the plugin exports it (SQL function names
+/// are case-insensitive, plugin symbols are not), and whether its `Describe`
+/// calls it an aggregate.
+pub(super) fn exported_function(entry: &Entry, function: &str) -> Result<(String, bool), HostError> {
     let live =
         entry.process.current().ok_or_else(|| ProcessError::Stopped { name: entry.process.spec().name.clone() })?;
-    exported(&live.describe, pb::Kind::Function)
-        .into_iter()
-        .find(|name| name.eq_ignore_ascii_case(function))
+    live.describe
+        .symbols
+        .iter()
+        .find(|s| s.kind == pb::Kind::Function as i32 && s.name.eq_ignore_ascii_case(function))
+        .map(|s| (s.name.clone(), s.is_aggregate))
         .ok_or_else(|| HostError::UnknownFunction(function.to_string()))
 }
 

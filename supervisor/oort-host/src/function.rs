@@ -6,10 +6,20 @@ use super::*;
 /// The result of one row of a function batch.
 pub type RowOutcome = Result<Value, String>;
 
+/// What a function plugin says about one call before a rule runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validation {
+    /// The plugin's reason to refuse the arguments, if it refuses them.
+    pub problem: Option<String>,
+    /// Whether the function aggregates a group's rows (its `Describe` says so).
+    pub is_aggregate: bool,
+}
+
 /// An open function instance: batches of argument rows in, results out.
 pub struct FunctionInstance {
     pub(super) id: String,
     pub(super) symbol: String,
+    pub(super) is_aggregate: bool,
     pub(super) plugin: String,
     pub(super) entry: Arc<Entry>,
     pub(super) state: Arc<StateRegistry>,
@@ -35,6 +45,12 @@ impl FunctionInstance {
     /// The function's name as the plugin exports it.
     pub fn symbol(&self) -> &str {
         &self.symbol
+    }
+
+    /// Whether the plugin's `Describe` calls the function an aggregate: its
+    /// arguments are then lists, one per group of a window.
+    pub fn is_aggregate(&self) -> bool {
+        self.is_aggregate
     }
 
     /// The oldest batch call in flight, retries included.

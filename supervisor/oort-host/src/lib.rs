@@ -61,7 +61,7 @@ mod views;
 mod watch;
 
 use calls::*;
-pub use function::{FunctionInstance, RowOutcome};
+pub use function::{FunctionInstance, RowOutcome, Validation};
 pub use sink::SinkInstance;
 pub use source::{SourceBatch, SourceInstance};
 use stream::*;
@@ -441,8 +441,9 @@ impl Host {
         }
     }
 
-    /// Asks a function plugin whether a call's arguments are acceptable.
-    pub async fn validate_function(&self, function: &str, args: &[ArgInfo]) -> Result<Option<String>, HostError> {
+    /// Asks a function plugin whether a call's arguments are acceptable, and
+    /// learns from its `Describe` whether the function is an aggregate.
+    pub async fn validate_function(&self, function: &str, args: &[ArgInfo]) -> Result<Validation, HostError> {
         let args: Vec<pb::ArgSpec> = args
             .iter()
             .map(|a| pb::ArgSpec {
@@ -459,12 +460,12 @@ impl Host {
             .acquire(&file, PluginKind::Function, rule, RestartStrategy { attempts: 0, ..Default::default() })
             .await?;
         let result = async {
-            let symbol = exported_symbol(&entry, function)?;
+            let (symbol, is_aggregate) = exported_function(&entry, function)?;
             let live = entry.process.live().await?;
             let mut client = pb::function_client::FunctionClient::new(live.channel.clone());
             let req = pb::ValidateRequest { symbol, args };
             let resp = call(&file.name, "Validate", self.config.timeouts, client.validate(req)).await?;
-            Ok(Some(resp.error).filter(|e| !e.is_empty()))
+            Ok(Validation { problem: Some(resp.error).filter(|e| !e.is_empty()), is_aggregate })
         }
         .await;
         self.release(&entry).await;
@@ -481,8 +482,8 @@ impl Host {
     ) -> Result<FunctionInstance, HostError> {
         let file = self.function_file(function)?;
         let entry = self.acquire(&file, PluginKind::Function, rule, strategy).await?;
-        let symbol = match exported_symbol(&entry, function) {
-            Ok(symbol) => symbol,
+        let (symbol, is_aggregate) = match exported_function(&entry, function) {
+            Ok(found) => found,
             Err(e) => {
                 self.release(&entry).await;
                 return Err(e);
@@ -494,6 +495,7 @@ impl Host {
         Ok(FunctionInstance {
             id,
             symbol,
+            is_aggregate,
             plugin: plugin.clone(),
             entry,
             state: self.state.clone(),

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 pub use batch::{prepare_window_rows, project_groups, run_batch, BatchOutcome, OpOutcome, WindowBatch};
 pub use expr::{Cell, Functions};
 use oort_core::RestartStrategy;
-pub use sql::{parse_select, AggregateCall, CallSite, Grouping, SelectField, SelectPlan};
+pub use sql::{
+    parse_select, parse_select_with, AggregateCall, AggregateFunctions, CallSite, Grouping, SelectField, SelectPlan,
+};
 pub use stream::{parse_stream, FieldType, StreamDef, StreamField};
 
 // ----- limits -----
@@ -184,10 +186,15 @@ impl RuleDef {
 
     /// Checks the definition and plans its SQL.
     pub fn plan(&self) -> Result<RulePlan, RuleError> {
+        self.plan_with(None)
+    }
+
+    /// [`RuleDef::plan`], knowing which plugin functions are aggregates.
+    pub fn plan_with(&self, aggregates: Option<&AggregateFunctions>) -> Result<RulePlan, RuleError> {
         if !valid_name(&self.id) {
             return Err(RuleError::invalid(format!("invalid rule id {:?}: ids must match ^[A-Za-z0-9_-]+$", self.id)));
         }
-        let select = parse_select(&self.sql)?;
+        let select = parse_select_with(&self.sql, aggregates)?;
         if self.actions.is_empty() {
             return Err(RuleError::invalid("a rule needs at least one action"));
         }

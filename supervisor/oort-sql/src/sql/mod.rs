@@ -65,7 +65,16 @@ pub enum SelectField {
 pub struct CallSite {
     pub function: String,
     pub args: Vec<ArgInfo>,
+    /// An aggregate function plugin: called once per group when the window
+    /// emits, each argument being the list of the group's values.
+    pub aggregate: bool,
 }
+
+/// Which plugin functions are aggregates, when the caller knows (their
+/// plugins' `Describe` says so). Without this knowledge a plugin call plans as
+/// a per-row call, and a window whose only aggregates may be plugin calls is
+/// accepted for the engine to plan again once it knows.
+pub type AggregateFunctions = std::collections::BTreeSet<String>;
 
 /// Parses and plans a rule's SQL, within the limits [`MAX_SQL_BYTES`],
 /// [`MAX_EXPR_DEPTH`] and [`MAX_EXPR_NODES`].
@@ -74,6 +83,12 @@ pub struct CallSite {
 /// `PLANNER_STACK_BYTES`), so any caller may use it, whatever its stack, but
 /// async code should call it from a blocking-safe context.
 pub fn parse_select(text: &str) -> Result<SelectPlan, RuleError> {
+    parse_select_with(text, None)
+}
+
+/// [`parse_select`], knowing which plugin functions are aggregates (names in
+/// lower case).
+pub fn parse_select_with(text: &str, aggregates: Option<&AggregateFunctions>) -> Result<SelectPlan, RuleError> {
     if text.len() > MAX_SQL_BYTES {
         return Err(RuleError::invalid(format!(
             "the rule's SQL is {} bytes long; the limit is {MAX_SQL_BYTES}",
@@ -82,10 +97,11 @@ pub fn parse_select(text: &str) -> Result<SelectPlan, RuleError> {
     }
     // The syntax tree is built, lowered and dropped on the planner's stack:
     // dropping a long operator chain recurses as deep as the chain is long.
-    on_planner_stack(|| plan_select(text))
+    let aggregates = aggregates.cloned();
+    on_planner_stack(move || plan_select(text, aggregates))
 }
 
-fn plan_select(text: &str) -> Result<SelectPlan, RuleError> {
+fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Result<SelectPlan, RuleError> {
     let statements =
         Parser::parse_sql(&EkuiperDialect, text).map_err(|e| RuleError::invalid(format!("invalid SQL: {e}")))?;
     let [statement] = statements.as_slice() else {
@@ -114,7 +130,14 @@ fn plan_select(text: &str) -> Result<SelectPlan, RuleError> {
         _ => return Err(RuleError::invalid("FROM must name a stream")),
     };
 
-    let mut planner = Planner { calls: Vec::new(), nodes: 0, aggregates: Vec::new(), place: Place::GroupBy };
+    let known = plugin_aggregates.is_some();
+    let mut planner = Planner {
+        calls: Vec::new(),
+        nodes: 0,
+        aggregates: Vec::new(),
+        place: Place::GroupBy,
+        plugin_aggregates: plugin_aggregates.unwrap_or_default(),
+    };
     let group_by = match &select.group_by {
         sql::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs.as_slice(),
         _ => return Err(unsupported("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS")),
@@ -163,7 +186,10 @@ fn plan_select(text: &str) -> Result<SelectPlan, RuleError> {
     let filter = select.selection.as_ref().map(|e| planner.expr(e)).transpose()?;
     let grouping = match window {
         Some(window) => {
-            if planner.aggregates.is_empty() {
+            // Unless the caller knows which plugin functions aggregate, any
+            // plugin call may be the aggregate.
+            let maybe_plugin_aggregate = !known && !planner.calls.is_empty();
+            if planner.aggregates.is_empty() && !maybe_plugin_aggregate {
                 return Err(unsupported("a window without aggregate functions (eKuiper's list of the window's rows)"));
             }
             Some(Grouping { window, keys, aggregates: planner.aggregates, having })
@@ -276,6 +302,8 @@ struct Planner {
     /// Where the expression being lowered stands: aggregates are allowed in
     /// a windowed select list and in `HAVING` only, not nested.
     place: Place,
+    /// Plugin functions known to be aggregates, in lower case.
+    plugin_aggregates: AggregateFunctions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -559,6 +587,13 @@ impl Planner {
             sql::FunctionArguments::None => &[],
             sql::FunctionArguments::Subquery(_) => return Err(unsupported("subqueries")),
         };
+        let aggregate = self.plugin_aggregates.contains(&name.to_lowercase()) && Builtin::lookup(&name).is_none();
+        if aggregate && !matches!(self.place, Place::Select { window: true } | Place::Having) {
+            return Err(RuleError::invalid(format!("aggregate function {name} is not allowed {}", self.place.name())));
+        }
+        // An aggregate plugin's arguments are evaluated per row, where no
+        // other aggregate may appear, and collected per group.
+        let outer = if aggregate { Some(std::mem::replace(&mut self.place, Place::AggregateArgument)) } else { None };
         let mut args = Vec::with_capacity(list.len());
         let mut infos = Vec::with_capacity(list.len());
         for a in list {
@@ -579,6 +614,14 @@ impl Planner {
             });
             args.push(expr);
         }
+        if let Some(outer) = outer {
+            self.place = outer;
+            for arg in &mut args {
+                let per_row = std::mem::replace(arg, Expr::Aggregate(self.aggregates.len()));
+                let collect = AggSlot { func: AggFn::Collect, ignore_null: false };
+                self.aggregates.push(AggregateCall { slot: collect, arg: Some(per_row) });
+            }
+        }
         if let Some(builtin) = Builtin::lookup(&name) {
             builtin.check_arity(args.len())?;
             if builtin.name() == "cast" {
@@ -595,7 +638,7 @@ impl Planner {
             return Ok(Expr::Builtin(builtin, args));
         }
         let site = self.calls.len();
-        self.calls.push(CallSite { function: name.clone(), args: infos });
+        self.calls.push(CallSite { function: name.clone(), args: infos, aggregate });
         Ok(Expr::Call { function: name, site, args })
     }
 }

@@ -398,3 +398,50 @@ async fn a_row_whose_group_key_fails_leaves_the_other_rows_keyed_right() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_aggregate_plugin_gets_each_groups_values_as_lists_in_one_call() {
+    use crate::window::WindowState;
+    let q = "SELECT k, agg(x, k) AS a, count(*) AS n FROM s GROUP BY k, TUMBLINGWINDOW(ms, 100)";
+    // Not knowing which plugins aggregate, the window is accepted for later.
+    assert!(!parse_select(q).unwrap().calls[0].aggregate);
+    let known: AggregateFunctions = ["agg".to_string()].into_iter().collect();
+    let plan = parse_select_with(q, Some(&known)).unwrap();
+    assert!(plan.calls[0].aggregate);
+    let g = plan.grouping.clone().unwrap();
+    // One collected list per argument, then count(*).
+    let slots: Vec<AggFn> = g.aggregates.iter().map(|a| a.slot.func).collect();
+    assert_eq!(slots, [AggFn::Collect, AggFn::Collect, AggFn::Count]);
+    let rec = |k: &str, x: Value| {
+        oort_proto::Record::from_fields([("k".to_string(), Value::from(k)), ("x".to_string(), x)].into_iter().collect())
+    };
+    let echo = Echo(Default::default());
+    let batch = vec![rec("a", Value::Int(1)), rec("b", Value::Int(5)), rec("a", Value::Null)];
+    let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
+    let mut w = WindowState::new(g.window, g.aggregates.iter().map(|a| a.slot).collect());
+    w.add(prepared.rows, 1_050);
+    let (groups, _) = w.due(1_100);
+    let mut outcome = crate::OpOutcome::default();
+    let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
+    let rows: Vec<String> = out.iter().map(|r| r.fields_to_json().to_string()).collect();
+    // Echo answers with the first argument: the group's values, nulls kept.
+    assert_eq!(rows, [r#"{"a":[1,null],"k":"a","n":2}"#, r#"{"a":[5],"k":"b","n":1}"#]);
+    // Every group of the emission in one call, and none per row.
+    assert_eq!(*echo.0.lock().unwrap(), vec![(0, 2)]);
+}
+
+#[test]
+fn an_aggregate_plugin_is_refused_where_aggregates_do_not_belong() {
+    let known: AggregateFunctions = ["agg".to_string()].into_iter().collect();
+    let cases = [
+        ("SELECT agg(x) FROM s", "aggregate function agg is not allowed without a window"),
+        ("SELECT count(*) FROM s WHERE agg(x) > 1 GROUP BY TUMBLINGWINDOW(ss, 1)", "not allowed in WHERE"),
+        ("SELECT agg(sum(x)) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "inside another aggregate"),
+        ("SELECT sum(agg(x)) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "inside another aggregate"),
+        ("SELECT f(x) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "a window without aggregate functions"),
+    ];
+    for (q, want) in cases {
+        let err = parse_select_with(q, Some(&known)).unwrap_err().to_string();
+        assert!(err.contains(want), "{q}: {err}");
+    }
+}
