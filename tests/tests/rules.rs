@@ -246,6 +246,74 @@ fn windows_group_and_aggregate_through_the_daemon() {
 }
 
 #[test]
+fn event_time_windows_follow_the_timestamp_field_and_count_late_rows() {
+    // Issue 11, item 4: TIMESTAMP and TIMESTAMP_FORMAT, isEventTime,
+    // lateTolerance; windows end on the watermark; late rows are counted.
+    let p = plugins();
+    let s = Setup::new();
+    // Seconds 1..=25 of 2024-02-29 12:00, with 9 arriving after 11 (within a
+    // 2 s tolerance) and 3 arriving after 15 (late: the watermark is 13).
+    let mut order: Vec<u32> = (1..=25).filter(|t| *t != 9 && *t != 3).collect();
+    order.insert(order.iter().position(|t| *t == 11).unwrap() + 1, 9);
+    order.insert(order.iter().position(|t| *t == 15).unwrap() + 1, 3);
+    let mut f = std::fs::File::create(s.input()).unwrap();
+    for t in &order {
+        writeln!(f, r#"{{"x":{t},"k":"{}","ts":"2024-02-29 12:00:{t:02}"}}"#, ["a", "b"][*t as usize % 2]).unwrap();
+    }
+    drop(f);
+    let d = Daemon::start(p.path(), &[]);
+    let stream = format!(
+        r#"CREATE STREAM readings () WITH (TYPE="file", DATASOURCE="{}", FORMAT="json", TIMESTAMP="ts", TIMESTAMP_FORMAT="yyyy-MM-dd HH:mm:ss")"#,
+        s.input().display()
+    );
+    let (status, body) = d.http("POST", "/streams", Some(&serde_json::json!({ "sql": stream }).to_string()));
+    assert_eq!(status, 201, "{body}");
+    let out = s.output();
+    let rule = serde_json::json!({"id": "late",
+        "sql": "SELECT k, count(*) AS n, sum(x) AS total, window_start() AS ws FROM readings GROUP BY k, TUMBLINGWINDOW(ss, 10)",
+        "actions": [{"file": {"path": out.display().to_string()}}],
+        "options": {"isEventTime": true, "lateTolerance": "2s"}});
+    let (status, body) = d.http("POST", "/rules", Some(&rule.to_string()));
+    assert_eq!(status, 201, "{body}");
+    // Rows up to 25 s set the watermark to 23 s: windows [0, 10) and [10, 20)
+    // end; [20, 30) waits for more rows.
+    let rows = wait_lines(&d, &out, 4);
+    let base = 1_709_208_000_000i64;
+    let got: Vec<(String, i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            let k = r["k"].as_str().unwrap().to_string();
+            (k, r["n"].as_i64().unwrap(), r["total"].as_i64().unwrap(), r["ws"].as_i64().unwrap() - base)
+        })
+        .collect();
+    // [0, 10): odd 1..9 without 3 is 1+5+7+9 = 22 (b); even 2..8 is 20 (a).
+    // Groups come in the order of their first row in the window.
+    assert_eq!(
+        got,
+        [("b".into(), 4, 22, 0), ("a".into(), 4, 20, 0), ("a".into(), 5, 70, 10_000), ("b".into(), 5, 75, 10_000)]
+    );
+    let status = d.get_json("/rules/late/status");
+    assert_eq!(status["window_late_rows_total"], 1, "{status}");
+    assert_eq!(status["window_watermark"], base + 23_000, "{status}");
+
+    // isEventTime without the stream's TIMESTAMP is refused, saying what is missing.
+    let (status, body) = d.http("POST", "/streams", Some(&serde_json::json!({"sql": s.stream_sql()}).to_string()));
+    assert_eq!(status, 201, "{body}");
+    let bad = serde_json::json!({"id": "untimed", "sql": "SELECT count(*) FROM words GROUP BY TUMBLINGWINDOW(ss, 1)",
+        "actions": [{"log": {}}], "options": {"isEventTime": true}});
+    let (status, body) = d.http("POST", "/rules", Some(&bad.to_string()));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("isEventTime needs the stream's event time field"), "{body}");
+    let (status, body) = d.http(
+        "POST",
+        "/streams",
+        Some(&serde_json::json!({"sql": "CREATE STREAM odd () WITH (TYPE=\"file\", TIMESTAMP=\"ts\", TIMESTAMP_FORMAT=\"EEE\")"}).to_string()),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unsupported letters"), "{body}");
+}
+
+#[test]
 fn stop_start_restart_and_delete_through_the_cli() {
     let p = plugins();
     let s = Setup::new();

@@ -39,7 +39,7 @@ use oort_host::Host;
 use oort_sql::{parse_stream, RuleDef, RulePlan, StreamDef};
 use oort_store::{Namespace, Store};
 use pipeline::stopped;
-pub use status::{PluginProcess, RuleReport, RuleStatus, RunState};
+pub use status::{EventTimeReport, PluginProcess, RuleReport, RuleStatus, RunState};
 
 /// How a rule is persisted: its definition and whether it should run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +266,11 @@ impl Engine {
             .get(stream)
             .cloned()
             .ok_or_else(|| EngineError::Invalid(format!("unknown stream {stream:?} in FROM")))?;
+        if plan.event_time.is_some() && plan.select.grouping.is_some() && def.timestamp_field().is_none() {
+            return Err(EngineError::Invalid(format!(
+                "isEventTime needs the stream's event time field: CREATE STREAM {stream} (…) WITH (TIMESTAMP=\"ts\", …)"
+            )));
+        }
         if !self.host.has_plugin(PluginKind::Source, def.source_type()) {
             return Err(EngineError::Invalid(format!(
                 "stream {stream}: no source plugin named {:?}",

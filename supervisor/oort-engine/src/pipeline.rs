@@ -138,6 +138,23 @@ async fn with_plugin_aggregates(ctx: &RunContext, opened: &Opened) -> Result<Run
     Ok(RunContext { plan, ..ctx.clone() })
 }
 
+/// Sets each record's event time from the stream's `TIMESTAMP` field; the
+/// records without a readable one are returned as errors.
+fn stamp_event_time(stream: &StreamDef, records: Vec<Record>) -> (Vec<Record>, Vec<String>) {
+    let mut stamped = Vec::with_capacity(records.len());
+    let mut errors = Vec::new();
+    for mut r in records {
+        match stream.event_time(&r) {
+            Ok(t) => {
+                r.timestamp_ms = t;
+                stamped.push(r);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (stamped, errors)
+}
+
 /// With checkpoints, state is exactly the checkpoint's: restored before any
 /// instance opens, so every instance opens with it.
 fn restore_state(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
@@ -299,9 +316,13 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
         (None, _) => None,
         (Some(g), saved) => {
             let slots = g.aggregates.iter().map(|a| a.slot).collect();
-            Some(match saved {
+            let empty = match plan.event_time {
+                Some(tolerance) => WindowState::new(g.window, slots).on_event_time(tolerance),
                 None => WindowState::new(g.window, slots),
-                Some(v) => WindowState::restore(g.window, slots, &v).map_err(|e| {
+            };
+            Some(match saved {
+                None => empty,
+                Some(v) => WindowState::restore(empty, &v).map_err(|e| {
                     let id = next_checkpoint.saturating_sub(1);
                     Failure::fatal(format!(
                         "rule {}: the window in checkpoint {id} is unreadable ({e}); \
@@ -339,6 +360,16 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
         async move {
             let outcome = match &select.grouping {
                 None => oort_sql::run_batch(select, batch.records, calls).await.map(Output::Records),
+                Some(g) if plan.event_time.is_some() && g.window.is_time() => {
+                    // A row without a readable event time cannot be placed
+                    // in a window: it is counted as an exception and left out.
+                    let (records, unplaced) = stamp_event_time(&ctx.stream, batch.records);
+                    oort_sql::prepare_window_rows(select, g, records, calls).await.map(|mut w| {
+                        w.filter.input += unplaced.len() as u64;
+                        unplaced.into_iter().for_each(|e| w.filter.failed(e));
+                        Output::Window(w)
+                    })
+                }
                 Some(g) => oort_sql::prepare_window_rows(select, g, batch.records, calls).await.map(Output::Window),
             };
             Evaluated { outcome, offset: batch.offset, started }

@@ -37,6 +37,17 @@ pub struct RuleStatus {
     /// Plugin calls by operator (`source`, `fn_0_echo`, `sink_0_log`).
     calls: Mutex<BTreeMap<String, Arc<CallMetrics>>>,
     warning: Mutex<Option<String>>,
+    /// Event-time windows: late rows dropped, and the watermark.
+    event_time: Mutex<EventTimeReport>,
+    windowed_on_event_time: bool,
+}
+
+/// What an event-time window reports: rows dropped for arriving behind the
+/// watermark, and the watermark (ms since the epoch) once a row has set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTimeReport {
+    pub late_rows: u64,
+    pub watermark: Option<i64>,
 }
 
 /// One plugin process serving a rule, as status calls and scrapes report it.
@@ -71,6 +82,8 @@ pub struct RuleReport {
     pub last_checkpoint: Option<(u64, u64)>,
     /// Source, filter, projection, then the sinks.
     pub operators: Vec<OpSnapshot>,
+    /// Rules with event-time windows only.
+    pub event_time: Option<EventTimeReport>,
     pub plugins: Vec<PluginProcess>,
 }
 
@@ -99,7 +112,17 @@ impl RuleStatus {
             checkpoints: CheckpointMetrics::default(),
             calls: Mutex::default(),
             warning: Mutex::default(),
+            event_time: Mutex::default(),
+            windowed_on_event_time: plan.event_time.is_some()
+                && plan.select.grouping.as_ref().is_some_and(|g| g.window.is_time()),
         }
+    }
+
+    /// Counts late rows and records the watermark of an event-time window.
+    pub(crate) fn event_time_progress(&self, late_rows: u64, watermark: Option<i64>) {
+        let mut e = self.event_time.lock().unwrap_or_else(|e| e.into_inner());
+        e.late_rows += late_rows;
+        e.watermark = watermark.or(e.watermark);
     }
 
     /// A condition worth an operator's attention that does not stop the rule.
@@ -182,6 +205,7 @@ impl RuleStatus {
             stuck: self.stuck(),
             last_checkpoint: self.last_checkpoint(),
             operators: self.operators(),
+            event_time: self.windowed_on_event_time.then(|| *self.event_time.lock().unwrap_or_else(|e| e.into_inner())),
             plugins: self.processes(true),
         }
     }

@@ -141,6 +141,14 @@ pub struct RuleOptions {
     pub restart_strategy: Option<RestartStrategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
+    /// Windows run on event time (the stream's `TIMESTAMP` field), not on
+    /// processing time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_event_time: Option<bool>,
+    /// With event time: how far behind the newest event time a row may
+    /// arrive and still count (milliseconds or a duration string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_tolerance: Option<serde_json::Value>,
     /// Per plugin name, resource limits over the plugin metadata's `limits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_limits: Option<BTreeMap<String, oort_core::Limits>>,
@@ -165,6 +173,9 @@ pub struct RulePlan {
     pub checkpoint_interval: Duration,
     pub restart: RestartStrategy,
     pub buffer_length: u32,
+    /// `isEventTime`: the late tolerance in milliseconds; `None` for
+    /// processing time.
+    pub event_time: Option<u64>,
     /// `options.pluginLimits`: per plugin name, limits over its metadata's.
     pub plugin_limits: BTreeMap<String, oort_core::Limits>,
 }
@@ -216,7 +227,7 @@ impl RuleDef {
         }
         let checkpoint_interval = match &self.options.checkpoint_interval {
             None => Duration::from_millis(300_000),
-            Some(v) => parse_duration(v)?,
+            Some(v) => parse_duration("checkpointInterval", v, false)?,
         };
         let restart = self.options.restart_strategy.unwrap_or_default();
         check_restart(&restart)?;
@@ -228,6 +239,11 @@ impl RuleDef {
                 BUFFER_LENGTH_RANGE.end()
             )));
         }
+        let late_tolerance = match &self.options.late_tolerance {
+            None => Duration::ZERO,
+            Some(v) => parse_duration("lateTolerance", v, true)?,
+        };
+        let event_time = self.options.is_event_time.unwrap_or(false).then_some(late_tolerance.as_millis() as u64);
         Ok(RulePlan {
             def: self.clone(),
             select,
@@ -236,6 +252,7 @@ impl RuleDef {
             checkpoint_interval,
             restart,
             buffer_length,
+            event_time,
             plugin_limits: self.options.plugin_limits.clone().unwrap_or_default(),
         })
     }
@@ -261,6 +278,7 @@ impl RulePlan {
             checkpoint_interval: Duration::from_millis(300_000),
             restart: RestartStrategy::default(),
             buffer_length: 1024,
+            event_time: None,
             plugin_limits: Default::default(),
         }
     }
@@ -310,12 +328,11 @@ fn check_restart(r: &RestartStrategy) -> Result<(), RuleError> {
 
 /// eKuiper accepts milliseconds or a Go duration string. The result is
 /// positive and at most [`MAX_CHECKPOINT_INTERVAL`].
-fn parse_duration(v: &serde_json::Value) -> Result<Duration, RuleError> {
-    let bad =
-        || RuleError::invalid(format!("checkpointInterval must be milliseconds or a duration like \"1s\", got {v}"));
+fn parse_duration(option: &str, v: &serde_json::Value, zero_ok: bool) -> Result<Duration, RuleError> {
+    let bad = || RuleError::invalid(format!("{option} must be milliseconds or a duration like \"1s\", got {v}"));
     let too_long = || {
         RuleError::invalid(format!(
-            "checkpointInterval must be at most {} ms (24 h), got {v}",
+            "{option} must be at most {} ms (24 h), got {v}",
             MAX_CHECKPOINT_INTERVAL.as_millis()
         ))
     };
@@ -341,8 +358,8 @@ fn parse_duration(v: &serde_json::Value) -> Result<Duration, RuleError> {
         }
         _ => return Err(bad()),
     };
-    if d.is_zero() {
-        return Err(RuleError::invalid("checkpointInterval must be positive"));
+    if d.is_zero() && !zero_ok {
+        return Err(RuleError::invalid(format!("{option} must be positive")));
     }
     if d > MAX_CHECKPOINT_INTERVAL {
         return Err(too_long());

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use oort_proto::Value;
+use oort_proto::{Record, Value};
 
 use super::{RuleError, MAX_STREAM_FIELDS, MAX_STREAM_OPTIONS, MAX_STREAM_SQL_BYTES};
 
@@ -58,6 +58,20 @@ impl StreamDef {
     /// The `CONF_KEY` option, if given.
     pub fn conf_key(&self) -> Option<&str> {
         self.options.get("CONF_KEY").map(String::as_str)
+    }
+
+    /// The `TIMESTAMP` option: the field holding a row's event time.
+    pub fn timestamp_field(&self) -> Option<&str> {
+        self.options.get("TIMESTAMP").map(String::as_str)
+    }
+
+    /// A row's event time from the `TIMESTAMP` field, read per
+    /// `TIMESTAMP_FORMAT`; an error says why a row has none.
+    pub fn event_time(&self, record: &Record) -> Result<i64, String> {
+        let field = self.timestamp_field().ok_or("the stream has no TIMESTAMP field")?;
+        let v = record.fields.get(field).ok_or_else(|| format!("the row has no event time field {field:?}"))?;
+        let format = self.options.get("TIMESTAMP_FORMAT").map(String::as_str);
+        crate::builtin::event_time(v, format).map_err(|e| format!("event time field {field:?}: {e}"))
     }
 
     /// Properties for the source plugin: every option that is not one of
@@ -173,6 +187,9 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
         if !format.eq_ignore_ascii_case("json") {
             return Err(RuleError::invalid(format!("FORMAT {format:?} is not supported; use \"json\"")));
         }
+    }
+    if let Some(format) = options.get("TIMESTAMP_FORMAT") {
+        crate::builtin::check_time_format(format).map_err(|e| RuleError::invalid(format!("TIMESTAMP_FORMAT: {e}")))?;
     }
     Ok(StreamDef { name, fields, options, sql: sql.trim().to_string() })
 }

@@ -2,6 +2,13 @@
 //! holds and when it emits, as a state machine the engine feeds with rows and
 //! the clock. Pure: the caller says what time it is.
 //!
+//! With event time, a row's time is its record's `timestamp_ms` (the engine
+//! reads it from the stream's `TIMESTAMP` field) and windows end on the
+//! watermark: the newest event time seen, less the late tolerance. Rows are
+//! taken one at a time, the watermark advancing after each, so the output
+//! does not depend on how the source cut its batches; a row older than the
+//! watermark is late: counted and dropped.
+//!
 //! Every window is cut into panes (a tumbling window is one pane; a hopping
 //! window of length L and hop H is L/H panes of H; a count window of size N
 //! and interval I is N/I panes of I rows). A pane keeps, per group, the
@@ -108,11 +115,48 @@ pub struct WindowState {
     rows: u64,
     /// Time windows: the end of the last window emitted.
     emitted_until: Option<i64>,
+    /// Event time: the late tolerance in milliseconds and the newest event
+    /// time seen; `None` on processing time.
+    event_time: Option<EventClock>,
+    /// Late rows dropped since the caller last asked ([`WindowState::take_late`]).
+    late: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EventClock {
+    tolerance_ms: i64,
+    newest: Option<i64>,
+}
+
+impl EventClock {
+    fn watermark(&self) -> Option<i64> {
+        self.newest.map(|t| t.saturating_sub(self.tolerance_ms))
+    }
 }
 
 impl WindowState {
     pub fn new(spec: WindowSpec, slots: Vec<AggSlot>) -> WindowState {
-        WindowState { spec, slots, panes: BTreeMap::new(), rows: 0, emitted_until: None }
+        WindowState { spec, slots, panes: BTreeMap::new(), rows: 0, emitted_until: None, event_time: None, late: 0 }
+    }
+
+    /// The same window on event time, with this late tolerance. Count windows
+    /// count rows in arrival order either way.
+    pub fn on_event_time(mut self, late_tolerance_ms: u64) -> WindowState {
+        if self.spec.is_time() {
+            let tolerance_ms = i64::try_from(late_tolerance_ms).unwrap_or(i64::MAX);
+            self.event_time = Some(EventClock { tolerance_ms, newest: None });
+        }
+        self
+    }
+
+    /// How many late rows were dropped since the last call.
+    pub fn take_late(&mut self) -> u64 {
+        std::mem::take(&mut self.late)
+    }
+
+    /// Event time: the watermark, once a row has set it.
+    pub fn watermark(&self) -> Option<i64> {
+        self.event_time.and_then(|c| c.watermark())
     }
 
     /// Adds rows arriving at `now_ms` (processing time); returns what count
@@ -122,13 +166,31 @@ impl WindowState {
         let mut results = Vec::new();
         let mut errors = Vec::new();
         for row in rows {
+            let at = match self.event_time {
+                Some(clock) => {
+                    let t = row.record.timestamp_ms;
+                    if clock.watermark().is_some_and(|w| t < w) {
+                        self.late += 1;
+                        continue;
+                    }
+                    t
+                }
+                None => now_ms,
+            };
             let pane_id = match self.spec {
                 WindowSpec::Count { .. } => (self.rows / self.spec.pane()) as i64,
-                _ => now_ms - now_ms.rem_euclid(self.spec.pane() as i64),
+                _ => at - at.rem_euclid(self.spec.pane() as i64),
             };
-            if let Err(e) = self.add_row(pane_id, row, now_ms) {
+            if let Err(e) = self.add_row(pane_id, row, at) {
                 errors.push(e);
                 continue;
+            }
+            if let Some(clock) = &mut self.event_time {
+                clock.newest = Some(clock.newest.map_or(at, |n| n.max(at)));
+                let watermark = clock.watermark().expect("a row was seen");
+                let (done, failed) = self.emit_until(watermark);
+                results.extend(done);
+                errors.extend(failed);
             }
             if let WindowSpec::Count { size, interval } = self.spec {
                 self.rows += 1;
@@ -183,8 +245,16 @@ impl WindowState {
         Ok(())
     }
 
-    /// The end of the next time window to emit, for the caller's timer.
+    /// The end of the next time window to emit, for the caller's timer (on
+    /// processing time: on event time rows move the watermark, not the clock).
     pub fn next_end(&self) -> Option<i64> {
+        if self.event_time.is_some() {
+            return None;
+        }
+        self.next_window_end()
+    }
+
+    fn next_window_end(&self) -> Option<i64> {
         if !self.spec.is_time() {
             return None;
         }
@@ -198,12 +268,20 @@ impl WindowState {
         })
     }
 
-    /// Emits every time window that ended at or before `now_ms`, in order.
+    /// Emits every processing-time window that ended at or before `now_ms`,
+    /// in order (on event time the watermark does, as rows come in).
     pub fn due(&mut self, now_ms: i64) -> (Vec<GroupResult>, Vec<String>) {
+        if self.event_time.is_some() {
+            return (Vec::new(), Vec::new());
+        }
+        self.emit_until(now_ms)
+    }
+
+    fn emit_until(&mut self, now_ms: i64) -> (Vec<GroupResult>, Vec<String>) {
         let mut results = Vec::new();
         let mut errors = Vec::new();
         let (pane, length) = (self.spec.pane() as i64, (self.spec.pane() * self.spec.panes()) as i64);
-        while let Some(end) = self.next_end() {
+        while let Some(end) = self.next_window_end() {
             if end > now_ms {
                 break;
             }
@@ -255,6 +333,7 @@ impl WindowState {
         map([
             ("rows", Value::Int(self.rows as i64)),
             ("emitted_until", self.emitted_until.map(Value::Int).unwrap_or_default()),
+            ("newest_event", self.event_time.and_then(|c| c.newest).map(Value::Int).unwrap_or_default()),
             ("panes", Value::List(panes)),
         ])
     }
@@ -262,15 +341,21 @@ impl WindowState {
     /// The window a [`WindowState::snapshot`] describes, for the same window
     /// and aggregates; an error names what does not fit (a corrupt checkpoint,
     /// or one of another rule).
-    pub fn restore(spec: WindowSpec, slots: Vec<AggSlot>, v: &Value) -> Result<WindowState, String> {
-        let mut w = WindowState::new(spec, slots);
+    ///
+    /// `w` is the empty window to fill: [`WindowState::new`], on event time
+    /// if the rule is.
+    pub fn restore(mut w: WindowState, v: &Value) -> Result<WindowState, String> {
         let top = as_map(v, "window")?;
         w.rows = u64::try_from(int(top, "rows")?).map_err(|_| "negative row count".to_string())?;
-        w.emitted_until = match top.get("emitted_until") {
-            None | Some(Value::Null) => None,
-            Some(Value::Int(t)) => Some(*t),
-            Some(other) => return Err(format!("emitted_until is not a time: {}", other.to_json())),
+        let time = |key: &str| match top.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Int(t)) => Ok(Some(*t)),
+            Some(other) => Err(format!("{key} is not a time: {}", other.to_json())),
         };
+        w.emitted_until = time("emitted_until")?;
+        if let Some(clock) = &mut w.event_time {
+            clock.newest = time("newest_event")?;
+        }
         for pane in list(top, "panes")? {
             let pane = as_map(pane, "pane")?;
             let mut restored =
@@ -490,14 +575,14 @@ mod tests {
             before.add(vec![row3(if i % 2 == 0 { "a" } else { "b" }, *x)], 1_000 + 4_000 * i as i64);
             got.extend(before.due(1_000 + 4_000 * i as i64).0);
         }
-        let mut after = WindowState::restore(spec, slots.clone(), &before.snapshot()).unwrap();
+        let mut after = WindowState::restore(WindowState::new(spec, slots.clone()), &before.snapshot()).unwrap();
         assert_eq!(after.snapshot(), before.snapshot());
         got.extend(feed(&mut after, 2));
         assert_eq!(got, expected);
         // A snapshot of another rule's window is refused, not misread.
-        let err = WindowState::restore(spec, vec![slots[0]], &before.snapshot()).unwrap_err();
+        let err = WindowState::restore(WindowState::new(spec, vec![slots[0]]), &before.snapshot()).unwrap_err();
         assert_eq!(err, "3 aggregates where the rule has 1");
-        assert!(WindowState::restore(spec, slots, &Value::from("junk")).is_err());
+        assert!(WindowState::restore(WindowState::new(spec, slots), &Value::from("junk")).is_err());
     }
 
     #[test]
@@ -519,5 +604,63 @@ mod tests {
         assert_eq!(errors, ["sum expects numbers, got string"]);
         let (out, _) = w.due(1_000);
         assert_eq!(summary(&out), [("a".into(), 2, 3, 0, 1_000)]);
+    }
+
+    fn at(key: &str, x: i64, t: i64) -> WindowRow {
+        let mut r = row(key, x);
+        r.record.timestamp_ms = t;
+        r
+    }
+
+    #[test]
+    fn event_time_windows_end_on_the_watermark_and_drop_late_rows() {
+        let rows = || {
+            vec![
+                at("a", 1, 1_000),
+                at("b", 2, 9_000),
+                at("a", 3, 10_500),
+                // Behind the newest (10 500) but within the tolerance: counts.
+                at("a", 4, 9_600),
+                at("a", 5, 12_000),
+                // The watermark is 11 000: late, dropped and counted.
+                at("b", 6, 9_900),
+                at("a", 7, 21_000),
+            ]
+        };
+        let window = || WindowState::new(WindowSpec::Tumbling { length_ms: 10_000 }, slots()).on_event_time(1_000);
+        let mut w = window();
+        // The clock does not matter on event time.
+        let (out, errors) = w.add(rows(), 999_999_999);
+        assert!(errors.is_empty());
+        assert_eq!(
+            summary(&out),
+            [("a".into(), 2, 5, 0, 10_000), ("b".into(), 1, 2, 0, 10_000), ("a".into(), 2, 8, 10_000, 20_000)]
+        );
+        assert_eq!(w.take_late(), 1);
+        assert_eq!(w.take_late(), 0, "taken once");
+        assert_eq!(w.watermark(), Some(20_000));
+        assert_eq!(w.next_end(), None, "no timer on event time");
+        assert!(w.due(i64::MAX).0.is_empty(), "nor does the clock emit");
+        // Row by row, the same windows: the output does not depend on batches.
+        let mut one_by_one = window();
+        let mut got = Vec::new();
+        for r in rows() {
+            got.extend(one_by_one.add(vec![r], 0).0);
+        }
+        assert_eq!(got, out);
+    }
+
+    #[test]
+    fn an_event_time_window_restored_keeps_its_watermark() {
+        let spec = WindowSpec::Hopping { length_ms: 10_000, hop_ms: 5_000 };
+        let mut w = WindowState::new(spec, slots()).on_event_time(0);
+        let (out, _) = w.add(vec![at("a", 1, 1_000), at("a", 2, 7_000)], 0);
+        assert_eq!(summary(&out), [("a".into(), 1, 1, -5_000, 5_000)]);
+        let mut restored =
+            WindowState::restore(WindowState::new(spec, slots()).on_event_time(0), &w.snapshot()).unwrap();
+        assert_eq!(restored.watermark(), Some(7_000));
+        let (out, _) = restored.add(vec![at("a", 4, 6_000), at("a", 8, 15_000)], 0);
+        assert_eq!(restored.take_late(), 1, "6 000 is behind the restored watermark");
+        assert_eq!(summary(&out), [("a".into(), 2, 3, 0, 10_000), ("a".into(), 1, 2, 5_000, 15_000)]);
     }
 }

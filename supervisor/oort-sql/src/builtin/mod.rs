@@ -532,5 +532,80 @@ fn format_ms(ms: i64, format: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// An event time in milliseconds since the epoch, read from a stream's
+/// `TIMESTAMP` field: a number of milliseconds, or a string in the stream's
+/// `TIMESTAMP_FORMAT` (eKuiper's letters, UTC) or, without one, as `now()`
+/// writes it (`2026-12-02T17:50:00.123Z`).
+pub fn event_time(v: &Value, format: Option<&str>) -> Result<i64, String> {
+    match v {
+        Value::Int(ms) => Ok(*ms),
+        Value::Float(ms) if ms.is_finite() => Ok(*ms as i64),
+        Value::String(s) => match format {
+            Some(f) => parse_formatted(s, f),
+            None => parse_rfc3339_ms(s).ok_or_else(|| format!("{s:?} is not a time like 2026-12-02T17:50:00.123Z")),
+        },
+        other => Err(format!("an event time must be milliseconds or a time string, got {}", other.type_name())),
+    }
+}
+
+/// Checks a `TIMESTAMP_FORMAT`: only the letters [`parse_formatted`] reads.
+pub fn check_time_format(format: &str) -> Result<(), String> {
+    parse_formatted("", format).map(|_| ()).or_else(|e| if e.starts_with("unsupported") { Err(e) } else { Ok(()) })
+}
+
+/// The inverse of [`format_ms`] for the letters a timestamp needs: `yyyy`,
+/// `MM`/`M`, `dd`/`d`, `HH`/`H`, `mm`/`m`, `ss`/`s`, `S` to `SSS` (a fraction
+/// with its dot); every other character matches itself.
+fn parse_formatted(text: &str, format: &str) -> Result<i64, String> {
+    let chars: Vec<char> = format.chars().collect();
+    let (mut y, mut mo, mut d, mut h, mut mi, mut sec, mut milli) = (1970i64, 1u32, 1u32, 0u32, 0u32, 0u32, 0u32);
+    let mut rest = text;
+    let mismatch = || format!("{text:?} does not match the format {format:?}");
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        // Fixed widths for doubled letters, up to two digits for single ones.
+        let digits = |rest: &mut &str, max: usize, exact: bool| -> Result<u32, String> {
+            let n = rest.bytes().take(max).take_while(u8::is_ascii_digit).count();
+            if n == 0 || (exact && n != max) {
+                return Err(mismatch());
+            }
+            let v = rest[..n].parse::<u32>().map_err(|_| mismatch())?;
+            *rest = &rest[n..];
+            Ok(v)
+        };
+        match (c, run) {
+            ('y' | 'Y', 4) => y = i64::from(digits(&mut rest, 4, true)?),
+            ('M', 1 | 2) => mo = digits(&mut rest, 2, run == 2)?,
+            ('d', 1 | 2) => d = digits(&mut rest, 2, run == 2)?,
+            ('H', 1 | 2) => h = digits(&mut rest, 2, run == 2)?,
+            ('m', 1 | 2) => mi = digits(&mut rest, 2, run == 2)?,
+            ('s', 1 | 2) => sec = digits(&mut rest, 2, run == 2)?,
+            ('S', 1..=3) => {
+                rest = rest.strip_prefix('.').ok_or_else(mismatch)?;
+                milli = digits(&mut rest, run, true)? * 10u32.pow(3 - run as u32);
+            }
+            (c, _) if c.is_ascii_alphabetic() && c != 'T' && c != 'Z' => {
+                return Err(format!(
+                    "unsupported letters {:?} in a time format; supported: yyyy MM dd HH mm ss SSS",
+                    chars[i..i + run].iter().collect::<String>()
+                ))
+            }
+            (c, _) => {
+                for _ in 0..run {
+                    rest = rest.strip_prefix(c).ok_or_else(mismatch)?;
+                }
+            }
+        }
+        i += run;
+    }
+    if !rest.is_empty() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return Err(mismatch());
+    }
+    let days = days_from_civil(y, mo, d);
+    Ok((days * 86_400 + i64::from(h * 3600 + mi * 60 + sec)) * 1000 + i64::from(milli))
+}
+
 #[cfg(test)]
 mod tests;

@@ -109,3 +109,20 @@ fn lookup_is_case_insensitive_and_arity_is_checked() {
     assert_eq!(arity("substring", 1), Err("substring expects 2 or 3 arguments, got 1".into()));
     assert_eq!(arity("pi", 1), Err("pi expects 0 arguments, got 1".into()));
 }
+
+#[test]
+fn event_times_read_milliseconds_and_formatted_strings() {
+    let s = |t: &str| Value::from(t);
+    assert_eq!(event_time(&Value::Int(1_709_210_096_789), None), Ok(1_709_210_096_789));
+    assert_eq!(event_time(&s("2024-02-29T12:34:56.789Z"), None), Ok(1_709_210_096_789));
+    assert_eq!(event_time(&s("2024-02-29 12:34:56.789"), Some("yyyy-MM-dd HH:mm:ssSSS")), Ok(1_709_210_096_789));
+    assert_eq!(event_time(&s("29/2/2024 12:34"), Some("d/M/yyyy HH:mm")), Ok(1_709_210_040_000));
+    // What format_time writes, event_time reads back.
+    let written = format_ms(1_709_210_096_789, "yyyy-MM-dd'T'HH:mm:ssSSS").unwrap();
+    assert_eq!(event_time(&s(&written), Some("yyyy-MM-dd'T'HH:mm:ssSSS")), Ok(1_709_210_096_789));
+    for (v, format) in [(s("2024-02-29"), Some("yyyy-MM-dd HH")), (s("nope"), None), (Value::Bool(true), None)] {
+        assert!(event_time(&v, format).is_err(), "{v:?}");
+    }
+    assert!(check_time_format("yyyy-MM-dd HH:mm:ssSSS").is_ok());
+    assert!(check_time_format("EEE yyyy").unwrap_err().contains("unsupported letters \"EEE\""));
+}

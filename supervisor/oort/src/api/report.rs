@@ -46,6 +46,10 @@ pub(super) fn flat_status(report: &RuleReport) -> Map<String, Json> {
         out.insert("checkpoint_last_id".into(), json!(id));
         out.insert("checkpoint_last_time".into(), json!(at));
     }
+    if let Some(e) = &report.event_time {
+        out.insert("window_late_rows_total".into(), json!(e.late_rows));
+        out.insert("window_watermark".into(), json!(e.watermark));
+    }
     for s in &report.operators {
         let n = &s.name;
         out.insert(format!("{n}_records_in_total"), json!(s.records_in));
