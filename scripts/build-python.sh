@@ -77,7 +77,7 @@ printf '#!/bin/sh\n# Written by scripts/build-python.sh: the SDK-free Python plu
   "$py" "$safe" "$root/$plugins/raw/raw_conformance.py" > "$out/.raw_conformance.tmp"
 chmod 755 "$out/.raw_conformance.tmp"
 mv -f "$out/.raw_conformance.tmp" "$out/raw_conformance"
-printf '{"functions":[{"name":"cf_count"},{"name":"cf_echo"},{"name":"cf_fail"},{"name":"cf_pid"},{"name":"cf_state"}]}\n' \
+printf '{"functions":[{"name":"cf_agg"},{"name":"cf_count"},{"name":"cf_echo"},{"name":"cf_fail"},{"name":"cf_pid"},{"name":"cf_state"}]}\n' \
   > "$out/raw_conformance.json"
 echo "build-python: launchers in $out: textstats csvsink conformance (+ textstats.json)" >&2
 

@@ -13,6 +13,10 @@ fn plugins() -> PluginsDir {
     p.add("sources", "file", "file");
     p.add("sinks", "file", "file");
     p.add("functions", "accumulateWordCount", "accumulateWordCount");
+    // The conformance plugin's cf_agg: an aggregate function plugin that keeps
+    // a counter in its state.
+    p.add("functions", "conformance", "conformance");
+    std::fs::write(p.path().join("functions/conformance.json"), r#"{"functions": [{"name": "cf_agg"}]}"#).unwrap();
     p
 }
 
@@ -46,6 +50,10 @@ struct Rule {
     dir: tempfile::TempDir,
     qos: u8,
     sql: &'static str,
+    /// Appended to the stream's `WITH (…)`.
+    stream_options: &'static str,
+    /// Merged into the rule's options.
+    options: Json,
 }
 
 /// The chaos rule: a stateful plugin function over every record.
@@ -56,7 +64,15 @@ impl Rule {
         Rule::with_sql(qos, WORD_COUNT)
     }
     fn with_sql(qos: u8, sql: &'static str) -> Rule {
-        Rule { dir: tempfile::tempdir().unwrap(), qos, sql }
+        Rule { dir: tempfile::tempdir().unwrap(), qos, sql, stream_options: "", options: serde_json::json!({}) }
+    }
+    /// The rule on event time: a row's time is its `n`, in milliseconds.
+    fn on_event_time(qos: u8, sql: &'static str) -> Rule {
+        Rule {
+            stream_options: r#", TIMESTAMP="n""#,
+            options: serde_json::json!({"isEventTime": true, "lateTolerance": 0}),
+            ..Rule::with_sql(qos, sql)
+        }
     }
     fn input(&self) -> PathBuf {
         self.dir.path().join("in.jsonl")
@@ -66,10 +82,14 @@ impl Rule {
     }
     fn create(&self, d: &Daemon, id: &str) {
         std::fs::OpenOptions::new().create(true).append(true).open(self.input()).unwrap();
-        let sql = format!(r#"CREATE STREAM words () WITH (TYPE="file", DATASOURCE="{}")"#, self.input().display());
+        let sql = format!(
+            r#"CREATE STREAM words () WITH (TYPE="file", DATASOURCE="{}"{})"#,
+            self.input().display(),
+            self.stream_options
+        );
         let (status, body) = d.http("POST", "/streams", Some(&serde_json::json!({ "sql": sql }).to_string()));
         assert!(status == 201 || status == 409, "{body}");
-        let rule = serde_json::json!({
+        let mut rule = serde_json::json!({
             "id": id,
             "sql": self.sql,
             "actions": [{"file": {"path": self.output().display().to_string()}}],
@@ -78,6 +98,9 @@ impl Rule {
                 "restartStrategy": {"attempts": 1000, "delay": 20, "multiplier": 1.5, "maxDelay": 500, "jitterFactor": 0.1}
             }
         });
+        for (k, v) in self.options.as_object().unwrap() {
+            rule["options"][k] = v.clone();
+        }
         let (status, body) = d.http("POST", "/rules", Some(&rule.to_string()));
         assert_eq!(status, 201, "{body}");
     }
@@ -265,6 +288,49 @@ fn a_count_window_under_chaos_at_qos_2_equals_a_failure_free_run() {
                 "lo": ns[0], "hi": ns[ns.len() - 1]});
             expected.push_str(&format!("{line}\n"));
         }
+    }
+    assert_output_is(&d, &rule, &expected);
+    assert_eq!(d.get_json("/rules/chaos/status")["status"], "running");
+}
+
+#[test]
+fn an_event_time_tumbling_window_with_an_aggregate_plugin_under_chaos_equals_a_failure_free_run() {
+    // Issue 11, items 3 and 5: event-time windows, their watermark and an
+    // aggregate plugin's calls survive kill -9s of plugins and of the daemon
+    // with exactly the output of an uninterrupted run.
+    let _turn = ONE_CHAOS_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let total = 30_000;
+    let sql = "SELECT count(*) AS c, sum(n) AS s, cf_agg(n) AS a, window_start() AS ws \
+               FROM words GROUP BY TUMBLINGWINDOW(ms, 500)";
+    let Chaos { daemon: d, rule, _plugins, _data } =
+        chaos_of(Rule::on_event_time(2, sql), 0x7e_a7ed, total, Duration::from_secs(10), 2);
+    // The last row (29 999) moves the watermark past every window but the last.
+    let mut expected = String::new();
+    for w in 0..total / 500 - 1 {
+        let s: usize = (500 * w..500 * (w + 1)).sum();
+        let line = serde_json::json!({"c": 500, "s": s, "a": {"n": 500, "sum": s}, "ws": 500 * w});
+        expected.push_str(&format!("{line}\n"));
+    }
+    assert_output_is(&d, &rule, &expected);
+    let status = d.get_json("/rules/chaos/status");
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["window_late_rows_total"], 0, "{status}");
+    assert_eq!(status["window_watermark"], total - 1, "{status}");
+}
+
+#[test]
+fn an_event_time_hopping_window_under_chaos_equals_a_failure_free_run() {
+    let _turn = ONE_CHAOS_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let total = 30_000;
+    let sql = "SELECT count(*) AS c, sum(n) AS s, window_end() AS we FROM words GROUP BY HOPPINGWINDOW(ms, 1000, 500)";
+    let Chaos { daemon: d, rule, _plugins, _data } =
+        chaos_of(Rule::on_event_time(2, sql), 0x0405_1e55, total, Duration::from_secs(10), 2);
+    // Windows of 1 000 every 500 end at 500, 1 000, … 29 500; the first holds only 0..500.
+    let mut expected = String::new();
+    for end in (500..total).step_by(500) {
+        let rows = end.saturating_sub(1000)..end;
+        let line = serde_json::json!({"c": rows.len(), "s": rows.sum::<usize>(), "we": end});
+        expected.push_str(&format!("{line}\n"));
     }
     assert_output_is(&d, &rule, &expected);
     assert_eq!(d.get_json("/rules/chaos/status")["status"], "running");

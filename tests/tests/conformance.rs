@@ -33,14 +33,15 @@ use oort_tests::{
 };
 
 /// The functions every conformance plugin exports.
-const FUNCTIONS: [&str; 5] = ["cf_count", "cf_echo", "cf_fail", "cf_pid", "cf_state"];
+const FUNCTIONS: [&str; 6] = ["cf_agg", "cf_count", "cf_echo", "cf_fail", "cf_pid", "cf_state"];
 
 /// The metadata installed for a language that ships none: the plugin exports
 /// several functions, so the supervisor must learn their names from it.
 const DEFAULT_METADATA: &str = r#"{
   "about": {"description": {"en_US": "Reference plugin of the cross-language conformance suite"}},
   "functions": [
-    {"name": "cf_count"}, {"name": "cf_echo"}, {"name": "cf_fail"}, {"name": "cf_pid"}, {"name": "cf_state"}
+    {"name": "cf_agg"}, {"name": "cf_count"}, {"name": "cf_echo"}, {"name": "cf_fail"}, {"name": "cf_pid"},
+    {"name": "cf_state"}
   ]
 }"#;
 
@@ -308,6 +309,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario { id: "sink", title: "10 sink 2-phase commit", run: |c| Box::pin(sink(c)) },
         Scenario { id: "shutdown", title: "11 graceful shutdown", run: |c| Box::pin(shutdown(c)) },
         Scenario { id: "reflection", title: "12 health + reflection", run: |c| Box::pin(reflection(c)) },
+        Scenario { id: "aggregate", title: "13 aggregate function", run: |c| Box::pin(aggregate(c)) },
     ]
 }
 
@@ -351,7 +353,7 @@ async fn protocol_refusal(c: Arc<Cell>) {
     c.note(format!("refusal: {}", stderr.lines().next().unwrap_or_default()));
 }
 
-/// Scenario 3: the supervisor's describe lists the five functions, and the mode once a process ran.
+/// Scenario 3: the supervisor's describe lists the six functions, and the mode once a process ran.
 async fn describe(c: Arc<Cell>) {
     let e = c.env(&["functions"], &[], fast_timeouts());
     let before = e.host().describe(PluginKind::Function, "conformance").await.expect("in the catalog");
@@ -665,6 +667,44 @@ async fn reflection(c: Arc<Cell>) {
     }
 }
 
+/// Scenario 13: `cf_agg` is an aggregate (Describe's `is_aggregate`, seen by
+/// validate and open), answers one row per group, each argument the group's
+/// list, with a per-row error for a non-list, and counts the groups it answered
+/// in its state.
+async fn aggregate(c: Arc<Cell>) {
+    let e = c.env(&["functions"], &[], fast_timeouts());
+    let column = ArgInfo { expression: "v".into(), literal: None, column: Some("v".into()) };
+    let agg = e.host().validate_function("cf_agg", std::slice::from_ref(&column)).await.expect("validate cf_agg");
+    assert_eq!(agg.problem, None, "cf_agg(v)");
+    assert!(agg.is_aggregate, "validate: cf_agg is an aggregate");
+    let echo = e.host().validate_function("cf_echo", std::slice::from_ref(&column)).await.expect("validate cf_echo");
+    assert!(!echo.is_aggregate, "validate: cf_echo is not an aggregate");
+    let two = e.host().validate_function("cf_agg", &[column.clone(), column]).await.expect("validate").problem;
+    let err = two.expect("two arguments must be refused");
+    assert!(err.contains("cf_agg expects 1 argument, got 2"), "{err}");
+
+    let f = open_fn(&e, "r1", "cf_agg").await;
+    assert!(f.is_aggregate(), "an opened cf_agg instance is an aggregate");
+    let d = describe_direct(&plugin_socket(e.host())).await;
+    let marked: Vec<_> = symbols(&d, pb::Kind::Function).iter().filter(|s| s.is_aggregate).map(|s| &s.name).collect();
+    assert_eq!(marked, ["cf_agg"], "the function symbols marked is_aggregate");
+
+    // One window emission: one row per group, each argument the group's values.
+    let list = |items: Vec<Value>| vec![Value::List(items)];
+    let rows = vec![
+        list(vec![Value::Int(1), Value::Int(2), Value::Int(3)]),
+        list(vec![]),
+        list(vec![Value::Int(4), Value::Null, s("x")]),
+        vec![Value::Int(7)],
+    ];
+    let out = f.exec(&rows).await.expect("cf_agg batch");
+    let result = |n, sum| Ok(map(&[("n", Value::Int(n)), ("sum", Value::Int(sum))]));
+    let want = vec![result(3, 6), result(0, 0), result(3, 4), Err("cf_agg expects a list, got int".into())];
+    assert_eq!(out, want, "cf_agg over three groups and a non-list");
+    let id = f.id().to_string();
+    assert_eq!(e.host().state().counter(&id, "groups"), Ok(3), "the supervisor's copy of {id}: one per group answered");
+}
+
 // ---------------------------------------------------------------------------
 // The runner
 // ---------------------------------------------------------------------------
@@ -727,7 +767,7 @@ async fn every_language_behaves_the_same() {
     for l in &langs {
         let meta = match &l.metadata {
             Some(p) => p.display().to_string(),
-            None => "none shipped: the suite writes one listing the five functions".into(),
+            None => "none shipped: the suite writes one listing the six functions".into(),
         };
         if l.exe.exists() {
             println!("{:<10} {} (metadata: {meta})", l.name, l.exe.display());

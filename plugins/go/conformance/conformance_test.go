@@ -68,6 +68,8 @@ func TestFunctions(t *testing.T) {
 			return count{}
 		case "cf_state":
 			return state{}
+		case "cf_agg":
+			return agg{}
 		}
 		return pid{}
 	}
@@ -142,6 +144,47 @@ func TestFunctions(t *testing.T) {
 	}
 }
 
+func TestAggregate(t *testing.T) {
+	ctx := oort.NewTestContext("r1", "op_1")
+	for name, f := range map[string]oort.Function{
+		"cf_echo": echo{}, "cf_fail": fail{}, "cf_count": count{}, "cf_state": state{}, "cf_pid": pid{}, "cf_agg": agg{},
+	} {
+		if f.IsAggregate() != (name == "cf_agg") {
+			t.Errorf("%s: IsAggregate %v", name, f.IsAggregate())
+		}
+	}
+	if len(plugin(false).Functions) != 6 {
+		t.Errorf("TestAggregate lists every function")
+	}
+	if err := (agg{}).Validate([]oort.ArgSpec{{}, {}}); err == nil || err.Error() != "cf_agg expects 1 argument, got 2" {
+		t.Errorf("cf_agg Validate: %v", err)
+	}
+	steps := []struct {
+		arg  any
+		want any
+		ok   bool
+	}{
+		{[]any{int64(1), int64(2), int64(3)}, map[string]any{"n": int64(3), "sum": int64(6)}, true},
+		{[]any{}, map[string]any{"n": int64(0), "sum": int64(0)}, true},
+		{[]any{int64(4), nil, "x", 2.5, true}, map[string]any{"n": int64(5), "sum": int64(4)}, true},
+		{int64(7), "cf_agg expects a list, got int", false},
+		{nil, "cf_agg expects a list, got null", false},
+		{map[string]any{}, "cf_agg expects a list, got map", false},
+	}
+	for _, s := range steps {
+		v, ok := exec(t, agg{}, ctx, s.arg)
+		if !ok {
+			v = v.(error).Error()
+		}
+		if ok != s.ok || !reflect.DeepEqual(v, s.want) {
+			t.Errorf("cf_agg(%#v) = %#v, %v; want %#v, %v", s.arg, v, ok, s.want, s.ok)
+		}
+	}
+	if n, err := ctx.GetCounter("groups"); err != nil || n != 3 {
+		t.Errorf("groups = %v, %v; want one per group answered (3)", n, err)
+	}
+}
+
 func TestExportModes(t *testing.T) {
 	for _, singleton := range []bool{false, true} {
 		p := plugin(singleton)
@@ -153,7 +196,7 @@ func TestExportModes(t *testing.T) {
 		if p.Source.IsSingleton() || p.Sink.IsSingleton() {
 			t.Errorf("singleton=%v: the source and sink stay constructors", singleton)
 		}
-		if len(p.Functions) != 5 {
+		if len(p.Functions) != 6 {
 			t.Errorf("functions: %v", p.Functions)
 		}
 	}

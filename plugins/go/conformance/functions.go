@@ -116,6 +116,59 @@ func (state) Exec(args []any, ctx oort.FunctionContext) (any, bool) {
 	return fmt.Errorf("unknown op %q", op), false
 }
 
+// agg is the aggregate cf_agg: one row per group, its argument the group's
+// values.
+type agg struct{}
+
+func (agg) Validate(args []oort.ArgSpec) error {
+	if len(args) != 1 {
+		return fmt.Errorf("cf_agg expects 1 argument, got %d", len(args))
+	}
+	return nil
+}
+
+func (agg) Exec(args []any, ctx oort.FunctionContext) (any, bool) {
+	items, ok := arg(args, 0).([]any)
+	if !ok {
+		return fmt.Errorf("cf_agg expects a list, got %s", typeName(arg(args, 0))), false
+	}
+	var sum int64
+	for _, v := range items {
+		if i, ok := v.(int64); ok {
+			sum += i // wraps on overflow, as the Rust plugin's wrapping_add
+		}
+	}
+	if err := ctx.IncrCounter("groups", 1); err != nil {
+		return err, false
+	}
+	return map[string]any{"n": int64(len(items)), "sum": sum}, true
+}
+
+func (agg) IsAggregate() bool { return true }
+
+// typeName is the protocol's name of an argument's type (docs/protocol.md §4.4).
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "bool"
+	case int64:
+		return "int"
+	case float64:
+		return "float"
+	case string:
+		return "string"
+	case []byte:
+		return "bytes"
+	case []any:
+		return "list"
+	case map[string]any:
+		return "map"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
 type pid struct{ accept }
 
 func (pid) Exec([]any, oort.FunctionContext) (any, bool) { return os.Getpid(), true }

@@ -18,6 +18,13 @@
 //	                            "counter": GetCounter(key) (row error for a
 //	                            non-counter value)
 //	cf_pid()                  → the process id
+//	cf_agg(values)            → aggregate (IsAggregate true): one row per group,
+//	                            values the group's list; {"n": items, nulls
+//	                            included; "sum": sum of the int64 items, every
+//	                            other item skipped (wrapping)}, then
+//	                            IncrCounter("groups", 1); a non-list is the row
+//	                            error "cf_agg expects a list, got <type>";
+//	                            Validate: exactly 1 argument
 //
 // Source `conformance`: property count (int, default 100). Emits {"n": i}
 // for i = next … count-1 in batches of at most max, then idles (returns
@@ -63,6 +70,7 @@ func plugin(singleton bool) oort.Plugin {
 			"cf_count": export(singleton, func() count { return count{} }),
 			"cf_state": export(singleton, func() state { return state{} }),
 			"cf_pid":   export(singleton, func() pid { return pid{} }),
+			"cf_agg":   export(singleton, func() agg { return agg{} }),
 		},
 		Source: oort.Constructor(newSource),
 		Sink:   oort.Constructor(newSink),

@@ -17,6 +17,12 @@ the Rust reference plugin):
   "incr": incr_counter(key, value), then get_counter(key); "counter":
   get_counter(key) (a row error on a non-counter value).
 - `cf_pid()` -> the process id.
+- `cf_agg(values)` -> an aggregate (`is_aggregate()` is True): one row per
+  group, `values` the group's list. Returns {"n": number of items, nulls
+  included, "sum": sum of the int items, every other item (null, string,
+  float, bool, ...) skipped, wrapping on int64 overflow}, then
+  incr_counter("groups", 1). A non-list is the row error
+  `cf_agg expects a list, got <type>`. Validate: exactly one argument.
 
 Source `conformance`: property `count` (int, default 100). Emits {"n": i} for
 i = next .. count-1 in batches of at most `max`, then idles. Rewindable: the
@@ -103,6 +109,39 @@ class State(Function):
         if op == "counter":
             return ctx.get_counter(key)
         raise ValueError(f"unknown op {json.dumps(op, ensure_ascii=False)}")
+
+
+def _type_name(v: Any) -> str:
+    # The protocol's name of a value's type (docs/protocol.md section 4.4).
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    for t, name in ((int, "int"), (float, "float"), (str, "string"), (bytes, "bytes"), (list, "list"), (dict, "map")):
+        if isinstance(v, t):
+            return name
+    return type(v).__name__
+
+
+def _wrap64(n: int) -> int:
+    return (n + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+class Agg(Function):
+    def validate(self, args: list[ArgSpec]) -> None:
+        if len(args) != 1:
+            raise ValueError(f"cf_agg expects 1 argument, got {len(args)}")
+
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        values = args[0] if args else None
+        if not isinstance(values, list):
+            raise ValueError(f"cf_agg expects a list, got {_type_name(values)}")
+        total = _wrap64(sum(v for v in values if isinstance(v, int) and not isinstance(v, bool)))
+        ctx.incr_counter("groups", 1)
+        return {"n": len(values), "sum": total}
+
+    def is_aggregate(self) -> bool:
+        return True
 
 
 class Pid(Function):
@@ -260,6 +299,7 @@ FUNCTIONS: dict[str, Callable[[], Function]] = {
     "cf_count": Count,
     "cf_state": State,
     "cf_pid": Pid,
+    "cf_agg": Agg,
 }
 
 

@@ -98,7 +98,7 @@ class Instance:
             self.pending.append(pb.StateMutation(key=key, counter=n))
 
 
-# The five functions. Arguments and results stay protobuf Values.
+# The six functions. Arguments and results stay protobuf Values.
 def arg(args: list[pb.Value], i: int) -> pb.Value:
     return args[i] if i < len(args) else NULL
 
@@ -153,14 +153,28 @@ def cf_pid(inst: Instance, args: list[pb.Value]) -> pb.Value:
     return pb.Value(int=os.getpid())
 
 
-FUNCTIONS = {f.__name__: f for f in (cf_echo, cf_fail, cf_count, cf_state, cf_pid)}
+def cf_agg(inst: Instance, args: list[pb.Value]) -> pb.Value:
+    """An aggregate (§4.3 is_aggregate): one row per group, its argument the group's list.
+    {"n": items, nulls included; "sum": the int items' sum, wrapping like int64}."""
+    if (kind := arg(args, 0).WhichOneof("kind") or "null") != "list":
+        raise ValueError(f"cf_agg expects a list, got {kind}")
+    items = arg(args, 0).list.items
+    total = sum(v.int for v in items if v.WhichOneof("kind") == "int")
+    total = (total + (1 << 63)) % (1 << 64) - (1 << 63)
+    inst.incr("groups", 1)
+    return pb.Value(map=pb.ValueMap(entries={"n": pb.Value(int=len(items)), "sum": pb.Value(int=total)}))
+
+
+FUNCTIONS = {f.__name__: f for f in (cf_echo, cf_fail, cf_count, cf_state, cf_pid, cf_agg)}
+AGGREGATES = {"cf_agg"}
 instances: dict[str, Instance] = {}  # §4.1: one process may hold several; route by instance_id
 instances_lock = threading.Lock()
 
 
 class PluginService(pb_grpc.PluginServicer):  # §4.3
     def Describe(self, request, context):
-        symbols = [pb.Symbol(kind=pb.KIND_FUNCTION, name=f, mode=pb.EXPORT_MODE_CONSTRUCTOR) for f in FUNCTIONS]
+        symbols = [pb.Symbol(kind=pb.KIND_FUNCTION, name=f, mode=pb.EXPORT_MODE_CONSTRUCTOR, is_aggregate=f in AGGREGATES)
+                   for f in FUNCTIONS]
         return pb.DescribeResponse(name=NAME, version="0.1.0", symbols=symbols, protocol_version=PROTOCOL,
                                    sdk_name="raw-python", sdk_version="0")
 
@@ -173,8 +187,8 @@ class FunctionService(pb_grpc.FunctionServicer):  # §4.4, status codes as in §
     def Validate(self, request, context):
         if request.symbol not in FUNCTIONS:
             context.abort(grpc.StatusCode.NOT_FOUND, f"function {quote(request.symbol)} is not exported")
-        if request.symbol == "cf_echo" and len(request.args) != 1:
-            return pb.ValidateResponse(error=f"cf_echo expects 1 argument, got {len(request.args)}")
+        if request.symbol in ("cf_echo", "cf_agg") and len(request.args) != 1:
+            return pb.ValidateResponse(error=f"{request.symbol} expects 1 argument, got {len(request.args)}")
         return pb.ValidateResponse()
 
     def Open(self, request, context):

@@ -115,14 +115,15 @@ def test_csvsink_writes_a_header_once() -> None:
 def test_conformance_describe(conformance: PluginProcess) -> None:
     d = conformance.plugin().Describe(pb.DescribeRequest(), timeout=5)
     assert d.name == "conformance" and d.protocol_version == 1 and d.sdk_name == "oort-plugin-python"
-    assert [(s.kind, s.name, s.mode) for s in d.symbols] == [
-        (pb.KIND_FUNCTION, "cf_echo", pb.EXPORT_MODE_CONSTRUCTOR),
-        (pb.KIND_FUNCTION, "cf_fail", pb.EXPORT_MODE_CONSTRUCTOR),
-        (pb.KIND_FUNCTION, "cf_count", pb.EXPORT_MODE_CONSTRUCTOR),
-        (pb.KIND_FUNCTION, "cf_state", pb.EXPORT_MODE_CONSTRUCTOR),
-        (pb.KIND_FUNCTION, "cf_pid", pb.EXPORT_MODE_CONSTRUCTOR),
-        (pb.KIND_SOURCE, "conformance", pb.EXPORT_MODE_CONSTRUCTOR),
-        (pb.KIND_SINK, "conformance", pb.EXPORT_MODE_CONSTRUCTOR),
+    assert [(s.kind, s.name, s.mode, s.is_aggregate) for s in d.symbols] == [
+        (pb.KIND_FUNCTION, "cf_echo", pb.EXPORT_MODE_CONSTRUCTOR, False),
+        (pb.KIND_FUNCTION, "cf_fail", pb.EXPORT_MODE_CONSTRUCTOR, False),
+        (pb.KIND_FUNCTION, "cf_count", pb.EXPORT_MODE_CONSTRUCTOR, False),
+        (pb.KIND_FUNCTION, "cf_state", pb.EXPORT_MODE_CONSTRUCTOR, False),
+        (pb.KIND_FUNCTION, "cf_pid", pb.EXPORT_MODE_CONSTRUCTOR, False),
+        (pb.KIND_FUNCTION, "cf_agg", pb.EXPORT_MODE_CONSTRUCTOR, True),
+        (pb.KIND_SOURCE, "conformance", pb.EXPORT_MODE_CONSTRUCTOR, False),
+        (pb.KIND_SINK, "conformance", pb.EXPORT_MODE_CONSTRUCTOR, False),
     ]
 
 
@@ -131,7 +132,7 @@ def test_conformance_singleton_mode() -> None:
     try:
         d = p.plugin().Describe(pb.DescribeRequest(), timeout=5)
         modes = {s.name: s.mode for s in d.symbols if s.kind == pb.KIND_FUNCTION}
-        assert set(modes.values()) == {pb.EXPORT_MODE_SINGLETON} and len(modes) == 5
+        assert set(modes.values()) == {pb.EXPORT_MODE_SINGLETON} and len(modes) == 6
         # As in the Rust reference plugin, the source and sink stay constructors.
         assert [s.mode for s in d.symbols if s.kind != pb.KIND_FUNCTION] == [pb.EXPORT_MODE_CONSTRUCTOR] * 2
         # Two instances of one shared function object keep their own state.
@@ -200,6 +201,28 @@ def test_conformance_functions(conformance: PluginProcess) -> None:
 
     [pid] = outcomes(exec_rows(conformance, "r1/op_4", []))
     assert pid == conformance.proc.pid
+
+
+def test_conformance_aggregate(conformance: PluginProcess) -> None:
+    f = conformance.function()
+    ok = pb.ArgSpec(expression="x", column="x")
+    assert f.Validate(pb.ValidateRequest(symbol="cf_agg", args=[ok]), timeout=5).error == ""
+    assert f.Validate(pb.ValidateRequest(symbol="cf_agg"), timeout=5).error == "cf_agg expects 1 argument, got 0"
+    f.Open(pb.OpenFunctionRequest(instance=spec("r1/op_0", "cf_agg")), timeout=5)
+    r = exec_rows(
+        conformance, "r1/op_0", [[1, 2, 3]], [[]], [[4, None, "x", 2.5, True]], [7], [None], [{"a": [1]}], [b"\x01"]
+    )
+    assert outcomes(r) == [
+        {"n": 3, "sum": 6},
+        {"n": 0, "sum": 0},
+        {"n": 5, "sum": 4},
+        ("error", "cf_agg expects a list, got int"),
+        ("error", "cf_agg expects a list, got null"),
+        ("error", "cf_agg expects a list, got map"),
+        ("error", "cf_agg expects a list, got bytes"),
+    ]
+    # One increment per group answered, shipped as one absolute value.
+    assert [(m.key, m.counter) for m in r.mutations] == [("groups", 3)]
 
 
 def test_conformance_state_is_restored_on_open(conformance: PluginProcess) -> None:

@@ -6,7 +6,12 @@
 //! and the source and sink too when it is `all`, Rust only):
 //! `cf_echo(x)`, `cf_fail(x)` (row error for strings starting with "bad"),
 //! `cf_count(key)`, `cf_state(op, key[, value])` with op put/get/delete/incr/counter,
-//! `cf_pid()`. Source `conformance`: `{"n": i}` for i below prop `count`
+//! `cf_pid()`, and the aggregate `cf_agg(values)` (Describe marks it
+//! `is_aggregate`): one row per group, `values` the group's list, answered with
+//! `{"n": items (nulls included), "sum": sum of the int items (nulls, strings
+//! and every other type skipped; wrapping on i64 overflow)}`, a row error
+//! `cf_agg expects a list, got <type>` for a non-list, and `IncrCounter("groups", 1)`
+//! per group answered. Source `conformance`: `{"n": i}` for i below prop `count`
 //! (default 100), offset = next i, rewindable. Sink `conformance`: appends
 //! JSON lines to prop `path`; pre-commit returns the file length, commit and
 //! abort append `commit|abort <id> <handle>` to `<path>.commits`. Prop
@@ -75,6 +80,32 @@ impl Function for StateOps {
             "counter" => Value::Int(ctx.get_counter(key)?),
             other => return Err(format!("unknown op {other:?}").into()),
         })
+    }
+}
+
+struct Agg;
+impl Function for Agg {
+    fn validate(&self, args: &[ArgSpec]) -> Result<(), BoxError> {
+        match args.len() {
+            1 => Ok(()),
+            n => Err(format!("cf_agg expects 1 argument, got {n}").into()),
+        }
+    }
+    fn exec(&self, ctx: &Context, args: &[Value]) -> Result<Value, BoxError> {
+        let x = args.first().cloned().unwrap_or_default();
+        let Value::List(items) = &x else {
+            return Err(format!("cf_agg expects a list, got {}", x.type_name()).into());
+        };
+        let ints = items.iter().filter_map(|v| if let Value::Int(i) = v { Some(*i) } else { None });
+        let sum = ints.fold(0i64, i64::wrapping_add);
+        ctx.incr_counter("groups", 1)?;
+        Ok(Value::Map(BTreeMap::from([
+            ("n".to_string(), Value::Int(items.len() as i64)),
+            ("sum".to_string(), Value::Int(sum)),
+        ])))
+    }
+    fn is_aggregate(&self) -> bool {
+        true
     }
 }
 
@@ -203,7 +234,7 @@ fn main() {
             };
         )*};
     }
-    export!("cf_echo" => Echo, "cf_fail" => Fail, "cf_count" => Count, "cf_state" => StateOps, "cf_pid" => Pid);
+    export!("cf_echo" => Echo, "cf_fail" => Fail, "cf_count" => Count, "cf_state" => StateOps, "cf_pid" => Pid, "cf_agg" => Agg);
     if std::env::var("OORT_CONFORMANCE_SINGLETON").as_deref() == Ok("all") {
         serve(plugin.source(Export::singleton(Numbers::default())).sink(Export::singleton(Lines::default())));
     }
