@@ -314,6 +314,65 @@ fn event_time_windows_follow_the_timestamp_field_and_count_late_rows() {
 }
 
 #[test]
+fn session_sliding_state_and_filtered_windows_through_the_daemon() {
+    // Issue 11, item 1: eKuiper's other windows, verbatim, on event time
+    // (deterministic) and in arrival order.
+    let p = plugins();
+    let s = Setup::new();
+    let mut f = std::fs::File::create(s.input()).unwrap();
+    for (x, t) in [0, 100, 200, 5_000, 5_100, 9_000].iter().enumerate() {
+        writeln!(f, r#"{{"x":{},"ts":{t}}}"#, x + 1).unwrap();
+    }
+    drop(f);
+    let d = Daemon::start(p.path(), &[]);
+    let stream = format!(
+        r#"CREATE STREAM ev () WITH (TYPE="file", DATASOURCE="{}", FORMAT="json", TIMESTAMP="ts")"#,
+        s.input().display()
+    );
+    let (status, body) = d.http("POST", "/streams", Some(&serde_json::json!({ "sql": stream }).to_string()));
+    assert_eq!(status, 201, "{body}");
+    let rule = |id: &str, sql: &str, event_time: bool| {
+        let out = s.dir.path().join(format!("{id}.jsonl"));
+        let body = serde_json::json!({"id": id, "sql": sql, "actions": [{"file": {"path": out.display().to_string()}}],
+            "options": {"isEventTime": event_time}});
+        let (status, text) = d.http("POST", "/rules", Some(&body.to_string()));
+        assert_eq!(status, 201, "{id}: {text}");
+        out
+    };
+    let session = rule(
+        "session",
+        "SELECT count(*) AS n, sum(x) AS s, window_start() AS ws, window_end() AS we FROM ev \
+         GROUP BY SESSIONWINDOW(ms, 1000, 60000)",
+        true,
+    );
+    let sliding = rule(
+        "sliding",
+        "SELECT count(*) AS n, window_end() AS we FROM ev GROUP BY SLIDINGWINDOW(ms, 1000) OVER (WHEN x > 2)",
+        true,
+    );
+    let state = rule("state", "SELECT count(*) AS n, sum(x) AS s FROM ev GROUP BY STATEWINDOW(x = 2, x = 5)", false);
+    let filtered =
+        rule("filtered", "SELECT collect(x) AS xs FROM ev GROUP BY COUNTWINDOW(2) FILTER (WHERE x % 2 = 0)", false);
+    let compact = |rows: Vec<Json>| rows.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    // Sessions end 1 s after their last row; the third is still open.
+    assert_eq!(
+        compact(wait_lines(&d, &session, 2)),
+        [r#"{"n":3,"s":6,"we":1200,"ws":0}"#, r#"{"n":2,"s":9,"we":6100,"ws":5000}"#]
+    );
+    // One window per row with x > 2, over the second before it.
+    assert_eq!(
+        compact(wait_lines(&d, &sliding, 4)),
+        [r#"{"n":3,"we":200}"#, r#"{"n":1,"we":5000}"#, r#"{"n":2,"we":5100}"#, r#"{"n":1,"we":9000}"#]
+    );
+    assert_eq!(compact(wait_lines(&d, &state, 1)), [r#"{"n":4,"s":14}"#]);
+    // FILTER decides which rows enter the count window: 2 and 4 make one.
+    assert_eq!(compact(wait_lines(&d, &filtered, 1)), [r#"{"xs":[2,4]}"#]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines(&session).len(), 2, "the open session is not emitted");
+    assert_eq!(lines(&filtered).len(), 1, "6 alone does not fill a window");
+}
+
+#[test]
 fn stop_start_restart_and_delete_through_the_cli() {
     let p = plugins();
     let s = Setup::new();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use oort_proto::{Record, Value};
 
-use crate::expr::{self, Functions};
+use crate::expr::{self, Expr, Functions};
 use crate::{window, Grouping, SelectField, SelectPlan};
 
 /// What one operator did with one batch.
@@ -64,9 +64,38 @@ pub async fn prepare_window_rows<F: Functions>(
     functions: &F,
 ) -> Result<WindowBatch, F::Error> {
     let mut out = WindowBatch::default();
-    let kept = filter(plan, records, functions, &mut out.filter).await?;
+    out.filter.input = records.len() as u64;
+    // `FILTER (WHERE …)` decides which rows enter the window, then `WHERE`.
+    let entering = keep_true(grouping.filter.as_ref(), records, functions, &mut out.filter).await?;
+    let kept = keep_true(plan.filter.as_ref(), entering, functions, &mut out.filter).await?;
+    out.filter.output = kept.len() as u64;
     out.aggregate.input = kept.len() as u64;
     let rows = expr::Rows::plain(&kept);
+    let verdicts = |column: Vec<expr::Cell>, what: &str, outcome: &mut OpOutcome| -> Vec<bool> {
+        column
+            .into_iter()
+            .map(|cell| match cell {
+                Ok(v) => matches!(v, Value::Bool(true)),
+                Err(e) => {
+                    outcome.failed(format!("{what}: {e}"));
+                    false
+                }
+            })
+            .collect()
+    };
+    let triggers = match &grouping.trigger {
+        Some(t) => Some(verdicts(expr::eval(t, rows, functions).await?, "OVER (WHEN …)", &mut out.aggregate)),
+        None => None,
+    };
+    let (begins, ends) = match &grouping.state {
+        Some((b, e)) => {
+            let begins = verdicts(expr::eval(b, rows, functions).await?, "STATEWINDOW's begin", &mut out.aggregate);
+            let ends = verdicts(expr::eval(e, rows, functions).await?, "STATEWINDOW's end", &mut out.aggregate);
+            (Some(begins), Some(ends))
+        }
+        None => (None, None),
+    };
+    let flag = |column: &Option<Vec<bool>>, i: usize, default: bool| column.as_ref().map_or(default, |c| c[i]);
     let mut keys = Vec::with_capacity(grouping.keys.len());
     for k in &grouping.keys {
         keys.push(expr::eval(k, rows, functions).await?.into_iter());
@@ -79,7 +108,7 @@ pub async fn prepare_window_rows<F: Functions>(
             None => None,
         });
     }
-    for record in kept {
+    for (i, record) in kept.into_iter().enumerate() {
         // One cell from every column for every row, failed or not, so that
         // the columns stay aligned with the rows.
         let key: Vec<expr::Cell> = keys.iter_mut().map(|k| k.next().unwrap_or(Ok(Value::Null))).collect();
@@ -103,7 +132,13 @@ pub async fn prepare_window_rows<F: Functions>(
             .map(|(cell, call)| cell.map_err(|e| format!("{}: {e}", call.slot.func.name())))
             .collect::<Result<Vec<_>, _>>();
         match row_args {
-            Ok(args) => out.rows.push(window::WindowRow { record, key, args }),
+            Ok(args) => {
+                let mut row = window::WindowRow::new(record, key, args);
+                row.trigger = flag(&triggers, i, true);
+                row.begin = flag(&begins, i, false);
+                row.end = flag(&ends, i, false);
+                out.rows.push(row);
+            }
             Err(e) => out.aggregate.failed(e),
         }
     }
@@ -148,6 +183,27 @@ pub async fn project_groups<F: Functions>(
     project(plan, records, Some(&values), functions, outcome).await
 }
 
+/// The rows for which `condition` is true (all of them without one); errors
+/// count as the operator's exceptions.
+async fn keep_true<F: Functions>(
+    condition: Option<&Expr>,
+    records: Vec<Record>,
+    functions: &F,
+    outcome: &mut OpOutcome,
+) -> Result<Vec<Record>, F::Error> {
+    let Some(condition) = condition else { return Ok(records) };
+    let verdicts = expr::eval(condition, expr::Rows::plain(&records), functions).await?;
+    let mut kept = Vec::with_capacity(records.len());
+    for (record, verdict) in records.into_iter().zip(verdicts) {
+        match verdict {
+            Ok(Value::Bool(true)) => kept.push(record),
+            Ok(_) => {}
+            Err(e) => outcome.failed(e),
+        }
+    }
+    Ok(kept)
+}
+
 /// `WHERE`: the rows whose condition is true.
 async fn filter<F: Functions>(
     plan: &SelectPlan,
@@ -156,21 +212,7 @@ async fn filter<F: Functions>(
     outcome: &mut OpOutcome,
 ) -> Result<Vec<Record>, F::Error> {
     outcome.input = records.len() as u64;
-    let kept: Vec<Record> = match &plan.filter {
-        None => records,
-        Some(filter) => {
-            let verdicts = expr::eval(filter, expr::Rows::plain(&records), functions).await?;
-            let mut kept = Vec::with_capacity(records.len());
-            for (record, verdict) in records.into_iter().zip(verdicts) {
-                match verdict {
-                    Ok(Value::Bool(true)) => kept.push(record),
-                    Ok(_) => {}
-                    Err(e) => outcome.failed(e),
-                }
-            }
-            kept
-        }
-    };
+    let kept = keep_true(plan.filter.as_ref(), records, functions, outcome).await?;
     outcome.output = kept.len() as u64;
     Ok(kept)
 }

@@ -7,7 +7,7 @@ use sqlparser::parser::Parser;
 mod dialect;
 mod window;
 
-use dialect::EkuiperDialect;
+use dialect::{rewrite_over_when, EkuiperDialect};
 use window::{window_name, window_spec};
 
 use super::aggregate::AggFn;
@@ -41,6 +41,12 @@ pub struct Grouping {
     /// [`Expr::Aggregate`]`(i)` reads number `i`.
     pub aggregates: Vec<AggregateCall>,
     pub having: Option<Expr>,
+    /// `FILTER (WHERE …)` after the window: which rows enter it.
+    pub filter: Option<Expr>,
+    /// `SLIDINGWINDOW(…) OVER (WHEN …)`: which rows trigger a window.
+    pub trigger: Option<Expr>,
+    /// `STATEWINDOW(begin, end)`'s conditions.
+    pub state: Option<(Expr, Expr)>,
 }
 
 /// One aggregate call: `count(*)` has no argument.
@@ -102,8 +108,9 @@ pub fn parse_select_with(text: &str, aggregates: Option<&AggregateFunctions>) ->
 }
 
 fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Result<SelectPlan, RuleError> {
+    let text = rewrite_over_when(text).map_err(|e| RuleError::invalid(format!("invalid SQL: {e}")))?;
     let statements =
-        Parser::parse_sql(&EkuiperDialect, text).map_err(|e| RuleError::invalid(format!("invalid SQL: {e}")))?;
+        Parser::parse_sql(&EkuiperDialect, &text).map_err(|e| RuleError::invalid(format!("invalid SQL: {e}")))?;
     let [statement] = statements.as_slice() else {
         return Err(RuleError::invalid(format!("a rule has exactly one SQL statement, found {}", statements.len())));
     };
@@ -143,6 +150,7 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
         _ => return Err(unsupported("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS")),
     };
     let mut window = None;
+    let mut conditions = (None, None, None);
     let mut keys = Vec::new();
     for e in group_by {
         match e {
@@ -150,7 +158,18 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
                 if window.is_some() {
                     return Err(RuleError::invalid("GROUP BY holds at most one window"));
                 }
-                window = Some(window_spec(f)?);
+                let clause = window_spec(f)?;
+                window = Some(clause.spec);
+                planner.place = Place::WindowCondition;
+                conditions = (
+                    clause.filter.map(|e| planner.expr(e)).transpose()?,
+                    clause.trigger.map(|e| planner.expr(e)).transpose()?,
+                    match clause.state {
+                        Some((begin, end)) => Some((planner.expr(begin)?, planner.expr(end)?)),
+                        None => None,
+                    },
+                );
+                planner.place = Place::GroupBy;
             }
             other => keys.push(planner.expr(other)?),
         }
@@ -192,7 +211,8 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
             if planner.aggregates.is_empty() && !maybe_plugin_aggregate {
                 return Err(unsupported("a window without aggregate functions (eKuiper's list of the window's rows)"));
             }
-            Some(Grouping { window, keys, aggregates: planner.aggregates, having })
+            let (filter, trigger, state) = conditions;
+            Some(Grouping { window, keys, aggregates: planner.aggregates, having, filter, trigger, state })
         }
         None if !keys.is_empty() => {
             return Err(RuleError::invalid(
@@ -226,6 +246,9 @@ fn check_limits(plan: &SelectPlan) -> Result<(), RuleError> {
             g.keys
                 .iter()
                 .chain(g.having.iter())
+                .chain(g.filter.iter())
+                .chain(g.trigger.iter())
+                .chain(g.state.iter().flat_map(|(b, e)| [b, e]))
                 .chain(g.aggregates.iter().filter_map(|a| a.arg.as_ref()))
                 .map(|e| (e, 1)),
         );
@@ -313,6 +336,7 @@ enum Place {
     Select { window: bool },
     Having,
     AggregateArgument,
+    WindowCondition,
 }
 
 impl Place {
@@ -323,6 +347,7 @@ impl Place {
             Place::Select { .. } => "without a window (GROUP BY TUMBLINGWINDOW(ss, 10), …)",
             Place::Having => "in HAVING",
             Place::AggregateArgument => "inside another aggregate",
+            Place::WindowCondition => "in a window's condition",
         }
     }
 }
@@ -555,6 +580,9 @@ impl Planner {
         }
         if let Some(func) = AggFn::lookup(&name) {
             return self.aggregate(func, &name, f);
+        }
+        if name.eq_ignore_ascii_case("deduplicate") {
+            return Err(unsupported("the aggregate deduplicate"));
         }
         if name.eq_ignore_ascii_case("window_start") || name.eq_ignore_ascii_case("window_end") {
             if !matches!(self.place, Place::Select { window: true } | Place::Having) {

@@ -325,14 +325,19 @@ fn windows_and_aggregates_are_refused_where_they_do_not_belong() {
         ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ss, 10, 3)", "a multiple of the hop"),
         ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ms, 100000, 1)", "the limit is 10000"),
         ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(5, 2)", "a multiple of the interval"),
-        ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 10)", "SLIDINGWINDOW is not supported yet"),
-        ("SELECT count(*) FROM s GROUP BY SESSIONWINDOW(ss, 10, 2)", "SESSIONWINDOW is not supported yet"),
-        ("SELECT count(*) FROM s GROUP BY STATEWINDOW(a > 1, a < 1)", "STATEWINDOW is not supported yet"),
-        ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1) FILTER (WHERE x > 1)", "OVER or FILTER"),
+        ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss)", "SLIDINGWINDOW takes (unit, length[, delay])"),
+        ("SELECT count(*) FROM s GROUP BY SESSIONWINDOW(ss, 10)", "SESSIONWINDOW takes (unit, timeout, maximum"),
+        ("SELECT count(*) FROM s GROUP BY STATEWINDOW(a > 1)", "STATEWINDOW takes (begin condition, end condition)"),
+        ("SELECT count(*) FROM s GROUP BY STATEWINDOW(count(*) > 1, a < 1)", "not allowed in a window's condition"),
+        ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1) OVER (WHEN x > 1)", "belongs to SLIDINGWINDOW"),
+        ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 1) OVER (PARTITION BY x)", "OVER (WHEN condition) only"),
+        ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 1, 0)", "the delay must be a positive integer"),
+        ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(3) FILTER (WHERE sum(x) > 1)", "not allowed in a window's"),
         ("SELECT window_start() FROM s", "exists only in a window's select list or HAVING"),
         ("SELECT x FROM s HAVING x > 1", "HAVING needs a window"),
         ("SELECT count(x, y) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "count takes one argument or *"),
         ("SELECT TUMBLINGWINDOW(ss, 1) FROM s", "belongs in GROUP BY"),
+        ("SELECT deduplicate(x, false) FROM s GROUP BY COUNTWINDOW(2)", "deduplicate is not supported yet"),
     ];
     for (q, want) in cases {
         let err = parse_select(q).unwrap_err().to_string();
@@ -444,4 +449,24 @@ fn an_aggregate_plugin_is_refused_where_aggregates_do_not_belong() {
         let err = parse_select_with(q, Some(&known)).unwrap_err().to_string();
         assert!(err.contains(want), "{q}: {err}");
     }
+}
+
+#[test]
+fn sliding_session_and_state_windows_plan_with_their_conditions() {
+    let g = grouping(
+        "SELECT count(*), 'OVER (WHEN' AS s FROM s \
+         GROUP BY SLIDINGWINDOW(ss, 10, 2) OVER (WHEN a > (1 + 1)) FILTER (WHERE b = \"x\")",
+    );
+    assert_eq!(g.window, WindowSpec::Sliding { length_ms: 10_000, delay_ms: 2_000 });
+    assert!(g.trigger.is_some() && g.filter.is_some() && g.state.is_none());
+    let g = grouping("SELECT count(*) FROM s GROUP BY k, SESSIONWINDOW(mi, 2, 10)");
+    assert_eq!(g.window, WindowSpec::Session { timeout_ms: 120_000, max_ms: 600_000 });
+    let g = grouping("SELECT count(*) FROM s GROUP BY STATEWINDOW(a > 1, a < 1)");
+    assert_eq!(g.window, WindowSpec::State);
+    assert!(g.state.is_some() && g.trigger.is_none());
+    // A string that looks like the trigger is left alone.
+    let p = parse_select("SELECT 'OVER (WHEN x)' AS s FROM s").unwrap();
+    assert!(
+        matches!(&p.fields[0], SelectField::Expr { expr: Expr::Literal(Value::String(t)), .. } if t == "OVER (WHEN x)")
+    );
 }
