@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use oort_proto::{Record, Value};
 
 use crate::expr::{self, Expr, Functions};
-use crate::{window, Grouping, SelectField, SelectPlan};
+use crate::{window, Grouping, SelectField, SelectPlan, SortBy};
 
 /// What one operator did with one batch.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -180,7 +180,61 @@ pub async fn project_groups<F: Functions>(
             })
             .unzip();
     }
-    project(plan, records, Some(&values), functions, outcome).await
+    // ORDER BY keys that are expressions read the groups, before projection.
+    let mut sort_columns = Vec::with_capacity(plan.order_by.len());
+    for key in &plan.order_by {
+        sort_columns.push(match &key.by {
+            SortBy::Expr(e) => {
+                let rows = expr::Rows { records: &records, groups: Some(&values) };
+                Some(expr::eval(e, rows, functions).await?)
+            }
+            SortBy::Field(_) => None,
+        });
+    }
+    let (projected, kept) = project_keeping(plan, records, Some(&values), functions, outcome).await?;
+    if plan.order_by.is_empty() {
+        return Ok(projected);
+    }
+    // Each output row's sort values: a failed key sorts as null.
+    let mut keyed: Vec<(Vec<Value>, Record)> = projected
+        .into_iter()
+        .zip(kept)
+        .map(|(record, row)| {
+            let values = plan
+                .order_by
+                .iter()
+                .zip(&sort_columns)
+                .map(|(key, column)| match (&key.by, column) {
+                    (SortBy::Field(name), _) => record.fields.get(name).cloned().unwrap_or_default(),
+                    (SortBy::Expr(_), Some(column)) => column[row].clone().unwrap_or_default(),
+                    (SortBy::Expr(_), None) => Value::Null,
+                })
+                .collect();
+            (values, record)
+        })
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        for ((x, y), key) in a.iter().zip(b).zip(&plan.order_by) {
+            let o = sort_order(x, y);
+            if o != std::cmp::Ordering::Equal {
+                return if key.descending { o.reverse() } else { o };
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    Ok(keyed.into_iter().map(|(_, r)| r).collect())
+}
+
+/// `ORDER BY`'s order: nulls first, then values as comparisons order them;
+/// values that do not compare (a string and a number) by type name, so the
+/// sort is total.
+fn sort_order(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+        (Value::Null, _) => std::cmp::Ordering::Less,
+        (_, Value::Null) => std::cmp::Ordering::Greater,
+        _ => expr::order(a, b).unwrap_or_else(|_| a.type_name().cmp(b.type_name())),
+    }
 }
 
 /// The rows for which `condition` is true (all of them without one); errors
@@ -225,6 +279,17 @@ async fn project<F: Functions>(
     functions: &F,
     outcome: &mut OpOutcome,
 ) -> Result<Vec<Record>, F::Error> {
+    Ok(project_keeping(plan, kept, groups, functions, outcome).await?.0)
+}
+
+/// [`project`], also saying which input row each output row came from.
+async fn project_keeping<F: Functions>(
+    plan: &SelectPlan,
+    kept: Vec<Record>,
+    groups: Option<&[expr::GroupValues]>,
+    functions: &F,
+    outcome: &mut OpOutcome,
+) -> Result<(Vec<Record>, Vec<usize>), F::Error> {
     outcome.input = kept.len() as u64;
     let rows = expr::Rows { records: &kept, groups };
     let mut columns = Vec::with_capacity(plan.fields.len());
@@ -235,7 +300,8 @@ async fn project<F: Functions>(
         });
     }
     let mut out = Vec::with_capacity(kept.len());
-    'rows: for record in kept {
+    let mut from = Vec::with_capacity(kept.len());
+    'rows: for (row, record) in kept.into_iter().enumerate() {
         let mut fields = BTreeMap::new();
         let mut failure = None;
         for (field, column) in plan.fields.iter().zip(columns.iter_mut()) {
@@ -256,7 +322,8 @@ async fn project<F: Functions>(
             continue 'rows;
         }
         out.push(Record { fields, metadata: record.metadata, timestamp_ms: record.timestamp_ms });
+        from.push(row);
     }
     outcome.output = out.len() as u64;
-    Ok(out)
+    Ok((out, from))
 }

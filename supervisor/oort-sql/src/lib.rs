@@ -26,6 +26,7 @@ pub use expr::{Cell, Functions};
 use oort_core::RestartStrategy;
 pub use sql::{
     parse_select, parse_select_with, AggregateCall, AggregateFunctions, CallSite, Grouping, SelectField, SelectPlan,
+    SortBy, SortKey,
 };
 pub use stream::{parse_stream, FieldType, StreamDef, StreamField};
 
@@ -272,6 +273,7 @@ impl RulePlan {
                 filter: None,
                 calls: Vec::new(),
                 grouping: None,
+                order_by: Vec::new(),
             },
             actions: Vec::new(),
             qos: 0,

@@ -29,6 +29,24 @@ pub struct SelectPlan {
     pub calls: Vec<CallSite>,
     /// `GROUP BY <window>[, key …]`, its aggregates and `HAVING`.
     pub grouping: Option<Grouping>,
+    /// `ORDER BY`: how each window emission's rows are sorted.
+    pub order_by: Vec<SortKey>,
+}
+
+/// One `ORDER BY` key of a window's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    pub by: SortBy,
+    pub descending: bool,
+}
+
+/// What an `ORDER BY` key reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortBy {
+    /// An output field, by its name (`ORDER BY avg_temp` after `AS avg_temp`).
+    Field(String),
+    /// An expression over the group, like `HAVING`'s.
+    Expr(Expr),
 }
 
 /// What a windowed rule groups by and aggregates.
@@ -117,8 +135,8 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
     let sql::Statement::Query(query) = statement else {
         return Err(RuleError::invalid("a rule's SQL must be a SELECT statement"));
     };
-    if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() || query.fetch.is_some() {
-        return Err(unsupported("WITH, ORDER BY, LIMIT and FETCH"));
+    if query.with.is_some() || query.limit_clause.is_some() || query.fetch.is_some() {
+        return Err(unsupported("WITH, LIMIT and FETCH"));
     }
     let sql::SetExpr::Select(select) = query.body.as_ref() else {
         return Err(unsupported("UNION, INTERSECT, EXCEPT and VALUES"));
@@ -201,6 +219,38 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
         Some(_) => return Err(RuleError::invalid("HAVING needs a window: GROUP BY TUMBLINGWINDOW(ss, 10), …")),
         None => None,
     };
+    let mut order_by = Vec::new();
+    if let Some(order) = &query.order_by {
+        if window.is_none() {
+            return Err(RuleError::invalid(
+                "ORDER BY needs a window: it sorts a window's output (GROUP BY TUMBLINGWINDOW(ss, 10), …)",
+            ));
+        }
+        let sql::OrderByKind::Expressions(keys) = &order.kind else { return Err(unsupported("ORDER BY ALL")) };
+        planner.place = Place::Having;
+        for key in keys {
+            if key.with_fill.is_some() || key.options.nulls_first.is_some() {
+                return Err(unsupported(&format!("ORDER BY {}", excerpt(key))));
+            }
+            let descending = match &key.options.sort {
+                None | Some(sql::OrderBySort::Asc) => false,
+                Some(sql::OrderBySort::Desc) => true,
+                Some(sql::OrderBySort::Using(_)) => return Err(unsupported("ORDER BY … USING")),
+            };
+            let output_field = match &key.expr {
+                sql::Expr::Identifier(i) => fields
+                    .iter()
+                    .any(|f| matches!(f, SelectField::Expr { name, .. } if *name == i.value))
+                    .then(|| i.value.clone()),
+                _ => None,
+            };
+            let by = match output_field {
+                Some(name) => SortBy::Field(name),
+                None => SortBy::Expr(planner.expr(&key.expr)?),
+            };
+            order_by.push(SortKey { by, descending });
+        }
+    }
     planner.place = Place::Where;
     let filter = select.selection.as_ref().map(|e| planner.expr(e)).transpose()?;
     let grouping = match window {
@@ -221,7 +271,7 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
         }
         None => None,
     };
-    let plan = SelectPlan { stream, fields, filter, calls: planner.calls, grouping };
+    let plan = SelectPlan { stream, fields, filter, calls: planner.calls, grouping, order_by };
     check_limits(&plan)?;
     Ok(plan)
 }
@@ -242,6 +292,10 @@ fn check_limits(plan: &SelectPlan) -> Result<(), RuleError> {
         todo.push((filter, 1));
     }
     if let Some(g) = &plan.grouping {
+        todo.extend(plan.order_by.iter().filter_map(|k| match &k.by {
+            SortBy::Expr(e) => Some((e, 1)),
+            SortBy::Field(_) => None,
+        }));
         todo.extend(
             g.keys
                 .iter()

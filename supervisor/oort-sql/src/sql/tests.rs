@@ -322,9 +322,10 @@ fn windows_and_aggregates_are_refused_where_they_do_not_belong() {
         ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(yy, 1)", "the time unit must be one of dd, hh, mi, ss, ms"),
         ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 0)", "the length must be a positive integer"),
         ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(dd, 8)", "at most 7 days"),
-        ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ss, 10, 3)", "a multiple of the hop"),
+        ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ss, 10, 30)", "the hop must not be longer than the window"),
         ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ms, 100000, 1)", "the limit is 10000"),
-        ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(5, 2)", "a multiple of the interval"),
+        ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(5, 7)", "the interval must not be larger than the size"),
+        ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ms, 100001, 100000)", "the limit is 10000"),
         ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss)", "SLIDINGWINDOW takes (unit, length[, delay])"),
         ("SELECT count(*) FROM s GROUP BY SESSIONWINDOW(ss, 10)", "SESSIONWINDOW takes (unit, timeout, maximum"),
         ("SELECT count(*) FROM s GROUP BY STATEWINDOW(a > 1)", "STATEWINDOW takes (begin condition, end condition)"),
@@ -469,4 +470,46 @@ fn sliding_session_and_state_windows_plan_with_their_conditions() {
     assert!(
         matches!(&p.fields[0], SelectField::Expr { expr: Expr::Literal(Value::String(t)), .. } if t == "OVER (WHEN x)")
     );
+}
+
+#[tokio::test]
+async fn order_by_sorts_each_window_emission_by_output_fields_and_group_expressions() {
+    use crate::window::WindowState;
+    let run = |q: &'static str| async move {
+        let plan = parse_select(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        let g = plan.grouping.clone().unwrap();
+        let rec = |k: &str, x: Value| {
+            oort_proto::Record::from_fields(
+                [("k".to_string(), Value::from(k)), ("x".to_string(), x)].into_iter().collect(),
+            )
+        };
+        let batch = vec![
+            rec("a", Value::Int(1)),
+            rec("b", Value::Int(5)),
+            rec("c", Value::Int(3)),
+            rec("c", Value::Int(3)),
+            rec("d", Value::Null),
+        ];
+        let echo = Echo(Default::default());
+        let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
+        let mut w = WindowState::new(g.window, g.aggregates.iter().map(|a| a.slot).collect());
+        w.add(prepared.rows, 0);
+        let (groups, _) = w.due(100);
+        let mut outcome = crate::OpOutcome::default();
+        let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
+        out.iter().map(|r| r.fields["k"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let by_alias = "SELECT k, sum(x) AS total FROM s GROUP BY k, TUMBLINGWINDOW(ms, 100) ORDER BY total DESC";
+    assert_eq!(run(by_alias).await, ["c", "b", "a", "d"], "6, 5, 1, then null last when descending");
+    let by_expr = "SELECT k FROM s GROUP BY k, TUMBLINGWINDOW(ms, 100) ORDER BY count(*) DESC, k";
+    assert_eq!(run(by_expr).await, ["c", "a", "b", "d"]);
+    let ascending = "SELECT k, max(x) AS m FROM s GROUP BY k, TUMBLINGWINDOW(ms, 100) ORDER BY m";
+    assert_eq!(run(ascending).await, ["d", "a", "c", "b"], "null first when ascending");
+    for (q, want) in [
+        ("SELECT x FROM s ORDER BY x", "ORDER BY needs a window"),
+        ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(2) ORDER BY x NULLS FIRST", "is not supported yet"),
+    ] {
+        let err = parse_select(q).unwrap_err().to_string();
+        assert!(err.contains(want), "{q}: {err}");
+    }
 }

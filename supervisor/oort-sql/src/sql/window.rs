@@ -114,10 +114,8 @@ pub(super) fn window_spec(f: &sql::Function) -> Result<WindowClause<'_>, RuleErr
             let unit = unit_ms(unit)?;
             let (length_ms, hop_ms) =
                 (unit.saturating_mul(count(length, "length")?), unit.saturating_mul(count(hop, "hop")?));
-            if hop_ms > length_ms || length_ms % hop_ms != 0 {
-                return Err(RuleError::invalid(format!(
-                    "{name}: the length must be a multiple of the hop (not supported yet otherwise)"
-                )));
+            if hop_ms > length_ms {
+                return Err(RuleError::invalid(format!("{name}: the hop must not be longer than the window")));
             }
             WindowSpec::Hopping { length_ms, hop_ms }
         }
@@ -127,10 +125,8 @@ pub(super) fn window_spec(f: &sql::Function) -> Result<WindowClause<'_>, RuleErr
         }
         ("COUNTWINDOW", [size, interval]) => {
             let (size, interval) = (count(size, "size")?, count(interval, "interval")?);
-            if interval > size || size % interval != 0 {
-                return Err(RuleError::invalid(format!(
-                    "{name}: the size must be a multiple of the interval (not supported yet otherwise)"
-                )));
+            if interval > size {
+                return Err(RuleError::invalid(format!("{name}: the interval must not be larger than the size")));
             }
             WindowSpec::Count { size, interval }
         }
@@ -182,14 +178,13 @@ pub(super) fn window_spec(f: &sql::Function) -> Result<WindowClause<'_>, RuleErr
             return Err(RuleError::invalid(format!("{name}: a delay lasts at most 7 days")));
         }
     }
-    let panes = match spec {
-        WindowSpec::Hopping { length_ms, hop_ms } => length_ms / hop_ms,
-        WindowSpec::Count { size, interval } => size / interval,
-        _ => 1,
-    };
+    // A window is kept as panes of the largest step both its length and its
+    // hop are multiples of: 10 s every 3 s is ten panes of 1 s.
+    let panes = spec.panes();
     if panes > MAX_WINDOW_PANES {
         return Err(RuleError::invalid(format!(
-            "{name}: a window of {panes} hops or intervals; the limit is {MAX_WINDOW_PANES}"
+            "{name}: a window of {panes} panes (its length over the greatest common divisor of its length and \
+             hop, or of its size and interval); the limit is {MAX_WINDOW_PANES}"
         )));
     }
     Ok(WindowClause { spec, filter, trigger, state })

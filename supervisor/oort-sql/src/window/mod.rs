@@ -51,21 +51,32 @@ pub enum WindowSpec {
 }
 
 impl WindowSpec {
-    /// The pane: what one step of a paned window adds (1 for the others).
-    fn pane(self) -> u64 {
+    /// The pane: the largest step that both the window's length and its hop
+    /// (or size and interval) are multiples of; 1 for the other windows.
+    pub fn pane(self) -> u64 {
         match self {
             WindowSpec::Tumbling { length_ms } => length_ms,
-            WindowSpec::Hopping { hop_ms, .. } => hop_ms,
-            WindowSpec::Count { interval, .. } => interval,
+            WindowSpec::Hopping { length_ms, hop_ms } => gcd(length_ms, hop_ms),
+            WindowSpec::Count { size, interval } => gcd(size, interval),
             _ => 1,
         }
     }
 
     /// Panes per window.
-    fn panes(self) -> u64 {
+    pub fn panes(self) -> u64 {
         match self {
-            WindowSpec::Hopping { length_ms, hop_ms } => length_ms / hop_ms,
-            WindowSpec::Count { size, interval } => size / interval,
+            WindowSpec::Hopping { length_ms, .. } => length_ms / self.pane(),
+            WindowSpec::Count { size, .. } => size / self.pane(),
+            _ => 1,
+        }
+    }
+
+    /// How far apart two windows end: the hop (a tumbling window's length).
+    fn hop(self) -> u64 {
+        match self {
+            WindowSpec::Tumbling { length_ms } => length_ms,
+            WindowSpec::Hopping { hop_ms, .. } => hop_ms,
+            WindowSpec::Count { interval, .. } => interval,
             _ => 1,
         }
     }
@@ -258,7 +269,7 @@ impl WindowState {
 
     fn add_counted(&mut self, row: WindowRow, at: i64) -> Result<Emitted, String> {
         let WindowSpec::Count { size, interval } = self.spec else { unreachable!("a count window") };
-        let pane_id = (self.rows / interval) as i64;
+        let pane_id = (self.rows / self.spec.pane()) as i64;
         self.add_row(pane_id, row, at)?;
         self.rows += 1;
         // Not `is_multiple_of`: the workspace's rust-version is 1.85.
@@ -272,7 +283,9 @@ impl WindowState {
         let start = panes.first().map(|p| p.first_ms).unwrap_or_default();
         let end = panes.last().map(|p| p.last_ms).unwrap_or_default();
         let emitted = split(merge_panes(&panes, start, end));
-        self.panes.retain(|&p, _| p > first);
+        // The next window holds the last `size` rows after `interval` more.
+        let next_first = ((self.rows + interval - size) / self.spec.pane()) as i64;
+        self.panes.retain(|&p, _| p >= next_first);
         Ok(emitted)
     }
 
@@ -412,12 +425,13 @@ impl WindowState {
             WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. } => {}
             WindowSpec::Count { .. } | WindowSpec::State => return None,
         }
-        let pane = self.spec.pane() as i64;
+        let hop = self.spec.hop() as i64;
         let first_pane = *self.panes.keys().next()?;
-        // The first window that holds the oldest pane ends one pane after it.
-        let end = first_pane + pane;
+        // Windows end on multiples of the hop: the first one after the oldest
+        // pane's start holds it.
+        let end = first_pane - first_pane.rem_euclid(hop) + hop;
         Some(match self.emitted_until {
-            Some(done) => end.max(done + pane),
+            Some(done) => end.max(done + hop),
             None => end,
         })
     }
@@ -454,7 +468,7 @@ impl WindowState {
             WindowSpec::Count { .. } | WindowSpec::State => return out,
             WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. } => {}
         }
-        let (pane, length) = (self.spec.pane() as i64, (self.spec.pane() * self.spec.panes()) as i64);
+        let (hop, length) = (self.spec.hop() as i64, (self.spec.pane() * self.spec.panes()) as i64);
         while let Some(end) = self.next_window_end() {
             if end > now_ms {
                 break;
@@ -464,9 +478,17 @@ impl WindowState {
             extend(&mut out, split(merge_panes(&panes, start, end)));
             self.emitted_until = Some(end);
             // Panes that no later window covers are done.
-            self.panes.retain(|&p, _| p >= end + pane - length);
+            self.panes.retain(|&p, _| p >= end + hop - length);
         }
         out
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 

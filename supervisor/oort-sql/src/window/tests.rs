@@ -304,3 +304,25 @@ fn session_state_and_sliding_windows_survive_a_checkpoint() {
         assert_eq!(got, expected, "{spec:?}");
     }
 }
+
+#[test]
+fn hops_and_intervals_that_do_not_divide_the_window_work_on_finer_panes() {
+    // HOPPINGWINDOW(ms, 10, 4): windows end at multiples of 4 and hold the 10 ms before.
+    let spec = WindowSpec::Hopping { length_ms: 10, hop_ms: 4 };
+    assert_eq!((spec.pane(), spec.panes()), (2, 5));
+    let mut w = WindowState::new(spec, slots());
+    for t in 0..20 {
+        w.add(vec![row("a", t)], t);
+    }
+    let (out, _) = w.due(20);
+    let got: Vec<(i64, i64, i64)> = summary(&out).into_iter().map(|(_, _, s, ws, we)| (ws, we, s)).collect();
+    let expected: Vec<(i64, i64, i64)> =
+        (1..=5).map(|k| 4 * k).map(|end| (end - 10, end, ((end - 10).max(0)..end).sum())).collect();
+    assert_eq!(got, expected);
+    // COUNTWINDOW(5, 2): after rows 5, 7, 9 …, the last 5 rows.
+    let mut w = WindowState::new(WindowSpec::Count { size: 5, interval: 2 }, slots());
+    let (out, _) = w.add((1..=11).map(|x| row("a", x)).collect(), 0);
+    let sums: Vec<i64> = summary(&out).into_iter().map(|s| s.2).collect();
+    assert_eq!(sums, [15, 25, 35, 45]);
+    assert!(w.panes.len() <= 5, "only the panes the next window needs are kept");
+}
