@@ -239,6 +239,12 @@ fn windows_group_and_aggregate_through_the_daemon() {
     assert_eq!(status["status"], "running", "{status}");
     assert_eq!(status["op_2_project_0_records_in_total"], 30, "{status}");
 
+    // Without aggregates a window emits its rows, as eKuiper's list does.
+    let ((status, body), listed) = rule("listed", "SELECT * FROM words GROUP BY COUNTWINDOW(10)", 0);
+    assert_eq!(status, 201, "{body}");
+    let rows = wait_lines(&d, &listed, 30);
+    assert_eq!(rows.iter().map(|r| r["n"].as_i64().unwrap()).collect::<Vec<_>>(), (0..30).collect::<Vec<_>>());
+
     // With checkpointing on, the window is part of each checkpoint.
     let ((status, body), durable) = rule("durable", "SELECT count(*) AS n FROM words GROUP BY COUNTWINDOW(15)", 1);
     assert_eq!(status, 201, "{body}");

@@ -315,10 +315,9 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
     let window = match (&plan.select.grouping, window) {
         (None, _) => None,
         (Some(g), saved) => {
-            let slots = g.aggregates.iter().map(|a| a.slot).collect();
             let empty = match plan.event_time {
-                Some(tolerance) => WindowState::new(g.window, slots).on_event_time(tolerance),
-                None => WindowState::new(g.window, slots),
+                Some(tolerance) => WindowState::of(g).on_event_time(tolerance),
+                None => WindowState::of(g),
             };
             Some(match saved {
                 None => empty,

@@ -65,6 +65,9 @@ pub struct Grouping {
     pub trigger: Option<Expr>,
     /// `STATEWINDOW(begin, end)`'s conditions.
     pub state: Option<(Expr, Expr)>,
+    /// No aggregates and no keys: every row of the window is emitted, as
+    /// eKuiper emits the list of a window's rows.
+    pub each_row: bool,
 }
 
 /// One aggregate call: `count(*)` has no argument.
@@ -155,7 +158,6 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
         _ => return Err(RuleError::invalid("FROM must name a stream")),
     };
 
-    let known = plugin_aggregates.is_some();
     let mut planner = Planner {
         calls: Vec::new(),
         nodes: 0,
@@ -196,9 +198,6 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
     let mut fields = Vec::new();
     for item in &select.projection {
         match item {
-            sql::SelectItem::Wildcard(_) if window.is_some() => {
-                return Err(unsupported("SELECT * with a window (eKuiper's list of the window's rows)"))
-            }
             sql::SelectItem::Wildcard(_) => fields.push(SelectField::Wildcard),
             sql::SelectItem::UnnamedExpr(e) => {
                 let expr = planner.expr(e)?;
@@ -255,14 +254,12 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
     let filter = select.selection.as_ref().map(|e| planner.expr(e)).transpose()?;
     let grouping = match window {
         Some(window) => {
-            // Unless the caller knows which plugin functions aggregate, any
-            // plugin call may be the aggregate.
-            let maybe_plugin_aggregate = !known && !planner.calls.is_empty();
-            if planner.aggregates.is_empty() && !maybe_plugin_aggregate {
-                return Err(unsupported("a window without aggregate functions (eKuiper's list of the window's rows)"));
-            }
+            // Without aggregates or keys a window emits every row it holds
+            // (eKuiper's list of the window's rows). A plugin call planned
+            // before the engine knows whether it aggregates is planned again.
+            let each_row = planner.aggregates.is_empty() && keys.is_empty();
             let (filter, trigger, state) = conditions;
-            Some(Grouping { window, keys, aggregates: planner.aggregates, having, filter, trigger, state })
+            Some(Grouping { window, keys, aggregates: planner.aggregates, having, filter, trigger, state, each_row })
         }
         None if !keys.is_empty() => {
             return Err(RuleError::invalid(

@@ -315,8 +315,6 @@ fn windows_and_aggregates_are_refused_where_they_do_not_belong() {
         ("SELECT x FROM s WHERE count(*) > 1 GROUP BY TUMBLINGWINDOW(ss, 1)", "not allowed in WHERE"),
         ("SELECT sum(count(*)) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "not allowed inside another aggregate"),
         ("SELECT count(*) FROM s GROUP BY sum(x), TUMBLINGWINDOW(ss, 1)", "not allowed in GROUP BY"),
-        ("SELECT x FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "a window without aggregate functions"),
-        ("SELECT *, count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "SELECT * with a window"),
         ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1), COUNTWINDOW(2)", "at most one window"),
         ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss)", "TUMBLINGWINDOW takes (unit, length)"),
         ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(yy, 1)", "the time unit must be one of dd, hh, mi, ss, ms"),
@@ -364,7 +362,7 @@ async fn a_window_groups_aggregates_filters_with_having_and_projects() {
     let batch = vec![rec("a", 1), rec("b", 5), rec("a", 3), rec("a", -1), rec("c", 7), rec("c", 8)];
     let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
     assert_eq!((prepared.filter.input, prepared.filter.output), (6, 5));
-    let mut w = WindowState::new(g.window, g.aggregates.iter().map(|a| a.slot).collect());
+    let mut w = WindowState::of(&g);
     w.add(prepared.rows, 1_050);
     let (groups, errors) = w.due(1_100);
     assert!(errors.is_empty());
@@ -424,7 +422,7 @@ async fn an_aggregate_plugin_gets_each_groups_values_as_lists_in_one_call() {
     let echo = Echo(Default::default());
     let batch = vec![rec("a", Value::Int(1)), rec("b", Value::Int(5)), rec("a", Value::Null)];
     let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
-    let mut w = WindowState::new(g.window, g.aggregates.iter().map(|a| a.slot).collect());
+    let mut w = WindowState::of(&g);
     w.add(prepared.rows, 1_050);
     let (groups, _) = w.due(1_100);
     let mut outcome = crate::OpOutcome::default();
@@ -444,7 +442,6 @@ fn an_aggregate_plugin_is_refused_where_aggregates_do_not_belong() {
         ("SELECT count(*) FROM s WHERE agg(x) > 1 GROUP BY TUMBLINGWINDOW(ss, 1)", "not allowed in WHERE"),
         ("SELECT agg(sum(x)) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "inside another aggregate"),
         ("SELECT sum(agg(x)) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "inside another aggregate"),
-        ("SELECT f(x) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "a window without aggregate functions"),
     ];
     for (q, want) in cases {
         let err = parse_select_with(q, Some(&known)).unwrap_err().to_string();
@@ -492,7 +489,7 @@ async fn order_by_sorts_each_window_emission_by_output_fields_and_group_expressi
         ];
         let echo = Echo(Default::default());
         let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
-        let mut w = WindowState::new(g.window, g.aggregates.iter().map(|a| a.slot).collect());
+        let mut w = WindowState::of(&g);
         w.add(prepared.rows, 0);
         let (groups, _) = w.due(100);
         let mut outcome = crate::OpOutcome::default();
@@ -512,4 +509,30 @@ async fn order_by_sorts_each_window_emission_by_output_fields_and_group_expressi
         let err = parse_select(q).unwrap_err().to_string();
         assert!(err.contains(want), "{q}: {err}");
     }
+}
+
+#[tokio::test]
+async fn a_window_without_aggregates_emits_its_rows_and_select_star_reads_them() {
+    let plan = parse_select("SELECT *, window_end() AS we FROM s GROUP BY COUNTWINDOW(3, 2)").unwrap();
+    let g = plan.grouping.clone().unwrap();
+    assert!(g.each_row);
+    let rec = |x: i64| oort_proto::Record::from_fields([("x".to_string(), Value::Int(x))].into_iter().collect());
+    let echo = Echo(Default::default());
+    let prepared = crate::prepare_window_rows(&plan, &g, (1..=5).map(rec).collect(), &echo).await.unwrap();
+    let mut w = crate::window::WindowState::of(&g);
+    // Halfway, a checkpoint: the restored window numbers rows on.
+    let mut rows = prepared.rows;
+    let rest = rows.split_off(2);
+    let (mut groups, _) = w.add(rows, 0);
+    let mut w = crate::window::WindowState::restore(crate::window::WindowState::of(&g), &w.snapshot()).unwrap();
+    groups.extend(w.add(rest, 0).0);
+    let mut outcome = crate::OpOutcome::default();
+    let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
+    let xs: Vec<i64> = out.iter().map(|r| r.fields["x"].as_i64().unwrap()).collect();
+    // Rows 1-3 after the third, rows 3-5 after the fifth.
+    assert_eq!(xs, [1, 2, 3, 3, 4, 5]);
+    assert!(out.iter().all(|r| r.fields.contains_key("we")));
+    // With a key and no aggregates, one row per group: its first.
+    let g = grouping("SELECT x FROM s GROUP BY x, COUNTWINDOW(2)");
+    assert!(!g.each_row);
 }

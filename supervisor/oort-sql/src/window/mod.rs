@@ -173,6 +173,11 @@ pub struct WindowState {
     /// Sliding windows: triggers waiting for their delay, as (emit at,
     /// trigger time), by emission time.
     pending: VecDeque<(i64, i64)>,
+    /// A window without aggregates or keys keeps every row as a group of its
+    /// own, keyed by its arrival number.
+    each_row: bool,
+    /// Rows numbered so far, when `each_row`.
+    seq: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,7 +205,16 @@ impl WindowState {
             open: None,
             recent: VecDeque::new(),
             pending: VecDeque::new(),
+            each_row: false,
+            seq: 0,
         }
+    }
+
+    /// The empty window of a rule's `GROUP BY`.
+    pub fn of(grouping: &crate::Grouping) -> WindowState {
+        let mut w = WindowState::new(grouping.window, grouping.aggregates.iter().map(|a| a.slot).collect());
+        w.each_row = grouping.each_row;
+        w
     }
 
     /// The same window on event time, with this late tolerance. Count and
@@ -229,7 +243,11 @@ impl WindowState {
     /// aggregate arguments were wrong (those rows are left out).
     pub fn add(&mut self, rows: Vec<WindowRow>, now_ms: i64) -> Emitted {
         let mut out = (Vec::new(), Vec::new());
-        for row in rows {
+        for mut row in rows {
+            if self.each_row {
+                row.key = vec![Value::Int(self.seq as i64)];
+                self.seq += 1;
+            }
             let at = match self.event_time {
                 Some(clock) => {
                     let t = row.record.timestamp_ms;

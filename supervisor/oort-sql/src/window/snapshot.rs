@@ -39,6 +39,7 @@ impl WindowState {
             .collect();
         map([
             ("rows", Value::Int(self.rows as i64)),
+            ("seq", Value::Int(self.seq as i64)),
             ("emitted_until", self.emitted_until.map(Value::Int).unwrap_or_default()),
             ("newest_event", self.event_time.and_then(|c| c.newest).map(Value::Int).unwrap_or_default()),
             ("panes", Value::List(panes)),
@@ -78,6 +79,9 @@ impl WindowState {
     pub fn restore(mut w: WindowState, v: &Value) -> Result<WindowState, String> {
         let top = as_map(v, "window")?;
         w.rows = u64::try_from(int(top, "rows")?).map_err(|_| "negative row count".to_string())?;
+        if top.contains_key("seq") {
+            w.seq = u64::try_from(int(top, "seq")?).map_err(|_| "negative row number".to_string())?;
+        }
         let time = |key: &str| match top.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Int(t)) => Ok(Some(*t)),
