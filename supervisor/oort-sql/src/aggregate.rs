@@ -17,6 +17,10 @@ pub enum AggFn {
     Max,
     Collect,
     LastValue,
+    /// `deduplicate(col, all)`: its argument is `[col, row]`.
+    Deduplicate {
+        all: bool,
+    },
 }
 
 impl AggFn {
@@ -30,6 +34,7 @@ impl AggFn {
             "max" => AggFn::Max,
             "collect" => AggFn::Collect,
             "last_value" => AggFn::LastValue,
+            "deduplicate" => AggFn::Deduplicate { all: false },
             _ => return None,
         })
     }
@@ -43,6 +48,7 @@ impl AggFn {
             AggFn::Max => "max",
             AggFn::Collect => "collect",
             AggFn::LastValue => "last_value",
+            AggFn::Deduplicate { .. } => "deduplicate",
         }
     }
 
@@ -56,6 +62,7 @@ impl AggFn {
             AggFn::Max => Partial::Max(None),
             AggFn::Collect => Partial::Collect(Vec::new()),
             AggFn::LastValue => Partial::Last(None),
+            AggFn::Deduplicate { all } => Partial::Dedup { all, rows: Vec::new(), latest: None },
         }
     }
 }
@@ -74,6 +81,14 @@ pub enum Partial {
     Max(Option<Value>),
     Collect(Vec<Value>),
     Last(Option<Value>),
+    /// The group's rows without duplicate keys, each with its key's JSON, in
+    /// order; `latest` is `None` before any row, `Some(None)` when the latest
+    /// row's key was a duplicate, else `Some(Some(i))`: `rows[i]` is it.
+    Dedup {
+        all: bool,
+        rows: Vec<(String, Value)>,
+        latest: Option<Option<usize>>,
+    },
 }
 
 impl Partial {
@@ -92,6 +107,16 @@ impl Partial {
             Partial::Max(m) if !null => keep(m, v, std::cmp::Ordering::Greater)?,
             Partial::Collect(values) => values.push(v),
             Partial::Last(last) if !(null && ignore_null) => *last = Some(v),
+            Partial::Dedup { rows, latest, .. } => {
+                let (key, row) = dedup_arg(v)?;
+                *latest = Some(match rows.iter().any(|(k, _)| *k == key) {
+                    true => None,
+                    false => {
+                        rows.push((key, row));
+                        Some(rows.len() - 1)
+                    }
+                });
+            }
             _ => {}
         }
         Ok(())
@@ -128,6 +153,22 @@ impl Partial {
             (Partial::Max(a), Partial::Max(Some(b))) => keep(a, b.clone(), std::cmp::Ordering::Greater)?,
             (Partial::Collect(a), Partial::Collect(b)) => a.extend(b.iter().cloned()),
             (Partial::Last(a), Partial::Last(Some(b))) => *a = Some(b.clone()),
+            (Partial::Dedup { rows, latest, .. }, Partial::Dedup { rows: more, latest: later, .. }) => {
+                let latest_key = match later {
+                    None => return Ok(()),
+                    Some(None) => None,
+                    Some(Some(i)) => more.get(*i).map(|(k, _)| k.clone()),
+                };
+                // The later pane's latest row is new only if this pane has
+                // not seen its key either.
+                let new = latest_key.filter(|k| !rows.iter().any(|(seen, _)| seen == k));
+                for (key, row) in more {
+                    if !rows.iter().any(|(seen, _)| seen == key) {
+                        rows.push((key.clone(), row.clone()));
+                    }
+                }
+                *latest = Some(new.and_then(|k| rows.iter().position(|(seen, _)| *seen == k)));
+            }
             _ => {}
         }
         Ok(())
@@ -141,7 +182,23 @@ impl Partial {
             Partial::Avg { n: 0, .. } => Value::Null,
             Partial::Avg { sum, n } => Value::Float(sum / *n as f64),
             Partial::Collect(values) => Value::List(values.clone()),
+            Partial::Dedup { all: true, rows, .. } => Value::List(rows.iter().map(|(_, r)| r.clone()).collect()),
+            Partial::Dedup { all: false, rows, latest } => {
+                Value::List(latest.flatten().and_then(|i| rows.get(i)).map(|(_, r)| r.clone()).into_iter().collect())
+            }
         }
+    }
+}
+
+/// `deduplicate`'s argument: the key's JSON and the row.
+fn dedup_arg(v: Value) -> Result<(String, Value), String> {
+    match v {
+        Value::List(mut pair) if pair.len() == 2 => {
+            let row = pair.pop().expect("two items");
+            let key = pair.pop().expect("two items");
+            Ok((key.to_json().to_string(), row))
+        }
+        other => Err(format!("deduplicate expects a key and a row, got {}", other.type_name())),
     }
 }
 
@@ -163,6 +220,16 @@ impl Partial {
             Partial::Max(v) => tagged("max", opt(v)),
             Partial::Collect(values) => tagged("collect", vec![Value::List(values.clone())]),
             Partial::Last(v) => tagged("last", opt(v)),
+            Partial::Dedup { rows, latest, .. } => {
+                let rows = rows.iter().map(|(k, r)| Value::List(vec![Value::from(k.as_str()), r.clone()])).collect();
+                let mut rest = vec![Value::List(rows)];
+                match latest {
+                    None => {}
+                    Some(None) => rest.push(Value::Int(-1)),
+                    Some(Some(i)) => rest.push(Value::Int(*i as i64)),
+                }
+                tagged("dedup", rest)
+            }
         }
     }
 
@@ -184,6 +251,25 @@ impl Partial {
             (AggFn::Max, "max", _) => Partial::Max(opt()?),
             (AggFn::Collect, "collect", [Value::List(values)]) => Partial::Collect(values.clone()),
             (AggFn::LastValue, "last", _) => Partial::Last(opt()?),
+            (AggFn::Deduplicate { all }, "dedup", [Value::List(rows), latest @ ..]) => {
+                let rows = rows
+                    .iter()
+                    .map(|pair| match pair {
+                        Value::List(p) => match p.as_slice() {
+                            [Value::String(k), row] => Ok((k.clone(), row.clone())),
+                            _ => Err(bad()),
+                        },
+                        _ => Err(bad()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let latest = match latest {
+                    [] => None,
+                    [Value::Int(-1)] => Some(None),
+                    [Value::Int(i)] if (*i as usize) < rows.len() && *i >= 0 => Some(Some(*i as usize)),
+                    _ => return Err(bad()),
+                };
+                Partial::Dedup { all, rows, latest }
+            }
             _ => return Err(bad()),
         })
     }
@@ -247,6 +333,33 @@ mod tests {
         assert_eq!(last.finish(), i(1));
         assert_eq!(run(AggFn::Sum, &[s("x")]), Err("sum expects numbers, got string".into()));
         assert_eq!(run(AggFn::Max, &[i(1), s("x")]), Err("cannot compare string with int".into()));
+    }
+
+    fn keyed(key: i64, row: &str) -> Value {
+        Value::List(vec![Value::Int(key), Value::from(row)])
+    }
+
+    #[test]
+    fn deduplicate_keeps_first_rows_or_the_latest_if_new() {
+        let rows = [keyed(1, "a"), keyed(2, "b"), keyed(1, "c")];
+        let all = AggFn::Deduplicate { all: true };
+        let latest = AggFn::Deduplicate { all: false };
+        assert_eq!(run(all, &rows), Ok(Value::List(vec![Value::from("a"), Value::from("b")])));
+        assert_eq!(run(latest, &rows), Ok(Value::List(vec![])), "the latest row's key was seen");
+        assert_eq!(run(latest, &rows[..2]), Ok(Value::List(vec![Value::from("b")])));
+        assert_eq!(run(latest, &[]), Ok(Value::List(vec![])));
+        // Across panes as in one pass, and through a checkpoint.
+        for f in [all, latest] {
+            for split in 0..=rows.len() {
+                let mut a = f.start();
+                rows[..split].iter().for_each(|v| a.add(v.clone(), false).unwrap());
+                let mut b = f.start();
+                rows[split..].iter().for_each(|v| b.add(v.clone(), false).unwrap());
+                a.merge(&b).unwrap();
+                assert_eq!(Ok(a.finish()), run(f, &rows), "{f:?} split at {split}");
+                assert_eq!(Partial::from_value(f, &a.to_value()), Ok(a.clone()));
+            }
+        }
     }
 
     #[test]

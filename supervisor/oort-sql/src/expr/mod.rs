@@ -96,6 +96,11 @@ pub enum Expr {
     /// in milliseconds since the epoch.
     WindowStart,
     WindowEnd,
+    /// The whole row as a map: `collect(*)` and `deduplicate` keep rows.
+    Row,
+    /// A list of values, one per expression (the planner's, not eKuiper's
+    /// syntax: `deduplicate` reads its key and its row as one argument).
+    List(Vec<Expr>),
 }
 
 /// What an expression is evaluated over: a batch of records, and for a
@@ -130,7 +135,8 @@ impl Expr {
             | Expr::Meta(_)
             | Expr::Aggregate(_)
             | Expr::WindowStart
-            | Expr::WindowEnd => Box::new(std::iter::empty()),
+            | Expr::WindowEnd
+            | Expr::Row => Box::new(std::iter::empty()),
             Expr::Unary(_, e) | Expr::IsNull(e, _) | Expr::Field(e, _) => Box::new(std::iter::once(e.as_ref())),
             Expr::Binary(l, _, r) | Expr::Index(l, r) | Expr::Like(l, r, _) => {
                 Box::new([l.as_ref(), r.as_ref()].into_iter())
@@ -148,7 +154,7 @@ impl Expr {
             Expr::In(e, list, _) => Box::new(std::iter::once(e.as_ref()).chain(list.iter())),
             Expr::Between(e, low, high, _) => Box::new([e.as_ref(), low.as_ref(), high.as_ref()].into_iter()),
             Expr::Chain(first, rest) => Box::new(std::iter::once(first.as_ref()).chain(rest.iter().map(|(_, e)| e))),
-            Expr::Builtin(_, args) | Expr::Call { args, .. } => Box::new(args.iter()),
+            Expr::Builtin(_, args) | Expr::Call { args, .. } | Expr::List(args) => Box::new(args.iter()),
         }
     }
 }
@@ -329,6 +335,22 @@ pub fn eval<'a, F: Functions>(
                     .collect(),
                 None => vec![Err("aggregates and window bounds exist only in a window's output".into()); n],
             },
+            Expr::Row => records.iter().map(|r| Ok(Value::Map(r.fields.clone()))).collect(),
+            Expr::List(items) => {
+                let mut columns = Vec::with_capacity(items.len());
+                for item in items {
+                    columns.push(eval(item, rows, functions).await?.into_iter());
+                }
+                (0..n)
+                    .map(|_| {
+                        columns
+                            .iter_mut()
+                            .map(|c| c.next().unwrap_or(Ok(Value::Null)))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map(Value::List)
+                    })
+                    .collect()
+            }
             Expr::Meta(key) => records
                 .iter()
                 .map(|r| {

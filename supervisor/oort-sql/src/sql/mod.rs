@@ -562,6 +562,34 @@ impl Planner {
             }
             _ => &[],
         };
+        let mut func = func;
+        let wildcard = |a: &sql::FunctionArg| matches!(a, sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Wildcard));
+        // `collect(*)` and `deduplicate(col, all)` read whole rows. No
+        // aggregate inside an aggregate (a failed lowering ends the planning,
+        // so `place` need not be restored on that path).
+        let outer = std::mem::replace(&mut self.place, Place::AggregateArgument);
+        let special = match (func, args) {
+            (AggFn::Collect, [a]) if wildcard(a) => Some(Expr::Row),
+            (
+                AggFn::Deduplicate { .. },
+                [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(key)), sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(all))],
+            ) => {
+                let sql::Expr::Value(sql::ValueWithSpan { value: sql::Value::Boolean(all), .. }) = all else {
+                    return Err(RuleError::invalid("deduplicate's second argument must be true or false"));
+                };
+                func = AggFn::Deduplicate { all: *all };
+                Some(Expr::List(vec![self.expr(key)?, Expr::Row]))
+            }
+            (AggFn::Deduplicate { .. }, _) => {
+                return Err(RuleError::invalid("deduplicate takes (column, true or false)"));
+            }
+            _ => None,
+        };
+        self.place = outer;
+        if let Some(arg) = special {
+            self.aggregates.push(AggregateCall { slot: AggSlot { func, ignore_null: false }, arg: Some(arg) });
+            return Ok(Expr::Aggregate(self.aggregates.len() - 1));
+        }
         let (arg, ignore_null) = match (func, args) {
             (AggFn::Count, [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Wildcard)]) => (None, false),
             (_, [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(e))]) => (Some(e), false),
@@ -574,15 +602,13 @@ impl Planner {
             },
             _ => {
                 let expected = match func {
-                    AggFn::Count => "one argument or *",
+                    AggFn::Count | AggFn::Collect => "one argument or *",
                     AggFn::LastValue => "one argument, and optionally true to skip nulls",
                     _ => "one argument",
                 };
                 return Err(RuleError::invalid(format!("{name} takes {expected}")));
             }
         };
-        // No aggregate inside an aggregate. (A failed lowering ends the
-        // planning, so `place` need not be restored on that path.)
         let outer = std::mem::replace(&mut self.place, Place::AggregateArgument);
         let arg = arg.map(|e| self.expr(e)).transpose()?;
         self.place = outer;
@@ -631,9 +657,6 @@ impl Planner {
         }
         if let Some(func) = AggFn::lookup(&name) {
             return self.aggregate(func, &name, f);
-        }
-        if name.eq_ignore_ascii_case("deduplicate") {
-            return Err(unsupported("the aggregate deduplicate"));
         }
         if name.eq_ignore_ascii_case("window_start") || name.eq_ignore_ascii_case("window_end") {
             if !matches!(self.place, Place::Select { window: true } | Place::Having) {

@@ -336,7 +336,8 @@ fn windows_and_aggregates_are_refused_where_they_do_not_belong() {
         ("SELECT x FROM s HAVING x > 1", "HAVING needs a window"),
         ("SELECT count(x, y) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "count takes one argument or *"),
         ("SELECT TUMBLINGWINDOW(ss, 1) FROM s", "belongs in GROUP BY"),
-        ("SELECT deduplicate(x, false) FROM s GROUP BY COUNTWINDOW(2)", "deduplicate is not supported yet"),
+        ("SELECT deduplicate(x, 1) FROM s GROUP BY COUNTWINDOW(2)", "second argument must be true or false"),
+        ("SELECT deduplicate(x) FROM s GROUP BY COUNTWINDOW(2)", "deduplicate takes (column, true or false)"),
     ];
     for (q, want) in cases {
         let err = parse_select(q).unwrap_err().to_string();
@@ -535,4 +536,35 @@ async fn a_window_without_aggregates_emits_its_rows_and_select_star_reads_them()
     // With a key and no aggregates, one row per group: its first.
     let g = grouping("SELECT x FROM s GROUP BY x, COUNTWINDOW(2)");
     assert!(!g.each_row);
+}
+
+#[tokio::test]
+async fn collect_star_and_deduplicate_keep_whole_rows() {
+    let plan = parse_select(
+        "SELECT collect(*)[1]->x AS second, deduplicate(k, true) AS firsts, deduplicate(k, false) AS latest \
+         FROM s GROUP BY COUNTWINDOW(3)",
+    )
+    .unwrap();
+    let g = plan.grouping.clone().unwrap();
+    let rec = |k: &str, x: i64| {
+        oort_proto::Record::from_fields(
+            [("k".to_string(), Value::from(k)), ("x".to_string(), Value::Int(x))].into_iter().collect(),
+        )
+    };
+    let echo = Echo(Default::default());
+    let batch = vec![rec("a", 1), rec("b", 2), rec("a", 3), rec("a", 4), rec("b", 5), rec("c", 6)];
+    let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
+    let mut w = crate::window::WindowState::of(&g);
+    let (groups, errors) = w.add(prepared.rows, 0);
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut outcome = crate::OpOutcome::default();
+    let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
+    let rows: Vec<String> = out.iter().map(|r| r.fields_to_json().to_string()).collect();
+    assert_eq!(
+        rows,
+        [
+            r#"{"firsts":[{"k":"a","x":1},{"k":"b","x":2}],"latest":[],"second":2}"#,
+            r#"{"firsts":[{"k":"a","x":4},{"k":"b","x":5},{"k":"c","x":6}],"latest":[{"k":"c","x":6}],"second":5}"#
+        ]
+    );
 }
