@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use oort_proto::{Record, Value};
 
 use crate::expr::{self, Expr, Functions};
-use crate::{window, Grouping, SelectField, SelectPlan, SortBy};
+use crate::window::{self, WindowSpec};
+use crate::{Grouping, SelectField, SelectPlan, SortBy};
 
 /// What one operator did with one batch.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -65,12 +66,9 @@ pub async fn prepare_window_rows<F: Functions>(
 ) -> Result<WindowBatch, F::Error> {
     let mut out = WindowBatch::default();
     out.filter.input = records.len() as u64;
-    // `FILTER (WHERE …)` decides which rows enter the window, then `WHERE`.
+    // `FILTER (WHERE …)` decides which rows enter the window.
     let entering = keep_true(grouping.filter.as_ref(), records, functions, &mut out.filter).await?;
-    let kept = keep_true(plan.filter.as_ref(), entering, functions, &mut out.filter).await?;
-    out.filter.output = kept.len() as u64;
-    out.aggregate.input = kept.len() as u64;
-    let rows = expr::Rows::plain(&kept);
+    let all = expr::Rows::plain(&entering);
     let verdicts = |column: Vec<expr::Cell>, what: &str, outcome: &mut OpOutcome| -> Vec<bool> {
         column
             .into_iter()
@@ -83,19 +81,36 @@ pub async fn prepare_window_rows<F: Functions>(
             })
             .collect()
     };
+    // eKuiper filters with `WHERE` after the window: a row it drops still
+    // counts in a count window, extends a session, opens or closes a state
+    // window and triggers a sliding one, but is not aggregated. (In tumbling
+    // and hopping windows that makes no difference: such rows go no further.)
+    let passes = match &plan.filter {
+        Some(w) => verdicts(expr::eval(w, all, functions).await?, "WHERE", &mut out.filter),
+        None => vec![true; entering.len()],
+    };
     let triggers = match &grouping.trigger {
-        Some(t) => Some(verdicts(expr::eval(t, rows, functions).await?, "OVER (WHEN …)", &mut out.aggregate)),
+        Some(t) => Some(verdicts(expr::eval(t, all, functions).await?, "OVER (WHEN …)", &mut out.aggregate)),
         None => None,
     };
     let (begins, ends) = match &grouping.state {
         Some((b, e)) => {
-            let begins = verdicts(expr::eval(b, rows, functions).await?, "STATEWINDOW's begin", &mut out.aggregate);
-            let ends = verdicts(expr::eval(e, rows, functions).await?, "STATEWINDOW's end", &mut out.aggregate);
+            let begins = verdicts(expr::eval(b, all, functions).await?, "STATEWINDOW's begin", &mut out.aggregate);
+            let ends = verdicts(expr::eval(e, all, functions).await?, "STATEWINDOW's end", &mut out.aggregate);
             (Some(begins), Some(ends))
         }
         None => (None, None),
     };
     let flag = |column: &Option<Vec<bool>>, i: usize, default: bool| column.as_ref().map_or(default, |c| c[i]);
+    let passing_matters = !matches!(grouping.window, WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. });
+    let (kept, dropped): (Vec<(usize, Record)>, Vec<(usize, Record)>) =
+        entering.into_iter().enumerate().partition(|(i, _)| passes[*i]);
+    out.filter.output = kept.len() as u64;
+    out.aggregate.input = kept.len() as u64;
+    let (positions, kept): (Vec<usize>, Vec<Record>) = kept.into_iter().unzip();
+    // Keys and aggregate arguments only for the rows `WHERE` kept: it may be
+    // what guards them (`WHERE d != 0` before `sum(x / d)`).
+    let rows = expr::Rows::plain(&kept);
     let mut keys = Vec::with_capacity(grouping.keys.len());
     for k in &grouping.keys {
         keys.push(expr::eval(k, rows, functions).await?.into_iter());
@@ -108,7 +123,8 @@ pub async fn prepare_window_rows<F: Functions>(
             None => None,
         });
     }
-    for (i, record) in kept.into_iter().enumerate() {
+    let mut prepared: Vec<(usize, window::WindowRow)> = Vec::with_capacity(kept.len());
+    for (i, record) in positions.into_iter().zip(kept) {
         // One cell from every column for every row, failed or not, so that
         // the columns stay aligned with the rows.
         let key: Vec<expr::Cell> = keys.iter_mut().map(|k| k.next().unwrap_or(Ok(Value::Null))).collect();
@@ -119,30 +135,40 @@ pub async fn prepare_window_rows<F: Functions>(
                 None => Ok(Value::Bool(true)),
             })
             .collect();
-        let key = match key.into_iter().collect::<Result<Vec<_>, _>>() {
-            Ok(key) => key,
-            Err(e) => {
-                out.aggregate.failed(format!("GROUP BY: {e}"));
-                continue;
-            }
-        };
+        let key = key.into_iter().collect::<Result<Vec<_>, _>>().map_err(|e| format!("GROUP BY: {e}"));
         let row_args = row_args
             .into_iter()
             .zip(&grouping.aggregates)
             .map(|(cell, call)| cell.map_err(|e| format!("{}: {e}", call.slot.func.name())))
             .collect::<Result<Vec<_>, _>>();
-        match row_args {
-            Ok(args) => {
-                let mut row = window::WindowRow::new(record, key, args);
-                row.trigger = flag(&triggers, i, true);
-                row.begin = flag(&begins, i, false);
-                row.end = flag(&ends, i, false);
-                out.rows.push(row);
+        let row = match (key, row_args) {
+            (Ok(key), Ok(args)) => window::WindowRow::new(record, key, args),
+            (Err(e), _) | (_, Err(e)) => {
+                out.aggregate.failed(e);
+                if !passing_matters {
+                    continue;
+                }
+                window::WindowRow { kept: false, ..window::WindowRow::new(record, Vec::new(), Vec::new()) }
             }
-            Err(e) => out.aggregate.failed(e),
-        }
+        };
+        prepared.push((i, row));
     }
-    out.aggregate.output = out.rows.len() as u64;
+    out.aggregate.output = prepared.iter().filter(|(_, r)| r.kept).count() as u64;
+    if passing_matters {
+        prepared.extend(dropped.into_iter().map(|(i, record)| {
+            (i, window::WindowRow { kept: false, ..window::WindowRow::new(record, Vec::new(), Vec::new()) })
+        }));
+        prepared.sort_by_key(|(i, _)| *i);
+    }
+    out.rows = prepared
+        .into_iter()
+        .map(|(i, mut row)| {
+            row.trigger = flag(&triggers, i, true);
+            row.begin = flag(&begins, i, false);
+            row.end = flag(&ends, i, false);
+            row
+        })
+        .collect();
     Ok(out)
 }
 

@@ -393,7 +393,10 @@ async fn a_row_whose_group_key_fails_leaves_the_other_rows_keyed_right() {
     let batch = vec![rec(1, 1), rec(0, 2), rec(2, 3), rec(4, 4)];
     let out = crate::prepare_window_rows(&plan, &g, batch, &Echo(Default::default())).await.unwrap();
     assert_eq!(out.aggregate.exceptions, 1, "12 / 0 fails");
-    let keyed: Vec<(Vec<Value>, Vec<Value>)> = out.rows.iter().map(|r| (r.key.clone(), r.args.clone())).collect();
+    // The failed row still counts in the count window, aggregated nowhere.
+    assert_eq!(out.rows.iter().map(|r| r.kept).collect::<Vec<_>>(), [true, false, true, true]);
+    let keyed: Vec<(Vec<Value>, Vec<Value>)> =
+        out.rows.iter().filter(|r| r.kept).map(|r| (r.key.clone(), r.args.clone())).collect();
     assert_eq!(
         keyed,
         [
@@ -566,5 +569,31 @@ async fn collect_star_and_deduplicate_keep_whole_rows() {
             r#"{"firsts":[{"k":"a","x":1},{"k":"b","x":2}],"latest":[],"second":2}"#,
             r#"{"firsts":[{"k":"a","x":4},{"k":"b","x":5},{"k":"c","x":6}],"latest":[{"k":"c","x":6}],"second":5}"#
         ]
+    );
+}
+
+#[tokio::test]
+async fn where_filters_after_a_count_window_as_in_ekuiper_and_filter_before_it() {
+    let rec = |x: i64| oort_proto::Record::from_fields([("x".to_string(), Value::Int(x))].into_iter().collect());
+    let run = |q: &'static str| async move {
+        let plan = parse_select(q).unwrap();
+        let g = plan.grouping.clone().unwrap();
+        let echo = Echo(Default::default());
+        let prepared = crate::prepare_window_rows(&plan, &g, (1..=9).map(rec).collect(), &echo).await.unwrap();
+        let mut w = crate::window::WindowState::of(&g);
+        let (groups, _) = w.add(prepared.rows, 0);
+        let mut outcome = crate::OpOutcome::default();
+        let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
+        out.iter().map(|r| r.fields["xs"].to_json().to_string()).collect::<Vec<_>>()
+    };
+    // WHERE: windows of 3 rows, of which the odd ones are aggregated.
+    assert_eq!(
+        run("SELECT collect(x) AS xs FROM s WHERE x % 2 = 1 GROUP BY COUNTWINDOW(3)").await,
+        ["[1,3]", "[5]", "[7,9]"]
+    );
+    // FILTER: windows of 3 odd rows.
+    assert_eq!(
+        run("SELECT collect(x) AS xs FROM s GROUP BY COUNTWINDOW(3) FILTER (WHERE x % 2 = 1)").await,
+        ["[1,3,5]"]
     );
 }

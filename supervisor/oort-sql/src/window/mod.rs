@@ -109,12 +109,16 @@ pub struct WindowRow {
     /// State windows: whether the row meets the begin and end conditions.
     pub begin: bool,
     pub end: bool,
+    /// Whether `WHERE` kept the row. One it dropped still moves a count,
+    /// session, state or sliding window (eKuiper filters after the window)
+    /// but is not aggregated; its key and arguments are empty.
+    pub kept: bool,
 }
 
 impl WindowRow {
     /// A row that triggers a sliding window and meets no state condition.
     pub fn new(record: Record, key: Vec<Value>, args: Vec<Value>) -> WindowRow {
-        WindowRow { record, key, args, trigger: true, begin: false, end: false }
+        WindowRow { record, key, args, trigger: true, begin: false, end: false, kept: true }
     }
 }
 
@@ -244,7 +248,7 @@ impl WindowState {
     pub fn add(&mut self, rows: Vec<WindowRow>, now_ms: i64) -> Emitted {
         let mut out = (Vec::new(), Vec::new());
         for mut row in rows {
-            if self.each_row {
+            if self.each_row && row.kept {
                 row.key = vec![Value::Int(self.seq as i64)];
                 self.seq += 1;
             }
@@ -260,6 +264,7 @@ impl WindowState {
                 None => now_ms,
             };
             let added = match self.spec {
+                WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. } if !row.kept => Ok((vec![], vec![])),
                 WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. } => {
                     self.add_row(at - at.rem_euclid(self.spec.pane() as i64), row, at).map(|_| (vec![], vec![]))
                 }
@@ -288,7 +293,9 @@ impl WindowState {
     fn add_counted(&mut self, row: WindowRow, at: i64) -> Result<Emitted, String> {
         let WindowSpec::Count { size, interval } = self.spec else { unreachable!("a count window") };
         let pane_id = (self.rows / self.spec.pane()) as i64;
-        self.add_row(pane_id, row, at)?;
+        if row.kept {
+            self.add_row(pane_id, row, at)?;
+        }
         self.rows += 1;
         // Not `is_multiple_of`: the workspace's rust-version is 1.85.
         #[allow(clippy::manual_is_multiple_of)]
@@ -322,7 +329,9 @@ impl WindowState {
         if let Some(close) = self.session_close().filter(|close| at >= *close) {
             out = self.close_open(close);
         }
-        self.add_row(0, row, at)?;
+        if row.kept {
+            self.add_row(0, row, at)?;
+        }
         self.open = Some(match self.open {
             Some((start, last)) => (start, last.max(at)),
             None => (at, at),
@@ -339,8 +348,10 @@ impl WindowState {
         }
         let ends = row.end;
         let mut out = (vec![], vec![]);
-        if let Err(e) = self.add_row(0, row, at) {
-            out.1.push(e);
+        if row.kept {
+            if let Err(e) = self.add_row(0, row, at) {
+                out.1.push(e);
+            }
         }
         self.open = Some(self.open.map_or((at, at), |(start, _)| (start, at)));
         if ends {
@@ -362,9 +373,11 @@ impl WindowState {
             slot.func.start().check(v)?;
         }
         let trigger = row.trigger;
-        // Event time may bring rows a little out of order: keep them sorted.
-        let at_index = self.recent.partition_point(|(t, _)| *t <= at);
-        self.recent.insert(at_index, (at, row));
+        if row.kept {
+            // Event time may bring rows a little out of order: keep them sorted.
+            let at_index = self.recent.partition_point(|(t, _)| *t <= at);
+            self.recent.insert(at_index, (at, row));
+        }
         if !trigger {
             self.forget_old_rows();
             return Ok((vec![], vec![]));
