@@ -103,8 +103,9 @@ pub async fn prepare_window_rows<F: Functions>(
     };
     let flag = |column: &Option<Vec<bool>>, i: usize, default: bool| column.as_ref().map_or(default, |c| c[i]);
     let passing_matters = !matches!(grouping.window, WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. });
-    let (kept, dropped): (Vec<(usize, Record)>, Vec<(usize, Record)>) =
-        entering.into_iter().enumerate().partition(|(i, _)| passes[*i]);
+    // Rows by their position in the batch, so the window sees them in order.
+    type Numbered = Vec<(usize, Record)>;
+    let (kept, dropped): (Numbered, Numbered) = entering.into_iter().enumerate().partition(|(i, _)| passes[*i]);
     out.filter.output = kept.len() as u64;
     out.aggregate.input = kept.len() as u64;
     let (positions, kept): (Vec<usize>, Vec<Record>) = kept.into_iter().unzip();
