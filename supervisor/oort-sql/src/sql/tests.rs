@@ -345,31 +345,44 @@ fn windows_and_aggregates_are_refused_where_they_do_not_belong() {
     }
 }
 
+/// A record of a string `k` and an `x`.
+fn kx(k: &str, x: Value) -> oort_proto::Record {
+    oort_proto::Record::from_fields([("k".to_string(), Value::from(k)), ("x".to_string(), x)].into_iter().collect())
+}
+
+/// What a windowed rule writes for `batch` arriving at `at`, with what is due
+/// at `due`, each row as JSON; and the batch's filter outcome.
+async fn window_output(
+    plan: &SelectPlan,
+    batch: Vec<oort_proto::Record>,
+    echo: &Echo,
+    at: i64,
+    due: i64,
+) -> (Vec<String>, crate::OpOutcome) {
+    let g = plan.grouping.clone().expect("a window");
+    let prepared = crate::prepare_window_rows(plan, &g, batch, echo).await.unwrap();
+    let mut w = crate::window::WindowState::of(&g);
+    let (mut groups, mut errors) = w.add(prepared.rows, at);
+    let (later, more) = w.due(due);
+    groups.extend(later);
+    errors.extend(more);
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut outcome = crate::OpOutcome::default();
+    let out = crate::project_groups(plan, groups, echo, &mut outcome).await.unwrap();
+    (out.iter().map(|r| r.fields_to_json().to_string()).collect(), prepared.filter)
+}
+
 #[tokio::test]
 async fn a_window_groups_aggregates_filters_with_having_and_projects() {
-    use crate::window::WindowState;
     let plan = parse_select(
         "SELECT k, count(*) AS n, sum(x) AS total, avg(x) AS mean, echo(max(x)) AS top, window_end() - window_start() AS span \
          FROM s WHERE x > 0 GROUP BY k, TUMBLINGWINDOW(ms, 100) HAVING count(*) > 1",
     )
     .unwrap();
-    let g = plan.grouping.clone().unwrap();
-    let rec = |k: &str, x: i64| {
-        oort_proto::Record::from_fields(
-            [("k".to_string(), Value::from(k)), ("x".to_string(), Value::Int(x))].into_iter().collect(),
-        )
-    };
     let echo = Echo(Default::default());
-    let batch = vec![rec("a", 1), rec("b", 5), rec("a", 3), rec("a", -1), rec("c", 7), rec("c", 8)];
-    let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
-    assert_eq!((prepared.filter.input, prepared.filter.output), (6, 5));
-    let mut w = WindowState::of(&g);
-    w.add(prepared.rows, 1_050);
-    let (groups, errors) = w.due(1_100);
-    assert!(errors.is_empty());
-    let mut outcome = crate::OpOutcome::default();
-    let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
-    let rows: Vec<String> = out.iter().map(|r| r.fields_to_json().to_string()).collect();
+    let batch = [("a", 1), ("b", 5), ("a", 3), ("a", -1), ("c", 7), ("c", 8)].map(|(k, x)| kx(k, Value::Int(x)));
+    let (rows, filter) = window_output(&plan, batch.to_vec(), &echo, 1_050, 1_100).await;
+    assert_eq!((filter.input, filter.output), (6, 5));
     assert_eq!(
         rows,
         [
@@ -409,7 +422,6 @@ async fn a_row_whose_group_key_fails_leaves_the_other_rows_keyed_right() {
 
 #[tokio::test]
 async fn an_aggregate_plugin_gets_each_groups_values_as_lists_in_one_call() {
-    use crate::window::WindowState;
     let q = "SELECT k, agg(x, k) AS a, count(*) AS n FROM s GROUP BY k, TUMBLINGWINDOW(ms, 100)";
     // Not knowing which plugins aggregate, the window is accepted for later.
     assert!(!parse_select(q).unwrap().calls[0].aggregate);
@@ -420,18 +432,9 @@ async fn an_aggregate_plugin_gets_each_groups_values_as_lists_in_one_call() {
     // One collected list per argument, then count(*).
     let slots: Vec<AggFn> = g.aggregates.iter().map(|a| a.slot.func).collect();
     assert_eq!(slots, [AggFn::Collect, AggFn::Collect, AggFn::Count]);
-    let rec = |k: &str, x: Value| {
-        oort_proto::Record::from_fields([("k".to_string(), Value::from(k)), ("x".to_string(), x)].into_iter().collect())
-    };
     let echo = Echo(Default::default());
-    let batch = vec![rec("a", Value::Int(1)), rec("b", Value::Int(5)), rec("a", Value::Null)];
-    let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
-    let mut w = WindowState::of(&g);
-    w.add(prepared.rows, 1_050);
-    let (groups, _) = w.due(1_100);
-    let mut outcome = crate::OpOutcome::default();
-    let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
-    let rows: Vec<String> = out.iter().map(|r| r.fields_to_json().to_string()).collect();
+    let batch = vec![kx("a", Value::Int(1)), kx("b", Value::Int(5)), kx("a", Value::Null)];
+    let (rows, _) = window_output(&plan, batch, &echo, 1_050, 1_100).await;
     // Echo answers with the first argument: the group's values, nulls kept.
     assert_eq!(rows, [r#"{"a":[1,null],"k":"a","n":2}"#, r#"{"a":[5],"k":"b","n":1}"#]);
     // Every group of the emission in one call, and none per row.
@@ -475,30 +478,14 @@ fn sliding_session_and_state_windows_plan_with_their_conditions() {
 
 #[tokio::test]
 async fn order_by_sorts_each_window_emission_by_output_fields_and_group_expressions() {
-    use crate::window::WindowState;
     let run = |q: &'static str| async move {
         let plan = parse_select(q).unwrap_or_else(|e| panic!("{q}: {e}"));
-        let g = plan.grouping.clone().unwrap();
-        let rec = |k: &str, x: Value| {
-            oort_proto::Record::from_fields(
-                [("k".to_string(), Value::from(k)), ("x".to_string(), x)].into_iter().collect(),
-            )
-        };
-        let batch = vec![
-            rec("a", Value::Int(1)),
-            rec("b", Value::Int(5)),
-            rec("c", Value::Int(3)),
-            rec("c", Value::Int(3)),
-            rec("d", Value::Null),
-        ];
-        let echo = Echo(Default::default());
-        let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
-        let mut w = WindowState::of(&g);
-        w.add(prepared.rows, 0);
-        let (groups, _) = w.due(100);
-        let mut outcome = crate::OpOutcome::default();
-        let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
-        out.iter().map(|r| r.fields["k"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        let batch = [("a", 1), ("b", 5), ("c", 3), ("c", 3), ("d", -1)]
+            .map(|(k, x)| kx(k, if x < 0 { Value::Null } else { Value::Int(x) }));
+        let (rows, _) = window_output(&plan, batch.to_vec(), &Echo(Default::default()), 0, 100).await;
+        rows.iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["k"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
     };
     let by_alias = "SELECT k, sum(x) AS total FROM s GROUP BY k, TUMBLINGWINDOW(ms, 100) ORDER BY total DESC";
     assert_eq!(run(by_alias).await, ["c", "b", "a", "d"], "6, 5, 1, then null last when descending");
@@ -548,21 +535,8 @@ async fn collect_star_and_deduplicate_keep_whole_rows() {
          FROM s GROUP BY COUNTWINDOW(3)",
     )
     .unwrap();
-    let g = plan.grouping.clone().unwrap();
-    let rec = |k: &str, x: i64| {
-        oort_proto::Record::from_fields(
-            [("k".to_string(), Value::from(k)), ("x".to_string(), Value::Int(x))].into_iter().collect(),
-        )
-    };
-    let echo = Echo(Default::default());
-    let batch = vec![rec("a", 1), rec("b", 2), rec("a", 3), rec("a", 4), rec("b", 5), rec("c", 6)];
-    let prepared = crate::prepare_window_rows(&plan, &g, batch, &echo).await.unwrap();
-    let mut w = crate::window::WindowState::of(&g);
-    let (groups, errors) = w.add(prepared.rows, 0);
-    assert!(errors.is_empty(), "{errors:?}");
-    let mut outcome = crate::OpOutcome::default();
-    let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
-    let rows: Vec<String> = out.iter().map(|r| r.fields_to_json().to_string()).collect();
+    let batch = [("a", 1), ("b", 2), ("a", 3), ("a", 4), ("b", 5), ("c", 6)].map(|(k, x)| kx(k, Value::Int(x)));
+    let (rows, _) = window_output(&plan, batch.to_vec(), &Echo(Default::default()), 0, 0).await;
     assert_eq!(
         rows,
         [
@@ -574,17 +548,11 @@ async fn collect_star_and_deduplicate_keep_whole_rows() {
 
 #[tokio::test]
 async fn where_filters_after_a_count_window_as_in_ekuiper_and_filter_before_it() {
-    let rec = |x: i64| oort_proto::Record::from_fields([("x".to_string(), Value::Int(x))].into_iter().collect());
     let run = |q: &'static str| async move {
         let plan = parse_select(q).unwrap();
-        let g = plan.grouping.clone().unwrap();
-        let echo = Echo(Default::default());
-        let prepared = crate::prepare_window_rows(&plan, &g, (1..=9).map(rec).collect(), &echo).await.unwrap();
-        let mut w = crate::window::WindowState::of(&g);
-        let (groups, _) = w.add(prepared.rows, 0);
-        let mut outcome = crate::OpOutcome::default();
-        let out = crate::project_groups(&plan, groups, &echo, &mut outcome).await.unwrap();
-        out.iter().map(|r| r.fields["xs"].to_json().to_string()).collect::<Vec<_>>()
+        let batch: Vec<_> = (1..=9).map(|x| kx("a", Value::Int(x))).collect();
+        let (rows, _) = window_output(&plan, batch, &Echo(Default::default()), 0, 0).await;
+        rows.iter().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["xs"].to_string()).collect::<Vec<_>>()
     };
     // WHERE: windows of 3 rows, of which the odd ones are aggregated.
     assert_eq!(
