@@ -162,6 +162,11 @@ fn wait_next_checkpoint(d: &Daemon, rule: &str) {
     }
 }
 
+/// JSON lines, as the `file` sink writes them.
+fn jsonl(rows: impl IntoIterator<Item = Json>) -> String {
+    rows.into_iter().map(|row| format!("{row}\n")).collect()
+}
+
 /// Waits for `expected`'s length of output, then requires exactly it: what a
 /// failure-free run writes.
 fn assert_output_is(d: &Daemon, rule: &Rule, expected: &str) {
@@ -280,15 +285,12 @@ fn a_count_window_under_chaos_at_qos_2_equals_a_failure_free_run() {
     let Chaos { daemon: d, rule, _plugins, _data } =
         chaos_of(Rule::with_sql(2, sql), 0x0c04_17ed, total, Duration::from_secs(10), 2);
     // Each window of 90 rows has three groups of 30, in order of appearance.
-    let mut expected = String::new();
-    for w in 0..total / 90 {
-        for k in 0..3 {
+    let expected = jsonl((0..total / 90).flat_map(|w| {
+        (0..3).map(move |k| {
             let ns: Vec<usize> = (90 * w..90 * (w + 1)).filter(|n| n % 3 == k).collect();
-            let line = serde_json::json!({"k": k, "c": ns.len(), "s": ns.iter().sum::<usize>(),
-                "lo": ns[0], "hi": ns[ns.len() - 1]});
-            expected.push_str(&format!("{line}\n"));
-        }
-    }
+            serde_json::json!({"k": k, "c": ns.len(), "s": ns.iter().sum::<usize>(), "lo": ns[0], "hi": ns[ns.len() - 1]})
+        })
+    }));
     assert_output_is(&d, &rule, &expected);
     assert_eq!(d.get_json("/rules/chaos/status")["status"], "running");
 }
@@ -305,12 +307,10 @@ fn an_event_time_tumbling_window_with_an_aggregate_plugin_under_chaos_equals_a_f
     let Chaos { daemon: d, rule, _plugins, _data } =
         chaos_of(Rule::on_event_time(2, sql), 0x7e_a7ed, total, Duration::from_secs(10), 2);
     // The last row (29 999) moves the watermark past every window but the last.
-    let mut expected = String::new();
-    for w in 0..total / 500 - 1 {
+    let expected = jsonl((0..total / 500 - 1).map(|w| {
         let s: usize = (500 * w..500 * (w + 1)).sum();
-        let line = serde_json::json!({"c": 500, "s": s, "a": {"n": 500, "sum": s}, "ws": 500 * w});
-        expected.push_str(&format!("{line}\n"));
-    }
+        serde_json::json!({"c": 500, "s": s, "a": {"n": 500, "sum": s}, "ws": 500 * w})
+    }));
     assert_output_is(&d, &rule, &expected);
     let status = d.get_json("/rules/chaos/status");
     assert_eq!(status["status"], "running", "{status}");
@@ -326,12 +326,10 @@ fn an_event_time_hopping_window_under_chaos_equals_a_failure_free_run() {
     let Chaos { daemon: d, rule, _plugins, _data } =
         chaos_of(Rule::on_event_time(2, sql), 0x0405_1e55, total, Duration::from_secs(10), 2);
     // Windows of 1 000 every 500 end at 500, 1 000, … 29 500; the first holds only 0..500.
-    let mut expected = String::new();
-    for end in (500..total).step_by(500) {
+    let expected = jsonl((500..total).step_by(500).map(|end| {
         let rows = end.saturating_sub(1000)..end;
-        let line = serde_json::json!({"c": rows.len(), "s": rows.sum::<usize>(), "we": end});
-        expected.push_str(&format!("{line}\n"));
-    }
+        serde_json::json!({"c": rows.len(), "s": rows.sum::<usize>(), "we": end})
+    }));
     assert_output_is(&d, &rule, &expected);
     assert_eq!(d.get_json("/rules/chaos/status")["status"], "running");
 }
@@ -347,15 +345,15 @@ fn a_processing_time_window_under_chaos_loses_no_row_and_repeats_no_window() {
     let Chaos { daemon: d, rule, _plugins, _data } =
         chaos_of(Rule::with_sql(2, sql), 0x9c0c_e551, total, Duration::from_secs(10), 2);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let windows = loop {
+    loop {
         let windows: Vec<Json> = rule.output_text().lines().map(json).collect();
         let counted: u64 = windows.iter().map(|w| w["c"].as_u64().unwrap()).sum();
         if counted >= total as u64 {
-            break windows;
+            break;
         }
         assert!(Instant::now() < deadline, "{counted} of {total} rows counted\n{}", d.log());
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
     // Give a duplicate the chance to show up.
     std::thread::sleep(Duration::from_millis(700));
     let windows: Vec<Json> = rule.output_text().lines().map(json).collect();
