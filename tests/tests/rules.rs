@@ -379,6 +379,39 @@ fn session_sliding_state_and_filtered_windows_through_the_daemon() {
 }
 
 #[test]
+fn describe_shows_the_older_version_a_running_rule_still_uses() {
+    // Issue 16, item 5: a rule keeps the version it started with when a newer
+    // file is dropped in, and describe must say so.
+    let p = plugins();
+    p.add("functions", "echo@v1.0.2", "echo");
+    let s = Setup::new();
+    write_lines(&s.input(), 0, 5);
+    let d = Daemon::start(p.path(), &[]);
+    let (status, body) = d.http("POST", "/streams", Some(&serde_json::json!({"sql": s.stream_sql()}).to_string()));
+    assert_eq!(status, 201, "{body}");
+    let rule = serde_json::json!({"id": "old", "sql": "SELECT echo(n) AS e FROM words",
+        "actions": [{"file": {"path": s.output().display().to_string()}}]});
+    let (status, body) = d.http("POST", "/rules", Some(&rule.to_string()));
+    assert_eq!(status, 201, "{body}");
+    wait_lines(&d, &s.output(), 5);
+    p.add("functions", "echo@v1.0.3", "echo");
+    let (status, _) = d.http("GET", "/plugins/functions", None);
+    assert_eq!(status, 200);
+    let info = d.get_json("/plugins/functions/echo");
+    assert_eq!(info["version"], "1.0.3", "the newest file takes effect for new rules: {info}");
+    let processes = info["processes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        processes
+            .iter()
+            .any(|p| p["version"] == "1.0.2" && p["file"].as_str().is_some_and(|f| f.ends_with("echo@v1.0.2"))),
+        "the process of the older version is listed: {info}"
+    );
+    let (ok, out, err) = d.cli(&["plugin", "describe", "function", "echo"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1.0.2") && !out.contains("none running"), "{out}");
+}
+
+#[test]
 fn stop_start_restart_and_delete_through_the_cli() {
     let p = plugins();
     let s = Setup::new();

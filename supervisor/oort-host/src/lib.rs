@@ -286,17 +286,33 @@ impl Host {
         let mut mode = None;
         let mut functions: Vec<String> =
             file.metadata.as_ref().map(|m| m.functions.iter().map(|f| f.name.clone()).collect()).unwrap_or_default();
+        // Every process of the plugin, whichever version it runs: a rule keeps
+        // the version it started with when a newer file is dropped in.
+        let same_plugin = |path: &Path, entry: &Entry| {
+            path.parent() == file.path.parent()
+                && oort_core::names::fold(&entry.process.spec().name) == oort_core::names::fold(&file.name)
+        };
         for ((path, _), entry) in entries.iter() {
-            if path != &file.path {
+            if !same_plugin(path, entry) {
                 continue;
             }
-            mode = Some(if entry.singleton { "singleton" } else { "constructor" });
+            if path == &file.path {
+                mode = Some(if entry.singleton { "singleton" } else { "constructor" });
+            }
             if let Some(live) = entry.process.current() {
                 if kind == PluginKind::Function && functions.is_empty() {
                     functions = exported(&live.describe, pb::Kind::Function);
                 }
             }
+            let version = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.rsplit_once('@'))
+                .map(|(_, v)| catalog::Version::parse(v).as_str().to_string())
+                .unwrap_or_default();
             processes.push(ProcessInfo {
+                file: path.clone(),
+                version,
                 pid: entry.process.pid(),
                 rule: entry.rule.clone(),
                 restarts: entry.process.restarts(),

@@ -32,6 +32,11 @@ pub struct PluginInfo {
 /// One running process of a plugin.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessInfo {
+    /// The file it runs: an older version's while a rule that started on it
+    /// runs.
+    pub file: PathBuf,
+    /// That file's version, leading `v` dropped; empty when it carries none.
+    pub version: String,
     pub pid: Option<u32>,
     /// The rule it serves, or `None` for a shared (singleton) process.
     pub rule: Option<String>,

@@ -134,12 +134,30 @@ pub async fn plugin_describe(remote: &Remote, kind: PluginKind, name: &str) -> a
             write!(out, "processes: none running")?;
         } else {
             writeln!(out, "processes:")?;
-            writeln!(out, "  {:<8} {:<20} {:<10} {:<9} INSTANCES", "PID", "RULE", "STATUS", "RESTARTS")?;
+            let header = ("PID", "VERSION", "RULE", "STATUS", "RESTARTS");
+            writeln!(
+                out,
+                "  {:<8} {:<10} {:<20} {:<10} {:<9} INSTANCES",
+                header.0, header.1, header.2, header.3, header.4
+            )?;
             for p in processes {
                 let s = |k: &str| p.get(k).map(text).unwrap_or_default();
                 let status = p.get("status").and_then(|s| s.get("status")).and_then(Json::as_str).unwrap_or("?");
                 let rule = p.get("rule").and_then(Json::as_str).unwrap_or("(shared)");
-                writeln!(out, "  {:<8} {:<20} {:<10} {:<9} {}", s("pid"), rule, status, s("restarts"), s("instances"))?;
+                let version = match s("version") {
+                    v if v.is_empty() => "-".to_string(),
+                    v => v,
+                };
+                writeln!(
+                    out,
+                    "  {:<8} {:<10} {:<20} {:<10} {:<9} {}",
+                    s("pid"),
+                    version,
+                    rule,
+                    status,
+                    s("restarts"),
+                    s("instances")
+                )?;
             }
         }
         Ok(out.trim_end().to_string())

@@ -75,6 +75,8 @@ impl Admin for AdminService {
                     restarts: p.restarts,
                     status: process_status_word(&p.status).to_string(),
                     instances: p.instances as u32,
+                    version: p.version,
+                    file: p.file.display().to_string(),
                 })
                 .collect(),
         }))
