@@ -8,7 +8,8 @@
 #   scripts/bench.sh                       every scenario, full length (a few minutes)
 #   scripts/bench.sh --quick               a reduced run (CI smoke, under a minute)
 #   scripts/bench.sh --only e2e            one scenario: function, latency, e2e,
-#                                          steady, coldstart, memory, recovery (or a-g)
+#                                          steady, coldstart, memory, recovery,
+#                                          windows (or a-h)
 #   scripts/bench.sh --out results.json    where the JSON goes
 set -euo pipefail
 cd "$(dirname "$0")/.."

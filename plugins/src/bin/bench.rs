@@ -5,6 +5,10 @@
 //!
 //! Properties:
 //! - `count` (integer, default 1 000 000): how many records in all;
+//! - `keys` (integer, default 0): when positive, every record also carries
+//!   `k`, the integer `i mod keys` (a group key with `keys` distinct values),
+//!   and `x`, the float `(i mod 100) / 4` (a value to aggregate), for the
+//!   window benchmarks; without it the records are as above;
 //! - `rate` (records per second, default 0 = as fast as the reader takes them).
 //!   With a rate, batches are paced so that the average rate holds (a source
 //!   that fell behind catches up in full batches) and a due record waits at
@@ -36,6 +40,7 @@ struct Pace {
 struct Bench {
     next: i64,
     count: i64,
+    keys: i64,
     rate: f64,
     pace: Option<Pace>,
 }
@@ -63,6 +68,10 @@ impl Bench {
             if stamped {
                 fields.insert("t".to_string(), Value::Int(t_us));
             }
+            if self.keys > 0 {
+                fields.insert("k".to_string(), Value::Int(i % self.keys));
+                fields.insert("x".to_string(), Value::Float((i % 100) as f64 / 4.0));
+            }
             out.push(Record { fields, timestamp_ms: ts_ms, ..Record::default() });
         }
         self.next += n;
@@ -86,6 +95,13 @@ impl Source for Bench {
             Some(v) => match v.as_i64() {
                 Some(c) if c >= 0 => c,
                 _ => return Err(format!("property count must be a non-negative integer, got {v:?}").into()),
+            },
+        };
+        self.keys = match props.get("keys") {
+            None => 0,
+            Some(v) => match v.as_i64() {
+                Some(k) if k >= 0 => k,
+                _ => return Err(format!("property keys must be a non-negative integer, got {v:?}").into()),
             },
         };
         self.rate = number_prop(props, "rate", 0.0)?;

@@ -7,11 +7,13 @@
 //! ```
 //!
 //! Scenarios, in order: `function` (a), `latency` (b), `e2e` (c), `steady` (d),
-//! `coldstart` (e), `memory` (f), `recovery` (g); `--only` takes a name or its letter.
+//! `coldstart` (e), `memory` (f), `recovery` (g), `windows` (h); `--only` takes a
+//! name or its letter.
 //!
-//! Layout: `function` (a, b), `rules` (c, d, g on the real daemon), `startup`
-//! (e, f), `ipc` (the raw-socket echo baseline), `goplugin` (the hashicorp/go-plugin
-//! baseline of a and b), `report` (tables).
+//! Layout: `function` (a, b), `rules` (c, d, g on the real daemon), `windows`
+//! (h, on the real daemon), `startup` (e, f), `ipc` (the raw-socket echo
+//! baseline), `goplugin` (the hashicorp/go-plugin baseline of a and b),
+//! `report` (tables).
 #![forbid(unsafe_code)]
 
 mod function;
@@ -20,6 +22,7 @@ mod ipc;
 mod report;
 mod rules;
 mod startup;
+mod windows;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -36,7 +39,7 @@ pub struct Opts {
     pub quick: bool,
 }
 
-const SCENARIOS: [(&str, char, &str); 7] = [
+const SCENARIOS: [(&str, char, &str); 8] = [
     ("function", 'a', "function throughput"),
     ("latency", 'b', "single-row latency"),
     ("e2e", 'c', "end-to-end rule throughput"),
@@ -44,10 +47,12 @@ const SCENARIOS: [(&str, char, &str); 7] = [
     ("coldstart", 'e', "plugin cold start"),
     ("memory", 'f', "memory"),
     ("recovery", 'g', "recovery after kill -9"),
+    ("windows", 'h', "windows: throughput, memory, latency"),
 ];
 
 const USAGE: &str = "usage: oort-bench [--quick] [--only <scenario>] [--out <file.json>]
-scenarios: function (a), latency (b), e2e (c), steady (d), coldstart (e), memory (f), recovery (g)";
+scenarios: function (a), latency (b), e2e (c), steady (d), coldstart (e), memory (f), recovery (g),
+           windows (h)";
 
 /// Generous timeouts: a benchmark on a loaded machine must not fail on a deadline.
 pub fn bench_timeouts() -> Timeouts {
@@ -241,6 +246,7 @@ fn main() -> Result<()> {
             "coldstart" => rt.block_on(startup::cold_start(&opts)),
             "memory" => startup::memory(&opts),
             "recovery" => rules::recovery(&opts),
+            "windows" => windows::windows(&opts),
             other => bail!("no scenario {other}"),
         };
         let mut result = result.with_context(|| format!("scenario {name}"))?;

@@ -12,15 +12,21 @@ use crate::report::{self, met, ms, rate, us, Table};
 use crate::{cpu_secs, plugins_with, Opts};
 
 /// The sink counter the end-to-end scenarios watch (first action, `null` sink).
-const NULL_IN: &str = "sink_null_0_0_records_in_total";
+pub(crate) const NULL_IN: &str = "sink_null_0_0_records_in_total";
 
-struct Bench {
-    daemon: Daemon,
+pub(crate) struct Bench {
+    pub(crate) daemon: Daemon,
     _plugins: PluginsDir,
 }
 
 impl Bench {
-    fn start() -> Result<Bench> {
+    pub(crate) fn start() -> Result<Bench> {
+        Bench::start_wrapped(&[])
+    }
+
+    /// A daemon started through `wrapper` (e.g. `["env", "NAME=value"]`),
+    /// which must exec its arguments so that the child's pid is the daemon's.
+    pub(crate) fn start_wrapped(wrapper: &[&str]) -> Result<Bench> {
         let plugins = plugins_with(&[
             ("sources", "bench"),
             ("sinks", "null"),
@@ -29,7 +35,11 @@ impl Bench {
             ("functions", "countPlusOne"),
             ("functions", "accumulateWordCount"),
         ]);
-        let daemon = Daemon::start(plugins.path(), &[]);
+        let daemon = if wrapper.is_empty() {
+            Daemon::start(plugins.path(), &[])
+        } else {
+            Daemon::start_wrapped(wrapper, plugins.path(), &[])
+        };
         Ok(Bench { daemon, _plugins: plugins })
     }
 
@@ -38,7 +48,7 @@ impl Bench {
             .ok_or_else(|| anyhow!("the daemon did not answer {method} {path}"))
     }
 
-    fn expect(&self, method: &str, path: &str, body: Option<&str>) -> Result<String> {
+    pub(crate) fn expect(&self, method: &str, path: &str, body: Option<&str>) -> Result<String> {
         let (status, text) = self.request(method, path, body)?;
         if !(200..300).contains(&status) {
             bail!("{method} {path} answered {status}: {text}");
@@ -46,19 +56,19 @@ impl Bench {
         Ok(text)
     }
 
-    fn stream(&self, sql: &str) -> Result<()> {
+    pub(crate) fn stream(&self, sql: &str) -> Result<()> {
         self.expect("POST", "/streams", Some(&json!({ "sql": sql }).to_string())).map(drop)
     }
 
-    fn create_rule(&self, rule: &Json) -> Result<()> {
+    pub(crate) fn create_rule(&self, rule: &Json) -> Result<()> {
         self.expect("POST", "/rules", Some(&rule.to_string())).map(drop)
     }
 
-    fn delete_rule(&self, id: &str) -> Result<()> {
+    pub(crate) fn delete_rule(&self, id: &str) -> Result<()> {
         self.expect("DELETE", &format!("/rules/{id}"), None).map(drop)
     }
 
-    fn status(&self, id: &str) -> Result<Json> {
+    pub(crate) fn status(&self, id: &str) -> Result<Json> {
         let text = self.expect("GET", &format!("/rules/{id}/status"), None)?;
         let status: Json = serde_json::from_str(&text)?;
         if status["status"] == "error" {
@@ -72,7 +82,7 @@ impl Bench {
     }
 }
 
-fn rule(id: &str, sql: &str, qos: u8, extra: Json) -> Json {
+pub(crate) fn rule(id: &str, sql: &str, qos: u8, extra: Json) -> Json {
     let mut options = json!({ "qos": qos, "bufferLength": 4096 });
     if let (Json::Object(o), Json::Object(e)) = (&mut options, extra) {
         o.extend(e);
@@ -81,15 +91,18 @@ fn rule(id: &str, sql: &str, qos: u8, extra: Json) -> Json {
 }
 
 /// One timed run and the CPU time each process spent on it.
-struct Run {
-    took: Duration,
+pub(crate) struct Run {
+    pub(crate) took: Duration,
     /// (operator, CPU seconds): `oort` for the daemon, then each plugin process.
-    cpu: Vec<(String, f64)>,
+    pub(crate) cpu: Vec<(String, f64)>,
+    /// The rule's status when the run ended.
+    pub(crate) status: Json,
 }
 
-/// Creates the rule and waits until its sink has taken `n` records; the time
-/// runs from just before the create request.
-fn timed_run(b: &Bench, rule: &Json, n: u64) -> Result<Run> {
+/// Creates the rule and waits until the status counter `counter` (e.g. its
+/// sink's [`NULL_IN`]) reaches `n`; the time runs from just before the create
+/// request. The rule is deleted at the end.
+pub(crate) fn timed_run(b: &Bench, rule: &Json, counter: &str, n: u64) -> Result<Run> {
     let id = rule["id"].as_str().context("rule id")?;
     let daemon = b.daemon.child.id();
     let daemon_cpu = cpu_secs(daemon)?;
@@ -103,7 +116,7 @@ fn timed_run(b: &Bench, rule: &Json, n: u64) -> Result<Run> {
         if let Some(list) = status["plugins"].as_array().filter(|l| !l.is_empty()) {
             plugins = list.clone();
         }
-        if status[NULL_IN].as_u64().with_context(|| format!("rule {id}: no {NULL_IN} in its status"))? >= n {
+        if status[counter].as_u64().with_context(|| format!("rule {id}: no {counter} in its status"))? >= n {
             let took = start.elapsed();
             // The plugin processes of this rule started with it (the function
             // may be shared and started earlier: its CPU time is counted whole).
@@ -114,10 +127,10 @@ fn timed_run(b: &Bench, rule: &Json, n: u64) -> Result<Run> {
                 }
             }
             b.delete_rule(id)?;
-            return Ok(Run { took, cpu });
+            return Ok(Run { took, cpu, status });
         }
         if Instant::now() > deadline {
-            bail!("rule {id} did not deliver {n} records within 10 minutes");
+            bail!("rule {id}: {counter} did not reach {n} within 10 minutes");
         }
     }
 }
@@ -154,7 +167,7 @@ pub fn end_to_end(opts: &Opts) -> Result<Json> {
     for r in 0..runs {
         for (i, (_, sql, qos, extra)) in cases.iter().enumerate() {
             let id = format!("e2e{i}_{r}");
-            let run = timed_run(&b, &rule(&id, sql, *qos, extra.clone()), n)?;
+            let run = timed_run(&b, &rule(&id, sql, *qos, extra.clone()), NULL_IN, n)?;
             each[i].push(n as f64 / run.took.as_secs_f64());
             for (k, (op, secs)) in run.cpu.into_iter().enumerate() {
                 match cpu[i].get_mut(k) {
@@ -221,18 +234,7 @@ pub fn steady_latency(opts: &Opts) -> Result<Json> {
     b.create_rule(&r)?;
     std::thread::sleep(Duration::from_secs(secs));
     b.expect("POST", "/rules/steady/stop", None)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if let Some(l) = text.lines().last() {
-            break l.to_string();
-        }
-        if Instant::now() > deadline {
-            bail!("the latency sink wrote nothing to {}", path.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let result: Json = serde_json::from_str(&line)?;
+    let result = latency_report(&path)?;
     let g = |k: &str| result[k].as_f64().unwrap_or(f64::NAN);
     let mut table = Table::new(
         &format!(
@@ -258,6 +260,23 @@ pub fn steady_latency(opts: &Opts) -> Result<Json> {
     ]);
     table.print();
     Ok(json!({ "rate": rate_per_s, "seconds": secs, "sink": result }))
+}
+
+/// The last line the `latency` sink wrote to `path` (it writes one when its
+/// rule stops), waiting up to 10 s for it.
+pub(crate) fn latency_report(path: &std::path::Path) -> Result<Json> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(l) = text.lines().last() {
+            break l.to_string();
+        }
+        if Instant::now() > deadline {
+            bail!("the latency sink wrote nothing to {}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(serde_json::from_str(&line)?)
 }
 
 /// The pid of the rule's function plugin process, from its status.
