@@ -364,7 +364,7 @@ impl WindowState {
     fn close_open(&mut self, end: i64) -> Emitted {
         let Some((start, _)) = self.open.take() else { return (vec![], vec![]) };
         let pane = self.panes.remove(&0).unwrap_or_default();
-        split(merge_panes(&[&pane], start, end))
+        finish_pane(pane, start, end)
     }
 
     fn add_sliding(&mut self, row: WindowRow, at: i64) -> Result<Emitted, String> {
@@ -505,6 +505,15 @@ impl WindowState {
                 break;
             }
             let start = end - length;
+            if self.spec.panes() == 1 {
+                // A window of one pane that no later window shares: its groups
+                // move out instead of being merged into copies.
+                if let Some(pane) = self.panes.remove(&start) {
+                    extend(&mut out, finish_pane(pane, start, end));
+                }
+                self.emitted_until = Some(end);
+                continue;
+            }
             let panes: Vec<&Pane> = self.panes.range(start..end).map(|(_, p)| p).collect();
             extend(&mut out, split(merge_panes(&panes, start, end)));
             self.emitted_until = Some(end);
@@ -565,6 +574,23 @@ fn split(groups: Vec<Result<GroupResult, String>>) -> Emitted {
         }
     }
     out
+}
+
+/// The groups of a window of one pane, moved out of it in the order they
+/// first appeared.
+fn finish_pane(mut pane: Pane, start: i64, end: i64) -> Emitted {
+    let results = pane
+        .order
+        .iter()
+        .filter_map(|key| pane.groups.remove(key))
+        .map(|g| GroupResult {
+            aggregates: g.partials.iter().map(Partial::finish).collect(),
+            first: g.first,
+            window_start: start,
+            window_end: end,
+        })
+        .collect();
+    (results, Vec::new())
 }
 
 /// Merges the panes of one window group by group, groups in the order they
