@@ -145,6 +145,26 @@ mod tests {
     }
 
     #[test]
+    fn the_folder_of_a_killed_supervisor_that_is_still_a_zombie_is_removed() {
+        // A supervisor killed with SIGKILL stays a zombie until its parent
+        // reaps it; signal 0 still reaches it, but it is dead.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // Not reaped (no wait yet): once it has exited, it is a zombie.
+        while super::super::sys::process_exists(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("rt");
+        let stale = root.join(format!("sv-{pid}"));
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&stale).unwrap();
+        let _rt = RuntimeDir::create(&root).unwrap();
+        assert!(!stale.exists(), "the zombie's folder is kept");
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn folders_of_dead_supervisors_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("rt");

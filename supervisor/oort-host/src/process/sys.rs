@@ -127,11 +127,24 @@ pub(super) fn signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-/// Whether a process with this pid exists (it may be a zombie).
+/// Whether a process with this pid is alive: it exists and is not a zombie
+/// (a killed process stays a zombie until its parent reaps it, and signal 0
+/// still reaches a zombie).
 pub(super) fn process_exists(pid: u32) -> bool {
     // SAFETY: signal 0 performs only the existence and permission check.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// Whether `/proc` shows the process as a zombie (`Z`) or dead (`X`); false
+/// when `/proc` cannot tell.
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may
+    // itself hold spaces and parentheses.
+    let state = stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().next());
+    matches!(state, Some("Z" | "X"))
 }
 
 /// The effective user id, to check ownership of the runtime directory.
