@@ -1,0 +1,171 @@
+"""Adapters from eKuiper's portable shapes to the Oort SDK's `Function`,
+`Source` and `Sink`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .. import _api as oort
+from .._context import Context as OortContext
+from .._values import Record
+from ._api import Context, Function, Sink, Source, SourceClosedError, _Acks, _EmitBuffer
+
+#: How many emitted records a push source may have waiting for `Read` before
+#: `ctx.emit` blocks.
+EMIT_BUFFER = 1024
+
+#: How long `Read` waits for the first record (the SDK's ~100 ms contract).
+READ_WAIT_S = 0.1
+
+#: How long `close` waits for the `open` loop to return after `close(ctx)`. A
+#: loop still asleep then ends by itself at its next `emit` (it raises) or
+#: stop-flag check; its thread does not keep the process alive.
+CLOSE_WAIT_S = 0.5
+
+
+class FunctionAdapter(oort.Function):
+    """An eKuiper portable function as an Oort function.
+
+    eKuiper runs one object per function symbol and calls it from one thread;
+    the adapter is exported as a singleton and serialises the calls too.
+    """
+
+    def __init__(self, fn: Function) -> None:
+        self.fn = fn
+        self._lock = threading.Lock()
+
+    def validate(self, args: list[oort.ArgSpec]) -> None:
+        with self._lock:
+            err = self.fn.validate(list(args))
+        if err:
+            raise ValueError(str(err))
+
+    def exec(self, ctx: OortContext, args: list[Any]) -> Any:
+        with self._lock:
+            return self.fn.exec(args, Context(ctx))
+
+    def is_aggregate(self) -> bool:
+        return bool(self.fn.is_aggregate())
+
+
+class SourceAdapter(oort.Source):
+    """A push-style eKuiper source as an Oort pull source.
+
+    `open` configures the source and starts its `open(ctx)` loop in a daemon
+    thread; what the loop emits waits in a bounded buffer that `read` drains.
+    `close` calls the source's `close(ctx)`, closes the buffer (a blocked
+    `emit` raises `SourceClosedError`) and waits a moment for the loop.
+    """
+
+    def __init__(self, source: Source, capacity: int = EMIT_BUFFER) -> None:
+        self.source = source
+        self.buffer = _EmitBuffer(capacity)
+        self._thread: threading.Thread | None = None
+        self._ctx: Context | None = None
+        self._failure: str | None = None
+
+    def open(self, ctx: OortContext, datasource: str, props: dict[str, Any]) -> None:
+        self.source.configure(datasource, dict(props))
+        ek = Context(ctx, emitter=self.buffer)
+        self._ctx = ek
+        self._thread = threading.Thread(
+            target=self._run, args=(ek,), name=f"ekuiper-source {ctx.instance_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, ctx: Context) -> None:
+        try:
+            self.source.open(ctx)
+        except SourceClosedError:
+            pass
+        except Exception as e:
+            if not self.buffer.closed:
+                text = str(e) or type(e).__name__
+                ctx.oort.logger.error("the source's open loop failed: %s", text, exc_info=True)
+                ctx.oort.report_exception(f"source open loop failed: {text}")
+
+    def read(self, ctx: OortContext, max: int) -> Sequence[Record]:
+        return self.buffer.take(max, READ_WAIT_S)
+
+    def close(self, ctx: OortContext) -> None:
+        ek = self._ctx or Context(ctx, emitter=self.buffer)
+        try:
+            self.source.close(ek)
+        finally:
+            self.buffer.close()
+            t = self._thread
+            if t is not None and t is not threading.current_thread():
+                t.join(CLOSE_WAIT_S)
+                if t.is_alive():
+                    ctx.logger.info(
+                        "the source's open loop is still running %.1fs after close; it ends at its next emit",
+                        CLOSE_WAIT_S,
+                    )
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    return bool(v)
+
+
+class SinkAdapter(oort.Sink):
+    """An eKuiper portable sink as an Oort sink.
+
+    Each batch is handed to `collect` as eKuiper's portable runtime sends it:
+    JSON-encoded bytes, one list of the batch's rows, or with the action
+    property `sendSingle` true one object per row. `ack_error(e)` fails the
+    batch with that message (after the batch's other rows were collected); an
+    exception fails it at once; `ack_ok()`, or no ack at all, accepts it.
+    """
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._acks = _Acks()
+        self._ctx: Context | None = None
+        self._single = False
+
+    def open(self, ctx: OortContext, props: dict[str, Any]) -> None:
+        self._single = _truthy(props.get("sendSingle", False))
+        self.sink.configure(dict(props))
+        ek = Context(ctx, acks=self._acks)
+        self._ctx = ek
+        self.sink.open(ek)
+
+    def collect(self, ctx: OortContext, records: list[Record]) -> None:
+        ek = self._ctx or Context(ctx, acks=self._acks)
+        if not records:
+            return
+        if self._single:
+            payloads = [_encode(r.fields) for r in records]
+        else:
+            payloads = [_encode([r.fields for r in records])]
+        # Each payload is acked on its own, as in eKuiper: one refused does
+        # not keep the others from being collected. The batch then fails with
+        # the first refusal.
+        errors: list[str] = []
+        for data in payloads:
+            self._acks.reset()
+            self.sink.collect(ek, data)
+            errors.extend(self._acks.errors)
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise RuntimeError(errors[0] + more)
+
+    def close(self, ctx: OortContext) -> None:
+        self.sink.close(self._ctx or Context(ctx, acks=self._acks))
+
+
+def _encode(v: Any) -> bytes:
+    # As eKuiper's default JSON format: bytes values become base64 strings.
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=_default).encode()
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(o)).decode()
+    raise TypeError(f"cannot encode a {type(o).__name__} as JSON")

@@ -1,0 +1,151 @@
+//! eKuiper portable Python plugins on Oort (issue 16, items 1 and 7, Python):
+//! `ekpy`, written in the style of eKuiper's portable Python SDK and changed
+//! only in its imports (`oort_plugin.ekuiper`), runs through the real daemon
+//! as a function plugin, a push source and an acking sink.
+//!
+//! The launchers come from `bash scripts/build-python.sh` (in
+//! `$OORT_BIN/python/`, beside the workspace binaries): one program installed
+//! under three names, serving the part its file name names.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oort_tests::{bin_dir, json, Daemon, PluginsDir};
+use serde_json::Value as Json;
+
+/// A launcher written by scripts/build-python.sh.
+fn python(name: &str) -> PathBuf {
+    let path = bin_dir().join("python").join(name);
+    assert!(path.exists(), "{} is not built: run `bash scripts/build-python.sh` first", path.display());
+    path
+}
+
+/// functions/ekpy (+ ekpy.json), sources/ekticker and sinks/eklines.
+fn plugins() -> PluginsDir {
+    let p = PluginsDir::new();
+    for (kind, name) in [("functions", "ekpy"), ("sources", "ekticker"), ("sinks", "eklines")] {
+        std::fs::copy(python(name), p.path().join(kind).join(name)).expect("copy launcher");
+    }
+    std::fs::copy(python("ekpy.json"), p.path().join("functions/ekpy.json")).expect("copy metadata");
+    p
+}
+
+fn lines(path: &Path) -> Vec<Json> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(json).collect()
+}
+
+/// Waits until `path` holds at least `n` lines; returns them.
+fn wait_lines(d: &Daemon, rule: &str, path: &Path, n: usize) -> Vec<Json> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = lines(path);
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} of {n} lines; status: {}\nlog:\n{}",
+            path.display(),
+            got.len(),
+            d.http("GET", &format!("/rules/{rule}/status"), None).1,
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn post(d: &Daemon, path: &str, body: &Json) -> (u16, String) {
+    d.http("POST", path, Some(&body.to_string()))
+}
+
+fn create_stream(d: &Daemon, name: &str, with: &str) {
+    let sql = format!(r#"CREATE STREAM {name} () WITH (TYPE="ekticker", {with})"#);
+    let (status, body) = post(d, "/streams", &serde_json::json!({ "sql": sql }));
+    assert_eq!(status, 201, "{body}\nlog:\n{}", d.log());
+}
+
+#[test]
+fn a_portable_source_feeds_portable_functions_into_a_portable_sink() {
+    let p = plugins();
+    let out = tempfile::tempdir().unwrap();
+    let d = Daemon::start(p.path(), &[]);
+    // DATASOURCE and the extra options reach configure(datasource, conf);
+    // "10" and "40" arrive as numbers, as eKuiper's conf does.
+    create_stream(&d, "ticks", r#"DATASOURCE="w", interval="10", count="40""#);
+
+    let rows = out.path().join("rows.jsonl");
+    let rule = serde_json::json!({
+        "id": "r1",
+        "sql": "SELECT seq, shout(word) AS loud, clamp(seq, 3, 30) AS capped, whichrule() AS rule FROM ticks",
+        "actions": [{"eklines": {"path": rows.display().to_string(), "requireAck": true}}]
+    });
+    let (status, body) = post(&d, "/rules", &rule);
+    assert_eq!(status, 201, "{body}\nlog:\n{}", d.log());
+
+    let got = wait_lines(&d, "r1", &rows, 40);
+    assert_eq!(got.len(), 40, "{got:?}");
+    for (k, row) in got.iter().enumerate() {
+        let k = k as i64;
+        assert_eq!(row["seq"], k, "{row}");
+        assert_eq!(row["loud"], format!("W{k}!"), "{row}");
+        assert_eq!(row["capped"].as_f64(), Some(k.clamp(3, 30) as f64), "{row}");
+        assert_eq!(row["rule"], "r1", "{row}");
+    }
+    let status = d.get_json("/rules/r1/status");
+    assert_eq!(status["status"], "running", "{status}");
+
+    // The aggregate in a window: each count window of 10 consecutive seq
+    // spans 9.
+    let windows = out.path().join("windows.jsonl");
+    let rule = serde_json::json!({
+        "id": "r2",
+        "sql": "SELECT spread(seq) AS s, count(*) AS n FROM ticks GROUP BY COUNTWINDOW(10)",
+        "actions": [{"eklines": {"path": windows.display().to_string(), "sendSingle": true}}]
+    });
+    let (status, body) = post(&d, "/rules", &rule);
+    assert_eq!(status, 201, "{body}\nlog:\n{}", d.log());
+    let got = wait_lines(&d, "r2", &windows, 4);
+    assert_eq!(got, vec![serde_json::json!({"n": 10, "s": 9}); 4]);
+}
+
+#[test]
+fn a_validate_error_string_refuses_the_rule_with_its_message() {
+    let p = plugins();
+    let out = tempfile::tempdir().unwrap();
+    let d = Daemon::start(p.path(), &[]);
+    create_stream(&d, "ticks", r#"DATASOURCE="w", interval="10""#);
+    let rule = serde_json::json!({
+        "id": "bad",
+        "sql": "SELECT clamp(seq, 1) AS c FROM ticks",
+        "actions": [{"eklines": {"path": out.path().join("bad.jsonl").display().to_string()}}]
+    });
+    let (status, body) = post(&d, "/rules", &rule);
+    assert_eq!(status, 400, "{body}");
+    let message = json(&body)["error"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("clamp expects 3 arguments (value, low, high), got 2"), "{body}");
+    assert_eq!(d.get_json("/rules"), serde_json::json!([]));
+
+    // Errors the source emits with emit_error are the source's exceptions.
+    create_stream(&d, "flaky", r#"DATASOURCE="f", interval="5", count="9", errorEvery="3""#);
+    let rows = out.path().join("flaky.jsonl");
+    let rule = serde_json::json!({
+        "id": "flaky",
+        "sql": "SELECT seq FROM flaky",
+        "actions": [{"eklines": {"path": rows.display().to_string()}}]
+    });
+    let (status, body) = post(&d, "/rules", &rule);
+    assert_eq!(status, 201, "{body}");
+    let got = wait_lines(&d, "flaky", &rows, 6);
+    let seqs: Vec<i64> = got.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, vec![0, 1, 3, 4, 6, 7]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = d.get_json("/rules/flaky/status");
+        if status["source_flaky_0_exceptions_total"] == 3 {
+            assert_eq!(status["source_flaky_0_last_exception"], "tick 8 skipped", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
