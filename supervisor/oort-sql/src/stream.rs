@@ -122,22 +122,7 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
     if !p.eat(')') {
         loop {
             let field = p.ident("a field name")?;
-            let ty = p.ident("a field type")?;
-            let field_type = match ty.to_ascii_uppercase().as_str() {
-                "BIGINT" => FieldType::Bigint,
-                "FLOAT" => FieldType::Float,
-                "STRING" => FieldType::String,
-                "BOOLEAN" => FieldType::Boolean,
-                "DATETIME" => FieldType::Datetime,
-                "BYTEA" => FieldType::Bytea,
-                "ARRAY" => FieldType::Array,
-                "STRUCT" => FieldType::Struct,
-                other => {
-                    return Err(RuleError::invalid(format!(
-                        "field {field}: unknown type {other}; use BIGINT, FLOAT, STRING, BOOLEAN, DATETIME, BYTEA, ARRAY or STRUCT"
-                    )))
-                }
-            };
+            let field_type = field_type(&mut p, &field, 0)?;
             if fields.len() == MAX_STREAM_FIELDS {
                 return Err(RuleError::invalid(format!(
                     "the stream declares more than {MAX_STREAM_FIELDS} fields; the limit is {MAX_STREAM_FIELDS}"
@@ -151,6 +136,10 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
                 break;
             }
             p.expect(',')?;
+            // eKuiper accepts a trailing comma before the closing parenthesis.
+            if p.eat(')') {
+                break;
+            }
         }
     }
     p.keyword("WITH")?;
@@ -177,7 +166,9 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
         if p.eat(')') {
             break;
         }
-        p.expect(',')?;
+        // eKuiper separates options with commas or with spaces alone
+        // (`TYPE="edgex" CONF_KEY="x"`).
+        p.eat(',');
     }
     p.eat(';');
     if !p.at_end() {
@@ -192,6 +183,50 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
         crate::builtin::check_time_format(format).map_err(|e| RuleError::invalid(format!("TIMESTAMP_FORMAT: {e}")))?;
     }
     Ok(StreamDef { name, fields, options, sql: sql.trim().to_string() })
+}
+
+/// How deep `ARRAY(STRUCT(a ARRAY(…)))` may nest.
+const MAX_TYPE_DEPTH: usize = 32;
+
+/// A field's type: a plain one, `ARRAY(type)` or `STRUCT(name type, …)`
+/// (eKuiper's forms, nested; the element and member types are checked, and
+/// the field is typed by its outer kind).
+fn field_type(p: &mut Lexer, field: &str, depth: usize) -> Result<FieldType, RuleError> {
+    if depth > MAX_TYPE_DEPTH {
+        return Err(RuleError::invalid(format!("field {field}: types nest more than {MAX_TYPE_DEPTH} deep")));
+    }
+    let ty = p.ident("a field type")?;
+    let kind = match ty.to_ascii_uppercase().as_str() {
+        "BIGINT" => FieldType::Bigint,
+        "FLOAT" => FieldType::Float,
+        "STRING" => FieldType::String,
+        "BOOLEAN" => FieldType::Boolean,
+        "DATETIME" => FieldType::Datetime,
+        "BYTEA" => FieldType::Bytea,
+        "ARRAY" => FieldType::Array,
+        "STRUCT" => FieldType::Struct,
+        other => {
+            return Err(RuleError::invalid(format!(
+                "field {field}: unknown type {other}; use BIGINT, FLOAT, STRING, BOOLEAN, DATETIME, BYTEA, ARRAY or STRUCT"
+            )))
+        }
+    };
+    match kind {
+        FieldType::Array if p.eat('(') => {
+            field_type(p, field, depth + 1)?;
+            p.expect(')')?;
+        }
+        FieldType::Struct if p.eat('(') => loop {
+            let member = p.ident("a struct member name")?;
+            field_type(p, &format!("{field}.{member}"), depth + 1)?;
+            if p.eat(')') {
+                break;
+            }
+            p.expect(',')?;
+        },
+        _ => {}
+    }
+    Ok(kind)
 }
 
 /// A tiny hand-written lexer: eKuiper's `CREATE STREAM` is not standard SQL,
@@ -321,6 +356,24 @@ mod tests {
         assert_eq!(props["label"], Value::from("x"));
         assert!(matches!(props["pattern"], Value::Map(_)));
         assert!(!props.contains_key("TYPE"));
+    }
+
+    #[test]
+    fn ekuipers_other_ddl_forms_parse() {
+        // Nested ARRAY and STRUCT types, a trailing comma, options separated
+        // by spaces: all as eKuiper's own test plans write them.
+        let s = parse_stream(
+            r#"CREATE STREAM demo (tags ARRAY(STRING), pos STRUCT(x FLOAT, y FLOAT, path ARRAY(STRUCT(t BIGINT))), n BIGINT,)
+               WITH (TYPE="random" DATASOURCE="demo", CONF_KEY="x" FORMAT="json")"#,
+        )
+        .unwrap();
+        let kinds: Vec<FieldType> = s.fields.iter().map(|f| f.field_type).collect();
+        assert_eq!(kinds, [FieldType::Array, FieldType::Struct, FieldType::Bigint]);
+        assert_eq!((s.source_type(), s.datasource(), s.conf_key()), ("random", "demo", Some("x")));
+        let deep = format!("CREATE STREAM s (a {}STRING{}) WITH (TYPE=\"x\")", "ARRAY(".repeat(40), ")".repeat(40));
+        assert!(parse_stream(&deep).unwrap_err().to_string().contains("nest more than 32 deep"));
+        let bad = parse_stream(r#"CREATE STREAM s (p STRUCT(x WIDGET)) WITH (TYPE="x")"#).unwrap_err().to_string();
+        assert!(bad.contains("field p.x: unknown type WIDGET"), "{bad}");
     }
 
     #[test]
