@@ -523,12 +523,14 @@ fn every_malformed_request_is_a_4xx_that_changes_nothing() {
             "must be a string literal",
         ),
         ("POST", "/rules", rule("SELECT lower(a, b) FROM words", "log"), 400, "lower expects 1 argument"),
-        ("POST", "/rules", s.rule("r1"), 409, "rule r1 already exists"),
+        // eKuiper answers duplicates with 400, and its clients test for it.
+        ("POST", "/rules", s.rule("r1"), 400, "rule r1 already exists"),
         ("PUT", "/rules/r1", s.rule("other"), 400, "does not match"),
         ("POST", "/streams", "{}".into(), 400, "missing field \"sql\""),
         ("POST", "/streams", r#"{"sql":"CREATE STREAM x"}"#.into(), 400, "expected '('"),
         ("POST", "/streams", r#"{"sql":"CREATE STREAM x () WITH (TYPE=\"nosuch\")"}"#.into(), 400, "no source plugin"),
-        ("POST", "/streams", serde_json::json!({"sql": s.stream_sql()}).to_string(), 409, "already exists"),
+        ("POST", "/streams", serde_json::json!({"sql": s.stream_sql()}).to_string(), 400, "already exists"),
+        ("DELETE", "/streams/words", String::new(), 409, "used by"),
         ("DELETE", "/streams/nowhere", String::new(), 404, "no stream named"),
         ("POST", "/rules/nope/start", String::new(), 404, "no rule named"),
         ("POST", "/rules/r1/explode", String::new(), 404, "unknown rule action"),
@@ -542,6 +544,22 @@ fn every_malformed_request_is_a_4xx_that_changes_nothing() {
     assert_eq!(d.get_json("/rules"), serde_json::json!([{"id": "r1", "status": "running"}]));
     assert_eq!(d.get_json("/streams"), serde_json::json!(["words"]));
     assert_eq!(d.get_json("/rules/r1")["sql"], json(&s.rule("r1"))["sql"]);
+}
+
+#[test]
+fn a_forced_drop_removes_a_stream_that_rules_use() {
+    // eKuiper's `DELETE /streams/{name}?force=true`: the stream goes although
+    // r1 uses it, and r1 runs on with the definition it started with.
+    let p = plugins();
+    let s = Setup::new();
+    write_lines(&s.input(), 0, 5);
+    let d = Daemon::start(p.path(), &[]);
+    create_stream_and_rule(&d, &s);
+    assert_eq!(d.http("DELETE", "/streams/words", None).0, 409, "not without force");
+    let (status, body) = d.http("DELETE", "/streams/words?force=true", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(d.get_json("/streams"), serde_json::json!([]));
+    assert_eq!(d.get_json("/rules/r1/status")["status"], "running");
 }
 
 #[test]

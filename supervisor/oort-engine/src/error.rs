@@ -38,7 +38,9 @@ pub enum ErrorKind {
     Invalid,
     /// It names something that does not exist.
     NotFound,
-    /// It clashes with what exists.
+    /// It creates what already exists.
+    Exists,
+    /// It clashes with what exists (a stream that rules use).
     Conflict,
     /// The daemon failed (its store): not the caller's fault.
     Internal,
@@ -51,9 +53,8 @@ impl EngineError {
                 ErrorKind::Invalid
             }
             EngineError::UnknownStream { .. } | EngineError::UnknownRule { .. } => ErrorKind::NotFound,
-            EngineError::StreamExists { .. } | EngineError::RuleExists { .. } | EngineError::StreamInUse { .. } => {
-                ErrorKind::Conflict
-            }
+            EngineError::StreamExists { .. } | EngineError::RuleExists { .. } => ErrorKind::Exists,
+            EngineError::StreamInUse { .. } => ErrorKind::Conflict,
             EngineError::Store(_) | EngineError::Corrupt { .. } => ErrorKind::Internal,
         }
     }

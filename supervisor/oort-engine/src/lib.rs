@@ -202,11 +202,14 @@ impl Engine {
     }
 
     /// Drops a stream that no rule uses.
-    pub async fn drop_stream(&self, name: &str) -> Result<(), EngineError> {
+    /// Drops a stream; one that rules use only when `force`d (eKuiper's
+    /// `?force=true`): the running rules go on with the definition they
+    /// started with, and fail at their next start.
+    pub async fn drop_stream(&self, name: &str, force: bool) -> Result<(), EngineError> {
         let rules = self.rules.lock().await;
         let users: Vec<String> =
             rules.iter().filter(|(_, e)| e.plan.select.stream == name).map(|(id, _)| id.clone()).collect();
-        if !users.is_empty() {
+        if !users.is_empty() && !force {
             return Err(EngineError::StreamInUse { name: name.to_string(), rules: users });
         }
         let mut streams = self.streams.lock().await;

@@ -20,7 +20,8 @@ fn engine_status(e: EngineError) -> Status {
         match e.kind() {
             ErrorKind::Invalid => Status::invalid_argument(message),
             ErrorKind::NotFound => Status::not_found(message),
-            ErrorKind::Conflict => Status::already_exists(message),
+            ErrorKind::Exists => Status::already_exists(message),
+            ErrorKind::Conflict => Status::failed_precondition(message),
             ErrorKind::Internal => Status::internal(message),
         }
     }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -58,7 +58,9 @@ impl IntoResponse for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         let status = match e.kind() {
-            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            // eKuiper answers a duplicate stream or rule with 400, and its
+            // clients test for it.
+            ErrorKind::Invalid | ErrorKind::Exists => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -185,8 +187,19 @@ async fn describe_stream(State(app): State<AppState>, Path(name): Path<String>) 
     Ok(Json(json!({"Name": def.name, "StreamFields": fields, "Options": def.options, "Statement": def.sql})))
 }
 
-async fn drop_stream(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<String> {
-    app.engine.drop_stream(&name).await?;
+/// `?force=true` drops a stream even while rules use it, as eKuiper does.
+#[derive(Debug, Default, serde::Deserialize)]
+struct DropStreamQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn drop_stream(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<DropStreamQuery>,
+) -> ApiResult<String> {
+    app.engine.drop_stream(&name, q.force).await?;
     Ok(format!("Stream {name} is dropped."))
 }
 
