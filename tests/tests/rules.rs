@@ -428,9 +428,24 @@ fn stop_start_restart_and_delete_through_the_cli() {
 
     let (ok, out, _) = d.cli(&["rule", "list"]);
     assert!(ok && out.contains("r1") && out.contains("running"), "{out}");
+    let running = d.get_json("/rules/r1/status");
+    assert_eq!(running["source_words_0_connection_status"], 1, "{running}");
+    assert_eq!(running["sink_file_0_0_connection_status"], 1, "{running}");
+    assert_eq!(running["source_words_0_messages_processed_total"], running["source_words_0_records_in_total"]);
+    assert_eq!(running["lastStopTimestamp"], 0, "{running}");
     let (ok, out, _) = d.cli(&["rule", "stop", "r1"]);
     assert!(ok, "{out}");
-    assert_eq!(d.get_json("/rules/r1/status")["status"], "stopped");
+    // eKuiper's status keys for a stopped rule.
+    let stopped = d.get_json("/rules/r1/status");
+    assert_eq!(
+        (&stopped["status"], &stopped["message"]),
+        (&serde_json::json!("stopped"), &serde_json::json!("canceled manually")),
+        "{stopped}"
+    );
+    let (start, stop) =
+        (stopped["lastStartTimestamp"].as_u64().unwrap(), stopped["lastStopTimestamp"].as_u64().unwrap());
+    assert!(start > 1_700_000_000_000 && stop >= start, "{stopped}");
+    assert_eq!(stopped["nextStartTimestamp"], 0);
     write_lines(&s.input(), 20, 40);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(lines(&s.output()).len(), 10, "a stopped rule writes nothing");

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oort_host::process::{ProcessStatus, ProcessUsage};
 use oort_host::{FunctionInstance, Outstanding, ProcessView, SinkInstance, SourceInstance};
@@ -40,6 +40,8 @@ pub struct RuleStatus {
     /// Event-time windows: late rows dropped, and the watermark.
     event_time: Mutex<EventTimeReport>,
     windowed_on_event_time: bool,
+    /// When the rule last started and last stopped running.
+    run_times: Mutex<(Option<u64>, Option<u64>)>,
 }
 
 /// What an event-time window reports: rows dropped for arriving behind the
@@ -84,6 +86,10 @@ pub struct RuleReport {
     pub operators: Vec<OpSnapshot>,
     /// Rules with event-time windows only.
     pub event_time: Option<EventTimeReport>,
+    /// When the rule last started and last stopped running (ms since the
+    /// epoch).
+    pub last_start_ms: Option<u64>,
+    pub last_stop_ms: Option<u64>,
     pub plugins: Vec<PluginProcess>,
 }
 
@@ -113,6 +119,7 @@ impl RuleStatus {
             calls: Mutex::default(),
             warning: Mutex::default(),
             event_time: Mutex::default(),
+            run_times: Mutex::default(),
             windowed_on_event_time: plan.event_time.is_some()
                 && plan.select.grouping.as_ref().is_some_and(|g| g.window.is_time()),
         }
@@ -150,7 +157,21 @@ impl RuleStatus {
     }
 
     pub(super) fn set_state(&self, s: RunState) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let mut times = self.run_times.lock().unwrap_or_else(|e| e.into_inner());
+        match (&*state, &s) {
+            (RunState::Running, RunState::Running) => {}
+            (_, RunState::Running) => times.0 = Some(now),
+            (RunState::Running, _) => times.1 = Some(now),
+            _ => {}
+        }
+        *state = s;
+    }
+
+    /// When the rule last started and last stopped (ms since the epoch).
+    pub fn run_times(&self) -> (Option<u64>, Option<u64>) {
+        *self.run_times.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn register(&self, operator: String, instance: Instance) {
@@ -206,6 +227,8 @@ impl RuleStatus {
             last_checkpoint: self.last_checkpoint(),
             operators: self.operators(),
             event_time: self.windowed_on_event_time.then(|| *self.event_time.lock().unwrap_or_else(|e| e.into_inner())),
+            last_start_ms: self.run_times().0,
+            last_stop_ms: self.run_times().1,
             plugins: self.processes(true),
         }
     }

@@ -205,9 +205,11 @@ fn field_type(p: &mut Lexer, field: &str, depth: usize) -> Result<FieldType, Rul
         "BYTEA" => FieldType::Bytea,
         "ARRAY" => FieldType::Array,
         "STRUCT" => FieldType::Struct,
-        other => return Err(RuleError::invalid(format!(
+        other => {
+            return Err(RuleError::invalid(format!(
             "field {field}: unknown type {other}; use BIGINT, FLOAT, STRING, BOOLEAN, DATETIME, BYTEA, ARRAY or STRUCT"
-        ))),
+        )))
+        }
     };
     match kind {
         FieldType::Array if p.eat('(') => {

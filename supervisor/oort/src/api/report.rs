@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value as Json};
 
+use oort_engine::metrics::OpKind;
 use oort_engine::{PluginProcess, RuleReport, RunState};
 use oort_host::process::ProcessStatus;
 
@@ -33,9 +34,20 @@ pub(super) fn process_status_word(s: &ProcessStatus) -> &'static str {
 pub(super) fn flat_status(report: &RuleReport) -> Map<String, Json> {
     let mut out = Map::new();
     out.insert("status".into(), json!(rule_state_word(&report.state)));
-    if let RunState::Failed(reason) = &report.state {
-        out.insert("message".into(), json!(reason));
+    match &report.state {
+        RunState::Failed(reason) => {
+            out.insert("message".into(), json!(reason));
+        }
+        // eKuiper's words for a rule someone stopped.
+        RunState::Stopped if report.last_stop_ms.is_some() => {
+            out.insert("message".into(), json!("canceled manually"));
+        }
+        _ => {}
     }
+    // eKuiper's run times; Oort schedules no rules, so nothing starts next.
+    out.insert("lastStartTimestamp".into(), json!(report.last_start_ms.unwrap_or(0)));
+    out.insert("lastStopTimestamp".into(), json!(report.last_stop_ms.unwrap_or(0)));
+    out.insert("nextStartTimestamp".into(), json!(0));
     if let Some(w) = &report.warning {
         out.insert("warning".into(), json!(w));
     }
@@ -50,9 +62,28 @@ pub(super) fn flat_status(report: &RuleReport) -> Map<String, Json> {
         out.insert("window_late_rows_total".into(), json!(e.late_rows));
         out.insert("window_watermark".into(), json!(e.watermark));
     }
+    // Whether the plugin process behind each source and sink operator is up:
+    // the source's process is operator "source", sink i's is "sink_<i>_<name>".
+    let connected =
+        |process: &dyn Fn(&str) -> bool| report.plugins.iter().find(|p| process(&p.operator)).map(|p| p.connected);
+    let mut sinks = 0;
     for s in &report.operators {
         let n = &s.name;
+        let up = match s.kind {
+            OpKind::Source => connected(&|op| op == "source"),
+            OpKind::Sink => {
+                let prefix = format!("sink_{sinks}_");
+                sinks += 1;
+                connected(&|op| op.starts_with(&prefix))
+            }
+            OpKind::Op => None,
+        };
+        if s.kind != OpKind::Op {
+            out.insert(format!("{n}_connection_status"), json!(i32::from(up.unwrap_or(false))));
+        }
         out.insert(format!("{n}_records_in_total"), json!(s.records_in));
+        // One record is one message here: eKuiper's count of messages.
+        out.insert(format!("{n}_messages_processed_total"), json!(s.records_in));
         out.insert(format!("{n}_records_out_total"), json!(s.records_out));
         out.insert(format!("{n}_exceptions_total"), json!(s.exceptions));
         out.insert(format!("{n}_last_exception"), json!(s.last_exception));
