@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds the Go SDK's plugins into $OORT_BIN/go/: the executables geohash,
-# conformance and countersink, and the metadata files geohash.json and
-# conformance.json (printed by `<plugin> --metadata`) next to them, which list
-# every function the two function plugins export.
+# conformance and countersink, the eKuiper-style examples of
+# plugins/go/ekuiper (ek1funcs, ek1random, ek1file on the 1.x layer; ek2funcs,
+# ek2poll, ek2push, ek2file on the 2.x layer), and the metadata files
+# geohash.json, conformance.json, ek1funcs.json and ek2funcs.json (printed by
+# `<plugin> --metadata`) next to them, which list every function the function
+# plugins export.
 #
 #   scripts/build-go.sh          build
 #   scripts/build-go.sh --test   also gofmt -l (fails on any output), go vet and
@@ -19,7 +22,7 @@ run_tests=0
 for arg in "$@"; do
   case "$arg" in
     --test) run_tests=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "build-go: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,6 +37,8 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
 
 modules=(plugin-sdk/go plugins/go)
 plugins=(geohash conformance countersink)
+# The eKuiper-compatibility examples, by folder under plugins/go/ekuiper.
+ekuiper_plugins=(ek1funcs ek1random ek1file ek2funcs ek2poll ek2push ek2file)
 started=$SECONDS
 
 if [ "$run_tests" = 1 ]; then
@@ -56,15 +61,15 @@ mkdir -p "$out"
 # file, and a half-written executable is never visible.
 tmp="$(mktemp -d "$out/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-(cd plugins/go && go build -trimpath -ldflags="-s -w" -o "$tmp/" "${plugins[@]/#/./}")
-with_functions=(geohash conformance)
+(cd plugins/go && go build -trimpath -ldflags="-s -w" -o "$tmp/" "${plugins[@]/#/./}" "${ekuiper_plugins[@]/#/./ekuiper/}")
+with_functions=(geohash conformance ek1funcs ek2funcs)
 for p in "${with_functions[@]}"; do
   "$tmp/$p" --metadata > "$tmp/$p.json"
 done
-for f in "${plugins[@]}" "${with_functions[@]/%/.json}"; do
+for f in "${plugins[@]}" "${ekuiper_plugins[@]}" "${with_functions[@]/%/.json}"; do
   mv -f "$tmp/$f" "$out/$f"
 done
-echo "build-go: built in $out: ${plugins[*]} (+ ${with_functions[*]/%/.json}) in $((SECONDS - started))s" >&2
+echo "build-go: built in $out: ${plugins[*]} ${ekuiper_plugins[*]} (+ ${with_functions[*]/%/.json}) in $((SECONDS - started))s" >&2
 
 if [ "$run_tests" = 1 ]; then
   for m in "${modules[@]}"; do

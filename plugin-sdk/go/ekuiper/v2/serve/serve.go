@@ -1,0 +1,408 @@
+// Package serve runs eKuiper 2.x-style extensions (package
+// github.com/oort-dev/oort/plugin-sdk/go/ekuiper/v2/api) as an Oort plugin.
+// It is what a ported plugin's `main` calls:
+//
+//	func main() { serve.Functions(map[string]api.Function{"scale": scale{}}) }
+//	func main() { serve.Source("poll", func() api.Source { return &pollSource{} }) }
+//	func main() { serve.Sink("file", func() api.Sink { return &fileSink{} }) }
+//
+// A source must also implement TupleSource, BytesSource, PullTupleSource or
+// PullBytesSource, and a sink TupleCollector or BytesCollector; Serve checks
+// this at start. The plugin's name is the executable's file name (without
+// "@version"); Source and Sink take it explicitly.
+package serve
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/oort-dev/oort/plugin-sdk/go/ekuiper/internal/compat"
+	"github.com/oort-dev/oort/plugin-sdk/go/ekuiper/v2/api"
+	"github.com/oort-dev/oort/plugin-sdk/go/oort"
+)
+
+// Version is reported as the plugin's version (informational).
+var Version = "1.0.0"
+
+// DefaultInterval paces a pull source whose stream sets no interval.
+const DefaultInterval = 10 * time.Second
+
+// Functions serves the functions, each shared by every rule (one process for
+// all rules). Never returns.
+func Functions(functions map[string]api.Function) {
+	oort.Serve(FunctionsPlugin(compat.PluginName(), functions))
+}
+
+// FunctionsPlugin is the oort.Plugin that Functions serves.
+func FunctionsPlugin(name string, functions map[string]api.Function) oort.Plugin {
+	exports := make(map[string]oort.Export, len(functions))
+	for fname, f := range functions {
+		switch f := f.(type) {
+		case nil:
+			exports[fname] = oort.Export{}
+		case perInstance:
+			exports[fname] = oort.Constructor(func() oort.Function { return NewFunction(f.make()) })
+		default:
+			exports[fname] = oort.Singleton(NewFunction(f))
+		}
+	}
+	return oort.Plugin{Name: name, Version: Version, Functions: exports}
+}
+
+// Source serves a source named name; newSource makes one per rule. Never
+// returns.
+func Source(name string, newSource func() api.Source) {
+	check(newSource != nil, func() error { _, err := kindOfSource(newSource()); return err })
+	oort.Serve(SourcePlugin(name, newSource))
+}
+
+// SourcePlugin is the oort.Plugin that Source serves.
+func SourcePlugin(name string, newSource func() api.Source) oort.Plugin {
+	return oort.Plugin{Name: name, Version: Version, Source: oort.Constructor(func() oort.Source {
+		return NewSource(newSource())
+	})}
+}
+
+// Sink serves a sink named name; newSink makes one per rule action. Never
+// returns.
+func Sink(name string, newSink func() api.Sink) {
+	check(newSink != nil, func() error { return kindOfSink(newSink()) })
+	oort.Serve(SinkPlugin(name, newSink))
+}
+
+// SinkPlugin is the oort.Plugin that Sink serves.
+func SinkPlugin(name string, newSink func() api.Sink) oort.Plugin {
+	return oort.Plugin{Name: name, Version: Version, Sink: oort.Constructor(func() oort.Sink {
+		return NewSink(newSink())
+	})}
+}
+
+func check(ok bool, f func() error) {
+	if !ok {
+		return
+	}
+	if err := f(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", compat.PluginName(), err)
+		os.Exit(1)
+	}
+}
+
+// PerInstance exports a function through its constructor, eKuiper's
+// `func MyFunc() api.Function` export style: every call site of every rule gets
+// a fresh object, so fields of the object are never shared (the plugin then
+// runs one process per rule). A plain api.Function value in the map is one
+// object shared by every rule instead.
+//
+//	serve.Functions(map[string]api.Function{"count": serve.PerInstance(NewCount)})
+func PerInstance(newFunction func() api.Function) api.Function {
+	return perInstance{make: newFunction, Function: newFunction()}
+}
+
+// perInstance marks a constructor export; its methods are a sample object's.
+type perInstance struct {
+	api.Function
+	make func() api.Function
+}
+
+// function adapts an api.Function to oort.Function.
+type function struct {
+	f    api.Function
+	ctxs *compat.ContextCache[*streamContext]
+}
+
+// NewFunction adapts an eKuiper 2.x function to an oort.Function.
+func NewFunction(f api.Function) oort.Function {
+	return &function{f: f, ctxs: compat.NewContextCache(newContext)}
+}
+
+func (a *function) Validate(specs []oort.ArgSpec) error {
+	args := make([]any, len(specs))
+	for i, s := range specs {
+		args[i] = s
+	}
+	return a.f.Validate(args)
+}
+
+func (a *function) Exec(args []any, ctx oort.FunctionContext) (any, bool) {
+	result, ok := a.f.Exec(a.ctxs.Get(ctx), args)
+	if !ok {
+		return result, false
+	}
+	p, err := compat.Plain(result)
+	if err != nil {
+		return err, false
+	}
+	return p, true
+}
+
+func (a *function) IsAggregate() bool { return a.f.IsAggregate() }
+
+type sourceKind int
+
+const (
+	pushTuples sourceKind = iota
+	pushBytes
+	pullTuples
+	pullBytes
+)
+
+func kindOfSource(s api.Source) (sourceKind, error) {
+	switch s.(type) {
+	case api.TupleSource:
+		return pushTuples, nil
+	case api.BytesSource:
+		return pushBytes, nil
+	case api.PullTupleSource:
+		return pullTuples, nil
+	case api.PullBytesSource:
+		return pullBytes, nil
+	}
+	return 0, fmt.Errorf("the source is a %T, which implements none of api.TupleSource, api.BytesSource, api.PullTupleSource, api.PullBytesSource", s)
+}
+
+func kindOfSink(s api.Sink) error {
+	switch s.(type) {
+	case api.TupleCollector, api.BytesCollector:
+		return nil
+	}
+	return fmt.Errorf("the sink is a %T, which implements neither api.TupleCollector nor api.BytesCollector", s)
+}
+
+// source adapts an eKuiper 2.x source to Oort's pull-style Source. What the
+// source ingests (pushed by Subscribe, or by Pull at every interval) goes
+// into a bounded buffer that Read drains; ingest blocks while the buffer is
+// full (back-pressure).
+type source struct {
+	src     api.Source
+	kind    sourceKind
+	ctx     *streamContext
+	cancel  func()
+	buf     chan oort.Record
+	pending compat.Pending
+	wg      sync.WaitGroup
+	format  string
+}
+
+// NewSource adapts an eKuiper 2.x source to an oort.Source.
+func NewSource(src api.Source) oort.Source { return &source{src: src} }
+
+func (s *source) Open(o oort.StreamContext, datasource string, props map[string]any) error {
+	kind, err := kindOfSource(s.src)
+	if err != nil {
+		return err
+	}
+	s.kind = kind
+	configs := compat.SourceProps(props)
+	if _, ok := configs["datasource"]; !ok && datasource != "" {
+		configs["datasource"] = datasource
+	}
+	s.format = "json"
+	if f, ok := props["format"].(string); ok && f != "" {
+		s.format = f
+	}
+	if (kind == pushBytes || kind == pullBytes) && s.format != "json" {
+		return fmt.Errorf("format %q is not supported for a bytes source (json only)", s.format)
+	}
+	interval := DefaultInterval
+	if kind == pullTuples || kind == pullBytes {
+		if interval, err = compat.Interval(props["interval"], DefaultInterval); err != nil {
+			return err
+		}
+		if interval <= 0 {
+			return errors.New("interval must be positive for a pull source")
+		}
+	}
+	root := newContext(o)
+	ctx, cancel := root.WithCancel()
+	s.ctx, s.cancel = ctx.(*streamContext), cancel
+	s.buf = make(chan oort.Record, compat.BufferLength(props))
+	if err := s.src.Provision(s.ctx, configs); err != nil {
+		return err
+	}
+	if err := s.src.Connect(s.ctx, s.statusChange); err != nil {
+		return err
+	}
+	switch kind {
+	case pushTuples:
+		return s.src.(api.TupleSource).Subscribe(s.ctx, s.ingestTuple, s.ingestError)
+	case pushBytes:
+		return s.src.(api.BytesSource).Subscribe(s.ctx, s.ingestBytes, s.ingestError)
+	}
+	s.wg.Add(1)
+	go s.pullLoop(interval)
+	return nil
+}
+
+func (s *source) pullLoop(interval time.Duration) {
+	defer s.wg.Done()
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case trigger := <-ticker.C:
+			err := guard(func() {
+				if s.kind == pullTuples {
+					s.src.(api.PullTupleSource).Pull(s.ctx, trigger, s.ingestTuple, s.ingestError)
+				} else {
+					s.src.(api.PullBytesSource).Pull(s.ctx, trigger, s.ingestBytes, s.ingestError)
+				}
+			})
+			if err != nil {
+				s.ctx.SetError(err)
+			}
+		}
+	}
+}
+
+func guard(f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("Pull panicked: %v", r)
+		}
+	}()
+	f()
+	return nil
+}
+
+func (s *source) statusChange(status, message string) {
+	if status == api.ConnectionDisconnected {
+		s.ctx.GetLogger().Warnf("source %s: %s", status, message)
+	} else {
+		s.ctx.GetLogger().Debugf("source %s: %s", status, message)
+	}
+}
+
+func (s *source) ingestError(_ api.StreamContext, err error) { s.ctx.SetError(err) }
+
+// push puts one record into the buffer, waiting while it is full; records
+// ingested after the instance closed are dropped.
+func (s *source) push(r oort.Record) {
+	select {
+	case s.buf <- r:
+	case <-s.ctx.Done():
+	}
+}
+
+func (s *source) ingestTuple(_ api.StreamContext, data any, meta map[string]any, ts time.Time) {
+	m, err := compat.PlainMap(meta)
+	if err != nil {
+		m = nil
+	}
+	one := func(fields any) {
+		f, err := compat.PlainMap(fields)
+		if err != nil {
+			s.ctx.SetError(fmt.Errorf("ingested data dropped: %w", err))
+			return
+		}
+		s.push(oort.Record{Fields: f, Metadata: m, Timestamp: ts})
+	}
+	switch d := data.(type) {
+	case []map[string]any:
+		for _, f := range d {
+			one(f)
+		}
+	case api.MessageTupleList:
+		for _, f := range d.ToMaps() {
+			one(f)
+		}
+	case api.ReadonlyMessage:
+		one(d.ToMap())
+	case []any:
+		for _, f := range d {
+			one(f)
+		}
+	default:
+		one(data)
+	}
+}
+
+func (s *source) ingestBytes(ctx api.StreamContext, payload []byte, meta map[string]any, ts time.Time) {
+	d := json.NewDecoder(bytes.NewReader(payload))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		s.ctx.SetError(fmt.Errorf("payload is not json: %w", err))
+		return
+	}
+	s.ingestTuple(ctx, v, meta, ts)
+}
+
+func (s *source) Read(o oort.StreamContext, max int) ([]oort.Record, error) {
+	return s.pending.Take(max, func(max int) []oort.Record {
+		return compat.Drain(o, s.buf, max, func(r oort.Record, out []oort.Record) []oort.Record {
+			return append(out, r)
+		})
+	}), nil
+}
+
+func (s *source) Close(oort.StreamContext) error {
+	if s.cancel == nil {
+		return nil
+	}
+	s.cancel()
+	err := s.src.Close(s.ctx)
+	s.wg.Wait()
+	return err
+}
+
+// sink adapts an eKuiper 2.x sink to oort.Sink: every record becomes one
+// Collect call.
+type sink struct {
+	snk          api.Sink
+	ctx          *streamContext
+	dataTemplate string
+}
+
+// NewSink adapts an eKuiper 2.x sink to an oort.Sink.
+func NewSink(snk api.Sink) oort.Sink { return &sink{snk: snk} }
+
+func (k *sink) Open(o oort.StreamContext, props map[string]any) error {
+	if err := kindOfSink(k.snk); err != nil {
+		return err
+	}
+	k.ctx = newContext(o)
+	k.dataTemplate, _ = props["dataTemplate"].(string)
+	if err := k.snk.Provision(k.ctx, compat.SinkProps(props)); err != nil {
+		return err
+	}
+	return k.snk.Connect(k.ctx, func(status, message string) {
+		if status == api.ConnectionDisconnected {
+			k.ctx.GetLogger().Warnf("sink %s: %s", status, message)
+		}
+	})
+}
+
+func (k *sink) Collect(_ oort.StreamContext, records []oort.Record) error {
+	for _, r := range records {
+		t := tuple{fields: r.Fields, meta: r.Metadata, created: r.Timestamp}
+		var err error
+		switch c := k.snk.(type) {
+		case api.TupleCollector:
+			err = c.Collect(k.ctx, &t)
+		case api.BytesCollector:
+			raw, encErr := encodeRow(k.ctx, k.dataTemplate, r.Fields)
+			if encErr != nil {
+				return encErr
+			}
+			err = c.Collect(k.ctx, &rawTuple{tuple: t, raw: raw})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (k *sink) Close(oort.StreamContext) error {
+	if k.ctx == nil {
+		return nil
+	}
+	return k.snk.Close(k.ctx)
+}

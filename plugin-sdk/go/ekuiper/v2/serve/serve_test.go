@@ -1,0 +1,345 @@
+package serve
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oort-dev/oort/plugin-sdk/go/ekuiper/v2/api"
+	"github.com/oort-dev/oort/plugin-sdk/go/oort"
+)
+
+// recording is an Oort instance context that records reported exceptions.
+type recording struct {
+	oort.StreamContext
+	mu         sync.Mutex
+	exceptions []string
+}
+
+func (r *recording) ReportException(m string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.exceptions = append(r.exceptions, m)
+}
+
+func (r *recording) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.exceptions)
+}
+
+func newRecording() *recording { return &recording{StreamContext: oort.NewTestContext("r1", "op_1")} }
+
+type addFunc struct{}
+
+func (addFunc) Validate(args []any) error {
+	if len(args) != 2 {
+		return fmt.Errorf("want 2, got %d", len(args))
+	}
+	return nil
+}
+func (addFunc) IsAggregate() bool { return false }
+func (addFunc) Exec(ctx api.FunctionContext, args []any) (any, bool) {
+	a, _ := oort.ToInt(args[0])
+	b, _ := oort.ToInt(args[1])
+	return struct {
+		Sum  int64  `json:"sum"`
+		Rule string `json:"rule"`
+	}{a + b, ctx.GetRuleId()}, true
+}
+
+func TestFunctionAdapter(t *testing.T) {
+	a := NewFunction(addFunc{})
+	if err := a.Validate(make([]oort.ArgSpec, 1)); err == nil {
+		t.Fatal("want the function's error")
+	}
+	got, ok := a.Exec([]any{int64(2), int64(3)}, oort.NewTestContext("r7", "op_1"))
+	if !ok || !reflect.DeepEqual(got, map[string]any{"sum": json.Number("5"), "rule": "r7"}) {
+		t.Fatalf("Exec = %#v, %v", got, ok)
+	}
+	p := FunctionsPlugin("f", map[string]api.Function{"add": addFunc{}, "fresh": PerInstance(func() api.Function { return addFunc{} })})
+	if err := p.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Functions["add"].IsSingleton() || p.Functions["fresh"].IsSingleton() {
+		t.Fatal("a value is a singleton, PerInstance a constructor")
+	}
+}
+
+// pull counts its pulls.
+type pull struct {
+	configs map[string]any
+	status  string
+	pulls   atomic.Int64
+	closed  atomic.Bool
+}
+
+func (p *pull) Provision(_ api.StreamContext, configs map[string]any) error {
+	p.configs = configs
+	return nil
+}
+func (p *pull) Connect(_ api.StreamContext, sch api.StatusChangeHandler) error {
+	p.status = api.ConnectionConnected
+	sch(api.ConnectionConnected, "")
+	return nil
+}
+func (p *pull) Pull(ctx api.StreamContext, trigger time.Time, ingest api.TupleIngest, ingestError api.ErrorIngest) {
+	n := p.pulls.Add(1)
+	ingest(ctx, map[string]any{"n": n}, map[string]any{"m": 1}, trigger)
+	if n == 2 {
+		ingestError(ctx, errors.New("second pull failed"))
+	}
+}
+func (p *pull) Close(api.StreamContext) error { p.closed.Store(true); return nil }
+
+func readN(t *testing.T, src oort.Source, ctx oort.StreamContext, n, max int) []oort.Record {
+	t.Helper()
+	var got []oort.Record
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("read %d of %d records", len(got), n)
+		}
+		batch, err := src.Read(ctx, max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(batch) > max {
+			t.Fatalf("batch of %d > %d", len(batch), max)
+		}
+		got = append(got, batch...)
+	}
+	return got
+}
+
+func TestPullSourceIsPulledEveryInterval(t *testing.T) {
+	p := &pull{}
+	src := NewSource(p)
+	ctx := newRecording()
+	start := time.Now()
+	if err := src.Open(ctx, "ds", map[string]any{"interval": int64(30), "x": int64(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if p.configs["x"] != 1 || p.configs["datasource"] != "ds" || p.status != api.ConnectionConnected {
+		t.Fatalf("Provision got %#v", p.configs)
+	}
+	got := readN(t, src, ctx, 4, 10)
+	if elapsed := time.Since(start); elapsed < 4*30*time.Millisecond-5*time.Millisecond {
+		t.Fatalf("4 pulls took only %v", elapsed)
+	}
+	for i, r := range got {
+		if r.Fields["n"] != int64(i+1) || r.Metadata["m"] != 1 || r.Timestamp.IsZero() {
+			t.Fatalf("record %d: %#v", i, r)
+		}
+	}
+	if ctx.count() != 1 {
+		t.Fatalf("ingestError reports an exception: %v", ctx.exceptions)
+	}
+	if err := src.Close(ctx); err != nil || !p.closed.Load() {
+		t.Fatal("Close")
+	}
+	n := p.pulls.Load()
+	time.Sleep(80 * time.Millisecond)
+	if p.pulls.Load() != n {
+		t.Fatal("pulled after Close")
+	}
+	if err := NewSource(&pull{}).Open(newRecording(), "", map[string]any{"interval": "soon"}); err == nil {
+		t.Fatal("a bad interval must fail Open")
+	}
+}
+
+// push ingests every shape a TupleIngest accepts, from its own goroutine,
+// until its WithCancel context is done.
+type push struct {
+	cancel  func()
+	done    chan struct{}
+	ingests atomic.Int64
+}
+
+type reading struct {
+	V int `json:"v"`
+}
+
+func (p *push) Provision(api.StreamContext, map[string]any) error        { return nil }
+func (p *push) Connect(api.StreamContext, api.StatusChangeHandler) error { return nil }
+func (p *push) Close(api.StreamContext) error                            { p.cancel(); <-p.done; return nil }
+func (p *push) Subscribe(ctx api.StreamContext, ingest api.TupleIngest, _ api.ErrorIngest) error {
+	sub, cancel := ctx.WithCancel()
+	p.cancel, p.done = cancel, make(chan struct{})
+	go func() {
+		defer close(p.done)
+		ingest(sub, map[string]any{"v": 1}, nil, time.Time{})
+		ingest(sub, []map[string]any{{"v": 2}, {"v": 3}}, nil, time.Time{})
+		ingest(sub, reading{V: 4}, nil, time.Time{})
+		ingest(sub, NewTuple(map[string]any{"v": 5}, nil, time.Time{}), nil, time.Time{})
+		for i := 6; ; i++ {
+			select {
+			case <-sub.Done():
+				return
+			default:
+			}
+			ingest(sub, map[string]any{"v": i}, nil, time.Time{})
+			p.ingests.Add(1)
+		}
+	}()
+	return nil
+}
+
+func TestPushSourceIsBufferedWithBackPressure(t *testing.T) {
+	p := &push{}
+	src := NewSource(p)
+	ctx := newRecording()
+	if err := src.Open(ctx, "", map[string]any{"bufferLength": int64(8)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := p.ingests.Load(); n > 8 {
+		t.Fatalf("%d ingests went past a buffer of 8", n)
+	}
+	got := readN(t, src, ctx, 40, 7)
+	for i, r := range got[:40] {
+		if v, _ := oort.ToInt(r.Fields["v"]); v != int64(i+1) {
+			t.Fatalf("record %d: %#v", i, r.Fields)
+		}
+	}
+	// Close returns although the source is blocked on a full buffer.
+	closed := make(chan error)
+	go func() { closed <- src.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close hung")
+	}
+}
+
+type bytesPush struct{}
+
+func (bytesPush) Provision(api.StreamContext, map[string]any) error        { return nil }
+func (bytesPush) Connect(api.StreamContext, api.StatusChangeHandler) error { return nil }
+func (bytesPush) Close(api.StreamContext) error                            { return nil }
+func (bytesPush) Subscribe(ctx api.StreamContext, ingest api.BytesIngest, _ api.ErrorIngest) error {
+	ingest(ctx, []byte(`{"big":12963433097944239317}`), nil, time.Time{})
+	ingest(ctx, []byte(`[{"a":1},{"a":2}]`), nil, time.Time{})
+	ingest(ctx, []byte(`not json`), nil, time.Time{})
+	return nil
+}
+
+func TestBytesSourceDecodesJSON(t *testing.T) {
+	src := NewSource(bytesPush{})
+	ctx := newRecording()
+	if err := src.Open(ctx, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	got := readN(t, src, ctx, 3, 10)
+	if got[0].Fields["big"] != json.Number("12963433097944239317") || got[2].Fields["a"] != json.Number("2") {
+		t.Fatalf("got %#v", got)
+	}
+	if ctx.count() != 1 {
+		t.Fatalf("a bad payload is an exception: %v", ctx.exceptions)
+	}
+	if err := NewSource(bytesPush{}).Open(newRecording(), "", map[string]any{"format": "protobuf"}); err == nil {
+		t.Fatal("only json payloads decode")
+	}
+}
+
+type notASource struct{}
+
+func (notASource) Provision(api.StreamContext, map[string]any) error        { return nil }
+func (notASource) Connect(api.StreamContext, api.StatusChangeHandler) error { return nil }
+func (notASource) Close(api.StreamContext) error                            { return nil }
+
+func TestSourceMustHaveAnIngestTrait(t *testing.T) {
+	if err := NewSource(notASource{}).Open(newRecording(), "", nil); err == nil {
+		t.Fatal("want an error naming the traits")
+	}
+	if err := NewSink(notASource{}).Open(newRecording(), nil); err == nil {
+		t.Fatal("want an error naming the collectors")
+	}
+}
+
+type tupleSink struct {
+	rows    []map[string]any
+	meta    []map[string]any
+	configs map[string]any
+}
+
+func (s *tupleSink) Provision(_ api.StreamContext, c map[string]any) error    { s.configs = c; return nil }
+func (s *tupleSink) Connect(api.StreamContext, api.StatusChangeHandler) error { return nil }
+func (s *tupleSink) Close(api.StreamContext) error                            { return nil }
+func (s *tupleSink) Collect(_ api.StreamContext, item api.MessageTuple) error {
+	s.rows = append(s.rows, item.ToMap())
+	s.meta = append(s.meta, item.(api.MetaInfo).AllMeta())
+	if v, ok := item.Value("fail", ""); ok && v == true {
+		return errors.New("refused")
+	}
+	return nil
+}
+func (s *tupleSink) CollectList(ctx api.StreamContext, items api.MessageTupleList) error {
+	return errors.New("not called")
+}
+
+type bytesSink struct{ raw []string }
+
+func (s *bytesSink) Provision(api.StreamContext, map[string]any) error        { return nil }
+func (s *bytesSink) Connect(api.StreamContext, api.StatusChangeHandler) error { return nil }
+func (s *bytesSink) Close(api.StreamContext) error                            { return nil }
+func (s *bytesSink) Collect(_ api.StreamContext, item api.RawTuple) error {
+	s.raw = append(s.raw, string(item.Raw()))
+	return nil
+}
+
+func TestSinkAdapters(t *testing.T) {
+	ctx := oort.NewTestContext("r1", "sink_0")
+	records := []oort.Record{
+		{Fields: map[string]any{"a": int64(1)}, Metadata: map[string]any{"topic": "t"}},
+		{Fields: map[string]any{"a": int64(2)}},
+	}
+	ts := &tupleSink{}
+	k := NewSink(ts)
+	if err := k.Open(ctx, map[string]any{"n": int64(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if ts.configs["n"] != 3.0 {
+		t.Fatalf("Provision got %#v", ts.configs)
+	}
+	if err := k.Collect(ctx, records); err != nil {
+		t.Fatal(err)
+	}
+	if len(ts.rows) != 2 || ts.rows[1]["a"] != int64(2) || ts.meta[0]["topic"] != "t" {
+		t.Fatalf("rows %#v meta %#v", ts.rows, ts.meta)
+	}
+	if err := k.Collect(ctx, []oort.Record{{Fields: map[string]any{"fail": true}}}); err == nil || err.Error() != "refused" {
+		t.Fatalf("Collect error %v", err)
+	}
+
+	bs := &bytesSink{}
+	k = NewSink(bs)
+	if err := k.Open(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Collect(ctx, records); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(bs.raw, []string{`{"a":1}`, `{"a":2}`}) {
+		t.Fatalf("raw %q", bs.raw)
+	}
+	bs = &bytesSink{}
+	k = NewSink(bs)
+	if err := k.Open(ctx, map[string]any{"dataTemplate": "a is {{.a}}"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Collect(ctx, records[:1]); err != nil || bs.raw[0] != "a is 1" {
+		t.Fatalf("raw %q, %v", bs.raw, err)
+	}
+	if err := SinkPlugin("t", func() api.Sink { return &tupleSink{} }).Check(); err != nil {
+		t.Fatal(err)
+	}
+}
