@@ -23,6 +23,7 @@ mod error;
 mod forward;
 pub mod metrics;
 mod pipeline;
+mod ruleset;
 mod status;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ use oort_host::Host;
 use oort_sql::{parse_stream, RuleDef, RulePlan, StreamDef};
 use oort_store::{Namespace, Store};
 use pipeline::stopped;
+pub use ruleset::{ImportReport, Ruleset, Topology};
 pub use status::{EventTimeReport, PluginProcess, RuleReport, RuleStatus, RunState};
 
 /// How a rule is persisted: its definition and whether it should run.
@@ -201,7 +203,6 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownStream { name: name.to_string() })
     }
 
-    /// Drops a stream that no rule uses.
     /// Drops a stream; one that rules use only when `force`d (eKuiper's
     /// `?force=true`): the running rules go on with the definition they
     /// started with, and fail at their next start.

@@ -44,7 +44,7 @@ impl ApiError {
         ApiError { status, message: message.into() }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -76,13 +76,15 @@ impl From<InstallError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Clone)]
-struct AppState {
+pub(super) struct AppState {
     host: Arc<Host>,
-    engine: Arc<Engine>,
+    pub(super) engine: Arc<Engine>,
     plugins_dir: Arc<std::path::Path>,
+    /// When the daemon started serving, for `GET /`'s uptime.
+    pub(super) started: std::time::Instant,
 }
 
 /// The REST routes.
@@ -98,6 +100,10 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         .route("/plugins/{kind}", get(list_plugins).post(install_plugin))
         .route("/plugins/{kind}/{name}", get(describe_plugin).delete(remove_plugin))
         .route("/metrics", get(metrics))
+        .route("/", get(super::ekuiper::about))
+        .route("/rules/{id}/topo", get(super::ekuiper::rule_topology))
+        .route("/data/export", get(super::ekuiper::export))
+        .route("/data/import", post(super::ekuiper::import))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
             async move { authorize(token.as_deref(), req, next).await }
@@ -108,7 +114,7 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
         .layer(axum::middleware::from_fn(json_errors))
-        .with_state(AppState { host, engine, plugins_dir: plugins_dir.into() })
+        .with_state(AppState { host, engine, plugins_dir: plugins_dir.into(), started: std::time::Instant::now() })
 }
 
 async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
@@ -145,7 +151,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 /// Parses a JSON request body into an object, with a 400 naming the problem.
-fn json_object(body: &[u8]) -> ApiResult<serde_json::Map<String, Json_>> {
+pub(super) fn json_object(body: &[u8]) -> ApiResult<serde_json::Map<String, Json_>> {
     match serde_json::from_slice::<Json_>(body) {
         Ok(Json_::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::bad_request("the request body must be a JSON object")),

@@ -1,0 +1,120 @@
+//! eKuiper's REST API as its clients use it: a recorded session of our own
+//! (the calls an eKuiper dashboard or script makes, in eKuiper's shapes and
+//! with the status codes eKuiper answers) replayed against the real daemon.
+
+use oort_tests::{Daemon, PluginsDir};
+use serde_json::{json, Value as Json};
+
+/// One recorded call: method, path, body, the status eKuiper answers and a
+/// fragment its answer contains.
+struct Call {
+    method: &'static str,
+    path: &'static str,
+    body: Option<Json>,
+    status: u16,
+    contains: &'static str,
+}
+
+fn call(method: &'static str, path: &'static str, body: Option<Json>, status: u16, contains: &'static str) -> Call {
+    Call { method, path, body, status, contains }
+}
+
+/// Replays `calls` in order; returns every answer's body.
+fn replay(d: &Daemon, calls: Vec<Call>) -> Vec<String> {
+    calls
+        .into_iter()
+        .map(|c| {
+            let body = c.body.as_ref().map(Json::to_string);
+            let (status, answer) = d.http(c.method, c.path, body.as_deref());
+            assert_eq!(status, c.status, "{} {}: {answer}", c.method, c.path);
+            assert!(answer.contains(c.contains), "{} {}: {answer} lacks {:?}", c.method, c.path, c.contains);
+            answer
+        })
+        .collect()
+}
+
+fn plugins() -> PluginsDir {
+    let p = PluginsDir::new();
+    p.add("sources", "random", "random");
+    p.add("sinks", "log", "log");
+    p
+}
+
+#[test]
+fn a_recorded_ekuiper_session_replays_against_the_daemon() {
+    let p = plugins();
+    let d = Daemon::start(p.path(), &[]);
+    // eKuiper's DDL forms: nested types, a trailing comma, options separated
+    // by spaces.
+    let stream = "CREATE STREAM demo (temperature FLOAT, tags ARRAY(STRING), pos STRUCT(x FLOAT, y FLOAT),) \
+                  WITH (TYPE=\"random\" DATASOURCE=\"demo\" FORMAT=\"json\", interval=\"50\", \
+                  pattern='{\"temperature\":21.5,\"tags\":[\"a\"],\"pos\":{\"x\":1,\"y\":2}}')";
+    let rule = json!({"id": "rule1", "sql": "SELECT temperature, pos->x AS x FROM demo WHERE temperature > 20",
+        "actions": [{"log": {}}]});
+    let answers = replay(
+        &d,
+        vec![
+            call("GET", "/", None, 200, "\"version\""),
+            call("POST", "/streams", Some(json!({ "sql": stream })), 201, "Stream demo is created."),
+            call("POST", "/streams", Some(json!({ "sql": stream })), 400, "already exists"),
+            call("GET", "/streams", None, 200, "[\"demo\"]"),
+            call("GET", "/streams/demo", None, 200, "\"StreamFields\""),
+            call("POST", "/rules", Some(rule.clone()), 201, "Rule rule1 was created successfully."),
+            call("POST", "/rules", Some(rule.clone()), 400, "already exists"),
+            call("GET", "/rules", None, 200, "\"rule1\""),
+            call("GET", "/rules/rule1/topo", None, 200, "\"sources\""),
+            call("GET", "/rules/rule1/status", None, 200, "\"lastStartTimestamp\""),
+            call("POST", "/rules/rule1/stop", None, 200, "stopped"),
+            call("GET", "/rules/rule1/status", None, 200, "canceled manually"),
+            call("DELETE", "/streams/demo", None, 409, "used by"),
+            call("GET", "/data/export", None, 200, "\"rules\""),
+            call("DELETE", "/rules/rule1", None, 200, "Rule rule1 is dropped."),
+            call("DELETE", "/streams/demo", None, 200, "dropped"),
+            call("GET", "/rules", None, 200, "[]"),
+        ],
+    );
+    let about: Json = serde_json::from_str(&answers[0]).unwrap();
+    assert_eq!((about["os"].as_str(), about["arch"].is_string()), (Some(std::env::consts::OS), true), "{about}");
+    let topo: Json = serde_json::from_str(&answers[8]).unwrap();
+    assert_eq!(
+        topo,
+        json!({"sources": ["source_demo"],
+               "edges": {"source_demo": ["op_1_filter"], "op_1_filter": ["op_2_project"], "op_2_project": ["sink_log_0"]}})
+    );
+    let export: Json = serde_json::from_str(&answers[13]).unwrap();
+    assert_eq!(export["streams"]["demo"].as_str().map(str::trim), Some(stream), "{export}");
+    let exported_rule: Json = serde_json::from_str(export["rules"]["rule1"].as_str().unwrap()).unwrap();
+    assert_eq!(exported_rule["sql"], rule["sql"]);
+
+    // Import the export into the emptied daemon, as eKuiper's clients send it:
+    // the document as text under "content". Everything comes back.
+    let content = export.to_string();
+    let (status, body) = d.http("POST", "/data/import", Some(&json!({ "content": content }).to_string()));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Json>(&body).unwrap(),
+        json!({"streams": {"demo": "ok"}, "rules": {"rule1": "ok"}})
+    );
+    assert_eq!(d.get_json("/streams"), json!(["demo"]));
+    assert_eq!(d.get_json("/rules/rule1")["sql"], rule["sql"]);
+    // Importing again replaces in place; a bad rule is reported by name and
+    // the rest goes in.
+    let mut broken = export.clone();
+    broken["rules"]["rule2"] =
+        json!(json!({"id": "rule2", "sql": "SELECT FROM", "actions": [{"log": {}}]}).to_string());
+    let (status, body) = d.http("POST", "/data/import", Some(&json!({ "content": broken.to_string() }).to_string()));
+    assert_eq!(status, 400, "{body}");
+    let report: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!((&report["rules"]["rule1"], &report["streams"]["demo"]), (&json!("ok"), &json!("ok")), "{report}");
+    assert!(report["rules"]["rule2"].as_str().is_some_and(|e| e.contains("invalid SQL")), "{report}");
+    for (body, fragment) in [
+        (json!({}), "missing field \\\"content\\\""),
+        (json!({"file": "file:///etc/passwd"}), "not supported"),
+        (json!({"content": "{"}), "content is not valid JSON"),
+        (json!({"content": {"tables": {"t": "CREATE TABLE t () WITH (TYPE=\"x\")"}}}), "tables are not supported"),
+    ] {
+        let (status, answer) = d.http("POST", "/data/import", Some(&body.to_string()));
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.contains(fragment), "{body}: {answer}");
+    }
+}
