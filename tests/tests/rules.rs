@@ -166,14 +166,14 @@ fn an_ekuiper_rule_with_double_quoted_strings_and_its_expressions_runs_unchanged
         assert_eq!(row["epoch"], "1970-01-01");
     }
     // What is not supported yet is refused with its name, and changes nothing.
-    let window = serde_json::json!({
+    let join = serde_json::json!({
         "id": "r2",
-        "sql": "SELECT avg(n) FROM words GROUP BY SLIDINGWINDOW(ss, 10)",
+        "sql": "SELECT words.n FROM words INNER JOIN other ON words.n = other.n",
         "actions": [{"log": {}}]
     });
-    let (status, body) = d.http("POST", "/rules", Some(&window.to_string()));
+    let (status, body) = d.http("POST", "/rules", Some(&join.to_string()));
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("SLIDINGWINDOW is not supported yet"), "{body}");
+    assert!(body.contains("JOIN is not supported yet"), "{body}");
     assert_eq!(d.get_json("/rules").as_array().unwrap().len(), 1);
 }
 
