@@ -108,6 +108,27 @@ impl Daemon {
         json(&body)
     }
 
+    /// Waits until the JSON-lines file `path` holds at least `n` lines and
+    /// returns them; on timeout (30 s) fails with `rule`'s status and the log.
+    pub fn wait_lines(&self, rule: &str, path: &Path, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = json_lines(path);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} has {} of {n} lines; status: {}\nlog:\n{}",
+                path.display(),
+                got.len(),
+                self.http("GET", &format!("/rules/{rule}/status"), None).1,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs the `oort` CLI against this daemon: (success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(bin("oort"))
@@ -124,6 +145,11 @@ impl Daemon {
         Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
         self.child.wait().expect("wait")
     }
+}
+
+/// The lines of a JSON-lines file (none when it does not exist yet).
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(json).collect()
 }
 
 /// One HTTP/1.1 request; `None` when nothing listens.

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod daemon;
-pub use daemon::{http, json, Daemon};
+pub use daemon::{http, json, json_lines, Daemon};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

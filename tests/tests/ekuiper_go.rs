@@ -8,10 +8,10 @@
 //! The executables come from `bash scripts/build-go.sh` (in `$OORT_BIN/go/`,
 //! beside the workspace binaries).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use oort_tests::{bin_dir, json, Daemon, PluginsDir};
+use oort_tests::{bin_dir, Daemon, PluginsDir};
 use serde_json::{json, Value as Json};
 
 /// An executable written by scripts/build-go.sh.
@@ -39,30 +39,6 @@ fn plugins() -> PluginsDir {
             .expect("copy metadata");
     }
     p
-}
-
-fn lines(path: &Path) -> Vec<Json> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(json).collect()
-}
-
-/// Waits until `path` holds at least `n` lines; returns them.
-fn wait_lines(d: &Daemon, rule: &str, path: &Path, n: usize) -> Vec<Json> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = lines(path);
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} has {} of {n} lines; status: {}\nlog:\n{}",
-            path.display(),
-            got.len(),
-            d.http("GET", &format!("/rules/{rule}/status"), None).1,
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn create(d: &Daemon, path: &str, body: Json) {
@@ -108,7 +84,7 @@ fn ekuiper_1x_push_source_functions_and_sink_run_unchanged() {
         }),
     );
 
-    let got = wait_lines(&d, "r1", &rows, 8);
+    let got = d.wait_lines("r1", &rows, 8);
     let words = ["alpha", "beta", "gamma", "delta"];
     for (k, row) in got.iter().take(8).enumerate() {
         // The source's counter state starts at 1, one tuple per interval.
@@ -124,7 +100,7 @@ fn ekuiper_1x_push_source_functions_and_sink_run_unchanged() {
         assert_eq!(row["lw"]["calls"], n, "{row}");
     }
 
-    let got = wait_lines(&d, "r2", &windows, 2);
+    let got = d.wait_lines("r2", &windows, 2);
     for w in &got {
         let c = w["c"].as_i64().unwrap_or_else(|| panic!("count: {w}"));
         assert!(c > 0, "{w}");
@@ -163,7 +139,7 @@ fn ekuiper_2x_pull_and_push_sources_function_and_sink_run_unchanged() {
         }),
     );
 
-    let got = wait_lines(&d, "r3", &pulled, 6);
+    let got = d.wait_lines("r3", &pulled, 6);
     for (k, row) in got.iter().take(6).enumerate() {
         // Provision got start=100 (an int, as eKuiper's YAML gives it); Pull
         // runs once per interval.
@@ -179,7 +155,7 @@ fn ekuiper_2x_pull_and_push_sources_function_and_sink_run_unchanged() {
     assert!(at[5] - at[0] >= 200, "pulls every 50 ms: {at:?}");
     assert!(at.windows(2).all(|p| p[1] > p[0]), "one pull per tick: {at:?}");
 
-    let got = wait_lines(&d, "r4", &pushed, 20);
+    let got = d.wait_lines("r4", &pushed, 20);
     for (k, row) in got.iter().take(20).enumerate() {
         assert_eq!(row["k"], k as i64 + 1, "{row}");
         assert_eq!(row["label"], format!("item-{}", k + 1), "{row}");

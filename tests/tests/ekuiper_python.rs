@@ -7,7 +7,7 @@
 //! `$OORT_BIN/python/`, beside the workspace binaries): one program installed
 //! under three names, serving the part its file name names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use oort_tests::{bin_dir, json, Daemon, PluginsDir};
@@ -28,30 +28,6 @@ fn plugins() -> PluginsDir {
     }
     std::fs::copy(python("ekpy.json"), p.path().join("functions/ekpy.json")).expect("copy metadata");
     p
-}
-
-fn lines(path: &Path) -> Vec<Json> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(json).collect()
-}
-
-/// Waits until `path` holds at least `n` lines; returns them.
-fn wait_lines(d: &Daemon, rule: &str, path: &Path, n: usize) -> Vec<Json> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = lines(path);
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} has {} of {n} lines; status: {}\nlog:\n{}",
-            path.display(),
-            got.len(),
-            d.http("GET", &format!("/rules/{rule}/status"), None).1,
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn post(d: &Daemon, path: &str, body: &Json) -> (u16, String) {
@@ -82,7 +58,7 @@ fn a_portable_source_feeds_portable_functions_into_a_portable_sink() {
     let (status, body) = post(&d, "/rules", &rule);
     assert_eq!(status, 201, "{body}\nlog:\n{}", d.log());
 
-    let got = wait_lines(&d, "r1", &rows, 40);
+    let got = d.wait_lines("r1", &rows, 40);
     assert_eq!(got.len(), 40, "{got:?}");
     for (k, row) in got.iter().enumerate() {
         let k = k as i64;
@@ -104,7 +80,7 @@ fn a_portable_source_feeds_portable_functions_into_a_portable_sink() {
     });
     let (status, body) = post(&d, "/rules", &rule);
     assert_eq!(status, 201, "{body}\nlog:\n{}", d.log());
-    let got = wait_lines(&d, "r2", &windows, 4);
+    let got = d.wait_lines("r2", &windows, 4);
     assert_eq!(got, vec![serde_json::json!({"n": 10, "s": 9}); 4]);
 }
 
@@ -135,7 +111,7 @@ fn a_validate_error_string_refuses_the_rule_with_its_message() {
     });
     let (status, body) = post(&d, "/rules", &rule);
     assert_eq!(status, 201, "{body}");
-    let got = wait_lines(&d, "flaky", &rows, 6);
+    let got = d.wait_lines("flaky", &rows, 6);
     let seqs: Vec<i64> = got.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, vec![0, 1, 3, 4, 6, 7]);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oort_tests::{alive, json, kill9, Daemon, PluginsDir};
+use oort_tests::{alive, json, json_lines, kill9, Daemon, PluginsDir};
 use serde_json::Value as Json;
 
 fn plugins() -> PluginsDir {
@@ -24,30 +24,6 @@ fn write_lines(path: &Path, from: usize, to: usize) {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
     for i in from..to {
         writeln!(f, "{{\"n\":{i},\"text\":\"w{i} x y\"}}").unwrap();
-    }
-}
-
-fn lines(path: &Path) -> Vec<Json> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(json).collect()
-}
-
-/// Waits until `path` holds at least `n` lines; returns them.
-fn wait_lines(d: &Daemon, path: &Path, n: usize) -> Vec<Json> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = lines(path);
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} has {} of {n} lines; status: {}\nlog:\n{}",
-            path.display(),
-            got.len(),
-            d.http("GET", "/rules/r1/status", None).1,
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -95,7 +71,7 @@ fn records_flow_from_a_stream_through_a_plugin_function_to_a_file_sink() {
     let d = Daemon::start(p.path(), &[]);
     create_stream_and_rule(&d, &s);
 
-    let out = wait_lines(&d, &s.output(), 100);
+    let out = d.wait_lines("r1", &s.output(), 100);
     assert_eq!(out.len(), 100, "only even n pass the filter");
     for (k, row) in out.iter().enumerate() {
         let n = 2 * k as i64;
@@ -106,7 +82,7 @@ fn records_flow_from_a_stream_through_a_plugin_function_to_a_file_sink() {
     }
     // Appended lines are followed.
     write_lines(&s.input(), 200, 210);
-    let out = wait_lines(&d, &s.output(), 105);
+    let out = d.wait_lines("r1", &s.output(), 105);
     assert_eq!(out[104]["n"], 208);
 
     let status = d.get_json("/rules/r1/status");
@@ -152,7 +128,7 @@ fn an_ekuiper_rule_with_double_quoted_strings_and_its_expressions_runs_unchanged
     assert_eq!(status, 201, "{body}");
     // n in 3..=15 whose kind is temp (n % 3 = 0) or noise (n % 3 = 2).
     let want: Vec<i64> = (3..=15).filter(|n| n % 3 != 1).collect();
-    let out = wait_lines(&d, &s.output(), want.len());
+    let out = d.wait_lines("r1", &s.output(), want.len());
     assert_eq!(out.iter().map(|r| r["n"].as_i64().unwrap()).collect::<Vec<_>>(), want);
     for (k, row) in out.iter().enumerate() {
         let n = want[k];
@@ -211,7 +187,7 @@ fn windows_group_and_aggregate_through_the_daemon() {
     assert_eq!(status, 201, "{body}");
 
     // Three windows of ten rows, one row per group each, groups in order of appearance.
-    let out = wait_lines(&d, &counted, 9);
+    let out = d.wait_lines("counted", &counted, 9);
     let first: Vec<(String, i64, i64)> = out[..3]
         .iter()
         .map(|r| (r["k"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap(), r["total"].as_i64().unwrap()))
@@ -223,7 +199,7 @@ fn windows_group_and_aggregate_through_the_daemon() {
     // Processing-time windows: every row counted once, windows aligned to 300 ms.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let rows = lines(&timed);
+        let rows = json_lines(&timed);
         let total: i64 = rows.iter().map(|r| r["n"].as_i64().unwrap()).sum();
         for r in &rows {
             let (ws, we) = (r["ws"].as_i64().unwrap(), r["we"].as_i64().unwrap());
@@ -242,13 +218,16 @@ fn windows_group_and_aggregate_through_the_daemon() {
     // Without aggregates a window emits its rows, as eKuiper's list does.
     let ((status, body), listed) = rule("listed", "SELECT * FROM words GROUP BY COUNTWINDOW(10)", 0);
     assert_eq!(status, 201, "{body}");
-    let rows = wait_lines(&d, &listed, 30);
+    let rows = d.wait_lines("listed", &listed, 30);
     assert_eq!(rows.iter().map(|r| r["n"].as_i64().unwrap()).collect::<Vec<_>>(), (0..30).collect::<Vec<_>>());
 
     // With checkpointing on, the window is part of each checkpoint.
     let ((status, body), durable) = rule("durable", "SELECT count(*) AS n FROM words GROUP BY COUNTWINDOW(15)", 1);
     assert_eq!(status, 201, "{body}");
-    assert_eq!(wait_lines(&d, &durable, 2).iter().map(|r| r["n"].as_i64().unwrap()).collect::<Vec<_>>(), [15, 15]);
+    assert_eq!(
+        d.wait_lines("durable", &durable, 2).iter().map(|r| r["n"].as_i64().unwrap()).collect::<Vec<_>>(),
+        [15, 15]
+    );
 }
 
 #[test]
@@ -283,7 +262,7 @@ fn event_time_windows_follow_the_timestamp_field_and_count_late_rows() {
     assert_eq!(status, 201, "{body}");
     // Rows up to 25 s set the watermark to 23 s: windows [0, 10) and [10, 20)
     // end; [20, 30) waits for more rows.
-    let rows = wait_lines(&d, &out, 4);
+    let rows = d.wait_lines("late", &out, 4);
     let base = 1_709_208_000_000i64;
     let got: Vec<(String, i64, i64, i64)> = rows
         .iter()
@@ -362,20 +341,20 @@ fn session_sliding_state_and_filtered_windows_through_the_daemon() {
     let compact = |rows: Vec<Json>| rows.iter().map(|r| r.to_string()).collect::<Vec<_>>();
     // Sessions end 1 s after their last row; the third is still open.
     assert_eq!(
-        compact(wait_lines(&d, &session, 2)),
+        compact(d.wait_lines("session", &session, 2)),
         [r#"{"n":3,"s":6,"we":1200,"ws":0}"#, r#"{"n":2,"s":9,"we":6100,"ws":5000}"#]
     );
     // One window per row with x > 2, over the second before it.
     assert_eq!(
-        compact(wait_lines(&d, &sliding, 4)),
+        compact(d.wait_lines("sliding", &sliding, 4)),
         [r#"{"n":3,"we":200}"#, r#"{"n":1,"we":5000}"#, r#"{"n":2,"we":5100}"#, r#"{"n":1,"we":9000}"#]
     );
-    assert_eq!(compact(wait_lines(&d, &state, 1)), [r#"{"n":4,"s":14}"#]);
+    assert_eq!(compact(d.wait_lines("state", &state, 1)), [r#"{"n":4,"s":14}"#]);
     // FILTER decides which rows enter the count window: 2 and 4 make one.
-    assert_eq!(compact(wait_lines(&d, &filtered, 1)), [r#"{"xs":[2,4]}"#]);
+    assert_eq!(compact(d.wait_lines("filtered", &filtered, 1)), [r#"{"xs":[2,4]}"#]);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(lines(&session).len(), 2, "the open session is not emitted");
-    assert_eq!(lines(&filtered).len(), 1, "6 alone does not fill a window");
+    assert_eq!(json_lines(&session).len(), 2, "the open session is not emitted");
+    assert_eq!(json_lines(&filtered).len(), 1, "6 alone does not fill a window");
 }
 
 #[test]
@@ -393,7 +372,7 @@ fn describe_shows_the_older_version_a_running_rule_still_uses() {
         "actions": [{"file": {"path": s.output().display().to_string()}}]});
     let (status, body) = d.http("POST", "/rules", Some(&rule.to_string()));
     assert_eq!(status, 201, "{body}");
-    wait_lines(&d, &s.output(), 5);
+    d.wait_lines("old", &s.output(), 5);
     p.add("functions", "echo@v1.0.3", "echo");
     let (status, _) = d.http("GET", "/plugins/functions", None);
     assert_eq!(status, 200);
@@ -424,7 +403,7 @@ fn stop_start_restart_and_delete_through_the_cli() {
     std::fs::write(&rule_file, s.rule("r1")).unwrap();
     let (ok, _, err) = d.cli(&["rule", "create", "--file", rule_file.to_str().unwrap()]);
     assert!(ok, "{err}");
-    wait_lines(&d, &s.output(), 10);
+    d.wait_lines("r1", &s.output(), 10);
 
     let (ok, out, _) = d.cli(&["rule", "list"]);
     assert!(ok && out.contains("r1") && out.contains("running"), "{out}");
@@ -448,12 +427,12 @@ fn stop_start_restart_and_delete_through_the_cli() {
     assert_eq!(stopped["nextStartTimestamp"], 0);
     write_lines(&s.input(), 20, 40);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(lines(&s.output()).len(), 10, "a stopped rule writes nothing");
+    assert_eq!(json_lines(&s.output()).len(), 10, "a stopped rule writes nothing");
 
     // A restarted qos 0 rule reads its stream again from the start.
     let (ok, _, err) = d.cli(&["rule", "start", "r1"]);
     assert!(ok, "{err}");
-    wait_lines(&d, &s.output(), 30);
+    d.wait_lines("r1", &s.output(), 30);
     let (ok, _, err) = d.cli(&["rule", "restart", "r1"]);
     assert!(ok, "{err}");
     assert_eq!(d.get_json("/rules/r1/status")["status"], "running");
@@ -492,7 +471,7 @@ fn a_restarted_daemon_keeps_streams_and_rules_and_resumes_running_rules() {
     let stopped = serde_json::json!({"id": "r2", "sql": "SELECT n FROM words", "actions": [{"log": {}}]});
     assert_eq!(d.http("POST", "/rules", Some(&stopped.to_string())).0, 201);
     assert_eq!(d.http("POST", "/rules/r2/stop", None).0, 200);
-    wait_lines(&d, &s.output(), 5);
+    d.wait_lines("r1", &s.output(), 5);
     assert!(d.terminate().success());
     drop(d);
 
@@ -502,7 +481,7 @@ fn a_restarted_daemon_keeps_streams_and_rules_and_resumes_running_rules() {
     assert_eq!(rules, serde_json::json!([{"id": "r1", "status": "running"}, {"id": "r2", "status": "stopped"}]));
     // qos 0 keeps no offsets: the resumed rule reads its file from the start.
     write_lines(&s.input(), 10, 20);
-    let out = wait_lines(&d, &s.output(), 15);
+    let out = d.wait_lines("r1", &s.output(), 15);
     assert_eq!(out.last().unwrap()["n"], 18);
 }
 
@@ -613,14 +592,14 @@ fn a_crashed_function_plugin_is_restarted_and_the_rule_carries_on() {
     write_lines(&s.input(), 0, 10);
     let d = Daemon::start(p.path(), &[]);
     create_stream_and_rule(&d, &s);
-    wait_lines(&d, &s.output(), 5);
+    d.wait_lines("r1", &s.output(), 5);
     let status = d.get_json("/rules/r1/status");
     let function =
         status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "fn_0_accumulatewordcount").unwrap();
     let pid = function["pid"].as_u64().unwrap() as u32;
     kill9(pid);
     write_lines(&s.input(), 10, 20);
-    let out = wait_lines(&d, &s.output(), 10);
+    let out = d.wait_lines("r1", &s.output(), 10);
     // The restarted process resumed from the supervisor's copy of its state.
     assert_eq!(out[9]["total"], 30, "{:?}", out[9]);
     let status = d.get_json("/rules/r1/status");
@@ -638,14 +617,14 @@ fn a_crashed_source_resumes_after_the_last_accepted_offset() {
     write_lines(&s.input(), 0, 10);
     let d = Daemon::start(p.path(), &[]);
     create_stream_and_rule(&d, &s);
-    wait_lines(&d, &s.output(), 5);
+    d.wait_lines("r1", &s.output(), 5);
     let status = d.get_json("/rules/r1/status");
     let source = status["plugins"].as_array().unwrap().iter().find(|p| p["operator"] == "source").unwrap();
     kill9(source["pid"].as_u64().unwrap() as u32);
     write_lines(&s.input(), 10, 20);
-    let out = wait_lines(&d, &s.output(), 10);
+    let out = d.wait_lines("r1", &s.output(), 10);
     std::thread::sleep(Duration::from_millis(300));
-    let out_after = lines(&s.output());
+    let out_after = json_lines(&s.output());
     assert_eq!(out_after.len(), 10, "records were repeated after the source restarted: {out_after:?}");
     let ns: Vec<i64> = out.iter().map(|r| r["n"].as_i64().unwrap()).collect();
     assert_eq!(ns, (0..20).step_by(2).collect::<Vec<_>>());

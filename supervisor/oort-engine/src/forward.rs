@@ -85,11 +85,7 @@ impl Forward<'_> {
         let end = self.window.as_ref()?.next_end()?;
         // In microseconds: a whole-millisecond wait would add up to a
         // millisecond to every window's latency on top of the timer's tick.
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0);
-        Some(Duration::from_micros(end.saturating_mul(1000).saturating_sub(now_us).max(0) as u64))
+        Some(Duration::from_micros(end.saturating_mul(1000).saturating_sub(now_us()).max(0) as u64))
     }
 
     /// Emits every time window that has ended.
@@ -152,5 +148,9 @@ pub(crate) fn call_exit(e: CallError) -> Exit {
 
 /// Processing time: milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    now_us() / 1000
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }

@@ -259,8 +259,8 @@ impl Engine {
     // ----- rules -----
 
     /// Checks everything a rule names, asking function plugins to validate
-    /// their arguments, and returns the plan made again knowing which plugin
-    /// functions are aggregates.
+    /// their arguments; returns the plan, made again when some plugin
+    /// function turns out to be an aggregate.
     async fn validate(&self, plan: RulePlan) -> Result<RulePlan, EngineError> {
         let stream = plan.select.stream.as_str();
         let def = self
@@ -305,8 +305,11 @@ impl Engine {
                 }
             }
         }
+        if aggregates.is_empty() {
+            return Ok(plan);
+        }
         let def = plan.def;
-        Ok(off_the_workers(move || def.plan_with(Some(&aggregates))).await??)
+        Ok(off_the_workers(move || def.plan_with(&aggregates)).await??)
     }
 
     /// Creates a rule and, unless `triggered` is false, starts it.

@@ -131,7 +131,7 @@ async fn with_plugin_aggregates(ctx: &RunContext, opened: &Opened) -> Result<Run
     let aggregates: oort_sql::AggregateFunctions =
         sites.filter(|(_, f)| f.is_aggregate()).map(|(site, _)| site.function.to_lowercase()).collect();
     let def = ctx.plan.def.clone();
-    let plan = tokio::task::spawn_blocking(move || def.plan_with(Some(&aggregates)))
+    let plan = tokio::task::spawn_blocking(move || def.plan_with(&aggregates))
         .await
         .map_err(|e| Failure::fatal(format!("the rule could not be planned: {e}")))?
         .map_err(|e| Failure::fatal(e.to_string()))?;

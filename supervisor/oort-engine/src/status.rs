@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use oort_host::process::{ProcessStatus, ProcessUsage};
 use oort_host::{FunctionInstance, Outstanding, ProcessView, SinkInstance, SourceInstance};
@@ -148,8 +148,7 @@ impl RuleStatus {
 
     pub(crate) fn checkpointed(&self, id: u64, took: Duration, bytes: usize) {
         self.checkpoints.record(took, bytes);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
-        *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, now.unwrap_or(0)));
+        *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, crate::metrics::now_ms()));
     }
 
     pub fn state(&self) -> RunState {
@@ -158,7 +157,7 @@ impl RuleStatus {
 
     pub(super) fn set_state(&self, s: RunState) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = crate::metrics::now_ms();
         let mut times = self.run_times.lock().unwrap_or_else(|e| e.into_inner());
         match (&*state, &s) {
             (RunState::Running, RunState::Running) => {}
@@ -220,6 +219,7 @@ impl RuleStatus {
 
     /// The rule's state, numbers and processes, read now.
     pub fn report(&self) -> RuleReport {
+        let (last_start_ms, last_stop_ms) = self.run_times();
         RuleReport {
             state: self.state(),
             warning: self.warning(),
@@ -227,8 +227,8 @@ impl RuleStatus {
             last_checkpoint: self.last_checkpoint(),
             operators: self.operators(),
             event_time: self.windowed_on_event_time.then(|| *self.event_time.lock().unwrap_or_else(|e| e.into_inner())),
-            last_start_ms: self.run_times().0,
-            last_stop_ms: self.run_times().1,
+            last_start_ms,
+            last_stop_ms,
             plugins: self.processes(true),
         }
     }

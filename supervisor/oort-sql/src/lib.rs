@@ -198,11 +198,11 @@ impl RuleDef {
 
     /// Checks the definition and plans its SQL.
     pub fn plan(&self) -> Result<RulePlan, RuleError> {
-        self.plan_with(None)
+        self.plan_with(&AggregateFunctions::new())
     }
 
     /// [`RuleDef::plan`], knowing which plugin functions are aggregates.
-    pub fn plan_with(&self, aggregates: Option<&AggregateFunctions>) -> Result<RulePlan, RuleError> {
+    pub fn plan_with(&self, aggregates: &AggregateFunctions) -> Result<RulePlan, RuleError> {
         if !valid_name(&self.id) {
             return Err(RuleError::invalid(format!("invalid rule id {:?}: ids must match ^[A-Za-z0-9_-]+$", self.id)));
         }

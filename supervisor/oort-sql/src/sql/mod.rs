@@ -97,10 +97,9 @@ pub struct CallSite {
     pub aggregate: bool,
 }
 
-/// Which plugin functions are aggregates, when the caller knows (their
-/// plugins' `Describe` says so). Without this knowledge a plugin call plans as
-/// a per-row call, and a window whose only aggregates may be plugin calls is
-/// accepted for the engine to plan again once it knows.
+/// Which plugin functions are aggregates (their plugins' `Describe` says so),
+/// names in lower case. A plugin call not named here plans as a per-row call;
+/// the engine plans a rule again once it knows.
 pub type AggregateFunctions = std::collections::BTreeSet<String>;
 
 /// Parses and plans a rule's SQL, within the limits [`MAX_SQL_BYTES`],
@@ -110,12 +109,12 @@ pub type AggregateFunctions = std::collections::BTreeSet<String>;
 /// `PLANNER_STACK_BYTES`), so any caller may use it, whatever its stack, but
 /// async code should call it from a blocking-safe context.
 pub fn parse_select(text: &str) -> Result<SelectPlan, RuleError> {
-    parse_select_with(text, None)
+    parse_select_with(text, &AggregateFunctions::new())
 }
 
 /// [`parse_select`], knowing which plugin functions are aggregates (names in
 /// lower case).
-pub fn parse_select_with(text: &str, aggregates: Option<&AggregateFunctions>) -> Result<SelectPlan, RuleError> {
+pub fn parse_select_with(text: &str, aggregates: &AggregateFunctions) -> Result<SelectPlan, RuleError> {
     if text.len() > MAX_SQL_BYTES {
         return Err(RuleError::invalid(format!(
             "the rule's SQL is {} bytes long; the limit is {MAX_SQL_BYTES}",
@@ -124,11 +123,11 @@ pub fn parse_select_with(text: &str, aggregates: Option<&AggregateFunctions>) ->
     }
     // The syntax tree is built, lowered and dropped on the planner's stack:
     // dropping a long operator chain recurses as deep as the chain is long.
-    let aggregates = aggregates.cloned();
+    let aggregates = aggregates.clone();
     on_planner_stack(move || plan_select(text, aggregates))
 }
 
-fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Result<SelectPlan, RuleError> {
+fn plan_select(text: &str, plugin_aggregates: AggregateFunctions) -> Result<SelectPlan, RuleError> {
     let text = rewrite_over_when(text).map_err(|e| RuleError::invalid(format!("invalid SQL: {e}")))?;
     let statements =
         Parser::parse_sql(&EkuiperDialect, &text).map_err(|e| RuleError::invalid(format!("invalid SQL: {e}")))?;
@@ -158,13 +157,8 @@ fn plan_select(text: &str, plugin_aggregates: Option<AggregateFunctions>) -> Res
         _ => return Err(RuleError::invalid("FROM must name a stream")),
     };
 
-    let mut planner = Planner {
-        calls: Vec::new(),
-        nodes: 0,
-        aggregates: Vec::new(),
-        place: Place::GroupBy,
-        plugin_aggregates: plugin_aggregates.unwrap_or_default(),
-    };
+    let mut planner =
+        Planner { calls: Vec::new(), nodes: 0, aggregates: Vec::new(), place: Place::GroupBy, plugin_aggregates };
     let group_by = match &select.group_by {
         sql::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs.as_slice(),
         _ => return Err(unsupported("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS")),

@@ -423,10 +423,10 @@ async fn a_row_whose_group_key_fails_leaves_the_other_rows_keyed_right() {
 #[tokio::test]
 async fn an_aggregate_plugin_gets_each_groups_values_as_lists_in_one_call() {
     let q = "SELECT k, agg(x, k) AS a, count(*) AS n FROM s GROUP BY k, TUMBLINGWINDOW(ms, 100)";
-    // Not knowing which plugins aggregate, the window is accepted for later.
+    // Not knowing which plugins aggregate, the call plans per row.
     assert!(!parse_select(q).unwrap().calls[0].aggregate);
     let known: AggregateFunctions = ["agg".to_string()].into_iter().collect();
-    let plan = parse_select_with(q, Some(&known)).unwrap();
+    let plan = parse_select_with(q, &known).unwrap();
     assert!(plan.calls[0].aggregate);
     let g = plan.grouping.clone().unwrap();
     // One collected list per argument, then count(*).
@@ -451,7 +451,7 @@ fn an_aggregate_plugin_is_refused_where_aggregates_do_not_belong() {
         ("SELECT sum(agg(x)) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", "inside another aggregate"),
     ];
     for (q, want) in cases {
-        let err = parse_select_with(q, Some(&known)).unwrap_err().to_string();
+        let err = parse_select_with(q, &known).unwrap_err().to_string();
         assert!(err.contains(want), "{q}: {err}");
     }
 }
