@@ -15,6 +15,9 @@ pub enum Value {
     Null,
     Bool(bool),
     Int(i64),
+    /// An unsigned integer: what an SDK sent as unsigned (Go's `uint64`), or a
+    /// JSON integer above `i64::MAX`. Kept as such so that it round-trips.
+    Uint(u64),
     Float(f64),
     String(String),
     Bytes(Vec<u8>),
@@ -44,6 +47,7 @@ impl Value {
     pub fn as_i64(&self) -> Option<i64> {
         match *self {
             Value::Int(i) => Some(i),
+            Value::Uint(u) => i64::try_from(u).ok(),
             Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
             _ => None,
         }
@@ -53,6 +57,7 @@ impl Value {
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             Value::Int(i) => Some(i as f64),
+            Value::Uint(u) => Some(u as f64),
             Value::Float(f) => Some(f),
             _ => None,
         }
@@ -72,6 +77,7 @@ impl Value {
             Value::Null => "null",
             Value::Bool(_) => "bool",
             Value::Int(_) => "int",
+            Value::Uint(_) => "uint",
             Value::Float(_) => "float",
             Value::String(_) => "string",
             Value::Bytes(_) => "bytes",
@@ -88,6 +94,7 @@ impl Value {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
+            Value::Uint(u) => J::from(*u),
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::String(s) => J::String(s.clone()),
             Value::Bytes(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
@@ -96,15 +103,17 @@ impl Value {
         }
     }
 
-    /// Converts from JSON. Integers that fit `i64` stay integers.
+    /// Converts from JSON. Integers that fit `i64` stay integers, larger ones up
+    /// to `u64::MAX` become [`Value::Uint`] (exact, as eKuiper keeps them).
     pub fn from_json(json: &serde_json::Value) -> Value {
         use serde_json::Value as J;
         match json {
             J::Null => Value::Null,
             J::Bool(b) => Value::Bool(*b),
-            J::Number(n) => match n.as_i64() {
-                Some(i) => Value::Int(i),
-                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            J::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Value::Int(i),
+                (None, Some(u)) => Value::Uint(u),
+                (None, None) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
             J::String(s) => Value::String(s.clone()),
             J::Array(a) => Value::List(a.iter().map(Value::from_json).collect()),
@@ -132,7 +141,7 @@ macro_rules! from_scalar {
         }
     )*};
 }
-from_scalar!(bool => Bool, i64 => Int, i32 => Int, f64 => Float, String => String, &str => String, Vec<u8> => Bytes);
+from_scalar!(bool => Bool, i64 => Int, i32 => Int, u64 => Uint, f64 => Float, String => String, &str => String, Vec<u8> => Bytes);
 
 impl From<Value> for pb::Value {
     fn from(v: Value) -> pb::Value {
@@ -141,6 +150,7 @@ impl From<Value> for pb::Value {
             Value::Null => Kind::Null(true),
             Value::Bool(b) => Kind::Bool(b),
             Value::Int(i) => Kind::Int(i),
+            Value::Uint(u) => Kind::Uint(u),
             Value::Float(f) => Kind::Float(f),
             Value::String(s) => Kind::String(s),
             Value::Bytes(b) => Kind::Bytes(b),
@@ -158,6 +168,7 @@ impl From<pb::Value> for Value {
             None | Some(Kind::Null(_)) => Value::Null,
             Some(Kind::Bool(b)) => Value::Bool(b),
             Some(Kind::Int(i)) => Value::Int(i),
+            Some(Kind::Uint(u)) => Value::Uint(u),
             Some(Kind::Float(f)) => Value::Float(f),
             Some(Kind::String(s)) => Value::String(s),
             Some(Kind::Bytes(b)) => Value::Bytes(b),
@@ -201,6 +212,8 @@ mod tests {
             Value::Null,
             Value::Bool(true),
             Value::Int(i64::MIN),
+            Value::Uint(u64::MAX),
+            Value::Uint(7),
             Value::Float(1.5),
             Value::String("héllo".into()),
             Value::Bytes(vec![0, 255]),
@@ -221,5 +234,15 @@ mod tests {
             other => panic!("expected a map, got {other:?}"),
         }
         assert_eq!(v.to_json(), j);
+    }
+
+    #[test]
+    fn json_integers_above_i64_stay_exact() {
+        let j: serde_json::Value = serde_json::from_str(r#"{"h": 12963433097944239317, "n": -3}"#).unwrap();
+        let v = Value::from_json(&j);
+        let Value::Map(m) = &v else { panic!("expected a map, got {v:?}") };
+        assert_eq!(m["h"], Value::Uint(12963433097944239317));
+        assert_eq!(m["n"], Value::Int(-3));
+        assert_eq!(serde_json::to_string(&v.to_json()).unwrap(), r#"{"h":12963433097944239317,"n":-3}"#);
     }
 }

@@ -521,7 +521,7 @@ impl SinkService for Handle {
         .map_err(|e| Status::failed_precondition(format!("sink open failed: {e}")))?;
         let id = ctx.instance_id().to_string();
         self.0.insert(id, Instance::Sink(sink, ctx))?;
-        Ok(Response::new(pb::OpenSinkResponse { transactional }))
+        Ok(Response::new(pb::OpenSinkResponse { transactional, wants_payloads: false }))
     }
 
     type WriteStream = BoxStream<pb::WriteAck>;
@@ -540,7 +540,7 @@ impl SinkService for Handle {
                         Err(e) => e.to_string(),
                     };
                     ctx.log_exceptions();
-                    pb::WriteAck { seq: batch.seq, error, mutations: ctx.take_mutations() }
+                    pb::WriteAck { seq: batch.seq, error, mutations: ctx.take_mutations(), item_errors: vec![] }
                 });
                 if tx.send(Ok(ack)).await.is_err() {
                     break;

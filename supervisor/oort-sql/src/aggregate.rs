@@ -5,7 +5,7 @@
 
 use oort_proto::Value;
 
-use super::expr::{equal, order};
+use super::expr::{equal, exact_integer, integer, order};
 
 /// An aggregate function, by eKuiper's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,12 +278,21 @@ impl Partial {
 fn add(acc: Option<Value>, v: Value) -> Result<Value, String> {
     let number = |v: &Value| v.as_f64().ok_or_else(|| format!("sum expects numbers, got {}", v.type_name()));
     Ok(match (acc, v) {
-        (None, v @ (Value::Int(_) | Value::Float(_))) => v,
+        (None, v @ (Value::Int(_) | Value::Uint(_) | Value::Float(_))) => v,
         (None, v) => return Err(format!("sum expects numbers, got {}", v.type_name())),
         (Some(Value::Int(a)), Value::Int(b)) => match a.checked_add(b) {
             Some(s) => Value::Int(s),
             None => Value::Float(a as f64 + b as f64),
         },
+        // With an unsigned operand the sum stays an exact integer while it fits u64.
+        (Some(a @ (Value::Int(_) | Value::Uint(_))), b @ (Value::Int(_) | Value::Uint(_))) => {
+            let (x, y) = (exact_integer(&a).unwrap_or(0), exact_integer(&b).unwrap_or(0));
+            match integer(x + y) {
+                Ok(sum) => sum,
+                // Past u64: eKuiper's sum goes to float there too.
+                Err(_) => Value::Float(number(&a)? + number(&b)?),
+            }
+        }
         (Some(a), b) => Value::Float(number(&a)? + number(&b)?),
     })
 }
@@ -320,6 +329,8 @@ mod tests {
         assert_eq!(run(AggFn::Sum, &[i(1), n.clone(), i(3)]), Ok(i(4)));
         assert_eq!(run(AggFn::Sum, &[i(1), f(0.5)]), Ok(f(1.5)));
         assert_eq!(run(AggFn::Sum, &[i(i64::MAX), i(1)]), Ok(f(i64::MAX as f64 + 1.0)));
+        assert_eq!(run(AggFn::Sum, &[Value::Uint(1 << 63), i(1)]), Ok(Value::Uint((1 << 63) + 1)));
+        assert_eq!(run(AggFn::Max, &[Value::Uint(u64::MAX), Value::Uint(u64::MAX - 1)]), Ok(Value::Uint(u64::MAX)));
         assert_eq!(run(AggFn::Sum, std::slice::from_ref(&n)), Ok(n.clone()));
         assert_eq!(run(AggFn::Avg, &[i(1), i(2), n.clone()]), Ok(f(1.5)));
         assert_eq!(run(AggFn::Avg, &[]), Ok(n.clone()));

@@ -95,6 +95,7 @@ class Value(_message.Message):
     BYTES_FIELD_NUMBER: _builtins.int
     LIST_FIELD_NUMBER: _builtins.int
     MAP_FIELD_NUMBER: _builtins.int
+    UINT_FIELD_NUMBER: _builtins.int
     null: _builtins.bool
     """Null. The field value is ignored; presence of the case is what counts."""
     bool: _builtins.bool
@@ -102,6 +103,11 @@ class Value(_message.Message):
     float: _builtins.float
     string: _builtins.str
     bytes: _builtins.bytes
+    uint: _builtins.int
+    """An unsigned integer (Go's uint64): SDKs send their unsigned types as
+    this case so that they round-trip, and any integer above int64's range.
+    The supervisor computes with it exactly where the result fits.
+    """
     @_builtins.property
     def list(self) -> Global___ValueList: ...
     @_builtins.property
@@ -117,12 +123,13 @@ class Value(_message.Message):
         bytes: _builtins.bytes = ...,
         list: Global___ValueList | None = ...,
         map: Global___ValueMap | None = ...,
+        uint: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bool", b"bool", "bytes", b"bytes", "float", b"float", "int", b"int", "kind", b"kind", "list", b"list", "map", b"map", "null", b"null", "string", b"string"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bool", b"bool", "bytes", b"bytes", "float", b"float", "int", b"int", "kind", b"kind", "list", b"list", "map", b"map", "null", b"null", "string", b"string", "uint", b"uint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool", b"bool", "bytes", b"bytes", "float", b"float", "int", b"int", "kind", b"kind", "list", b"list", "map", b"map", "null", b"null", "string", b"string"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool", b"bool", "bytes", b"bytes", "float", b"float", "int", b"int", "kind", b"kind", "list", b"list", "map", b"map", "null", b"null", "string", b"string", "uint", b"uint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["null", "bool", "int", "float", "string", "bytes", "list", "map"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["null", "bool", "int", "float", "string", "bytes", "list", "map", "uint"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -987,16 +994,24 @@ class OpenSinkResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRANSACTIONAL_FIELD_NUMBER: _builtins.int
+    WANTS_PAYLOADS_FIELD_NUMBER: _builtins.int
     transactional: _builtins.bool
     """True when the sink takes part in two-phase commit."""
+    wants_payloads: _builtins.bool
+    """True when the sink wants bytes instead of records: the supervisor then
+    encodes every item as eKuiper's runtime does for its sinks, per the
+    sink's properties `format` (json, delimited, binary), `dataTemplate`,
+    `sendSingle`, `fields` and `delimiter`, and sends WriteBatch.payloads.
+    """
     def __init__(
         self,
         *,
         transactional: _builtins.bool = ...,
+        wants_payloads: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["transactional", b"transactional"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transactional", b"transactional", "wants_payloads", b"wants_payloads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1009,20 +1024,32 @@ class WriteBatch(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
+    PAYLOADS_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     seq: _builtins.int
     @_builtins.property
-    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]:
+        """The records, unless the sink asked for payloads."""
+
+    @_builtins.property
+    def payloads(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """When the sink asked for payloads (OpenSinkResponse.wants_payloads): the
+        encoded items, each one what eKuiper's Collect would receive. With
+        sendSingle false an item is one emission (a window's results, or one row
+        of a rule without a window) as a JSON array; with sendSingle true, one row.
+        """
+
     def __init__(
         self,
         *,
         instance_id: _builtins.str = ...,
         seq: _builtins.int = ...,
         records: _abc.Iterable[Global___Record] | None = ...,
+        payloads: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "records", b"records", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "payloads", b"payloads", "records", b"records", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1035,21 +1062,32 @@ class WriteAck(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     MUTATIONS_FIELD_NUMBER: _builtins.int
+    ITEM_ERRORS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     error: _builtins.str
     """Empty when the batch was accepted."""
     @_builtins.property
     def mutations(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateMutation]: ...
+    @_builtins.property
+    def item_errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """eKuiper's per-item acknowledgement (requireAck, ack_ok/ack_error): when
+        present, one entry per item of the batch (payload, or record when the
+        sink takes records), in order; empty for an item delivered, else why it
+        was not. The supervisor counts each failed item as an exception of the
+        sink and shows the last one; the batch itself counts as accepted.
+        """
+
     def __init__(
         self,
         *,
         seq: _builtins.int = ...,
         error: _builtins.str = ...,
         mutations: _abc.Iterable[Global___StateMutation] | None = ...,
+        item_errors: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "mutations", b"mutations", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "item_errors", b"item_errors", "mutations", b"mutations", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

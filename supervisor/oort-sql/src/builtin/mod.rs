@@ -189,7 +189,7 @@ fn float(name: &str, v: &Value, f: fn(f64) -> f64) -> Result<Value, String> {
 /// `ceil` and `floor`: an integer stays itself; a float is rounded to an integer.
 fn integral(name: &str, v: &Value, f: fn(f64) -> f64) -> Result<Value, String> {
     match v {
-        Value::Int(i) => Ok(Value::Int(*i)),
+        Value::Int(_) | Value::Uint(_) => Ok(v.clone()),
         other => Ok(Value::Int(f(number(name, other)?) as i64)),
     }
 }
@@ -276,6 +276,7 @@ fn chr(args: &[Value]) -> Result<Value, String> {
 fn abs(args: &[Value]) -> Result<Value, String> {
     match &args[0] {
         Value::Int(i) => i.checked_abs().map(Value::Int).ok_or_else(|| "abs overflows".into()),
+        Value::Uint(u) => Ok(Value::Uint(*u)),
         other => Ok(Value::Float(number("abs", other)?.abs())),
     }
 }
@@ -284,7 +285,7 @@ fn round(args: &[Value]) -> Result<Value, String> {
     let x = number("round", &args[0])?;
     match args.get(1) {
         None => match &args[0] {
-            Value::Int(i) => Ok(Value::Int(*i)),
+            Value::Int(_) | Value::Uint(_) => Ok(args[0].clone()),
             _ => Ok(Value::Int(x.round() as i64)),
         },
         Some(d) => {
@@ -342,6 +343,8 @@ fn cast(args: &[Value]) -> Result<Value, String> {
     let v = &args[0];
     let fail = || format!("cannot cast {} {} to {to}", v.type_name(), v.to_json());
     Ok(match to.to_ascii_lowercase().as_str() {
+        // An unsigned value stays unsigned: eKuiper's bigint cast keeps a uint64.
+        "bigint" if matches!(v, Value::Uint(_)) => v.clone(),
         "bigint" => Value::Int(match v {
             Value::Int(i) => *i,
             Value::Float(f) if f.is_finite() && f.abs() < 9.2e18 => f.trunc() as i64,
@@ -355,6 +358,7 @@ fn cast(args: &[Value]) -> Result<Value, String> {
         }),
         "float" => Value::Float(match v {
             Value::Int(i) => *i as f64,
+            Value::Uint(u) => *u as f64,
             Value::Float(f) => *f,
             Value::Bool(b) => f64::from(u8::from(*b)),
             Value::String(s) => s.trim().parse::<f64>().map_err(|_| fail())?,
@@ -368,6 +372,7 @@ fn cast(args: &[Value]) -> Result<Value, String> {
         "boolean" => Value::Bool(match v {
             Value::Bool(b) => *b,
             Value::Int(i) => *i != 0,
+            Value::Uint(u) => *u != 0,
             Value::Float(f) => *f != 0.0,
             Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "t" | "1" => true,

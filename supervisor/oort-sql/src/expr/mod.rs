@@ -561,6 +561,7 @@ fn unary(op: UnOp, v: Value) -> Cell {
         (_, Value::Null) => Ok(Value::Null),
         (UnOp::Not, Value::Bool(b)) => Ok(Value::Bool(!b)),
         (UnOp::Neg, Value::Int(i)) => i.checked_neg().map(Value::Int).ok_or_else(|| "integer overflow".into()),
+        (UnOp::Neg, Value::Uint(u)) => integer(-i128::from(u)),
         (UnOp::Neg, Value::Float(f)) => Ok(Value::Float(-f)),
         (op, v) => Err(format!("cannot apply {op:?} to a {}", v.type_name())),
     }
@@ -584,12 +585,21 @@ fn binary(op: BinOp, a: Value, b: Value) -> Cell {
             Ok(if matches!(op, Eq | Ne | Lt | Le | Gt | Ge) { Value::Bool(false) } else { Value::Null })
         }
         Add | Sub | Mul | Div | Mod => arithmetic(op, a, b),
-        BitAnd | BitOr | BitXor => match (a.as_i64(), b.as_i64()) {
-            (Some(x), Some(y)) => Ok(Value::Int(match op {
-                BitAnd => x & y,
-                BitOr => x | y,
-                _ => x ^ y,
-            })),
+        BitAnd | BitOr | BitXor => match (exact_integer(&a), exact_integer(&b)) {
+            // On the 64 bits of both, so that unsigned values (geohashes) keep their top bit.
+            (Some(x), Some(y)) => {
+                let (x, y) = (x as u64, y as u64);
+                let r = match op {
+                    BitAnd => x & y,
+                    BitOr => x | y,
+                    _ => x ^ y,
+                };
+                Ok(if matches!(a, Value::Uint(_)) || matches!(b, Value::Uint(_)) {
+                    Value::Uint(r)
+                } else {
+                    Value::Int(r as i64)
+                })
+            }
             _ => Err(format!("{op:?} expects integers, got {} and {}", a.type_name(), b.type_name())),
         },
         Eq => Ok(Value::Bool(equal(&a, &b))),
@@ -606,10 +616,27 @@ fn binary(op: BinOp, a: Value, b: Value) -> Cell {
     }
 }
 
+/// The value as an exact integer, when it is a signed or unsigned one.
+pub(crate) fn exact_integer(v: &Value) -> Option<i128> {
+    match *v {
+        Value::Int(i) => Some(i128::from(i)),
+        Value::Uint(u) => Some(i128::from(u)),
+        _ => None,
+    }
+}
+
+/// An exact integer result: signed when it fits, unsigned above `i64::MAX`.
+pub(crate) fn integer(r: i128) -> Cell {
+    if let Ok(i) = i64::try_from(r) {
+        Ok(Value::Int(i))
+    } else {
+        u64::try_from(r).map(Value::Uint).map_err(|_| "integer overflow".into())
+    }
+}
+
 fn arithmetic(op: BinOp, a: Value, b: Value) -> Cell {
-    match (&a, &b) {
-        (Value::Int(x), Value::Int(y)) => {
-            let (x, y) = (*x, *y);
+    match (exact_integer(&a), exact_integer(&b)) {
+        (Some(x), Some(y)) => {
             let r = match op {
                 BinOp::Add => x.checked_add(y),
                 BinOp::Sub => x.checked_sub(y),
@@ -619,7 +646,15 @@ fn arithmetic(op: BinOp, a: Value, b: Value) -> Cell {
                 BinOp::Mod if y == 0 => return Err("division by zero".into()),
                 _ => x.checked_rem(y),
             };
-            r.map(Value::Int).ok_or_else(|| "integer overflow".into())
+            match r {
+                // Signed with signed stays signed (an overflow is an error, as before);
+                // an unsigned operand allows an unsigned result.
+                Some(r) if matches!((&a, &b), (Value::Int(_), Value::Int(_))) => {
+                    i64::try_from(r).map(Value::Int).map_err(|_| "integer overflow".into())
+                }
+                Some(r) => integer(r),
+                None => Err("integer overflow".into()),
+            }
         }
         _ => match (a.as_f64(), b.as_f64()) {
             (Some(x), Some(y)) => Ok(Value::Float(match op {
@@ -634,7 +669,12 @@ fn arithmetic(op: BinOp, a: Value, b: Value) -> Cell {
     }
 }
 
+/// SQL equality: numbers compare by value (integers exactly, whatever their
+/// signedness), everything else structurally.
 pub(crate) fn equal(a: &Value, b: &Value) -> bool {
+    if let (Some(x), Some(y)) = (exact_integer(a), exact_integer(b)) {
+        return x == y;
+    }
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
@@ -645,6 +685,7 @@ pub(crate) fn order(a: &Value, b: &Value) -> Result<std::cmp::Ordering, String> 
     match (a, b) {
         (Value::String(x), Value::String(y)) => Ok(x.cmp(y)),
         (Value::Bool(x), Value::Bool(y)) => Ok(x.cmp(y)),
+        _ if exact_integer(a).is_some() && exact_integer(b).is_some() => Ok(exact_integer(a).cmp(&exact_integer(b))),
         _ => match (a.as_f64(), b.as_f64()) {
             (Some(x), Some(y)) => x.partial_cmp(&y).ok_or_else(|| "cannot order NaN".into()),
             _ => Err(format!("cannot compare {} with {}", a.type_name(), b.type_name())),

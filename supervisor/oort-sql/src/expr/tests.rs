@@ -49,6 +49,15 @@ async fn operators_follow_sql_semantics() {
         (Expr::Unary(UnOp::Not, lit(true)), Ok(Value::Bool(false))),
         (Expr::Binary(lit(true), BinOp::And, col("missing")), Ok(Value::Bool(false))),
         (Expr::Binary(lit(i64::MAX), BinOp::Add, lit(1)), Err("integer overflow".into())),
+        // Unsigned values (Go's uint64, JSON integers above i64) compute exactly.
+        (Expr::Binary(lit(u64::MAX - 1), BinOp::Add, lit(1)), Ok(Value::Uint(u64::MAX))),
+        (Expr::Binary(lit(u64::MAX), BinOp::Add, lit(1)), Err("integer overflow".into())),
+        (Expr::Binary(lit(1u64 << 63), BinOp::Sub, lit(1)), Ok(Value::Int(i64::MAX))),
+        (Expr::Binary(lit(12963433097944239317u64), BinOp::Eq, lit(12963433097944239316u64)), Ok(Value::Bool(false))),
+        (Expr::Binary(lit(12963433097944239317u64), BinOp::Gt, lit(i64::MAX)), Ok(Value::Bool(true))),
+        (Expr::Binary(lit(5u64), BinOp::Eq, lit(5)), Ok(Value::Bool(true))),
+        (Expr::Binary(lit(u64::MAX), BinOp::BitAnd, lit(0xff)), Ok(Value::Uint(0xff))),
+        (Expr::Binary(lit(1i64 << 62), BinOp::Eq, lit((1i64 << 62) + 1)), Ok(Value::Bool(false))),
     ];
     for (e, want) in cases {
         assert_eq!(eval(&e, Rows::plain(&recs), &f).await.unwrap(), vec![want], "{e:?}");

@@ -148,6 +148,7 @@ type Value struct {
 	//	*Value_Bytes
 	//	*Value_List
 	//	*Value_Map
+	//	*Value_Uint
 	Kind          isValue_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -262,6 +263,15 @@ func (x *Value) GetMap() *ValueMap {
 	return nil
 }
 
+func (x *Value) GetUint() uint64 {
+	if x != nil {
+		if x, ok := x.Kind.(*Value_Uint); ok {
+			return x.Uint
+		}
+	}
+	return 0
+}
+
 type isValue_Kind interface {
 	isValue_Kind()
 }
@@ -299,6 +309,13 @@ type Value_Map struct {
 	Map *ValueMap `protobuf:"bytes,8,opt,name=map,proto3,oneof"`
 }
 
+type Value_Uint struct {
+	// An unsigned integer (Go's uint64): SDKs send their unsigned types as
+	// this case so that they round-trip, and any integer above int64's range.
+	// The supervisor computes with it exactly where the result fits.
+	Uint uint64 `protobuf:"varint,9,opt,name=uint,proto3,oneof"`
+}
+
 func (*Value_Null) isValue_Kind() {}
 
 func (*Value_Bool) isValue_Kind() {}
@@ -314,6 +331,8 @@ func (*Value_Bytes) isValue_Kind() {}
 func (*Value_List) isValue_Kind() {}
 
 func (*Value_Map) isValue_Kind() {}
+
+func (*Value_Uint) isValue_Kind() {}
 
 type ValueList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1973,6 +1992,11 @@ type OpenSinkResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// True when the sink takes part in two-phase commit.
 	Transactional bool `protobuf:"varint,1,opt,name=transactional,proto3" json:"transactional,omitempty"`
+	// True when the sink wants bytes instead of records: the supervisor then
+	// encodes every item as eKuiper's runtime does for its sinks, per the
+	// sink's properties `format` (json, delimited, binary), `dataTemplate`,
+	// `sendSingle`, `fields` and `delimiter`, and sends WriteBatch.payloads.
+	WantsPayloads bool `protobuf:"varint,2,opt,name=wants_payloads,json=wantsPayloads,proto3" json:"wants_payloads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2014,11 +2038,24 @@ func (x *OpenSinkResponse) GetTransactional() bool {
 	return false
 }
 
+func (x *OpenSinkResponse) GetWantsPayloads() bool {
+	if x != nil {
+		return x.WantsPayloads
+	}
+	return false
+}
+
 type WriteBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	InstanceId    string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	Records       []*Record              `protobuf:"bytes,3,rep,name=records,proto3" json:"records,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Seq        uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The records, unless the sink asked for payloads.
+	Records []*Record `protobuf:"bytes,3,rep,name=records,proto3" json:"records,omitempty"`
+	// When the sink asked for payloads (OpenSinkResponse.wants_payloads): the
+	// encoded items, each one what eKuiper's Collect would receive. With
+	// sendSingle false an item is one emission (a window's results, or one row
+	// of a rule without a window) as a JSON array; with sendSingle true, one row.
+	Payloads      [][]byte `protobuf:"bytes,4,rep,name=payloads,proto3" json:"payloads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2074,12 +2111,25 @@ func (x *WriteBatch) GetRecords() []*Record {
 	return nil
 }
 
+func (x *WriteBatch) GetPayloads() [][]byte {
+	if x != nil {
+		return x.Payloads
+	}
+	return nil
+}
+
 type WriteAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// Empty when the batch was accepted.
-	Error         string           `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	Mutations     []*StateMutation `protobuf:"bytes,3,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	Error     string           `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Mutations []*StateMutation `protobuf:"bytes,3,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	// eKuiper's per-item acknowledgement (requireAck, ack_ok/ack_error): when
+	// present, one entry per item of the batch (payload, or record when the
+	// sink takes records), in order; empty for an item delivered, else why it
+	// was not. The supervisor counts each failed item as an exception of the
+	// sink and shows the last one; the batch itself counts as accepted.
+	ItemErrors    []string `protobuf:"bytes,4,rep,name=item_errors,json=itemErrors,proto3" json:"item_errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2131,6 +2181,13 @@ func (x *WriteAck) GetError() string {
 func (x *WriteAck) GetMutations() []*StateMutation {
 	if x != nil {
 		return x.Mutations
+	}
+	return nil
+}
+
+func (x *WriteAck) GetItemErrors() []string {
+	if x != nil {
+		return x.ItemErrors
 	}
 	return nil
 }
@@ -2333,7 +2390,7 @@ var File_oort_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1boort/plugin/v1/plugin.proto\x12\x0eoort.plugin.v1\"\xf8\x01\n" +
+	"\x1boort/plugin/v1/plugin.proto\x12\x0eoort.plugin.v1\"\x8e\x02\n" +
 	"\x05Value\x12\x14\n" +
 	"\x04null\x18\x01 \x01(\bH\x00R\x04null\x12\x14\n" +
 	"\x04bool\x18\x02 \x01(\bH\x00R\x04bool\x12\x12\n" +
@@ -2342,7 +2399,8 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06string\x18\x05 \x01(\tH\x00R\x06string\x12\x16\n" +
 	"\x05bytes\x18\x06 \x01(\fH\x00R\x05bytes\x12/\n" +
 	"\x04list\x18\a \x01(\v2\x19.oort.plugin.v1.ValueListH\x00R\x04list\x12,\n" +
-	"\x03map\x18\b \x01(\v2\x18.oort.plugin.v1.ValueMapH\x00R\x03mapB\x06\n" +
+	"\x03map\x18\b \x01(\v2\x18.oort.plugin.v1.ValueMapH\x00R\x03map\x12\x14\n" +
+	"\x04uint\x18\t \x01(\x04H\x00R\x04uintB\x06\n" +
 	"\x04kind\"8\n" +
 	"\tValueList\x12+\n" +
 	"\x05items\x18\x01 \x03(\v2\x15.oort.plugin.v1.ValueR\x05items\"\x9e\x01\n" +
@@ -2472,19 +2530,23 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"PropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x05value\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueR\x05value:\x028\x01\"8\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueR\x05value:\x028\x01\"_\n" +
 	"\x10OpenSinkResponse\x12$\n" +
-	"\rtransactional\x18\x01 \x01(\bR\rtransactional\"q\n" +
+	"\rtransactional\x18\x01 \x01(\bR\rtransactional\x12%\n" +
+	"\x0ewants_payloads\x18\x02 \x01(\bR\rwantsPayloads\"\x8d\x01\n" +
 	"\n" +
 	"WriteBatch\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x120\n" +
-	"\arecords\x18\x03 \x03(\v2\x16.oort.plugin.v1.RecordR\arecords\"o\n" +
+	"\arecords\x18\x03 \x03(\v2\x16.oort.plugin.v1.RecordR\arecords\x12\x1a\n" +
+	"\bpayloads\x18\x04 \x03(\fR\bpayloads\"\x90\x01\n" +
 	"\bWriteAck\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12;\n" +
-	"\tmutations\x18\x03 \x03(\v2\x1d.oort.plugin.v1.StateMutationR\tmutations\"X\n" +
+	"\tmutations\x18\x03 \x03(\v2\x1d.oort.plugin.v1.StateMutationR\tmutations\x12\x1f\n" +
+	"\vitem_errors\x18\x04 \x03(\tR\n" +
+	"itemErrors\"X\n" +
 	"\x10PreCommitRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12#\n" +
@@ -2679,6 +2741,7 @@ func file_oort_plugin_v1_plugin_proto_init() {
 		(*Value_Bytes)(nil),
 		(*Value_List)(nil),
 		(*Value_Map)(nil),
+		(*Value_Uint)(nil),
 	}
 	file_oort_plugin_v1_plugin_proto_msgTypes[4].OneofWrappers = []any{
 		(*StateMutation_Put)(nil),
