@@ -2,7 +2,7 @@
 # Builds the Go SDK's plugins into $OORT_BIN/go/: the executables geohash,
 # conformance and countersink, the eKuiper-style examples of
 # plugins/go/ekuiper (ek1funcs, ek1random, ek1file on the 1.x layer; ek2funcs,
-# ek2poll, ek2push, ek2file on the 2.x layer), and the metadata files
+# ek2poll, ek2push, ek2file, ek2bytes on the 2.x layer), and the metadata files
 # geohash.json, conformance.json, ek1funcs.json and ek2funcs.json (printed by
 # `<plugin> --metadata`) next to them, which list every function the function
 # plugins export.
@@ -38,7 +38,7 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
 modules=(plugin-sdk/go plugins/go)
 plugins=(geohash conformance countersink)
 # The eKuiper-compatibility examples, by folder under plugins/go/ekuiper.
-ekuiper_plugins=(ek1funcs ek1random ek1file ek2funcs ek2poll ek2push ek2file)
+ekuiper_plugins=(ek1funcs ek1random ek1file ek2funcs ek2poll ek2push ek2file ek2bytes)
 started=$SECONDS
 
 if [ "$run_tests" = 1 ]; then

@@ -82,8 +82,8 @@ printf '{"functions":[{"name":"cf_agg"},{"name":"cf_count"},{"name":"cf_echo"},{
 # ekpy: an eKuiper portable-style plugin (plugins/python/oort_plugins/portable)
 # run through oort_plugin.ekuiper. One program, installed under the name of
 # each part it serves: functions/ekpy (+ ekpy.json), sources/ekticker and
-# sinks/eklines; it serves the part named by OORT_PLUGIN_NAME.
-for name in ekpy ekticker eklines; do
+# sinks/eklines and sinks/ekbytes; it serves the part named by OORT_PLUGIN_NAME.
+for name in ekpy ekticker eklines ekbytes; do
   tmp="$out/.$name.tmp"
   printf '#!/bin/sh\n# Written by scripts/build-python.sh: the eKuiper portable-style Python plugin ekpy, as %s.\nexec "%s"%s -m oort_plugins.portable "$@"\n' \
     "$name" "$py" "$safe" > "$tmp"
@@ -91,7 +91,7 @@ for name in ekpy ekticker eklines; do
   mv -f "$tmp" "$out/$name"
 done
 cp -f "$plugins/oort_plugins/portable/ekpy.json" "$out/ekpy.json"
-echo "build-python: launchers in $out: textstats csvsink conformance ekpy ekticker eklines (+ textstats.json, ekpy.json)" >&2
+echo "build-python: launchers in $out: textstats csvsink conformance ekpy ekticker eklines ekbytes (+ textstats.json, ekpy.json)" >&2
 
 if [ "$run_tests" = 1 ]; then
   echo "== python: mypy --strict" >&2

@@ -302,7 +302,14 @@ mod tests {
         ]));
         let rows = vec![
             vec![Value::Null, Value::Bool(false), Value::Bool(true)],
-            vec![Value::Int(0), Value::Int(i64::MIN), Value::Int(i64::MAX), Value::Uint(u64::MAX), Value::Float(-0.0), Value::Float(1e300)],
+            vec![
+                Value::Int(0),
+                Value::Int(i64::MIN),
+                Value::Int(i64::MAX),
+                Value::Uint(u64::MAX),
+                Value::Float(-0.0),
+                Value::Float(1e300),
+            ],
             vec![Value::String(String::new()), Value::String("x".repeat(300)), Value::Bytes(vec![0, 255])],
             vec![],
             vec![nested],

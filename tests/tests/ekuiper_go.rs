@@ -31,6 +31,7 @@ fn plugins() -> PluginsDir {
         ("sources", "ek2push"),
         ("sinks", "ek1file"),
         ("sinks", "ek2file"),
+        ("sinks", "ek2bytes"),
     ] {
         std::fs::copy(go(name), p.path().join(kind).join(name)).expect("copy plugin");
     }
@@ -181,4 +182,74 @@ fn ekuiper_2x_pull_and_push_sources_function_and_sink_run_unchanged() {
     assert_eq!(d.http("POST", "/rules/r4/start", None).0, 200);
     let status = d.get_json("/rules/r4/status");
     assert_eq!(status["status"], "running", "{status}");
+}
+
+/// FNV-1a, 64 bits: what ek1Hash computes in Go.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Issue 16, items 2 and 4: a Go `uint64` result (above 2^63 for most
+/// words, like geohash's integers) travels through the daemon exactly, into
+/// another function's `args[0].(uint64)` and out to JSON; a 2.x
+/// BytesCollector gets the bytes the daemon encoded per `dataTemplate` and
+/// `sendSingle`, and a Collect error refuses that item alone.
+#[test]
+fn uint64_results_round_trip_and_a_bytes_sink_gets_encoded_payloads() {
+    let p = plugins();
+    let out = tempfile::tempdir().unwrap();
+    let (hashes, templated) = (out.path().join("hashes.jsonl"), out.path().join("templated.txt"));
+    let d = Daemon::start(p.path(), &[]);
+    create(
+        &d,
+        "/streams",
+        json!({"sql": r#"CREATE STREAM s1 () WITH (TYPE="ek1random", DATASOURCE="dev1", interval="10")"#}),
+    );
+    create(
+        &d,
+        "/rules",
+        json!({
+            "id": "hash",
+            "sql": "SELECT word, ek1Hash(word) AS h, ek1HashHex(ek1Hash(word)) AS hex FROM s1",
+            "actions": [{"ek2bytes": {"path": hashes.display().to_string(), "sendSingle": true}}]
+        }),
+    );
+    create(
+        &d,
+        "/rules",
+        json!({
+            "id": "tpl",
+            "sql": "SELECT word FROM s1",
+            "actions": [{"ek2bytes": {
+                "path": templated.display().to_string(), "sendSingle": true,
+                "dataTemplate": r#"{{if eq .word "gamma"}}"fail"{{else}}{{.word}}{{end}}"#
+            }}]
+        }),
+    );
+    let got = d.wait_lines("hash", &hashes, 8);
+    for row in got.iter().take(8) {
+        let word = row["word"].as_str().unwrap_or_else(|| panic!("{row}"));
+        // Exact: serde_json reads integers above i64 as u64.
+        assert_eq!(row["h"].as_u64(), Some(fnv1a(word)), "{row}");
+        assert_eq!(row["hex"], format!("{:016x}", fnv1a(word)), "{row}");
+    }
+    assert!(got.iter().any(|r| r["h"].as_u64().is_some_and(|h| h > i64::MAX as u64)), "some hash above 2^63: {got:?}");
+
+    // Every fourth word is gamma: refused by the sink, counted, not written.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let text = std::fs::read_to_string(&templated).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= 6 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{lines:?}\nlog:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(lines[..6], ["alpha", "beta", "delta", "alpha", "beta", "delta"]);
+    let status = d.get_json("/rules/tpl/status");
+    assert_eq!(status["status"], "running", "{status}");
+    assert!(status["sink_ek2bytes_0_0_exceptions_total"].as_i64().unwrap_or(0) >= 2, "{status}");
+    let last = status["sink_ek2bytes_0_0_last_exception"].as_str().unwrap_or_default();
+    assert!(last.contains(r#"refused payload "fail""#), "{status}");
 }

@@ -20,10 +20,10 @@ fn python(name: &str) -> PathBuf {
     path
 }
 
-/// functions/ekpy (+ ekpy.json), sources/ekticker and sinks/eklines.
+/// functions/ekpy (+ ekpy.json), sources/ekticker, sinks/eklines and sinks/ekbytes.
 fn plugins() -> PluginsDir {
     let p = PluginsDir::new();
-    for (kind, name) in [("functions", "ekpy"), ("sources", "ekticker"), ("sinks", "eklines")] {
+    for (kind, name) in [("functions", "ekpy"), ("sources", "ekticker"), ("sinks", "eklines"), ("sinks", "ekbytes")] {
         std::fs::copy(python(name), p.path().join(kind).join(name)).expect("copy launcher");
     }
     std::fs::copy(python("ekpy.json"), p.path().join("functions/ekpy.json")).expect("copy metadata");
@@ -124,4 +124,91 @@ fn a_validate_error_string_refuses_the_rule_with_its_message() {
         assert!(Instant::now() < deadline, "{status}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Issue 16, item 4: a portable sink gets the bytes the daemon encoded per
+/// the action's `format`, `dataTemplate` and `sendSingle`, one `collect` per
+/// item, and with `requireAck` its `ack_error` refuses that item alone: the
+/// rule counts it as an exception of the sink and goes on.
+#[test]
+fn a_portable_sink_gets_encoded_payloads_and_acks_each_one() {
+    let p = plugins();
+    let out = tempfile::tempdir().unwrap();
+    let d = Daemon::start(p.path(), &[]);
+    create_stream(&d, "ticks", r#"DATASOURCE="w", interval="5", count="12""#);
+    let (templated, windows, csv) =
+        (out.path().join("templated.txt"), out.path().join("windows.txt"), out.path().join("rows.csv"));
+    let rules = [
+        // One row per item through a Go template; seq 7 renders "fail" and is refused by ack_error.
+        serde_json::json!({
+            "id": "tpl",
+            "sql": "SELECT seq, word FROM ticks",
+            "actions": [{"ekbytes": {
+                "path": templated.display().to_string(), "requireAck": true, "sendSingle": true,
+                "dataTemplate": "{{if eq .seq 7}}fail{{else}}{{.seq}}:{{.word}}{{end}}"
+            }}]
+        }),
+        // sendSingle false in a window: one JSON list per window, as eKuiper's Collect gets it.
+        serde_json::json!({
+            "id": "win",
+            "sql": "SELECT seq FROM ticks GROUP BY COUNTWINDOW(4)",
+            "actions": [{"ekbytes": {"path": windows.display().to_string()}}]
+        }),
+        // Delimited with a chosen column order, one row per item.
+        serde_json::json!({
+            "id": "csv",
+            "sql": "SELECT seq, word FROM ticks",
+            "actions": [{"ekbytes": {
+                "path": csv.display().to_string(), "format": "delimited", "delimiter": ";",
+                "fields": ["word", "seq"], "sendSingle": true
+            }}]
+        }),
+    ];
+    for rule in &rules {
+        let (status, body) = post(&d, "/rules", rule);
+        assert_eq!(status, 201, "{body}\nlog:\n{}", d.log());
+    }
+    let lines = |path: &std::path::Path, n: usize| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let got: Vec<String> = text.lines().map(str::to_string).collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{}: {got:?}\nlog:\n{}", path.display(), d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // ekbytes writes every payload, also the refused one (it acks after writing).
+    let got = lines(&templated, 12);
+    for (k, line) in got.iter().enumerate() {
+        if k == 7 {
+            assert_eq!(line, "fail");
+        } else {
+            assert_eq!(line, &format!("{k}:w{k}"));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = d.get_json("/rules/tpl/status");
+        if status["sink_ekbytes_0_0_exceptions_total"] == 1 {
+            let last = status["sink_ekbytes_0_0_last_exception"].as_str().unwrap_or_default();
+            assert!(last.contains("payload refused: it contains fail"), "{status}");
+            assert_eq!(status["sink_ekbytes_0_0_records_out_total"], 11, "{status}");
+            assert_eq!(status["status"], "running", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refused item: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = lines(&windows, 3);
+    for (w, line) in got.iter().take(3).enumerate() {
+        let want: Vec<Json> = (w * 4..w * 4 + 4).map(|s| serde_json::json!({ "seq": s })).collect();
+        assert_eq!(json(line), Json::Array(want), "window {w}");
+    }
+    let got = lines(&csv, 12);
+    // Strings go unquoted, columns in the order of `fields`.
+    let want: Vec<String> = (0..12).map(|k| format!("w{k};{k}")).collect();
+    assert_eq!(got, want);
 }

@@ -118,3 +118,49 @@ fn a_recorded_ekuiper_session_replays_against_the_daemon() {
         assert!(answer.contains(fragment), "{body}: {answer}");
     }
 }
+
+/// eKuiper's plugin metadata endpoints (issue 16, items 3 and 6): a plugin's
+/// `about` and `properties` under `/metadata/…` and in `describe`; a metadata
+/// file that is not valid is an error naming it in both; `/plugins/udfs` maps
+/// each function to its plugin.
+#[test]
+fn plugin_metadata_and_functions_are_served_as_ekuiper_serves_them() {
+    let p = plugins();
+    p.add("functions", "echo", "echo");
+    let about = json!({"trial": false, "author": {"name": "Oort"}, "description": {"en_US": "random rows"}});
+    let properties = json!([{"name": "interval", "default": 1000, "optional": true}]);
+    std::fs::write(
+        p.path().join("sources/random.json"),
+        json!({"about": about, "properties": {"default": properties}}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        p.path().join("functions/echo.json"),
+        json!({"functions": [{"name": "echo"}, {"name": "echo2"}]}).to_string(),
+    )
+    .unwrap();
+    // Not valid: "functions" must be a list.
+    std::fs::write(p.path().join("sinks/log.json"), r#"{"functions": "nope"}"#).unwrap();
+    let d = Daemon::start(p.path(), &[]);
+
+    let listed = d.get_json("/metadata/sources");
+    assert_eq!(listed, json!([{"name": "random", "about": about}]));
+    let meta = d.get_json("/metadata/sources/random");
+    assert_eq!((&meta["name"], &meta["about"], &meta["properties"]), (&json!("random"), &about, &properties), "{meta}");
+    let described = d.get_json("/plugins/sources/random");
+    assert_eq!((&described["about"], &described["properties"]), (&about, &properties), "{described}");
+
+    let (status, body) = d.http("GET", "/metadata/sinks/log", None);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("log.json is not valid"), "{body}");
+    let described = d.get_json("/plugins/sinks/log");
+    assert!(described["metadata_problem"].as_str().is_some_and(|p| p.contains("log.json is not valid")), "{described}");
+    assert_eq!(d.http("GET", "/metadata/sinks/nope", None).0, 404);
+    assert_eq!(d.http("GET", "/metadata/tables", None).0, 404);
+
+    assert_eq!(d.get_json("/plugins/udfs"), json!(["echo", "echo2"]));
+    assert_eq!(d.get_json("/plugins/udfs/ECHO2"), json!({"name": "ECHO2", "plugin": "echo"}));
+    let (status, body) = d.http("GET", "/plugins/udfs/nope", None);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains(r#"no plugin exports a function named \"nope\""#), "{body}");
+}

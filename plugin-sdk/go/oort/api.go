@@ -2,6 +2,8 @@ package oort
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -22,8 +24,8 @@ type Function interface {
 	// result is an error, or any value whose string form is the row's error
 	// message. A failure affects that row only.
 	//
-	// Arguments arrive as nil, bool, int64, float64, string, []byte, []any or
-	// map[string]any.
+	// Arguments arrive as nil, bool, int64, uint64, float64, string, []byte,
+	// []any or map[string]any.
 	Exec(args []any, ctx FunctionContext) (any, bool)
 	// IsAggregate reports whether the function aggregates over a group of rows.
 	IsAggregate() bool
@@ -109,6 +111,51 @@ type Sink interface {
 	Close(ctx StreamContext) error
 }
 
+// PayloadSink is implemented by a Sink that wants bytes instead of records,
+// as an eKuiper sink does: the supervisor then encodes every item the way
+// eKuiper's runtime encodes for its sinks, per the action's properties
+// `format` (json, delimited, binary), `dataTemplate`, `sendSingle`, `fields`
+// and `delimiter`, and the SDK calls CollectPayloads instead of Collect.
+//
+// Each payload is one item: with sendSingle false one emission of the rule (a
+// window's results, or one row of a rule without a window) as a JSON array;
+// with sendSingle true one row. The SDK never reuses a payload's memory, so the
+// sink may keep the slices it gets.
+//
+// Collect stays the fallback: it receives the records of a batch that carries
+// records, which only a supervisor predating payloads sends.
+type PayloadSink interface {
+	// CollectPayloads accepts one batch of payloads. Errors are as for
+	// Collect; return an ItemErrors to report the payloads one by one.
+	CollectPayloads(ctx StreamContext, payloads [][]byte) error
+}
+
+// ItemErrors is the error a Sink's Collect (or a PayloadSink's
+// CollectPayloads) returns to report the items of a batch one by one, as
+// eKuiper's acknowledgements do: one entry per record (or payload), in order,
+// nil for an item delivered, else why it was not. The batch itself then
+// counts as accepted; the supervisor counts each failed item as an exception
+// of the sink and shows the last one. It may be wrapped (errors.As finds it).
+//
+// An ItemErrors whose length differs from the batch's is a mistake of the
+// sink: the SDK fails the whole batch with a message saying so.
+type ItemErrors []error
+
+// Error lists the failed items, e.g. "2 of 5 items failed: item 1: full; item
+// 4: refused".
+func (e ItemErrors) Error() string {
+	var failed []string
+	for i, err := range e {
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("item %d: %v", i, err))
+		}
+	}
+	if len(failed) == 0 {
+		return fmt.Sprintf("all %d items delivered", len(e))
+	}
+	return fmt.Sprintf("%d of %d items failed: %s", len(failed), len(e), strings.Join(failed, "; "))
+}
+
 // TwoPhaseCommit is implemented by a Sink that takes part in checkpoints
 // (exactly-once delivery).
 type TwoPhaseCommit interface {
@@ -148,7 +195,8 @@ type StreamContext interface {
 	PutState(key string, value any) error
 	// GetState returns the value under key, or (nil, nil) when there is
 	// none. A counter reads as an int64. Values come back in their wire form
-	// (ints as int64, floats as float64, lists as []any, maps as
+	// (ints as int64, unsigned ints as uint64, floats as float64, lists as
+	// []any, maps as
 	// map[string]any), as they would after a restart.
 	GetState(key string) (any, error)
 	// DeleteState removes key. Removing an absent key is not an error.

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"sync"
+
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/oort-dev/oort/plugin-sdk/go/internal/pb/pluginv1"
 )
@@ -96,6 +99,38 @@ func NewTestContext(ruleID, opID string) StreamContext {
 		InstanceId: ruleID + "/" + opID, RuleId: ruleID, OperatorId: opID,
 	})
 	return c
+}
+
+// ReopenTestContext returns a new test context for the same instance as ctx
+// (one from NewTestContext or an earlier ReopenTestContext), holding ctx's
+// state as the supervisor hands it to a restarted plugin process: every value
+// in its wire form, counters as counters. Use it to test that an extension
+// reads its state back after a restart. It panics for any other context.
+func ReopenTestContext(ctx StreamContext) StreamContext {
+	c, ok := ctx.(*instanceContext)
+	if !ok {
+		panic(fmt.Sprintf("oort.ReopenTestContext: a %T is not a context of this SDK", ctx))
+	}
+	c.mu.Lock()
+	keys := make([]string, 0, len(c.slots))
+	for k := range c.slots {
+		keys = append(keys, k)
+	}
+	// The supervisor hands the state over sorted by key.
+	sort.Strings(keys)
+	state := make([]*pb.StateEntry, len(keys))
+	for i, k := range keys {
+		if s := c.slots[k]; s.value == nil {
+			state[i] = &pb.StateEntry{Key: k, Entry: &pb.StateEntry_Counter{Counter: s.counter}}
+		} else {
+			state[i] = &pb.StateEntry{Key: k, Entry: &pb.StateEntry_Value{Value: proto.Clone(s.value).(*pb.Value)}}
+		}
+	}
+	c.mu.Unlock()
+	fresh, _ := newContext(context.Background(), &pb.InstanceSpec{
+		InstanceId: c.instanceID, RuleId: c.ruleID, OperatorId: c.opID, State: state,
+	})
+	return fresh
 }
 
 func (c *instanceContext) GetLogger() Logger     { return c.logger }

@@ -158,6 +158,50 @@ func TestRestoredStateIsVisible(t *testing.T) {
 	}
 }
 
+func TestReopenTestContextHandsOverTheShippedState(t *testing.T) {
+	c := testContext()
+	must(t, c.PutState("words", []string{"a", "b"}))
+	must(t, c.PutState("big", uint64(math.MaxUint64)))
+	must(t, c.PutState("gone", 1))
+	must(t, c.DeleteState("gone"))
+	must(t, c.IncrCounter("n", 3))
+	// What the supervisor would hold: the shipped mutations, applied in order.
+	shipped := map[string]any{}
+	for _, m := range c.takeMutations() {
+		switch op := m.GetOp().(type) {
+		case *pb.StateMutation_Put:
+			shipped[m.GetKey()] = fromValue(op.Put)
+		case *pb.StateMutation_Delete:
+			delete(shipped, m.GetKey())
+		case *pb.StateMutation_Counter:
+			shipped[m.GetKey()] = op.Counter
+		}
+	}
+	r := ReopenTestContext(c).(*instanceContext)
+	if r == c || r.GetInstanceId() != "r1/op_1" || r.GetRuleId() != "r1" || r.GetOpId() != "op_1" {
+		t.Fatalf("a fresh context of the same instance: %v", r.GetInstanceId())
+	}
+	got := map[string]any{}
+	for k := range r.slots {
+		got[k], _ = r.GetState(k)
+	}
+	if !reflect.DeepEqual(got, shipped) || !reflect.DeepEqual(got["words"], []any{"a", "b"}) {
+		t.Fatalf("reopened state %#v, shipped %#v", got, shipped)
+	}
+	if n, err := r.GetCounter("n"); err != nil || n != 3 {
+		t.Fatalf("the counter is still a counter: %d, %v", n, err)
+	}
+	if ms := r.takeMutations(); len(ms) != 0 {
+		t.Fatalf("loading records nothing: %v", ms)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("a foreign context must panic")
+		}
+	}()
+	ReopenTestContext(struct{ StreamContext }{c})
+}
+
 func TestContextIdentityAndLogger(t *testing.T) {
 	var buf bytes.Buffer
 	old := logOut

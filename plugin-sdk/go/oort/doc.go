@@ -27,8 +27,9 @@
 //
 // # Layout
 //
-//   - Function, Source (plus Rewindable), Sink (plus TwoPhaseCommit): the
-//     three extension kinds.
+//   - Function, Source (plus Rewindable), Sink (plus TwoPhaseCommit and
+//     PayloadSink): the three extension kinds. A sink's Collect may return
+//     ItemErrors to acknowledge the items of a batch one by one.
 //   - StreamContext / FunctionContext: rule and instance identity, a logger,
 //     eKuiper's five state calls (PutState, GetState, DeleteState,
 //     IncrCounter, GetCounter), and ReportException for problems a source
@@ -37,22 +38,33 @@
 //     Constructor (a fresh object per instance, one process per rule) or as a
 //     Singleton (one shared object, one shared process).
 //   - Serve: the one entry point.
+//   - NewTestContext and ReopenTestContext: contexts for unit tests, the
+//     second one as a restarted process would see the state.
 //
 // # Values
 //
 // Values cross the wire as Oort's dynamic Value. Going out (function results,
 // record fields, state, offsets, handles), Go values convert as follows: nil →
-// null; bool → bool; every integer type → int (int64; unsigned values above
-// math.MaxInt64 are an error); float32/float64 → float; string → string;
-// []byte → bytes; slices and arrays → list; maps with string keys → map;
-// json.Number → int or float; time.Time → an RFC 3339 string; named types
+// null; bool → bool; every signed integer type → int (int64); every unsigned
+// integer type (uint, uint64, uint32, uint16, and uint8 outside []byte) →
+// uint (uint64, so values above math.MaxInt64 are carried exactly);
+// float32/float64 → float; string → string; []byte → bytes; slices and arrays
+// → list; maps with string keys → map; json.Number → int, uint (integral,
+// above int64's range) or float; time.Time → an RFC 3339 string; named types
 // convert as their underlying kind and pointers as what they point to.
 // Anything else (structs, channels, functions) is an error, which for a
 // function result becomes that row's error.
 //
 // Coming in (arguments, record fields, properties, state), values are always
-// nil, bool, int64, float64, string, []byte, []any or map[string]any. ToInt
-// and ToFloat help with numbers.
+// nil, bool, int64, uint64, float64, string, []byte, []any or map[string]any.
+// ToInt and ToFloat help with numbers of any of these types.
+//
+// # Sinks that take bytes
+//
+// A sink that implements PayloadSink asks the supervisor for payloads: the
+// supervisor encodes every item as eKuiper's runtime does (the action's
+// format, dataTemplate, sendSingle, fields and delimiter properties) and the
+// SDK calls CollectPayloads with them instead of Collect.
 //
 // # State
 //

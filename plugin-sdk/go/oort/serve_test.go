@@ -722,3 +722,126 @@ func TestFunctionAndSinkExceptionsAreLogged(t *testing.T) {
 		}
 	}
 }
+
+// bytesSink is a PayloadSink: it keeps the payloads it accepts, refuses those
+// containing "bad" one by one, and reports per-record results from Collect
+// as well (the fallback for batches of records).
+type bytesSink struct {
+	mu       sync.Mutex
+	payloads []string
+	records  int
+}
+
+func (b *bytesSink) Open(StreamContext, map[string]any) error { return nil }
+func (b *bytesSink) Close(StreamContext) error                { return nil }
+func (b *bytesSink) Collect(_ StreamContext, records []Record) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.records += len(records)
+	errs := make(ItemErrors, len(records))
+	for i, r := range records {
+		if r.Fields["bad"] == true {
+			errs[i] = errors.New("bad record")
+		}
+	}
+	return errs
+}
+func (b *bytesSink) CollectPayloads(ctx StreamContext, payloads [][]byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(payloads) == 1 && string(payloads[0]) == "short" {
+		return fmt.Errorf("wrapped: %w", ItemErrors{nil, nil})
+	}
+	if len(payloads) == 1 && string(payloads[0]) == "all" {
+		return errors.New("the whole batch failed")
+	}
+	errs := make(ItemErrors, len(payloads))
+	for i, p := range payloads {
+		if bytes.Contains(p, []byte("bad")) {
+			errs[i] = fmt.Errorf("refused %s", p)
+			continue
+		}
+		b.payloads = append(b.payloads, string(p))
+	}
+	if err := ctx.IncrCounter("payloads", len(payloads)); err != nil {
+		return err
+	}
+	return fmt.Errorf("collect: %w", errs)
+}
+
+func TestPayloadSinkGetsPayloadsAndAcksItems(t *testing.T) {
+	sink := &bytesSink{}
+	s := start(t, Plugin{Name: "bytes", Sink: Singleton(sink)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	snk := pb.NewSinkClient(s.conn)
+	so, err := snk.Open(ctx, &pb.OpenSinkRequest{Instance: spec("r1/sink_0", "bytes")})
+	if err != nil || !so.GetWantsPayloads() || so.GetTransactional() {
+		t.Fatalf("a PayloadSink asks for payloads: %v %v", so, err)
+	}
+	write, err := snk.Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(b *pb.WriteBatch) *pb.WriteAck {
+		t.Helper()
+		b.InstanceId = "r1/sink_0"
+		must(t, write.Send(b))
+		ack, err := write.Recv()
+		if err != nil || ack.GetSeq() != b.GetSeq() {
+			t.Fatalf("ack %v, %v", ack, err)
+		}
+		return ack
+	}
+
+	// Per-item results: "" for each delivered payload, the error for the others.
+	ack := send(&pb.WriteBatch{Seq: 1, Payloads: [][]byte{[]byte(`[{"a":1}]`), []byte(`{"bad":1}`), []byte(`{"a":3}`)}})
+	if ack.GetError() != "" || !reflect.DeepEqual(ack.GetItemErrors(), []string{"", `refused {"bad":1}`, ""}) {
+		t.Fatalf("ack %v", ack)
+	}
+	if len(ack.GetMutations()) != 1 || ack.GetMutations()[0].GetCounter() != 3 {
+		t.Fatalf("the batch's mutations ship with its ack: %v", ack.GetMutations())
+	}
+	if fmt.Sprint(sink.payloads) != `[[{"a":1}] {"a":3}]` {
+		t.Fatalf("payloads %v", sink.payloads)
+	}
+	// A plain error fails the whole batch; no item results then.
+	ack = send(&pb.WriteBatch{Seq: 2, Payloads: [][]byte{[]byte("all")}})
+	if ack.GetError() != "the whole batch failed" || ack.GetItemErrors() != nil {
+		t.Fatalf("ack %v", ack)
+	}
+	// Item results that do not match the batch fail it, saying why.
+	ack = send(&pb.WriteBatch{Seq: 3, Payloads: [][]byte{[]byte("short")}})
+	if ack.GetError() != "the sink reported 2 item results for a batch of 1 items" || ack.GetItemErrors() != nil {
+		t.Fatalf("ack %v", ack)
+	}
+	// Records (from a supervisor that predates payloads) go to Collect, whose
+	// per-item results travel the same way.
+	rec := func(fields map[string]any) *pb.Record { r, _ := recordToPB(Record{Fields: fields}); return r }
+	ack = send(&pb.WriteBatch{Seq: 4, Records: []*pb.Record{rec(map[string]any{"bad": true}), rec(map[string]any{"a": 1})}})
+	if ack.GetError() != "" || !reflect.DeepEqual(ack.GetItemErrors(), []string{"bad record", ""}) || sink.records != 2 {
+		t.Fatalf("ack %v, %d records", ack, sink.records)
+	}
+	// An empty batch is an empty payload batch.
+	ack = send(&pb.WriteBatch{Seq: 5})
+	if ack.GetError() != "" || len(ack.GetItemErrors()) != 0 || sink.records != 2 {
+		t.Fatalf("ack %v", ack)
+	}
+}
+
+func TestARecordSinkDoesNotAskForPayloads(t *testing.T) {
+	s := start(t, Plugin{Name: "recs", Sink: Constructor(func() *memorySink { return &memorySink{} })})
+	so, err := pb.NewSinkClient(s.conn).Open(context.Background(), &pb.OpenSinkRequest{Instance: spec("r1/sink_0", "recs")})
+	if err != nil || so.GetWantsPayloads() {
+		t.Fatalf("Open: %v %v", so, err)
+	}
+}
+
+func TestItemErrorsText(t *testing.T) {
+	if got := (ItemErrors{nil, errors.New("full"), nil, errors.New("refused")}).Error(); got != "2 of 4 items failed: item 1: full; item 3: refused" {
+		t.Errorf("got %q", got)
+	}
+	if got := (ItemErrors{nil}).Error(); got != "all 1 items delivered" {
+		t.Errorf("got %q", got)
+	}
+}

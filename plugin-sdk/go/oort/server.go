@@ -666,7 +666,8 @@ func (k sinkService) Open(_ context.Context, req *pb.OpenSinkRequest) (*pb.OpenS
 		return nil, err
 	}
 	_, transactional := sink.(TwoPhaseCommit)
-	return &pb.OpenSinkResponse{Transactional: transactional}, nil
+	_, wantsPayloads := sink.(PayloadSink)
+	return &pb.OpenSinkResponse{Transactional: transactional, WantsPayloads: wantsPayloads}, nil
 }
 
 func (k sinkService) Write(stream pb.Sink_WriteServer) error {
@@ -689,23 +690,53 @@ func (k sinkService) Write(stream pb.Sink_WriteServer) error {
 	}
 }
 
-// write hands one batch to Collect and acknowledges it with its mutations.
+// write hands one batch to Collect (or CollectPayloads) and acknowledges it
+// with its mutations and, when the sink reported them, its per-item errors.
 func (in *instance) write(batch *pb.WriteBatch) *pb.WriteAck {
 	in.batch.Lock()
 	defer in.batch.Unlock()
-	records := make([]Record, len(batch.GetRecords()))
-	for i, r := range batch.GetRecords() {
-		records[i] = recordFromPB(r)
+	// A payload sink gets the payloads, unless the batch carries records
+	// (a supervisor that predates payloads): Collect is then the fallback.
+	payloadSink, wantsPayloads := in.sink.(PayloadSink)
+	usePayloads := wantsPayloads && len(batch.GetRecords()) == 0
+	var collect func() error
+	var items int
+	if usePayloads {
+		payloads := batch.GetPayloads()
+		items = len(payloads)
+		collect = func() error { return payloadSink.CollectPayloads(in.ctx, payloads) }
+	} else {
+		records := make([]Record, len(batch.GetRecords()))
+		for i, r := range batch.GetRecords() {
+			records[i] = recordFromPB(r)
+		}
+		items = len(records)
+		collect = func() error { return in.sink.Collect(in.ctx, records) }
 	}
 	in.obj.Lock()
 	err := fmt.Errorf("instance %q is closed", in.id)
 	if !in.closed.Load() {
-		err = guard(func() error { return in.sink.Collect(in.ctx, records) })
+		err = guard(collect)
 	}
 	in.obj.Unlock()
 	in.ctx.logExceptions()
 	ack := &pb.WriteAck{Seq: batch.GetSeq(), Mutations: in.ctx.takeMutations()}
-	if err != nil {
+	var itemErrs ItemErrors
+	switch {
+	case err == nil:
+	case errors.As(err, &itemErrs) && len(itemErrs) == items:
+		ack.ItemErrors = make([]string, items)
+		for i, e := range itemErrs {
+			if e != nil {
+				// "" would mean delivered.
+				if ack.ItemErrors[i] = e.Error(); ack.ItemErrors[i] == "" {
+					ack.ItemErrors[i] = "item failed"
+				}
+			}
+		}
+	case errors.As(err, &itemErrs):
+		ack.Error = fmt.Sprintf("the sink reported %d item results for a batch of %d items", len(itemErrs), items)
+	default:
 		ack.Error = err.Error()
 		if ack.Error == "" {
 			ack.Error = "collect failed"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"strconv"
 	"time"
 
 	pb "github.com/oort-dev/oort/plugin-sdk/go/internal/pb/pluginv1"
@@ -15,7 +16,7 @@ import (
 const maxDepth = 100
 
 // Normalize returns v as it looks after a trip over the wire: nil, bool,
-// int64, float64, string, []byte, []any or map[string]any, converted
+// int64, uint64, float64, string, []byte, []any or map[string]any, converted
 // recursively. It fails for values that have no wire form (see ToValue rules
 // in the package doc).
 func Normalize(v any) (any, error) {
@@ -30,12 +31,14 @@ func Normalize(v any) (any, error) {
 //
 //   - nil, and nil pointers, slices and maps → null
 //   - bool → bool
-//   - every signed and unsigned integer type → int (unsigned values above
-//     math.MaxInt64 are an error)
+//   - every signed integer type → int; every unsigned integer type (uint8
+//     too, outside []byte) → uint, so that unsigned values round-trip and
+//     values above math.MaxInt64 are carried at all
 //   - float32, float64 → float
 //   - string → string; []byte → bytes
 //   - slices and arrays → list; maps with string keys → map
-//   - json.Number → int when it is integral and fits, float otherwise
+//   - json.Number → int when it is integral and fits int64, uint when it is
+//     integral and fits uint64, float otherwise
 //   - time.Time → string in RFC 3339 with nanoseconds (eKuiper's JSON form)
 //   - named types of the kinds above convert as their underlying kind;
 //     pointers convert as what they point to.
@@ -68,15 +71,15 @@ func toValueDepth(v any, depth int) (*pb.Value, error) {
 	case int64:
 		return intValue(x), nil
 	case uint8:
-		return intValue(int64(x)), nil
+		return uintValue(uint64(x)), nil
 	case uint16:
-		return intValue(int64(x)), nil
+		return uintValue(uint64(x)), nil
 	case uint32:
-		return intValue(int64(x)), nil
+		return uintValue(uint64(x)), nil
 	case uint:
-		return uintValue(uint64(x))
+		return uintValue(uint64(x)), nil
 	case uint64:
-		return uintValue(x)
+		return uintValue(x), nil
 	case float32:
 		return floatValue(float64(x)), nil
 	case float64:
@@ -114,6 +117,10 @@ func toValueDepth(v any, depth int) (*pb.Value, error) {
 		if i, err := x.Int64(); err == nil {
 			return intValue(i), nil
 		}
+		// Integers above int64's range (e.g. ids in JSON payloads) stay exact.
+		if u, err := strconv.ParseUint(string(x), 10, 64); err == nil {
+			return uintValue(u), nil
+		}
 		f, err := x.Float64()
 		if err != nil {
 			return nil, fmt.Errorf("json.Number %q is not a number", string(x))
@@ -134,7 +141,7 @@ func reflectValue(rv reflect.Value, depth int) (*pb.Value, error) {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return intValue(rv.Int()), nil
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		return uintValue(rv.Uint())
+		return uintValue(rv.Uint()), nil
 	case reflect.Float32, reflect.Float64:
 		return floatValue(rv.Float()), nil
 	case reflect.String:
@@ -210,21 +217,18 @@ func intValue(i int64) *pb.Value     { return &pb.Value{Kind: &pb.Value_Int{Int:
 func floatValue(f float64) *pb.Value { return &pb.Value{Kind: &pb.Value_Float{Float: f}} }
 func stringValue(s string) *pb.Value { return &pb.Value{Kind: &pb.Value_String_{String_: s}} }
 
-func uintValue(u uint64) (*pb.Value, error) {
-	if u > math.MaxInt64 {
-		return nil, fmt.Errorf("unsigned integer %d does not fit a signed 64-bit int", u)
-	}
-	return intValue(int64(u)), nil
-}
+func uintValue(u uint64) *pb.Value { return &pb.Value{Kind: &pb.Value_Uint{Uint: u}} }
 
-// fromValue converts a wire value to Go: nil, bool, int64, float64, string,
-// []byte, []any or map[string]any. A value with no case set is nil.
+// fromValue converts a wire value to Go: nil, bool, int64, uint64, float64,
+// string, []byte, []any or map[string]any. A value with no case set is nil.
 func fromValue(v *pb.Value) any {
 	switch k := v.GetKind().(type) {
 	case *pb.Value_Bool:
 		return k.Bool
 	case *pb.Value_Int:
 		return k.Int
+	case *pb.Value_Uint:
+		return k.Uint
 	case *pb.Value_Float:
 		return k.Float
 	case *pb.Value_String_:
@@ -263,6 +267,8 @@ func typeName(v *pb.Value) string {
 		return "bool"
 	case *pb.Value_Int:
 		return "int"
+	case *pb.Value_Uint:
+		return "uint"
 	case *pb.Value_Float:
 		return "float"
 	case *pb.Value_String_:
@@ -301,8 +307,9 @@ func recordFromPB(r *pb.Record) Record {
 	return out
 }
 
-// ToInt returns v as an int64 when it is an integer of any Go type, a float
-// with no fraction (within ±2^53), or a json.Number holding an integer.
+// ToInt returns v as an int64 when it is an integer of any Go type that fits
+// int64 (an unsigned value above math.MaxInt64 does not), a float with no
+// fraction (within ±2^53), or a json.Number holding such an integer.
 func ToInt(v any) (int64, bool) {
 	switch x := v.(type) {
 	case float64:
@@ -313,20 +320,28 @@ func ToInt(v any) (int64, bool) {
 	case float32:
 		return ToInt(float64(x))
 	case json.Number:
-		i, err := x.Int64()
-		return i, err == nil
+		if i, err := x.Int64(); err == nil {
+			return i, true
+		}
+		return 0, false
 	}
 	p, err := toValue(v)
 	if err != nil {
 		return 0, false
 	}
-	if i, ok := p.GetKind().(*pb.Value_Int); ok {
-		return i.Int, true
+	switch k := p.GetKind().(type) {
+	case *pb.Value_Int:
+		return k.Int, true
+	case *pb.Value_Uint:
+		if k.Uint <= math.MaxInt64 {
+			return int64(k.Uint), true
+		}
 	}
 	return 0, false
 }
 
-// ToFloat returns v as a float64 when it is a number of any Go type.
+// ToFloat returns v as a float64 when it is a number of any Go type (an
+// integer beyond ±2^53 to the nearest float64).
 func ToFloat(v any) (float64, bool) {
 	switch x := v.(type) {
 	case float64:
@@ -341,6 +356,12 @@ func ToFloat(v any) (float64, bool) {
 	}
 	if i, ok := ToInt(v); ok {
 		return float64(i), true
+	}
+	// Unsigned values above math.MaxInt64 (ToInt refuses them).
+	if p, err := toValue(v); err == nil {
+		if u, ok := p.GetKind().(*pb.Value_Uint); ok {
+			return float64(u.Uint), true
+		}
 	}
 	return 0, false
 }

@@ -50,11 +50,18 @@ func TestValuesSurviveTheWire(t *testing.T) {
 		{int16(16), int64(16)},
 		{int32(-32), int64(-32)},
 		{int64(math.MinInt64), int64(math.MinInt64)},
-		{uint8(8), int64(8)},
-		{uint16(16), int64(16)},
-		{uint32(math.MaxUint32), int64(math.MaxUint32)},
-		{uint(3), int64(3)},
-		{uint64(math.MaxInt64), int64(math.MaxInt64)},
+		// Unsigned types travel as uint and come back as uint64, also above
+		// int64's range; uint8 is a number except inside []byte.
+		{uint8(8), uint64(8)},
+		{uint16(16), uint64(16)},
+		{uint32(math.MaxUint32), uint64(math.MaxUint32)},
+		{uint(3), uint64(3)},
+		{uint64(math.MaxInt64), uint64(math.MaxInt64)},
+		{uint64(math.MaxInt64) + 1, uint64(math.MaxInt64) + 1},
+		{uint64(math.MaxUint64), uint64(math.MaxUint64)},
+		{[]uint64{1, math.MaxUint64}, []any{uint64(1), uint64(math.MaxUint64)}},
+		{[]any{uint8(1)}, []any{uint64(1)}},
+		{map[string]uint16{"p": 8080}, map[string]any{"p": uint64(8080)}},
 		{1.5, 1.5},
 		{float32(0.25), 0.25},
 		{math.Inf(-1), math.Inf(-1)},
@@ -81,6 +88,8 @@ func TestValuesSurviveTheWire(t *testing.T) {
 		{map[string]any(nil), nil},
 		{json.Number("12"), int64(12)},
 		{json.Number("1.25"), 1.25},
+		{json.Number("12963433097944239317"), uint64(12963433097944239317)},
+		{json.Number("-12963433097944239317"), -12963433097944239317.0},
 		{time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC), "2025-01-02T03:04:05.000000006Z"},
 	}
 	for _, c := range cases {
@@ -101,7 +110,6 @@ func TestUnconvertibleValuesAreErrors(t *testing.T) {
 		in   any
 		want string
 	}{
-		{uint64(math.MaxInt64) + 1, "does not fit"},
 		{struct{ A int }{1}, "cannot convert a struct"},
 		{map[int]string{1: "a"}, "map keys must be strings"},
 		{make(chan int), "cannot convert a chan int"},
@@ -114,6 +122,28 @@ func TestUnconvertibleValuesAreErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%T: error %v, want one containing %q", c.in, err, c.want)
 		}
+	}
+}
+
+func TestUnsignedTypesUseTheUintCase(t *testing.T) {
+	type port uint16
+	for _, in := range []any{uint8(1), uint16(1), uint32(1), uint(1), uint64(1), port(1)} {
+		p, err := toValue(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := p.GetKind().(*pb.Value_Uint); !ok || typeName(p) != "uint" {
+			t.Errorf("%T went out as %s", in, typeName(p))
+		}
+	}
+	// Signed types keep the int case, and bytes stay bytes.
+	for in, want := range map[any]string{int(1): "int", int64(-1): "int", string([]byte{1}): "string"} {
+		if p, _ := toValue(in); typeName(p) != want {
+			t.Errorf("%T went out as %s", in, typeName(p))
+		}
+	}
+	if p, _ := toValue([]byte{1}); typeName(p) != "bytes" {
+		t.Errorf("[]byte went out as %s", typeName(p))
 	}
 }
 
@@ -161,6 +191,7 @@ func TestNumberHelpers(t *testing.T) {
 	}{
 		{int64(3), 3, true}, {7, 7, true}, {uint8(2), 2, true}, {2.0, 2, true}, {2.5, 0, false},
 		{json.Number("9"), 9, true}, {"3", 0, false}, {nil, 0, false}, {uint64(math.MaxUint64), 0, false},
+		{uint64(math.MaxInt64), math.MaxInt64, true}, {uint(5), 5, true}, {json.Number("12963433097944239317"), 0, false},
 	} {
 		got, ok := ToInt(c.in)
 		if got != c.want || ok != c.ok {
@@ -169,6 +200,14 @@ func TestNumberHelpers(t *testing.T) {
 	}
 	if f, ok := ToFloat(int64(2)); !ok || f != 2 {
 		t.Errorf("ToFloat(int64) = %v, %v", f, ok)
+	}
+	for _, c := range []struct {
+		in   any
+		want float64
+	}{{uint64(math.MaxUint64), math.MaxUint64}, {uint32(7), 7}, {uint8(255), 255}, {json.Number("12963433097944239317"), 12963433097944239317}} {
+		if f, ok := ToFloat(c.in); !ok || f != c.want {
+			t.Errorf("ToFloat(%#v) = %v, %v", c.in, f, ok)
+		}
 	}
 	if _, ok := ToFloat("2"); ok {
 		t.Error("ToFloat(string) must fail")

@@ -13,7 +13,8 @@ extension the way you would write an eKuiper plugin::
     if __name__ == "__main__":
         serve(Plugin("upper", "1.0.0").function("upper", singleton=Upper()))
 
-- `Function`, `Source`, `Sink`: the three extension kinds, as in eKuiper.
+- `Function`, `Source`, `Sink`: the three extension kinds, as in eKuiper;
+  `PayloadSink`, a sink that takes the bytes eKuiper's runtime would encode.
 - `Context`: rule and instance identity, a logger, and the five state calls.
 - `Plugin`: what the executable exports, each symbol as a constructor (a fresh
   object per instance) or a singleton (one shared object).
@@ -21,7 +22,7 @@ extension the way you would write an eKuiper plugin::
 - `Record` and `Value`: the data model.
 """
 
-from ._api import ArgSpec, Function, Sink, Source
+from ._api import ArgSpec, Function, ItemErrors, PayloadSink, Sink, Source
 from ._context import MAX_VALUE_BYTES, Context, CounterOverflowError, NotACounterError, StateError, ValueTooLargeError
 from ._export import Plugin
 from ._server import PROTOCOL_VERSION, SDK_NAME, SDK_VERSION, serve
@@ -34,9 +35,11 @@ __all__ = [
     "Context",
     "CounterOverflowError",
     "Function",
+    "ItemErrors",
     "MAX_VALUE_BYTES",
     "NotACounterError",
     "PROTOCOL_VERSION",
+    "PayloadSink",
     "Plugin",
     "Record",
     "SDK_NAME",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional, TypeAlias
 
 from ._context import Context
 from ._values import Record
@@ -87,17 +87,26 @@ class Source(ABC):
         raise NotImplementedError("this source is not rewindable")
 
 
+#: What `collect` and `collect_payloads` may return: None when the batch is
+#: delivered as a whole, or one entry per item of the batch, in order: None or
+#: "" for an item delivered, otherwise why it was not (eKuiper's per-item ack).
+ItemErrors: TypeAlias = Optional[Sequence[Optional[str]]]
+
+
 class Sink(ABC):
     """A sink for records, like eKuiper's `api.Sink`, with optional two-phase
-    commit hooks for exactly-once delivery."""
+    commit hooks for exactly-once delivery. A sink that wants the bytes
+    eKuiper's runtime would encode instead of records is a `PayloadSink`."""
 
     @abstractmethod
     def open(self, ctx: Context, props: dict[str, Any]) -> None:
         """Prepares the instance with the rule action's properties. Raise to refuse."""
 
     @abstractmethod
-    def collect(self, ctx: Context, records: list[Record]) -> None:
-        """Accepts one batch of records. Raise to fail this batch (it is not retried)."""
+    def collect(self, ctx: Context, records: list[Record]) -> ItemErrors:
+        """Accepts one batch of records. Raise to fail this batch (it is not
+        retried); or return one error per record (see `ItemErrors`) to fail some
+        records only, the batch itself being accepted."""
 
     def close(self, ctx: Context) -> None:
         """Flushes and releases the instance's resources."""
@@ -117,3 +126,25 @@ class Sink(ABC):
 
     def abort(self, ctx: Context, checkpoint_id: int, handle: Any) -> None:
         """Discards a pre-committed checkpoint."""
+
+
+class PayloadSink(Sink):
+    """A sink that receives bytes instead of records, as eKuiper's sinks do.
+
+    The supervisor encodes every item as eKuiper's runtime does, per the rule
+    action's properties `format` (json, delimited, binary), `dataTemplate`,
+    `sendSingle`, `fields` and `delimiter`, and the SDK hands the encoded items
+    to `collect_payloads`. With `sendSingle` false an item is one emission (a
+    JSON array of its rows); with `sendSingle` true, one row.
+    """
+
+    @abstractmethod
+    def collect_payloads(self, ctx: Context, payloads: list[bytes]) -> ItemErrors:
+        """Accepts one batch of encoded items. Raise to fail the batch, or
+        return one error per payload (see `ItemErrors`) to fail some only."""
+
+    def collect(self, ctx: Context, records: list[Record]) -> ItemErrors:
+        # Never called for a PayloadSink: the SDK answers Open with
+        # wants_payloads and calls collect_payloads. Implemented only so that
+        # subclasses need not.
+        raise TypeError(f"{type(self).__name__} is a PayloadSink: it receives payloads, not records")

@@ -176,7 +176,13 @@ class Context:
 
     def get_state(self, key: str) -> Any | None:
         """The value under `key` (a fresh copy), or None when there is none.
-        A counter reads as its int."""
+        A counter reads as its int.
+
+        The value reads back as it was put, equal and of the same types all
+        the way down, also when it was restored from the supervisor after a
+        restart: the stored wire form keeps every type of the value model
+        apart. The one change is the model's own: a tuple reads back as a list
+        (and a bytearray as bytes, any mapping as a dict)."""
         with self._lock:
             c = self._counters.get(key)
             if c is not None:

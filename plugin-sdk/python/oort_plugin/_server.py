@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import grpc
 
 from . import _log
-from ._api import ArgSpec, Function, Sink, Source
+from ._api import ArgSpec, Function, PayloadSink, Sink, Source
 from ._context import Context
 from ._export import Plugin, _Export
 from ._pb import plugin_pb2 as pb
@@ -415,17 +415,29 @@ class _SinkService(pb_grpc.SinkServicer):
         except Exception as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"sink open failed: {_error_text(e)}")
         self._s.insert(spec.instance_id, _SinkInstance(obj, ctx, lock), context)
-        return pb.OpenSinkResponse(transactional=transactional)
+        # What the sink is does not change: Write checks it again with the same
+        # isinstance, which also narrows the type there.
+        return pb.OpenSinkResponse(transactional=transactional, wants_payloads=isinstance(obj, PayloadSink))
 
     def Write(self, request_iterator: Iterator[pb.WriteBatch], context: grpc.ServicerContext) -> Iterator[pb.WriteAck]:
         served = self._s
         for batch in request_iterator:
             inst = served.sink(batch.instance_id, context)
+            obj = inst.obj
             ack = pb.WriteAck(seq=batch.seq)
             try:
-                records = [record_from_pb(r) for r in batch.records]
-                with inst.lock:
-                    inst.obj.collect(inst.ctx, records)
+                if isinstance(obj, PayloadSink):
+                    payloads = _payloads(batch)
+                    count = len(payloads)
+                    with inst.lock:
+                        outcome = obj.collect_payloads(inst.ctx, payloads)
+                else:
+                    records = [record_from_pb(r) for r in batch.records]
+                    count = len(records)
+                    with inst.lock:
+                        outcome = obj.collect(inst.ctx, records)
+                if outcome is not None:
+                    ack.item_errors.extend(_item_errors(outcome, count))
             except Exception as e:
                 ack.error = _error_text(e)
             if inst.ctx._exceptions:
@@ -475,6 +487,38 @@ class _SinkService(pb_grpc.SinkServicer):
     def Close(self, request: pb.CloseRequest, context: grpc.ServicerContext) -> pb.CloseResponse:
         self._s.close(request.instance_id, context)
         return pb.CloseResponse()
+
+
+def _payloads(batch: pb.WriteBatch) -> list[bytes]:
+    if batch.records and not batch.payloads:
+        # A supervisor that predates OpenSinkResponse.wants_payloads: handing
+        # the sink nothing would lose the batch silently.
+        raise ValueError(
+            f"this sink takes payloads, but the batch carries {len(batch.records)} records "
+            "(the supervisor does not support wants_payloads)"
+        )
+    return list(batch.payloads)
+
+
+def _item_errors(outcome: Any, count: int) -> list[str]:
+    """The sink's per-item outcome as WriteAck.item_errors: exactly one entry per
+    item, "" for an item delivered. A malformed outcome fails the batch. (Typed
+    Any: it comes from user code and is checked here, not trusted.)"""
+    if isinstance(outcome, (str, bytes)):
+        # A str is a Sequence too: an error message returned by mistake must
+        # not read as one outcome per character.
+        raise TypeError("collect must return None or one error per item, not a single string")
+    out: list[str] = []
+    for e in outcome:
+        if e is None:
+            out.append("")
+        elif isinstance(e, str):
+            out.append(e)
+        else:
+            raise TypeError(f"an item's outcome must be a str or None, not {type(e).__name__}")
+    if len(out) != count:
+        raise ValueError(f"collect returned {len(out)} item outcomes for {count} items")
+    return out
 
 
 # --------------------------------------------------------------------------

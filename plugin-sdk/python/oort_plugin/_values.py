@@ -4,7 +4,8 @@ Python side            wire (`oort.plugin.v1.Value`)
 -----------            -----------------------------
 None                   null
 bool                   bool
-int                    int (int64; anything outside raises OverflowError)
+int                    int when it fits int64; uint (uint64) from 2**63 up to
+                       2**64-1; anything outside both raises OverflowError
 float                  float
 str                    string
 bytes, bytearray,      bytes
@@ -13,7 +14,9 @@ list, tuple            list
 dict (str keys)        map
 
 Anything else raises TypeError. Values read from the wire always come back as
-the first type of each row (a list, never a tuple; bytes, never bytearray).
+the first type of each row (a list, never a tuple; bytes, never bytearray); both
+integer cases come back as `int`, so every int from -2**63 to 2**64-1 makes the
+round trip unchanged.
 
 The converters write straight into a message that the caller already holds
 (`results.add().value`, `record.fields[key]`), so a batch is built without an
@@ -35,6 +38,7 @@ Value = Union[None, bool, int, float, str, bytes, "list[Value]", "dict[str, Valu
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
+_UINT64_MAX = (1 << 64) - 1
 
 
 @dataclass(slots=True)
@@ -63,8 +67,12 @@ def _set_bool(msg: pb.Value, v: Any) -> None:
 def _set_int(msg: pb.Value, v: Any) -> None:
     if _INT64_MIN <= v <= _INT64_MAX:
         msg.int = v
+    elif _INT64_MAX < v <= _UINT64_MAX:
+        # The protocol's unsigned case: the int64 case is kept for everything
+        # that fits it, so that the supervisor's signed arithmetic is unchanged.
+        msg.uint = v
     else:
-        raise OverflowError(f"int {v} does not fit in 64 bits")
+        raise OverflowError(f"int {v} does not fit in 64 bits (the range is -2**63 to 2**64-1)")
 
 
 def _set_float(msg: pb.Value, v: Any) -> None:
@@ -175,6 +183,7 @@ _GETTERS: dict[str | None, Callable[[pb.Value], Any]] = {
     "null": lambda _m: None,
     "bool": lambda m: m.bool,
     "int": lambda m: m.int,
+    "uint": lambda m: m.uint,
     "float": lambda m: m.float,
     "string": lambda m: m.string,
     "bytes": lambda m: m.bytes,

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from oort_plugin import ArgSpec, Context, Function, Plugin, Record, Sink, Source, serve
+from oort_plugin import ArgSpec, Context, Function, ItemErrors, PayloadSink, Plugin, Record, Sink, Source, serve
 
 
 class Echo(Function):
@@ -29,6 +29,17 @@ class Fail(Function):
 class Count(Function):
     def exec(self, ctx: Context, args: list[Any]) -> Any:
         return ctx.incr_counter(str(args[0]), 1)
+
+
+class Keep(Function):
+    """keep(key, value) stores value and returns what get_state reads back;
+    keep(key) only reads."""
+
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        if len(args) > 1:
+            ctx.put_state(args[0], args[1])
+        got = ctx.get_state(args[0])
+        return [type(got).__name__, got]
 
 
 class Agg(Function):
@@ -78,13 +89,18 @@ class Collect(Sink):
     def open(self, ctx: Context, props: dict[str, Any]) -> None:
         self.path = str(props["path"])
 
-    def collect(self, ctx: Context, records: list[Record]) -> None:
+    def collect(self, ctx: Context, records: list[Record]) -> ItemErrors:
         if any(r.fields.get("fail") for r in records):
             raise ValueError("refused batch")
-        ctx.incr_counter("written", len(records))
+        kept = [r for r in records if not r.fields.get("skip")]
+        ctx.incr_counter("written", len(kept))
         with open(self.path, "a") as f:
-            for r in records:
+            for r in kept:
                 f.write(f"{r.fields}\n")
+        if len(kept) == len(records):
+            return None
+        # Per-record outcomes, only when some record was skipped.
+        return [f"skipped {r.fields.get('a')}" if r.fields.get("skip") else None for r in records]
 
     def transactional(self) -> bool:
         return True
@@ -95,6 +111,30 @@ class Collect(Sink):
     def commit(self, ctx: Context, checkpoint_id: int, handle: Any) -> None:
         with open(self.path + ".commits", "a") as f:
             f.write(f"commit {checkpoint_id} {handle}\n")
+
+
+class PayloadLines(PayloadSink):
+    """Appends each payload as a line; refuses b"fail"; b"short" makes it
+    return too few outcomes."""
+
+    def __init__(self) -> None:
+        self.path = ""
+
+    def open(self, ctx: Context, props: dict[str, Any]) -> None:
+        self.path = str(props["path"])
+
+    def collect_payloads(self, ctx: Context, payloads: list[bytes]) -> ItemErrors:
+        if b"short" in payloads:
+            return [""]
+        out: list[str | None] = []
+        with open(self.path, "ab") as f:
+            for p in payloads:
+                if p == b"fail":
+                    out.append("refused fail")
+                else:
+                    f.write(p + b"\n")
+                    out.append(None)
+        return out
 
 
 class Flaky(Source):
@@ -139,7 +179,9 @@ class GrumbleSink(Sink):
         ctx.report_exception(f"odd batch of {len(records)}")
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["exceptions"]:
+if __name__ == "__main__" and sys.argv[1:] == ["payloads"]:
+    serve(Plugin("payloads", "0.0.1").sink(PayloadLines))
+elif __name__ == "__main__" and sys.argv[1:] == ["exceptions"]:
     serve(Plugin("exceptions", "0.0.1").function("grumble", constructor=Grumble).source(Flaky).sink(GrumbleSink))
 elif __name__ == "__main__":
     serve(
@@ -148,6 +190,7 @@ elif __name__ == "__main__":
         .function("fail", constructor=Fail)
         .function("count", constructor=Count)
         .function("agg", constructor=Agg)
+        .function("keep", constructor=Keep)
         .source(Numbers)
         .sink(Collect)
     )

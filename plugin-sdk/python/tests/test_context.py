@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -153,6 +154,61 @@ def test_restored_state_is_visible() -> None:
     with pytest.raises(NotACounterError, match="holds a map value"):
         c.get_counter("v")
     assert ops(c) == [("counter", "n", 42)]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, and of the same type all the way down (`1 == 1.0 == True` is not enough)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+KEPT: dict[str, Any] = {
+    "bytes": b"\x00\xffraw",
+    "empty bytes": b"",
+    "list": [1, "a", None, [2.5, b"x"]],
+    "dict": {"a": {"b": [1, {"c": True}]}, "e": {}},
+    "int": -7,
+    "zero": 0,
+    "int64 max": (1 << 63) - 1,
+    "above int64": 1 << 63,
+    "uint64 max": (1 << 64) - 1,
+    "float": 2.0,
+    "str": "héllo",
+    "empty str": "",
+    "true": True,
+    "false": False,
+    "none": None,
+}
+
+
+def test_get_state_returns_the_value_as_put_also_after_a_restart() -> None:
+    c = ctx()
+    for k, v in KEPT.items():
+        c.put_state(k, v)
+    for k, v in KEPT.items():
+        assert same(c.get_state(k), v), k
+    # A restart: the supervisor hands the shipped puts back as StateEntries at
+    # Open, through the wire.
+    restored = [
+        pb.StateEntry.FromString(pb.StateEntry(key=m.key, value=m.put).SerializeToString())
+        for m in c._take_mutations()
+    ]
+    assert [e.key for e in restored] == list(KEPT)
+    again = ctx(*restored)
+    for k, v in KEPT.items():
+        assert same(again.get_state(k), v), k
+    assert again._take_mutations() == []  # restoring is not a change
+
+
+def test_tuples_come_back_as_lists() -> None:
+    c = ctx()
+    c.put_state("t", (1, ("a", b"b"), {"x": (2.5,)}))
+    assert same(c.get_state("t"), [1, ["a", b"b"], {"x": [2.5]}])
 
 
 def test_reported_exceptions_keep_the_newest_64() -> None:

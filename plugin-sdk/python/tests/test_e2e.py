@@ -45,6 +45,7 @@ def test_describe(plugin: PluginProcess) -> None:
         (pb.KIND_FUNCTION, "fail", pb.EXPORT_MODE_CONSTRUCTOR, False),
         (pb.KIND_FUNCTION, "count", pb.EXPORT_MODE_CONSTRUCTOR, False),
         (pb.KIND_FUNCTION, "agg", pb.EXPORT_MODE_CONSTRUCTOR, True),
+        (pb.KIND_FUNCTION, "keep", pb.EXPORT_MODE_CONSTRUCTOR, False),
         (pb.KIND_SOURCE, "fixture", pb.EXPORT_MODE_CONSTRUCTOR, False),
         (pb.KIND_SINK, "fixture", pb.EXPORT_MODE_CONSTRUCTOR, False),
     ]
@@ -154,6 +155,46 @@ def test_exec_batches(plugin: PluginProcess) -> None:
     assert len(results[4].results) == 0
 
 
+def test_ints_beyond_int64_cross_the_wire_as_uint(plugin: PluginProcess) -> None:
+    f = plugin.function()
+    f.Open(pb.OpenFunctionRequest(instance=spec("r1/op_1", "echo")), timeout=5)
+    batch = pb.ExecBatch(instance_id="r1/op_1", seq=0, rows=[pb.ArgRow(args=[pb.Value(uint=(1 << 64) - 1)])])
+    batch.rows.extend(rows([1 << 63], [-5], [[(1 << 63) + 1]]))
+    [res] = f.Exec(iter([batch]), timeout=5)
+    got = [r.value for r in res.results]
+    assert [v.WhichOneof("kind") for v in got] == ["uint", "uint", "int", "list"]
+    assert [from_pb(v) for v in got] == [(1 << 64) - 1, 1 << 63, -5, [(1 << 63) + 1]]
+
+
+def test_state_reads_back_as_put_also_after_a_restart(plugin: PluginProcess) -> None:
+    kept: dict[str, object] = {
+        "b": b"\x00raw",
+        "l": [1, "a", None],
+        "d": {"x": [2.5]},
+        "i": -3,
+        "u": (1 << 64) - 1,
+        "f": 2.0,
+        "s": "",
+        "t": True,
+        "n": None,
+    }
+    f = plugin.function()
+    f.Open(pb.OpenFunctionRequest(instance=spec("r1/op_1", "keep")), timeout=5)
+    # A tuple is stored as a list.
+    batch = pb.ExecBatch(instance_id="r1/op_1", seq=0, rows=rows(*([k, v] for k, v in kept.items()), ["tu", (1, 2)]))
+    [res] = f.Exec(iter([batch]), timeout=5)
+    want = [[type(v).__name__, v] for v in kept.values()] + [["list", [1, 2]]]
+    assert [from_pb(r.value) for r in res.results] == want
+    # The process is restarted: the new instance opens with the shipped puts.
+    restored = [pb.StateEntry(key=m.key, value=m.put) for m in res.mutations]
+    assert [e.key for e in restored] == [*kept, "tu"]
+    f.Open(pb.OpenFunctionRequest(instance=spec("r2/op_1", "keep", restored)), timeout=5)
+    batch = pb.ExecBatch(instance_id="r2/op_1", seq=0, rows=rows(*([k] for k in [*kept, "tu"])))
+    [res] = f.Exec(iter([batch]), timeout=5)
+    assert [from_pb(r.value) for r in res.results] == want
+    assert not res.mutations
+
+
 def test_exec_on_an_unknown_instance_ends_the_stream(plugin: PluginProcess) -> None:
     f = plugin.function()
     with pytest.raises(grpc.RpcError) as e:
@@ -240,7 +281,7 @@ def test_sink_write_and_two_phase_commit(plugin: PluginProcess) -> None:
     out = os.path.join(plugin.dir, "out.txt")
     k = plugin.sink()
     opened = k.Open(pb.OpenSinkRequest(instance=spec("r1/sink_0", "fixture"), props={"path": value(out)}), timeout=5)
-    assert opened.transactional
+    assert opened.transactional and not opened.wants_payloads
     recs = [pb.Record(fields={"a": value(1)}), pb.Record(fields={"a": value(2)})]
     batches = [
         pb.WriteBatch(instance_id="r1/sink_0", seq=0, records=recs),
@@ -248,7 +289,7 @@ def test_sink_write_and_two_phase_commit(plugin: PluginProcess) -> None:
         pb.WriteBatch(instance_id="r1/sink_0", seq=2, records=recs[:1]),
     ]
     acks = list(k.Write(iter(batches), timeout=5))
-    assert [(a.seq, a.error) for a in acks] == [(0, ""), (1, "refused batch"), (2, "")]
+    assert [(a.seq, a.error, list(a.item_errors)) for a in acks] == [(0, "", []), (1, "refused batch", []), (2, "", [])]
     assert [(m.key, m.counter) for m in acks[0].mutations] == [("written", 2)]
     assert [(m.key, m.counter) for m in acks[2].mutations] == [("written", 3)]
     with open(out) as f:
@@ -261,6 +302,57 @@ def test_sink_write_and_two_phase_commit(plugin: PluginProcess) -> None:
     # (map order is not preserved on the wire)
     assert line.startswith("commit 5 {") and ast.literal_eval(line[len("commit 5 ") :]) == {"size": 27, "cp": 5}
     k.Close(pb.CloseRequest(instance_id="r1/sink_0"), timeout=5)
+
+
+def test_a_record_sink_may_fail_single_records(plugin: PluginProcess) -> None:
+    out = os.path.join(plugin.dir, "out.txt")
+    k = plugin.sink()
+    k.Open(pb.OpenSinkRequest(instance=spec("r1/sink_0", "fixture"), props={"path": value(out)}), timeout=5)
+    recs = [pb.Record(fields={"a": value(i), "skip": value(i == 2)}) for i in range(1, 4)]
+    [ack] = k.Write(iter([pb.WriteBatch(instance_id="r1/sink_0", seq=4, records=recs)]), timeout=5)
+    assert (ack.seq, ack.error, list(ack.item_errors)) == (4, "", ["", "skipped 2", ""])
+    assert [(m.key, m.counter) for m in ack.mutations] == [("written", 2)]
+
+
+def test_a_payload_sink_gets_payloads_and_reports_each_item() -> None:
+    p = PluginProcess([PYTHON, FIXTURE, "payloads"], name="payloads")
+    try:
+        p.wait_ready()
+        out = os.path.join(p.dir, "out.txt")
+        k = p.sink()
+        opened = k.Open(
+            pb.OpenSinkRequest(instance=spec("r1/sink_0", "payloads"), props={"path": value(out)}), timeout=5
+        )
+        assert opened.wants_payloads and not opened.transactional
+
+        def batch(seq: int, *payloads: bytes) -> pb.WriteBatch:
+            return pb.WriteBatch(instance_id="r1/sink_0", seq=seq, payloads=list(payloads))
+
+        batches = [
+            batch(0, b'[{"a":1}]', b"fail", b"\x00\xff"),
+            batch(1),
+            batch(2, b"x", b"short"),  # one outcome for two items: the batch fails
+            # Records where payloads were asked for: refused, not lost silently.
+            pb.WriteBatch(instance_id="r1/sink_0", seq=3, records=[pb.Record()]),
+            batch(4, b"last"),
+        ]
+        acks = list(k.Write(iter(batches), timeout=5))
+        assert [(a.seq, a.error, list(a.item_errors)) for a in acks] == [
+            (0, "", ["", "refused fail", ""]),
+            (1, "", []),
+            (2, "collect returned 1 item outcomes for 2 items", []),
+            (
+                3,
+                "this sink takes payloads, but the batch carries 1 records "
+                "(the supervisor does not support wants_payloads)",
+                [],
+            ),
+            (4, "", [""]),
+        ]
+        with open(out, "rb") as f:
+            assert f.read() == b'[{"a":1}]\n\x00\xff\nlast\n'
+    finally:
+        p.close()
 
 
 def test_shutdown_with_an_open_stream_removes_the_socket(plugin: PluginProcess) -> None:

@@ -16,12 +16,13 @@ from typing import Any
 import grpc
 import pytest
 
-from oort_plugin import ArgSpec, Record, from_pb
+from oort_plugin import ArgSpec, PayloadSink, Record, from_pb
 from oort_plugin import Context as OortContext
 from oort_plugin._pb import plugin_pb2 as pb
 from oort_plugin.ekuiper import (
     Context,
     Function,
+    NO_ACK,
     FunctionAdapter,
     PluginConfig,
     Sink,
@@ -266,46 +267,76 @@ class Collecting(Sink):
         self.events.append("open " + ctx.get_op_id())
 
     def collect(self, ctx: Context, data: Any) -> None:
+        # What each payload asks for, as a script: "ok", "bad", "none", ...
         self.data.append(data)
-        rows = json.loads(data)
-        if not self.conf.get("requireAck"):
-            return
-        first = rows[0] if isinstance(rows, list) else rows
-        if first.get("bad"):
-            ctx.ack_error("refused {}".format(first["n"]))
-        else:
+        word = data.decode(errors="replace")
+        if word == "ok":
             ctx.ack_ok()
+        elif word == "bad":
+            ctx.ack_error(ValueError("refused bad"))
+        elif word == "raise":
+            ctx.ack_ok()
+            raise OSError("disk full")
+        elif word == "twice":
+            ctx.ack_error("first")
+            ctx.ack_ok()
+            ctx.ack_error("second")
+        elif word == "empty":
+            ctx.ack_error("")
+        elif word == "bare raise":
+            raise KeyError()
 
     def close(self, ctx: Context) -> None:
         self.events.append("close")
 
 
-def test_sink_gets_json_bytes_of_the_batch_and_props_unchanged() -> None:
+SCRIPT = [b"ok", b"bad", b"none", b"raise", b"twice", b"empty", b"bare raise", b"ok"]
+
+
+def test_sink_is_a_payload_sink_and_gets_each_payload_as_sent() -> None:
     s = Collecting()
     a = SinkAdapter(s)
+    assert isinstance(a, PayloadSink), "the SDK answers Open with wants_payloads"
     c = octx("r1/sink_0")
-    a.open(c, {"path": "/tmp/x", "interval": 10, "ratio": 1.5})
-    assert s.conf == {"path": "/tmp/x", "interval": 10, "ratio": 1.5}
-    a.collect(c, [Record({"n": 1, "b": b"\x01"}), Record({"n": 2, "s": "é"})])
-    a.collect(c, [])
-    assert s.data == [b'[{"n":1,"b":"AQ=="},{"n":2,"s":"\xc3\xa9"}]']
+    a.open(c, {"path": "/tmp/x", "interval": 10, "ratio": 1.5, "sendSingle": True})
+    assert s.conf == {"path": "/tmp/x", "interval": 10, "ratio": 1.5, "sendSingle": True}
+    payloads = [b'[{"n":1,"b":"AQ=="}]', "é,1".encode(), b"\x00\xff"]
+    assert a.collect_payloads(c, payloads) == ["", "", ""]
+    assert s.data == payloads, "one collect per payload, the bytes unchanged"
+    assert a.collect_payloads(c, []) == []
+    with pytest.raises(TypeError, match="receives payloads, not records"):
+        a.collect(c, [Record({"n": 1})])
     a.close(c)
     assert s.events == ["configure", "open sink_0", "close"]
 
 
-def test_sink_send_single_and_acks() -> None:
+def test_sink_without_require_ack_fails_only_what_raises() -> None:
     s = Collecting()
     a = SinkAdapter(s)
     c = octx("r1/sink_0")
-    a.open(c, {"sendSingle": True, "requireAck": True})
-    a.collect(c, [Record({"n": 1}), Record({"n": 2})])
-    assert s.data == [b'{"n":1}', b'{"n":2}']
-    with pytest.raises(RuntimeError, match="^refused 3$"):
-        a.collect(c, [Record({"n": 3, "bad": True})])
-    s.data.clear()
-    with pytest.raises(RuntimeError, match=r"^refused 4 \(and 1 more\)$"):
-        a.collect(c, [Record({"n": 4, "bad": True}), Record({"n": 5}), Record({"n": 6, "bad": True})])
-    assert s.data == [b'{"n":4,"bad":true}', b'{"n":5}', b'{"n":6,"bad":true}'], "every row is collected"
+    a.open(c, {})
+    # Acks are ignored: "bad", "none", "twice" and "empty" are delivered.
+    assert a.collect_payloads(c, SCRIPT) == ["", "", "", "disk full", "", "", "KeyError", ""]
+    assert s.data == SCRIPT, "a failed payload does not stop the batch"
+
+
+@pytest.mark.parametrize("require_ack", [True, "true"])
+def test_sink_with_require_ack_reports_each_payloads_ack(require_ack: Any) -> None:
+    s = Collecting()
+    a = SinkAdapter(s)
+    c = octx("r1/sink_0")
+    a.open(c, {"requireAck": require_ack})
+    assert a.collect_payloads(c, SCRIPT) == [
+        "",  # ack_ok
+        "refused bad",  # ack_error(e): str(e)
+        NO_ACK,  # no ack at all
+        "disk full",  # an exception wins over an earlier ack_ok
+        "first",  # the first ack_error
+        "ack_error",  # an empty message still fails
+        "KeyError",  # an exception without a message: its class
+        "",  # acks of earlier payloads do not carry over
+    ]
+    assert s.data == SCRIPT
 
 
 # -- the entry -----------------------------------------------------------------

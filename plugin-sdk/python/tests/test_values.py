@@ -23,10 +23,13 @@ from oort_plugin._values import fill_record, record_from_pb
         (0, "int"),
         (-(1 << 63), "int"),
         ((1 << 63) - 1, "int"),
+        (1 << 63, "uint"),
+        ((1 << 64) - 1, "uint"),
         (1.5, "float"),
         ("", "string"),
         ("héllo", "string"),
         (b"\x00\xff", "bytes"),
+        (b"", "bytes"),
         ([], "list"),
         ([1, "a", None, [2.5]], "list"),
         ({}, "map"),
@@ -65,11 +68,31 @@ def test_non_finite_floats_pass_through() -> None:
     assert from_pb(to_pb(float("inf"))) == float("inf")
 
 
+def test_ints_above_int64_go_as_uint_and_come_back_as_int() -> None:
+    # int64's range keeps the signed case, also for values uint64 could hold.
+    assert to_pb(5).WhichOneof("kind") == "int"
+    big = to_pb({"n": [(1 << 63) + 7]})
+    entry = big.map.entries["n"].list.items[0]
+    assert (entry.WhichOneof("kind"), entry.uint) == ("uint", (1 << 63) + 7)
+    # A uint the supervisor sends (e.g. a Go uint64 field) is a plain int here,
+    # whatever its size.
+    for n in (0, 3, (1 << 64) - 1):
+        back = from_pb(pb.Value(uint=n))
+        assert back == n and type(back) is int
+
+    class Big(IntEnum):
+        MAX = (1 << 64) - 1
+
+    assert to_pb(Big.MAX).uint == (1 << 64) - 1
+
+
 def test_errors() -> None:
-    with pytest.raises(OverflowError):
-        to_pb(1 << 63)
+    with pytest.raises(OverflowError, match=r"int 18446744073709551616 does not fit in 64 bits"):
+        to_pb(1 << 64)
     with pytest.raises(OverflowError):
         to_pb([-(1 << 63) - 1])
+    with pytest.raises(OverflowError):
+        to_pb({"a": -(1 << 64)})
     with pytest.raises(TypeError, match="set"):
         to_pb({1, 2})
     with pytest.raises(TypeError, match="map keys must be strings"):

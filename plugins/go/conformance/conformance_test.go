@@ -39,9 +39,9 @@ func TestJSONMatchesSerdeJSON(t *testing.T) {
 	}
 	v := map[string]any{
 		"z": int64(-1), "a": []any{true, nil, 1.5}, "m": map[string]any{"y": "q\"\\\n\t\x01\x7fé€/<>&"},
-		"b": []byte{0, 255},
+		"b": []byte{0, 255}, "u": uint64(math.MaxUint64),
 	}
-	want := `{"a":[true,null,1.5],"b":[0,255],"m":{"y":"q\"\\\n\t\u0001` + "\x7f" + `é€/<>&"},"z":-1}`
+	want := `{"a":[true,null,1.5],"b":[0,255],"m":{"y":"q\"\\\n\t\u0001` + "\x7f" + `é€/<>&"},"u":18446744073709551615,"z":-1}`
 	if got := string(appendJSON(nil, v)); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
@@ -168,6 +168,7 @@ func TestAggregate(t *testing.T) {
 		{[]any{}, map[string]any{"n": int64(0), "sum": int64(0)}, true},
 		{[]any{int64(4), nil, "x", 2.5, true}, map[string]any{"n": int64(5), "sum": int64(4)}, true},
 		{int64(7), "cf_agg expects a list, got int", false},
+		{uint64(7), "cf_agg expects a list, got uint", false},
 		{nil, "cf_agg expects a list, got null", false},
 		{map[string]any{}, "cf_agg expects a list, got map", false},
 	}

@@ -155,6 +155,8 @@ func typeName(v any) string {
 		return "bool"
 	case int64:
 		return "int"
+	case uint64:
+		return "uint"
 	case float64:
 		return "float"
 	case string:

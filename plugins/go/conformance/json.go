@@ -12,7 +12,7 @@ import (
 // that the Go, Rust and Python conformance plugins write identical files:
 //
 //   - object keys sorted by bytes, no spaces;
-//   - ints in decimal; floats in serde_json's shortest form ("1.0", "0.001",
+//   - ints (signed and unsigned) in decimal; floats in serde_json's shortest form ("1.0", "0.001",
 //     "1e+16", "1.5e-7"), and null for NaN and infinities;
 //   - bytes as a list of numbers;
 //   - strings escaping only '"', '\\' and control characters, non-ASCII
@@ -27,6 +27,8 @@ func appendJSON(b []byte, v any) []byte {
 		return strconv.AppendInt(b, x, 10)
 	case int:
 		return strconv.AppendInt(b, int64(x), 10)
+	case uint64:
+		return strconv.AppendUint(b, x, 10)
 	case float64:
 		return appendFloat(b, x)
 	case string:

@@ -17,6 +17,7 @@ from oort_plugin.ekuiper import Context, FunctionAdapter, SinkAdapter, SourceAda
 from oort_plugin.testing import PYTHON, PluginProcess, rows, spec, value
 from oort_plugins.portable.funcs import ShoutFunc, SpreadFunc, WhichRuleFunc, clampIns
 from oort_plugins.portable.lines import LinesSink
+from oort_plugins.portable.rawbytes import BytesSink
 from oort_plugins.portable.ticker import Ticker
 
 
@@ -78,12 +79,40 @@ def test_the_source_and_sink_in_process(tmp_path: Any) -> None:
     k = OortContext("r1/sink_0", "r1", "sink_0")
     sink = SinkAdapter(LinesSink())
     sink.open(k, {"path": out, "requireAck": True, "rejectField": "bad"})
-    sink.collect(k, [Record({"a": 1}), Record({"a": 2})])
-    with pytest.raises(RuntimeError, match='^row rejected: {"a": 3, "bad": true}$'):
-        sink.collect(k, [Record({"a": 3, "bad": True})])
+    assert sink.collect_payloads(k, [b'[{"a":1},{"a":2}]', b'{"a":3,"bad":true}', b'{"a":4}', b"not json"]) == [
+        "",
+        'row rejected: {"a": 3, "bad": true}',
+        "",
+        "Expecting value: line 1 column 1 (char 0)",
+    ]
     sink.close(k)
     with open(out) as f:
-        assert [json.loads(line) for line in f] == [{"a": 1}, {"a": 2}]
+        assert [json.loads(line) for line in f] == [{"a": 1}, {"a": 2}, {"a": 4}]
+
+
+# What ekbytes receives in a batch, and what each payload's outcome is.
+EKBYTES_BATCH = [b'[{"a":1}]', "é fail".encode(), b"\xff\xfe", b"plain,text"]
+
+
+def test_ekbytes_in_process(tmp_path: Any) -> None:
+    out = os.path.join(str(tmp_path), "out.txt")
+    with pytest.raises(ValueError, match="ekbytes needs a path"):
+        SinkAdapter(BytesSink()).open(OortContext("r1/sink_0"), {})
+    bad_utf8 = "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"
+    runs: list[tuple[dict[str, Any], list[str]]] = [
+        ({"path": out}, ["", "", bad_utf8, ""]),
+        ({"path": out, "requireAck": True}, ["", "payload refused: it contains fail", bad_utf8, ""]),
+    ]
+    for props, outcomes in runs:
+        k = OortContext("r1/sink_0", "r1", "sink_0")
+        sink = SinkAdapter(BytesSink())
+        sink.open(k, props)
+        assert sink.collect_payloads(k, EKBYTES_BATCH) == outcomes
+        sink.close(k)
+    with open(out, encoding="utf-8") as f:
+        # Each payload but the one that is not UTF-8, once per run; a refused
+        # payload is written too.
+        assert f.read() == '[{"a":1}]\né fail\nplain,text\n' * 2
 
 
 # -- served ---------------------------------------------------------------------
@@ -145,13 +174,46 @@ def test_ekpy_serves_its_source_and_sink_by_name(tmp_path: Any) -> None:
         assert [(s.kind, s.name) for s in d.symbols] == [(pb.KIND_SINK, "eklines")]
         out = os.path.join(str(tmp_path), "o.jsonl")
         k = p.sink()
-        k.Open(pb.OpenSinkRequest(instance=spec("r1/sink_0", "eklines"), props={"path": value(out)}), timeout=5)
-        recs = [pb.Record(fields={"a": value(1)})]
-        [ack] = k.Write(iter([pb.WriteBatch(instance_id="r1/sink_0", seq=0, records=recs)]), timeout=5)
-        assert ack.error == ""
+        props = {"path": value(out)}
+        opened = k.Open(pb.OpenSinkRequest(instance=spec("r1/sink_0", "eklines"), props=props), timeout=5)
+        assert opened.wants_payloads
+        write = pb.WriteBatch(instance_id="r1/sink_0", seq=0, payloads=[b'[{"a":1}]', b'{"b":2}'])
+        [ack] = k.Write(iter([write]), timeout=5)
+        assert (ack.error, list(ack.item_errors)) == ("", ["", ""])
         k.Close(pb.CloseRequest(instance_id="r1/sink_0"), timeout=5)
         with open(out) as f:
-            assert f.read() == '{"a": 1}\n'
+            assert f.read() == '{"a": 1}\n{"b": 2}\n'
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("require_ack", [False, True])
+def test_ekbytes_served(tmp_path: Any, require_ack: bool) -> None:
+    p = start("ekbytes")
+    try:
+        d = p.plugin().Describe(pb.DescribeRequest(), timeout=5)
+        assert [(s.kind, s.name, s.mode) for s in d.symbols] == [
+            (pb.KIND_SINK, "ekbytes", pb.EXPORT_MODE_CONSTRUCTOR)
+        ]
+        out = os.path.join(str(tmp_path), "out.txt")
+        k = p.sink()
+        props = {"path": value(out), "requireAck": value(require_ack)}
+        opened = k.Open(pb.OpenSinkRequest(instance=spec("r1/sink_0", "ekbytes"), props=props), timeout=5)
+        assert opened.wants_payloads and not opened.transactional
+        batches = [
+            pb.WriteBatch(instance_id="r1/sink_0", seq=0, payloads=EKBYTES_BATCH),
+            pb.WriteBatch(instance_id="r1/sink_0", seq=1, payloads=[b"fail again"]),
+        ]
+        acks = list(k.Write(iter(batches), timeout=5))
+        bad_utf8 = "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"
+        refused = "payload refused: it contains fail" if require_ack else ""
+        assert [(a.seq, a.error, list(a.item_errors)) for a in acks] == [
+            (0, "", ["", refused, bad_utf8, ""]),
+            (1, "", [refused]),
+        ]
+        k.Close(pb.CloseRequest(instance_id="r1/sink_0"), timeout=5)
+        with open(out, encoding="utf-8") as f:
+            assert f.read() == '[{"a":1}]\né fail\nplain,text\nfail again\n'
     finally:
         p.close()
 

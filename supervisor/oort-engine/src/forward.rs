@@ -105,16 +105,34 @@ impl Forward<'_> {
         if groups.is_empty() && errors.is_empty() {
             return Ok(());
         }
-        let started = Instant::now();
         let mut outcome = OpOutcome::default();
         errors.into_iter().for_each(|e| outcome.failed(e));
-        let records = oort_sql::project_groups(&self.ctx.plan.select, groups, self.calls, &mut outcome)
-            .await
-            .map_err(call_exit)?;
-        // Only the output is new: the rows were counted as they came in.
-        outcome.input = 0;
-        self.ctx.status.project.outcome(&outcome, started.elapsed());
-        self.forward(records, fatal_rx).await
+        // Each window is one emission, as in eKuiper: a sink that gets one
+        // item per emission gets one per window even when several windows
+        // end at once (a batch filling several count windows, an event-time
+        // watermark jumping ahead).
+        let mut windows: Vec<Vec<GroupResult>> = Vec::new();
+        for g in groups {
+            match windows.last_mut() {
+                Some(w) if w[0].window == g.window => w.push(g),
+                _ => windows.push(vec![g]),
+            }
+        }
+        if windows.is_empty() {
+            self.ctx.status.project.outcome(&outcome, Duration::ZERO);
+        }
+        for window in windows {
+            let started = Instant::now();
+            let records = oort_sql::project_groups(&self.ctx.plan.select, window, self.calls, &mut outcome)
+                .await
+                .map_err(call_exit)?;
+            // Only the output is new: the rows were counted as they came in.
+            outcome.input = 0;
+            self.ctx.status.project.outcome(&outcome, started.elapsed());
+            outcome = OpOutcome::default();
+            self.forward(records, fatal_rx).await?;
+        }
+        Ok(())
     }
 
     /// Hands records to every sink queue.

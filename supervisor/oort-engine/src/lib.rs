@@ -22,6 +22,7 @@
 mod error;
 mod forward;
 pub mod metrics;
+mod payload;
 mod pipeline;
 mod ruleset;
 mod status;
@@ -253,6 +254,10 @@ impl Engine {
             }
         }
         props.extend(def.source_props());
+        // eKuiper hands its sources the stream's FORMAT as property `format`
+        // (a source decoding binary payloads reads it); json when not given.
+        let format = def.format().unwrap_or_else(|| "json".to_string());
+        props.entry("format".to_string()).or_insert(oort_proto::Value::String(format));
         Ok(props)
     }
 

@@ -13,6 +13,7 @@ use oort_proto::{Record, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::CallMetrics;
+use crate::payload::PayloadEncoder;
 use crate::status::{Instance, RuleStatus};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use oort_store::checkpoint::{self, Snapshot};
@@ -244,14 +245,16 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
         sink_queues.push(tx);
         let status = ctx.status.clone();
         let exactly_once = plan.qos == 2;
+        let encoder = if sink.wants_payloads() {
+            let encoder = PayloadEncoder::new(&action.props).map_err(|e| format!("sink {}: {e}", action.sink))?;
+            // A windowed rule hands each window's results over as one batch.
+            Some((encoder, plan.select.grouping.is_some()))
+        } else {
+            None
+        };
         sink_tasks.push(tokio::spawn(sink_loop(
-            sink,
-            calls,
+            SinkTask { sink, encoder, calls, status, index: i, exactly_once, fatal_tx: fatal_tx.clone() },
             rx,
-            status,
-            i,
-            exactly_once,
-            fatal_tx.clone(),
             ctx.stop.clone(),
         )));
     }
@@ -572,20 +575,24 @@ impl Checkpointer<'_> {
     }
 }
 
-/// Writes every batch to one sink. A failed write is retried until it
-/// succeeds (at most once and at least once delivery), except under
-/// exactly-once, where the rule restarts from its last checkpoint instead.
-#[allow(clippy::too_many_arguments)]
-async fn sink_loop(
+/// One sink's writer and what it reports to.
+struct SinkTask {
     sink: Arc<SinkInstance>,
+    /// For a sink that asked for payloads: how to encode its items, and
+    /// whether a batch is one emission.
+    encoder: Option<(PayloadEncoder, bool)>,
     calls: Arc<CallMetrics>,
-    mut messages: mpsc::Receiver<SinkMsg>,
     status: Arc<RuleStatus>,
     index: usize,
     exactly_once: bool,
     fatal_tx: mpsc::Sender<Failure>,
-    mut stop: watch::Receiver<bool>,
-) {
+}
+
+/// Writes every batch to one sink. A failed write is retried until it
+/// succeeds (at most once and at least once delivery), except under
+/// exactly-once, where the rule restarts from its last checkpoint instead.
+async fn sink_loop(task: SinkTask, mut messages: mpsc::Receiver<SinkMsg>, mut stop: watch::Receiver<bool>) {
+    let SinkTask { sink, encoder, calls, status, index, exactly_once, fatal_tx } = task;
     let metrics = &status.sinks[index];
     while let Some(message) = messages.recv().await {
         let records = match message {
@@ -599,17 +606,47 @@ async fn sink_loop(
             }
         };
         let n = records.len() as u64;
+        // Items that cannot be encoded are exceptions of the sink and are
+        // not sent; the others go as one batch.
+        let payloads: Option<Vec<Vec<u8>>> = encoder.as_ref().map(|(encoder, emission)| {
+            encoder
+                .encode(&records, *emission)
+                .into_iter()
+                .filter_map(|item| item.inspect_err(|e| metrics.exception(format!("cannot encode an item: {e}"))).ok())
+                .collect()
+        });
+        if payloads.as_ref().is_some_and(Vec::is_empty) {
+            metrics.batch(n, 0, Duration::ZERO);
+            continue;
+        }
         let mut delay = Duration::from_millis(50);
         // From the first attempt to the last retry: a status shows the sink
         // as stuck while its writes time out.
         let _outstanding = sink.call_watch().begin("Write");
         loop {
             let started = Instant::now();
-            let written = sink.write(&records).await;
+            let written = match &payloads {
+                Some(payloads) => sink.write_payloads(payloads).await,
+                None => sink.write(&records).await,
+            };
             calls.record(Some(started.elapsed()));
             match written {
-                Ok(()) => {
-                    metrics.batch(n, n, started.elapsed());
+                Ok(written) => {
+                    // eKuiper's per-item acks: a refused item is an exception
+                    // of the sink, the batch goes on.
+                    let mut failed = 0;
+                    for e in written.item_errors.iter().filter(|e| !e.is_empty()) {
+                        failed += 1;
+                        metrics.exception(format!("item not delivered: {e}"));
+                    }
+                    // An item is a record, or (a list) every record of the batch.
+                    let items = payloads.as_ref().map_or(n, |p| p.len() as u64);
+                    let out = match failed {
+                        0 => n,
+                        _ if items == n => n - failed,
+                        _ => 0,
+                    };
+                    metrics.batch(n, out, started.elapsed());
                     break;
                 }
                 Err(e) if e.is_fatal() || exactly_once => {

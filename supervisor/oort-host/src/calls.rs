@@ -73,26 +73,44 @@ pub(super) fn status_message(status: &tonic::Status) -> String {
     }
 }
 
-/// Opens an instance on a live process. Returns what the plugin declared:
-/// `rewindable` for a source, `transactional` for a sink, false for a function.
-pub(super) async fn open_on(live: &Live, open: &OpenSpec, timeouts: Timeouts, plugin: &str) -> Result<bool, HostError> {
+/// What a plugin declared when an instance opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Declared {
+    /// `rewindable` for a source, `transactional` for a sink, false for a function.
+    pub(super) capable: bool,
+    /// A sink that wants encoded payloads instead of records.
+    pub(super) wants_payloads: bool,
+}
+
+/// Opens an instance on a live process and returns what the plugin declared.
+pub(super) async fn open_on(
+    live: &Live,
+    open: &OpenSpec,
+    timeouts: Timeouts,
+    plugin: &str,
+) -> Result<Declared, HostError> {
     Ok(match open.clone() {
         OpenSpec::Function { spec } => {
             let mut c = pb::function_client::FunctionClient::new(live.channel.clone());
             call(plugin, "Open", timeouts, c.open(pb::OpenFunctionRequest { instance: Some(spec) })).await?;
-            false
+            Declared::default()
         }
         OpenSpec::Source { spec, datasource, props } => {
             let mut c = pb::source_client::SourceClient::new(live.channel.clone());
-            call(plugin, "Open", timeouts, c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props }))
-                .await?
-                .rewindable
+            let resp = call(
+                plugin,
+                "Open",
+                timeouts,
+                c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props }),
+            )
+            .await?;
+            Declared { capable: resp.rewindable, wants_payloads: false }
         }
         OpenSpec::Sink { spec, props } => {
             let mut c = pb::sink_client::SinkClient::new(live.channel.clone());
-            call(plugin, "Open", timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props }))
-                .await?
-                .transactional
+            let resp =
+                call(plugin, "Open", timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props })).await?;
+            Declared { capable: resp.transactional, wants_payloads: resp.wants_payloads }
         }
     })
 }

@@ -62,7 +62,7 @@ mod watch;
 
 use calls::*;
 pub use function::{FunctionInstance, RowOutcome, Validation};
-pub use sink::SinkInstance;
+pub use sink::{SinkInstance, Written};
 pub use source::{SourceBatch, SourceInstance};
 use stream::*;
 use turns::*;
@@ -262,6 +262,11 @@ impl Host {
         self.catalog().function_owner(function).map(|p| p.name.clone())
     }
 
+    /// Every SQL function plugins export, with the plugin exporting it (eKuiper's `/plugins/udfs`).
+    pub fn functions(&self) -> Vec<(String, String)> {
+        self.catalog().functions()
+    }
+
     /// Names of every plugin of a kind, sorted.
     pub fn list(&self, kind: PluginKind) -> Vec<String> {
         self.catalog().list(kind).into_iter().map(|p| p.name.clone()).collect()
@@ -339,6 +344,36 @@ impl Host {
             sha256: file.sha256.clone(),
             other_versions: file.other_versions.clone(),
             processes,
+            about: file.metadata.as_ref().and_then(|m| m.about.clone()),
+            properties: file.metadata.as_ref().map(|m| m.properties.clone()).unwrap_or_default(),
+            metadata_problem: self.metadata_problem(kind, &file.name),
+        })
+    }
+
+    /// Why a plugin's metadata file could not be read, if it could not.
+    pub fn metadata_problem(&self, kind: PluginKind, name: &str) -> Option<String> {
+        let dir = self.config.plugins_dir.join(kind.dir_name());
+        self.catalog().errors().iter().find_map(|e| match e {
+            crate::catalog::CatalogError::BadMetadata { path, .. }
+                if path.parent() == Some(dir.as_path())
+                    && path.file_stem().and_then(|f| f.to_str()).map(oort_core::names::fold)
+                        == Some(oort_core::names::fold(name)) =>
+            {
+                Some(e.to_string())
+            }
+            _ => None,
+        })
+    }
+
+    /// A plugin's metadata as eKuiper's `GET /metadata/{kind}/{name}` serves
+    /// it: `None` for no such plugin, an empty object for a plugin without a
+    /// metadata file, an error for a metadata file that is not valid.
+    pub fn metadata(&self, kind: PluginKind, name: &str) -> Option<Result<catalog::Metadata, String>> {
+        let file = self.catalog().get(kind, name).cloned()?;
+        Some(match (file.metadata, self.metadata_problem(kind, &file.name)) {
+            (_, Some(problem)) => Err(problem),
+            (Some(m), None) => Ok(m),
+            (None, None) => Ok(catalog::Metadata::default()),
         })
     }
 
@@ -436,7 +471,7 @@ impl Host {
         entry.process.stop().await;
     }
 
-    async fn open(&self, entry: Arc<Entry>, open: OpenSpec) -> Result<(String, Arc<Entry>, bool), HostError> {
+    async fn open(&self, entry: Arc<Entry>, open: OpenSpec) -> Result<(String, Arc<Entry>, Declared), HostError> {
         let id = instance_spec(&open).instance_id.clone();
         self.state.assign(&id, entry.key);
         let mut open = open;
@@ -544,7 +579,7 @@ impl Host {
             entry,
             state: self.state.clone(),
             timeouts: self.config.timeouts,
-            rewindable,
+            rewindable: rewindable.capable,
             watch: Arc::default(),
         })
     }
@@ -562,10 +597,11 @@ impl Host {
         let entry = self.acquire(&file, PluginKind::Sink, rule, strategy).await?;
         let spec = new_spec(rule, operator, &file.name);
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
-        let (id, entry, _) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
+        let (id, entry, declared) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
         let plugin = file.name;
         Ok(SinkInstance {
             id,
+            wants_payloads: declared.wants_payloads,
             plugin: plugin.clone(),
             entry,
             state: self.state.clone(),

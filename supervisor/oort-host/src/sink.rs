@@ -11,6 +11,15 @@ pub struct SinkInstance {
     pub(super) timeouts: Timeouts,
     pub(super) stream: BatchStream<oort_proto::wire::EncodedBatch, pb::WriteAck>,
     pub(super) watch: CallWatch,
+    pub(super) wants_payloads: bool,
+}
+
+/// What the sink said of an accepted batch's items.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// eKuiper's per-item acks: one entry per item when the sink acks items,
+    /// empty for a delivered item; empty when it does not.
+    pub item_errors: Vec<String>,
 }
 
 impl SinkInstance {
@@ -66,12 +75,26 @@ impl SinkInstance {
         Ok(())
     }
 
+    /// Whether the sink asked for encoded payloads instead of records
+    /// ([`SinkInstance::write_payloads`]).
+    pub fn wants_payloads(&self) -> bool {
+        self.wants_payloads
+    }
+
     /// Writes one batch and waits for the sink's acknowledgement. The batch is
     /// borrowed: a failed write is retried with the same records, and several
     /// sinks share one batch.
-    pub async fn write(&self, records: &[Record]) -> Result<(), HostError> {
+    pub async fn write(&self, records: &[Record]) -> Result<Written, HostError> {
+        self.write_body(oort_proto::wire::BatchBody::write(&self.id, records), records.len()).await
+    }
+
+    /// Writes one batch of encoded items to a sink that asked for payloads.
+    pub async fn write_payloads(&self, payloads: &[Vec<u8>]) -> Result<Written, HostError> {
+        self.write_body(oort_proto::wire::BatchBody::write_payloads(&self.id, payloads), payloads.len()).await
+    }
+
+    async fn write_body(&self, encoded: oort_proto::wire::BatchBody, items: usize) -> Result<Written, HostError> {
         let live = self.entry.process.live().await?;
-        let encoded = oort_proto::wire::BatchBody::write(&self.id, records);
         let ack = self
             .stream
             .round_trip(
@@ -100,10 +123,17 @@ impl SinkInstance {
         self.state
             .accept(&self.id, Some(ack.seq), ack.mutations)
             .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;
-        if ack.error.is_empty() {
-            Ok(())
-        } else {
-            Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: ack.error })
+        if !ack.error.is_empty() {
+            return Err(HostError::Call { plugin: self.plugin.clone(), call: "Write", message: ack.error });
         }
+        if !ack.item_errors.is_empty() && ack.item_errors.len() != items {
+            // A miscounted ack cannot be matched to the items: the batch was
+            // accepted, but nothing can be said of which items were delivered.
+            return Err(HostError::Protocol {
+                plugin: self.plugin.clone(),
+                reason: format!("Write acknowledged {} items with {} item errors", items, ack.item_errors.len()),
+            });
+        }
+        Ok(Written { item_errors: ack.item_errors })
     }
 }

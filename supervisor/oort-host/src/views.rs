@@ -27,6 +27,17 @@ pub struct PluginInfo {
     pub sha256: String,
     pub other_versions: Vec<String>,
     pub processes: Vec<ProcessInfo>,
+    /// eKuiper's metadata `about` (author, helpUrl, description, …), when
+    /// the plugin has a `<name>.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub about: Option<serde_json::Value>,
+    /// eKuiper's metadata `properties`: what the plugin's options mean.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<serde_json::Value>,
+    /// Why the plugin's `<name>.json` was not read, when it is there but
+    /// invalid: the plugin runs without it (no function list, no limits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_problem: Option<String>,
 }
 
 /// One running process of a plugin.

@@ -60,6 +60,11 @@ impl StreamDef {
         self.options.get("CONF_KEY").map(String::as_str)
     }
 
+    /// The `FORMAT` option, lowercased (`json`, `binary`, …), if given.
+    pub fn format(&self) -> Option<String> {
+        self.options.get("FORMAT").map(|f| f.to_ascii_lowercase())
+    }
+
     /// The `TIMESTAMP` option: the field holding a row's event time.
     pub fn timestamp_field(&self) -> Option<&str> {
         self.options.get("TIMESTAMP").map(String::as_str)

@@ -22,15 +22,17 @@
 - `Source`: `configure(datasource, conf)`, `open(ctx)` running a loop that
   calls `ctx.emit(message, meta)`, `close(ctx)`; the layer buffers what it
   emits (bounded) and answers Oort's `Read` from the buffer.
-- `Sink`: `configure(conf)`, `open(ctx)`, `collect(ctx, data)` with data as
-  JSON bytes, `close(ctx)`, and `ctx.ack_ok()` / `ctx.ack_error(e)`.
+- `Sink`: `configure(conf)`, `open(ctx)`, `collect(ctx, data)` with data the
+  bytes the supervisor encoded per the action's `format`, `dataTemplate` and
+  `sendSingle`, one call per item, `close(ctx)`; with `requireAck`, each
+  item's outcome is its `ctx.ack_ok()` / `ctx.ack_error(e)` (see `SinkAdapter`).
 - `Context`: `get_rule_id()`, `get_op_id()`, `get_instance_id()`,
   `get_logger()`, the state calls, `emit`/`emit_error`, `ack_ok`/`ack_error`.
 - `plugin.start(PluginConfig(name, sources, sinks, functions))`.
 """
 
 from . import plugin
-from ._adapters import EMIT_BUFFER, FunctionAdapter, SinkAdapter, SourceAdapter
+from ._adapters import EMIT_BUFFER, NO_ACK, FunctionAdapter, SinkAdapter, SourceAdapter
 from ._api import Context, Function, Sink, Source, SourceClosedError
 from .plugin import PluginConfig
 
@@ -39,6 +41,7 @@ __all__ = [
     "EMIT_BUFFER",
     "Function",
     "FunctionAdapter",
+    "NO_ACK",
     "PluginConfig",
     "Sink",
     "SinkAdapter",

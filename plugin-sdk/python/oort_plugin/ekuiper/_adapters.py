@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -113,59 +111,65 @@ def _truthy(v: Any) -> bool:
     return bool(v)
 
 
-class SinkAdapter(oort.Sink):
-    """An eKuiper portable sink as an Oort sink.
+#: The error of a payload whose `collect` returned without `ack_ok` or
+#: `ack_error` while `requireAck` is set: the sink promised to confirm every
+#: delivery, and silence is no confirmation (eKuiper too reports an item as
+#: failed when its ack does not come).
+NO_ACK = "collect returned without ack_ok or ack_error (requireAck is set)"
 
-    Each batch is handed to `collect` as eKuiper's portable runtime sends it:
-    JSON-encoded bytes, one list of the batch's rows, or with the action
-    property `sendSingle` true one object per row. `ack_error(e)` fails the
-    batch with that message (after the batch's other rows were collected); an
-    exception fails it at once; `ack_ok()`, or no ack at all, accepts it.
+
+class SinkAdapter(oort.PayloadSink):
+    """An eKuiper portable sink as an Oort payload sink.
+
+    As in eKuiper's portable runtime, `collect(ctx, data)` receives bytes the
+    engine encoded per the rule action's `format`, `dataTemplate`,
+    `sendSingle`, `fields` and `delimiter` (the supervisor does the encoding):
+    one call per payload. Each payload's outcome is one of the batch's
+    per-item errors, "" when delivered:
+
+    - with the action property `requireAck` true (eKuiper's): what `collect`
+      acked. `ack_error(e)` fails the payload with `str(e)` (the first one, if
+      it acks several times), `ack_ok()` delivers it, no ack at all fails it
+      with `NO_ACK`, and an exception fails it with its message, acks or not;
+    - without `requireAck`: an exception fails the payload with its message,
+      otherwise it is delivered; acks are ignored.
+
+    A failed payload does not keep the batch's later payloads from being
+    collected, and the batch itself is accepted: the supervisor counts each
+    failed payload as an exception of the sink. Acks count only while
+    `collect` runs.
     """
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self._acks = _Acks()
         self._ctx: Context | None = None
-        self._single = False
+        self._require_ack = False
 
     def open(self, ctx: OortContext, props: dict[str, Any]) -> None:
-        self._single = _truthy(props.get("sendSingle", False))
+        self._require_ack = _truthy(props.get("requireAck", False))
         self.sink.configure(dict(props))
         ek = Context(ctx, acks=self._acks)
         self._ctx = ek
         self.sink.open(ek)
 
-    def collect(self, ctx: OortContext, records: list[Record]) -> None:
+    def collect_payloads(self, ctx: OortContext, payloads: list[bytes]) -> list[str]:
         ek = self._ctx or Context(ctx, acks=self._acks)
-        if not records:
-            return
-        if self._single:
-            payloads = [_encode(r.fields) for r in records]
-        else:
-            payloads = [_encode([r.fields for r in records])]
-        # Each payload is acked on its own, as in eKuiper: one refused does
-        # not keep the others from being collected. The batch then fails with
-        # the first refusal.
-        errors: list[str] = []
-        for data in payloads:
-            self._acks.reset()
+        return [self._collect_one(ek, data) for data in payloads]
+
+    def _collect_one(self, ek: Context, data: bytes) -> str:
+        self._acks.reset()
+        try:
             self.sink.collect(ek, data)
-            errors.extend(self._acks.errors)
-        if errors:
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise RuntimeError(errors[0] + more)
+        except Exception as e:
+            ek.oort.logger.debug("collect failed", exc_info=True)
+            return str(e) or type(e).__name__
+        if not self._require_ack:
+            return ""
+        if self._acks.errors:
+            # "" would read as delivered: an ack_error without a message still fails.
+            return self._acks.errors[0] or "ack_error"
+        return "" if self._acks.oks else NO_ACK
 
     def close(self, ctx: OortContext) -> None:
         self.sink.close(self._ctx or Context(ctx, acks=self._acks))
-
-
-def _encode(v: Any) -> bytes:
-    # As eKuiper's default JSON format: bytes values become base64 strings.
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=_default).encode()
-
-
-def _default(o: Any) -> Any:
-    if isinstance(o, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(o)).decode()
-    raise TypeError(f"cannot encode a {type(o).__name__} as JSON")

@@ -96,13 +96,16 @@ class Context:
     # -- sink -------------------------------------------------------------
 
     def ack_ok(self) -> None:
-        """Acknowledges the data being collected."""
+        """Acknowledges the data being collected as delivered. It counts only
+        with the action property `requireAck`, and only during `collect`."""
         if self._acks is None:
             raise RuntimeError("ack_ok is only available in a sink")
         self._acks.ok()
 
     def ack_error(self, error: Any) -> None:
-        """Fails the data being collected with `error` as the reason."""
+        """Fails the data being collected with `str(error)` as the reason. It
+        counts only with the action property `requireAck`, and only during
+        `collect`."""
         if self._acks is None:
             raise RuntimeError("ack_error is only available in a sink")
         self._acks.error(str(error))
@@ -169,8 +172,10 @@ class Source:
 
 class Sink:
     """eKuiper's portable `Sink`: `configure(conf)`, `open(ctx)`,
-    `collect(ctx, data)` with `data` the JSON-encoded bytes eKuiper sends,
-    `close(ctx)`. `collect` may call `ctx.ack_ok()` or `ctx.ack_error(e)`."""
+    `collect(ctx, data)` with `data` the bytes of one item, encoded as
+    eKuiper's runtime does per the action's `format`, `dataTemplate` and
+    `sendSingle`, `close(ctx)`. With `requireAck`, `collect` reports each
+    item's outcome with `ctx.ack_ok()` or `ctx.ack_error(e)`."""
 
     def configure(self, conf: dict[str, Any]) -> None:
         """Receives the rule action's properties; raise to refuse."""
@@ -179,7 +184,8 @@ class Sink:
         """Connects; raise to refuse."""
 
     def collect(self, ctx: Context, data: Any) -> None:
-        """Handles one piece of data; raise (or `ctx.ack_error`) to fail it."""
+        """Handles one item (`bytes`); raise (or, with `requireAck`,
+        `ctx.ack_error`) to fail it."""
         raise NotImplementedError(f"{type(self).__name__}.collect is not implemented")
 
     def close(self, ctx: Context) -> None:

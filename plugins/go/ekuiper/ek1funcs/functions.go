@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"hash/fnv"
 	"math"
 	"strings"
 
@@ -133,3 +134,51 @@ func (f *lastWordsFunc) Exec(args []interface{}, ctx api.FunctionContext) (inter
 func (f *lastWordsFunc) IsAggregate() bool { return false }
 
 func Ek1LastWords() api.Function { return &lastWordsFunc{} }
+
+// hashFunc returns the 64-bit FNV-1a hash of its string argument as a uint64,
+// as eKuiper functions return unsigned results (many are above 2^63).
+type hashFunc struct{}
+
+func (f hashFunc) Validate(args []interface{}) error {
+	if len(args) != 1 {
+		return fmt.Errorf("ek1Hash function only supports 1 parameter but got %d", len(args))
+	}
+	return nil
+}
+
+func (f hashFunc) Exec(args []interface{}, ctx api.FunctionContext) (interface{}, bool) {
+	s, ok := args[0].(string)
+	if !ok {
+		return fmt.Errorf("args[0] is not a string, got %v", args[0]), false
+	}
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64(), true
+}
+
+func (f hashFunc) IsAggregate() bool { return false }
+
+var Ek1Hash hashFunc
+
+// hashHexFunc formats a uint64 (such as ek1Hash's result) as 16 hex digits; it
+// type-asserts its argument as eKuiper code does.
+type hashHexFunc struct{}
+
+func (f hashHexFunc) Validate(args []interface{}) error {
+	if len(args) != 1 {
+		return fmt.Errorf("ek1HashHex function only supports 1 parameter but got %d", len(args))
+	}
+	return nil
+}
+
+func (f hashHexFunc) Exec(args []interface{}, ctx api.FunctionContext) (interface{}, bool) {
+	h, ok := args[0].(uint64)
+	if !ok {
+		return fmt.Errorf("ek1HashHex expects a uint64, got %T", args[0]), false
+	}
+	return fmt.Sprintf("%016x", h), true
+}
+
+func (f hashHexFunc) IsAggregate() bool { return false }
+
+var Ek1HashHex hashHexFunc

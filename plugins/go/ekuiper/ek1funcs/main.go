@@ -10,5 +10,7 @@ func main() {
 		"ek1Point":     Ek1Point,
 		"ek1Sum":       serve.PerInstance(Ek1Sum), // eKuiper's constructor export
 		"ek1LastWords": Ek1LastWords(),
+		"ek1Hash":      Ek1Hash,
+		"ek1HashHex":   Ek1HashHex,
 	})
 }

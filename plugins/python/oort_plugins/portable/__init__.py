@@ -10,5 +10,7 @@ and relative imports between the modules instead of the script folder on
   high)` (its `validate` returns an error string), `spread(values)` (an
   aggregate), `whichrule()`;
 - source `ekticker`: a push loop emitting `{"seq", "word", "value"}`;
-- sink `eklines`: JSON lines to a file, acking when `requireAck` is set.
+- sink `eklines`: JSON lines to a file, acking when `requireAck` is set;
+- sink `ekbytes`: each payload as it came (UTF-8) plus a newline, appended to
+  a file; with `requireAck`, `ack_error` for a payload containing `fail`.
 """

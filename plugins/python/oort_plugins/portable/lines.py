@@ -1,8 +1,10 @@
 """The eklines sink, in eKuiper's portable Python style.
 
 conf: `path` (required), the file to append JSON lines to; `requireAck`
-(eKuiper's): ack each piece of data; `rejectField`: with acks on, a row whose
-field of that name is true is refused with `ack_error`.
+(eKuiper's): ack each piece of data; `rejectField`: a payload with a row whose
+field of that name is true is not written (and with acks on, refused with
+`ack_error`). Payloads must be JSON, the default `format`: one row, or with
+`sendSingle` false a list of rows.
 """
 
 import json

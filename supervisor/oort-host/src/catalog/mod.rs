@@ -208,6 +208,21 @@ impl Catalog {
         self.plugins.get(&(PluginKind::Function, owner.clone()))
     }
 
+    /// Every SQL function name a plugin exports (from metadata, or declared by a running process), lowercased and
+    /// sorted, with the name of the function plugin exporting it.
+    pub fn functions(&self) -> Vec<(String, String)> {
+        let scanned = self.exported.iter().map(|(f, owner)| (f.clone(), owner));
+        let declared = self.registered.iter().flat_map(|(owner, fs)| fs.iter().map(move |f| (f.clone(), owner)));
+        let by_name: BTreeMap<String, String> = scanned
+            .chain(declared)
+            .filter_map(|(f, owner)| {
+                let plugin = self.plugins.get(&(PluginKind::Function, owner.clone()))?;
+                Some((f, plugin.name.clone()))
+            })
+            .collect();
+        by_name.into_iter().collect()
+    }
+
     /// Records that a running function plugin declared these function names (from its Describe); returns
     /// DuplicateFunction if another plugin already exports one of them, in which case nothing is recorded.
     /// A later call for the same plugin replaces its earlier declaration; the names found by the scan stay.

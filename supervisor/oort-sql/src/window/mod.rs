@@ -134,6 +134,10 @@ pub struct GroupResult {
     pub aggregates: Vec<Value>,
     pub window_start: i64,
     pub window_end: i64,
+    /// Which of the windows ended by one call the group belongs to (0, 1, …
+    /// in order): each window is one emission, even when several end at
+    /// once with the same bounds (count windows filled by one batch).
+    pub window: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -561,7 +565,8 @@ fn add_to_pane(pane: &mut Pane, slots: &[AggSlot], row: WindowRow, at: i64) -> R
 }
 
 fn extend(out: &mut Emitted, more: Emitted) {
-    out.0.extend(more.0);
+    let next = out.0.last().map_or(0, |g| g.window + 1);
+    out.0.extend(more.0.into_iter().map(|g| GroupResult { window: g.window + next, ..g }));
     out.1.extend(more.1);
 }
 
@@ -588,6 +593,7 @@ fn finish_pane(mut pane: Pane, start: i64, end: i64) -> Emitted {
             first: g.first,
             window_start: start,
             window_end: end,
+            window: 0,
         })
         .collect();
     (results, Vec::new())
@@ -626,6 +632,7 @@ fn merge_panes(panes: &[&Pane], start: i64, end: i64) -> Vec<Result<GroupResult,
                 aggregates: g.partials.iter().map(Partial::finish).collect(),
                 window_start: start,
                 window_end: end,
+                window: 0,
             })
         })
         .collect()

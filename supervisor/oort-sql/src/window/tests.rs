@@ -58,6 +58,7 @@ fn a_hopping_window_covers_its_panes_and_every_row_lands_in_length_over_hop_wind
             ("a".into(), 1, 100, 10_000, 20_000),
         ]
     );
+    assert_eq!(out.iter().map(|g| g.window).collect::<Vec<_>>(), [0, 1, 2, 3]);
     assert!(w.panes.is_empty(), "every pane is released once no window covers it");
 }
 
@@ -76,6 +77,9 @@ fn a_count_window_emits_every_interval_rows_the_last_size_rows() {
         summary(&out).into_iter().map(|s| (s.0, s.2)).collect::<Vec<_>>(),
         [("o".to_string(), 1), ("e".to_string(), 2), ("o".to_string(), 3), ("e".to_string(), 4)]
     );
+    // Two windows ended by one batch are two emissions, told apart by their
+    // number (their bounds are the same processing time).
+    assert_eq!(out.iter().map(|g| g.window).collect::<Vec<_>>(), [0, 0, 1, 1]);
 }
 
 #[test]
@@ -177,7 +181,8 @@ fn event_time_windows_end_on_the_watermark_and_drop_late_rows() {
     for r in rows() {
         got.extend(one_by_one.add(vec![r], 0).0);
     }
-    assert_eq!(got, out);
+    // (Window numbers count within one call.)
+    assert_eq!(summary(&got), summary(&out));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value as Json_};
 
-use super::rest::{json_object, ApiError, ApiResult, AppState};
+use super::rest::{json_object, kind, ApiError, ApiResult, AppState};
 use oort_engine::Ruleset;
 
 /// `GET /`: eKuiper's `version`, `os`, `arch` (Go's names) and
@@ -82,4 +82,65 @@ pub(super) async fn import(State(app): State<AppState>, body: Bytes) -> ApiResul
     };
     let status = if report.is_complete() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     Ok((status, Json(json!({"streams": words(&report.streams), "rules": words(&report.rules)}))).into_response())
+}
+
+// ----- plugin metadata and functions -----
+
+/// eKuiper's `GET /metadata/{sources|sinks|functions}`: every plugin of the
+/// kind with its `about`.
+pub(super) async fn list_metadata(State(app): State<AppState>, Path(k): Path<String>) -> ApiResult<Json<Json_>> {
+    let kind = kind(&k)?;
+    app.host.rescan().await;
+    let list: Vec<Json_> = app
+        .host
+        .list(kind)
+        .into_iter()
+        .map(|name| {
+            let about = match app.host.metadata(kind, &name) {
+                Some(Ok(m)) => m.about.unwrap_or(Json_::Null),
+                _ => Json_::Null,
+            };
+            json!({ "name": name, "about": about })
+        })
+        .collect();
+    Ok(Json(Json_::Array(list)))
+}
+
+/// eKuiper's `GET /metadata/{sources|sinks|functions}/{name}`: the plugin's
+/// metadata file (`about`, `properties`, `functions`, …); a metadata file
+/// that is not valid is an error saying why.
+pub(super) async fn describe_metadata(
+    State(app): State<AppState>,
+    Path((k, name)): Path<(String, String)>,
+) -> ApiResult<Json<Json_>> {
+    let kind = kind(&k)?;
+    app.host.rescan().await;
+    match app.host.metadata(kind, &name) {
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no {} plugin named {name:?}", kind.as_str()))),
+        Some(Err(problem)) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, problem)),
+        Some(Ok(m)) => {
+            let mut v = serde_json::to_value(&m)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            if let Json_::Object(o) = &mut v {
+                o.insert("name".into(), json!(name));
+            }
+            Ok(Json(v))
+        }
+    }
+}
+
+/// eKuiper's `GET /plugins/udfs`: every function name plugins export.
+pub(super) async fn list_udfs(State(app): State<AppState>) -> Json<Vec<String>> {
+    app.host.rescan().await;
+    Json(app.host.functions().into_iter().map(|(f, _)| f).collect())
+}
+
+/// eKuiper's `GET /plugins/udfs/{name}`: the plugin exporting a function.
+pub(super) async fn describe_udf(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+    app.host.rescan().await;
+    let wanted = name.to_lowercase();
+    match app.host.functions().into_iter().find(|(f, _)| *f == wanted) {
+        Some((_, plugin)) => Ok(Json(json!({ "name": name, "plugin": plugin }))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no plugin exports a function named {name:?}"))),
+    }
 }

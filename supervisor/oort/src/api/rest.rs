@@ -40,7 +40,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, message: message.into() }
     }
 
@@ -80,7 +80,7 @@ pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Clone)]
 pub(super) struct AppState {
-    host: Arc<Host>,
+    pub(super) host: Arc<Host>,
     pub(super) engine: Arc<Engine>,
     plugins_dir: Arc<std::path::Path>,
     /// When the daemon started serving, for `GET /`'s uptime.
@@ -104,6 +104,10 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         .route("/rules/{id}/topo", get(super::ekuiper::rule_topology))
         .route("/data/export", get(super::ekuiper::export))
         .route("/data/import", post(super::ekuiper::import))
+        .route("/metadata/{kind}", get(super::ekuiper::list_metadata))
+        .route("/metadata/{kind}/{name}", get(super::ekuiper::describe_metadata))
+        .route("/plugins/udfs", get(super::ekuiper::list_udfs))
+        .route("/plugins/udfs/{name}", get(super::ekuiper::describe_udf))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
             async move { authorize(token.as_deref(), req, next).await }
@@ -276,7 +280,7 @@ async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
 
 // ----- plugins -----
 
-fn kind(path: &str) -> ApiResult<PluginKind> {
+pub(super) fn kind(path: &str) -> ApiResult<PluginKind> {
     PluginKind::from_dir_name(path).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, format!("unknown plugin kind {path:?}: use sources, sinks or functions"))
     })

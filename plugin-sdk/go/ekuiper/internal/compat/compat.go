@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -141,22 +142,40 @@ func PlainMap(v any) (map[string]any, error) {
 // Configure/Provision: decoded from the rule's JSON, so every number is a
 // float64.
 func SinkProps(props map[string]any) map[string]any {
-	return convertNumbers(props, func(i int64) any { return float64(i) })
+	return convertNumbers(props, numbers{
+		ints:  func(i int64) any { return float64(i) },
+		uints: func(u uint64) any { return float64(u) },
+	})
 }
 
 // SourceProps returns a source's properties as eKuiper's runtime hands them
 // to Configure/Provision: decoded from its YAML configuration, so integral
-// numbers are int and the others float64; and with "format" ("json" unless
-// the properties name one), which eKuiper adds from the stream's FORMAT.
+// numbers are int (uint64 above int's range, as YAML decoders give them) and
+// the others float64; and with "format" ("json" unless the properties name
+// one), which eKuiper adds from the stream's FORMAT.
 func SourceProps(props map[string]any) map[string]any {
-	out := convertNumbers(props, func(i int64) any { return int(i) })
+	out := convertNumbers(props, numbers{
+		ints: func(i int64) any { return int(i) },
+		uints: func(u uint64) any {
+			if u <= math.MaxInt {
+				return int(u)
+			}
+			return u
+		},
+	})
 	if _, ok := out["format"]; !ok {
 		out["format"] = "json"
 	}
 	return out
 }
 
-func convertNumbers(props map[string]any, conv func(int64) any) map[string]any {
+// numbers says what the integers of the wire become.
+type numbers struct {
+	ints  func(int64) any
+	uints func(uint64) any
+}
+
+func convertNumbers(props map[string]any, conv numbers) map[string]any {
 	out := make(map[string]any, len(props))
 	for k, v := range props {
 		out[k] = convertNumber(v, conv)
@@ -164,10 +183,12 @@ func convertNumbers(props map[string]any, conv func(int64) any) map[string]any {
 	return out
 }
 
-func convertNumber(v any, conv func(int64) any) any {
+func convertNumber(v any, conv numbers) any {
 	switch x := v.(type) {
 	case int64:
-		return conv(x)
+		return conv.ints(x)
+	case uint64:
+		return conv.uints(x)
 	case map[string]any:
 		return convertNumbers(x, conv)
 	case []any:
@@ -190,9 +211,10 @@ func PluginName() string {
 	return name
 }
 
-// typedState remembers the values as they were put, so that GetState returns
-// them typed (eKuiper keeps them in memory as they were put); the Oort state
-// holds their plain form, which is what survives a restart.
+// typedState remembers the values as they were put (or as GetState rebuilt
+// them after a restart), so that GetState returns them typed, as eKuiper
+// keeps them in memory; the Oort state holds their plain form and the
+// companion keys, which is what survives a restart.
 type typedState struct {
 	mu     sync.Mutex
 	values map[string]any
@@ -242,12 +264,34 @@ func (c Core) SetError(err error) {
 	}
 }
 
+// PutState stores the value's plain form (see Plain) and, when the plain form
+// would read back as another Go type, the type's description under the
+// companion key (key + TypeKeySuffix), so that GetState returns the value
+// typed also after a restart.
 func (c Core) PutState(key string, value any) error {
+	if reservedKey(key) {
+		return errReservedKey(key)
+	}
 	p, err := Plain(value)
 	if err != nil {
 		return fmt.Errorf("state key %q: %w", key, err)
 	}
 	if err := c.O.PutState(key, p); err != nil {
+		return err
+	}
+	t := reflect.TypeOf(value)
+	if d, ok := describe(t); ok && needsType(t) {
+		// Most puts repeat the type of the last one: ship the companion only
+		// when it changes.
+		if old, _ := c.O.GetState(key + TypeKeySuffix); old != d {
+			err = c.O.PutState(key+TypeKeySuffix, d)
+		}
+	} else {
+		// The plain form is all there is to know (or all that can be
+		// rebuilt): no companion, and none left from an earlier value.
+		err = c.O.DeleteState(key + TypeKeySuffix)
+	}
+	if err != nil {
 		return err
 	}
 	c.typed.mu.Lock()
@@ -256,30 +300,73 @@ func (c Core) PutState(key string, value any) error {
 	return nil
 }
 
+// GetState returns the value as it was put: from memory, or, in a process
+// that did not put it (after a restart), converted back from its plain form
+// into the type its companion key records. A type that is not registered in
+// this process (see RegisterStateType) reads back in its plain form, a struct
+// as a map[string]any.
 func (c Core) GetState(key string) (any, error) {
+	if reservedKey(key) {
+		return nil, errReservedKey(key)
+	}
 	c.typed.mu.Lock()
 	v, ok := c.typed.values[key]
 	c.typed.mu.Unlock()
 	if ok {
 		return v, nil
 	}
-	return c.O.GetState(key)
+	plain, err := c.O.GetState(key)
+	if err != nil {
+		return nil, err
+	}
+	d, err := c.O.GetState(key + TypeKeySuffix)
+	if err != nil {
+		return nil, err
+	}
+	desc, _ := d.(string)
+	t, ok := typeOf(desc)
+	if !ok {
+		return plain, nil
+	}
+	typed, err := restore(plain, t)
+	if err != nil {
+		return nil, fmt.Errorf("state key %q: cannot read the value back as a %s: %w", key, t, err)
+	}
+	v = typed.Interface()
+	c.typed.mu.Lock()
+	c.typed.values[key] = v
+	c.typed.mu.Unlock()
+	return v, nil
 }
 
 func (c Core) DeleteState(key string) error {
+	if reservedKey(key) {
+		return errReservedKey(key)
+	}
 	c.forget(key)
-	return c.O.DeleteState(key)
+	if err := c.O.DeleteState(key); err != nil {
+		return err
+	}
+	return c.O.DeleteState(key + TypeKeySuffix)
 }
 
 func (c Core) IncrCounter(key string, amount int) error {
+	if reservedKey(key) {
+		return errReservedKey(key)
+	}
 	if err := c.O.IncrCounter(key, amount); err != nil {
 		return err
 	}
 	c.forget(key)
-	return nil
+	return c.O.DeleteState(key + TypeKeySuffix)
 }
 
-func (c Core) GetCounter(key string) (int, error) { return c.O.GetCounter(key) }
+func (c Core) GetCounter(key string) (int, error) {
+	if reservedKey(key) {
+		return 0, errReservedKey(key)
+	}
+	return c.O.GetCounter(key)
+}
 
 func (c Core) forget(key string) {
 	c.typed.mu.Lock()

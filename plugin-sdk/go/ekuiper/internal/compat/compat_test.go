@@ -3,7 +3,10 @@ package compat
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,6 +83,14 @@ func TestPropsDecodeNumbersAsEKuiperDoes(t *testing.T) {
 	got = SourceProps(in)
 	want = map[string]any{"i": 3, "f": 1.5, "s": "x", "m": map[string]any{"n": 1}, "l": []any{2, "y"}, "format": "json"}
 	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %#v", got)
+	}
+	// Unsigned numbers (the wire's uint) too.
+	big := uint64(math.MaxUint64)
+	if got := SinkProps(map[string]any{"u": uint64(7), "big": big}); got["u"] != 7.0 || got["big"] != float64(big) {
+		t.Fatalf("got %#v", got)
+	}
+	if got := SourceProps(map[string]any{"u": uint64(7), "big": big}); got["u"] != 7 || got["big"] != big {
 		t.Fatalf("got %#v", got)
 	}
 	if got := SourceProps(map[string]any{"format": "binary"}); got["format"] != "binary" {
@@ -175,5 +186,194 @@ func TestDrainIsBoundedAndPendingKeepsTheRest(t *testing.T) {
 	}
 	if empty := Drain(context.Background(), ch, 5, conv); empty != nil {
 		t.Fatalf("drained %v from an empty buffer", empty)
+	}
+}
+
+type position struct {
+	Lat   float64           `json:"lat"`
+	Label string            `json:"label,omitempty"`
+	Raw   []byte            `json:"raw"`
+	At    time.Time         `json:"at"`
+	In    inner             `json:"in"`
+	Tags  map[string]string `json:"tags"`
+	Big   uint64            `json:"big"`
+}
+
+type words []string
+
+type unregistered struct {
+	N int `json:"n"`
+}
+
+func init() {
+	RegisterStateType(position{})
+	RegisterStateType(&inner{}) // a pointer registers what it points to
+	RegisterStateType(words(nil))
+}
+
+// restarted is what a restarted plugin process sees: a fresh Core over a
+// context holding the state the first one shipped.
+func restarted(c Core) Core { return NewCore(oort.ReopenTestContext(c.O)) }
+
+func TestTypedStateSurvivesARestart(t *testing.T) {
+	at := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
+	pos := position{Lat: 1.5, Raw: []byte{0, 255}, At: at, In: inner{A: 7, B: "b"}, Tags: map[string]string{"k": "v"}, Big: math.MaxUint64}
+	values := map[string]any{
+		"bool": true, "string": "s", "bytes": []byte{1, 2},
+		"int": 5, "int8": int8(-8), "int16": int16(16), "int32": int32(-32), "int64": int64(math.MinInt64),
+		"uint": uint(5), "uint8": uint8(255), "uint16": uint16(16), "uint32": uint32(32), "uint64": uint64(math.MaxUint64),
+		"float32": float32(0.25), "float64": 2.5,
+		"strings": []string{"a", "b"}, "byteses": [][]byte{{1}, {}}, "ints": []int{1, -2}, "int64s": []int64{3},
+		"float64s": []float64{0.5, 2}, "anys": []any{int64(1), "x", nil, []any{true}},
+		"map": map[string]any{"a": int64(1), "m": map[string]any{"f": 0.5}}, "strmap": map[string]string{"k": "v"},
+		"maps":   []map[string]any{{"a": "b"}, {}},
+		"time":   at,
+		"struct": pos, "structPtr": &inner{A: 1}, "structs": []inner{{A: 2}, {B: "x"}},
+		"structMap": map[string]*inner{"p": {A: 3}, "nil": nil}, "named": words{"w"},
+		"nilStrings": []string(nil), "null": nil,
+	}
+	c := NewCore(oort.NewTestContext("r1", "op_1"))
+	for k, v := range values {
+		if err := c.PutState(k, v); err != nil {
+			t.Fatalf("PutState(%q): %v", k, err)
+		}
+	}
+	r := restarted(c)
+	for k, want := range values {
+		got, err := r.GetState(k)
+		if err != nil {
+			t.Errorf("GetState(%q): %v", k, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, want) || reflect.TypeOf(got) != reflect.TypeOf(want) {
+			t.Errorf("%s: got %#v (%T), want %#v (%T)", k, got, got, want, want)
+		}
+	}
+	// The companion keys: a description for the types the plain form loses,
+	// none for the wire's own types.
+	for k, want := range map[string]any{
+		"strings": "[]string", "int": "int", "structPtr": "*" + reflect.TypeFor[inner]().PkgPath() + ".inner",
+		"structMap": "map[string]*" + reflect.TypeFor[inner]().PkgPath() + ".inner",
+		"int64":     nil, "string": nil, "bytes": nil, "anys": nil, "map": nil, "uint64": nil, "null": nil,
+	} {
+		if got, _ := c.O.GetState(k + TypeKeySuffix); got != want {
+			t.Errorf("companion of %s: %#v, want %#v", k, got, want)
+		}
+	}
+	// A rebuilt value is kept: the next read returns the same object.
+	a, _ := r.GetState("strmap")
+	b, _ := r.GetState("strmap")
+	a.(map[string]string)["new"] = "x"
+	if b.(map[string]string)["new"] != "x" {
+		t.Error("GetState rebuilt the value twice")
+	}
+}
+
+func TestUntypedStateAfterARestart(t *testing.T) {
+	c := NewCore(oort.NewTestContext("r1", "op_1"))
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An unregistered struct comes back as the map of its JSON form.
+	must(c.PutState("u", unregistered{N: 2}))
+	if v, _ := restarted(c).GetState("u"); !reflect.DeepEqual(v, map[string]any{"n": int64(2)}) {
+		t.Fatalf("unregistered struct: %#v", v)
+	}
+	// A later value of a wire type drops the companion.
+	must(c.PutState("k", []string{"a"}))
+	must(c.PutState("k", int64(4)))
+	if v, _ := restarted(c).GetState("k"); v != int64(4) {
+		t.Fatalf("replaced value: %#v", v)
+	}
+	// DeleteState drops both keys.
+	must(c.PutState("d", []int{1}))
+	must(c.DeleteState("d"))
+	if v, _ := c.O.GetState("d" + TypeKeySuffix); v != nil {
+		t.Fatalf("companion left by DeleteState: %#v", v)
+	}
+	// So does IncrCounter (a companion can only be left over here).
+	must(c.O.PutState("n"+TypeKeySuffix, "[]string"))
+	must(c.IncrCounter("n", 2))
+	if v, _ := c.O.GetState("n" + TypeKeySuffix); v != nil {
+		t.Fatalf("companion left by IncrCounter: %#v", v)
+	}
+	if v, _ := restarted(c).GetState("n"); v != int64(2) {
+		t.Fatalf("counter: %#v", v)
+	}
+	// A type this process does not know reads back plain; a value that does
+	// not fit its recorded type is an error naming the key.
+	must(c.O.PutState("gone", map[string]any{"a": int64(1)}))
+	must(c.O.PutState("gone"+TypeKeySuffix, "example.com/old.T"))
+	must(c.O.PutState("bad", []any{"x"}))
+	must(c.O.PutState("bad"+TypeKeySuffix, "[]int"))
+	r := restarted(c)
+	if v, err := r.GetState("gone"); err != nil || !reflect.DeepEqual(v, map[string]any{"a": int64(1)}) {
+		t.Fatalf("unknown type: %#v, %v", v, err)
+	}
+	if _, err := r.GetState("bad"); err == nil || !strings.Contains(err.Error(), `state key "bad"`) {
+		t.Fatalf("mismatch: %v", err)
+	}
+	// Companion keys are not user keys.
+	key := "x" + TypeKeySuffix
+	if err := c.PutState(key, 1); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("PutState of a reserved key: %v", err)
+	}
+	if _, err := c.GetState(key); err == nil {
+		t.Fatal("GetState of a reserved key must fail")
+	}
+	if err := c.DeleteState(key); err == nil {
+		t.Fatal("DeleteState of a reserved key must fail")
+	}
+	if err := c.IncrCounter(key, 1); err == nil {
+		t.Fatal("IncrCounter of a reserved key must fail")
+	}
+	if _, err := c.GetCounter(key); err == nil {
+		t.Fatal("GetCounter of a reserved key must fail")
+	}
+}
+
+// stateCalls is an Oort context that records the state changes made on it.
+type stateCalls struct {
+	oort.StreamContext
+	calls []string
+}
+
+func (s *stateCalls) PutState(key string, value any) error {
+	s.calls = append(s.calls, fmt.Sprintf("put %s=%v", key, value))
+	return s.StreamContext.PutState(key, value)
+}
+
+func (s *stateCalls) DeleteState(key string) error {
+	if v, _ := s.StreamContext.GetState(key); v != nil {
+		s.calls = append(s.calls, "delete "+key)
+	}
+	return s.StreamContext.DeleteState(key)
+}
+
+func TestTheCompanionKeyFollowsTheValue(t *testing.T) {
+	o := &stateCalls{StreamContext: oort.NewTestContext("r1", "op_1")}
+	c := NewCore(o)
+	for _, step := range []struct {
+		put  any
+		want string
+	}{
+		{[]string{"a"}, "[put w=[a] put w#oort.type=[]string]"},
+		// The same type again: the companion is not shipped again.
+		{[]string{"a", "b"}, "[put w=[a b]]"},
+		{map[string]int{"n": 1}, "[put w=map[n:1] put w#oort.type=map[string]int]"},
+		{"plain", "[put w=plain delete w#oort.type]"},
+		{"again", "[put w=again]"},
+		{uint8(7), "[put w=7 put w#oort.type=uint8]"},
+	} {
+		o.calls = nil
+		if err := c.PutState("w", step.put); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(o.calls); got != step.want {
+			t.Fatalf("PutState(%#v) made %s, want %s", step.put, got, step.want)
+		}
 	}
 }

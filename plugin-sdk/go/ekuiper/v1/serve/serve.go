@@ -70,6 +70,15 @@ func SinkPlugin(name string, newSink func() api.Sink) oort.Plugin {
 	})}
 }
 
+// RegisterStateType registers the type of v (a struct, or any named type; a
+// pointer registers what it points to), as eKuiper plugins do with
+// gob.Register: a value of it put into state, or a slice, map or pointer of
+// it, reads back as that type after a plugin restart too, where an
+// unregistered struct reads back as a map[string]any. Structs are rebuilt
+// from that map with encoding/json, so their JSON tags apply. Call it before
+// the state is read, e.g. from init.
+func RegisterStateType(v any) { compat.RegisterStateType(v) }
+
 // PerInstance exports a function through its constructor, eKuiper's
 // `func MyFunc() api.Function` export style: every call site of every rule gets
 // a fresh object, so fields of the object are never shared (the plugin then

@@ -287,3 +287,26 @@ func TestContextWithCancel(t *testing.T) {
 		t.Fatalf("Decode = %#v, %v", m, err)
 	}
 }
+
+type lastSeen struct {
+	Device string `json:"device"`
+	At     int64  `json:"at"`
+}
+
+func TestRegisteredStateTypesReadBackAfterARestart(t *testing.T) {
+	RegisterStateType(&lastSeen{})
+	o := oort.NewTestContext("r1", "op_1")
+	put := map[string]interface{}{"seen": &lastSeen{Device: "d1", At: 9}, "n": 3, "ids": []uint64{1 << 63}}
+	for k, v := range put {
+		if err := Wrap(o).PutState(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := Wrap(oort.ReopenTestContext(o))
+	for k, want := range put {
+		got, err := after.GetState(k)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: got %#v, %v; want %#v", k, got, err, want)
+		}
+	}
+}

@@ -146,8 +146,12 @@ type TupleCollector interface {
 	CollectList(ctx StreamContext, items MessageTupleList) error
 }
 
-// BytesCollector is a sink of payloads, encoded as JSON (or per the
-// action's dataTemplate).
+// BytesCollector is a sink of payloads: the supervisor encodes the rule's
+// output as eKuiper's runtime does, per the action's format (json, delimited,
+// binary), dataTemplate, sendSingle, fields and delimiter, and Collect gets
+// one payload at a time (with sendSingle false one emission as a JSON array,
+// with sendSingle true one row). An error from Collect is that payload's
+// error: the other payloads are still collected.
 type BytesCollector interface {
 	Sink
 	Collect(ctx StreamContext, item RawTuple) error

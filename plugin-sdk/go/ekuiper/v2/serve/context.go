@@ -2,7 +2,6 @@ package serve
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/oort-dev/oort/plugin-sdk/go/ekuiper/internal/compat"
@@ -71,7 +70,8 @@ func NewTuple(fields, meta map[string]any, created time.Time) api.MessageTuple {
 	return &tuple{fields: fields, meta: meta, created: created}
 }
 
-// rawTuple is the RawTuple a bytes sink receives.
+// rawTuple is the RawTuple a bytes sink receives: one payload the supervisor
+// encoded. Its MetaInfo is empty (a payload carries no metadata).
 type rawTuple struct {
 	tuple
 	raw []byte
@@ -79,11 +79,3 @@ type rawTuple struct {
 
 func (r *rawTuple) Raw() []byte      { return r.raw }
 func (r *rawTuple) Replace(b []byte) { r.raw = b }
-
-func encodeRow(ctx *streamContext, dataTemplate string, fields map[string]any) ([]byte, error) {
-	if dataTemplate != "" {
-		s, err := ctx.ParseTemplate(dataTemplate, fields)
-		return []byte(s), err
-	}
-	return json.Marshal(fields)
-}

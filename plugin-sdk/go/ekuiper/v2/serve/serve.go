@@ -8,7 +8,9 @@
 //
 // A source must also implement TupleSource, BytesSource, PullTupleSource or
 // PullBytesSource, and a sink TupleCollector or BytesCollector; Serve checks
-// this at start. The plugin's name is the executable's file name (without
+// this at start. A BytesCollector runs in payload mode: the supervisor encodes
+// the rule's output per the action's format, dataTemplate and sendSingle, each
+// payload is one Collect, and a Collect error is that payload's error. The plugin's name is the executable's file name (without
 // "@version"); Source and Sink take it explicitly.
 package serve
 
@@ -91,6 +93,15 @@ func check(ok bool, f func() error) {
 		os.Exit(1)
 	}
 }
+
+// RegisterStateType registers the type of v (a struct, or any named type; a
+// pointer registers what it points to), as eKuiper plugins do with
+// gob.Register: a value of it put into state, or a slice, map or pointer of
+// it, reads back as that type after a plugin restart too, where an
+// unregistered struct reads back as a map[string]any. Structs are rebuilt
+// from that map with encoding/json, so their JSON tags apply. Call it before
+// the state is read, e.g. from init.
+func RegisterStateType(v any) { compat.RegisterStateType(v) }
 
 // PerInstance exports a function through its constructor, eKuiper's
 // `func MyFunc() api.Function` export style: every call site of every rule gets
@@ -352,23 +363,33 @@ func (s *source) Close(oort.StreamContext) error {
 	return err
 }
 
-// sink adapts an eKuiper 2.x sink to oort.Sink: every record becomes one
-// Collect call.
+// sink adapts an eKuiper 2.x TupleCollector to oort.Sink: every record
+// becomes one Collect call.
 type sink struct {
-	snk          api.Sink
-	ctx          *streamContext
-	dataTemplate string
+	snk api.Sink
+	ctx *streamContext
 }
 
-// NewSink adapts an eKuiper 2.x sink to an oort.Sink.
-func NewSink(snk api.Sink) oort.Sink { return &sink{snk: snk} }
+// bytesSink adapts an eKuiper 2.x BytesCollector: it is an oort.PayloadSink,
+// so the supervisor encodes the items (per the action's format,
+// dataTemplate, sendSingle, fields and delimiter, as eKuiper's runtime does)
+// and every payload becomes one Collect call.
+type bytesSink struct{ sink }
+
+// NewSink adapts an eKuiper 2.x sink to an oort.Sink; for a BytesCollector
+// it is also an oort.PayloadSink.
+func NewSink(snk api.Sink) oort.Sink {
+	if _, ok := snk.(api.BytesCollector); ok {
+		return &bytesSink{sink{snk: snk}}
+	}
+	return &sink{snk: snk}
+}
 
 func (k *sink) Open(o oort.StreamContext, props map[string]any) error {
 	if err := kindOfSink(k.snk); err != nil {
 		return err
 	}
 	k.ctx = newContext(o)
-	k.dataTemplate, _ = props["dataTemplate"].(string)
 	if err := k.snk.Provision(k.ctx, compat.SinkProps(props)); err != nil {
 		return err
 	}
@@ -379,21 +400,15 @@ func (k *sink) Open(o oort.StreamContext, props map[string]any) error {
 	})
 }
 
+// Collect hands each record to a TupleCollector; the first error fails the
+// batch.
 func (k *sink) Collect(_ oort.StreamContext, records []oort.Record) error {
+	c, ok := k.snk.(api.TupleCollector)
+	if !ok {
+		return fmt.Errorf("the sink is a %T, not an api.TupleCollector", k.snk)
+	}
 	for _, r := range records {
-		t := tuple{fields: r.Fields, meta: r.Metadata, created: r.Timestamp}
-		var err error
-		switch c := k.snk.(type) {
-		case api.TupleCollector:
-			err = c.Collect(k.ctx, &t)
-		case api.BytesCollector:
-			raw, encErr := encodeRow(k.ctx, k.dataTemplate, r.Fields)
-			if encErr != nil {
-				return encErr
-			}
-			err = c.Collect(k.ctx, &rawTuple{tuple: t, raw: raw})
-		}
-		if err != nil {
+		if err := c.Collect(k.ctx, &tuple{fields: r.Fields, meta: r.Metadata, created: r.Timestamp}); err != nil {
 			return err
 		}
 	}
@@ -405,4 +420,33 @@ func (k *sink) Close(oort.StreamContext) error {
 		return nil
 	}
 	return k.snk.Close(k.ctx)
+}
+
+// Collect is only called with records by a supervisor that does not encode
+// payloads; the encoding is the supervisor's job, so such a batch fails.
+func (k *bytesSink) Collect(oort.StreamContext, []oort.Record) error {
+	return errors.New("this sink is an api.BytesCollector and takes payloads, but the supervisor sent records: it predates payload sinks (OpenSinkResponse.wants_payloads)")
+}
+
+// CollectPayloads hands each payload to Collect as a RawTuple. The payloads
+// are independent items, as in eKuiper: all are collected, and those whose
+// Collect failed are reported one by one (oort.ItemErrors), the others
+// counting as delivered.
+func (k *bytesSink) CollectPayloads(_ oort.StreamContext, payloads [][]byte) error {
+	c := k.snk.(api.BytesCollector)
+	var errs oort.ItemErrors
+	for i, p := range payloads {
+		err := c.Collect(k.ctx, &rawTuple{raw: p})
+		if err == nil {
+			continue
+		}
+		if errs == nil {
+			errs = make(oort.ItemErrors, len(payloads))
+		}
+		errs[i] = err
+	}
+	if errs == nil {
+		return nil
+	}
+	return errs
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -286,12 +287,20 @@ func (s *tupleSink) CollectList(ctx api.StreamContext, items api.MessageTupleLis
 	return errors.New("not called")
 }
 
-type bytesSink struct{ raw []string }
+// rawSink keeps the payloads it collects and refuses those containing
+// "fail".
+type rawSink struct {
+	raw     []string
+	configs map[string]any
+}
 
-func (s *bytesSink) Provision(api.StreamContext, map[string]any) error        { return nil }
-func (s *bytesSink) Connect(api.StreamContext, api.StatusChangeHandler) error { return nil }
-func (s *bytesSink) Close(api.StreamContext) error                            { return nil }
-func (s *bytesSink) Collect(_ api.StreamContext, item api.RawTuple) error {
+func (s *rawSink) Provision(_ api.StreamContext, c map[string]any) error    { s.configs = c; return nil }
+func (s *rawSink) Connect(api.StreamContext, api.StatusChangeHandler) error { return nil }
+func (s *rawSink) Close(api.StreamContext) error                            { return nil }
+func (s *rawSink) Collect(_ api.StreamContext, item api.RawTuple) error {
+	if strings.Contains(string(item.Raw()), "fail") {
+		return fmt.Errorf("refused %s", item.Raw())
+	}
 	s.raw = append(s.raw, string(item.Raw()))
 	return nil
 }
@@ -320,26 +329,66 @@ func TestSinkAdapters(t *testing.T) {
 		t.Fatalf("Collect error %v", err)
 	}
 
-	bs := &bytesSink{}
-	k = NewSink(bs)
-	if err := k.Open(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.Collect(ctx, records); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(bs.raw, []string{`{"a":1}`, `{"a":2}`}) {
-		t.Fatalf("raw %q", bs.raw)
-	}
-	bs = &bytesSink{}
-	k = NewSink(bs)
-	if err := k.Open(ctx, map[string]any{"dataTemplate": "a is {{.a}}"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.Collect(ctx, records[:1]); err != nil || bs.raw[0] != "a is 1" {
-		t.Fatalf("raw %q, %v", bs.raw, err)
+	if _, ok := k.(oort.PayloadSink); ok {
+		t.Fatal("a TupleCollector takes records, not payloads")
 	}
 	if err := SinkPlugin("t", func() api.Sink { return &tupleSink{} }).Check(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestBytesCollectorTakesPayloads(t *testing.T) {
+	ctx := oort.NewTestContext("r1", "sink_0")
+	bs := &rawSink{}
+	k := NewSink(bs)
+	ps, ok := k.(oort.PayloadSink)
+	if !ok {
+		t.Fatal("a BytesCollector asks for payloads")
+	}
+	// The encoding properties reach Provision as they are; the supervisor
+	// applies them.
+	if err := k.Open(ctx, map[string]any{"format": "json", "sendSingle": true, "dataTemplate": "{{.a}}"}); err != nil {
+		t.Fatal(err)
+	}
+	if bs.configs["sendSingle"] != true || bs.configs["dataTemplate"] != "{{.a}}" {
+		t.Fatalf("Provision got %#v", bs.configs)
+	}
+	// Every payload is one Collect, as is; all are collected.
+	if err := ps.CollectPayloads(ctx, [][]byte{[]byte(`[{"a":1},{"a":2}]`), []byte("a is 3")}); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(bs.raw, []string{`[{"a":1},{"a":2}]`, "a is 3"}) {
+		t.Fatalf("raw %q", bs.raw)
+	}
+	// A failing Collect is that payload's error only.
+	err := ps.CollectPayloads(ctx, [][]byte{[]byte(`{"fail":1}`), []byte(`{"a":4}`), []byte(`"fail"`)})
+	var items oort.ItemErrors
+	if !errors.As(err, &items) || len(items) != 3 || items[1] != nil ||
+		items[0].Error() != `refused {"fail":1}` || items[2].Error() != `refused "fail"` {
+		t.Fatalf("item errors %#v", err)
+	}
+	if bs.raw[len(bs.raw)-1] != `{"a":4}` {
+		t.Fatalf("the payload after a failed one is collected too: %q", bs.raw)
+	}
+	// Records mean a supervisor that does not encode: the batch fails.
+	if err := k.Collect(ctx, []oort.Record{{Fields: map[string]any{"a": 1}}}); err == nil || !strings.Contains(err.Error(), "takes payloads") {
+		t.Fatalf("records to a bytes sink: %v", err)
+	}
+}
+
+type visit struct {
+	Count int      `json:"count"`
+	Pages []string `json:"pages"`
+}
+
+func TestRegisteredStateTypesReadBackAfterARestart(t *testing.T) {
+	RegisterStateType(visit{})
+	o := oort.NewTestContext("r1", "op_1")
+	if err := Wrap(o).PutState("v", []visit{{Count: 2, Pages: []string{"/"}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Wrap(oort.ReopenTestContext(o)).GetState("v")
+	if err != nil || !reflect.DeepEqual(got, []visit{{Count: 2, Pages: []string{"/"}}}) {
+		t.Fatalf("got %#v, %v", got, err)
 	}
 }
