@@ -164,3 +164,43 @@ fn plugin_metadata_and_functions_are_served_as_ekuiper_serves_them() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains(r#"no plugin exports a function named \"nope\""#), "{body}");
 }
+
+/// eKuiper's conf keys (issue 16, item 6): `PUT
+/// /metadata/sources/{type}/confKeys/{key}` stores a section that a stream's
+/// `CONF_KEY` names; the rule's source gets its properties (under the
+/// stream's own options); deleting it makes such a stream refuse to start.
+#[test]
+fn conf_keys_set_over_rest_configure_the_streams_that_name_them() {
+    let p = plugins();
+    p.add("sinks", "file", "file");
+    let out = tempfile::tempdir().unwrap();
+    let d = Daemon::start(p.path(), &[]);
+    let conf = json!({"interval": 20, "pattern": {"k": "from-conf", "n": 1}});
+    let (status, body) = d.http("PUT", "/metadata/sources/random/confKeys/quick", Some(&conf.to_string()));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(d.get_json("/metadata/sources/yaml/random"), json!({ "quick": conf }));
+    let (status, body) = d.http("PUT", "/metadata/sources/random/confKeys/bad%20key", Some("{}"));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = d.http("PUT", "/metadata/sources/random/confKeys/k", Some("[1]"));
+    assert_eq!(status, 400, "{body}");
+
+    let stream = r#"CREATE STREAM s () WITH (TYPE="random", CONF_KEY="quick")"#;
+    assert_eq!(d.http("POST", "/streams", Some(&json!({ "sql": stream }).to_string())).0, 201);
+    let rows = out.path().join("rows.jsonl");
+    let rule =
+        json!({"id": "r", "sql": "SELECT k, n FROM s", "actions": [{"file": {"path": rows.display().to_string()}}]});
+    let (status, body) = d.http("POST", "/rules", Some(&rule.to_string()));
+    assert_eq!(status, 201, "{body}");
+    let got = d.wait_lines("r", &rows, 3);
+    // The random source keeps strings and varies numbers around the pattern's.
+    assert!(got.iter().all(|r| r["k"] == "from-conf" && r["n"].is_number()), "{got:?}");
+
+    let (status, body) = d.http("DELETE", "/metadata/sources/random/confKeys/quick", None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = d.http("DELETE", "/metadata/sources/random/confKeys/quick", None);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no conf key"), "{body}");
+    let (status, body) = d.http("POST", "/rules/r/restart", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(r#"CONF_KEY \"quick\" has no section"#), "{body}");
+}

@@ -15,6 +15,8 @@ pub enum EngineError {
     UnknownRule { id: String },
     #[error("stream {name}: no source plugin named {plugin:?}")]
     UnknownSource { name: String, plugin: String },
+    #[error("source type {source_type} has no conf key {key:?}")]
+    UnknownConfKey { source_type: String, key: String },
     #[error("stream {name} already exists")]
     StreamExists { name: String },
     #[error("rule {id} already exists")]
@@ -52,7 +54,9 @@ impl EngineError {
             EngineError::Invalid(_) | EngineError::UnknownSource { .. } | EngineError::CannotStart { .. } => {
                 ErrorKind::Invalid
             }
-            EngineError::UnknownStream { .. } | EngineError::UnknownRule { .. } => ErrorKind::NotFound,
+            EngineError::UnknownStream { .. }
+            | EngineError::UnknownRule { .. }
+            | EngineError::UnknownConfKey { .. } => ErrorKind::NotFound,
             EngineError::StreamExists { .. } | EngineError::RuleExists { .. } => ErrorKind::Exists,
             EngineError::StreamInUse { .. } => ErrorKind::Conflict,
             EngineError::Store(_) | EngineError::Corrupt { .. } => ErrorKind::Internal,

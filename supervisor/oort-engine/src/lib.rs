@@ -19,6 +19,7 @@
 //! API.
 #![forbid(unsafe_code)]
 
+mod conf;
 mod error;
 mod forward;
 pub mod metrics;
@@ -228,26 +229,21 @@ impl Engine {
     /// the stream's own extra `WITH` options on top.
     fn source_props(&self, def: &StreamDef) -> Result<BTreeMap<String, oort_proto::Value>, EngineError> {
         let mut props = BTreeMap::new();
-        let file = self.conf_dir.join(format!("{}.json", def.source_type()));
-        let conf: Option<Json> = match std::fs::read(&file) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
-                EngineError::Invalid(format!("source configuration {} is not valid JSON: {e}", file.display()))
-            })?),
-            Err(_) => None,
-        };
+        let conf = conf::read(&self.conf_dir, def.source_type())?;
         let mut sections = vec!["default"];
         if let Some(key) = def.conf_key() {
-            if conf.as_ref().and_then(|c| c.get(key)).is_none() {
+            if !conf.contains_key(key) {
                 return Err(EngineError::Invalid(format!(
-                    "stream {}: CONF_KEY {key:?} has no section in {}",
+                    "stream {}: CONF_KEY {key:?} has no section in {} (set one with PUT /metadata/sources/{}/confKeys/{key})",
                     def.name,
-                    file.display()
+                    self.conf_dir.join(format!("{}.json", def.source_type())).display(),
+                    def.source_type()
                 )));
             }
             sections.push(key);
         }
         for section in sections {
-            if let Some(serde_json::Value::Object(m)) = conf.as_ref().and_then(|c| c.get(section)) {
+            if let Some(serde_json::Value::Object(m)) = conf.get(section) {
                 for (k, v) in m {
                     props.insert(k.clone(), oort_proto::Value::from_json(v));
                 }
@@ -259,6 +255,27 @@ impl Engine {
         let format = def.format().unwrap_or_else(|| "json".to_string());
         props.entry("format".to_string()).or_insert(oort_proto::Value::String(format));
         Ok(props)
+    }
+
+    /// eKuiper's `GET /metadata/sources/yaml/{type}`: every section of a
+    /// source type's configuration.
+    pub fn source_conf(&self, source_type: &str) -> Result<serde_json::Map<String, Json>, EngineError> {
+        conf::read(&self.conf_dir, source_type)
+    }
+
+    /// eKuiper's `PUT /metadata/sources/{type}/confKeys/{key}`: sets a conf
+    /// key that streams name with `CONF_KEY` (read when a rule starts).
+    pub fn put_conf_key(&self, source_type: &str, key: &str, props: Json) -> Result<(), EngineError> {
+        conf::put_key(&self.conf_dir, source_type, key, props)
+    }
+
+    /// eKuiper's `DELETE /metadata/sources/{type}/confKeys/{key}`.
+    pub fn delete_conf_key(&self, source_type: &str, key: &str) -> Result<(), EngineError> {
+        if conf::delete_key(&self.conf_dir, source_type, key)? {
+            Ok(())
+        } else {
+            Err(EngineError::UnknownConfKey { source_type: source_type.into(), key: key.into() })
+        }
     }
 
     // ----- rules -----

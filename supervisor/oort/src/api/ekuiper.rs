@@ -144,3 +144,35 @@ pub(super) async fn describe_udf(State(app): State<AppState>, Path(name): Path<S
         None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no plugin exports a function named {name:?}"))),
     }
 }
+
+// ----- source conf keys -----
+
+/// eKuiper's `GET /metadata/sources/yaml/{type}`: the type's conf keys and
+/// their properties.
+pub(super) async fn source_conf(
+    State(app): State<AppState>,
+    Path(source_type): Path<String>,
+) -> ApiResult<Json<Json_>> {
+    Ok(Json(Json_::Object(app.engine.source_conf(&source_type)?)))
+}
+
+/// eKuiper's `PUT /metadata/sources/{type}/confKeys/{key}` with the
+/// properties as a JSON object.
+pub(super) async fn put_conf_key(
+    State(app): State<AppState>,
+    Path((source_type, key)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<String> {
+    let props = Json_::Object(json_object(&body)?);
+    app.engine.put_conf_key(&source_type, &key, props)?;
+    Ok(format!("conf key {key} of source {source_type} is set"))
+}
+
+/// eKuiper's `DELETE /metadata/sources/{type}/confKeys/{key}`.
+pub(super) async fn delete_conf_key(
+    State(app): State<AppState>,
+    Path((source_type, key)): Path<(String, String)>,
+) -> ApiResult<String> {
+    app.engine.delete_conf_key(&source_type, &key)?;
+    Ok(format!("conf key {key} of source {source_type} is deleted"))
+}

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value as Json_};
 
@@ -104,6 +104,11 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         .route("/rules/{id}/topo", get(super::ekuiper::rule_topology))
         .route("/data/export", get(super::ekuiper::export))
         .route("/data/import", post(super::ekuiper::import))
+        .route("/metadata/sources/yaml/{type}", get(super::ekuiper::source_conf))
+        .route(
+            "/metadata/sources/{type}/confKeys/{key}",
+            put(super::ekuiper::put_conf_key).delete(super::ekuiper::delete_conf_key),
+        )
         .route("/metadata/{kind}", get(super::ekuiper::list_metadata))
         .route("/metadata/{kind}/{name}", get(super::ekuiper::describe_metadata))
         .route("/plugins/udfs", get(super::ekuiper::list_udfs))
