@@ -91,7 +91,12 @@ for name in ekpy ekticker eklines ekbytes; do
   mv -f "$tmp" "$out/$name"
 done
 cp -f "$plugins/oort_plugins/portable/ekpy.json" "$out/ekpy.json"
-echo "build-python: launchers in $out: textstats csvsink conformance ekpy ekticker eklines ekbytes (+ textstats.json, ekpy.json)" >&2
+# The venv's Python, for the daemon's --python: portable Python packages
+# (eKuiper's zips) are scripts it runs with the SDK importable.
+printf '#!/bin/sh\n# Written by scripts/build-python.sh: the Oort venv'"'"'s Python (a symlink would lose the venv).\nexec "%s" "$@"\n' "$py" > "$out/.python3.tmp"
+chmod 755 "$out/.python3.tmp"
+mv -f "$out/.python3.tmp" "$out/python3"
+echo "build-python: launchers in $out: textstats csvsink conformance ekpy ekticker eklines ekbytes (+ textstats.json, ekpy.json, python3)" >&2
 
 if [ "$run_tests" = 1 ]; then
   echo "== python: mypy --strict" >&2

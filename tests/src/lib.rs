@@ -90,7 +90,7 @@ impl TestHost {
         let runtime = Arc::new(RuntimeDir::create(&runtime_root.path().join("rt")).expect("runtime dir"));
         let state = Arc::new(StateRegistry::default());
         let host = Arc::new(Host::new(
-            HostConfig { plugins_dir: plugins.to_path_buf(), timeouts },
+            HostConfig { plugins_dir: plugins.to_path_buf(), timeouts, python: "python3".into() },
             runtime.clone(),
             state.clone(),
         ));
@@ -172,4 +172,16 @@ pub async fn list_services(socket: &Path) -> Vec<String> {
     };
     services.sort();
     services
+}
+
+/// A zip with the given (name, bytes, mode) entries, in order.
+pub fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes, mode) in entries {
+        let opts = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+        w.start_file(*name, opts).unwrap();
+        w.write_all(bytes).unwrap();
+    }
+    w.finish().unwrap().into_inner()
 }

@@ -1,21 +1,9 @@
 //! Installing and removing plugins over REST and the CLI, with hostile archives.
 
-use std::io::Write;
 use std::path::Path;
 
-use oort_tests::{bin, json, Daemon, PluginsDir};
+use oort_tests::{bin, json, zip_of, Daemon, PluginsDir};
 use sha2::Digest;
-
-/// A zip with the given (name, bytes, mode) entries.
-fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, bytes, mode) in entries {
-        let opts = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
-        w.start_file(*name, opts).unwrap();
-        w.write_all(bytes).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
 
 /// A tar.gz with one symlink entry pointing outside.
 fn tar_gz_with_symlink() -> Vec<u8> {

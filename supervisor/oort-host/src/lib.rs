@@ -101,6 +101,8 @@ impl HostError {
 pub struct HostConfig {
     pub plugins_dir: PathBuf,
     pub timeouts: Timeouts,
+    /// The interpreter of portable plugins written in Python.
+    pub python: PathBuf,
 }
 
 /// One open instance, remembered so that a restarted process can reopen it.
@@ -113,8 +115,14 @@ enum OpenSpec {
 
 type Instances = Arc<Mutex<HashMap<String, OpenSpec>>>;
 
-/// Processes by plugin file and rule; the rule is `None` for a shared process.
-type Entries = HashMap<(PathBuf, Option<String>), Arc<Entry>>;
+/// Processes by plugin file, part and rule; the rule is `None` for a shared
+/// process. The part (`<kind dir>/<folded name>`) tells apart the processes
+/// of one portable package's executable, which serves each part separately.
+type Entries = HashMap<(PathBuf, String, Option<String>), Arc<Entry>>;
+
+fn part_key(kind: PluginKind, name: &str) -> String {
+    format!("{}/{}", kind.dir_name(), oort_core::names::fold(name))
+}
 
 struct Entry {
     key: ProcessKey,
@@ -262,6 +270,36 @@ impl Host {
         self.catalog().function_owner(function).map(|p| p.name.clone())
     }
 
+    /// What the catalog refused of a portable package (its manifest, its
+    /// executable, a part named like an installed plugin), if anything.
+    pub fn package_problem(&self, package: &str) -> Option<String> {
+        let problems: Vec<String> = self
+            .catalog()
+            .errors()
+            .iter()
+            .filter(|e| match e {
+                crate::catalog::CatalogError::BadPortable { package: p, .. }
+                | crate::catalog::CatalogError::PortableConflict { package: p, .. } => {
+                    oort_core::names::fold(p) == oort_core::names::fold(package)
+                }
+                _ => false,
+            })
+            .map(ToString::to_string)
+            .collect();
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+
+    /// One portable package by name (first letter in either case).
+    pub fn portable(&self, name: &str) -> Option<(String, catalog::PortableManifest, PathBuf)> {
+        let key = oort_core::names::fold(name);
+        self.portables().into_iter().find(|(n, _, _)| oort_core::names::fold(n) == key)
+    }
+
+    /// The portable packages installed: each one's name, manifest and folder.
+    pub fn portables(&self) -> Vec<(String, catalog::PortableManifest, PathBuf)> {
+        self.catalog().portables().map(|(n, m, d)| (n.to_string(), m.clone(), d.to_path_buf())).collect()
+    }
+
     /// Every SQL function plugins export, with the plugin exporting it (eKuiper's `/plugins/udfs`).
     pub fn functions(&self) -> Vec<(String, String)> {
         self.catalog().functions()
@@ -297,8 +335,9 @@ impl Host {
             path.parent() == file.path.parent()
                 && oort_core::names::fold(&entry.process.spec().name) == oort_core::names::fold(&file.name)
         };
-        for ((path, _), entry) in entries.iter() {
-            if !same_plugin(path, entry) {
+        let part = part_key(kind, &file.name);
+        for ((path, entry_part, _), entry) in entries.iter() {
+            if *entry_part != part || !same_plugin(path, entry) {
                 continue;
             }
             if path == &file.path {
@@ -347,6 +386,7 @@ impl Host {
             about: file.metadata.as_ref().and_then(|m| m.about.clone()),
             properties: file.metadata.as_ref().map(|m| m.properties.clone()).unwrap_or_default(),
             metadata_problem: self.metadata_problem(kind, &file.name),
+            portable: file.portable.clone(),
         })
     }
 
@@ -354,8 +394,10 @@ impl Host {
     pub fn metadata_problem(&self, kind: PluginKind, name: &str) -> Option<String> {
         let dir = self.config.plugins_dir.join(kind.dir_name());
         self.catalog().errors().iter().find_map(|e| match e {
+            // In the kind folder, or in a portable package's kind folder.
             crate::catalog::CatalogError::BadMetadata { path, .. }
-                if path.parent() == Some(dir.as_path())
+                if (path.parent() == Some(dir.as_path())
+                    || path.parent().and_then(|p| p.file_name()) == Some(std::ffi::OsStr::new(kind.dir_name())))
                     && path.file_stem().and_then(|f| f.to_str()).map(oort_core::names::fold)
                         == Some(oort_core::names::fold(name)) =>
             {
@@ -398,10 +440,11 @@ impl Host {
         rule: &str,
         strategy: RestartStrategy,
     ) -> Result<Arc<Entry>, HostError> {
+        let part = part_key(kind, &file.name);
         let running = |entries: &Entries| {
             entries
-                .get(&(file.path.clone(), None))
-                .or_else(|| entries.get(&(file.path.clone(), Some(rule.to_string()))))
+                .get(&(file.path.clone(), part.clone(), None))
+                .or_else(|| entries.get(&(file.path.clone(), part.clone(), Some(rule.to_string()))))
                 .cloned()
         };
         if let Some(e) = running(&*self.entries.lock().await) {
@@ -420,7 +463,11 @@ impl Host {
             timeouts: self.config.timeouts,
         });
         let spec = LaunchSpec {
-            path: file.path.clone(),
+            // A portable Python package's program is a script its interpreter runs, in the package folder.
+            interpreter: file.portable.as_ref().filter(|p| p.is_python()).map(|_| self.config.python.clone()),
+            workdir: file.portable.as_ref().map(|p| p.dir.clone()),
+            // Absolute: a relative path would be looked up from the package folder it runs in.
+            path: std::path::absolute(&file.path).unwrap_or_else(|_| file.path.clone()),
             name: file.name.clone(),
             version: file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
             kind: match kind {
@@ -452,7 +499,7 @@ impl Host {
             return Ok(e);
         }
         let entry = Arc::new(Entry { key, process, instances, singleton, rule: rule_key.clone() });
-        entries.insert((file.path.clone(), rule_key), entry.clone());
+        entries.insert((file.path.clone(), part, rule_key), entry.clone());
         Ok(entry)
     }
 

@@ -38,6 +38,9 @@ pub struct PluginInfo {
     /// invalid: the plugin runs without it (no function list, no limits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata_problem: Option<String>,
+    /// The portable package providing the plugin, when one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portable: Option<crate::catalog::PortableOrigin>,
 }
 
 /// One running process of a plugin.

@@ -7,8 +7,6 @@ use std::fmt::Write as _;
 use anyhow::{bail, Context as _};
 use serde_json::Value as Json;
 
-use oort_host::catalog::PluginKind;
-
 /// Where the daemon is and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct Remote {
@@ -105,21 +103,47 @@ fn lines(json: &Json, empty: &str) -> anyhow::Result<String> {
 
 // ----- plugins -----
 
-/// `oort plugin list <kind>`.
-pub async fn plugin_list(remote: &Remote, kind: PluginKind) -> anyhow::Result<String> {
-    let json = remote.get(&format!("/plugins/{}", kind.dir_name())).await?;
-    remote.show(&json, |j| lines(j, &format!("no {} plugins", kind.as_str())))
+/// `oort plugin list <kind>` (`kind` as in the REST path: sources, sinks,
+/// functions or portables).
+pub async fn plugin_list(remote: &Remote, kind: &str) -> anyhow::Result<String> {
+    let json = remote.get(&format!("/plugins/{kind}")).await?;
+    // Portable packages are listed as objects: their names are what a list shows.
+    let json = match json {
+        Json::Array(items) => Json::Array(items.into_iter().map(|i| i.get("name").cloned().unwrap_or(i)).collect()),
+        other => other,
+    };
+    remote.show(&json, |j| lines(j, &format!("no {kind} plugins")))
 }
 
 /// `oort plugin describe <kind> <name>`.
-pub async fn plugin_describe(remote: &Remote, kind: PluginKind, name: &str) -> anyhow::Result<String> {
-    let json = remote.get(&format!("/plugins/{}/{}", kind.dir_name(), name)).await?;
+pub async fn plugin_describe(remote: &Remote, kind: &str, name: &str) -> anyhow::Result<String> {
+    let json = remote.get(&format!("/plugins/{kind}/{name}")).await?;
     remote.show(&json, |json| {
         let field = |k: &str| json.get(k).map(text).unwrap_or_default();
+        let list =
+            |k: &str| json.get(k).and_then(Json::as_array).map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "));
         let mut out = String::new();
         writeln!(out, "name:      {}", field("name"))?;
         writeln!(out, "version:   {}", field("version"))?;
+        if kind == "portables" {
+            writeln!(out, "language:  {}", field("language"))?;
+            writeln!(out, "program:   {}", field("executable"))?;
+            for part in ["sources", "sinks", "functions"] {
+                writeln!(out, "{:<10} {}", format!("{part}:"), list(part).unwrap_or_default())?;
+            }
+            return Ok(out.trim_end().to_string());
+        }
         writeln!(out, "kind:      {}", field("kind"))?;
+        if let Some(about) = json.get("about") {
+            // eKuiper's about: a description per language; English when there is one.
+            let description = about.pointer("/description/en_US").or_else(|| about.get("description"));
+            if let Some(d) = description {
+                writeln!(out, "about:     {}", text(d))?;
+            }
+        }
+        if let Some(problem) = json.get("metadata_problem") {
+            writeln!(out, "metadata:  {}", text(problem))?;
+        }
         if let Some(f) = json.get("functions").and_then(Json::as_array) {
             let names: Vec<String> = f.iter().map(text).collect();
             writeln!(out, "functions: {}", names.join(", "))?;
@@ -167,7 +191,7 @@ pub async fn plugin_describe(remote: &Remote, kind: PluginKind, name: &str) -> a
 /// `oort plugin install <kind> <name> <file> [--sha256 HEX]`.
 pub async fn plugin_install(
     remote: &Remote,
-    kind: PluginKind,
+    kind: &str,
     name: &str,
     file: &str,
     sha256: Option<&str>,
@@ -179,12 +203,12 @@ pub async fn plugin_install(
         std::env::current_dir()?.join(file).display().to_string()
     };
     let body = serde_json::json!({ "name": name, "file": file, "sha256": sha256 });
-    remote.act("POST", &format!("/plugins/{}", kind.dir_name()), Some(body.to_string().into_bytes())).await
+    remote.act("POST", &format!("/plugins/{kind}"), Some(body.to_string().into_bytes())).await
 }
 
 /// `oort plugin remove <kind> <name>`.
-pub async fn plugin_remove(remote: &Remote, kind: PluginKind, name: &str) -> anyhow::Result<String> {
-    remote.act("DELETE", &format!("/plugins/{}/{}", kind.dir_name(), name), None).await
+pub async fn plugin_remove(remote: &Remote, kind: &str, name: &str) -> anyhow::Result<String> {
+    remote.act("DELETE", &format!("/plugins/{kind}/{name}"), None).await
 }
 
 // ----- streams -----

@@ -24,6 +24,8 @@ pub struct DaemonConfig {
     pub grpc_addr: Option<String>,
     pub api: ApiConfig,
     pub timeouts: Timeouts,
+    /// The Python of portable Python plugins.
+    pub python: PathBuf,
 }
 
 /// Runs the daemon until `shutdown` fires, then stops every plugin process
@@ -37,7 +39,11 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
     oort_host::process::install_daemon_guard(&runtime, &exe).context("cannot set up plugin process hygiene")?;
     let state = Arc::new(StateRegistry::default());
     let host = Arc::new(Host::new(
-        HostConfig { plugins_dir: config.plugins_dir.clone(), timeouts: config.timeouts },
+        HostConfig {
+            plugins_dir: config.plugins_dir.clone(),
+            timeouts: config.timeouts,
+            python: config.python.clone(),
+        },
         runtime.clone(),
         state.clone(),
     ));

@@ -87,6 +87,10 @@ struct ServeArgs {
     /// Log lines as text for people, or as one JSON object per line for machines.
     #[arg(long, env = "OORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The Python that runs portable plugins written in Python (it needs the
+    /// oort_plugin package installed).
+    #[arg(long, env = "OORT_PYTHON", default_value = "python3")]
+    python: PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -179,14 +183,18 @@ enum KindArg {
     Source,
     Sink,
     Function,
+    /// An eKuiper portable plugin package (a zip with several sources, sinks and functions).
+    Portable,
 }
 
-impl From<KindArg> for PluginKind {
-    fn from(k: KindArg) -> PluginKind {
-        match k {
-            KindArg::Source => PluginKind::Source,
-            KindArg::Sink => PluginKind::Sink,
-            KindArg::Function => PluginKind::Function,
+impl KindArg {
+    /// The REST path segment: `/plugins/<dir>`.
+    fn dir(self) -> &'static str {
+        match self {
+            KindArg::Source => PluginKind::Source.dir_name(),
+            KindArg::Sink => PluginKind::Sink.dir_name(),
+            KindArg::Function => PluginKind::Function.dir_name(),
+            KindArg::Portable => "portables",
         }
     }
 }
@@ -245,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rest_addr: a.rest_addr,
                 grpc_addr: a.grpc_addr,
                 api: ApiConfig { bearer_token: a.api_token },
+                python: a.python,
                 timeouts: Timeouts {
                     start: Duration::from_millis(a.start_timeout_ms),
                     call: Duration::from_millis(a.call_timeout_ms),
@@ -259,12 +268,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin { command, remote } => {
             let r = remote.into();
             let out = match command {
-                PluginCommand::List { kind } => cli::plugin_list(&r, kind.into()).await?,
-                PluginCommand::Describe { kind, name } => cli::plugin_describe(&r, kind.into(), &name).await?,
+                PluginCommand::List { kind } => cli::plugin_list(&r, kind.dir()).await?,
+                PluginCommand::Describe { kind, name } => cli::plugin_describe(&r, kind.dir(), &name).await?,
                 PluginCommand::Install { kind, name, file, sha256 } => {
-                    cli::plugin_install(&r, kind.into(), &name, &file, sha256.as_deref()).await?
+                    cli::plugin_install(&r, kind.dir(), &name, &file, sha256.as_deref()).await?
                 }
-                PluginCommand::Remove { kind, name } => cli::plugin_remove(&r, kind.into(), &name).await?,
+                PluginCommand::Remove { kind, name } => cli::plugin_remove(&r, kind.dir(), &name).await?,
             };
             print_out(&out)
         }

@@ -32,7 +32,11 @@ async fn host_main() -> anyhow::Result<()> {
     let state = Arc::new(StateRegistry::default());
     let socket = oort::api::bind_state(runtime.state_socket())?;
     tokio::spawn(oort::api::serve_state(socket, state.clone(), Default::default()));
-    let host = Host::new(HostConfig { plugins_dir: plugins, timeouts: Timeouts::default() }, runtime.clone(), state);
+    let host = Host::new(
+        HostConfig { plugins_dir: plugins, timeouts: Timeouts::default(), python: "python3".into() },
+        runtime.clone(),
+        state,
+    );
     println!("RUNTIME {}", runtime.path().display());
     let mut open = Vec::new();
     for (i, spec) in args.enumerate() {

@@ -38,11 +38,16 @@ pub use oort_core::names::is_valid_name;
 use oort_core::names::{fold, hex};
 
 mod metadata;
+mod portable;
 #[cfg(test)]
 mod tests;
 mod version;
 
 pub use metadata::{FunctionMeta, Metadata};
+pub use portable::{PortableManifest, PortableOrigin};
+
+/// The folder of portable packages under the plugins folder.
+pub const PORTABLES_DIR: &str = "portables";
 pub use version::{PluginKind, Version};
 
 /// One plugin as it will run: the newest of its files on disk.
@@ -61,6 +66,9 @@ pub struct PluginFile {
     pub metadata: Option<Metadata>,
     /// Versions present on disk but shadowed by this one, newest first; an unversioned file is reported as `""`.
     pub other_versions: Vec<String>,
+    /// The portable package providing this plugin, when one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portable: Option<PortableOrigin>,
 }
 
 /// A problem found in the plugins folder, or a function name claimed twice.
@@ -78,6 +86,10 @@ pub enum CatalogError {
     BadMetadata { path: PathBuf, reason: String },
     #[error("plugin file {path} cannot be read: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("portable package {package}: {reason}")]
+    BadPortable { package: String, path: PathBuf, reason: String },
+    #[error("portable package {package}: its {} {name:?} is already provided by {existing}; the package's is ignored", .kind.as_str())]
+    PortableConflict { package: String, kind: PluginKind, name: String, existing: PathBuf },
     #[error("function {function:?} is exported by both {first} and {second}")]
     DuplicateFunction { function: String, first: String, second: String },
 }
@@ -97,6 +109,8 @@ pub struct Catalog {
     hashes: HashMap<PathBuf, (FileStamp, String)>,
     /// How many files this scan hashed (the others came from the previous scan).
     hashed: usize,
+    /// The portable packages found, by name, with their folders.
+    packages: BTreeMap<String, (PortableManifest, PathBuf)>,
 }
 
 /// What identifies one version of a file's bytes without reading them: a write changes the size or the
@@ -160,6 +174,8 @@ impl Catalog {
         for kind in PluginKind::ALL {
             catalog.scan_kind(kind, &plugins_dir.join(kind.dir_name()));
         }
+        // After the kind folders: a plain plugin file wins over a package's part of the same name.
+        catalog.scan_portables(&plugins_dir.join(PORTABLES_DIR));
         catalog.index_functions();
         // Forget the hashes of files that are gone or no longer effective.
         let effective: std::collections::HashSet<&Path> = catalog.plugins.values().map(|p| p.path.as_path()).collect();
@@ -187,6 +203,11 @@ impl Catalog {
     /// The plugin named `name`, matching the first letter in either case (`MySource` finds `mySource`).
     pub fn get(&self, kind: PluginKind, name: &str) -> Option<&PluginFile> {
         self.plugins.get(&(kind, fold(name)))
+    }
+
+    /// The portable packages, sorted by name, with their manifests and folders.
+    pub fn portables(&self) -> impl Iterator<Item = (&str, &PortableManifest, &Path)> {
+        self.packages.iter().map(|(name, (manifest, dir))| (name.as_str(), manifest, dir.as_path()))
     }
 
     /// The plugins of one kind, sorted by name.
@@ -325,6 +346,7 @@ impl Catalog {
                 sha256,
                 metadata,
                 other_versions,
+                portable: None,
             };
             self.plugins.insert((kind, key), plugin);
         }
@@ -333,6 +355,117 @@ impl Catalog {
                 tracing::debug!(path = %path.display(), "metadata file without a plugin; ignored");
             }
         }
+    }
+
+    /// Every package folder under `portables/`, each part as a plugin of its kind.
+    fn scan_portables(&mut self, dir: &Path) {
+        let read = match fs::read_dir(dir) {
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return,
+            Err(source) => {
+                self.errors.push(CatalogError::ReadDir { path: dir.to_owned(), source });
+                return;
+            }
+        };
+        let mut names: Vec<String> = read
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        names.sort();
+        for package in names {
+            let path = dir.join(&package);
+            if let Err(reason) = self.scan_package(&package, &path) {
+                self.errors.push(CatalogError::BadPortable { package, path, reason });
+            }
+        }
+    }
+
+    fn scan_package(&mut self, package: &str, dir: &Path) -> Result<(), String> {
+        if !is_valid_name(package) {
+            return Err("invalid package name: names must match ^[A-Za-z0-9_-]+$".into());
+        }
+        let manifest_path = dir.join(format!("{package}.json"));
+        let bytes = fs::read(&manifest_path).map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
+        let manifest =
+            PortableManifest::parse(&bytes).map_err(|e| format!("{} is not valid: {e}", manifest_path.display()))?;
+        let exe = dir.join(&manifest.executable);
+        let meta = fs::metadata(&exe).map_err(|e| format!("executable {}: {e}", exe.display()))?;
+        if !meta.is_file() {
+            return Err(format!("executable {} is not a regular file", exe.display()));
+        }
+        // A script is run by its interpreter; anything else must be executable itself.
+        if !manifest.is_python() && !is_executable(&meta) {
+            return Err(format!("executable {} is not executable", exe.display()));
+        }
+        let stamp = FileStamp::of(&meta);
+        let sha256 = match self.hashes.get(&exe).filter(|(s, _)| *s == stamp) {
+            Some((_, sha)) => sha.clone(),
+            None => {
+                let sha = sha256_file(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+                self.hashed += 1;
+                self.hashes.insert(exe.clone(), (stamp, sha.clone()));
+                sha
+            }
+        };
+        let origin =
+            PortableOrigin { package: package.to_owned(), language: manifest.language.clone(), dir: dir.to_owned() };
+        self.packages.insert(package.to_owned(), (manifest.clone(), dir.to_owned()));
+        let version = Some(manifest.version.as_str()).filter(|v| !v.is_empty()).map(Version::parse);
+        let mut parts: Vec<(PluginKind, String, Option<Metadata>)> = Vec::new();
+        for (kind, names) in [(PluginKind::Source, &manifest.sources), (PluginKind::Sink, &manifest.sinks)] {
+            for name in names {
+                parts.push((kind, name.clone(), self.package_metadata(dir, kind, name)));
+            }
+        }
+        if !manifest.functions.is_empty() {
+            // The manifest's list is what the package exports; the metadata file adds about, examples and hints.
+            let mut metadata = self.package_metadata(dir, PluginKind::Function, package).unwrap_or_default();
+            let described = std::mem::take(&mut metadata.functions);
+            metadata.functions = manifest
+                .functions
+                .iter()
+                .map(|f| {
+                    described
+                        .iter()
+                        .find(|d| d.name.eq_ignore_ascii_case(f))
+                        .cloned()
+                        .unwrap_or_else(|| FunctionMeta { name: f.clone(), ..FunctionMeta::default() })
+                })
+                .collect();
+            parts.push((PluginKind::Function, package.to_owned(), Some(metadata)));
+        }
+        for (kind, name, metadata) in parts {
+            let key = (kind, fold(&name));
+            if let Some(existing) = self.plugins.get(&key) {
+                self.errors.push(CatalogError::PortableConflict {
+                    package: package.to_owned(),
+                    kind,
+                    name,
+                    existing: existing.path.clone(),
+                });
+                continue;
+            }
+            let plugin = PluginFile {
+                kind,
+                name,
+                version: version.clone(),
+                path: exe.clone(),
+                sha256: sha256.clone(),
+                metadata,
+                other_versions: Vec::new(),
+                portable: Some(origin.clone()),
+            };
+            self.plugins.insert(key, plugin);
+        }
+        Ok(())
+    }
+
+    /// A part's optional metadata file inside its package (`sources/<name>.json`, …).
+    fn package_metadata(&mut self, dir: &Path, kind: PluginKind, name: &str) -> Option<Metadata> {
+        let path = dir.join(kind.dir_name()).join(format!("{name}.json"));
+        path.is_file().then(|| self.read_metadata(&path)).flatten()
     }
 
     fn read_metadata(&mut self, path: &Path) -> Option<Metadata> {

@@ -25,12 +25,14 @@ pub(super) enum EntryType {
 /// One archive entry as seen by [`Archive::each_entry`].
 pub(super) struct EntryInfo {
     /// Position in the archive, stable between passes.
-    index: usize,
+    pub(super) index: usize,
     /// The path as stored (lossily decoded when not UTF-8).
-    name: String,
-    ty: EntryType,
+    pub(super) name: String,
+    pub(super) ty: EntryType,
     /// False when the archive library itself finds the path unsafe (zip's `enclosed_name`).
-    enclosed: bool,
+    pub(super) enclosed: bool,
+    /// The size the archive declares for the entry's data.
+    pub(super) size: u64,
 }
 
 pub(super) enum Flow {
@@ -71,6 +73,11 @@ impl<'a> Archive<'a> {
         Ok(Archive { file, bytes, format })
     }
 
+    /// The archive's name, as the request gave it.
+    pub(super) fn file(&self) -> &str {
+        self.file
+    }
+
     pub(super) fn corrupt(&self, reason: impl std::fmt::Display) -> InstallError {
         InstallError::BadArchive { file: self.file.to_owned(), reason: reason.to_string() }
     }
@@ -99,7 +106,8 @@ impl<'a> Archive<'a> {
                     } else {
                         EntryType::File
                     };
-                    let info = EntryInfo { index, name, ty, enclosed: entry.enclosed_name().is_some() };
+                    let info =
+                        EntryInfo { index, name, ty, enclosed: entry.enclosed_name().is_some(), size: entry.size() };
                     if let Flow::Stop = visit(&info, &mut entry)? {
                         break;
                     }
@@ -118,7 +126,8 @@ impl<'a> Archive<'a> {
                         tar::EntryType::Link => EntryType::HardLink,
                         _ => EntryType::Other,
                     };
-                    let info = EntryInfo { index, name, ty, enclosed: true };
+                    let size = entry.header().size().unwrap_or(0);
+                    let info = EntryInfo { index, name, ty, enclosed: true, size };
                     if let Flow::Stop = visit(&info, &mut entry)? {
                         break;
                     }

@@ -37,12 +37,14 @@ use oort_core::names::{fold, hex, is_valid_name};
 
 mod archive;
 mod fetch;
+mod portable;
 mod temp;
 #[cfg(test)]
 mod tests;
 
 use archive::Archive;
 use fetch::fetch;
+pub use portable::{install_portable, remove_portable, InstalledPortable};
 use temp::TempFile;
 
 /// The largest archive accepted, downloaded or local: 256 MiB.
@@ -126,6 +128,15 @@ pub enum InstallError {
     AlreadyInstalled { kind: PluginKind, path: PathBuf },
     #[error("{} plugin {name:?} is not installed: no {name}, {name}@<version> or {name}.json in {dir}", .kind.as_str())]
     NotFound { kind: PluginKind, name: String, dir: PathBuf },
+    #[error("portable plugin package {path} is already installed; remove it first to reinstall")]
+    PortableExists { path: PathBuf },
+    #[error("portable plugin {name:?} is not installed: no package folder {name} in {dir}")]
+    PortableNotFound { name: String, dir: PathBuf },
+    #[error(
+        "plugin archive {file} has no manifest {name}.json at its root (a portable plugin package is eKuiper's zip: \
+         {name}.json naming the executable, sources, sinks and functions)"
+    )]
+    MissingManifest { file: String, name: String },
     #[error("{action} {path}: {source}")]
     Io { action: &'static str, path: PathBuf, source: io::Error },
 }

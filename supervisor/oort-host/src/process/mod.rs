@@ -48,8 +48,12 @@ const STDERR_TAIL: usize = 20;
 /// Everything needed to start one plugin process.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
-    /// The executable.
+    /// The executable, or the script `interpreter` runs.
     pub path: PathBuf,
+    /// The program that runs `path`, for a script (a portable Python plugin).
+    pub interpreter: Option<PathBuf>,
+    /// The working directory, when not the supervisor's (a portable package's folder).
+    pub workdir: Option<PathBuf>,
     /// The plugin name the catalog expects `Describe` to report.
     pub name: String,
     /// The version from the file name, for log tags.
@@ -215,7 +219,17 @@ pub(crate) async fn start(
     tail: &StderrTail,
 ) -> Result<Running, ProcessError> {
     let socket = runtime.new_socket_path();
-    let mut cmd = std::process::Command::new(&spec.path);
+    let mut cmd = match &spec.interpreter {
+        Some(interpreter) => {
+            let mut cmd = std::process::Command::new(interpreter);
+            cmd.arg(&spec.path);
+            cmd
+        }
+        None => std::process::Command::new(&spec.path),
+    };
+    if let Some(dir) = &spec.workdir {
+        cmd.current_dir(dir);
+    }
     cmd.env("OORT_PLUGIN_SOCKET", &socket)
         .env("OORT_PROTOCOL_VERSIONS", oort_proto::PROTOCOL_VERSION.to_string())
         .env("OORT_STATE_SOCKET", runtime.state_socket())

@@ -8,8 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value as Json_};
 
-use super::rest::{json_object, kind, ApiError, ApiResult, AppState};
+use super::rest::{created, json_object, kind, required_string, ApiError, ApiResult, AppState};
 use oort_engine::Ruleset;
+use oort_host::catalog::{PluginKind, PortableManifest};
+use oort_host::install;
 
 /// `GET /`: eKuiper's `version`, `os`, `arch` (Go's names) and
 /// `upTimeSeconds`.
@@ -175,4 +177,92 @@ pub(super) async fn delete_conf_key(
 ) -> ApiResult<String> {
     app.engine.delete_conf_key(&source_type, &key)?;
     Ok(format!("conf key {key} of source {source_type} is deleted"))
+}
+
+// ----- portable plugins -----
+
+/// A package as eKuiper's `/plugins/portables` shows it: its manifest's
+/// fields with the package's name.
+fn portable_json(name: &str, manifest: &PortableManifest) -> Json_ {
+    json!({
+        "name": name,
+        "version": manifest.version,
+        "language": manifest.language,
+        "executable": manifest.executable,
+        "sources": manifest.sources,
+        "sinks": manifest.sinks,
+        "functions": manifest.functions,
+    })
+}
+
+/// eKuiper's `GET /plugins/portables`: every installed package.
+pub(super) async fn list_portables(State(app): State<AppState>) -> Json<Json_> {
+    app.host.rescan().await;
+    Json(Json_::Array(app.host.portables().iter().map(|(name, m, _)| portable_json(name, m)).collect()))
+}
+
+/// eKuiper's `GET /plugins/portables/{name}`.
+pub(super) async fn describe_portable(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+    app.host.rescan().await;
+    match app.host.portable(&name) {
+        Some((n, m, _)) => Ok(Json(portable_json(&n, &m))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no portable plugin named {name:?}"))),
+    }
+}
+
+/// eKuiper's `POST /plugins/portables` with `{"name", "file", "sha256"?}`:
+/// installs an eKuiper portable plugin zip.
+pub(super) async fn install_portable(State(app): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let obj = json_object(&body)?;
+    let sha256 = match obj.get("sha256") {
+        None | Some(Json_::Null) => None,
+        Some(Json_::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::bad_request("field \"sha256\" must be a string")),
+    };
+    let (name, file) = (required_string(&obj, "name")?, required_string(&obj, "file")?);
+    let dir = app.plugins_dir.clone();
+    let installed =
+        tokio::task::spawn_blocking(move || install::install_portable(&dir, &name, &file, sha256.as_deref()))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("install task failed: {e}")))??;
+    app.host.rescan().await;
+    // What the catalog would not take from the package (a part named like an
+    // installed plugin) is said now, not when a rule fails to find it.
+    if let Some(problem) = app.host.package_problem(&installed.name) {
+        tracing::warn!(package = %installed.name, "{problem}");
+    }
+    Ok(created(format!("Plugin {} is created.", installed.name)))
+}
+
+/// eKuiper's `DELETE /plugins/portables/{name}`: refused while rules use
+/// any of the package's parts.
+pub(super) async fn remove_portable(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<String> {
+    app.host.rescan().await;
+    if let Some((package, manifest, _)) = &app.host.portable(&name) {
+        let parts = manifest
+            .sources
+            .iter()
+            .map(|s| (PluginKind::Source, s.clone()))
+            .chain(manifest.sinks.iter().map(|s| (PluginKind::Sink, s.clone())))
+            .chain((!manifest.functions.is_empty()).then(|| (PluginKind::Function, package.clone())));
+        let mut users = Vec::new();
+        for (kind, part) in parts {
+            users.extend(app.engine.users_of(kind, &part).await);
+        }
+        users.sort();
+        users.dedup();
+        if !users.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("plugin {name} is used by rules {}; delete them first", users.join(", ")),
+            ));
+        }
+    }
+    let dir = app.plugins_dir.clone();
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || install::remove_portable(&dir, &n))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("remove task failed: {e}")))??;
+    app.host.rescan().await;
+    Ok(format!("Plugin {name} is deleted."))
 }

@@ -82,7 +82,7 @@ pub(super) type ApiResult<T> = Result<T, ApiError>;
 pub(super) struct AppState {
     pub(super) host: Arc<Host>,
     pub(super) engine: Arc<Engine>,
-    plugins_dir: Arc<std::path::Path>,
+    pub(super) plugins_dir: Arc<std::path::Path>,
     /// When the daemon started serving, for `GET /`'s uptime.
     pub(super) started: std::time::Instant,
 }
@@ -112,6 +112,11 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         .route("/metadata/{kind}", get(super::ekuiper::list_metadata))
         .route("/metadata/{kind}/{name}", get(super::ekuiper::describe_metadata))
         .route("/plugins/udfs", get(super::ekuiper::list_udfs))
+        .route("/plugins/portables", get(super::ekuiper::list_portables).post(super::ekuiper::install_portable))
+        .route(
+            "/plugins/portables/{name}",
+            get(super::ekuiper::describe_portable).delete(super::ekuiper::remove_portable),
+        )
         .route("/plugins/udfs/{name}", get(super::ekuiper::describe_udf))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
@@ -168,7 +173,7 @@ pub(super) fn json_object(body: &[u8]) -> ApiResult<serde_json::Map<String, Json
     }
 }
 
-fn required_string(obj: &serde_json::Map<String, Json_>, key: &str) -> ApiResult<String> {
+pub(super) fn required_string(obj: &serde_json::Map<String, Json_>, key: &str) -> ApiResult<String> {
     match obj.get(key) {
         Some(Json_::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(_) => Err(ApiError::bad_request(format!("field {key:?} must be a non-empty string"))),
@@ -176,7 +181,7 @@ fn required_string(obj: &serde_json::Map<String, Json_>, key: &str) -> ApiResult
     }
 }
 
-fn created(message: String) -> Response {
+pub(super) fn created(message: String) -> Response {
     (StatusCode::CREATED, message).into_response()
 }
 

@@ -201,9 +201,20 @@ func convertNumber(v any, conv numbers) any {
 	return v
 }
 
-// PluginName is the plugin name the supervisor expects: the executable's file
-// name without its "@version" suffix.
+// PluginNameEnv is the environment variable in which the supervisor passes
+// the name it expects the plugin's Describe to report.
+const PluginNameEnv = "OORT_PLUGIN_NAME"
+
+// PluginName is the plugin name the supervisor expects: OORT_PLUGIN_NAME when
+// it is set and non-empty, since the supervisor sets it to exactly the name it
+// will check (the executable may be a copy or link under another name, as an
+// eKuiper portable package's executable is), else the executable's file name
+// without its "@version" suffix, which is how the supervisor names a plugin
+// file (and what a run by hand, e.g. with --metadata, has to go by).
 func PluginName() string {
+	if name := os.Getenv(PluginNameEnv); name != "" {
+		return name
+	}
 	name := filepath.Base(os.Args[0])
 	if i := strings.IndexByte(name, '@'); i > 0 {
 		name = name[:i]

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -375,5 +376,24 @@ func TestTheCompanionKeyFollowsTheValue(t *testing.T) {
 		if got := fmt.Sprint(o.calls); got != step.want {
 			t.Fatalf("PutState(%#v) made %s, want %s", step.put, got, step.want)
 		}
+	}
+}
+
+func TestPluginNameIsTheSupervisorsNameElseTheExecutables(t *testing.T) {
+	saved := os.Args
+	defer func() { os.Args = saved }()
+	os.Args = append([]string{"/plugins/functions/geo@v1.2.0"}, saved[1:]...)
+
+	t.Setenv(PluginNameEnv, "")
+	if got := PluginName(); got != "geo" {
+		t.Fatalf("with OORT_PLUGIN_NAME empty: %q, want the executable's name without @version", got)
+	}
+	os.Unsetenv(PluginNameEnv) // t.Setenv restores the original value
+	if got := PluginName(); got != "geo" {
+		t.Fatalf("without OORT_PLUGIN_NAME: %q", got)
+	}
+	t.Setenv(PluginNameEnv, "ekmirrorsrc")
+	if got := PluginName(); got != "ekmirrorsrc" {
+		t.Fatalf("with OORT_PLUGIN_NAME set: %q", got)
 	}
 }
