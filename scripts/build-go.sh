@@ -2,14 +2,15 @@
 # Builds the Go SDK's plugins into $OORT_BIN/go/: the executables geohash,
 # conformance and countersink, the eKuiper-style examples of
 # plugins/go/ekuiper (ek1funcs, ek1random, ek1file on the 1.x layer; ek2funcs,
-# ek2poll, ek2push, ek2file, ek2bytes on the 2.x layer; ekmirror, an eKuiper
-# portable plugin), and the metadata files geohash.json, conformance.json,
-# ek1funcs.json and ek2funcs.json (printed by `<plugin> --metadata`) next to
-# them, which list every function the function plugins export. Also packages
-# the portable plugin as eKuiper does, $OORT_BIN/go/ekmirror.zip: at its root
-# ekmirror.json (the manifest), ekmirror (the executable, mode 0755),
-# functions/ekmirror.json and sinks/ekmirrorsink.json. The zip is
-# reproducible: fixed entry order, times and modes.
+# ek2poll, ek2push, ek2file, ek2bytes, ek2bytesrc on the 2.x layer; ekmirror,
+# an eKuiper portable plugin), and the metadata files geohash.json,
+# conformance.json, ek1funcs.json and ek2funcs.json (printed by
+# `<plugin> --metadata`) next to them, which list every function the function
+# plugins export. Also packages the portable plugin as eKuiper does,
+# $OORT_BIN/go/ekmirror.zip: at its root ekmirror.json (the manifest),
+# ekmirror (the executable, mode 0755), functions/ekmirror.json and
+# sinks/ekmirrorsink.json. The zip is reproducible: fixed entry order, times
+# and modes.
 #
 #   scripts/build-go.sh          build
 #   scripts/build-go.sh --test   also gofmt -l (fails on any output), go vet and
@@ -49,7 +50,7 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
 modules=(plugin-sdk/go plugins/go)
 plugins=(geohash conformance countersink)
 # The eKuiper-compatibility examples, by folder under plugins/go/ekuiper.
-ekuiper_plugins=(ek1funcs ek1random ek1file ek2funcs ek2poll ek2push ek2file ek2bytes ekmirror)
+ekuiper_plugins=(ek1funcs ek1random ek1file ek2funcs ek2poll ek2push ek2file ek2bytes ek2bytesrc ekmirror)
 started=$SECONDS
 
 if [ "$run_tests" = 1 ]; then

@@ -32,6 +32,7 @@ fn plugins() -> PluginsDir {
         ("sinks", "ek1file"),
         ("sinks", "ek2file"),
         ("sinks", "ek2bytes"),
+        ("sources", "ek2bytesrc"),
     ] {
         std::fs::copy(go(name), p.path().join(kind).join(name)).expect("copy plugin");
     }
@@ -252,4 +253,56 @@ fn uint64_results_round_trip_and_a_bytes_sink_gets_encoded_payloads() {
     assert!(status["sink_ek2bytes_0_0_exceptions_total"].as_i64().unwrap_or(0) >= 2, "{status}");
     let last = status["sink_ek2bytes_0_0_last_exception"].as_str().unwrap_or_default();
     assert!(last.contains(r#"refused payload "fail""#), "{status}");
+}
+
+/// Issue 16, item 6: the stream's `FORMAT` reaches the source, and a 2.x
+/// bytes source's payloads are decoded as eKuiper decodes them: `BINARY`
+/// into field `self` (and out again through a binary sink, byte for byte),
+/// `DELIMITED` into the named columns.
+#[test]
+fn binary_and_delimited_streams_decode_a_bytes_sources_payloads() {
+    let p = plugins();
+    let out = tempfile::tempdir().unwrap();
+    let (raw, rows) = (out.path().join("raw.txt"), out.path().join("rows.txt"));
+    let d = Daemon::start(p.path(), &[]);
+    create(
+        &d,
+        "/streams",
+        json!({"sql": r#"CREATE STREAM b () WITH (TYPE="ek2bytesrc", FORMAT="BINARY", payloads='["hello","wörld"]')"#}),
+    );
+    create(
+        &d,
+        "/streams",
+        json!({"sql": r#"CREATE STREAM c () WITH (TYPE="ek2bytesrc", FORMAT="DELIMITED", delimiter=";", fields="id,name",
+                         payloads='["1;ann","2;bob\n3;cy"]')"#}),
+    );
+    create(
+        &d,
+        "/rules",
+        json!({"id": "bin", "sql": "SELECT self FROM b",
+               "actions": [{"ek2bytes": {"path": raw.display().to_string(), "format": "binary"}}]}),
+    );
+    create(
+        &d,
+        "/rules",
+        json!({"id": "csv", "sql": "SELECT id, name FROM c",
+               "actions": [{"ek2bytes": {"path": rows.display().to_string(), "sendSingle": true}}]}),
+    );
+    let wait = |path: &std::path::Path, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() >= n {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{}: {text:?}\nlog:\n{}", path.display(), d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(wait(&raw, 2), "hello\nwörld\n");
+    let got: Vec<Json> = wait(&rows, 3).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        got,
+        [json!({"id": "1", "name": "ann"}), json!({"id": "2", "name": "bob"}), json!({"id": "3", "name": "cy"})]
+    );
 }

@@ -93,8 +93,11 @@ fn a_recorded_ekuiper_session_replays_against_the_daemon() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Json>(&body).unwrap(),
-        json!({"streams": {"demo": "ok"}, "rules": {"rule1": "ok"}})
+        // The plugins copied into the folder by hand are there already.
+        json!({"streams": {"demo": "ok"}, "rules": {"rule1": "ok"},
+               "plugins": {"sources_random": "ok", "sinks_log": "ok"}})
     );
+    assert_eq!(export["nativePlugins"]["sources_random"], json!({"name": "random", "file": ""}).to_string());
     assert_eq!(d.get_json("/streams"), json!(["demo"]));
     assert_eq!(d.get_json("/rules/rule1")["sql"], rule["sql"]);
     // Importing again replaces in place; a bad rule is reported by name and
@@ -203,4 +206,128 @@ fn conf_keys_set_over_rest_configure_the_streams_that_name_them() {
     let (status, body) = d.http("POST", "/rules/r/restart", None);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains(r#"CONF_KEY \"quick\" has no section"#), "{body}");
+}
+
+/// eKuiper's export and import carry the plugin list and the source
+/// configurations (issue 16, item 6): a plugin installed from an archive is
+/// exported with the request it came from, and an import into an empty
+/// daemon installs it, sets the conf keys, then creates the streams and rules.
+#[test]
+fn an_export_with_plugins_and_conf_keys_rebuilds_an_empty_daemon() {
+    let out = tempfile::tempdir().unwrap();
+    let archive = |name: &str, binary: &str| {
+        let path = out.path().join(format!("{name}.zip"));
+        let exe = std::fs::read(oort_tests::bin(binary)).unwrap();
+        std::fs::write(&path, oort_tests::zip_of(&[(name, &exe, 0o755)])).unwrap();
+        path.display().to_string()
+    };
+    let (random, file) = (archive("random", "random"), archive("file", "file"));
+    let first = PluginsDir::new();
+    let d = Daemon::start(first.path(), &[]);
+    for (kind, name, zip) in [("sources", "random", &random), ("sinks", "file", &file)] {
+        let (status, body) =
+            d.http("POST", &format!("/plugins/{kind}"), Some(&json!({"name": name, "file": zip}).to_string()));
+        assert_eq!(status, 201, "{body}");
+    }
+    let conf = json!({"interval": 20, "pattern": {"k": "conf"}});
+    assert_eq!(d.http("PUT", "/metadata/sources/random/confKeys/fast", Some(&conf.to_string())).0, 200);
+    let stream = r#"CREATE STREAM s () WITH (TYPE="random", CONF_KEY="fast")"#;
+    assert_eq!(d.http("POST", "/streams", Some(&json!({ "sql": stream }).to_string())).0, 201);
+    let rows = out.path().join("rows.jsonl");
+    let rule =
+        json!({"id": "r", "sql": "SELECT k FROM s", "actions": [{"file": {"path": rows.display().to_string()}}]});
+    assert_eq!(d.http("POST", "/rules", Some(&rule.to_string())).0, 201);
+    let export = d.get_json("/data/export");
+    assert_eq!(export["nativePlugins"]["sources_random"], json!({"name": "random", "file": random}).to_string());
+    assert_eq!(export["sourceConfig"]["random"], json!({ "fast": conf }).to_string());
+    assert_eq!(d.http("POST", "/rules/r/stop", None).0, 200);
+    drop(d);
+
+    let second = PluginsDir::new();
+    let d = Daemon::start(second.path(), &[]);
+    let (status, body) = d.http("POST", "/data/import", Some(&json!({ "content": export.to_string() }).to_string()));
+    assert_eq!(status, 200, "{body}\nlog:\n{}", d.log());
+    assert_eq!(
+        serde_json::from_str::<Json>(&body).unwrap(),
+        json!({"streams": {"s": "ok"}, "rules": {"r": "ok"}, "sourceConfig": {"random": "ok"},
+               "plugins": {"sources_random": "ok", "sinks_file": "ok"}})
+    );
+    assert_eq!(d.get_json("/metadata/sources/yaml/random"), json!({ "fast": conf }));
+    std::fs::remove_file(&rows).ok();
+    let got = d.wait_lines("r", &rows, 2);
+    assert!(got.iter().all(|r| r["k"] == "conf"), "{got:?}");
+
+    // What cannot be installed is reported by name, and the rest still goes in.
+    let mut partial = export.clone();
+    partial["nativePlugins"]["functions_gone"] = json!(json!({"name": "gone", "file": ""}).to_string());
+    partial["streams"]["t"] = json!(r#"CREATE STREAM u () WITH (TYPE="random")"#);
+    let (status, body) = d.http("POST", "/data/import", Some(&json!({ "content": partial.to_string() }).to_string()));
+    assert_eq!(status, 400, "{body}");
+    let report: Json = serde_json::from_str(&body).unwrap();
+    assert!(
+        report["plugins"]["functions_gone"].as_str().is_some_and(|e| e.contains("no file to install it from")),
+        "{report}"
+    );
+    assert!(report["streams"]["t"].as_str().is_some_and(|e| e.contains("creates stream u, not t")), "{report}");
+    assert_eq!(report["plugins"]["sources_random"], "ok", "{report}");
+    // The mis-named stream was not created.
+    assert_eq!(d.get_json("/streams"), json!(["s"]));
+}
+
+/// eKuiper's shared connections (issue 16, item 6): `/connections` stores
+/// named properties of one plugin type; a stream's source or a rule's sink
+/// takes them with `connectionSelector`; the connection reports the rules
+/// using it and whether their plugin processes are up, and cannot be deleted
+/// while a rule names it.
+#[test]
+fn connections_are_shared_properties_that_sources_and_sinks_select() {
+    let p = plugins();
+    p.add("sinks", "file", "file");
+    let out = tempfile::tempdir().unwrap();
+    let d = Daemon::start(p.path(), &[]);
+    let conn = json!({"id": "rnd", "typ": "random", "props": {"interval": 20, "pattern": {"k": "via-conn"}}});
+    let (status, body) = d.http("POST", "/connections", Some(&conn.to_string()));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(d.http("POST", "/connections", Some(&conn.to_string())).0, 400, "a duplicate id");
+    let (status, body) = d.http("POST", "/connections", Some(&json!({"id": "x y", "typ": "random"}).to_string()));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        d.get_json("/connections"),
+        json!([{"id": "rnd", "typ": "random", "props": conn["props"], "status": "unused", "refCount": 0}])
+    );
+
+    let stream = r#"CREATE STREAM s () WITH (TYPE="random", connectionSelector="rnd")"#;
+    assert_eq!(d.http("POST", "/streams", Some(&json!({ "sql": stream }).to_string())).0, 201);
+    let rows = out.path().join("rows.jsonl");
+    let rule =
+        json!({"id": "r", "sql": "SELECT k FROM s", "actions": [{"file": {"path": rows.display().to_string()}}]});
+    assert_eq!(d.http("POST", "/rules", Some(&rule.to_string())).0, 201);
+    let got = d.wait_lines("r", &rows, 2);
+    assert!(got.iter().all(|r| r["k"] == "via-conn"), "{got:?}");
+    let used = d.get_json("/connections/rnd");
+    assert_eq!((&used["refCount"], &used["status"]), (&json!(1), &json!("connected")), "{used}");
+
+    let (status, body) = d.http("DELETE", "/connections/rnd", None);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("used by rules r"), "{body}");
+    // A connection of another type is refused by the operator that selects it.
+    let wrong = json!({"id": "w", "sql": "SELECT k FROM s",
+        "actions": [{"file": {"path": rows.display().to_string(), "connectionSelector": "rnd"}}]});
+    let (status, body) = d.http("POST", "/rules", Some(&wrong.to_string()));
+    let why = if status == 201 { d.get_json("/rules/w/status")["message"].to_string() } else { body };
+    assert!(why.contains("connection rnd is for random, not file"), "{status}: {why}");
+
+    let changed = json!({"typ": "random", "props": {"interval": 20, "pattern": {"k": "changed"}}});
+    assert_eq!(d.http("PUT", "/connections/rnd", Some(&changed.to_string())).0, 200);
+    assert_eq!(d.http("PUT", "/connections/nope", Some(&changed.to_string())).0, 404);
+    assert_eq!(d.http("POST", "/rules/r/restart", None).0, 200);
+    std::fs::remove_file(&rows).ok();
+    let got = d.wait_lines("r", &rows, 2);
+    assert!(got.iter().all(|r| r["k"] == "changed"), "{got:?}");
+
+    for id in ["r", "w"] {
+        d.http("DELETE", &format!("/rules/{id}"), None);
+    }
+    assert_eq!(d.http("DELETE", "/connections/rnd", None).0, 200);
+    assert_eq!(d.http("GET", "/connections/rnd", None).0, 404);
 }

@@ -15,6 +15,12 @@ pub enum EngineError {
     UnknownRule { id: String },
     #[error("stream {name}: no source plugin named {plugin:?}")]
     UnknownSource { name: String, plugin: String },
+    #[error("no connection named {id:?}")]
+    UnknownConnection { id: String },
+    #[error("connection {id} already exists")]
+    ConnectionExists { id: String },
+    #[error("connection {id} is used by rules {}", rules.join(", "))]
+    ConnectionInUse { id: String, rules: Vec<String> },
     #[error("source type {source_type} has no conf key {key:?}")]
     UnknownConfKey { source_type: String, key: String },
     #[error("stream {name} already exists")]
@@ -56,9 +62,12 @@ impl EngineError {
             }
             EngineError::UnknownStream { .. }
             | EngineError::UnknownRule { .. }
-            | EngineError::UnknownConfKey { .. } => ErrorKind::NotFound,
-            EngineError::StreamExists { .. } | EngineError::RuleExists { .. } => ErrorKind::Exists,
-            EngineError::StreamInUse { .. } => ErrorKind::Conflict,
+            | EngineError::UnknownConfKey { .. }
+            | EngineError::UnknownConnection { .. } => ErrorKind::NotFound,
+            EngineError::StreamExists { .. }
+            | EngineError::RuleExists { .. }
+            | EngineError::ConnectionExists { .. } => ErrorKind::Exists,
+            EngineError::StreamInUse { .. } | EngineError::ConnectionInUse { .. } => ErrorKind::Conflict,
             EngineError::Store(_) | EngineError::Corrupt { .. } => ErrorKind::Internal,
         }
     }

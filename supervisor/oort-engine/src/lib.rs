@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod conf;
+mod connections;
 mod error;
 mod forward;
 pub mod metrics;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tokio::sync::{watch, Mutex};
 
+pub use connections::{Connection, ConnectionReport, CONNECTION_SELECTOR};
 pub use error::{EngineError, ErrorKind};
 use oort_host::catalog::PluginKind;
 use oort_host::Host;
@@ -228,6 +230,13 @@ impl Engine {
     /// `<data-dir>/conf/sources/<type>.json` (over its `default` section), then
     /// the stream's own extra `WITH` options on top.
     fn source_props(&self, def: &StreamDef) -> Result<BTreeMap<String, oort_proto::Value>, EngineError> {
+        let mut props = self.source_props_unresolved(def)?;
+        self.with_connection(&mut props, def.source_type(), &format!("stream {}", def.name))?;
+        Ok(props)
+    }
+
+    /// The source's properties before a `connectionSelector` is resolved.
+    fn source_props_unresolved(&self, def: &StreamDef) -> Result<BTreeMap<String, oort_proto::Value>, EngineError> {
         let mut props = BTreeMap::new();
         let conf = conf::read(&self.conf_dir, def.source_type())?;
         let mut sections = vec!["default"];
@@ -470,6 +479,16 @@ impl Engine {
         };
         let stream = self.get_stream(&stream_name).await?;
         let source_props = self.source_props(&stream)?;
+        let mut sink_props = Vec::new();
+        {
+            let rules = self.rules.lock().await;
+            let entry = rules.get(id).ok_or_else(|| no_rule(id))?;
+            for (i, action) in entry.plan.actions.iter().enumerate() {
+                let mut props = action.props.clone();
+                self.with_connection(&mut props, &action.sink, &format!("rule {id}: action {i} ({})", action.sink))?;
+                sink_props.push(props);
+            }
+        }
         let mut rules = self.rules.lock().await;
         let entry = rules.get_mut(id).ok_or_else(|| no_rule(id))?;
         if entry.run.as_ref().is_some_and(|r| !r.task.is_finished()) {
@@ -484,6 +503,7 @@ impl Engine {
             plan: entry.plan.clone(),
             stream,
             source_props,
+            sink_props,
             host: self.host.clone(),
             store: self.store.clone(),
             status: status.clone(),

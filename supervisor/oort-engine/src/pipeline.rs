@@ -34,6 +34,8 @@ pub(super) struct RunContext {
     pub plan: RulePlan,
     pub stream: StreamDef,
     pub source_props: BTreeMap<String, Value>,
+    /// Each action's properties, its connection's merged in.
+    pub sink_props: Vec<BTreeMap<String, Value>>,
     pub host: Arc<Host>,
     pub store: Arc<Store>,
     pub status: Arc<RuleStatus>,
@@ -231,7 +233,7 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
     let mut sinks = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
         let operator = format!("sink_{i}_{}", action.sink);
-        let props = action.props.clone().into_iter().collect();
+        let props = ctx.sink_props.get(i).unwrap_or(&action.props).clone().into_iter().collect();
         let sink = ctx
             .host
             .open_sink(rule, &operator, &action.sink, props, restart)

@@ -12,6 +12,9 @@ use super::{Engine, EngineError};
 pub struct Ruleset {
     pub streams: BTreeMap<String, String>,
     pub rules: BTreeMap<String, String>,
+    /// eKuiper's `sourceConfig`: per source type, its conf keys as one JSON
+    /// object in text (`{"default": {...}, "<key>": {...}}`).
+    pub source_config: BTreeMap<String, String>,
 }
 
 /// What an import did with each stream and rule: `None` when it went in,
@@ -20,11 +23,12 @@ pub struct Ruleset {
 pub struct ImportReport {
     pub streams: BTreeMap<String, Option<String>>,
     pub rules: BTreeMap<String, Option<String>>,
+    pub source_config: BTreeMap<String, Option<String>>,
 }
 
 impl ImportReport {
     pub fn is_complete(&self) -> bool {
-        self.streams.values().chain(self.rules.values()).all(Option::is_none)
+        self.streams.values().chain(self.rules.values()).chain(self.source_config.values()).all(Option::is_none)
     }
 }
 
@@ -46,7 +50,20 @@ impl Engine {
             .iter()
             .map(|(id, e)| (id.clone(), serde_json::to_string(&e.stored.rule).expect("a rule serializes")))
             .collect();
-        Ruleset { streams, rules }
+        Ruleset { streams, rules, source_config: self.source_configs() }
+    }
+
+    /// Every source type's configuration in the conf folder, as JSON text.
+    fn source_configs(&self) -> BTreeMap<String, String> {
+        let Ok(read) = std::fs::read_dir(&self.conf_dir) else { return BTreeMap::new() };
+        read.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_owned))
+            .filter(|t| !t.starts_with('.'))
+            .filter_map(|t| {
+                let sections = super::conf::read(&self.conf_dir, &t).ok()?;
+                Some((t, serde_json::Value::Object(sections).to_string()))
+            })
+            .collect()
     }
 
     /// Imports a ruleset: streams first, then rules. A stream or rule that
@@ -55,19 +72,38 @@ impl Engine {
     /// stops nothing else.
     pub async fn import(&self, set: Ruleset) -> ImportReport {
         let mut report = ImportReport::default();
+        // Conf keys first: the streams that name them check them.
+        for (source_type, text) in set.source_config {
+            let outcome = match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(serde_json::Value::Object(sections)) => sections
+                    .into_iter()
+                    .try_for_each(|(key, props)| super::conf::put_key(&self.conf_dir, &source_type, &key, props)),
+                Ok(_) => Err(EngineError::Invalid("the configuration must be a JSON object of conf keys".into())),
+                Err(e) => Err(EngineError::Invalid(format!("the configuration is not valid JSON: {e}"))),
+            };
+            report.source_config.insert(source_type, outcome.err().map(|e| e.to_string()));
+        }
         for (name, sql) in set.streams {
+            // A statement creating another stream than its key says is
+            // refused before anything is created.
+            let named = match oort_sql::parse_stream(&sql) {
+                Ok(def) if def.name != name => {
+                    Err(EngineError::Invalid(format!("the statement creates stream {}, not {name}", def.name)))
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = named {
+                report.streams.insert(name, Some(e.to_string()));
+                continue;
+            }
             let outcome = match self.get_stream(&name).await {
                 Ok(existing) if existing.sql == sql.trim() => Ok(()),
                 Ok(_) => match self.drop_stream(&name, true).await {
                     Ok(()) => self.create_stream(&sql).await.map(|_| ()),
                     Err(e) => Err(e),
                 },
-                Err(_) => self.create_stream(&sql).await.and_then(|def| match def.name == name {
-                    true => Ok(()),
-                    false => {
-                        Err(EngineError::Invalid(format!("the statement creates stream {}, not {name}", def.name)))
-                    }
-                }),
+                Err(_) => self.create_stream(&sql).await.map(|_| ()),
             };
             report.streams.insert(name, outcome.err().map(|e| e.to_string()));
         }

@@ -96,6 +96,9 @@ impl StreamDef {
     }
 }
 
+/// The stream formats a source can be asked to decode.
+const STREAM_FORMATS: [&str; 3] = ["json", "binary", "delimited"];
+
 /// eKuiper's own stream options; every other option is a source property.
 const RESERVED: [&str; 9] =
     ["TYPE", "DATASOURCE", "FORMAT", "CONF_KEY", "SHARED", "KEY", "TIMESTAMP", "TIMESTAMP_FORMAT", "STRICT_VALIDATION"];
@@ -180,8 +183,13 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef, RuleError> {
         return Err(RuleError::invalid(format!("unexpected text after the statement: {:?}", p.rest())));
     }
     if let Some(format) = options.get("FORMAT") {
-        if !format.eq_ignore_ascii_case("json") {
-            return Err(RuleError::invalid(format!("FORMAT {format:?} is not supported; use \"json\"")));
+        // The source decodes its payloads per FORMAT (the SDKs' eKuiper layers
+        // do json, binary and delimited); protobuf and custom need schemas.
+        if !STREAM_FORMATS.iter().any(|f| format.eq_ignore_ascii_case(f)) {
+            return Err(RuleError::invalid(format!(
+                "FORMAT {format:?} is not supported; use one of {}",
+                STREAM_FORMATS.join(", ")
+            )));
         }
     }
     if let Some(format) = options.get("TIMESTAMP_FORMAT") {

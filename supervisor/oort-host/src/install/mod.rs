@@ -226,6 +226,7 @@ pub fn install(plugins_dir: &Path, req: &InstallRequest) -> Result<Installed, In
         }
         files.push(meta_path);
     }
+    record_source(&dir, &req.name, &req.file, req.sha256.as_deref());
     sync_dir(&dir);
     tracing::info!(kind = req.kind.as_str(), name = %req.name, file = %req.file, files = ?files, "plugin installed");
     Ok(Installed { name: req.name.clone(), kind: req.kind, files })
@@ -263,6 +264,7 @@ pub fn remove(plugins_dir: &Path, kind: PluginKind, name: &str) -> Result<Vec<Pa
         return Err(not_found());
     }
     matched.sort();
+    forget_source(&dir, name);
     let mut removed = Vec::with_capacity(matched.len());
     for (_, path) in matched {
         match fs::remove_file(&path) {
@@ -275,6 +277,49 @@ pub fn remove(plugins_dir: &Path, kind: PluginKind, name: &str) -> Result<Vec<Pa
     sync_dir(&dir);
     tracing::info!(kind = kind.as_str(), name, files = ?removed, "plugin removed");
     Ok(removed)
+}
+
+/// Where an installed plugin came from: eKuiper's install request
+/// (`{"name", "file", "sha256"}`), kept beside the plugin as a hidden
+/// `.<name>.install.json` so that `/data/export` can list it as eKuiper does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InstallSource {
+    pub name: String,
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+fn source_record(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{}.install.json", fold(name)))
+}
+
+/// Written after the plugin is in place: losing it loses only the export's
+/// `file`, so a failure is logged, not returned.
+pub(super) fn record_source(dir: &Path, name: &str, file: &str, sha256: Option<&str>) {
+    let record = InstallSource { name: name.to_owned(), file: file.to_owned(), sha256: sha256.map(str::to_owned) };
+    let path = source_record(dir, name);
+    let text = serde_json::to_vec(&record).expect("an install source serializes");
+    if let Err(err) = fs::write(&path, text) {
+        tracing::warn!(path = %path.display(), error = %err, "cannot record where a plugin was installed from");
+    }
+}
+
+pub(super) fn forget_source(dir: &Path, name: &str) {
+    match fs::remove_file(source_record(dir, name)) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => tracing::warn!(name, error = %err, "cannot remove a plugin's install record"),
+    }
+}
+
+/// Where plugin `name` of `kind` (or the portable package `name` when `kind`
+/// is `None`) was installed from, when it was installed by [`install`] or
+/// [`install_portable`] rather than copied in.
+pub fn install_source(plugins_dir: &Path, kind: Option<PluginKind>, name: &str) -> Option<InstallSource> {
+    let dir = plugins_dir.join(kind.map_or(crate::catalog::PORTABLES_DIR, PluginKind::dir_name));
+    let bytes = fs::read(source_record(&dir, name)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Whether `file_name` is a file of the plugin whose [`fold`]ed name is `key`: `Some(true)` for its metadata,

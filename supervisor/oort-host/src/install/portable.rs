@@ -65,6 +65,7 @@ pub fn install_portable(
     let dir = root.join(name);
     fs::rename(&tmp.path, &dir).map_err(io_error("cannot move the package into place", &dir))?;
     tmp.disarm();
+    super::record_source(&root, name, file, sha256);
     sync_dir(&root);
     tracing::info!(name, file, dir = %dir.display(), "portable plugin installed");
     Ok(InstalledPortable { name: name.to_owned(), dir, manifest })
@@ -89,6 +90,7 @@ pub fn remove_portable(plugins_dir: &Path, name: &str) -> Result<PathBuf, Instal
             let doomed = root.join(format!(".remove-{:016x}", rand::random::<u64>()));
             fs::rename(&dir, &doomed).map_err(io_error("cannot remove plugin package", &dir))?;
             fs::remove_dir_all(&doomed).map_err(io_error("cannot remove plugin package", &doomed))?;
+            super::forget_source(&root, name);
             sync_dir(&root);
             tracing::info!(name, dir = %dir.display(), "portable plugin removed");
             return Ok(dir);

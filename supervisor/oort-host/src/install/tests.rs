@@ -69,9 +69,14 @@ fn request(kind: PluginKind, name: &str, file: &str, sha256: Option<&str>) -> In
 }
 
 /// Every name in the kind folder (hidden ones included); empty when the folder does not exist.
+/// The kind folder's files, temporaries included, install records (checked
+/// by their own test) left out.
 fn listing(plugins: &Path, kind: PluginKind) -> BTreeSet<String> {
     match fs::read_dir(plugins.join(kind.dir_name())) {
-        Ok(read) => read.map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect(),
+        Ok(read) => read
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| !(name.starts_with('.') && name.ends_with(".install.json")))
+            .collect(),
         Err(err) if err.kind() == io::ErrorKind::NotFound => BTreeSet::new(),
         Err(err) => panic!("{err}"),
     }
@@ -471,4 +476,17 @@ fn install_then_remove_round_trip() {
     let removed = remove(&s.plugins, PluginKind::Function, "rt").unwrap();
     assert_eq!(removed.len(), 3, "{removed:?}");
     assert!(listing(&s.plugins, PluginKind::Function).is_empty());
+}
+
+#[test]
+fn an_install_records_its_request_and_a_removal_forgets_it() {
+    let s = setup();
+    let file = archive_file(&s.scratch, &zip_archive(&[("rec", EXE, 0o755)]));
+    install(&s.plugins, &request(PluginKind::Sink, "rec", &file, None)).unwrap();
+    let recorded = install_source(&s.plugins, Some(PluginKind::Sink), "rec").expect("recorded");
+    assert_eq!((recorded.name.as_str(), recorded.file.as_str(), recorded.sha256), ("rec", file.as_str(), None));
+    assert_eq!(install_source(&s.plugins, Some(PluginKind::Source), "rec"), None, "per kind");
+    remove(&s.plugins, PluginKind::Sink, "rec").unwrap();
+    assert_eq!(install_source(&s.plugins, Some(PluginKind::Sink), "rec"), None);
+    assert!(fs::read_dir(s.plugins.join("sinks")).unwrap().next().is_none(), "nothing left");
 }

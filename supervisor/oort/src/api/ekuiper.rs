@@ -36,10 +36,81 @@ pub(super) async fn rule_topology(State(app): State<AppState>, Path(id): Path<St
     Ok(Json(json!({"sources": topo.sources, "edges": topo.edges})))
 }
 
-/// `GET /data/export`: every stream and rule in eKuiper's export shape.
+/// `GET /data/export`: every stream, rule, source configuration and plugin in
+/// eKuiper's export shape. A plugin is listed with the install request it came
+/// from (`{"name", "file"}`); one copied into the plugins folder by hand has
+/// an empty `file`.
 pub(super) async fn export(State(app): State<AppState>) -> Json<Json_> {
     let set = app.engine.export().await;
-    Json(json!({"streams": set.streams, "tables": {}, "rules": set.rules}))
+    app.host.rescan().await;
+    let source = |kind: Option<PluginKind>, name: &str| {
+        let record = install::install_source(&app.plugins_dir, kind, name);
+        let file = record.as_ref().map_or("", |r| r.file.as_str());
+        json!({"name": name, "file": file}).to_string()
+    };
+    let mut native = serde_json::Map::new();
+    for kind in PluginKind::ALL {
+        for name in app.host.list(kind) {
+            if app.host.describe(kind, &name).await.is_some_and(|i| i.portable.is_none()) {
+                native.insert(format!("{}_{name}", kind.dir_name()), json!(source(Some(kind), &name)));
+            }
+        }
+    }
+    let portable: serde_json::Map<String, Json_> =
+        app.host.portables().iter().map(|(name, _, _)| (name.clone(), json!(source(None, name)))).collect();
+    Json(json!({
+        "streams": set.streams, "tables": {}, "rules": set.rules, "sourceConfig": set.source_config,
+        "nativePlugins": native, "portablePlugins": portable,
+    }))
+}
+
+/// Installs what an import lists and is not installed yet; reports each by
+/// its export key.
+async fn import_plugins(
+    app: &AppState,
+    native: std::collections::BTreeMap<String, String>,
+    portable: std::collections::BTreeMap<String, String>,
+) -> serde_json::Map<String, Json_> {
+    let mut report = serde_json::Map::new();
+    let requests =
+        native.into_iter().map(|(k, v)| (k, v, false)).chain(portable.into_iter().map(|(k, v)| (k, v, true)));
+    for (key, text, is_portable) in requests {
+        let outcome = import_plugin(app, &key, &text, is_portable).await;
+        report.insert(key, json!(outcome.err().unwrap_or_else(|| "ok".into())));
+    }
+    app.host.rescan().await;
+    report
+}
+
+async fn import_plugin(app: &AppState, key: &str, text: &str, is_portable: bool) -> Result<(), String> {
+    let request: Json_ = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let field = |f: &str| request.get(f).and_then(Json_::as_str).unwrap_or_default().to_string();
+    let (name, file) = (field("name"), field("file"));
+    let kind = if is_portable {
+        None
+    } else {
+        let dir = key.split_once('_').map(|(d, _)| d).unwrap_or_default();
+        Some(PluginKind::from_dir_name(dir).ok_or(format!("{key}: expected <sources|sinks|functions>_<name>"))?)
+    };
+    let installed = match kind {
+        Some(kind) => app.host.has_plugin(kind, &name),
+        None => app.host.portable(&name).is_some(),
+    };
+    if installed {
+        return Ok(());
+    }
+    if file.is_empty() {
+        return Err(format!("plugin {name} is not installed and the export has no file to install it from"));
+    }
+    let dir = app.plugins_dir.clone();
+    let sha256 = request.get("sha256").and_then(Json_::as_str).map(str::to_owned);
+    tokio::task::spawn_blocking(move || match kind {
+        Some(kind) => install::install(&dir, &install::InstallRequest { kind, name, file, sha256 }).map(|_| ()),
+        None => install::install_portable(&dir, &name, &file, sha256.as_deref()).map(|_| ()),
+    })
+    .await
+    .map_err(|e| format!("install task failed: {e}"))?
+    .map_err(|e| e.to_string())
 }
 
 /// `POST /data/import` with `{"content": "<an export, as text>"}` (eKuiper's
@@ -67,7 +138,7 @@ pub(super) async fn import(State(app): State<AppState>, body: Bytes) -> ApiResul
                 .map(|(k, v)| match v {
                     Json_::String(s) => Ok((k.clone(), s.clone())),
                     // A rule given as an object rather than as its JSON text.
-                    Json_::Object(_) if key == "rules" => Ok((k.clone(), v.to_string())),
+                    Json_::Object(_) if key != "streams" => Ok((k.clone(), v.to_string())),
                     _ => Err(ApiError::bad_request(format!("{key}.{k} must be a string"))),
                 })
                 .collect(),
@@ -77,13 +148,25 @@ pub(super) async fn import(State(app): State<AppState>, body: Bytes) -> ApiResul
     if content.get("tables").and_then(Json_::as_object).is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::bad_request("tables are not supported yet: the import contains some"));
     }
-    let set = Ruleset { streams: section("streams")?, rules: section("rules")? };
+    let set =
+        Ruleset { streams: section("streams")?, rules: section("rules")?, source_config: section("sourceConfig")? };
+    // Plugins first: the streams and rules name them.
+    let plugins = import_plugins(&app, section("nativePlugins")?, section("portablePlugins")?).await;
     let report = app.engine.import(set).await;
     let words = |m: &std::collections::BTreeMap<String, Option<String>>| -> serde_json::Map<String, Json_> {
         m.iter().map(|(k, v)| (k.clone(), json!(v.as_deref().unwrap_or("ok")))).collect()
     };
-    let status = if report.is_complete() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
-    Ok((status, Json(json!({"streams": words(&report.streams), "rules": words(&report.rules)}))).into_response())
+    let complete = report.is_complete() && plugins.values().all(|v| v == "ok");
+    let status = if complete { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let mut body = json!({"streams": words(&report.streams), "rules": words(&report.rules)});
+    // Only what the import carried, so that a streams-and-rules import answers as before.
+    if !report.source_config.is_empty() {
+        body["sourceConfig"] = Json_::Object(words(&report.source_config));
+    }
+    if !plugins.is_empty() {
+        body["plugins"] = Json_::Object(plugins);
+    }
+    Ok((status, Json(body)).into_response())
 }
 
 // ----- plugin metadata and functions -----
@@ -265,4 +348,73 @@ pub(super) async fn remove_portable(State(app): State<AppState>, Path(name): Pat
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("remove task failed: {e}")))??;
     app.host.rescan().await;
     Ok(format!("Plugin {name} is deleted."))
+}
+
+// ----- shared connections -----
+
+fn connection_json(c: &oort_engine::ConnectionReport) -> Json_ {
+    json!({
+        "id": c.connection.id,
+        "typ": c.connection.typ,
+        "props": c.connection.props,
+        "status": c.status,
+        "refCount": c.ref_count,
+    })
+}
+
+/// eKuiper's `GET /connections`: every connection with its status.
+pub(super) async fn list_connections(State(app): State<AppState>) -> ApiResult<Json<Json_>> {
+    let all = app.engine.connections().await?;
+    Ok(Json(Json_::Array(all.iter().map(connection_json).collect())))
+}
+
+/// eKuiper's `GET /connections/{id}`.
+pub(super) async fn describe_connection(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    Ok(Json(connection_json(&app.engine.connection(&id).await?)))
+}
+
+/// The body of a connection: `{"id", "typ", "props"}`; `id` may come from
+/// the path.
+fn connection_body(body: &[u8], path_id: Option<&str>) -> ApiResult<oort_engine::Connection> {
+    let obj = json_object(body)?;
+    let id = match (obj.get("id").and_then(Json_::as_str), path_id) {
+        (Some(id), Some(path)) if id != path => {
+            return Err(ApiError::bad_request(format!("the body's id {id:?} is not the path's {path:?}")))
+        }
+        (Some(id), _) => id.to_string(),
+        (None, Some(path)) => path.to_string(),
+        (None, None) => return Err(ApiError::bad_request("missing field \"id\"")),
+    };
+    let typ = required_string(&obj, "typ")?;
+    let props = match obj.get("props") {
+        None | Some(Json_::Null) => serde_json::Map::new(),
+        Some(Json_::Object(m)) => m.clone(),
+        Some(_) => return Err(ApiError::bad_request("field \"props\" must be an object")),
+    };
+    Ok(oort_engine::Connection { id, typ, props })
+}
+
+/// eKuiper's `POST /connections`.
+pub(super) async fn create_connection(State(app): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let connection = connection_body(&body, None)?;
+    let id = connection.id.clone();
+    app.engine.put_connection(connection, true)?;
+    Ok(created(format!("connection {id} is created")))
+}
+
+/// eKuiper's `PUT /connections/{id}`: the rules using it see the new
+/// properties when they next start.
+pub(super) async fn update_connection(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<String> {
+    app.engine.put_connection(connection_body(&body, Some(&id))?, false)?;
+    Ok(format!("connection {id} is updated"))
+}
+
+/// eKuiper's `DELETE /connections/{id}`: refused while a rule names it.
+pub(super) async fn delete_connection(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<String> {
+    app.engine.delete_connection(&id).await?;
+    Ok(format!("connection {id} is deleted"))
 }

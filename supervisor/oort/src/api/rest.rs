@@ -104,6 +104,13 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         .route("/rules/{id}/topo", get(super::ekuiper::rule_topology))
         .route("/data/export", get(super::ekuiper::export))
         .route("/data/import", post(super::ekuiper::import))
+        .route("/connections", get(super::ekuiper::list_connections).post(super::ekuiper::create_connection))
+        .route(
+            "/connections/{id}",
+            get(super::ekuiper::describe_connection)
+                .put(super::ekuiper::update_connection)
+                .delete(super::ekuiper::delete_connection),
+        )
         .route("/metadata/sources/yaml/{type}", get(super::ekuiper::source_conf))
         .route(
             "/metadata/sources/{type}/confKeys/{key}",

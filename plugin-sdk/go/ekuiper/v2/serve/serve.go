@@ -8,7 +8,9 @@
 //
 // A source must also implement TupleSource, BytesSource, PullTupleSource or
 // PullBytesSource, and a sink TupleCollector or BytesCollector; Serve checks
-// this at start. A BytesCollector runs in payload mode: the supervisor encodes
+// this at start. A bytes source's payloads are decoded per the stream's
+// format, as eKuiper's runtime does: json, binary or delimited (see
+// payloadDecoder). A BytesCollector runs in payload mode: the supervisor encodes
 // the rule's output per the action's format, dataTemplate and sendSingle, each
 // payload is one Collect, and a Collect error is that payload's error. The plugin's name is the executable's file name (without
 // "@version"); Source and Sink take it explicitly.
@@ -20,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -197,6 +201,9 @@ type source struct {
 	pending compat.Pending
 	wg      sync.WaitGroup
 	format  string
+	// decode turns a bytes source's payload into what a TupleIngest takes,
+	// per the stream's format (set by Open for bytes sources only).
+	decode func(payload []byte) (any, error)
 }
 
 // NewSource adapts an eKuiper 2.x source to an oort.Source.
@@ -214,10 +221,17 @@ func (s *source) Open(o oort.StreamContext, datasource string, props map[string]
 	}
 	s.format = "json"
 	if f, ok := props["format"].(string); ok && f != "" {
-		s.format = f
+		// The supervisor lowercases FORMAT already; eKuiper's format names
+		// are case-insensitive, so a direct caller's "JSON" means json too.
+		s.format = strings.ToLower(f)
 	}
-	if (kind == pushBytes || kind == pullBytes) && s.format != "json" {
-		return fmt.Errorf("format %q is not supported for a bytes source (json only)", s.format)
+	if kind == pushBytes || kind == pullBytes {
+		// Checked before Provision, so that a stream with a format this
+		// layer cannot decode fails at rule start rather than dropping
+		// every payload.
+		if s.decode, err = payloadDecoder(s.format, props); err != nil {
+			return err
+		}
 	}
 	interval := DefaultInterval
 	if kind == pullTuples || kind == pullBytes {
@@ -334,15 +348,133 @@ func (s *source) ingestTuple(_ api.StreamContext, data any, meta map[string]any,
 	}
 }
 
+// ingestBytes decodes a payload per the stream's format, as eKuiper's
+// runtime does for a bytes source; a payload that does not decode is reported
+// (SetError) and skipped, and the source goes on.
 func (s *source) ingestBytes(ctx api.StreamContext, payload []byte, meta map[string]any, ts time.Time) {
+	v, err := s.decode(payload)
+	if err != nil {
+		s.ctx.SetError(err)
+		return
+	}
+	s.ingestTuple(ctx, v, meta, ts)
+}
+
+// payloadDecoder returns the decoder of a bytes source's payloads for format,
+// configured from the stream's properties (delimiter and fields for
+// delimited), or an error naming the formats there are.
+func payloadDecoder(format string, props map[string]any) (func([]byte) (any, error), error) {
+	switch format {
+	case "json":
+		return decodeJSON, nil
+	case "binary":
+		return decodeBinary, nil
+	case "delimited":
+		delimiter := ","
+		switch d := props["delimiter"].(type) {
+		case nil:
+		case string:
+			// An empty delimiter means the default, as in eKuiper's
+			// converter (strings.Split would otherwise split every rune).
+			if d != "" {
+				delimiter = d
+			}
+		default:
+			return nil, fmt.Errorf("delimiter must be a string, got %T", d)
+		}
+		fields, err := fieldNames(props["fields"])
+		if err != nil {
+			return nil, err
+		}
+		return func(payload []byte) (any, error) { return decodeDelimited(payload, delimiter, fields), nil }, nil
+	}
+	return nil, fmt.Errorf("format %q is not supported for a bytes source (json, binary, delimited)", format)
+}
+
+// decodeJSON decodes one JSON value; numbers stay json.Number, so that
+// integers beyond float64's precision keep their digits. An array becomes one
+// row per element (ingestTuple's []any case), an object one row.
+func decodeJSON(payload []byte) (any, error) {
 	d := json.NewDecoder(bytes.NewReader(payload))
 	d.UseNumber()
 	var v any
 	if err := d.Decode(&v); err != nil {
-		s.ctx.SetError(fmt.Errorf("payload is not json: %w", err))
-		return
+		return nil, fmt.Errorf("payload is not json: %w", err)
 	}
-	s.ingestTuple(ctx, v, meta, ts)
+	return v, nil
+}
+
+// decodeBinary is eKuiper's binary format: the whole payload in field
+// "self". The bytes are copied because the record waits in the buffer after
+// ingest returns, while the source may reuse its slice (e.g. a read buffer).
+func decodeBinary(payload []byte) (any, error) {
+	return map[string]any{"self": bytes.Clone(payload)}, nil
+}
+
+// decodeDelimited is eKuiper's delimited format, one row per line: the values
+// between delimiters, named by fields in order (values beyond the last field
+// are dropped, as eKuiper does) or col0, col1, … without fields. Values stay
+// strings: eKuiper leaves typing to the stream's schema. Lines end at "\n"
+// (a "\r" before it is dropped too); empty lines, e.g. after a trailing
+// newline, give no row, so an empty payload gives none.
+func decodeDelimited(payload []byte, delimiter string, fields []string) any {
+	var rows []map[string]any
+	for _, line := range strings.Split(string(payload), "\n") {
+		line = strings.TrimSuffix(line, "\r")
+		if line == "" {
+			continue
+		}
+		values := strings.Split(line, delimiter)
+		row := make(map[string]any, len(values))
+		for i, v := range values {
+			if fields == nil {
+				row["col"+strconv.Itoa(i)] = v
+			} else if i < len(fields) {
+				row[fields[i]] = v
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// fieldNames reads the delimited format's column names: a list of strings
+// (as a stream's YAML or JSON gives it) or one comma-separated string (as a
+// WITH option gives it); nil when absent, meaning col0, col1, ….
+func fieldNames(v any) ([]string, error) {
+	var names []string
+	switch f := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		if strings.TrimSpace(f) == "" {
+			return nil, nil
+		}
+		for _, n := range strings.Split(f, ",") {
+			names = append(names, strings.TrimSpace(n))
+		}
+	case []string:
+		names = f
+	case []any:
+		for _, e := range f {
+			n, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("fields must be a list of strings or a comma-separated string, got an element %v (%T)", e, e)
+			}
+			names = append(names, n)
+		}
+	default:
+		return nil, fmt.Errorf("fields must be a list of strings or a comma-separated string, got %T", v)
+	}
+	for _, n := range names {
+		if n == "" {
+			return nil, fmt.Errorf("fields has an empty name: %q", v)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	return names, nil
 }
 
 func (s *source) Read(o oort.StreamContext, max int) ([]oort.Record, error) {

@@ -221,33 +221,192 @@ func TestPushSourceIsBufferedWithBackPressure(t *testing.T) {
 	}
 }
 
-type bytesPush struct{}
+// bytesPush ingests its payloads in order from Subscribe, with a metadata
+// map, then nothing more.
+type bytesPush struct{ payloads []string }
 
 func (bytesPush) Provision(api.StreamContext, map[string]any) error        { return nil }
 func (bytesPush) Connect(api.StreamContext, api.StatusChangeHandler) error { return nil }
 func (bytesPush) Close(api.StreamContext) error                            { return nil }
-func (bytesPush) Subscribe(ctx api.StreamContext, ingest api.BytesIngest, _ api.ErrorIngest) error {
-	ingest(ctx, []byte(`{"big":12963433097944239317}`), nil, time.Time{})
-	ingest(ctx, []byte(`[{"a":1},{"a":2}]`), nil, time.Time{})
-	ingest(ctx, []byte(`not json`), nil, time.Time{})
+func (b bytesPush) Subscribe(ctx api.StreamContext, ingest api.BytesIngest, _ api.ErrorIngest) error {
+	for _, p := range b.payloads {
+		ingest(ctx, []byte(p), map[string]any{"topic": "t"}, time.Time{})
+	}
 	return nil
 }
 
-func TestBytesSourceDecodesJSON(t *testing.T) {
-	src := NewSource(bytesPush{})
+// bytesPull emits one payload per pull, reusing its slice as a network
+// source reusing a read buffer would.
+type bytesPull struct {
+	buf   []byte
+	pulls atomic.Int64
+}
+
+func (*bytesPull) Provision(api.StreamContext, map[string]any) error        { return nil }
+func (*bytesPull) Connect(api.StreamContext, api.StatusChangeHandler) error { return nil }
+func (*bytesPull) Close(api.StreamContext) error                            { return nil }
+func (b *bytesPull) Pull(ctx api.StreamContext, trigger time.Time, ingest api.BytesIngest, _ api.ErrorIngest) {
+	n := b.pulls.Add(1)
+	b.buf = append(b.buf[:0], fmt.Sprintf("p%d", n)...)
+	ingest(ctx, b.buf, nil, trigger)
+}
+
+// decodeAll runs a bytes source ingesting payloads with props and returns
+// the first n records and the exceptions reported by then.
+func decodeAll(t *testing.T, props map[string]any, n int, payloads ...string) ([]oort.Record, []string) {
+	t.Helper()
+	src := NewSource(bytesPush{payloads: payloads})
 	ctx := newRecording()
-	if err := src.Open(ctx, "", nil); err != nil {
+	if err := src.Open(ctx, "", props); err != nil {
 		t.Fatal(err)
 	}
-	got := readN(t, src, ctx, 3, 10)
-	if got[0].Fields["big"] != json.Number("12963433097944239317") || got[2].Fields["a"] != json.Number("2") {
-		t.Fatalf("got %#v", got)
+	defer src.Close(ctx)
+	got := readN(t, src, ctx, n, 100)
+	if len(got) != n {
+		t.Fatalf("want %d records, got %d: %#v", n, len(got), got)
 	}
-	if ctx.count() != 1 {
-		t.Fatalf("a bad payload is an exception: %v", ctx.exceptions)
+	if more, _ := src.Read(ctx, 100); len(more) != 0 {
+		t.Fatalf("want %d records, got more: %#v", n, more)
 	}
-	if err := NewSource(bytesPush{}).Open(newRecording(), "", map[string]any{"format": "protobuf"}); err == nil {
-		t.Fatal("only json payloads decode")
+	ctx.mu.Lock()
+	defer ctx.mu.Unlock()
+	return got, append([]string(nil), ctx.exceptions...)
+}
+
+func fieldsOf(records []oort.Record) []map[string]any {
+	out := make([]map[string]any, len(records))
+	for i, r := range records {
+		out[i] = r.Fields
+	}
+	return out
+}
+
+func TestBytesSourceDecodesJSON(t *testing.T) {
+	// No format is json, as is "JSON": the layer lowercases.
+	for _, props := range []map[string]any{nil, {"format": "JSON"}} {
+		got, exceptions := decodeAll(t, props, 4,
+			`{"big":12963433097944239317}`, `[{"a":1},{"a":2}]`, `not json`, `{"a":`, `{"c":"x"}`)
+		want := []map[string]any{
+			{"big": json.Number("12963433097944239317")}, {"a": json.Number("1")}, {"a": json.Number("2")}, {"c": "x"},
+		}
+		if !reflect.DeepEqual(fieldsOf(got), want) {
+			t.Fatalf("got %#v", fieldsOf(got))
+		}
+		if got[0].Metadata["topic"] != "t" {
+			t.Fatalf("metadata %#v", got[0].Metadata)
+		}
+		// Each bad payload is one exception, and the source goes on.
+		if len(exceptions) != 2 || !strings.Contains(exceptions[0], "payload is not json") {
+			t.Fatalf("exceptions %q", exceptions)
+		}
+	}
+	// A payload that is JSON but not an object (nor a list of objects) is
+	// dropped with an exception too.
+	got, exceptions := decodeAll(t, map[string]any{"format": "json"}, 1, `42`, `{"a":3}`)
+	if got[0].Fields["a"] != json.Number("3") || len(exceptions) != 1 {
+		t.Fatalf("got %#v, exceptions %q", got, exceptions)
+	}
+}
+
+func TestBytesSourceDecodesBinary(t *testing.T) {
+	// Any payload is valid, even one that is not text, or empty.
+	got, exceptions := decodeAll(t, map[string]any{"format": "binary"}, 3, "\x00\xff{", "", `{"a":1}`)
+	want := []map[string]any{{"self": []byte("\x00\xff{")}, {"self": []byte{}}, {"self": []byte(`{"a":1}`)}}
+	if !reflect.DeepEqual(fieldsOf(got), want) || len(exceptions) != 0 {
+		t.Fatalf("got %#v, exceptions %q", fieldsOf(got), exceptions)
+	}
+	if got[2].Metadata["topic"] != "t" {
+		t.Fatalf("metadata %#v", got[2].Metadata)
+	}
+}
+
+func TestBinaryPayloadIsCopied(t *testing.T) {
+	p := &bytesPull{}
+	src := NewSource(p)
+	ctx := newRecording()
+	if err := src.Open(ctx, "", map[string]any{"format": "binary", "interval": int64(5)}); err != nil {
+		t.Fatal(err)
+	}
+	// Let several pulls overwrite the source's slice before reading.
+	time.Sleep(40 * time.Millisecond)
+	got := readN(t, src, ctx, 3, 3)
+	if err := src.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range got[:3] {
+		if want := fmt.Sprintf("p%d", i+1); string(r.Fields["self"].([]byte)) != want {
+			t.Fatalf("record %d: %q, want %q", i, r.Fields["self"], want)
+		}
+	}
+}
+
+func TestBytesSourceDecodesDelimited(t *testing.T) {
+	// Without fields: col0, col1, …, every value a string.
+	got, exceptions := decodeAll(t, map[string]any{"format": "delimited"}, 4,
+		"1,a b,2.5", "x\ny,z\r\n\n", "", "only")
+	want := []map[string]any{
+		{"col0": "1", "col1": "a b", "col2": "2.5"},
+		{"col0": "x"}, {"col0": "y", "col1": "z"},
+		{"col0": "only"},
+	}
+	if !reflect.DeepEqual(fieldsOf(got), want) || len(exceptions) != 0 {
+		t.Fatalf("got %#v, exceptions %q", fieldsOf(got), exceptions)
+	}
+	if got[2].Metadata["topic"] != "t" {
+		t.Fatalf("each line's row has the payload's metadata: %#v", got[2].Metadata)
+	}
+
+	// Fields as a list (YAML) or a comma-separated string (a WITH option),
+	// and another delimiter. Missing values are missing fields; values
+	// beyond the last field are dropped, as eKuiper does.
+	for _, fields := range []any{[]any{"id", "name"}, " id , name", []string{"id", "name"}} {
+		got, _ := decodeAll(t, map[string]any{"format": "delimited", "delimiter": "|", "fields": fields}, 3,
+			"7|ann", "8", "9|bo|extra|more")
+		want := []map[string]any{{"id": "7", "name": "ann"}, {"id": "8"}, {"id": "9", "name": "bo"}}
+		if !reflect.DeepEqual(fieldsOf(got), want) {
+			t.Fatalf("fields %#v: got %#v", fields, fieldsOf(got))
+		}
+	}
+
+	// A multi-character delimiter; an empty one is the default ",".
+	got, _ = decodeAll(t, map[string]any{"format": "delimited", "delimiter": "::"}, 1, "a::b,c")
+	if !reflect.DeepEqual(got[0].Fields, map[string]any{"col0": "a", "col1": "b,c"}) {
+		t.Fatalf("got %#v", got[0].Fields)
+	}
+	got, _ = decodeAll(t, map[string]any{"format": "delimited", "delimiter": ""}, 1, "a,b")
+	if !reflect.DeepEqual(got[0].Fields, map[string]any{"col0": "a", "col1": "b"}) {
+		t.Fatalf("got %#v", got[0].Fields)
+	}
+}
+
+func TestBytesSourceRefusesWhatItCannotDecode(t *testing.T) {
+	open := func(src api.Source, props map[string]any) error {
+		return NewSource(src).Open(newRecording(), "", props)
+	}
+	for _, src := range []api.Source{bytesPush{}, &bytesPull{}} {
+		err := open(src, map[string]any{"format": "protobuf", "interval": int64(10)})
+		if err == nil || err.Error() != `format "protobuf" is not supported for a bytes source (json, binary, delimited)` {
+			t.Fatalf("%T: %v", src, err)
+		}
+	}
+	for _, props := range []map[string]any{
+		{"format": "delimited", "delimiter": int64(9)},
+		{"format": "delimited", "fields": []any{"a", int64(1)}},
+		{"format": "delimited", "fields": "a,,b"},
+		{"format": "delimited", "fields": int64(3)},
+	} {
+		if err := open(bytesPush{}, props); err == nil {
+			t.Fatalf("props %#v must fail Open", props)
+		}
+	}
+	// A tuple source decodes nothing: the format and the delimited
+	// properties are only handed to Provision.
+	tuples, ctx := NewSource(&push{}), newRecording()
+	if err := tuples.Open(ctx, "", map[string]any{"format": "protobuf", "fields": int64(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tuples.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
