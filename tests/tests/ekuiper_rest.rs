@@ -331,3 +331,33 @@ fn connections_are_shared_properties_that_sources_and_sinks_select() {
     assert_eq!(d.http("DELETE", "/connections/rnd", None).0, 200);
     assert_eq!(d.http("GET", "/connections/rnd", None).0, 404);
 }
+
+/// Issue 16, item 4, in the Rust SDK: a sink that asks for payloads (the
+/// `log` sink with `payloads: true`) gets the items the daemon encoded per the
+/// action's `dataTemplate` and `sendSingle`.
+#[test]
+fn a_rust_sink_can_take_the_payloads_the_daemon_encodes() {
+    let p = plugins();
+    let d = Daemon::start(p.path(), &[]);
+    let stream = r#"CREATE STREAM s () WITH (TYPE="random", interval="20", pattern='{"name":"sensor"}')"#;
+    assert_eq!(d.http("POST", "/streams", Some(&json!({ "sql": stream }).to_string())).0, 201);
+    let rules = [
+        json!({"id": "tpl", "sql": "SELECT name FROM s",
+               "actions": [{"log": {"payloads": true, "sendSingle": true, "dataTemplate": "n={{.name}}"}}]}),
+        json!({"id": "list", "sql": "SELECT name FROM s", "actions": [{"log": {"payloads": true}}]}),
+    ];
+    for rule in &rules {
+        let (status, body) = d.http("POST", "/rules", Some(&rule.to_string()));
+        assert_eq!(status, 201, "{body}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = d.log();
+        if log.contains("sink payload: n=sensor") && log.contains(r#"sink payload: [{"name":"sensor"}]"#) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no payload lines:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!d.log().contains("sink result:"), "records were not sent as well:\n{}", d.log());
+}

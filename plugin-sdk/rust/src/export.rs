@@ -86,6 +86,23 @@ pub trait Sink: Send + 'static {
     /// Accepts one batch of records.
     fn collect(&mut self, ctx: &Context, records: &[Record]) -> Result<(), BoxError>;
 
+    /// Whether the sink takes bytes instead of records: the supervisor then
+    /// encodes each item as eKuiper's runtime does for its sinks (per the
+    /// action's `format`, `fields`, `dataTemplate` and `sendSingle`) and
+    /// calls [`Sink::collect_payloads`]. Asked once, after [`Sink::open`].
+    fn wants_payloads(&self) -> bool {
+        false
+    }
+
+    /// Accepts one batch of encoded items, for a sink that
+    /// [wants payloads](Sink::wants_payloads). An error fails the whole
+    /// batch; to refuse single items (eKuiper's `ack_error`), return one
+    /// entry per item, `Some(why)` for each item not delivered; an empty list
+    /// means every item was delivered.
+    fn collect_payloads(&mut self, _ctx: &Context, _payloads: &[Vec<u8>]) -> Result<ItemErrors, BoxError> {
+        Err("this sink takes records, not payloads".into())
+    }
+
     /// Whether the sink implements the two-phase-commit hooks.
     fn transactional(&self) -> bool {
         false
@@ -113,6 +130,10 @@ pub trait Sink: Send + 'static {
         Ok(())
     }
 }
+
+/// Per-item outcomes of a batch of payloads: empty when every item was
+/// delivered, else one entry per item, `Some(why)` for an item that was not.
+pub type ItemErrors = Vec<Option<String>>;
 
 /// How one symbol is exported, after eKuiper's two export styles.
 pub enum Export<T> {

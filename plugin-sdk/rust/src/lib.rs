@@ -39,7 +39,7 @@ mod export;
 mod server;
 
 pub use context::{Context, Logger, StateError, MAX_VALUE_BYTES};
-pub use export::{ArgSpec, BoxError, Export, Function, Plugin, Props, Sink, Source};
+pub use export::{ArgSpec, BoxError, Export, Function, ItemErrors, Plugin, Props, Sink, Source};
 pub use oort_proto::{Record, Value};
 pub use server::serve;
 

@@ -514,14 +514,14 @@ impl SinkService for Handle {
         let sink = factory.make();
         let ctx = Arc::new(Context::new(spec));
         let props = props(req.props);
-        let transactional = blocking(|| {
+        let (transactional, wants_payloads) = blocking(|| {
             let mut s = lock(&sink);
-            s.open(&ctx, &props).map(|()| s.transactional())
+            s.open(&ctx, &props).map(|()| (s.transactional(), s.wants_payloads()))
         })
         .map_err(|e| Status::failed_precondition(format!("sink open failed: {e}")))?;
         let id = ctx.instance_id().to_string();
         self.0.insert(id, Instance::Sink(sink, ctx))?;
-        Ok(Response::new(pb::OpenSinkResponse { transactional, wants_payloads: false }))
+        Ok(Response::new(pb::OpenSinkResponse { transactional, wants_payloads }))
     }
 
     type WriteStream = BoxStream<pb::WriteAck>;
@@ -534,13 +534,28 @@ impl SinkService for Handle {
                 let batch = batch?;
                 let (sink, ctx) = served.sink(&batch.instance_id)?;
                 let ack = blocking(|| {
-                    let records: Vec<Record> = batch.records.into_iter().map(Record::from).collect();
-                    let error = match lock(&sink).collect(&ctx, &records) {
+                    let mut sink = lock(&sink);
+                    let mut item_errors = Vec::new();
+                    let written = if sink.wants_payloads() {
+                        let items = batch.payloads.len();
+                        sink.collect_payloads(&ctx, &batch.payloads).and_then(|errors| match errors.len() {
+                            0 => Ok(()),
+                            n if n == items => {
+                                item_errors = errors.into_iter().map(Option::unwrap_or_default).collect();
+                                Ok(())
+                            }
+                            n => Err(format!("collect_payloads returned {n} item errors for {items} items").into()),
+                        })
+                    } else {
+                        let records: Vec<Record> = batch.records.into_iter().map(Record::from).collect();
+                        sink.collect(&ctx, &records)
+                    };
+                    let error = match written {
                         Ok(()) => String::new(),
                         Err(e) => e.to_string(),
                     };
                     ctx.log_exceptions();
-                    pb::WriteAck { seq: batch.seq, error, mutations: ctx.take_mutations(), item_errors: vec![] }
+                    pb::WriteAck { seq: batch.seq, error, mutations: ctx.take_mutations(), item_errors }
                 });
                 if tx.send(Ok(ack)).await.is_err() {
                     break;

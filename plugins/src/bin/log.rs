@@ -1,11 +1,17 @@
 //! The `log` sink: logs every record as one JSON line. Its lines reach the
-//! supervisor's log, tagged with the rule and instance.
-use oort_plugin::{serve, BoxError, Context, Export, Plugin, Props, Record, Sink};
+//! supervisor's log, tagged with the rule and instance. With property
+//! `payloads: true` it logs the items the supervisor encoded instead (per the
+//! action's `format`, `dataTemplate` and `sendSingle`), one line each.
+use oort_plugin::{serve, BoxError, Context, Export, ItemErrors, Plugin, Props, Record, Sink, Value};
 
-struct Log;
+#[derive(Default)]
+struct Log {
+    payloads: bool,
+}
 
 impl Sink for Log {
-    fn open(&mut self, ctx: &Context, _props: &Props) -> Result<(), BoxError> {
+    fn open(&mut self, ctx: &Context, props: &Props) -> Result<(), BoxError> {
+        self.payloads = matches!(props.get("payloads"), Some(Value::Bool(true)));
         ctx.logger().info("log sink opened");
         Ok(())
     }
@@ -16,8 +22,24 @@ impl Sink for Log {
         }
         Ok(())
     }
+
+    fn wants_payloads(&self) -> bool {
+        self.payloads
+    }
+
+    fn collect_payloads(&mut self, ctx: &Context, payloads: &[Vec<u8>]) -> Result<ItemErrors, BoxError> {
+        let mut errors = vec![None; payloads.len()];
+        for (item, payload) in payloads.iter().enumerate() {
+            match std::str::from_utf8(payload) {
+                Ok(text) => ctx.logger().info(format_args!("sink payload: {text}")),
+                // A log line is text: an item that is not is refused alone.
+                Err(e) => errors[item] = Some(format!("payload is not UTF-8: {e}")),
+            }
+        }
+        Ok(if errors.iter().all(Option::is_none) { Vec::new() } else { errors })
+    }
 }
 
 fn main() {
-    serve(Plugin::new("log", env!("CARGO_PKG_VERSION")).sink(Export::constructor(|| Log)));
+    serve(Plugin::new("log", env!("CARGO_PKG_VERSION")).sink(Export::constructor(Log::default)));
 }
