@@ -111,9 +111,20 @@ impl Daemon {
     /// Waits until the JSON-lines file `path` holds at least `n` lines and
     /// returns them; on timeout (30 s) fails with `rule`'s status and the log.
     pub fn wait_lines(&self, rule: &str, path: &Path, n: usize) -> Vec<serde_json::Value> {
+        self.wait_for_lines(rule, path, n, json_lines)
+    }
+
+    /// [`Daemon::wait_lines`] for a file of plain text lines.
+    pub fn wait_text_lines(&self, rule: &str, path: &Path, n: usize) -> Vec<String> {
+        self.wait_for_lines(rule, path, n, |p| {
+            std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect()
+        })
+    }
+
+    fn wait_for_lines<T>(&self, rule: &str, path: &Path, n: usize, read: impl Fn(&Path) -> Vec<T>) -> Vec<T> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let got = json_lines(path);
+            let got = read(path);
             if got.len() >= n {
                 return got;
             }

@@ -237,16 +237,7 @@ fn uint64_results_round_trip_and_a_bytes_sink_gets_encoded_payloads() {
     assert!(got.iter().any(|r| r["h"].as_u64().is_some_and(|h| h > i64::MAX as u64)), "some hash above 2^63: {got:?}");
 
     // Every fourth word is gamma: refused by the sink, counted, not written.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let lines = loop {
-        let text = std::fs::read_to_string(&templated).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= 6 {
-            break lines;
-        }
-        assert!(Instant::now() < deadline, "{lines:?}\nlog:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let lines = d.wait_text_lines("tpl", &templated, 6);
     assert_eq!(lines[..6], ["alpha", "beta", "delta", "alpha", "beta", "delta"]);
     let status = d.get_json("/rules/tpl/status");
     assert_eq!(status["status"], "running", "{status}");
@@ -288,19 +279,8 @@ fn binary_and_delimited_streams_decode_a_bytes_sources_payloads() {
         json!({"id": "csv", "sql": "SELECT id, name FROM c",
                "actions": [{"ek2bytes": {"path": rows.display().to_string(), "sendSingle": true}}]}),
     );
-    let wait = |path: &std::path::Path, n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            if text.lines().count() >= n {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "{}: {text:?}\nlog:\n{}", path.display(), d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    assert_eq!(wait(&raw, 2), "hello\nwörld\n");
-    let got: Vec<Json> = wait(&rows, 3).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(d.wait_text_lines("bin", &raw, 2), ["hello", "wörld"]);
+    let got = d.wait_lines("csv", &rows, 3);
     assert_eq!(
         got,
         [json!({"id": "1", "name": "ann"}), json!({"id": "2", "name": "bob"}), json!({"id": "3", "name": "cy"})]

@@ -168,20 +168,8 @@ fn a_portable_sink_gets_encoded_payloads_and_acks_each_one() {
         let (status, body) = post(&d, "/rules", rule);
         assert_eq!(status, 201, "{body}\nlog:\n{}", d.log());
     }
-    let lines = |path: &std::path::Path, n: usize| -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let got: Vec<String> = text.lines().map(str::to_string).collect();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(Instant::now() < deadline, "{}: {got:?}\nlog:\n{}", path.display(), d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     // ekbytes writes every payload, also the refused one (it acks after writing).
-    let got = lines(&templated, 12);
+    let got = d.wait_text_lines("tpl", &templated, 12);
     for (k, line) in got.iter().enumerate() {
         if k == 7 {
             assert_eq!(line, "fail");
@@ -202,12 +190,12 @@ fn a_portable_sink_gets_encoded_payloads_and_acks_each_one() {
         assert!(Instant::now() < deadline, "no refused item: {status}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let got = lines(&windows, 3);
+    let got = d.wait_text_lines("win", &windows, 3);
     for (w, line) in got.iter().take(3).enumerate() {
         let want: Vec<Json> = (w * 4..w * 4 + 4).map(|s| serde_json::json!({ "seq": s })).collect();
         assert_eq!(json(line), Json::Array(want), "window {w}");
     }
-    let got = lines(&csv, 12);
+    let got = d.wait_text_lines("csv", &csv, 12);
     // Strings go unquoted, columns in the order of `fields`.
     let want: Vec<String> = (0..12).map(|k| format!("w{k};{k}")).collect();
     assert_eq!(got, want);

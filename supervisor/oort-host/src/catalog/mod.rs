@@ -279,15 +279,21 @@ impl Catalog {
             .map_or_else(|| key.to_owned(), |plugin| plugin.name.clone())
     }
 
-    fn scan_kind(&mut self, kind: PluginKind, dir: &Path) {
-        let read = match fs::read_dir(dir) {
-            Ok(read) => read,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return,
+    /// The folder's entries; `None` when it is missing (nothing to scan) or
+    /// unreadable (reported).
+    fn read_folder(&mut self, dir: &Path) -> Option<fs::ReadDir> {
+        match fs::read_dir(dir) {
+            Ok(read) => Some(read),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
             Err(source) => {
                 self.errors.push(CatalogError::ReadDir { path: dir.to_owned(), source });
-                return;
+                None
             }
-        };
+        }
+    }
+
+    fn scan_kind(&mut self, kind: PluginKind, dir: &Path) {
+        let Some(read) = self.read_folder(dir) else { return };
         let mut names: Vec<OsString> = Vec::new();
         for entry in read {
             match entry {
@@ -359,14 +365,7 @@ impl Catalog {
 
     /// Every package folder under `portables/`, each part as a plugin of its kind.
     fn scan_portables(&mut self, dir: &Path) {
-        let read = match fs::read_dir(dir) {
-            Ok(read) => read,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return,
-            Err(source) => {
-                self.errors.push(CatalogError::ReadDir { path: dir.to_owned(), source });
-                return;
-            }
-        };
+        let Some(read) = self.read_folder(dir) else { return };
         let mut names: Vec<String> = read
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))

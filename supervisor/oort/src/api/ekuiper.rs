@@ -334,12 +334,7 @@ pub(super) async fn remove_portable(State(app): State<AppState>, Path(name): Pat
         }
         users.sort();
         users.dedup();
-        if !users.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("plugin {name} is used by rules {}; delete them first", users.join(", ")),
-            ));
-        }
+        super::rest::not_in_use(&name, users)?;
     }
     let dir = app.plugins_dir.clone();
     let n = name.clone();

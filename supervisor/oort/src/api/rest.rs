@@ -345,15 +345,21 @@ async fn install_plugin(State(app): State<AppState>, Path(k): Path<String>, body
     Ok(created(format!("Plugin {} is created.", installed.name)))
 }
 
-async fn remove_plugin(State(app): State<AppState>, Path((k, name)): Path<(String, String)>) -> ApiResult<String> {
-    let kind = kind(&k)?;
-    let users = app.engine.users_of(kind, &name).await;
-    if !users.is_empty() {
-        return Err(ApiError::new(
+/// Refuses to remove plugin `name` while `users` (rule ids) use it.
+pub(super) fn not_in_use(name: &str, users: Vec<String>) -> ApiResult<()> {
+    if users.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("plugin {name} is used by rules {}; delete them first", users.join(", ")),
-        ));
+        ))
     }
+}
+
+async fn remove_plugin(State(app): State<AppState>, Path((k, name)): Path<(String, String)>) -> ApiResult<String> {
+    let kind = kind(&k)?;
+    not_in_use(&name, app.engine.users_of(kind, &name).await)?;
     let dir = app.plugins_dir.clone();
     let n = name.clone();
     tokio::task::spawn_blocking(move || install::remove(&dir, kind, &n))
