@@ -361,3 +361,31 @@ fn a_rust_sink_can_take_the_payloads_the_daemon_encodes() {
     }
     assert!(!d.log().contains("sink result:"), "records were not sent as well:\n{}", d.log());
 }
+
+/// Issue 16, item 2, in the daemon: integers above `i64` in JSON input (a
+/// geohash's) stay exact through the file source, SQL comparison and
+/// arithmetic (literals too) and the file sink.
+#[test]
+fn big_integers_in_json_input_stay_exact_end_to_end() {
+    let p = plugins();
+    p.add("sources", "file", "file");
+    p.add("sinks", "file", "file");
+    let out = tempfile::tempdir().unwrap();
+    let (input, rows) = (out.path().join("in.jsonl"), out.path().join("rows.jsonl"));
+    std::fs::write(&input, "{\"h\": 12963433097944239317}\n{\"h\": 12963433097944239316}\n").unwrap();
+    let d = Daemon::start(p.path(), &[]);
+    let stream = format!(r#"CREATE STREAM s () WITH (TYPE="file", DATASOURCE="{}")"#, input.display());
+    assert_eq!(d.http("POST", "/streams", Some(&json!({ "sql": stream }).to_string())).0, 201);
+    let rule = json!({"id": "r",
+        "sql": "SELECT h, h + 1 AS next, h = 12963433097944239317 AS same FROM s",
+        "actions": [{"file": {"path": rows.display().to_string()}}]});
+    assert_eq!(d.http("POST", "/rules", Some(&rule.to_string())).0, 201);
+    let got = d.wait_text_lines("r", &rows, 2);
+    assert_eq!(
+        got,
+        [
+            r#"{"h":12963433097944239317,"next":12963433097944239318,"same":true}"#,
+            r#"{"h":12963433097944239316,"next":12963433097944239317,"same":false}"#
+        ]
+    );
+}

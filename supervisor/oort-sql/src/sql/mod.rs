@@ -800,9 +800,11 @@ fn binop(op: &sql::BinaryOperator) -> Result<BinOp, RuleError> {
 
 fn literal(v: &sql::Value) -> Result<Value, RuleError> {
     Ok(match v {
-        sql::Value::Number(n, _) => match n.parse::<i64>() {
-            Ok(i) => Value::Int(i),
-            Err(_) => Value::Float(n.parse().map_err(|_| RuleError::invalid(format!("bad number {n}")))?),
+        // Integers above i64 stay exact as unsigned ones, as JSON input does.
+        sql::Value::Number(n, _) => match (n.parse::<i64>(), n.parse::<u64>()) {
+            (Ok(i), _) => Value::Int(i),
+            (_, Ok(u)) => Value::Uint(u),
+            _ => Value::Float(n.parse().map_err(|_| RuleError::invalid(format!("bad number {n}")))?),
         },
         sql::Value::SingleQuotedString(s) | sql::Value::DoubleQuotedString(s) => Value::String(s.clone()),
         sql::Value::Boolean(b) => Value::Bool(*b),
