@@ -159,6 +159,24 @@ fn plugin_metadata_and_functions_are_served_as_ekuiper_serves_them() {
     let described = d.get_json("/plugins/sinks/log");
     assert!(described["metadata_problem"].as_str().is_some_and(|p| p.contains("log.json is not valid")), "{described}");
     assert_eq!(d.http("GET", "/metadata/sinks/nope", None).0, 404);
+    // A function plugin whose metadata does not parse exports no function of
+    // its list: a rule calling one is refused with that reason, not a bare
+    // "unknown function".
+    std::fs::write(p.path().join("functions/echo.json"), r#"{"functions": [{"nom": "echo"}]}"#).unwrap();
+    assert_eq!(d.get_json("/plugins/functions"), json!(["echo"]), "a listing rescans the folder");
+    assert_eq!(
+        d.http("POST", "/streams", Some(&json!({"sql": "CREATE STREAM m () WITH (TYPE=\"random\")"}).to_string())).0,
+        201
+    );
+    let rule = json!({"id": "e", "sql": "SELECT echo2(a) FROM m", "actions": [{"log": {}}]});
+    let (status, body) = d.http("POST", "/rules", Some(&rule.to_string()));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown function") && body.contains("echo.json is not valid"), "{body}");
+    std::fs::write(
+        p.path().join("functions/echo.json"),
+        json!({"functions": [{"name": "echo"}, {"name": "echo2"}]}).to_string(),
+    )
+    .unwrap();
     assert_eq!(d.http("GET", "/metadata/tables", None).0, 404);
 
     assert_eq!(d.get_json("/plugins/udfs"), json!(["echo", "echo2"]));

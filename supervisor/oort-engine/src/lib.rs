@@ -320,7 +320,15 @@ impl Engine {
         let mut aggregates = oort_sql::AggregateFunctions::new();
         for call in &plan.select.calls {
             if !self.host.has_function(&call.function) {
-                return Err(EngineError::Invalid(format!("unknown function {:?}", call.function)));
+                // A plugin file copied in by hand is found without a restart.
+                self.host.rescan().await;
+            }
+            if !self.host.has_function(&call.function) {
+                // The likeliest cause when a plugin was meant to export it: its
+                // metadata's function list could not be read.
+                let why = self.host.function_metadata_problems();
+                let why = if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) };
+                return Err(EngineError::Invalid(format!("unknown function {:?}{why}", call.function)));
             }
             match self.host.validate_function(&call.function, &call.args).await {
                 Ok(oort_host::Validation { problem: Some(problem), .. }) => {

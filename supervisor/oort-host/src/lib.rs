@@ -407,6 +407,12 @@ impl Host {
         })
     }
 
+    /// Why function plugins' metadata files could not be read, one line each.
+    pub fn function_metadata_problems(&self) -> Vec<String> {
+        let names = self.list(PluginKind::Function);
+        names.iter().filter_map(|name| self.metadata_problem(PluginKind::Function, name)).collect()
+    }
+
     /// A plugin's metadata as eKuiper's `GET /metadata/{kind}/{name}` serves
     /// it: `None` for no such plugin, an empty object for a plugin without a
     /// metadata file, an error for a metadata file that is not valid.
