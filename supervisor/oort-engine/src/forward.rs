@@ -9,7 +9,7 @@ use oort_sql::window::{GroupResult, WindowState};
 use oort_sql::OpOutcome;
 use tokio::sync::{mpsc, watch};
 
-use crate::pipeline::{sink_stopped, stopped, CallError, Calls, Evaluated, Failure, RunContext, SinkMsg};
+use crate::pipeline::{sink_stopped, stopped, CallError, Calls, Evaluated, Failure, RunContext, SinkBatch, SinkMsg};
 
 /// What a source batch became: output records, or rows for the window.
 pub(crate) enum Output {
@@ -57,7 +57,7 @@ impl Forward<'_> {
             Output::Records(out) => {
                 self.ctx.status.filter.outcome(&out.filter, took);
                 self.ctx.status.project.outcome(&out.project, took);
-                self.forward(out.records, fatal_rx).await?;
+                self.forward(out.records, Vec::new(), fatal_rx).await?;
             }
             Output::Window(batch) => {
                 self.ctx.status.filter.outcome(&batch.filter, took);
@@ -107,40 +107,45 @@ impl Forward<'_> {
         }
         let mut outcome = OpOutcome::default();
         errors.into_iter().for_each(|e| outcome.failed(e));
-        // Each window is one emission, as in eKuiper: a sink that gets one
-        // item per emission gets one per window even when several windows
-        // end at once (a batch filling several count windows, an event-time
-        // watermark jumping ahead).
-        let mut windows: Vec<Vec<GroupResult>> = Vec::new();
-        for g in groups {
-            match windows.last_mut() {
-                Some(w) if w[0].window == g.window => w.push(g),
-                _ => windows.push(vec![g]),
+        // Each window is one emission, as in eKuiper, even when several end
+        // at once (a batch filling several count windows, an event-time
+        // watermark jumping ahead): each is projected (and ordered) alone,
+        // and the sinks get them as one batch with the windows' ends, which a
+        // sink taking payloads turns into one item per window.
+        let started = Instant::now();
+        let mut records = Vec::new();
+        let mut ends = Vec::new();
+        let mut groups = groups.into_iter().peekable();
+        while let Some(first) = groups.next() {
+            let mut window = vec![first];
+            while let Some(g) = groups.next_if(|g| g.window == window[0].window) {
+                window.push(g);
             }
+            records.extend(
+                oort_sql::project_groups(&self.ctx.plan.select, window, self.calls, &mut outcome)
+                    .await
+                    .map_err(call_exit)?,
+            );
+            ends.push(records.len());
         }
-        if windows.is_empty() {
-            self.ctx.status.project.outcome(&outcome, Duration::ZERO);
-        }
-        for window in windows {
-            let started = Instant::now();
-            let records = oort_sql::project_groups(&self.ctx.plan.select, window, self.calls, &mut outcome)
-                .await
-                .map_err(call_exit)?;
-            // Only the output is new: the rows were counted as they came in.
-            outcome.input = 0;
-            self.ctx.status.project.outcome(&outcome, started.elapsed());
-            outcome = OpOutcome::default();
-            self.forward(records, fatal_rx).await?;
-        }
-        Ok(())
+        // Only the output is new: the rows were counted as they came in.
+        outcome.input = 0;
+        self.ctx.status.project.outcome(&outcome, started.elapsed());
+        self.forward(records, ends, fatal_rx).await
     }
 
-    /// Hands records to every sink queue.
-    async fn forward(&mut self, records: Vec<Record>, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+    /// Hands records to every sink queue; `ends` are where each window's
+    /// results end, empty when every record is an emission of its own.
+    async fn forward(
+        &mut self,
+        records: Vec<Record>,
+        ends: Vec<usize>,
+        fatal_rx: &mut mpsc::Receiver<Failure>,
+    ) -> Result<(), Exit> {
         if records.is_empty() {
             return Ok(());
         }
-        let records = Arc::new(records);
+        let records = Arc::new(SinkBatch { records, ends });
         for (q, metrics) in self.queues.iter().zip(&self.ctx.status.sinks) {
             tokio::select! {
                 _ = stopped(&mut self.stop) => return Err(Exit::Stopped),

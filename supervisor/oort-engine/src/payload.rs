@@ -89,17 +89,18 @@ impl PayloadEncoder {
         })
     }
 
-    /// Encodes one sink batch. `emission` says whether the batch is one
-    /// emission (a window's results) or a run of rows each emitted alone.
+    /// Encodes one sink batch. `ends` are where each window's results end
+    /// (one emission each); empty when every row is an emission of its own.
     /// One result per item, in order; an item that cannot be encoded is an
     /// error naming why.
-    pub(crate) fn encode(&self, records: &[Record], emission: bool) -> Vec<Result<Vec<u8>, String>> {
+    pub(crate) fn encode(&self, records: &[Record], ends: &[usize]) -> Vec<Result<Vec<u8>, String>> {
         if self.send_single {
             records.iter().map(|r| self.item(std::slice::from_ref(r), false)).collect()
-        } else if emission {
-            vec![self.item(records, true)]
-        } else {
+        } else if ends.is_empty() {
             records.iter().map(|r| self.item(std::slice::from_ref(r), true)).collect()
+        } else {
+            let starts = std::iter::once(0).chain(ends.iter().copied());
+            starts.zip(ends).map(|(start, &end)| self.item(&records[start..end.min(records.len())], true)).collect()
         }
     }
 
@@ -250,20 +251,25 @@ mod tests {
         let rows = [row(&[("a", Value::Int(1)), ("b", "x".into())]), row(&[("a", Value::Uint(u64::MAX))])];
         let list = PayloadEncoder::new(&BTreeMap::new()).unwrap();
         assert_eq!(
-            texts(list.encode(&rows, false)),
+            texts(list.encode(&rows, &[])),
             [Ok(r#"[{"a":1,"b":"x"}]"#.to_string()), Ok(r#"[{"a":18446744073709551615}]"#.to_string())]
         );
         assert_eq!(
-            texts(list.encode(&rows, true)),
+            texts(list.encode(&rows, &[2])),
             [Ok(r#"[{"a":1,"b":"x"},{"a":18446744073709551615}]"#.to_string())]
+        );
+        // Two windows in one batch: two items.
+        assert_eq!(
+            texts(list.encode(&rows, &[1, 2])),
+            [Ok(r#"[{"a":1,"b":"x"}]"#.to_string()), Ok(r#"[{"a":18446744073709551615}]"#.to_string())]
         );
         let single = PayloadEncoder::new(&props(&[("sendSingle", true.into())])).unwrap();
         assert_eq!(
-            texts(single.encode(&rows, true)),
+            texts(single.encode(&rows, &[2])),
             [Ok(r#"{"a":1,"b":"x"}"#.to_string()), Ok(r#"{"a":18446744073709551615}"#.to_string())]
         );
         let picked = PayloadEncoder::new(&props(&[("fields", Value::List(vec!["b".into()]))])).unwrap();
-        assert_eq!(texts(picked.encode(&rows[..1], false)), [Ok(r#"[{"b":"x"}]"#.to_string())]);
+        assert_eq!(texts(picked.encode(&rows[..1], &[])), [Ok(r#"[{"b":"x"}]"#.to_string())]);
     }
 
     #[test]
@@ -274,19 +280,19 @@ mod tests {
             PayloadEncoder::new(&props(&[("sendSingle", true.into()), ("dataTemplate", template.into())])).unwrap();
         let rows = [row(&[("temperature", Value::Float(25.5)), ("id", "x".into())])];
         assert_eq!(
-            texts(single.encode(&rows, false)),
+            texts(single.encode(&rows, &[])),
             [Ok(r#"{"t":25.5,"hot":true,"all":{"id":"x","temperature":25.5}}"#.to_string())]
         );
         let list = PayloadEncoder::new(&props(&[("dataTemplate", "{{range .}}{{.id}};{{end}}".into())])).unwrap();
         let rows = [row(&[("id", "a".into())]), row(&[("id", "b".into())])];
-        assert_eq!(texts(list.encode(&rows, true)), [Ok("a;b;".to_string())]);
+        assert_eq!(texts(list.encode(&rows, &[2])), [Ok("a;b;".to_string())]);
     }
 
     #[test]
     fn delimited_and_binary_items() {
         let rows = [row(&[("b", "x".into()), ("a", Value::Int(1))]), row(&[("a", Value::Null), ("b", "y".into())])];
         let csv = PayloadEncoder::new(&props(&[("format", "delimited".into()), ("hasHeader", true.into())])).unwrap();
-        assert_eq!(texts(csv.encode(&rows, true)), [Ok("a,b\n1,x\n,y".to_string())]);
+        assert_eq!(texts(csv.encode(&rows, &[2])), [Ok("a,b\n1,x\n,y".to_string())]);
         let ordered = PayloadEncoder::new(&props(&[
             ("format", "delimited".into()),
             ("delimiter", "|".into()),
@@ -294,10 +300,10 @@ mod tests {
             ("sendSingle", true.into()),
         ]))
         .unwrap();
-        assert_eq!(texts(ordered.encode(&rows, true)), [Ok("x|1".to_string()), Ok("y|".to_string())]);
+        assert_eq!(texts(ordered.encode(&rows, &[2])), [Ok("x|1".to_string()), Ok("y|".to_string())]);
         let binary = PayloadEncoder::new(&props(&[("format", "BINARY".into())])).unwrap();
         let raw = [row(&[("self", Value::Bytes(vec![0, 255]))]), rows[0].clone()];
-        let items = binary.encode(&raw, true);
+        let items = binary.encode(&raw, &[2]);
         assert_eq!(items[0], Ok(vec![0, 255]));
         assert_eq!(
             items[1],

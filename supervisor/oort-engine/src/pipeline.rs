@@ -65,8 +65,16 @@ impl From<String> for Failure {
 }
 
 /// A message to a sink task, in order.
+/// What the sinks get of one source batch or one window emission.
+pub(crate) struct SinkBatch {
+    pub(crate) records: Vec<Record>,
+    /// Where each window's results end in `records`; empty when every record
+    /// is an emission of its own (a rule without a window).
+    pub(crate) ends: Vec<usize>,
+}
+
 pub(crate) enum SinkMsg {
-    Batch(Arc<Vec<Record>>),
+    Batch(Arc<SinkBatch>),
     /// Checkpoint barrier: every earlier batch is written; pre-commit and reply.
     Barrier(u64, oneshot::Sender<Result<Value, HostError>>),
 }
@@ -248,9 +256,7 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
         let status = ctx.status.clone();
         let exactly_once = plan.qos == 2;
         let encoder = if sink.wants_payloads() {
-            let encoder = PayloadEncoder::new(&action.props).map_err(|e| format!("sink {}: {e}", action.sink))?;
-            // A windowed rule hands each window's results over as one batch.
-            Some((encoder, plan.select.grouping.is_some()))
+            Some(PayloadEncoder::new(&action.props).map_err(|e| format!("sink {}: {e}", action.sink))?)
         } else {
             None
         };
@@ -580,9 +586,8 @@ impl Checkpointer<'_> {
 /// One sink's writer and what it reports to.
 struct SinkTask {
     sink: Arc<SinkInstance>,
-    /// For a sink that asked for payloads: how to encode its items, and
-    /// whether a batch is one emission.
-    encoder: Option<(PayloadEncoder, bool)>,
+    /// For a sink that asked for payloads: how to encode its items.
+    encoder: Option<PayloadEncoder>,
     calls: Arc<CallMetrics>,
     status: Arc<RuleStatus>,
     index: usize,
@@ -597,22 +602,23 @@ async fn sink_loop(task: SinkTask, mut messages: mpsc::Receiver<SinkMsg>, mut st
     let SinkTask { sink, encoder, calls, status, index, exactly_once, fatal_tx } = task;
     let metrics = &status.sinks[index];
     while let Some(message) = messages.recv().await {
-        let records = match message {
+        let batch = match message {
             SinkMsg::Barrier(id, reply) => {
                 let _ = reply.send(sink.pre_commit(id).await);
                 continue;
             }
-            SinkMsg::Batch(records) => {
+            SinkMsg::Batch(batch) => {
                 metrics.dequeued();
-                records
+                batch
             }
         };
+        let records = &batch.records;
         let n = records.len() as u64;
         // Items that cannot be encoded are exceptions of the sink and are
         // not sent; the others go as one batch.
-        let payloads: Option<Vec<Vec<u8>>> = encoder.as_ref().map(|(encoder, emission)| {
+        let payloads: Option<Vec<Vec<u8>>> = encoder.as_ref().map(|encoder| {
             encoder
-                .encode(&records, *emission)
+                .encode(records, &batch.ends)
                 .into_iter()
                 .filter_map(|item| item.inspect_err(|e| metrics.exception(format!("cannot encode an item: {e}"))).ok())
                 .collect()
@@ -629,7 +635,7 @@ async fn sink_loop(task: SinkTask, mut messages: mpsc::Receiver<SinkMsg>, mut st
             let started = Instant::now();
             let written = match &payloads {
                 Some(payloads) => sink.write_payloads(payloads).await,
-                None => sink.write(&records).await,
+                None => sink.write(records).await,
             };
             calls.record(Some(started.elapsed()));
             match written {
