@@ -289,6 +289,12 @@ impl Host {
         (!problems.is_empty()).then(|| problems.join("; "))
     }
 
+    /// Whether a portable package provides this plugin (rather than a file
+    /// of its own in the kind folder).
+    pub fn is_portable_part(&self, kind: PluginKind, name: &str) -> bool {
+        self.catalog().get(kind, name).is_some_and(|f| f.portable.is_some())
+    }
+
     /// One portable package by name (first letter in either case).
     pub fn portable(&self, name: &str) -> Option<(String, catalog::PortableManifest, PathBuf)> {
         let key = oort_core::names::fold(name);

@@ -18,8 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::archive::{entry_components, Archive, EntryType, Flow};
 use super::{
-    check_name, fetch, io_error, parse_sha256, sync_dir, InstallError, MAX_ARCHIVE_BYTES, MAX_EXECUTABLE_BYTES,
-    MAX_METADATA_BYTES,
+    check_name, fetch, io_error, parse_sha256, sync_dir, InstallError, MAX_EXECUTABLE_BYTES, MAX_METADATA_BYTES,
 };
 use crate::catalog::{Metadata, PortableManifest, PORTABLES_DIR};
 use oort_core::names::{fold, hex};
@@ -263,5 +262,3 @@ impl Drop for TempDir {
         }
     }
 }
-
-const _: () = assert!(MAX_ARCHIVE_BYTES <= MAX_EXECUTABLE_BYTES);

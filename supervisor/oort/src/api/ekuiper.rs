@@ -51,7 +51,7 @@ pub(super) async fn export(State(app): State<AppState>) -> Json<Json_> {
     let mut native = serde_json::Map::new();
     for kind in PluginKind::ALL {
         for name in app.host.list(kind) {
-            if app.host.describe(kind, &name).await.is_some_and(|i| i.portable.is_none()) {
+            if !app.host.is_portable_part(kind, &name) {
                 native.insert(format!("{}_{name}", kind.dir_name()), json!(source(Some(kind), &name)));
             }
         }
