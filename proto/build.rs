@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Ordered maps decode without hashing every key and convert to the
         // domain's `BTreeMap`s in key order; they also encode deterministically.
         .btree_map(".")
+        // Arrow IPC messages: `Bytes`, so the host hands them on without a copy.
+        .bytes(".oort.plugin.v1.ExecBatch")
+        .bytes(".oort.plugin.v1.ExecResult")
         .file_descriptor_set_path(out.join("oort_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
     for p in protos {

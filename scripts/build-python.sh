@@ -32,9 +32,12 @@ if ! command -v python3 >/dev/null 2>&1 && [ ! -x "$py" ]; then
   exit 1
 fi
 
-# What the installed venv must match: the two pyproject files and where this
-# clone is (editable installs point into it).
-want="$(cat "$sdk/pyproject.toml" "$plugins/pyproject.toml" | sha256sum | cut -d' ' -f1) compat $root"
+# The SDK's extras: dev (test tools) and arrow (pyarrow, for VectorizedFunction
+# and the benchmarks' pyecho).
+extras="dev,arrow"
+# What the installed venv must match: the two pyproject files, the extras and
+# where this clone is (editable installs point into it).
+want="$(cat "$sdk/pyproject.toml" "$plugins/pyproject.toml" | sha256sum | cut -d' ' -f1) compat [$extras] $root"
 stamp="$venv/.oort-python-stamp"
 if [ ! -x "$py" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   if [ ! -x "$py" ]; then
@@ -49,7 +52,7 @@ if [ ! -x "$py" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log="$venv/.oort-pip.log"
   if ! { "$py" -m pip install -q --disable-pip-version-check --upgrade pip &&
          "$py" -m pip install -q --disable-pip-version-check \
-           --config-settings editable_mode=compat -e "$sdk[dev]" -e "$plugins"; } >"$log" 2>&1; then
+           --config-settings editable_mode=compat -e "$sdk[$extras]" -e "$plugins"; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "build-python: pip install failed (log above, also in $log)" >&2
     exit 1
@@ -63,7 +66,7 @@ safe=""
 if "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then safe=" -P"; fi
 out="$OORT_BIN/python"
 mkdir -p "$out"
-for name in textstats csvsink conformance; do
+for name in textstats csvsink conformance pyecho; do
   tmp="$out/.$name.tmp"
   printf '#!/bin/sh\n# Written by scripts/build-python.sh: the Oort Python plugin %s.\nexec "%s"%s -m oort_plugins.%s "$@"\n' \
     "$name" "$py" "$safe" "$name" > "$tmp"
@@ -71,6 +74,8 @@ for name in textstats csvsink conformance; do
   mv -f "$tmp" "$out/$name"
 done
 cp -f "$plugins/oort_plugins/textstats.json" "$out/textstats.json"
+# pyecho: the benchmarks' echo functions (echo columnar, echo_rows row API).
+cp -f "$plugins/oort_plugins/pyecho.json" "$out/pyecho.json"
 # raw_conformance: the conformance functions written on the generated stubs
 # alone (plugins/python/raw); the suite installs it under the name conformance.
 printf '#!/bin/sh\n# Written by scripts/build-python.sh: the SDK-free Python plugin raw_conformance.\nexec "%s"%s "%s" "$@"\n' \
@@ -96,7 +101,7 @@ cp -f "$plugins/oort_plugins/portable/ekpy.json" "$out/ekpy.json"
 printf '#!/bin/sh\n# Written by scripts/build-python.sh: the Oort venv'"'"'s Python (a symlink would lose the venv).\nexec "%s" "$@"\n' "$py" > "$out/.python3.tmp"
 chmod 755 "$out/.python3.tmp"
 mv -f "$out/.python3.tmp" "$out/python3"
-echo "build-python: launchers in $out: textstats csvsink conformance ekpy ekticker eklines ekbytes (+ textstats.json, ekpy.json, python3)" >&2
+echo "build-python: launchers in $out: textstats csvsink conformance pyecho ekpy ekticker eklines ekbytes (+ textstats.json, pyecho.json, ekpy.json, python3)" >&2
 
 if [ "$run_tests" = 1 ]; then
   echo "== python: mypy --strict" >&2

@@ -42,6 +42,25 @@ impl BatchBody {
         BatchBody(buf)
     }
 
+    /// The fields of a columnar `ExecBatch`: the instance id and one Arrow
+    /// IPC record-batch message of the arguments.
+    pub fn exec_columns(instance_id: &str, message: &[u8]) -> BatchBody {
+        let mut buf = start(instance_id, message_field_len(5, message.len()));
+        encode_key(5, WireType::LengthDelimited, &mut buf);
+        encode_varint(message.len() as u64, &mut buf);
+        buf.put_slice(message);
+        BatchBody(buf)
+    }
+
+    /// Adds the Arrow IPC schema message (`arrow_schema`), for a columnar
+    /// batch whose schema is new on its stream.
+    pub fn with_schema(mut self, message: &[u8]) -> BatchBody {
+        encode_key(4, WireType::LengthDelimited, &mut self.0);
+        encode_varint(message.len() as u64, &mut self.0);
+        self.0.put_slice(message);
+        self
+    }
+
     /// The fields of a `WriteBatch`: the instance id and the records.
     pub fn write(instance_id: &str, records: &[Record]) -> BatchBody {
         let len: usize = records.iter().map(|r| message_field_len(3, record_len(r))).sum();
@@ -290,6 +309,7 @@ mod tests {
             instance_id: instance_id.into(),
             seq,
             rows: rows.iter().map(|r| pb::ArgRow { args: r.iter().cloned().map(Into::into).collect() }).collect(),
+            ..Default::default()
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use oort_host::process::{RuntimeDir, Timeouts};
 use oort_host::state::StateRegistry;
-use oort_host::{Host, HostConfig};
+use oort_host::{DataEncoding, Host, HostConfig};
 
 /// The folder holding the workspace's binaries (`oort`, the plugins, the fixture).
 pub fn bin_dir() -> PathBuf {
@@ -86,11 +86,16 @@ pub struct TestHost {
 
 impl TestHost {
     pub fn new(plugins: &Path, timeouts: Timeouts) -> TestHost {
+        TestHost::with_encoding(plugins, timeouts, DataEncoding::Auto)
+    }
+
+    /// A host that sends function batches per `data_encoding`.
+    pub fn with_encoding(plugins: &Path, timeouts: Timeouts, data_encoding: DataEncoding) -> TestHost {
         let runtime_root = tempfile::tempdir().expect("tempdir");
         let runtime = Arc::new(RuntimeDir::create(&runtime_root.path().join("rt")).expect("runtime dir"));
         let state = Arc::new(StateRegistry::default());
         let host = Arc::new(Host::new(
-            HostConfig { plugins_dir: plugins.to_path_buf(), timeouts, python: "python3".into() },
+            HostConfig { plugins_dir: plugins.to_path_buf(), timeouts, python: "python3".into(), data_encoding },
             runtime.clone(),
             state.clone(),
         ));

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use oort_core::ArgInfo;
 use oort_host::catalog::PluginKind;
 use oort_host::process::{RestartStrategy, Timeouts};
-use oort_host::{FunctionInstance, Host, RowOutcome};
+use oort_host::{DataEncoding, FunctionInstance, Host, RowOutcome};
 use oort_proto::plugin::v1 as pb;
 use oort_proto::{Record, Value};
 use oort_tests::{
@@ -58,6 +58,9 @@ const WAIT: Duration = Duration::from_secs(10);
 /// One implementation of the conformance plugin.
 struct Language {
     name: &'static str,
+    /// How the host sends function batches: `Rows`, or `Auto` (Arrow columns
+    /// to a plugin that lists them).
+    encoding: DataEncoding,
     exe: PathBuf,
     /// The metadata shipped next to the executable, if the build writes one.
     metadata: Option<PathBuf>,
@@ -89,15 +92,26 @@ fn languages() -> Vec<Arc<Language>> {
     // The raw-stub plugin is the function side only: no source, no sink, and
     // no OORT_CONFORMANCE_SINGLETON switch.
     let raw = |id: &str| !matches!(id, "modes" | "source" | "sink");
-    let lang = |name, exe: PathBuf, build, source_and_sink, applies: fn(&str) -> bool| {
-        Arc::new(Language { name, metadata: shipped_metadata(&exe), exe, build, source_and_sink, applies })
+    // The columnar encoding concerns function batches: every scenario that
+    // calls functions runs again with the host sending Arrow columns.
+    let functions = |id: &str| {
+        matches!(id, "handshake" | "modes" | "validate" | "batches" | "state" | "restore" | "aggregate" | "columns")
     };
+    let lang = |name, exe: PathBuf, build, source_and_sink, encoding, applies: fn(&str) -> bool| {
+        Arc::new(Language { name, encoding, metadata: shipped_metadata(&exe), exe, build, source_and_sink, applies })
+    };
+    let (rows, arrow) = (DataEncoding::Rows, DataEncoding::Auto);
+    let cargo = "cargo build --release --workspace --bins";
     vec![
         // Rust's build writes no metadata: DEFAULT_METADATA stands in.
-        lang("rust", dir.join("conformance"), "cargo build --release --workspace --bins", true, full),
-        lang("go", dir.join("go/conformance"), "bash scripts/build-go.sh", true, full),
-        lang("python", dir.join("python/conformance"), "bash scripts/build-python.sh", true, full),
-        lang("raw-python", dir.join("python/raw_conformance"), "bash scripts/build-python.sh", false, raw),
+        lang("rust", dir.join("conformance"), cargo, true, rows, full),
+        lang("rust/arrow", dir.join("conformance"), cargo, true, arrow, functions),
+        lang("go", dir.join("go/conformance"), "bash scripts/build-go.sh", true, rows, full),
+        lang("go/arrow", dir.join("go/conformance"), "bash scripts/build-go.sh", true, arrow, functions),
+        lang("python", dir.join("python/conformance"), "bash scripts/build-python.sh", true, rows, full),
+        lang("py/arrow", dir.join("python/conformance"), "bash scripts/build-python.sh", true, arrow, functions),
+        // Speaks rows only: the host must keep sending it rows.
+        lang("raw-python", dir.join("python/raw_conformance"), "bash scripts/build-python.sh", false, arrow, raw),
     ]
 }
 
@@ -146,7 +160,7 @@ impl Cell {
             }
             std::fs::write(plugins.path().join(kind).join("conformance.json"), &metadata).expect("metadata");
         }
-        let t = TestHost::new(plugins.path(), timeouts);
+        let t = TestHost::with_encoding(plugins.path(), timeouts, self.lang.encoding);
         let e = Arc::new(Env { _plugins: plugins, t });
         self.envs.lock().unwrap().push(e.clone());
         e
@@ -310,6 +324,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario { id: "shutdown", title: "11 graceful shutdown", run: |c| Box::pin(shutdown(c)) },
         Scenario { id: "reflection", title: "12 health + reflection", run: |c| Box::pin(reflection(c)) },
         Scenario { id: "aggregate", title: "13 aggregate function", run: |c| Box::pin(aggregate(c)) },
+        Scenario { id: "columns", title: "14 columnar batches", run: |c| Box::pin(columns(c)) },
     ]
 }
 
@@ -488,6 +503,50 @@ async fn batches(c: Arc<Cell>) {
     }
     let want: Vec<RowOutcome> = (1..=60).map(|i| Ok(Value::Int(i))).collect();
     assert_eq!(seen, want, "cf_count over 20 batches of 3 rows, two in flight");
+}
+
+/// Scenario 14: batches whose columns have one type each go as Arrow columns
+/// to a plugin that lists them (and as rows otherwise), and come back exactly;
+/// a batch that mixes types goes as rows on the same instance.
+async fn columns(c: Arc<Cell>) {
+    let e = c.env(&["functions"], &[], fast_timeouts());
+    let echo = open_at(&e, "r1", "op1", "cf_echo").await;
+    let d = describe_direct(&plugin_socket(e.host())).await;
+    let lists_arrow = d.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
+    assert_eq!(lists_arrow, c.lang.name != "raw-python", "Describe.encodings: {:?}", d.encodings);
+    let columns: Vec<Vec<Value>> = vec![
+        vec![Value::Int(1), Value::Null, Value::Int(i64::MIN), Value::Int(i64::MAX)],
+        vec![Value::Uint(u64::MAX), Value::Uint(1 << 63), Value::Null],
+        vec![Value::Float(-0.5), Value::Float(1e300), Value::Null, Value::Float(0.1)],
+        vec![s(""), s("héllo ✓"), Value::Null],
+        vec![Value::Bytes(vec![0, 255]), Value::Bytes(vec![]), Value::Null],
+        vec![Value::Bool(true), Value::Null, Value::Bool(false)],
+        vec![Value::Null, Value::Null],
+    ];
+    for column in &columns {
+        let rows: Vec<Vec<Value>> = column.iter().map(|v| vec![v.clone()]).collect();
+        let out = echo.exec(&rows).await.expect("cf_echo batch");
+        let want: Vec<RowOutcome> = column.iter().cloned().map(Ok).collect();
+        assert_eq!(out, want, "cf_echo over one column");
+    }
+    let sent_as_columns = echo.columnar_batches();
+    let expected = if c.lang.encoding == DataEncoding::Auto && lists_arrow { columns.len() as u64 } else { 0 };
+    assert_eq!(sent_as_columns, expected, "batches sent as Arrow columns");
+    // A column that mixes types goes as rows, on the same stream.
+    let mixed = vec![vec![Value::Int(1)], vec![s("a")], vec![Value::List(vec![Value::Int(2)])]];
+    let out = echo.exec(&mixed).await.expect("cf_echo mixed batch");
+    assert_eq!(out, mixed.iter().map(|r| Ok(r[0].clone())).collect::<Vec<_>>());
+    assert_eq!(echo.columnar_batches(), sent_as_columns, "a mixed batch goes as rows");
+    // A row-API function gets columns converted by its SDK: cf_fail's row
+    // errors and values are the same in either encoding.
+    let fail = open_at(&e, "r1", "op2", "cf_fail").await;
+    let out = fail.exec(&[vec![s("ok")], vec![s("bad1")], vec![Value::Null], vec![s("bad2")]]).await.expect("cf_fail");
+    assert_eq!(out, vec![Ok(s("ok")), Err("cf_fail: bad1".into()), Ok(Value::Null), Err("cf_fail: bad2".into())]);
+    // Then the first column again: a schema the stream has seen before
+    // comes back after a different one.
+    let rows: Vec<Vec<Value>> = columns[0].iter().map(|v| vec![v.clone()]).collect();
+    let out = echo.exec(&rows).await.expect("cf_echo batch after a schema change");
+    assert_eq!(out, columns[0].iter().cloned().map(Ok).collect::<Vec<_>>());
 }
 
 /// Scenario 7: the five state calls, scoped per instance, mirrored in the supervisor.
@@ -770,9 +829,9 @@ async fn every_language_behaves_the_same() {
             None => "none shipped: the suite writes one listing the six functions".into(),
         };
         if l.exe.exists() {
-            println!("{:<10} {} (metadata: {meta})", l.name, l.exe.display());
+            println!("{:<12} {} (metadata: {meta})", l.name, l.exe.display());
         } else {
-            println!("{:<10} MISSING {}: build it with `{}`", l.name, l.exe.display(), l.build);
+            println!("{:<12} MISSING {}: build it with `{}`", l.name, l.exe.display(), l.build);
         }
     }
 
@@ -785,7 +844,7 @@ async fn every_language_behaves_the_same() {
             let (outcome, cell_notes, took) = run_cell(sc, l).await;
             if !matches!(outcome, Outcome::NotApplicable) {
                 let mark = if matches!(outcome, Outcome::Passed) { "ok" } else { "FAILED" };
-                println!("  {:<26} {:<10} {mark} in {took:.0?}", sc.title, l.name);
+                println!("  {:<26} {:<12} {mark} in {took:.0?}", sc.title, l.name);
             }
             notes.extend(cell_notes.into_iter().map(|n| format!("{:<10} {n}", l.name)));
             row.push(outcome);

@@ -30,6 +30,9 @@
 //   - Function, Source (plus Rewindable), Sink (plus TwoPhaseCommit and
 //     PayloadSink): the three extension kinds. A sink's Collect may return
 //     ItemErrors to acknowledge the items of a batch one by one.
+//   - ColumnFunction: a Function that also computes whole batches on Apache
+//     Arrow arrays, when the supervisor sends them as columns (see below);
+//     RowErrors fails some rows of such a batch.
 //   - StreamContext / FunctionContext: rule and instance identity, a logger,
 //     eKuiper's five state calls (PutState, GetState, DeleteState,
 //     IncrCounter, GetCounter), and ReportException for problems a source
@@ -58,6 +61,15 @@
 // Coming in (arguments, record fields, properties, state), values are always
 // nil, bool, int64, uint64, float64, string, []byte, []any or map[string]any.
 // ToInt and ToFloat help with numbers of any of these types.
+//
+// # Columnar batches
+//
+// The SDK tells the supervisor it reads Exec batches as Arrow IPC columns
+// (docs/protocol.md, "Columnar batches"), so a batch may arrive as one array
+// per argument. A plain Function never sees the difference: the SDK converts
+// each row to the Go values above, calls Exec per row and answers in rows. A
+// ColumnFunction gets the arrays themselves in ExecColumns and answers with
+// one array; batches that come as rows still go to its Exec.
 //
 // # Sinks that take bytes
 //

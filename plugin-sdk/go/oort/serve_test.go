@@ -3,20 +3,28 @@ package oort
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -241,6 +249,7 @@ func TestServeEndToEnd(t *testing.T) {
 			{Kind: pb.Kind_KIND_SOURCE, Name: "testkit", Mode: pb.ExportMode_EXPORT_MODE_CONSTRUCTOR},
 			{Kind: pb.Kind_KIND_SINK, Name: "testkit", Mode: pb.ExportMode_EXPORT_MODE_SINGLETON},
 		},
+		Encodings: []pb.Encoding{pb.Encoding_ENCODING_ARROW_IPC},
 	}
 	if !proto.Equal(desc, want) {
 		t.Fatalf("Describe:\n got %v\nwant %v", desc, want)
@@ -843,5 +852,536 @@ func TestItemErrorsText(t *testing.T) {
 	}
 	if got := (ItemErrors{nil}).Error(); got != "all 1 items delivered" {
 		t.Errorf("got %q", got)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Columnar (Arrow IPC) batches
+// ---------------------------------------------------------------------------
+
+// cecho is a ColumnFunction that echoes its argument array and counts its
+// batches in state; without arguments it answers a null per row. It notes
+// what each call got, to tell which of its two methods ran.
+type cecho struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (*cecho) Validate([]ArgSpec) error { return nil }
+func (*cecho) IsAggregate() bool        { return false }
+func (c *cecho) Exec(args []any, _ FunctionContext) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.got = append(c.got, fmt.Sprintf("row %v", args))
+	return args[0], true
+}
+func (c *cecho) ExecColumns(args []arrow.Array, rows int, ctx FunctionContext) (arrow.Array, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var types []string
+	for _, a := range args {
+		types = append(types, a.DataType().String())
+	}
+	c.got = append(c.got, fmt.Sprintf("columns %d %v", rows, types))
+	if err := ctx.IncrCounter("batches", 1); err != nil {
+		return nil, err
+	}
+	if len(args) == 0 {
+		return array.NewNull(rows), nil
+	}
+	args[0].Retain() // the SDK releases both the arguments and the answer
+	return args[0], nil
+}
+
+func (c *cecho) calls() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.got)
+}
+
+// cdouble doubles int64s column by column. Its inputs pick the ways a
+// columnar call can go wrong: a negative fails that row (RowErrors, with a
+// value left in the array, which the SDK must null), 13 fails the batch, 99
+// answers too few values, 7 answers too few row errors, 666 panics.
+type cdouble struct{}
+
+func (cdouble) Validate([]ArgSpec) error { return nil }
+func (cdouble) IsAggregate() bool        { return false }
+func (cdouble) Exec([]any, FunctionContext) (any, bool) {
+	return "rows are not expected here", false
+}
+func (cdouble) ExecColumns(args []arrow.Array, rows int, _ FunctionContext) (arrow.Array, error) {
+	in, ok := args[0].(*array.Int64)
+	if !ok {
+		return nil, fmt.Errorf("cdouble expects int64, got %s", args[0].DataType())
+	}
+	b := array.NewInt64Builder(memory.DefaultAllocator)
+	defer b.Release()
+	errs := make(RowErrors, rows)
+	for i := range rows {
+		if in.IsNull(i) {
+			b.AppendNull()
+			continue
+		}
+		switch x := in.Value(i); {
+		case x == 13:
+			return nil, errors.New("unlucky batch")
+		case x == 99:
+			b.Append(x)
+			return b.NewArray(), nil
+		case x == 7:
+			return b.NewArray(), RowErrors{nil}
+		case x == 666:
+			panic("boom")
+		case x < 0:
+			errs[i] = fmt.Errorf("negative: %d", x)
+			b.Append(x)
+		default:
+			b.Append(2 * x)
+		}
+	}
+	return b.NewArray(), fmt.Errorf("cdouble: %w", errs)
+}
+
+// recorder is a row function that keeps the arguments it gets and returns
+// them as a list.
+type recorder struct {
+	mu   sync.Mutex
+	seen [][]any
+}
+
+func (*recorder) Validate([]ArgSpec) error { return nil }
+func (*recorder) IsAggregate() bool        { return false }
+func (r *recorder) Exec(args []any, _ FunctionContext) (any, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, args)
+	return args, true
+}
+
+func (r *recorder) take() [][]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := r.seen
+	r.seen = nil
+	return seen
+}
+
+// column builds an array of type dt; nil values are nulls.
+func column(t *testing.T, dt arrow.DataType, vals ...any) arrow.Array {
+	t.Helper()
+	b := array.NewBuilder(memory.DefaultAllocator, dt)
+	defer b.Release()
+	for _, v := range vals {
+		if v == nil {
+			b.AppendNull()
+			continue
+		}
+		switch b := b.(type) {
+		case *array.BooleanBuilder:
+			b.Append(v.(bool))
+		case *array.Int64Builder:
+			b.Append(v.(int64))
+		case *array.Uint64Builder:
+			b.Append(v.(uint64))
+		case *array.Float64Builder:
+			b.Append(v.(float64))
+		case *array.StringBuilder:
+			b.Append(v.(string))
+		case *array.BinaryBuilder:
+			b.Append(v.([]byte))
+		case *array.Date32Builder:
+			b.Append(arrow.Date32(v.(int)))
+		default:
+			t.Fatalf("column: no case for %T", b)
+		}
+	}
+	return b.NewArray()
+}
+
+// argMessages encodes argument columns as the supervisor does: columns "0",
+// "1", … and rows rows, as the Schema message and the RecordBatch message of
+// an IPC stream. They come from arrow-go's stream writer, split at the
+// message boundary, so that the SDK's own encoder is not what checks it.
+func argMessages(t *testing.T, rows int, cols ...arrow.Array) (schema, batch []byte) {
+	t.Helper()
+	fields := make([]arrow.Field, len(cols))
+	for i, c := range cols {
+		fields[i] = arrow.Field{Name: strconv.Itoa(i), Type: c.DataType(), Nullable: true}
+	}
+	rec := array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, int64(rows))
+	defer rec.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()))
+	must(t, w.Write(rec))
+	stream := slices.Clone(buf.Bytes())
+	must(t, w.Close())
+	// An encapsulated message: the continuation marker, the metadata's
+	// length, the metadata; a Schema message has no body.
+	if binary.LittleEndian.Uint32(stream) != 0xFFFFFFFF {
+		t.Fatalf("no continuation marker: % x", stream[:8])
+	}
+	n := 8 + int(binary.LittleEndian.Uint32(stream[4:]))
+	return stream[:n], stream[n:]
+}
+
+// columnarBatch is a columnar ExecBatch; withSchema says whether it carries
+// its schema.
+func columnarBatch(t *testing.T, id string, seq uint64, withSchema bool, rows int, cols ...arrow.Array) *pb.ExecBatch {
+	t.Helper()
+	schema, batch := argMessages(t, rows, cols...)
+	b := &pb.ExecBatch{InstanceId: id, Seq: seq, Arrow: batch}
+	if withSchema {
+		b.ArrowSchema = schema
+	}
+	return b
+}
+
+// answers reads the columnar answers of one stream as the supervisor does,
+// keeping the last schema the plugin sent on it.
+type answers struct{ schema []byte }
+
+// column decodes res's "result" column, to be released by the caller.
+func (a *answers) column(t *testing.T, res *pb.ExecResult) arrow.Array {
+	t.Helper()
+	if len(res.GetArrow()) == 0 || len(res.GetResults()) != 0 {
+		t.Fatalf("expected a columnar answer: %v", res)
+	}
+	if len(res.GetArrowSchema()) > 0 {
+		a.schema = res.GetArrowSchema()
+	}
+	r, err := ipc.NewReader(bytes.NewReader(append(slices.Clone(a.schema), res.GetArrow()...)))
+	if err != nil {
+		t.Fatalf("answer schema: %v", err)
+	}
+	defer r.Release()
+	if !r.Next() {
+		t.Fatalf("no record batch in the answer: %v", r.Err())
+	}
+	rec := r.RecordBatch()
+	if rec.NumCols() != 1 || rec.ColumnName(0) != "result" {
+		t.Fatalf("answer schema %v", rec.Schema())
+	}
+	col := rec.Column(0)
+	col.Retain()
+	return col
+}
+
+func counterMutation(key string, n int64) []*pb.StateMutation {
+	return []*pb.StateMutation{{Key: key, Op: &pb.StateMutation_Counter{Counter: n}}}
+}
+
+func rowErrors(msg string, rows int) []*pb.RowResult {
+	out := make([]*pb.RowResult, rows)
+	for i := range out {
+		out[i] = rowError(msg)
+	}
+	return out
+}
+
+func TestColumnarBatches(t *testing.T) {
+	echo, rec := &cecho{}, &recorder{}
+	s := start(t, Plugin{Name: "cols", Functions: map[string]Export{
+		"cecho":    Singleton(echo),
+		"cdouble":  Constructor(func() cdouble { return cdouble{} }),
+		"tally":    Constructor(func() tally { return tally{} }),
+		"recorder": Singleton(rec),
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	desc, err := pb.NewPluginClient(s.conn).Describe(ctx, &pb.DescribeRequest{})
+	if err != nil || !slices.Equal(desc.GetEncodings(), []pb.Encoding{pb.Encoding_ENCODING_ARROW_IPC}) {
+		t.Fatalf("Describe must list the Arrow encoding: %v %v", desc.GetEncodings(), err)
+	}
+	fn := pb.NewFunctionClient(s.conn)
+	for _, sym := range []string{"cecho", "cdouble", "tally", "recorder"} {
+		if _, err := fn.Open(ctx, &pb.OpenFunctionRequest{Instance: spec("r1/"+sym, sym)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec, err := fn.Exec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(b *pb.ExecBatch) *pb.ExecResult {
+		t.Helper()
+		must(t, exec.Send(b))
+		res, err := exec.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.GetSeq() != b.GetSeq() {
+			t.Fatalf("answered batch %d with %d", b.GetSeq(), res.GetSeq())
+		}
+		return res
+	}
+	var ans answers
+	// expectColumn checks a columnar answer: the column's type and text,
+	// whether it came with its schema, and the mutations.
+	expectColumn := func(res *pb.ExecResult, typ, text string, withSchema bool, mutations []*pb.StateMutation) {
+		t.Helper()
+		col := ans.column(t, res)
+		defer col.Release()
+		if col.DataType().String() != typ || fmt.Sprint(col) != text {
+			t.Errorf("answer %d: %s %v, want %s %s", res.GetSeq(), col.DataType(), col, typ, text)
+		}
+		if got := len(res.GetArrowSchema()) > 0; got != withSchema {
+			t.Errorf("answer %d carries a schema: %v, want %v", res.GetSeq(), got, withSchema)
+		}
+		if !protoEqualMutations(res.GetMutations(), mutations) {
+			t.Errorf("answer %d mutations %v, want %v", res.GetSeq(), res.GetMutations(), mutations)
+		}
+	}
+
+	// A ColumnFunction gets the arrays and answers in columns, with its
+	// mutations; the schema comes once per stream and direction.
+	res := call(columnarBatch(t, "r1/cecho", 0, true, 3, column(t, arrow.PrimitiveTypes.Int64, int64(1), nil, int64(3))))
+	expectColumn(res, "int64", "[1 (null) 3]", true, counterMutation("batches", 1))
+	res = call(columnarBatch(t, "r1/cecho", 1, false, 2, column(t, arrow.PrimitiveTypes.Int64, int64(4), int64(5))))
+	expectColumn(res, "int64", "[4 5]", false, counterMutation("batches", 2))
+	// The schema changes mid-stream, in both directions.
+	res = call(columnarBatch(t, "r1/cecho", 2, true, 2, column(t, arrow.BinaryTypes.String, "a", nil)))
+	expectColumn(res, "utf8", `["a" (null)]`, true, counterMutation("batches", 3))
+	res = call(columnarBatch(t, "r1/cecho", 3, false, 1, column(t, arrow.BinaryTypes.String, "b")))
+	expectColumn(res, "utf8", `["b"]`, false, counterMutation("batches", 4))
+	// Rows still go to Exec, and are answered in rows.
+	res = call(&pb.ExecBatch{InstanceId: "r1/cecho", Seq: 4, Rows: []*pb.ArgRow{row("x")}})
+	if len(res.GetArrow()) != 0 || len(res.GetResults()) != 1 || res.GetResults()[0].GetValue().GetString_() != "x" {
+		t.Fatalf("row batch to a ColumnFunction: %v", res)
+	}
+	// No arguments: no columns, the row count in the batch.
+	res = call(columnarBatch(t, "r1/cecho", 5, true, 3))
+	expectColumn(res, "null", "[(null) (null) (null)]", true, counterMutation("batches", 5))
+	// A type Oort does not carry back fails the batch's rows.
+	res = call(columnarBatch(t, "r1/cecho", 6, true, 2, column(t, arrow.FixedWidthTypes.Date32, 1, 2)))
+	if want := rowErrors("cecho returned an Arrow date32 array, which Oort cannot carry", 2); !equalResults(res.GetResults(), want) || len(res.GetArrow()) != 0 {
+		t.Fatalf("uncarried type: %v", res)
+	}
+	// An empty batch calls nothing.
+	res = call(columnarBatch(t, "r1/cecho", 7, true, 0, column(t, arrow.PrimitiveTypes.Int64)))
+	if len(res.GetResults()) != 0 || len(res.GetArrow()) != 0 || len(res.GetMutations()) != 0 {
+		t.Fatalf("empty batch: %v", res)
+	}
+	wantCalls := []string{"columns 3 [int64]", "columns 2 [int64]", "columns 2 [utf8]", "columns 1 [utf8]", "row [x]", "columns 3 []", "columns 2 [date32]"}
+	if got := echo.calls(); !reflect.DeepEqual(got, wantCalls) {
+		t.Fatalf("cecho calls\n got %q\nwant %q", got, wantCalls)
+	}
+
+	// Row errors: failed rows are null in the column and listed in errors.
+	res = call(columnarBatch(t, "r1/cdouble", 0, false, 4, column(t, arrow.PrimitiveTypes.Int64, int64(1), int64(-2), nil, int64(3))))
+	// The last schema sent on this stream was the null column's.
+	expectColumn(res, "int64", "[2 (null) (null) 6]", true, nil)
+	if len(res.GetErrors()) != 1 || res.GetErrors()[0].GetRow() != 1 || res.GetErrors()[0].GetMessage() != "negative: -2" {
+		t.Fatalf("row errors: %v", res.GetErrors())
+	}
+	// The ways a whole batch fails: an error, a wrong length, a panic.
+	for i, c := range []struct {
+		in   []any
+		want string
+	}{
+		{[]any{int64(13), int64(1)}, "unlucky batch"},
+		{[]any{int64(99), int64(1)}, "cdouble returned 1 values for a batch of 2 rows"},
+		{[]any{int64(7), int64(1)}, "cdouble reported 1 row errors for a batch of 2 rows"},
+		{[]any{int64(666)}, "cdouble panicked: boom"},
+		{[]any{"x"}, "cdouble expects int64, got utf8"},
+	} {
+		seq := uint64(1 + i)
+		var b *pb.ExecBatch
+		if s, ok := c.in[0].(string); ok {
+			b = columnarBatch(t, "r1/cdouble", seq, true, 1, column(t, arrow.BinaryTypes.String, s))
+		} else {
+			b = columnarBatch(t, "r1/cdouble", seq, true, len(c.in), column(t, arrow.PrimitiveTypes.Int64, c.in...))
+		}
+		res := call(b)
+		if !equalResults(res.GetResults(), rowErrors(c.want, len(c.in))) || len(res.GetArrow()) != 0 || len(res.GetErrors()) != 0 {
+			t.Errorf("batch %v: %v", c.in, res)
+		}
+	}
+
+	// A row function gets rows from columns, answers in rows, and its
+	// mutations still travel with the batch.
+	res = call(columnarBatch(t, "r1/tally", 0, true, 3, column(t, arrow.BinaryTypes.String, "a", "bad", "b")))
+	wantRes := &pb.ExecResult{
+		Seq: 0,
+		Results: []*pb.RowResult{
+			{Outcome: &pb.RowResult_Value{Value: intValue(1)}},
+			{Outcome: &pb.RowResult_Error{Error: "bad row"}},
+			{Outcome: &pb.RowResult_Value{Value: intValue(2)}},
+		},
+		Mutations: counterMutation("n", 2),
+	}
+	if !proto.Equal(res, wantRes) {
+		t.Fatalf("row function, columnar batch:\n got %v\nwant %v", res, wantRes)
+	}
+	res = call(columnarBatch(t, "r1/tally", 1, true, 1, column(t, arrow.FixedWidthTypes.Date32, 1)))
+	if !equalResults(res.GetResults(), rowErrors("tally: argument 0 arrived as an Arrow date32 column, which the SDK cannot read", 1)) {
+		t.Fatalf("unreadable column type: %v", res)
+	}
+
+	// A row function cannot tell the encodings apart: the same values give
+	// the same Go values and the same answers.
+	big := uint64(1)<<63 + 5
+	cols := []arrow.Array{
+		column(t, arrow.PrimitiveTypes.Int64, int64(1), int64(-5), nil, int64(math.MaxInt64)),
+		column(t, arrow.PrimitiveTypes.Uint64, big, uint64(0), nil, uint64(math.MaxUint64)),
+		column(t, arrow.PrimitiveTypes.Float64, 1.5, math.Copysign(0, -1), nil, math.Inf(-1)),
+		column(t, arrow.BinaryTypes.String, "a", "", nil, "é€"),
+		column(t, arrow.BinaryTypes.Binary, []byte{0, 255}, []byte{}, nil, []byte("x")),
+		column(t, arrow.FixedWidthTypes.Boolean, true, false, nil, true),
+		array.NewNull(4),
+	}
+	var rows []*pb.ArgRow
+	for i := range 4 {
+		var args []any
+		for _, c := range cols {
+			args = append(args, goValueForRow(c, i))
+		}
+		rows = append(rows, row(args...))
+	}
+	fromRows := call(&pb.ExecBatch{InstanceId: "r1/recorder", Seq: 0, Rows: rows})
+	seenRows := rec.take()
+	fromCols := call(columnarBatch(t, "r1/recorder", 1, true, 4, cols...))
+	seenCols := rec.take()
+	if len(seenRows) != 4 || !reflect.DeepEqual(seenRows, seenCols) {
+		t.Fatalf("Exec args differ:\nrows    %#v\ncolumns %#v", seenRows, seenCols)
+	}
+	if seenCols[0][1] != big || seenCols[1][4] == nil || len(seenCols[1][4].([]byte)) != 0 || seenCols[2][0] != nil ||
+		!math.Signbit(seenCols[1][2].(float64)) {
+		t.Fatalf("values %#v", seenCols)
+	}
+	if !equalResults(fromRows.GetResults(), fromCols.GetResults()) || len(fromCols.GetArrow()) != 0 {
+		t.Fatalf("answers differ:\nrows    %v\ncolumns %v", fromRows, fromCols)
+	}
+	// A function without arguments gets empty argument lists, one per row.
+	fromCols = call(columnarBatch(t, "r1/recorder", 2, true, 2))
+	if seen := rec.take(); !reflect.DeepEqual(seen, [][]any{{}, {}}) || len(fromCols.GetResults()) != 2 {
+		t.Fatalf("zero arguments: %#v %v", seen, fromCols)
+	}
+}
+
+// goValueForRow is the value a test column holds at row i, read with
+// arrow-go's typed accessors.
+func goValueForRow(c arrow.Array, i int) any {
+	if c.IsNull(i) {
+		return nil
+	}
+	switch a := c.(type) {
+	case *array.Int64:
+		return a.Value(i)
+	case *array.Uint64:
+		return a.Value(i)
+	case *array.Float64:
+		return a.Value(i)
+	case *array.String:
+		return a.Value(i)
+	case *array.Binary:
+		return a.Value(i)
+	case *array.Boolean:
+		return a.Value(i)
+	}
+	return nil
+}
+
+func equalResults(a, b []*pb.RowResult) bool {
+	return slices.EqualFunc(a, b, func(x, y *pb.RowResult) bool { return proto.Equal(x, y) })
+}
+
+func protoEqualMutations(a, b []*pb.StateMutation) bool {
+	return slices.EqualFunc(a, b, func(x, y *pb.StateMutation) bool { return proto.Equal(x, y) })
+}
+
+func TestColumnarSchemasArePerStream(t *testing.T) {
+	s := start(t, Plugin{Name: "cols", Functions: map[string]Export{"cecho": Singleton(&cecho{})}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fn := pb.NewFunctionClient(s.conn)
+	if _, err := fn.Open(ctx, &pb.OpenFunctionRequest{Instance: spec("r1/e", "cecho")}); err != nil {
+		t.Fatal(err)
+	}
+	open := func() pb.Function_ExecClient {
+		t.Helper()
+		exec, err := fn.Exec(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return exec
+	}
+	call := func(exec pb.Function_ExecClient, b *pb.ExecBatch) (*pb.ExecResult, error) {
+		t.Helper()
+		must(t, exec.Send(b))
+		return exec.Recv()
+	}
+	ints := func() arrow.Array { return column(t, arrow.PrimitiveTypes.Int64, int64(1)) }
+
+	a := open()
+	res, err := call(a, columnarBatch(t, "r1/e", 0, true, 1, ints()))
+	if err != nil || len(res.GetArrowSchema()) == 0 {
+		t.Fatalf("first answer on a stream carries its schema: %v %v", res, err)
+	}
+	// A second stream knows no schema yet: a batch without one is unreadable.
+	b := open()
+	_, err = call(b, columnarBatch(t, "r1/e", 1, false, 1, ints()))
+	if code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "no Arrow schema has arrived on this stream") {
+		t.Fatalf("batch without a schema on a new stream: %v", err)
+	}
+	// A third stream gets the answer's schema again, although the first
+	// stream was sent the same one.
+	c := open()
+	res, err = call(c, columnarBatch(t, "r1/e", 2, true, 1, ints()))
+	if err != nil || len(res.GetArrowSchema()) == 0 {
+		t.Fatalf("first answer on the third stream: %v %v", res, err)
+	}
+	// The first stream kept its schemas in both directions.
+	res, err = call(a, columnarBatch(t, "r1/e", 3, false, 1, ints()))
+	if err != nil || len(res.GetArrowSchema()) != 0 || len(res.GetArrow()) == 0 {
+		t.Fatalf("later answer on the first stream: %v %v", res, err)
+	}
+	// Garbage ends the stream with an error: no answer can count its rows.
+	_, err = call(c, &pb.ExecBatch{InstanceId: "r1/e", Seq: 4, Arrow: []byte("not arrow")})
+	if code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "unreadable Arrow columns") {
+		t.Fatalf("garbage: %v", err)
+	}
+}
+
+func TestNullRowsKeepsTheOffset(t *testing.T) {
+	all := column(t, arrow.PrimitiveTypes.Int64, int64(1), int64(2), nil, int64(4), int64(5))
+	sliced := array.NewSlice(all, 1, 5) // [2 (null) 4 5]
+	out := nullRows(sliced, RowErrors{nil, nil, errors.New("x"), nil})
+	if got := fmt.Sprint(out); got != "[2 (null) (null) 5]" {
+		t.Fatalf("got %s", got)
+	}
+	if got := fmt.Sprint(sliced); got != "[2 (null) 4 5]" {
+		t.Fatalf("the input changed: %s", got)
+	}
+	if got := (RowErrors{nil, errors.New("negative")}).Error(); got != "1 of 2 rows failed: row 1: negative" {
+		t.Errorf("RowErrors text %q", got)
+	}
+}
+
+func TestGoValueReadsNestedColumns(t *testing.T) {
+	lb := array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Int32)
+	defer lb.Release()
+	vb := lb.ValueBuilder().(*array.Int32Builder)
+	lb.Append(true)
+	vb.Append(1)
+	vb.AppendNull()
+	lb.Append(true)
+	lb.AppendNull()
+	list := lb.NewArray()
+	st, err := array.NewStructArray([]arrow.Array{list, column(t, arrow.BinaryTypes.String, "a", "b", nil)}, []string{"l", "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !carried(st.DataType()) || carried(arrow.FixedWidthTypes.Date32) || carried(arrow.ListOf(arrow.FixedWidthTypes.Date32)) {
+		t.Fatal("carried")
+	}
+	got := []any{goValue(st, 0), goValue(st, 1), goValue(st, 2)}
+	want := []any{
+		map[string]any{"l": []any{int64(1), nil}, "s": "a"},
+		map[string]any{"l": []any{}, "s": "b"},
+		map[string]any{"l": nil, "s": nil},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %#v", got)
 	}
 }

@@ -259,6 +259,9 @@ func (p pluginService) Describe(context.Context, *pb.DescribeRequest) (*pb.Descr
 		ProtocolVersion: p.s.protocol,
 		SdkName:         SDKName,
 		SdkVersion:      SDKVersion,
+		// Every function reads and answers columns: the SDK converts for
+		// those written against the row API.
+		Encodings: []pb.Encoding{pb.Encoding_ENCODING_ARROW_IPC},
 	}, nil
 }
 
@@ -351,6 +354,8 @@ func (f functionService) Open(_ context.Context, req *pb.OpenFunctionRequest) (*
 
 func (f functionService) Exec(stream pb.Function_ExecServer) error {
 	sendHeaders(stream)
+	// Arrow schemas are remembered per stream, in each direction.
+	var cols columnStream
 	for {
 		batch, err := stream.Recv()
 		if err == io.EOF {
@@ -359,17 +364,31 @@ func (f functionService) Exec(stream pb.Function_ExecServer) error {
 		if err != nil {
 			return err
 		}
+		cols.note(batch)
 		in, err := f.s.function(batch.GetInstanceId())
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(in.exec(batch)); err != nil {
+		var res *pb.ExecResult
+		if len(batch.GetArrow()) == 0 {
+			res = in.exec(batch)
+		} else {
+			rec, err := cols.decode(batch)
+			if err != nil {
+				// Without the batch the row count is unknown, so no answer
+				// can be right: end the stream, as for an unknown instance.
+				return status.Errorf(codes.InvalidArgument, "batch %d of %q has unreadable Arrow columns: %v", batch.GetSeq(), in.id, err)
+			}
+			res = in.execArrow(batch, rec, &cols)
+			rec.Release()
+		}
+		if err := stream.Send(res); err != nil {
 			return err
 		}
 	}
 }
 
-// exec runs one batch: exactly one result per row, in order, and the
+// exec runs one row batch: exactly one result per row, in order, and the
 // mutations the batch made.
 func (in *instance) exec(batch *pb.ExecBatch) *pb.ExecResult {
 	in.batch.Lock()

@@ -14,7 +14,9 @@ extension the way you would write an eKuiper plugin::
         serve(Plugin("upper", "1.0.0").function("upper", singleton=Upper()))
 
 - `Function`, `Source`, `Sink`: the three extension kinds, as in eKuiper;
-  `PayloadSink`, a sink that takes the bytes eKuiper's runtime would encode.
+  `PayloadSink`, a sink that takes the bytes eKuiper's runtime would encode;
+  `VectorizedFunction`, a function computed a batch at a time on Arrow
+  arrays (needs pyarrow, the `arrow` extra; loaded only by plugins using it).
 - `Context`: rule and instance identity, a logger, and the five state calls.
 - `Plugin`: what the executable exports, each symbol as a constructor (a fresh
   object per instance) or a singleton (one shared object).
@@ -22,7 +24,7 @@ extension the way you would write an eKuiper plugin::
 - `Record` and `Value`: the data model.
 """
 
-from ._api import ArgSpec, Function, ItemErrors, PayloadSink, Sink, Source
+from ._api import ArgSpec, Function, ItemErrors, PayloadSink, Sink, Source, VectorizedFunction
 from ._context import MAX_VALUE_BYTES, Context, CounterOverflowError, NotACounterError, StateError, ValueTooLargeError
 from ._export import Plugin
 from ._server import PROTOCOL_VERSION, SDK_NAME, SDK_VERSION, serve
@@ -49,6 +51,7 @@ __all__ = [
     "StateError",
     "Value",
     "ValueTooLargeError",
+    "VectorizedFunction",
     "from_pb",
     "to_pb",
     "serve",

@@ -11,10 +11,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, TypeAlias
+from typing import TYPE_CHECKING, Any, Optional, TypeAlias
 
 from ._context import Context
 from ._values import Record
+
+if TYPE_CHECKING:
+    # Only for the annotations: importing pyarrow costs every plugin start,
+    # so the SDK loads it only for a plugin that exports a VectorizedFunction.
+    import pyarrow as pa
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,40 @@ class Function(ABC):
         """Whether the function aggregates over a group of rows (its argument is
         then a list of the group's values)."""
         return False
+
+
+class VectorizedFunction(Function):
+    """A function computed a whole batch at a time, on Apache Arrow arrays.
+
+    Needs pyarrow (``pip install 'oort-plugin[arrow]'``). A plugin that exports
+    at least one lists the columnar encoding in Describe, and the supervisor
+    may then send its batches as Arrow columns: `exec_columns` gets one array
+    per argument, as received, and returns one array, answered as a column
+    without a conversion per value. A batch that comes as rows (the operator
+    chose rows, or its values do not fit a column) is turned into arrays
+    first, so `exec_columns` is the only method to write.
+
+    Not for aggregates: `is_aggregate` must stay False (an aggregate's
+    arguments are lists of a group's values, which the SDK hands to `exec`).
+    """
+
+    @abstractmethod
+    def exec_columns(self, ctx: Context, args: list[pa.Array]) -> pa.Array:
+        """Computes a batch: one array per argument (columns of equal length:
+        Null, Boolean, Int64, UInt64, Float64, String or Binary, each possibly
+        with nulls), one result per row, in row order.
+
+        Return a pa.Array, a pa.ChunkedArray, a numpy array or a list, of
+        exactly `ctx.batch_rows` values (the length of every argument; a
+        function without arguments has only `ctx.batch_rows`). A null is a
+        null result. Raise to fail every row of the batch with the message.
+        """
+
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        """The row call, for a single row: `exec_columns` on one-row arrays."""
+        from . import _arrow
+
+        return _arrow.exec_one(self, ctx, args)
 
 
 class Source(ABC):

@@ -91,6 +91,7 @@ class Context:
         "_pending",
         "_counting",
         "_exceptions",
+        "_batch_rows",
     )
 
     def __init__(
@@ -117,6 +118,9 @@ class Context:
         # Problems reported with `report_exception`, not yet shipped (a
         # source's) or logged (a function's or sink's), oldest first.
         self._exceptions: deque[str] = deque(maxlen=MAX_PENDING_EXCEPTIONS)
+        # Set by the server around each VectorizedFunction.exec_columns call
+        # (see `batch_rows`); batches of one instance never run concurrently.
+        self._batch_rows = 0
         for entry in state:
             case = entry.WhichOneof("entry")
             if case == "counter":
@@ -152,6 +156,13 @@ class Context:
         """A logger whose lines carry this instance's id. Lines go to stderr,
         which the supervisor forwards into its own log."""
         return self._logger
+
+    @property
+    def batch_rows(self) -> int:
+        """The number of rows of the batch `VectorizedFunction.exec_columns` is
+        computing: the length its result must have. A function without
+        arguments receives no array to take it from. 0 outside such a call."""
+        return self._batch_rows
 
     # -- state ------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from ._api import Function, Sink, Source
+from ._api import Function, Sink, Source, VectorizedFunction
 
 T = TypeVar("T")
 
@@ -65,6 +65,10 @@ class Plugin:
         self._functions: dict[str, _Export[Function]] = {}
         self._source: _Export[Source] | None = None
         self._sink: _Export[Sink] | None = None
+        # Whether a VectorizedFunction is exported: then (and only then) the
+        # plugin lists the columnar encoding in Describe. Known here for a
+        # singleton or a class; a factory's product is checked in Describe.
+        self._vectorized = False
 
     def function(
         self,
@@ -79,8 +83,27 @@ class Plugin:
             raise ValueError("a function needs a name")
         if name in self._functions:
             raise ValueError(f"function {name!r} is exported twice")
-        self._functions[name] = _export("function", name, constructor, singleton)
+        export = _export("function", name, constructor, singleton)
+        if isinstance(singleton, VectorizedFunction) or (
+            isinstance(constructor, type) and issubclass(constructor, VectorizedFunction)
+        ):
+            self._mark_vectorized(name)
+        self._functions[name] = export
         return self
+
+    def _mark_vectorized(self, name: str) -> None:
+        """Loads pyarrow now rather than at the first batch, and fails at start
+        (not in the middle of a rule) when it is missing."""
+        if self._vectorized:
+            return
+        try:
+            from . import _arrow  # noqa: F401
+        except ImportError as e:
+            raise ImportError(
+                f"function {name!r} is a VectorizedFunction, which needs pyarrow "
+                f"(pip install 'oort-plugin[arrow]'): {e}"
+            ) from e
+        self._vectorized = True
 
     def source(
         self,

@@ -20,18 +20,22 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
 from . import _log
-from ._api import ArgSpec, Function, PayloadSink, Sink, Source
+from ._api import ArgSpec, Function, PayloadSink, Sink, Source, VectorizedFunction
 from ._context import Context
 from ._export import Plugin, _Export
 from ._pb import plugin_pb2 as pb
 from ._pb import plugin_pb2_grpc as pb_grpc
 from ._pb import state_pb2 as _state_pb2  # noqa: F401  (puts oort.state.v1 in the pool, for reflection)
 from ._values import fill_record, fill_value, from_pb, map_from_pb, record_from_pb
+
+if TYPE_CHECKING:
+    # Imported lazily below: it loads pyarrow.
+    from ._arrow import StreamCodec
 
 SDK_NAME = "oort-plugin-python"
 SDK_VERSION = "0.1.0"
@@ -81,11 +85,16 @@ def _error_text(e: BaseException) -> str:
 
 
 class _FunctionInstance:
-    __slots__ = ("fn", "ctx")
+    __slots__ = ("fn", "ctx", "vectorized")
 
     def __init__(self, fn: Function, ctx: Context) -> None:
         self.fn = fn
         self.ctx = ctx
+        # Batches go to exec_columns. An aggregate's arguments are lists of
+        # a group's values, which stay with the row call.
+        self.vectorized: VectorizedFunction | None = (
+            fn if isinstance(fn, VectorizedFunction) and not fn.is_aggregate() else None
+        )
 
 
 class _SourceInstance:
@@ -241,10 +250,17 @@ class _PluginService(pb_grpc.PluginServicer):
         )
         for name, export in p._functions.items():
             try:
-                aggregate = bool(export.make().is_aggregate())
+                fn = export.make()
+                aggregate = bool(fn.is_aggregate())
+                if isinstance(fn, VectorizedFunction):
+                    # A factory's product, which export time could not see.
+                    p._mark_vectorized(name)
             except Exception as e:
                 context.abort(grpc.StatusCode.INTERNAL, f"function {_q(name)}: {_error_text(e)}")
             resp.symbols.add(kind=pb.KIND_FUNCTION, name=name, mode=mode(export.singleton), is_aggregate=aggregate)
+        if p._vectorized:
+            # Rows need no mention: every plugin speaks them.
+            resp.encodings.append(pb.ENCODING_ARROW_IPC)
         if p._source is not None:
             resp.symbols.add(kind=pb.KIND_SOURCE, name=p.name, mode=mode(p._source.singleton))
         if p._sink is not None:
@@ -295,18 +311,41 @@ class _FunctionService(pb_grpc.FunctionServicer):
         served = self._s
         convert = from_pb
         fill = fill_value
+        # This stream's Arrow schemas, both directions: created (and pyarrow
+        # imported) at the stream's first columnar batch.
+        codec: StreamCodec | None = None
         for batch in request_iterator:
             inst = served.function(batch.instance_id, context)
-            exec_ = inst.fn.exec
             ctx = inst.ctx
             out = pb.ExecResult(seq=batch.seq)
-            add = out.results.add
-            for row in batch.rows:
-                res = add()
+            vectorized = inst.vectorized
+            if batch.arrow:
+                from . import _arrow
+
+                if codec is None:
+                    codec = _arrow.StreamCodec()
                 try:
-                    fill(res.value, exec_(ctx, [convert(a) for a in row.args]))
-                except Exception as e:
-                    res.error = str(e) or type(e).__name__
+                    columns = codec.read(batch.arrow_schema, batch.arrow)
+                except _arrow.ArrowProtocolError as e:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                if vectorized is not None:
+                    _arrow.exec_columns_batch(vectorized, ctx, columns, out, codec)
+                else:
+                    # A row function gets the rows the row encoding would give.
+                    _arrow.exec_row_function_on_columns(inst.fn, ctx, columns, out, codec)
+            elif vectorized is not None:
+                from . import _arrow
+
+                _arrow.exec_rows_batch(vectorized, ctx, [[convert(a) for a in row.args] for row in batch.rows], out)
+            else:
+                exec_ = inst.fn.exec
+                add = out.results.add
+                for row in batch.rows:
+                    res = add()
+                    try:
+                        fill(res.value, exec_(ctx, [convert(a) for a in row.args]))
+                    except Exception as e:
+                        res.error = str(e) or type(e).__name__
             if ctx._exceptions:
                 ctx._log_exceptions()
             if ctx._pending:

@@ -16,6 +16,9 @@ readiness loop, and hands out gRPC stubs::
                                           rows=[pb.ArgRow(args=[value("a")])])]), timeout=5)
     finally:
         p.close()
+
+`arrow_batch` and `ArrowResults` do the same with columnar (Arrow IPC)
+batches; they import pyarrow, the rest of this module does not.
 """
 
 from __future__ import annotations
@@ -160,3 +163,105 @@ def rows(*args: Sequence[Any]) -> list[pb.ArgRow]:
 
 
 PYTHON = sys.executable
+
+
+# -- columnar batches (these load pyarrow; the rest of this module does not) --
+
+
+def arrow_batch(
+    instance_id: str,
+    seq: int,
+    columns: Sequence[Any],
+    *,
+    num_rows: int | None = None,
+    with_schema: bool = True,
+) -> pb.ExecBatch:
+    """A columnar ExecBatch as the supervisor sends it: one column per argument
+    (a pa.Array, or a list of Python values typed as the SDK types a row
+    batch's column), named "0", "1", ...; `num_rows` for a batch without
+    columns. `with_schema=False` leaves `arrow_schema` empty, as the
+    supervisor does after the first columnar batch of a stream."""
+    import pyarrow as pa
+
+    from ._arrow import array_of
+
+    arrays = [c if isinstance(c, pa.Array) else array_of(c) for c in columns]
+    if arrays:
+        batch = pa.RecordBatch.from_arrays(arrays, names=[str(i) for i in range(len(arrays))])
+    else:
+        # A record batch keeps its row count without columns.
+        batch = pa.RecordBatch.from_arrays([pa.nulls(num_rows or 0)], names=["_"]).select([])
+    return pb.ExecBatch(
+        instance_id=instance_id,
+        seq=seq,
+        arrow_schema=batch.schema.serialize().to_pybytes() if with_schema else b"",
+        arrow=batch.serialize().to_pybytes(),
+    )
+
+
+#: The Value case the supervisor reads from a result column of a scalar type.
+_ARROW_KINDS = {
+    "null": "null",
+    "bool": "bool",
+    "int64": "int",
+    "uint64": "uint",
+    "double": "float",
+    "string": "string",
+    "binary": "bytes",
+}
+
+
+class ArrowResults:
+    """Reads the ExecResults of one Exec stream as the supervisor does: keeps
+    the last `arrow_schema` the plugin sent on it."""
+
+    def __init__(self) -> None:
+        self.schema: Any = None  # pa.Schema
+
+    def column(self, res: pb.ExecResult) -> Any:
+        """The pa.Array `result` column of a columnar answer."""
+        import pyarrow as pa
+        import pyarrow.ipc  # noqa: F401
+
+        if res.arrow_schema:
+            self.schema = pa.ipc.read_schema(pa.py_buffer(res.arrow_schema))
+        if self.schema is None:
+            raise AssertionError("a columnar result without a schema on this stream")
+        batch = pa.ipc.read_record_batch(pa.py_buffer(res.arrow), self.schema)
+        if batch.schema.names != ["result"]:
+            raise AssertionError(f"the result columns are {batch.schema.names}, not ['result']")
+        return batch.column(0)
+
+    def kinds(self, res: pb.ExecResult) -> list[str]:
+        """Each row's outcome as the supervisor types it, in either encoding:
+        the Value case ("int", "uint", "float", "string", ...; "null" for a
+        null) or "error"."""
+        if not res.arrow:
+            return [
+                "error" if r.WhichOneof("outcome") == "error" else (r.value.WhichOneof("kind") or "null")
+                for r in res.results
+            ]
+        column = self.column(res)
+        kind = _ARROW_KINDS.get(str(column.type), str(column.type))
+        out = ["null" if v is None else kind for v in column.to_pylist()]
+        for e in res.errors:
+            out[e.row] = "error"
+        return out
+
+    def outcomes(self, res: pb.ExecResult) -> list[tuple[str, Any]]:
+        """Each row's outcome, in either encoding: ("value", v) or ("error", message)."""
+        from ._values import from_pb
+
+        if not res.arrow:
+            return [
+                ("error", r.error) if r.WhichOneof("outcome") == "error" else ("value", from_pb(r.value))
+                for r in res.results
+            ]
+        if res.results:
+            raise AssertionError("an answer with both rows and columns")
+        out: list[tuple[str, Any]] = [("value", v) for v in self.column(res).to_pylist()]
+        for e in res.errors:
+            if out[e.row][1] is not None:
+                raise AssertionError(f"failed row {e.row} is not null")
+            out[e.row] = ("error", e.message)
+        return out

@@ -39,6 +39,23 @@ pub trait Function: Send + Sync + 'static {
     /// Computes the result for one row of arguments.
     fn exec(&self, ctx: &Context, args: &[Value]) -> Result<Value, BoxError>;
 
+    /// Computes a whole batch at once, when the supervisor sends it as Arrow
+    /// columns: `args` holds one array per argument, each of `rows` values,
+    /// as received (no per-value decoding). Return one array of `rows`
+    /// results; an error fails every row of the batch with its message.
+    ///
+    /// The default, `None`, means the function works row by row: the SDK
+    /// then calls [`Function::exec`] for each row. Batches that arrive as
+    /// rows always go to `exec`, so a columnar function implements both.
+    fn exec_columns(
+        &self,
+        _ctx: &Context,
+        _args: &[crate::arrow::ArrayRef],
+        _rows: usize,
+    ) -> Option<Result<crate::arrow::ArrayRef, BoxError>> {
+        None
+    }
+
     /// Whether the function aggregates over a group of rows.
     fn is_aggregate(&self) -> bool {
         false

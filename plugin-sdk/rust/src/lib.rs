@@ -41,6 +41,14 @@ mod server;
 pub use context::{Context, Logger, StateError, MAX_VALUE_BYTES};
 pub use export::{ArgSpec, BoxError, Export, Function, ItemErrors, Plugin, Props, Sink, Source};
 pub use oort_proto::{Record, Value};
+
+/// Apache Arrow's arrays, for functions that work on columns
+/// ([`Function::exec_columns`]): the SDK's own version, so that a plugin
+/// needs no Arrow dependency of its own.
+pub mod arrow {
+    pub use oort_proto::columns::arrow_array::*;
+    pub use oort_proto::columns::arrow_schema::{DataType, Field, Schema};
+}
 pub use server::serve;
 
 // With the `mimalloc` feature the SDK sets the process's allocator, so that a

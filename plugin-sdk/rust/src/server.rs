@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use oort_proto::columns::{self, BatchDecoder, SchemaSent};
 use oort_proto::plugin::v1 as pb;
 use oort_proto::plugin::v1::function_server::{Function as FunctionService, FunctionServer};
 use oort_proto::plugin::v1::plugin_server::{Plugin as PluginService, PluginServer};
@@ -23,7 +24,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::context::Context;
-use crate::export::{ArgSpec, Function, FunctionFactory, Plugin, Shared, Sink, Source};
+use crate::export::{ArgSpec, BoxError, Function, FunctionFactory, Plugin, Shared, Sink, Source};
 
 /// The gRPC services every plugin process serves.
 const SERVED: [&str; 5] = [
@@ -296,6 +297,67 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     tokio::task::block_in_place(f)
 }
 
+/// Runs a batch of argument rows through the row API.
+fn exec_rows(function: &dyn Function, ctx: &Context, rows: Vec<pb::ArgRow>) -> pb::ExecResult {
+    // One argument buffer for the whole batch: no allocation per row.
+    let mut args: Vec<Value> = Vec::new();
+    let results = rows
+        .into_iter()
+        .map(|row| {
+            args.clear();
+            args.extend(row.args.into_iter().map(Value::from));
+            row_result(function.exec(ctx, &args))
+        })
+        .collect();
+    pb::ExecResult { results, ..Default::default() }
+}
+
+fn row_result(outcome: Result<Value, BoxError>) -> pb::RowResult {
+    let outcome = match outcome {
+        Ok(v) => pb::row_result::Outcome::Value(v.into()),
+        Err(e) => pb::row_result::Outcome::Error(e.to_string()),
+    };
+    pb::RowResult { outcome: Some(outcome) }
+}
+
+/// Runs a columnar batch: through [`Function::exec_columns`] when the
+/// function works on columns, answering with a column; row by row otherwise.
+fn exec_columns(
+    function: &dyn Function,
+    ctx: &Context,
+    batch: &columns::RecordBatch,
+    sent: &mut SchemaSent,
+) -> pb::ExecResult {
+    let n = batch.num_rows();
+    let fail_all = |message: String| pb::ExecResult {
+        results: (0..n).map(|_| row_result(Err(message.clone().into()))).collect(),
+        ..Default::default()
+    };
+    match function.exec_columns(ctx, batch.columns(), n) {
+        Some(Ok(array)) if array.len() != n => {
+            fail_all(format!("exec_columns returned {} values for a batch of {n} rows", array.len()))
+        }
+        Some(Ok(array)) => {
+            let answer = columns::single_column("result", array).and_then(|b| {
+                let message = columns::batch_message(&b)?;
+                Ok((sent.message_if_new(&b.schema()).unwrap_or_default(), message))
+            });
+            match answer {
+                Ok((arrow_schema, arrow)) => pb::ExecResult { arrow_schema, arrow, ..Default::default() },
+                Err(e) => fail_all(format!("cannot encode the result column: {e}")),
+            }
+        }
+        Some(Err(e)) => fail_all(e.to_string()),
+        None => match columns::rows_of(batch) {
+            Ok(rows) => pb::ExecResult {
+                results: rows.iter().map(|args| row_result(function.exec(ctx, args))).collect(),
+                ..Default::default()
+            },
+            Err(e) => fail_all(e.to_string()),
+        },
+    }
+}
+
 #[derive(Clone)]
 struct Handle(Arc<Served>);
 
@@ -345,6 +407,7 @@ impl PluginService for Handle {
             protocol_version: oort_proto::PROTOCOL_VERSION,
             sdk_name: crate::SDK_NAME.into(),
             sdk_version: crate::SDK_VERSION.into(),
+            encodings: vec![pb::Encoding::ArrowIpc as i32],
         }))
     }
 
@@ -387,28 +450,27 @@ impl FunctionService for Handle {
         let mut input = req.into_inner();
         let served = self.0.clone();
         let output = async_stream(move |tx| async move {
+            // Per stream, as the protocol keeps them: the last Arrow schema
+            // received, and the last one sent.
+            let mut decoder = BatchDecoder::default();
+            let mut sent = SchemaSent::default();
             while let Some(batch) = input.next().await {
                 let batch = batch?;
                 let (function, ctx) = served.function(&batch.instance_id)?;
                 let result = blocking(|| {
-                    // One argument buffer for the whole batch: no allocation per row.
-                    let mut args: Vec<Value> = Vec::new();
-                    let results = batch
-                        .rows
-                        .into_iter()
-                        .map(|row| {
-                            args.clear();
-                            args.extend(row.args.into_iter().map(Value::from));
-                            let outcome = match function.exec(&ctx, &args) {
-                                Ok(v) => pb::row_result::Outcome::Value(v.into()),
-                                Err(e) => pb::row_result::Outcome::Error(e.to_string()),
-                            };
-                            pb::RowResult { outcome: Some(outcome) }
-                        })
-                        .collect();
+                    let mut result = if batch.arrow.is_empty() {
+                        exec_rows(function.as_ref(), &ctx, batch.rows)
+                    } else {
+                        let columns = decoder
+                            .decode(&batch.arrow_schema, &batch.arrow)
+                            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
+                        exec_columns(function.as_ref(), &ctx, &columns, &mut sent)
+                    };
                     ctx.log_exceptions();
-                    pb::ExecResult { seq: batch.seq, results, mutations: ctx.take_mutations() }
-                });
+                    result.seq = batch.seq;
+                    result.mutations = ctx.take_mutations();
+                    Ok::<_, Status>(result)
+                })?;
                 if tx.send(Ok(result)).await.is_err() {
                     break;
                 }

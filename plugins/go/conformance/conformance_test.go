@@ -8,6 +8,10 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
 	"github.com/oort-dev/oort/plugin-sdk/go/oort"
 )
 
@@ -310,5 +314,63 @@ func TestSinkWritesLinesAndCommits(t *testing.T) {
 	}
 	if err := s.Open(ctx, map[string]any{"path": filepath.Join(dir, "missing", "x")}); err == nil {
 		t.Error("an unopenable path must fail")
+	}
+}
+
+// TestEchoIsTheOneColumnFunction checks that cf_echo answers a columnar
+// batch with exactly its argument column, for every column type the
+// supervisor sends, and that no other function is columnar (they get rows).
+func TestEchoIsTheOneColumnFunction(t *testing.T) {
+	for name, f := range map[string]oort.Function{
+		"cf_echo": echo{}, "cf_fail": fail{}, "cf_count": count{}, "cf_state": state{}, "cf_pid": pid{}, "cf_agg": agg{},
+	} {
+		if _, ok := f.(oort.ColumnFunction); ok != (name == "cf_echo") {
+			t.Errorf("%s: ColumnFunction %v", name, ok)
+		}
+	}
+	ctx := oort.NewTestContext("r1", "op_1")
+	mem := memory.DefaultAllocator
+	build := func(dt arrow.DataType, fill func(array.Builder)) arrow.Array {
+		b := array.NewBuilder(mem, dt)
+		defer b.Release()
+		fill(b)
+		return b.NewArray()
+	}
+	cols := []arrow.Array{
+		array.NewNull(3),
+		build(arrow.FixedWidthTypes.Boolean, func(b array.Builder) {
+			b.(*array.BooleanBuilder).AppendValues([]bool{true, false, true}, []bool{true, true, false})
+		}),
+		build(arrow.PrimitiveTypes.Int64, func(b array.Builder) {
+			b.(*array.Int64Builder).AppendValues([]int64{math.MinInt64, 0, 7}, []bool{true, false, true})
+		}),
+		build(arrow.PrimitiveTypes.Uint64, func(b array.Builder) {
+			b.(*array.Uint64Builder).AppendValues([]uint64{math.MaxUint64, 1 << 63, 0}, nil)
+		}),
+		build(arrow.PrimitiveTypes.Float64, func(b array.Builder) {
+			b.(*array.Float64Builder).AppendValues([]float64{1.5, math.Inf(1), 0}, []bool{true, true, false})
+		}),
+		build(arrow.BinaryTypes.String, func(b array.Builder) {
+			b.(*array.StringBuilder).AppendValues([]string{"a", "", "é"}, []bool{true, true, false})
+		}),
+		build(arrow.BinaryTypes.Binary, func(b array.Builder) {
+			b.(*array.BinaryBuilder).AppendValues([][]byte{{0, 255}, {}, nil}, []bool{true, true, false})
+		}),
+	}
+	for _, in := range cols {
+		out, err := echo{}.ExecColumns([]arrow.Array{in}, in.Len(), ctx)
+		if err != nil || !arrow.TypeEqual(out.DataType(), in.DataType()) || !array.Equal(out, in) {
+			t.Errorf("cf_echo(%s %v) = %v, %v", in.DataType(), in, out, err)
+		}
+		// The SDK releases the argument and the answer: the echo holds its
+		// own reference, so the input survives both releases.
+		out.Release()
+		if in.Len() != 3 || in.Data().Buffers() == nil {
+			t.Errorf("%s: the input lost its data", in.DataType())
+		}
+	}
+	out, err := echo{}.ExecColumns(nil, 2, ctx)
+	if err != nil || out.DataType().ID() != arrow.NULL || out.Len() != 2 {
+		t.Errorf("cf_echo() = %v, %v; want 2 nulls as Exec answers null", out, err)
 	}
 }

@@ -6,6 +6,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
 	"github.com/oort-dev/oort/plugin-sdk/go/oort"
 )
 
@@ -32,6 +35,9 @@ var (
 
 type echo struct{}
 
+// cf_echo is the conformance plugin's one columnar function.
+var _ oort.ColumnFunction = echo{}
+
 func (echo) Validate(args []oort.ArgSpec) error {
 	if len(args) != 1 {
 		return fmt.Errorf("cf_echo expects 1 argument, got %d", len(args))
@@ -41,6 +47,20 @@ func (echo) Validate(args []oort.ArgSpec) error {
 
 func (echo) Exec(args []any, _ oort.FunctionContext) (any, bool) {
 	return arg(args, 0), true
+}
+
+// ExecColumns makes cf_echo a columnar function: a columnar batch is echoed
+// as the very array that came in, which is exactly the values the row path
+// echoes.
+func (echo) ExecColumns(args []arrow.Array, rows int, _ oort.FunctionContext) (arrow.Array, error) {
+	if len(args) == 0 {
+		// Null without arguments, as Exec answers.
+		return array.NewNull(rows), nil
+	}
+	// The SDK releases the arguments after the call and the answer after
+	// sending it: returning an argument takes a reference of its own.
+	args[0].Retain()
+	return args[0], nil
 }
 
 func (echo) IsAggregate() bool { return false }

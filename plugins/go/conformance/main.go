@@ -7,7 +7,10 @@
 // the Rust reference plugin):
 //
 //	cf_echo(x)                → x (null without arguments); Validate: exactly 1 argument, else
-//	                            "cf_echo expects 1 argument, got N"
+//	                            "cf_echo expects 1 argument, got N". The one
+//	                            columnar function (oort.ColumnFunction): a
+//	                            columnar batch is answered with its argument
+//	                            column itself, a row batch row by row
 //	cf_fail(x)                → row error "cf_fail: <x>" when x is a string
 //	                            starting with "bad", else x
 //	cf_count(key)             → IncrCounter(key, 1), then GetCounter(key)

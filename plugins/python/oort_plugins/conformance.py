@@ -8,7 +8,9 @@ OORT_CONFORMANCE_SINGLETON=1 — the source and sink stay constructors, as in
 the Rust reference plugin):
 
 - `cf_echo(x)` -> x. Validate: exactly one argument, else
-  `cf_echo expects 1 argument, got N`.
+  `cf_echo expects 1 argument, got N`. A VectorizedFunction (so the plugin
+  lists the columnar encoding): a columnar batch is answered with the
+  argument's array as received, a row batch with the same values.
 - `cf_fail(x)` -> the row error `cf_fail: <x>` when x is a string starting with
   "bad", else x.
 - `cf_count(key)` -> incr_counter(key, 1), then get_counter(key).
@@ -46,7 +48,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from oort_plugin import ArgSpec, Context, Function, Plugin, Record, Sink, Source, serve
+import pyarrow as pa
+
+from oort_plugin import ArgSpec, Context, Function, Plugin, Record, Sink, Source, VectorizedFunction, serve
 
 # --------------------------------------------------------------------------
 # Functions
@@ -62,12 +66,20 @@ def _amount(v: Any) -> int:
     return v
 
 
-class Echo(Function):
+class Echo(VectorizedFunction):
     def validate(self, args: list[ArgSpec]) -> None:
         if len(args) != 1:
             raise ValueError(f"cf_echo expects 1 argument, got {len(args)}")
 
+    def exec_columns(self, ctx: Context, args: list[pa.Array]) -> pa.Array:
+        # Validate refuses other arities; without an argument, as exec: null.
+        return args[0] if args else pa.nulls(ctx.batch_rows)
+
     def exec(self, ctx: Context, args: list[Any]) -> Any:
+        # The SDK calls this for rows whose values make no Arrow column (a
+        # list or map, values of several types in one batch). The default
+        # would go through a one-row array, which refuses a value it cannot
+        # hold exactly ([1, 2.5]): an echo needs no array to return its value.
         return args[0] if args else None
 
 

@@ -22,6 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::time::Duration;
 
+use oort_plugin::arrow::ArrayRef;
 use oort_plugin::{serve, ArgSpec, BoxError, Context, Export, Function, Plugin, Props, Record, Sink, Source, Value};
 
 struct Echo;
@@ -34,6 +35,12 @@ impl Function for Echo {
     }
     fn exec(&self, _ctx: &Context, args: &[Value]) -> Result<Value, BoxError> {
         Ok(args.first().cloned().unwrap_or_default())
+    }
+
+    /// A columnar batch is answered with its argument column itself: no
+    /// value is decoded or copied.
+    fn exec_columns(&self, _ctx: &Context, args: &[ArrayRef], _rows: usize) -> Option<Result<ArrayRef, BoxError>> {
+        Some(args.first().cloned().ok_or_else(|| "cf_echo expects 1 argument, got 0".into()))
     }
 }
 

@@ -25,6 +25,11 @@ pub struct FunctionInstance {
     pub(super) state: Arc<StateRegistry>,
     pub(super) timeouts: Timeouts,
     pub(super) stream: BatchStream<oort_proto::wire::EncodedBatch, pb::ExecResult>,
+    /// Whether batches may go as Arrow columns (the host's data encoding);
+    /// they do when the serving process also lists Arrow in `Describe`.
+    pub(super) columns: bool,
+    /// How many answered batches went as Arrow columns.
+    pub(super) columnar_batches: AtomicU64,
     pub(super) turns: Turns,
     /// How often, and after which delays, a failed batch is retried.
     pub(super) retries: RestartStrategy,
@@ -51,6 +56,12 @@ impl FunctionInstance {
     /// arguments are then lists, one per group of a window.
     pub fn is_aggregate(&self) -> bool {
         self.is_aggregate
+    }
+
+    /// How many of its batches the plugin answered after they went as Arrow
+    /// columns (the others went as rows), retries included.
+    pub fn columnar_batches(&self) -> u64 {
+        self.columnar_batches.load(Ordering::Relaxed)
     }
 
     /// The oldest batch call in flight, retries included.
@@ -174,30 +185,61 @@ impl FunctionInstance {
         rows: &[Vec<Value>],
         may_open: bool,
     ) -> Result<Option<Vec<RowOutcome>>, HostError> {
+        use oort_proto::columns;
+        use oort_proto::wire::BatchBody;
         let live = self.entry.process.live().await?;
         let n = rows.len();
         // Encoded here, in the caller's task and outside the stream's lock,
-        // straight from the borrowed rows; the sequence number goes last.
-        let encoded = oort_proto::wire::BatchBody::exec(&self.id, rows);
+        // straight from the borrowed rows; the sequence number (and, for
+        // columns, the schema when the stream has not seen it) goes last.
+        let takes_columns = self.columns && live.describe.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
+        let batch = if takes_columns { columns::args_batch(rows) } else { None };
+        let encoded = match &batch {
+            Some(batch) => {
+                let message = columns::batch_message(batch).map_err(|e| HostError::Protocol {
+                    plugin: self.plugin.clone(),
+                    reason: format!("cannot encode the arguments as Arrow: {e}"),
+                })?;
+                Some((BatchBody::exec_columns(&self.id, &message), batch.schema()))
+            }
+            None => None,
+        };
+        let rows_body = if encoded.is_none() { Some(BatchBody::exec(&self.id, rows)) } else { None };
         let result = self
             .stream
             .round_trip(
                 &live,
                 may_open,
-                |seq| encoded.with_seq(seq),
+                |seq, sent| match (encoded, rows_body) {
+                    (Some((body, schema)), _) => match sent.message_if_new(&schema) {
+                        Some(message) => body.with_schema(&message).with_seq(seq),
+                        None => body.with_seq(seq),
+                    },
+                    (None, Some(body)) => body.with_seq(seq),
+                    (None, None) => unreachable!("one of the two encodings is built"),
+                },
                 |channel, input| oort_proto::wire::exec_stream(channel, input, 64 << 20),
             )
             .await?;
-        let Some(result) = result else { return Ok(None) };
-        if result.results.len() != n {
-            return Err(HostError::Protocol {
-                plugin: self.plugin.clone(),
-                reason: format!("answered a batch of {n} rows with {} results", result.results.len()),
-            });
+        let Some(mut result) = result else { return Ok(None) };
+        if batch.is_some() {
+            self.columnar_batches.fetch_add(1, Ordering::Relaxed);
         }
+        let protocol = |reason: String| HostError::Protocol { plugin: self.plugin.clone(), reason };
+        let outcomes = if result.arrow.is_empty() {
+            if result.results.len() != n {
+                return Err(protocol(format!("answered a batch of {n} rows with {} results", result.results.len())));
+            }
+            None
+        } else {
+            Some(result_column(&result, n).map_err(protocol)?)
+        };
         self.state
-            .accept(&self.id, Some(result.seq), result.mutations)
-            .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })?;
+            .accept(&self.id, Some(result.seq), std::mem::take(&mut result.mutations))
+            .map_err(|e| protocol(e.to_string()))?;
+        if let Some(outcomes) = outcomes {
+            return Ok(Some(outcomes));
+        }
         Ok(Some(
             result
                 .results
@@ -218,5 +260,39 @@ impl FunctionInstance {
             call: "Exec",
             message: "no stream".into(),
         })
+    }
+}
+
+/// The outcomes of a columnar answer to a batch of `n` rows: its one result
+/// column, with the rows it lists as failed.
+fn result_column(result: &pb::ExecResult, n: usize) -> Result<Vec<RowOutcome>, String> {
+    let batch = oort_proto::columns::decode_with_schema(&result.arrow_schema, &result.arrow)
+        .map_err(|e| format!("answered with an unreadable Arrow batch: {e}"))?;
+    if batch.num_columns() != 1 {
+        return Err(format!("answered with {} Arrow columns instead of one", batch.num_columns()));
+    }
+    if batch.num_rows() != n {
+        return Err(format!("answered a batch of {n} rows with {} results", batch.num_rows()));
+    }
+    let values = oort_proto::columns::values_of(batch.column(0).as_ref())
+        .map_err(|e| format!("answered with an unreadable result column: {e}"))?;
+    let mut outcomes: Vec<RowOutcome> = values.into_iter().map(Ok).collect();
+    for error in &result.errors {
+        let row = error.row as usize;
+        let Some(outcome) = outcomes.get_mut(row) else {
+            return Err(format!("reported an error for row {row} of a batch of {n} rows"));
+        };
+        *outcome = Err(error.message.clone());
+    }
+    Ok(outcomes)
+}
+
+/// Gives a columnar answer that came without its schema the schema its
+/// stream sent last, and remembers a new one.
+pub(super) fn carry_result_schema(result: &mut pb::ExecResult, last: &mut prost::bytes::Bytes) {
+    if !result.arrow_schema.is_empty() {
+        *last = result.arrow_schema.clone();
+    } else if !result.arrow.is_empty() {
+        result.arrow_schema = last.clone();
     }
 }

@@ -103,6 +103,21 @@ pub struct HostConfig {
     pub timeouts: Timeouts,
     /// The interpreter of portable plugins written in Python.
     pub python: PathBuf,
+    /// How function batches travel to plugins that can take columns.
+    pub data_encoding: DataEncoding,
+}
+
+/// The data-path encoding the host uses with plugins that list Arrow IPC in
+/// their `Describe` (docs/protocol.md, "Columnar batches").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DataEncoding {
+    /// Columns whenever the plugin takes them and the batch fits the column
+    /// types; rows otherwise.
+    #[default]
+    Auto,
+    /// Always rows: the protocol's baseline, kept selectable so that both
+    /// paths can be measured and tested side by side.
+    Rows,
 }
 
 /// One open instance, remembered so that a restarted process can reopen it.
@@ -610,7 +625,10 @@ impl Host {
             entry,
             state: self.state.clone(),
             timeouts: self.config.timeouts,
-            stream: BatchStream::new(&plugin, "Exec", self.config.timeouts.call, |r: &pb::ExecResult| r.seq),
+            stream: BatchStream::new(&plugin, "Exec", self.config.timeouts.call, |r: &pb::ExecResult| r.seq)
+                .carrying_schema(function::carry_result_schema),
+            columns: self.config.data_encoding == DataEncoding::Auto,
+            columnar_batches: AtomicU64::new(0),
             turns: Turns::default(),
             retries: strategy,
             watch: CallWatch::default(),

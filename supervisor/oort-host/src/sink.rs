@@ -100,7 +100,7 @@ impl SinkInstance {
             .round_trip(
                 &live,
                 true,
-                |seq| encoded.with_seq(seq),
+                |seq, _| encoded.with_seq(seq),
                 |channel, input| oort_proto::wire::write_stream(channel, input, 64 << 20),
             )
             .await

@@ -4,6 +4,8 @@
 //! once when the stream breaks.
 
 use super::*;
+use oort_proto::columns::SchemaSent;
+use prost::bytes::Bytes;
 
 /// A long-lived stream on which every request gets exactly one response, in
 /// order. Several requests may be in flight: a caller sends its batch and
@@ -17,6 +19,9 @@ pub(super) struct BatchStream<Req, Resp> {
     pub(super) call_name: &'static str,
     pub(super) timeout: std::time::Duration,
     pub(super) response_seq: fn(&Resp) -> u64,
+    /// Completes a response from what its stream sent before: a columnar
+    /// answer's schema goes only with the first batch that uses it.
+    pub(super) carry_schema: fn(&mut Resp, &mut Bytes),
     /// The open stream; held while sending, so requests go out in `seq` order
     /// and their waiters queue in the same order.
     pub(super) open: tokio::sync::Mutex<Option<Pipe<Req, Resp>>>,
@@ -32,6 +37,8 @@ pub(super) struct Pipe<Req, Resp> {
     pub(super) waiting: Arc<Mutex<Waiting<Resp>>>,
     pub(super) generation: u64,
     pub(super) reader: tokio::task::JoinHandle<()>,
+    /// The Arrow schema last sent on this stream.
+    pub(super) schema_sent: SchemaSent,
 }
 
 impl<Req, Resp> Drop for Pipe<Req, Resp> {
@@ -69,10 +76,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> BatchStream<Req, Resp> {
             call_name,
             timeout,
             response_seq,
+            carry_schema: |_, _| {},
             open: tokio::sync::Mutex::new(None),
             seq: AtomicU64::new(0),
             pipes: AtomicU64::new(0),
         }
+    }
+
+    /// Completes each response with the Arrow schema its stream sent last.
+    pub(super) fn carrying_schema(mut self, carry: fn(&mut Resp, &mut Bytes)) -> Self {
+        self.carry_schema = carry;
+        self
     }
 
     /// Ends the stream, if one is open.
@@ -99,7 +113,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> BatchStream<Req, Resp> {
         &self,
         live: &Live,
         may_open: bool,
-        request: impl FnOnce(u64) -> Req,
+        request: impl FnOnce(u64, &mut SchemaSent) -> Req,
         start: impl FnOnce(tonic::transport::Channel, tokio_stream::wrappers::ReceiverStream<Req>) -> Fut,
     ) -> Result<Option<Resp>, HostError>
     where
@@ -143,7 +157,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> BatchStream<Req, Resp> {
         &self,
         live: &Live,
         may_open: bool,
-        request: impl FnOnce(u64) -> Req,
+        request: impl FnOnce(u64, &mut SchemaSent) -> Req,
         start: impl FnOnce(tonic::transport::Channel, tokio_stream::wrappers::ReceiverStream<Req>) -> Fut,
     ) -> Result<Option<(tokio::sync::oneshot::Receiver<Result<Resp, Broken>>, u64)>, String>
     where
@@ -159,25 +173,32 @@ impl<Req: Send + 'static, Resp: Send + 'static> BatchStream<Req, Resp> {
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let (answer_tx, answer) = tokio::sync::oneshot::channel();
-        if let Some(pipe) = open.as_ref() {
+        if let Some(pipe) = open.as_mut() {
             // Reserve first: between queueing the waiter and sending there is
             // no await, so a caller that gives up cannot leave a waiter
             // behind for a request that was never sent.
             let permit = pipe.tx.reserve().await.map_err(|_| "stream closed".to_string())?;
             lock(&pipe.waiting).queue.push_back((seq, answer_tx));
-            permit.send(request(seq));
+            permit.send(request(seq, &mut pipe.schema_sent));
             return Ok(Some((answer, pipe.id)));
         }
         let (tx, rx) = mpsc::channel(4);
-        tx.send(request(seq)).await.map_err(|_| "stream closed".to_string())?;
+        let mut schema_sent = SchemaSent::default();
+        tx.send(request(seq, &mut schema_sent)).await.map_err(|_| "stream closed".to_string())?;
         let responses = start(live.channel.clone(), tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
             .map_err(|s| s.message().to_string())?
             .into_inner();
         let waiting = Arc::new(Mutex::new(Waiting { queue: [(seq, answer_tx)].into(), closed: false }));
-        let reader = tokio::spawn(read_answers(responses, waiting.clone(), self.response_seq, self.call_name));
+        let reader = tokio::spawn(read_answers(
+            responses,
+            waiting.clone(),
+            self.response_seq,
+            self.carry_schema,
+            self.call_name,
+        ));
         let id = self.pipes.fetch_add(1, Ordering::Relaxed);
-        *open = Some(Pipe { id, tx, waiting, generation: live.generation, reader });
+        *open = Some(Pipe { id, tx, waiting, generation: live.generation, reader, schema_sent });
         Ok(Some((answer, id)))
     }
 }
@@ -189,11 +210,16 @@ pub(super) async fn read_answers<Resp>(
     mut responses: Streaming<Resp>,
     waiting: Arc<Mutex<Waiting<Resp>>>,
     response_seq: fn(&Resp) -> u64,
+    carry_schema: fn(&mut Resp, &mut Bytes),
     call_name: &'static str,
 ) {
+    let mut schema = Bytes::new();
     let failure = loop {
         let response = match responses.message().await {
-            Ok(Some(r)) => r,
+            Ok(Some(mut r)) => {
+                carry_schema(&mut r, &mut schema);
+                r
+            }
             Ok(None) => break Broken::Call("stream ended".into()),
             Err(s) => break Broken::Call(s.message().to_string()),
         };
@@ -321,7 +347,7 @@ mod tests {
             .round_trip(
                 live,
                 true,
-                |seq| pb::ExecBatch { seq, ..Default::default() },
+                |seq, _| pb::ExecBatch { seq, ..Default::default() },
                 |channel, input| async move { pb::function_client::FunctionClient::new(channel).exec(input).await },
             )
             .await
@@ -406,7 +432,7 @@ mod tests {
             .round_trip(
                 &live,
                 false,
-                |seq| pb::ExecBatch { seq, ..Default::default() },
+                |seq, _| pb::ExecBatch { seq, ..Default::default() },
                 |channel, input| async move { pb::function_client::FunctionClient::new(channel).exec(input).await },
             )
             .await

@@ -26,6 +26,8 @@ pub struct DaemonConfig {
     pub timeouts: Timeouts,
     /// The Python of portable Python plugins.
     pub python: PathBuf,
+    /// Arrow columns or rows on the function data path.
+    pub data_encoding: oort_host::DataEncoding,
 }
 
 /// Runs the daemon until `shutdown` fires, then stops every plugin process
@@ -43,6 +45,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
             plugins_dir: config.plugins_dir.clone(),
             timeouts: config.timeouts,
             python: config.python.clone(),
+            data_encoding: config.data_encoding,
         },
         runtime.clone(),
         state.clone(),

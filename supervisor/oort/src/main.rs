@@ -91,6 +91,17 @@ struct ServeArgs {
     /// oort_plugin package installed).
     #[arg(long, env = "OORT_PYTHON", default_value = "python3")]
     python: PathBuf,
+    /// How function batches travel to plugins: `auto` sends Arrow columns to
+    /// plugins that take them (docs/protocol.md, "Columnar batches"), `rows`
+    /// always sends the row messages.
+    #[arg(long, env = "OORT_DATA_ENCODING", value_enum, default_value_t = Encoding::Auto)]
+    data_encoding: Encoding,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Encoding {
+    Auto,
+    Rows,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -254,6 +265,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 grpc_addr: a.grpc_addr,
                 api: ApiConfig { bearer_token: a.api_token },
                 python: a.python,
+                data_encoding: match a.data_encoding {
+                    Encoding::Auto => oort_host::DataEncoding::Auto,
+                    Encoding::Rows => oort_host::DataEncoding::Rows,
+                },
                 timeouts: Timeouts {
                     start: Duration::from_millis(a.start_timeout_ms),
                     call: Duration::from_millis(a.call_timeout_ms),

@@ -321,6 +321,7 @@ fn raw_plugin(name: String, protocol_version: u32, extra: &[(pb::Kind, &str)]) -
                 protocol_version: self.1,
                 sdk_name: "raw".into(),
                 sdk_version: "0".into(),
+                encodings: vec![],
             }))
         }
         async fn shutdown(

@@ -33,7 +33,12 @@ async fn host_main() -> anyhow::Result<()> {
     let socket = oort::api::bind_state(runtime.state_socket())?;
     tokio::spawn(oort::api::serve_state(socket, state.clone(), Default::default()));
     let host = Host::new(
-        HostConfig { plugins_dir: plugins, timeouts: Timeouts::default(), python: "python3".into() },
+        HostConfig {
+            plugins_dir: plugins,
+            timeouts: Timeouts::default(),
+            python: "python3".into(),
+            data_encoding: Default::default(),
+        },
         runtime.clone(),
         state,
     );

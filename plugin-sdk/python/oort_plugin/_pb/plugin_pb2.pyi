@@ -76,6 +76,30 @@ EXPORT_MODE_SINGLETON: ExportMode.ValueType  # 2
 """One shared object: the supervisor runs a single process for every rule."""
 Global___ExportMode: _TypeAlias = ExportMode  # noqa: Y015
 
+class _Encoding:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Encoding.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENCODING_ROWS: _Encoding.ValueType  # 0
+    """The row messages (ArgRow, RowResult, Record): always understood."""
+    ENCODING_ARROW_IPC: _Encoding.ValueType  # 1
+    """Apache Arrow IPC: one schema message when the schema is new on the stream,
+    then one record-batch message per batch.
+    """
+
+class Encoding(_Encoding, metaclass=_EncodingEnumTypeWrapper):
+    """How a batch of the data path is encoded."""
+
+ENCODING_ROWS: Encoding.ValueType  # 0
+"""The row messages (ArgRow, RowResult, Record): always understood."""
+ENCODING_ARROW_IPC: Encoding.ValueType  # 1
+"""Apache Arrow IPC: one schema message when the schema is new on the stream,
+then one record-batch message per batch.
+"""
+Global___Encoding: _TypeAlias = Encoding  # noqa: Y015
+
 @_typing.final
 class Value(_message.Message):
     """---------------------------------------------------------------------------
@@ -395,6 +419,7 @@ class DescribeResponse(_message.Message):
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
     SDK_NAME_FIELD_NUMBER: _builtins.int
     SDK_VERSION_FIELD_NUMBER: _builtins.int
+    ENCODINGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     """The plugin's own idea of its version (informational; the supervisor reports
@@ -406,6 +431,14 @@ class DescribeResponse(_message.Message):
     sdk_version: _builtins.str
     @_builtins.property
     def symbols(self) -> _containers.RepeatedCompositeFieldContainer[Global___Symbol]: ...
+    @_builtins.property
+    def encodings(self) -> _containers.RepeatedScalarFieldContainer[Global___Encoding.ValueType]:
+        """The data-path encodings the plugin reads and writes besides rows, which
+        every plugin speaks. A plugin that lists ENCODING_ARROW_IPC may be sent
+        Exec batches as Arrow columns (ExecBatch.arrow) and may answer any batch
+        in either encoding. See docs/protocol.md, "Columnar batches (Arrow IPC)".
+        """
+
     def __init__(
         self,
         *,
@@ -415,10 +448,11 @@ class DescribeResponse(_message.Message):
         protocol_version: _builtins.int = ...,
         sdk_name: _builtins.str = ...,
         sdk_version: _builtins.str = ...,
+        encodings: _abc.Iterable[Global___Encoding.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "protocol_version", b"protocol_version", "sdk_name", b"sdk_name", "sdk_version", b"sdk_version", "symbols", b"symbols", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encodings", b"encodings", "name", b"name", "protocol_version", b"protocol_version", "sdk_name", b"sdk_name", "sdk_version", b"sdk_version", "symbols", b"symbols", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -683,21 +717,37 @@ class ExecBatch(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    ARROW_SCHEMA_FIELD_NUMBER: _builtins.int
+    ARROW_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     seq: _builtins.int
     """Echoed in the result so that pipelined batches can be matched."""
+    arrow_schema: _builtins.bytes
+    """Columnar encoding, only to a plugin whose Describe lists
+    ENCODING_ARROW_IPC: an Arrow IPC schema message, sent on the first
+    columnar batch of a stream and whenever the schema changes; otherwise
+    empty, and the stream's last schema applies.
+    """
+    arrow: _builtins.bytes
+    """One Arrow IPC record-batch message: one column per argument, named "0",
+    "1", ..., one row per call. `arrow_schema ++ arrow` is a valid IPC stream.
+    """
     @_builtins.property
-    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArgRow]: ...
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArgRow]:
+        """The argument rows (row encoding). Empty when `arrow` is set."""
+
     def __init__(
         self,
         *,
         instance_id: _builtins.str = ...,
         seq: _builtins.int = ...,
         rows: _abc.Iterable[Global___ArgRow] | None = ...,
+        arrow_schema: _builtins.bytes = ...,
+        arrow: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "rows", b"rows", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow", b"arrow", "arrow_schema", b"arrow_schema", "instance_id", b"instance_id", "rows", b"rows", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -736,14 +786,30 @@ class ExecResult(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
     MUTATIONS_FIELD_NUMBER: _builtins.int
+    ARROW_SCHEMA_FIELD_NUMBER: _builtins.int
+    ARROW_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    arrow_schema: _builtins.bytes
+    """Columnar answer, allowed for any batch by a plugin that lists
+    ENCODING_ARROW_IPC: as in ExecBatch, the schema message only when it is
+    new on the stream, and one record batch with one column ("result") of
+    exactly one value per row.
+    """
+    arrow: _builtins.bytes
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowResult]:
-        """Exactly one result per row of the batch, in order."""
+        """Exactly one result per row of the batch, in order (row encoding). Empty
+        when `arrow` is set.
+        """
 
     @_builtins.property
     def mutations(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateMutation]:
         """State changes made while executing this batch, in order."""
+
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]:
+        """The rows that failed (their result is null), with why."""
 
     def __init__(
         self,
@@ -751,14 +817,41 @@ class ExecResult(_message.Message):
         seq: _builtins.int = ...,
         results: _abc.Iterable[Global___RowResult] | None = ...,
         mutations: _abc.Iterable[Global___StateMutation] | None = ...,
+        arrow_schema: _builtins.bytes = ...,
+        arrow: _builtins.bytes = ...,
+        errors: _abc.Iterable[Global___RowError] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mutations", b"mutations", "results", b"results", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow", b"arrow", "arrow_schema", b"arrow_schema", "errors", b"errors", "mutations", b"mutations", "results", b"results", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecResult: _TypeAlias = ExecResult  # noqa: Y015
+
+@_typing.final
+class RowError(_message.Message):
+    """One failed row of a columnar answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROW_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    row: _builtins.int
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        row: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "row", b"row"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RowError: _TypeAlias = RowError  # noqa: Y015
 
 @_typing.final
 class OpenSourceRequest(_message.Message):

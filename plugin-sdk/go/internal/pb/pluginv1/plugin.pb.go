@@ -135,6 +135,56 @@ func (ExportMode) EnumDescriptor() ([]byte, []int) {
 	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
 }
 
+// How a batch of the data path is encoded.
+type Encoding int32
+
+const (
+	// The row messages (ArgRow, RowResult, Record): always understood.
+	Encoding_ENCODING_ROWS Encoding = 0
+	// Apache Arrow IPC: one schema message when the schema is new on the stream,
+	// then one record-batch message per batch.
+	Encoding_ENCODING_ARROW_IPC Encoding = 1
+)
+
+// Enum value maps for Encoding.
+var (
+	Encoding_name = map[int32]string{
+		0: "ENCODING_ROWS",
+		1: "ENCODING_ARROW_IPC",
+	}
+	Encoding_value = map[string]int32{
+		"ENCODING_ROWS":      0,
+		"ENCODING_ARROW_IPC": 1,
+	}
+)
+
+func (x Encoding) Enum() *Encoding {
+	p := new(Encoding)
+	*p = x
+	return p
+}
+
+func (x Encoding) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Encoding) Descriptor() protoreflect.EnumDescriptor {
+	return file_oort_plugin_v1_plugin_proto_enumTypes[2].Descriptor()
+}
+
+func (Encoding) Type() protoreflect.EnumType {
+	return &file_oort_plugin_v1_plugin_proto_enumTypes[2]
+}
+
+func (x Encoding) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Encoding.Descriptor instead.
+func (Encoding) EnumDescriptor() ([]byte, []int) {
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+}
+
 // A dynamic value, the equivalent of eKuiper's `interface{}`.
 type Value struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -805,8 +855,13 @@ type DescribeResponse struct {
 	ProtocolVersion uint32 `protobuf:"varint,4,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	SdkName         string `protobuf:"bytes,5,opt,name=sdk_name,json=sdkName,proto3" json:"sdk_name,omitempty"`
 	SdkVersion      string `protobuf:"bytes,6,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The data-path encodings the plugin reads and writes besides rows, which
+	// every plugin speaks. A plugin that lists ENCODING_ARROW_IPC may be sent
+	// Exec batches as Arrow columns (ExecBatch.arrow) and may answer any batch
+	// in either encoding. See docs/protocol.md, "Columnar batches (Arrow IPC)".
+	Encodings     []Encoding `protobuf:"varint,7,rep,packed,name=encodings,proto3,enum=oort.plugin.v1.Encoding" json:"encodings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
@@ -879,6 +934,13 @@ func (x *DescribeResponse) GetSdkVersion() string {
 		return x.SdkVersion
 	}
 	return ""
+}
+
+func (x *DescribeResponse) GetEncodings() []Encoding {
+	if x != nil {
+		return x.Encodings
+	}
+	return nil
 }
 
 type ShutdownRequest struct {
@@ -1413,8 +1475,17 @@ type ExecBatch struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	// Echoed in the result so that pipelined batches can be matched.
-	Seq           uint64    `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	Rows          []*ArgRow `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The argument rows (row encoding). Empty when `arrow` is set.
+	Rows []*ArgRow `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	// Columnar encoding, only to a plugin whose Describe lists
+	// ENCODING_ARROW_IPC: an Arrow IPC schema message, sent on the first
+	// columnar batch of a stream and whenever the schema changes; otherwise
+	// empty, and the stream's last schema applies.
+	ArrowSchema []byte `protobuf:"bytes,4,opt,name=arrow_schema,json=arrowSchema,proto3" json:"arrow_schema,omitempty"`
+	// One Arrow IPC record-batch message: one column per argument, named "0",
+	// "1", ..., one row per call. `arrow_schema ++ arrow` is a valid IPC stream.
+	Arrow         []byte `protobuf:"bytes,5,opt,name=arrow,proto3" json:"arrow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1466,6 +1537,20 @@ func (x *ExecBatch) GetSeq() uint64 {
 func (x *ExecBatch) GetRows() []*ArgRow {
 	if x != nil {
 		return x.Rows
+	}
+	return nil
+}
+
+func (x *ExecBatch) GetArrowSchema() []byte {
+	if x != nil {
+		return x.ArrowSchema
+	}
+	return nil
+}
+
+func (x *ExecBatch) GetArrow() []byte {
+	if x != nil {
+		return x.Arrow
 	}
 	return nil
 }
@@ -1556,10 +1641,19 @@ func (*RowResult_Error) isRowResult_Outcome() {}
 type ExecResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	// Exactly one result per row of the batch, in order.
+	// Exactly one result per row of the batch, in order (row encoding). Empty
+	// when `arrow` is set.
 	Results []*RowResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
 	// State changes made while executing this batch, in order.
-	Mutations     []*StateMutation `protobuf:"bytes,3,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	Mutations []*StateMutation `protobuf:"bytes,3,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	// Columnar answer, allowed for any batch by a plugin that lists
+	// ENCODING_ARROW_IPC: as in ExecBatch, the schema message only when it is
+	// new on the stream, and one record batch with one column ("result") of
+	// exactly one value per row.
+	ArrowSchema []byte `protobuf:"bytes,4,opt,name=arrow_schema,json=arrowSchema,proto3" json:"arrow_schema,omitempty"`
+	Arrow       []byte `protobuf:"bytes,5,opt,name=arrow,proto3" json:"arrow,omitempty"`
+	// The rows that failed (their result is null), with why.
+	Errors        []*RowError `protobuf:"bytes,6,rep,name=errors,proto3" json:"errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1615,6 +1709,80 @@ func (x *ExecResult) GetMutations() []*StateMutation {
 	return nil
 }
 
+func (x *ExecResult) GetArrowSchema() []byte {
+	if x != nil {
+		return x.ArrowSchema
+	}
+	return nil
+}
+
+func (x *ExecResult) GetArrow() []byte {
+	if x != nil {
+		return x.Arrow
+	}
+	return nil
+}
+
+func (x *ExecResult) GetErrors() []*RowError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+// One failed row of a columnar answer.
+type RowError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Row           uint32                 `protobuf:"varint,1,opt,name=row,proto3" json:"row,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RowError) Reset() {
+	*x = RowError{}
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RowError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RowError) ProtoMessage() {}
+
+func (x *RowError) ProtoReflect() protoreflect.Message {
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RowError.ProtoReflect.Descriptor instead.
+func (*RowError) Descriptor() ([]byte, []int) {
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RowError) GetRow() uint32 {
+	if x != nil {
+		return x.Row
+	}
+	return 0
+}
+
+func (x *RowError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type OpenSourceRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Instance *InstanceSpec          `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
@@ -1627,7 +1795,7 @@ type OpenSourceRequest struct {
 
 func (x *OpenSourceRequest) Reset() {
 	*x = OpenSourceRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1807,7 @@ func (x *OpenSourceRequest) String() string {
 func (*OpenSourceRequest) ProtoMessage() {}
 
 func (x *OpenSourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1820,7 @@ func (x *OpenSourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSourceRequest.ProtoReflect.Descriptor instead.
 func (*OpenSourceRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *OpenSourceRequest) GetInstance() *InstanceSpec {
@@ -1686,7 +1854,7 @@ type OpenSourceResponse struct {
 
 func (x *OpenSourceResponse) Reset() {
 	*x = OpenSourceResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1866,7 @@ func (x *OpenSourceResponse) String() string {
 func (*OpenSourceResponse) ProtoMessage() {}
 
 func (x *OpenSourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1879,7 @@ func (x *OpenSourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSourceResponse.ProtoReflect.Descriptor instead.
 func (*OpenSourceResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *OpenSourceResponse) GetRewindable() bool {
@@ -1732,7 +1900,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1912,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1925,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadRequest) GetInstanceId() string {
@@ -1792,7 +1960,7 @@ type RecordBatch struct {
 
 func (x *RecordBatch) Reset() {
 	*x = RecordBatch{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +1972,7 @@ func (x *RecordBatch) String() string {
 func (*RecordBatch) ProtoMessage() {}
 
 func (x *RecordBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +1985,7 @@ func (x *RecordBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBatch.ProtoReflect.Descriptor instead.
 func (*RecordBatch) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RecordBatch) GetRecords() []*Record {
@@ -1858,7 +2026,7 @@ type RewindRequest struct {
 
 func (x *RewindRequest) Reset() {
 	*x = RewindRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +2038,7 @@ func (x *RewindRequest) String() string {
 func (*RewindRequest) ProtoMessage() {}
 
 func (x *RewindRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +2051,7 @@ func (x *RewindRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewindRequest.ProtoReflect.Descriptor instead.
 func (*RewindRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RewindRequest) GetInstanceId() string {
@@ -1908,7 +2076,7 @@ type RewindResponse struct {
 
 func (x *RewindResponse) Reset() {
 	*x = RewindResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +2088,7 @@ func (x *RewindResponse) String() string {
 func (*RewindResponse) ProtoMessage() {}
 
 func (x *RewindResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2101,7 @@ func (x *RewindResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewindResponse.ProtoReflect.Descriptor instead.
 func (*RewindResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 type OpenSinkRequest struct {
@@ -1946,7 +2114,7 @@ type OpenSinkRequest struct {
 
 func (x *OpenSinkRequest) Reset() {
 	*x = OpenSinkRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2126,7 @@ func (x *OpenSinkRequest) String() string {
 func (*OpenSinkRequest) ProtoMessage() {}
 
 func (x *OpenSinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2139,7 @@ func (x *OpenSinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSinkRequest.ProtoReflect.Descriptor instead.
 func (*OpenSinkRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *OpenSinkRequest) GetInstance() *InstanceSpec {
@@ -2003,7 +2171,7 @@ type OpenSinkResponse struct {
 
 func (x *OpenSinkResponse) Reset() {
 	*x = OpenSinkResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2183,7 @@ func (x *OpenSinkResponse) String() string {
 func (*OpenSinkResponse) ProtoMessage() {}
 
 func (x *OpenSinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2196,7 @@ func (x *OpenSinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSinkResponse.ProtoReflect.Descriptor instead.
 func (*OpenSinkResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *OpenSinkResponse) GetTransactional() bool {
@@ -2062,7 +2230,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2242,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2255,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WriteBatch) GetInstanceId() string {
@@ -2136,7 +2304,7 @@ type WriteAck struct {
 
 func (x *WriteAck) Reset() {
 	*x = WriteAck{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2316,7 @@ func (x *WriteAck) String() string {
 func (*WriteAck) ProtoMessage() {}
 
 func (x *WriteAck) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2329,7 @@ func (x *WriteAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteAck.ProtoReflect.Descriptor instead.
 func (*WriteAck) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WriteAck) GetSeq() uint64 {
@@ -2202,7 +2370,7 @@ type PreCommitRequest struct {
 
 func (x *PreCommitRequest) Reset() {
 	*x = PreCommitRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2382,7 @@ func (x *PreCommitRequest) String() string {
 func (*PreCommitRequest) ProtoMessage() {}
 
 func (x *PreCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2395,7 @@ func (x *PreCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreCommitRequest.ProtoReflect.Descriptor instead.
 func (*PreCommitRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PreCommitRequest) GetInstanceId() string {
@@ -2255,7 +2423,7 @@ type PreCommitResponse struct {
 
 func (x *PreCommitResponse) Reset() {
 	*x = PreCommitResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2435,7 @@ func (x *PreCommitResponse) String() string {
 func (*PreCommitResponse) ProtoMessage() {}
 
 func (x *PreCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2448,7 @@ func (x *PreCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreCommitResponse.ProtoReflect.Descriptor instead.
 func (*PreCommitResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PreCommitResponse) GetHandle() *Value {
@@ -2301,7 +2469,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2481,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2494,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CommitRequest) GetInstanceId() string {
@@ -2358,7 +2526,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2538,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2551,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 var File_oort_plugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -2436,7 +2604,7 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
 	"\x04mode\x18\x03 \x01(\x0e2\x1a.oort.plugin.v1.ExportModeR\x04mode\x12!\n" +
 	"\fis_aggregate\x18\x04 \x01(\bR\visAggregate\"\x11\n" +
-	"\x0fDescribeRequest\"\xd9\x01\n" +
+	"\x0fDescribeRequest\"\x91\x02\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x120\n" +
@@ -2444,7 +2612,8 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x10protocol_version\x18\x04 \x01(\rR\x0fprotocolVersion\x12\x19\n" +
 	"\bsdk_name\x18\x05 \x01(\tR\asdkName\x12\x1f\n" +
 	"\vsdk_version\x18\x06 \x01(\tR\n" +
-	"sdkVersion\",\n" +
+	"sdkVersion\x126\n" +
+	"\tencodings\x18\a \x03(\x0e2\x18.oort.plugin.v1.EncodingR\tencodings\",\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ms\x18\x01 \x01(\rR\agraceMs\"\x12\n" +
 	"\x10ShutdownResponse\"\xb3\x01\n" +
@@ -2478,21 +2647,29 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x13OpenFunctionRequest\x128\n" +
 	"\binstance\x18\x01 \x01(\v2\x1c.oort.plugin.v1.InstanceSpecR\binstance\"3\n" +
 	"\x06ArgRow\x12)\n" +
-	"\x04args\x18\x01 \x03(\v2\x15.oort.plugin.v1.ValueR\x04args\"j\n" +
+	"\x04args\x18\x01 \x03(\v2\x15.oort.plugin.v1.ValueR\x04args\"\xa3\x01\n" +
 	"\tExecBatch\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12*\n" +
-	"\x04rows\x18\x03 \x03(\v2\x16.oort.plugin.v1.ArgRowR\x04rows\"]\n" +
+	"\x04rows\x18\x03 \x03(\v2\x16.oort.plugin.v1.ArgRowR\x04rows\x12!\n" +
+	"\farrow_schema\x18\x04 \x01(\fR\varrowSchema\x12\x14\n" +
+	"\x05arrow\x18\x05 \x01(\fR\x05arrow\"]\n" +
 	"\tRowResult\x12-\n" +
 	"\x05value\x18\x01 \x01(\v2\x15.oort.plugin.v1.ValueH\x00R\x05value\x12\x16\n" +
 	"\x05error\x18\x02 \x01(\tH\x00R\x05errorB\t\n" +
-	"\aoutcome\"\x90\x01\n" +
+	"\aoutcome\"\xfb\x01\n" +
 	"\n" +
 	"ExecResult\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x123\n" +
 	"\aresults\x18\x02 \x03(\v2\x19.oort.plugin.v1.RowResultR\aresults\x12;\n" +
-	"\tmutations\x18\x03 \x03(\v2\x1d.oort.plugin.v1.StateMutationR\tmutations\"\x82\x02\n" +
+	"\tmutations\x18\x03 \x03(\v2\x1d.oort.plugin.v1.StateMutationR\tmutations\x12!\n" +
+	"\farrow_schema\x18\x04 \x01(\fR\varrowSchema\x12\x14\n" +
+	"\x05arrow\x18\x05 \x01(\fR\x05arrow\x120\n" +
+	"\x06errors\x18\x06 \x03(\v2\x18.oort.plugin.v1.RowErrorR\x06errors\"6\n" +
+	"\bRowError\x12\x10\n" +
+	"\x03row\x18\x01 \x01(\rR\x03row\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x82\x02\n" +
 	"\x11OpenSourceRequest\x128\n" +
 	"\binstance\x18\x01 \x01(\v2\x1c.oort.plugin.v1.InstanceSpecR\binstance\x12\x1e\n" +
 	"\n" +
@@ -2568,7 +2745,10 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"ExportMode\x12\x1b\n" +
 	"\x17EXPORT_MODE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EXPORT_MODE_CONSTRUCTOR\x10\x01\x12\x19\n" +
-	"\x15EXPORT_MODE_SINGLETON\x10\x022\xa6\x01\n" +
+	"\x15EXPORT_MODE_SINGLETON\x10\x02*5\n" +
+	"\bEncoding\x12\x11\n" +
+	"\rENCODING_ROWS\x10\x00\x12\x16\n" +
+	"\x12ENCODING_ARROW_IPC\x10\x012\xa6\x01\n" +
 	"\x06Plugin\x12M\n" +
 	"\bDescribe\x12\x1f.oort.plugin.v1.DescribeRequest\x1a .oort.plugin.v1.DescribeResponse\x12M\n" +
 	"\bShutdown\x12\x1f.oort.plugin.v1.ShutdownRequest\x1a .oort.plugin.v1.ShutdownResponse2\xad\x02\n" +
@@ -2602,129 +2782,133 @@ func file_oort_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_oort_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_oort_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_oort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_oort_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_oort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_oort_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                   // 0: oort.plugin.v1.Kind
 	(ExportMode)(0),             // 1: oort.plugin.v1.ExportMode
-	(*Value)(nil),               // 2: oort.plugin.v1.Value
-	(*ValueList)(nil),           // 3: oort.plugin.v1.ValueList
-	(*ValueMap)(nil),            // 4: oort.plugin.v1.ValueMap
-	(*Record)(nil),              // 5: oort.plugin.v1.Record
-	(*StateMutation)(nil),       // 6: oort.plugin.v1.StateMutation
-	(*StateEntry)(nil),          // 7: oort.plugin.v1.StateEntry
-	(*Symbol)(nil),              // 8: oort.plugin.v1.Symbol
-	(*DescribeRequest)(nil),     // 9: oort.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),    // 10: oort.plugin.v1.DescribeResponse
-	(*ShutdownRequest)(nil),     // 11: oort.plugin.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),    // 12: oort.plugin.v1.ShutdownResponse
-	(*InstanceSpec)(nil),        // 13: oort.plugin.v1.InstanceSpec
-	(*OpenResponse)(nil),        // 14: oort.plugin.v1.OpenResponse
-	(*CloseRequest)(nil),        // 15: oort.plugin.v1.CloseRequest
-	(*CloseResponse)(nil),       // 16: oort.plugin.v1.CloseResponse
-	(*ArgSpec)(nil),             // 17: oort.plugin.v1.ArgSpec
-	(*ValidateRequest)(nil),     // 18: oort.plugin.v1.ValidateRequest
-	(*ValidateResponse)(nil),    // 19: oort.plugin.v1.ValidateResponse
-	(*OpenFunctionRequest)(nil), // 20: oort.plugin.v1.OpenFunctionRequest
-	(*ArgRow)(nil),              // 21: oort.plugin.v1.ArgRow
-	(*ExecBatch)(nil),           // 22: oort.plugin.v1.ExecBatch
-	(*RowResult)(nil),           // 23: oort.plugin.v1.RowResult
-	(*ExecResult)(nil),          // 24: oort.plugin.v1.ExecResult
-	(*OpenSourceRequest)(nil),   // 25: oort.plugin.v1.OpenSourceRequest
-	(*OpenSourceResponse)(nil),  // 26: oort.plugin.v1.OpenSourceResponse
-	(*ReadRequest)(nil),         // 27: oort.plugin.v1.ReadRequest
-	(*RecordBatch)(nil),         // 28: oort.plugin.v1.RecordBatch
-	(*RewindRequest)(nil),       // 29: oort.plugin.v1.RewindRequest
-	(*RewindResponse)(nil),      // 30: oort.plugin.v1.RewindResponse
-	(*OpenSinkRequest)(nil),     // 31: oort.plugin.v1.OpenSinkRequest
-	(*OpenSinkResponse)(nil),    // 32: oort.plugin.v1.OpenSinkResponse
-	(*WriteBatch)(nil),          // 33: oort.plugin.v1.WriteBatch
-	(*WriteAck)(nil),            // 34: oort.plugin.v1.WriteAck
-	(*PreCommitRequest)(nil),    // 35: oort.plugin.v1.PreCommitRequest
-	(*PreCommitResponse)(nil),   // 36: oort.plugin.v1.PreCommitResponse
-	(*CommitRequest)(nil),       // 37: oort.plugin.v1.CommitRequest
-	(*CommitResponse)(nil),      // 38: oort.plugin.v1.CommitResponse
-	nil,                         // 39: oort.plugin.v1.ValueMap.EntriesEntry
-	nil,                         // 40: oort.plugin.v1.Record.FieldsEntry
-	nil,                         // 41: oort.plugin.v1.Record.MetadataEntry
-	nil,                         // 42: oort.plugin.v1.OpenSourceRequest.PropsEntry
-	nil,                         // 43: oort.plugin.v1.OpenSinkRequest.PropsEntry
+	(Encoding)(0),               // 2: oort.plugin.v1.Encoding
+	(*Value)(nil),               // 3: oort.plugin.v1.Value
+	(*ValueList)(nil),           // 4: oort.plugin.v1.ValueList
+	(*ValueMap)(nil),            // 5: oort.plugin.v1.ValueMap
+	(*Record)(nil),              // 6: oort.plugin.v1.Record
+	(*StateMutation)(nil),       // 7: oort.plugin.v1.StateMutation
+	(*StateEntry)(nil),          // 8: oort.plugin.v1.StateEntry
+	(*Symbol)(nil),              // 9: oort.plugin.v1.Symbol
+	(*DescribeRequest)(nil),     // 10: oort.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),    // 11: oort.plugin.v1.DescribeResponse
+	(*ShutdownRequest)(nil),     // 12: oort.plugin.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),    // 13: oort.plugin.v1.ShutdownResponse
+	(*InstanceSpec)(nil),        // 14: oort.plugin.v1.InstanceSpec
+	(*OpenResponse)(nil),        // 15: oort.plugin.v1.OpenResponse
+	(*CloseRequest)(nil),        // 16: oort.plugin.v1.CloseRequest
+	(*CloseResponse)(nil),       // 17: oort.plugin.v1.CloseResponse
+	(*ArgSpec)(nil),             // 18: oort.plugin.v1.ArgSpec
+	(*ValidateRequest)(nil),     // 19: oort.plugin.v1.ValidateRequest
+	(*ValidateResponse)(nil),    // 20: oort.plugin.v1.ValidateResponse
+	(*OpenFunctionRequest)(nil), // 21: oort.plugin.v1.OpenFunctionRequest
+	(*ArgRow)(nil),              // 22: oort.plugin.v1.ArgRow
+	(*ExecBatch)(nil),           // 23: oort.plugin.v1.ExecBatch
+	(*RowResult)(nil),           // 24: oort.plugin.v1.RowResult
+	(*ExecResult)(nil),          // 25: oort.plugin.v1.ExecResult
+	(*RowError)(nil),            // 26: oort.plugin.v1.RowError
+	(*OpenSourceRequest)(nil),   // 27: oort.plugin.v1.OpenSourceRequest
+	(*OpenSourceResponse)(nil),  // 28: oort.plugin.v1.OpenSourceResponse
+	(*ReadRequest)(nil),         // 29: oort.plugin.v1.ReadRequest
+	(*RecordBatch)(nil),         // 30: oort.plugin.v1.RecordBatch
+	(*RewindRequest)(nil),       // 31: oort.plugin.v1.RewindRequest
+	(*RewindResponse)(nil),      // 32: oort.plugin.v1.RewindResponse
+	(*OpenSinkRequest)(nil),     // 33: oort.plugin.v1.OpenSinkRequest
+	(*OpenSinkResponse)(nil),    // 34: oort.plugin.v1.OpenSinkResponse
+	(*WriteBatch)(nil),          // 35: oort.plugin.v1.WriteBatch
+	(*WriteAck)(nil),            // 36: oort.plugin.v1.WriteAck
+	(*PreCommitRequest)(nil),    // 37: oort.plugin.v1.PreCommitRequest
+	(*PreCommitResponse)(nil),   // 38: oort.plugin.v1.PreCommitResponse
+	(*CommitRequest)(nil),       // 39: oort.plugin.v1.CommitRequest
+	(*CommitResponse)(nil),      // 40: oort.plugin.v1.CommitResponse
+	nil,                         // 41: oort.plugin.v1.ValueMap.EntriesEntry
+	nil,                         // 42: oort.plugin.v1.Record.FieldsEntry
+	nil,                         // 43: oort.plugin.v1.Record.MetadataEntry
+	nil,                         // 44: oort.plugin.v1.OpenSourceRequest.PropsEntry
+	nil,                         // 45: oort.plugin.v1.OpenSinkRequest.PropsEntry
 }
 var file_oort_plugin_v1_plugin_proto_depIdxs = []int32{
-	3,  // 0: oort.plugin.v1.Value.list:type_name -> oort.plugin.v1.ValueList
-	4,  // 1: oort.plugin.v1.Value.map:type_name -> oort.plugin.v1.ValueMap
-	2,  // 2: oort.plugin.v1.ValueList.items:type_name -> oort.plugin.v1.Value
-	39, // 3: oort.plugin.v1.ValueMap.entries:type_name -> oort.plugin.v1.ValueMap.EntriesEntry
-	40, // 4: oort.plugin.v1.Record.fields:type_name -> oort.plugin.v1.Record.FieldsEntry
-	41, // 5: oort.plugin.v1.Record.metadata:type_name -> oort.plugin.v1.Record.MetadataEntry
-	2,  // 6: oort.plugin.v1.StateMutation.put:type_name -> oort.plugin.v1.Value
-	2,  // 7: oort.plugin.v1.StateEntry.value:type_name -> oort.plugin.v1.Value
+	4,  // 0: oort.plugin.v1.Value.list:type_name -> oort.plugin.v1.ValueList
+	5,  // 1: oort.plugin.v1.Value.map:type_name -> oort.plugin.v1.ValueMap
+	3,  // 2: oort.plugin.v1.ValueList.items:type_name -> oort.plugin.v1.Value
+	41, // 3: oort.plugin.v1.ValueMap.entries:type_name -> oort.plugin.v1.ValueMap.EntriesEntry
+	42, // 4: oort.plugin.v1.Record.fields:type_name -> oort.plugin.v1.Record.FieldsEntry
+	43, // 5: oort.plugin.v1.Record.metadata:type_name -> oort.plugin.v1.Record.MetadataEntry
+	3,  // 6: oort.plugin.v1.StateMutation.put:type_name -> oort.plugin.v1.Value
+	3,  // 7: oort.plugin.v1.StateEntry.value:type_name -> oort.plugin.v1.Value
 	0,  // 8: oort.plugin.v1.Symbol.kind:type_name -> oort.plugin.v1.Kind
 	1,  // 9: oort.plugin.v1.Symbol.mode:type_name -> oort.plugin.v1.ExportMode
-	8,  // 10: oort.plugin.v1.DescribeResponse.symbols:type_name -> oort.plugin.v1.Symbol
-	7,  // 11: oort.plugin.v1.InstanceSpec.state:type_name -> oort.plugin.v1.StateEntry
-	2,  // 12: oort.plugin.v1.ArgSpec.literal:type_name -> oort.plugin.v1.Value
-	17, // 13: oort.plugin.v1.ValidateRequest.args:type_name -> oort.plugin.v1.ArgSpec
-	13, // 14: oort.plugin.v1.OpenFunctionRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	2,  // 15: oort.plugin.v1.ArgRow.args:type_name -> oort.plugin.v1.Value
-	21, // 16: oort.plugin.v1.ExecBatch.rows:type_name -> oort.plugin.v1.ArgRow
-	2,  // 17: oort.plugin.v1.RowResult.value:type_name -> oort.plugin.v1.Value
-	23, // 18: oort.plugin.v1.ExecResult.results:type_name -> oort.plugin.v1.RowResult
-	6,  // 19: oort.plugin.v1.ExecResult.mutations:type_name -> oort.plugin.v1.StateMutation
-	13, // 20: oort.plugin.v1.OpenSourceRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	42, // 21: oort.plugin.v1.OpenSourceRequest.props:type_name -> oort.plugin.v1.OpenSourceRequest.PropsEntry
-	5,  // 22: oort.plugin.v1.RecordBatch.records:type_name -> oort.plugin.v1.Record
-	2,  // 23: oort.plugin.v1.RecordBatch.offset:type_name -> oort.plugin.v1.Value
-	6,  // 24: oort.plugin.v1.RecordBatch.mutations:type_name -> oort.plugin.v1.StateMutation
-	2,  // 25: oort.plugin.v1.RewindRequest.offset:type_name -> oort.plugin.v1.Value
-	13, // 26: oort.plugin.v1.OpenSinkRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	43, // 27: oort.plugin.v1.OpenSinkRequest.props:type_name -> oort.plugin.v1.OpenSinkRequest.PropsEntry
-	5,  // 28: oort.plugin.v1.WriteBatch.records:type_name -> oort.plugin.v1.Record
-	6,  // 29: oort.plugin.v1.WriteAck.mutations:type_name -> oort.plugin.v1.StateMutation
-	2,  // 30: oort.plugin.v1.PreCommitResponse.handle:type_name -> oort.plugin.v1.Value
-	2,  // 31: oort.plugin.v1.CommitRequest.handle:type_name -> oort.plugin.v1.Value
-	2,  // 32: oort.plugin.v1.ValueMap.EntriesEntry.value:type_name -> oort.plugin.v1.Value
-	2,  // 33: oort.plugin.v1.Record.FieldsEntry.value:type_name -> oort.plugin.v1.Value
-	2,  // 34: oort.plugin.v1.Record.MetadataEntry.value:type_name -> oort.plugin.v1.Value
-	2,  // 35: oort.plugin.v1.OpenSourceRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
-	2,  // 36: oort.plugin.v1.OpenSinkRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
-	9,  // 37: oort.plugin.v1.Plugin.Describe:input_type -> oort.plugin.v1.DescribeRequest
-	11, // 38: oort.plugin.v1.Plugin.Shutdown:input_type -> oort.plugin.v1.ShutdownRequest
-	18, // 39: oort.plugin.v1.Function.Validate:input_type -> oort.plugin.v1.ValidateRequest
-	20, // 40: oort.plugin.v1.Function.Open:input_type -> oort.plugin.v1.OpenFunctionRequest
-	22, // 41: oort.plugin.v1.Function.Exec:input_type -> oort.plugin.v1.ExecBatch
-	15, // 42: oort.plugin.v1.Function.Close:input_type -> oort.plugin.v1.CloseRequest
-	25, // 43: oort.plugin.v1.Source.Open:input_type -> oort.plugin.v1.OpenSourceRequest
-	27, // 44: oort.plugin.v1.Source.Read:input_type -> oort.plugin.v1.ReadRequest
-	29, // 45: oort.plugin.v1.Source.Rewind:input_type -> oort.plugin.v1.RewindRequest
-	15, // 46: oort.plugin.v1.Source.Close:input_type -> oort.plugin.v1.CloseRequest
-	31, // 47: oort.plugin.v1.Sink.Open:input_type -> oort.plugin.v1.OpenSinkRequest
-	33, // 48: oort.plugin.v1.Sink.Write:input_type -> oort.plugin.v1.WriteBatch
-	35, // 49: oort.plugin.v1.Sink.PreCommit:input_type -> oort.plugin.v1.PreCommitRequest
-	37, // 50: oort.plugin.v1.Sink.Commit:input_type -> oort.plugin.v1.CommitRequest
-	37, // 51: oort.plugin.v1.Sink.Abort:input_type -> oort.plugin.v1.CommitRequest
-	15, // 52: oort.plugin.v1.Sink.Close:input_type -> oort.plugin.v1.CloseRequest
-	10, // 53: oort.plugin.v1.Plugin.Describe:output_type -> oort.plugin.v1.DescribeResponse
-	12, // 54: oort.plugin.v1.Plugin.Shutdown:output_type -> oort.plugin.v1.ShutdownResponse
-	19, // 55: oort.plugin.v1.Function.Validate:output_type -> oort.plugin.v1.ValidateResponse
-	14, // 56: oort.plugin.v1.Function.Open:output_type -> oort.plugin.v1.OpenResponse
-	24, // 57: oort.plugin.v1.Function.Exec:output_type -> oort.plugin.v1.ExecResult
-	16, // 58: oort.plugin.v1.Function.Close:output_type -> oort.plugin.v1.CloseResponse
-	26, // 59: oort.plugin.v1.Source.Open:output_type -> oort.plugin.v1.OpenSourceResponse
-	28, // 60: oort.plugin.v1.Source.Read:output_type -> oort.plugin.v1.RecordBatch
-	30, // 61: oort.plugin.v1.Source.Rewind:output_type -> oort.plugin.v1.RewindResponse
-	16, // 62: oort.plugin.v1.Source.Close:output_type -> oort.plugin.v1.CloseResponse
-	32, // 63: oort.plugin.v1.Sink.Open:output_type -> oort.plugin.v1.OpenSinkResponse
-	34, // 64: oort.plugin.v1.Sink.Write:output_type -> oort.plugin.v1.WriteAck
-	36, // 65: oort.plugin.v1.Sink.PreCommit:output_type -> oort.plugin.v1.PreCommitResponse
-	38, // 66: oort.plugin.v1.Sink.Commit:output_type -> oort.plugin.v1.CommitResponse
-	38, // 67: oort.plugin.v1.Sink.Abort:output_type -> oort.plugin.v1.CommitResponse
-	16, // 68: oort.plugin.v1.Sink.Close:output_type -> oort.plugin.v1.CloseResponse
-	53, // [53:69] is the sub-list for method output_type
-	37, // [37:53] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	9,  // 10: oort.plugin.v1.DescribeResponse.symbols:type_name -> oort.plugin.v1.Symbol
+	2,  // 11: oort.plugin.v1.DescribeResponse.encodings:type_name -> oort.plugin.v1.Encoding
+	8,  // 12: oort.plugin.v1.InstanceSpec.state:type_name -> oort.plugin.v1.StateEntry
+	3,  // 13: oort.plugin.v1.ArgSpec.literal:type_name -> oort.plugin.v1.Value
+	18, // 14: oort.plugin.v1.ValidateRequest.args:type_name -> oort.plugin.v1.ArgSpec
+	14, // 15: oort.plugin.v1.OpenFunctionRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	3,  // 16: oort.plugin.v1.ArgRow.args:type_name -> oort.plugin.v1.Value
+	22, // 17: oort.plugin.v1.ExecBatch.rows:type_name -> oort.plugin.v1.ArgRow
+	3,  // 18: oort.plugin.v1.RowResult.value:type_name -> oort.plugin.v1.Value
+	24, // 19: oort.plugin.v1.ExecResult.results:type_name -> oort.plugin.v1.RowResult
+	7,  // 20: oort.plugin.v1.ExecResult.mutations:type_name -> oort.plugin.v1.StateMutation
+	26, // 21: oort.plugin.v1.ExecResult.errors:type_name -> oort.plugin.v1.RowError
+	14, // 22: oort.plugin.v1.OpenSourceRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	44, // 23: oort.plugin.v1.OpenSourceRequest.props:type_name -> oort.plugin.v1.OpenSourceRequest.PropsEntry
+	6,  // 24: oort.plugin.v1.RecordBatch.records:type_name -> oort.plugin.v1.Record
+	3,  // 25: oort.plugin.v1.RecordBatch.offset:type_name -> oort.plugin.v1.Value
+	7,  // 26: oort.plugin.v1.RecordBatch.mutations:type_name -> oort.plugin.v1.StateMutation
+	3,  // 27: oort.plugin.v1.RewindRequest.offset:type_name -> oort.plugin.v1.Value
+	14, // 28: oort.plugin.v1.OpenSinkRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	45, // 29: oort.plugin.v1.OpenSinkRequest.props:type_name -> oort.plugin.v1.OpenSinkRequest.PropsEntry
+	6,  // 30: oort.plugin.v1.WriteBatch.records:type_name -> oort.plugin.v1.Record
+	7,  // 31: oort.plugin.v1.WriteAck.mutations:type_name -> oort.plugin.v1.StateMutation
+	3,  // 32: oort.plugin.v1.PreCommitResponse.handle:type_name -> oort.plugin.v1.Value
+	3,  // 33: oort.plugin.v1.CommitRequest.handle:type_name -> oort.plugin.v1.Value
+	3,  // 34: oort.plugin.v1.ValueMap.EntriesEntry.value:type_name -> oort.plugin.v1.Value
+	3,  // 35: oort.plugin.v1.Record.FieldsEntry.value:type_name -> oort.plugin.v1.Value
+	3,  // 36: oort.plugin.v1.Record.MetadataEntry.value:type_name -> oort.plugin.v1.Value
+	3,  // 37: oort.plugin.v1.OpenSourceRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
+	3,  // 38: oort.plugin.v1.OpenSinkRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
+	10, // 39: oort.plugin.v1.Plugin.Describe:input_type -> oort.plugin.v1.DescribeRequest
+	12, // 40: oort.plugin.v1.Plugin.Shutdown:input_type -> oort.plugin.v1.ShutdownRequest
+	19, // 41: oort.plugin.v1.Function.Validate:input_type -> oort.plugin.v1.ValidateRequest
+	21, // 42: oort.plugin.v1.Function.Open:input_type -> oort.plugin.v1.OpenFunctionRequest
+	23, // 43: oort.plugin.v1.Function.Exec:input_type -> oort.plugin.v1.ExecBatch
+	16, // 44: oort.plugin.v1.Function.Close:input_type -> oort.plugin.v1.CloseRequest
+	27, // 45: oort.plugin.v1.Source.Open:input_type -> oort.plugin.v1.OpenSourceRequest
+	29, // 46: oort.plugin.v1.Source.Read:input_type -> oort.plugin.v1.ReadRequest
+	31, // 47: oort.plugin.v1.Source.Rewind:input_type -> oort.plugin.v1.RewindRequest
+	16, // 48: oort.plugin.v1.Source.Close:input_type -> oort.plugin.v1.CloseRequest
+	33, // 49: oort.plugin.v1.Sink.Open:input_type -> oort.plugin.v1.OpenSinkRequest
+	35, // 50: oort.plugin.v1.Sink.Write:input_type -> oort.plugin.v1.WriteBatch
+	37, // 51: oort.plugin.v1.Sink.PreCommit:input_type -> oort.plugin.v1.PreCommitRequest
+	39, // 52: oort.plugin.v1.Sink.Commit:input_type -> oort.plugin.v1.CommitRequest
+	39, // 53: oort.plugin.v1.Sink.Abort:input_type -> oort.plugin.v1.CommitRequest
+	16, // 54: oort.plugin.v1.Sink.Close:input_type -> oort.plugin.v1.CloseRequest
+	11, // 55: oort.plugin.v1.Plugin.Describe:output_type -> oort.plugin.v1.DescribeResponse
+	13, // 56: oort.plugin.v1.Plugin.Shutdown:output_type -> oort.plugin.v1.ShutdownResponse
+	20, // 57: oort.plugin.v1.Function.Validate:output_type -> oort.plugin.v1.ValidateResponse
+	15, // 58: oort.plugin.v1.Function.Open:output_type -> oort.plugin.v1.OpenResponse
+	25, // 59: oort.plugin.v1.Function.Exec:output_type -> oort.plugin.v1.ExecResult
+	17, // 60: oort.plugin.v1.Function.Close:output_type -> oort.plugin.v1.CloseResponse
+	28, // 61: oort.plugin.v1.Source.Open:output_type -> oort.plugin.v1.OpenSourceResponse
+	30, // 62: oort.plugin.v1.Source.Read:output_type -> oort.plugin.v1.RecordBatch
+	32, // 63: oort.plugin.v1.Source.Rewind:output_type -> oort.plugin.v1.RewindResponse
+	17, // 64: oort.plugin.v1.Source.Close:output_type -> oort.plugin.v1.CloseResponse
+	34, // 65: oort.plugin.v1.Sink.Open:output_type -> oort.plugin.v1.OpenSinkResponse
+	36, // 66: oort.plugin.v1.Sink.Write:output_type -> oort.plugin.v1.WriteAck
+	38, // 67: oort.plugin.v1.Sink.PreCommit:output_type -> oort.plugin.v1.PreCommitResponse
+	40, // 68: oort.plugin.v1.Sink.Commit:output_type -> oort.plugin.v1.CommitResponse
+	40, // 69: oort.plugin.v1.Sink.Abort:output_type -> oort.plugin.v1.CommitResponse
+	17, // 70: oort.plugin.v1.Sink.Close:output_type -> oort.plugin.v1.CloseResponse
+	55, // [55:71] is the sub-list for method output_type
+	39, // [39:55] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_oort_plugin_v1_plugin_proto_init() }
@@ -2757,14 +2941,14 @@ func file_oort_plugin_v1_plugin_proto_init() {
 		(*RowResult_Value)(nil),
 		(*RowResult_Error)(nil),
 	}
-	file_oort_plugin_v1_plugin_proto_msgTypes[26].OneofWrappers = []any{}
+	file_oort_plugin_v1_plugin_proto_msgTypes[27].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oort_plugin_v1_plugin_proto_rawDesc), len(file_oort_plugin_v1_plugin_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   42,
+			NumEnums:      3,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
