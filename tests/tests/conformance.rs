@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use oort_core::ArgInfo;
 use oort_host::catalog::PluginKind;
 use oort_host::process::{RestartStrategy, Timeouts};
-use oort_host::{DataEncoding, FunctionInstance, Host, RowOutcome};
+use oort_host::{DataEncoding, FunctionInstance, Host, RowOutcome, COLUMNS_FROM_ROWS};
 use oort_proto::plugin::v1 as pb;
 use oort_proto::{Record, Value};
 use oort_tests::{
@@ -505,9 +505,10 @@ async fn batches(c: Arc<Cell>) {
     assert_eq!(seen, want, "cf_count over 20 batches of 3 rows, two in flight");
 }
 
-/// Scenario 14: batches whose columns have one type each go as Arrow columns
-/// to a plugin that lists them (and as rows otherwise), and come back exactly;
-/// a batch that mixes types goes as rows on the same instance.
+/// Scenario 14: batches of at least `COLUMNS_FROM_ROWS` rows whose columns
+/// have one type each go as Arrow columns to a plugin that lists them (and as
+/// rows otherwise), and come back exactly; a batch that mixes types goes as
+/// rows on the same instance.
 async fn columns(c: Arc<Cell>) {
     let e = c.env(&["functions"], &[], fast_timeouts());
     let echo = open_at(&e, "r1", "op1", "cf_echo").await;
@@ -523,6 +524,9 @@ async fn columns(c: Arc<Cell>) {
         vec![Value::Bool(true), Value::Null, Value::Bool(false)],
         vec![Value::Null, Value::Null],
     ];
+    // Batches big enough to go as columns: each column's values repeated.
+    let columns: Vec<Vec<Value>> =
+        columns.iter().map(|c| c.iter().cycle().take(COLUMNS_FROM_ROWS + 1).cloned().collect()).collect();
     for column in &columns {
         let rows: Vec<Vec<Value>> = column.iter().map(|v| vec![v.clone()]).collect();
         let out = echo.exec(&rows).await.expect("cf_echo batch");
@@ -533,15 +537,24 @@ async fn columns(c: Arc<Cell>) {
     let expected = if c.lang.encoding == DataEncoding::Auto && lists_arrow { columns.len() as u64 } else { 0 };
     assert_eq!(sent_as_columns, expected, "batches sent as Arrow columns");
     // A column that mixes types goes as rows, on the same stream.
-    let mixed = vec![vec![Value::Int(1)], vec![s("a")], vec![Value::List(vec![Value::Int(2)])]];
+    let mixed: Vec<Vec<Value>> = [Value::Int(1), s("a"), Value::List(vec![Value::Int(2)])]
+        .iter()
+        .cycle()
+        .take(COLUMNS_FROM_ROWS + 1)
+        .map(|v| vec![v.clone()])
+        .collect();
     let out = echo.exec(&mixed).await.expect("cf_echo mixed batch");
     assert_eq!(out, mixed.iter().map(|r| Ok(r[0].clone())).collect::<Vec<_>>());
     assert_eq!(echo.columnar_batches(), sent_as_columns, "a mixed batch goes as rows");
     // A row-API function gets columns converted by its SDK: cf_fail's row
     // errors and values are the same in either encoding.
     let fail = open_at(&e, "r1", "op2", "cf_fail").await;
-    let out = fail.exec(&[vec![s("ok")], vec![s("bad1")], vec![Value::Null], vec![s("bad2")]]).await.expect("cf_fail");
-    assert_eq!(out, vec![Ok(s("ok")), Err("cf_fail: bad1".into()), Ok(Value::Null), Err("cf_fail: bad2".into())]);
+    let args = [s("ok"), s("bad1"), Value::Null, s("bad2")];
+    let rows: Vec<Vec<Value>> = args.iter().cycle().take(4 * COLUMNS_FROM_ROWS).map(|v| vec![v.clone()]).collect();
+    let out = fail.exec(&rows).await.expect("cf_fail");
+    let want = [Ok(s("ok")), Err("cf_fail: bad1".into()), Ok(Value::Null), Err("cf_fail: bad2".into())];
+    assert_eq!(out, want.iter().cloned().cycle().take(rows.len()).collect::<Vec<RowOutcome>>());
+    assert_eq!(fail.columnar_batches(), u64::from(expected > 0), "cf_fail's batch went as columns");
     // Then the first column again: a schema the stream has seen before
     // comes back after a different one.
     let rows: Vec<Vec<Value>> = columns[0].iter().map(|v| vec![v.clone()]).collect();

@@ -69,6 +69,8 @@ pub struct PluginProcess {
     pub process: ProcessView,
     /// The oldest call in flight, once it has run for a second or timed out.
     pub outstanding: Option<Outstanding>,
+    /// For a function: how many of its batches went as Arrow columns.
+    pub columnar_batches: Option<u64>,
 }
 
 /// Everything a status call reports about one rule, read at once. The API
@@ -212,6 +214,10 @@ impl RuleStatus {
                     usage: if usage { pid.and_then(ProcessUsage::of) } else { None },
                     process,
                     outstanding: outstanding.filter(|o| o.for_ms >= SLOW_CALL_MS || o.timeouts > 0),
+                    columnar_batches: match &i {
+                        Instance::Function(f) => Some(f.columnar_batches()),
+                        _ => None,
+                    },
                 }
             })
             .collect()

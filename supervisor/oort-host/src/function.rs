@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// The smallest batch sent as Arrow columns. An Arrow record-batch message
+/// carries a ~200-byte header and 64-byte-aligned buffers, so below a few
+/// dozen rows the row messages are smaller and as fast (BENCHMARKS.md, table
+/// a: even at 16 rows, Arrow gains nothing; at 256 it is 1.4× faster).
+pub const COLUMNS_FROM_ROWS: usize = 64;
+
 /// The result of one row of a function batch.
 pub type RowOutcome = Result<Value, String>;
 
@@ -193,7 +199,7 @@ impl FunctionInstance {
         // straight from the borrowed rows; the sequence number (and, for
         // columns, the schema when the stream has not seen it) goes last.
         let takes_columns = self.columns && live.describe.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
-        let batch = if takes_columns { columns::args_batch(rows) } else { None };
+        let batch = if takes_columns && n >= COLUMNS_FROM_ROWS { columns::args_batch(rows) } else { None };
         let encoded = match &batch {
             Some(batch) => {
                 let message = columns::batch_message(batch).map_err(|e| HostError::Protocol {
@@ -294,5 +300,67 @@ pub(super) fn carry_result_schema(result: &mut pb::ExecResult, last: &mut prost:
         *last = result.arrow_schema.clone();
     } else if !result.arrow.is_empty() {
         result.arrow_schema = last.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the host makes of a plugin's columnar answer: the values, the
+    //! rows it says failed, and a clear protocol error for every lie.
+
+    use super::*;
+    use oort_proto::columns::{self, arrow_array, ArrayRef};
+
+    fn answer(batch: &columns::RecordBatch, errors: &[(u32, &str)]) -> pb::ExecResult {
+        pb::ExecResult {
+            arrow_schema: columns::schema_message(&batch.schema()),
+            arrow: columns::batch_message(batch).unwrap(),
+            errors: errors.iter().map(|(row, m)| pb::RowError { row: *row, message: m.to_string() }).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn ints(values: &[Option<i64>]) -> columns::RecordBatch {
+        let array: ArrayRef = Arc::new(arrow_array::Int64Array::from(values.to_vec()));
+        columns::single_column("result", array).unwrap()
+    }
+
+    #[test]
+    fn a_result_column_with_failed_rows_becomes_outcomes() {
+        let result = answer(&ints(&[Some(1), None, Some(3)]), &[(1, "no")]);
+        assert_eq!(result_column(&result, 3).unwrap(), vec![Ok(Value::Int(1)), Err("no".into()), Ok(Value::Int(3))]);
+    }
+
+    #[test]
+    fn lying_columnar_answers_are_protocol_errors() {
+        let short = answer(&ints(&[Some(1)]), &[]);
+        assert_eq!(result_column(&short, 2).unwrap_err(), "answered a batch of 2 rows with 1 results");
+        let stray = answer(&ints(&[Some(1)]), &[(5, "x")]);
+        assert_eq!(result_column(&stray, 1).unwrap_err(), "reported an error for row 5 of a batch of 1 rows");
+        let two = columns::args_batch(&[vec![Value::Int(1), Value::Int(2)]]).unwrap();
+        assert_eq!(result_column(&answer(&two, &[]), 1).unwrap_err(), "answered with 2 Arrow columns instead of one");
+        let mut garbage = answer(&ints(&[Some(1)]), &[]);
+        garbage.arrow = prost::bytes::Bytes::from_static(b"not arrow at all");
+        let e = result_column(&garbage, 1).unwrap_err();
+        assert!(e.starts_with("answered with an unreadable Arrow batch: undecodable Arrow IPC message"), "{e}");
+        let mut no_schema = answer(&ints(&[Some(1)]), &[]);
+        no_schema.arrow_schema = prost::bytes::Bytes::new();
+        let e = result_column(&no_schema, 1).unwrap_err();
+        assert!(e.contains("before any Arrow schema"), "{e}");
+        let dates: ArrayRef = Arc::new(arrow_array::Date32Array::from(vec![1]));
+        let e = result_column(&answer(&columns::single_column("result", dates).unwrap(), &[]), 1).unwrap_err();
+        assert!(e.contains("Arrow type Date32, which has no Oort value"), "{e}");
+    }
+
+    #[test]
+    fn an_answer_without_its_schema_gets_the_one_its_stream_sent() {
+        let first = answer(&ints(&[Some(1)]), &[]);
+        let mut last = prost::bytes::Bytes::new();
+        let mut a = first.clone();
+        carry_result_schema(&mut a, &mut last);
+        assert_eq!(last, first.arrow_schema);
+        let mut b = pb::ExecResult { arrow: first.arrow.clone(), ..Default::default() };
+        carry_result_schema(&mut b, &mut last);
+        assert_eq!(result_column(&b, 1).unwrap(), vec![Ok(Value::Int(1))]);
     }
 }

@@ -61,7 +61,7 @@ mod views;
 mod watch;
 
 use calls::*;
-pub use function::{FunctionInstance, RowOutcome, Validation};
+pub use function::{FunctionInstance, RowOutcome, Validation, COLUMNS_FROM_ROWS};
 pub use sink::{SinkInstance, Written};
 pub use source::{SourceBatch, SourceInstance};
 use stream::*;
@@ -111,8 +111,8 @@ pub struct HostConfig {
 /// their `Describe` (docs/protocol.md, "Columnar batches").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DataEncoding {
-    /// Columns whenever the plugin takes them and the batch fits the column
-    /// types; rows otherwise.
+    /// Columns whenever the plugin takes them, the batch has at least
+    /// [`COLUMNS_FROM_ROWS`] rows and fits the column types; rows otherwise.
     #[default]
     Auto,
     /// Always rows: the protocol's baseline, kept selectable so that both

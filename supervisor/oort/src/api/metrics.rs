@@ -14,7 +14,8 @@
 //! `operator`, `plugin`): `plugin_process_restarts_total`,
 //! `plugin_process_resident_memory_bytes`, `plugin_process_cpu_seconds_total`
 //! (read from `/proc` at scrape time; a shared process is reported under each
-//! rule it serves), `plugin_calls_total` and the histogram
+//! rule it serves), `plugin_calls_total`, `plugin_columnar_batches_total`
+//! (functions: batches sent as Arrow columns) and the histogram
 //! `plugin_call_duration_seconds`; per rule `checkpoint_duration_seconds`
 //! (histogram), `checkpoint_size_bytes` and `checkpoints_total`.
 //!
@@ -179,6 +180,9 @@ impl Collector for Scrape {
         let calls = counters(per_process(&|p| Some(p.calls.calls() as f64)));
         let help = "Calls on the plugin instance (a source counts the batches it sent).";
         family(e, "plugin_calls", help, MetricType::Counter, &calls)?;
+        let columnar = counters(per_process(&|p| p.columnar_batches.map(|n| n as f64)));
+        let help = "Batches a function instance sent as Arrow columns (the others went as rows).";
+        family(e, "plugin_columnar_batches", help, MetricType::Counter, &columnar)?;
         let latency: Vec<(Labels, Histogram)> =
             processes.iter().map(|(rule, p)| (process_labels(rule, p), p.calls.latency.clone())).collect();
         let help = "Duration of batch calls on the plugin instance, retries included.";

@@ -117,6 +117,9 @@ pub(super) fn plugin_json(p: &PluginProcess) -> Json {
     if let Some(o) = &p.outstanding {
         v["outstanding"] = json!(o);
     }
+    if let Some(n) = p.columnar_batches {
+        v["columnar_batches"] = json!(n);
+    }
     v
 }
 
