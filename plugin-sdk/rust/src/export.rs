@@ -160,6 +160,13 @@ pub enum Export<T> {
     /// One object shared by every rule, in one shared process. For stateless,
     /// performance-critical functions.
     Singleton(T),
+    /// A factory whose objects all live in one shared process: each rule
+    /// gets a fresh object (its own reader, file or counter), and the
+    /// supervisor runs one process for every rule instead of one per rule.
+    /// The cheap way to serve many rules; a crash of that process restarts
+    /// every rule's instance on it (each reopened with its state), so keep
+    /// [`Export::constructor`] for plugins that need isolation per rule.
+    Shared(Box<dyn Fn() -> T + Send + Sync>),
 }
 
 impl<T> Export<T> {
@@ -173,8 +180,15 @@ impl<T> Export<T> {
         Export::Singleton(object)
     }
 
+    /// Exports a factory served by one shared process.
+    pub fn shared(make: impl Fn() -> T + Send + Sync + 'static) -> Export<T> {
+        Export::Shared(Box::new(make))
+    }
+
+    /// Whether one process serves every rule (`Describe` reports the symbol
+    /// as a singleton, which is what the supervisor shares processes by).
     fn is_singleton(&self) -> bool {
-        matches!(self, Export::Singleton(_))
+        matches!(self, Export::Singleton(_) | Export::Shared(_))
     }
 }
 
@@ -236,7 +250,9 @@ impl Plugin {
     pub fn function<F: Function>(mut self, name: &str, export: Export<F>) -> Plugin {
         let singleton = export.is_singleton();
         let factory = match export {
-            Export::Constructor(make) => FunctionFactory::Constructor(Box::new(move || Arc::new(make()))),
+            Export::Constructor(make) | Export::Shared(make) => {
+                FunctionFactory::Constructor(Box::new(move || Arc::new(make())))
+            }
             Export::Singleton(object) => FunctionFactory::Singleton(Arc::new(object)),
         };
         self.functions.push((name.to_string(), singleton, factory));
@@ -247,7 +263,9 @@ impl Plugin {
     pub fn source<S: Source>(mut self, export: Export<S>) -> Plugin {
         let singleton = export.is_singleton();
         let factory = match export {
-            Export::Constructor(make) => Factory::Constructor(Box::new(move || Box::new(make()) as Box<dyn Source>)),
+            Export::Constructor(make) | Export::Shared(make) => {
+                Factory::Constructor(Box::new(move || Box::new(make()) as Box<dyn Source>))
+            }
             Export::Singleton(object) => Factory::Singleton(Arc::new(Mutex::new(Box::new(object) as Box<dyn Source>))),
         };
         self.source = Some((singleton, factory));
@@ -258,7 +276,9 @@ impl Plugin {
     pub fn sink<S: Sink>(mut self, export: Export<S>) -> Plugin {
         let singleton = export.is_singleton();
         let factory = match export {
-            Export::Constructor(make) => Factory::Constructor(Box::new(move || Box::new(make()) as Box<dyn Sink>)),
+            Export::Constructor(make) | Export::Shared(make) => {
+                Factory::Constructor(Box::new(move || Box::new(make()) as Box<dyn Sink>))
+            }
             Export::Singleton(object) => Factory::Singleton(Arc::new(Mutex::new(Box::new(object) as Box<dyn Sink>))),
         };
         self.sink = Some((singleton, factory));

@@ -229,8 +229,9 @@ impl Sink for Lines {
 
 fn main() {
     // "1": singleton functions; "all" (Rust only, for the supervisor's own
-    // tests): the source and the sink too.
-    let singleton = matches!(std::env::var("OORT_CONFORMANCE_SINGLETON").as_deref(), Ok("1" | "all"));
+    // tests): the source and the sink too; "shared" (Rust only): singleton
+    // functions, and the source and sink exported with `Export::shared`.
+    let singleton = matches!(std::env::var("OORT_CONFORMANCE_SINGLETON").as_deref(), Ok("1" | "all" | "shared"));
     let mut plugin = Plugin::new("conformance", env!("CARGO_PKG_VERSION"));
     macro_rules! export {
         ($($name:literal => $make:expr),*) => {$(
@@ -242,8 +243,13 @@ fn main() {
         )*};
     }
     export!("cf_echo" => Echo, "cf_fail" => Fail, "cf_count" => Count, "cf_state" => StateOps, "cf_pid" => Pid, "cf_agg" => Agg);
-    if std::env::var("OORT_CONFORMANCE_SINGLETON").as_deref() == Ok("all") {
-        serve(plugin.source(Export::singleton(Numbers::default())).sink(Export::singleton(Lines::default())));
+    match std::env::var("OORT_CONFORMANCE_SINGLETON").as_deref() {
+        Ok("all") => {
+            serve(plugin.source(Export::singleton(Numbers::default())).sink(Export::singleton(Lines::default())))
+        }
+        // One process for every rule, a fresh object per instance.
+        Ok("shared") => serve(plugin.source(Export::shared(Numbers::default)).sink(Export::shared(Lines::default))),
+        _ => {}
     }
     serve(plugin.source(Export::constructor(Numbers::default)).sink(Export::constructor(Lines::default)));
 }

@@ -1,0 +1,65 @@
+//! `Export::shared`: one plugin process serves every rule, each instance with
+//! an object of its own (unlike a singleton, whose one object every rule
+//! shares), and a crash restarts every rule's instance on it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use oort_host::process::RestartStrategy;
+use oort_host::SourceInstance;
+use oort_proto::Value;
+use oort_tests::{fast_timeouts, kill9, PluginsDir, TestHost};
+
+/// The `n` of the next `want` records a source instance sends.
+async fn numbers(source: &SourceInstance, want: usize) -> Vec<i64> {
+    let mut rx = source.read(4).await.expect("read");
+    let mut got = Vec::new();
+    while got.len() < want {
+        let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a batch within 10 s")
+            .expect("stream open")
+            .expect("a batch");
+        got.extend(batch.records.iter().map(|r| r.fields["n"].as_i64().expect("int n")));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_process_serves_every_rule_with_an_object_per_instance() {
+    let plugins = PluginsDir::new();
+    plugins.add_with_env("sources", "conformance", "conformance", &[("OORT_CONFORMANCE_SINGLETON", "shared")]);
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+    let props = || HashMap::from([("count".to_string(), Value::Int(1000))]);
+    let mut sources = Vec::new();
+    for rule in ["r1", "r2", "r3"] {
+        let s = t.host.open_source(rule, "conformance", "", props(), RestartStrategy::default()).await.unwrap();
+        sources.push(s);
+    }
+    let pids: Vec<_> = sources.iter().map(|s| s.pid().expect("pid")).collect();
+    assert!(pids.iter().all(|p| *p == pids[0]), "one process for three rules: {pids:?}");
+    // Each instance counts from 0 on its own: three objects, not one.
+    for s in &sources {
+        assert_eq!(numbers(s, 8).await[..8], [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+    // A crash takes the three rules' instances down together; each comes
+    // back on the new process.
+    kill9(pids[0]);
+    let restarted = async {
+        loop {
+            if let Some(p) = sources[0].pid().filter(|p| *p != pids[0]) {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let new_pid = tokio::time::timeout(Duration::from_secs(10), restarted).await.expect("restarted within 10 s");
+    for s in &sources {
+        assert_eq!(s.pid(), Some(new_pid), "every instance on the new process");
+        assert!(!numbers(s, 4).await.is_empty(), "reads again after the restart");
+    }
+    for s in sources {
+        t.host.close_source(&s).await;
+    }
+    t.host.shutdown().await;
+}
