@@ -97,6 +97,8 @@ fn languages() -> Vec<Arc<Language>> {
     let functions = |id: &str| {
         matches!(id, "handshake" | "modes" | "validate" | "batches" | "state" | "restore" | "aggregate" | "columns")
     };
+    let raw_functions =
+        |id: &str| matches!(id, "handshake" | "validate" | "batches" | "state" | "restore" | "aggregate" | "columns");
     let lang = |name, exe: PathBuf, build, source_and_sink, encoding, applies: fn(&str) -> bool| {
         Arc::new(Language { name, encoding, metadata: shipped_metadata(&exe), exe, build, source_and_sink, applies })
     };
@@ -110,8 +112,17 @@ fn languages() -> Vec<Arc<Language>> {
         lang("go/arrow", dir.join("go/conformance"), "bash scripts/build-go.sh", true, arrow, functions),
         lang("python", dir.join("python/conformance"), "bash scripts/build-python.sh", true, rows, full),
         lang("py/arrow", dir.join("python/conformance"), "bash scripts/build-python.sh", true, arrow, functions),
-        // Speaks rows only: the host must keep sending it rows.
-        lang("raw-python", dir.join("python/raw_conformance"), "bash scripts/build-python.sh", false, arrow, raw),
+        lang("raw-python", dir.join("python/raw_conformance"), "bash scripts/build-python.sh", false, rows, raw),
+        // Written from docs/protocol.md with pyarrow, no SDK: the columnar
+        // section alone suffices.
+        lang(
+            "raw/arrow",
+            dir.join("python/raw_conformance"),
+            "bash scripts/build-python.sh",
+            false,
+            arrow,
+            raw_functions,
+        ),
     ]
 }
 
@@ -514,7 +525,7 @@ async fn columns(c: Arc<Cell>) {
     let echo = open_at(&e, "r1", "op1", "cf_echo").await;
     let d = describe_direct(&plugin_socket(e.host())).await;
     let lists_arrow = d.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
-    assert_eq!(lists_arrow, c.lang.name != "raw-python", "Describe.encodings: {:?}", d.encodings);
+    assert!(lists_arrow, "every conformance plugin lists Arrow; Describe.encodings: {:?}", d.encodings);
     let columns: Vec<Vec<Value>> = vec![
         vec![Value::Int(1), Value::Null, Value::Int(i64::MIN), Value::Int(i64::MAX)],
         vec![Value::Uint(u64::MAX), Value::Uint(1 << 63), Value::Null],
@@ -534,7 +545,7 @@ async fn columns(c: Arc<Cell>) {
         assert_eq!(out, want, "cf_echo over one column");
     }
     let sent_as_columns = echo.columnar_batches();
-    let expected = if c.lang.encoding == DataEncoding::Auto && lists_arrow { columns.len() as u64 } else { 0 };
+    let expected = if c.lang.encoding == DataEncoding::Auto { columns.len() as u64 } else { 0 };
     assert_eq!(sent_as_columns, expected, "batches sent as Arrow columns");
     // A column that mixes types goes as rows, on the same stream.
     let mixed: Vec<Vec<Value>> = [Value::Int(1), s("a"), Value::List(vec![Value::Int(2)])]

@@ -677,3 +677,91 @@ where
     });
     Box::pin(ReceiverStream::new(rx))
 }
+
+#[cfg(test)]
+mod tests {
+    //! How a columnar batch reaches a function: its own `exec_columns`, or
+    //! `exec` row by row with the values a row batch would give.
+
+    use super::*;
+    use crate::arrow::{Array, ArrayRef, Int64Array};
+
+    /// The README's example.
+    struct Double;
+    impl Function for Double {
+        fn exec(&self, _ctx: &Context, args: &[Value]) -> Result<Value, BoxError> {
+            Ok(args[0].as_i64().map(|i| Value::Int(i * 2)).unwrap_or_default())
+        }
+        fn exec_columns(&self, _ctx: &Context, args: &[ArrayRef], _rows: usize) -> Option<Result<ArrayRef, BoxError>> {
+            let ints = args[0].as_any().downcast_ref::<Int64Array>()?;
+            Some(Ok(Arc::new(ints.iter().map(|v| v.map(|i| i * 2)).collect::<Int64Array>())))
+        }
+    }
+
+    /// Answers with the wrong number of values, or fails, per its argument.
+    struct Liar;
+    impl Function for Liar {
+        fn exec(&self, _ctx: &Context, _args: &[Value]) -> Result<Value, BoxError> {
+            Ok(Value::Null)
+        }
+        fn exec_columns(&self, _ctx: &Context, args: &[ArrayRef], rows: usize) -> Option<Result<ArrayRef, BoxError>> {
+            Some(match rows {
+                2 => Ok(args[0].slice(0, 1)),
+                _ => Err("no columns today".into()),
+            })
+        }
+    }
+
+    fn ctx() -> Context {
+        Context::new(pb::InstanceSpec { instance_id: "i".into(), ..Default::default() })
+    }
+
+    fn rows_answer(result: &pb::ExecResult) -> Vec<Result<Value, String>> {
+        result
+            .results
+            .iter()
+            .map(|r| match r.outcome.clone() {
+                Some(pb::row_result::Outcome::Value(v)) => Ok(v.into()),
+                Some(pb::row_result::Outcome::Error(e)) => Err(e),
+                None => Ok(Value::Null),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_columnar_function_answers_with_a_column_and_its_schema_once() {
+        let batch = columns::args_batch(&[vec![Value::Int(1)], vec![Value::Null], vec![Value::Int(-4)]]).unwrap();
+        let mut sent = SchemaSent::default();
+        let first = exec_columns(&Double, &ctx(), &batch, &mut sent);
+        assert!(first.results.is_empty() && !first.arrow_schema.is_empty());
+        let answer = columns::decode_with_schema(&first.arrow_schema, &first.arrow).unwrap();
+        assert_eq!(
+            columns::values_of(answer.column(0).as_ref()).unwrap(),
+            [Value::Int(2), Value::Null, Value::Int(-8)]
+        );
+        let second = exec_columns(&Double, &ctx(), &batch, &mut sent);
+        assert!(second.arrow_schema.is_empty() && !second.arrow.is_empty(), "the schema goes once per stream");
+    }
+
+    #[test]
+    fn columns_the_function_does_not_take_go_row_by_row() {
+        // Strings: Double's exec_columns declines (None), so exec runs per row.
+        let batch = columns::args_batch(&[vec![Value::String("a".into())], vec![Value::Int(3)]]);
+        assert!(batch.is_none(), "a mixed column is not a batch");
+        let batch = columns::args_batch(&[vec![Value::String("a".into())], vec![Value::Null]]).unwrap();
+        let result = exec_columns(&Double, &ctx(), &batch, &mut SchemaSent::default());
+        assert!(result.arrow.is_empty());
+        assert_eq!(rows_answer(&result), [Ok(Value::Null), Ok(Value::Null)]);
+    }
+
+    #[test]
+    fn a_wrong_length_or_an_error_fails_every_row() {
+        let two = columns::args_batch(&[vec![Value::Int(1)], vec![Value::Int(2)]]).unwrap();
+        let result = exec_columns(&Liar, &ctx(), &two, &mut SchemaSent::default());
+        let why = "exec_columns returned 1 values for a batch of 2 rows".to_string();
+        assert_eq!(rows_answer(&result), [Err(why.clone()), Err(why)]);
+        let one = columns::args_batch(&[vec![Value::Int(1)]]).unwrap();
+        let result = exec_columns(&Liar, &ctx(), &one, &mut SchemaSent::default());
+        assert_eq!(rows_answer(&result), [Err("no columns today".to_string())]);
+    }
+}

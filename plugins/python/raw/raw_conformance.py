@@ -3,6 +3,11 @@ docs/protocol.md alone with the generated gRPC stubs and grpcio (no SDK).
 
 It describes itself as `conformance` and behaves like the function part of
 plugins/src/bin/conformance.rs. "§" numbers refer to docs/protocol.md.
+
+It also speaks the columnar encoding (§4.4, "Columnar batches (Arrow IPC)") with
+pyarrow alone: Describe lists ENCODING_ARROW_IPC, every function reads both
+encodings, and cf_echo answers a columnar batch with the array it received.
+pyarrow is imported at the first columnar batch, so a row-only run never loads it.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -165,33 +171,102 @@ def cf_agg(inst: Instance, args: list[pb.Value]) -> pb.Value:
     return pb.Value(map=pb.ValueMap(entries={"n": pb.Value(int=len(items)), "sum": pb.Value(int=total)}))
 
 
-FUNCTIONS = {f.__name__: f for f in (cf_echo, cf_fail, cf_count, cf_state, cf_pid, cf_agg)}
+FUNCTIONS: dict[str, Callable[[Instance, list[pb.Value]], pb.Value]] = {
+    f.__name__: f for f in (cf_echo, cf_fail, cf_count, cf_state, cf_pid, cf_agg)}
 AGGREGATES = {"cf_agg"}
 instances: dict[str, Instance] = {}  # §4.1: one process may hold several; route by instance_id
 instances_lock = threading.Lock()
 
 
+# §4.4, "Columnar batches (Arrow IPC)". A columnar ExecBatch carries `arrow`, one IPC
+# encapsulated RecordBatch message with one column per argument ("0", "1", ..., one row per
+# call), and `arrow_schema`, the Schema message, only when it is new on the stream: the last
+# one received on the stream applies. `arrow_schema ++ arrow` is an IPC stream of one batch.
+# An answer in columns is one record batch with exactly one column, "result", one value per
+# row, its schema sent in our direction as the supervisor sends its own: when new on the stream.
+#: The Value case of each column type the supervisor sends ("Column types the supervisor sends").
+ARROW_KINDS = {"null": "null", "bool": "bool", "int64": "int", "uint64": "uint", "double": "float",
+               "string": "string", "binary": "bytes"}
+
+
+class ColumnarError(Exception):
+    """A columnar batch that cannot be read: the stream is ended with INVALID_ARGUMENT."""
+
+
+class Columnar:
+    """The Arrow side of one Exec stream: the last schema received and the last one sent."""
+
+    def __init__(self) -> None:
+        import pyarrow as pa  # loaded by the first columnar batch, never by a row-only plugin run
+        import pyarrow.ipc  # noqa: F401
+
+        self.pa: Any = pa
+        self.schema_in = b""  # the last arrow_schema the supervisor sent on this stream
+        self.schema_out = b""  # the last arrow_schema we sent on it
+
+    def read(self, batch: pb.ExecBatch) -> Any:
+        """The pa.RecordBatch of a columnar ExecBatch: its columns are the arguments."""
+        if batch.arrow_schema:
+            self.schema_in = batch.arrow_schema
+        if not self.schema_in:
+            raise ColumnarError("a columnar batch without arrow_schema came first on this stream")
+        try:
+            record = self.pa.ipc.open_stream(self.schema_in + batch.arrow).read_next_batch()
+            record.validate()  # buffers that fit the schema, before any value is read
+        except Exception as e:  # pa.ArrowInvalid, or StopIteration for a stream without a batch
+            raise ColumnarError(f"cannot read the columnar batch: {e!r}") from e
+        return record
+
+    def rows_of(self, record: Any) -> list[list[pb.Value]]:
+        """The argument rows the row encoding would have sent: each column's to_pylist (None,
+        bool, int, float, str, bytes; uint64 values above 2^63 stay exact ints) as the Value case
+        of its column type, so that an Int64 column gives `int` and a UInt64 one `uint` (§4.2)."""
+        values: list[list[pb.Value]] = []
+        for i, column in enumerate(record.columns):
+            if (kind := ARROW_KINDS.get(str(column.type))) is None:
+                raise ColumnarError(f"argument column {i} has type {column.type}, which the protocol never sends")
+            values.append([NULL if v is None else pb.Value(**{kind: v}) for v in column.to_pylist()])
+        if not values:  # a function without arguments: one empty row per call
+            return [[] for _ in range(record.num_rows)]  # the record batch keeps its row count
+        return [list(row) for row in zip(*values)]
+
+    def echo(self, record: Any) -> Any:
+        """cf_echo's answer: the argument array as received (like `arg(args, 0)`, nulls without one)."""
+        return record.column(0) if record.num_columns else self.pa.nulls(record.num_rows)
+
+    def answer(self, out: pb.ExecResult, column: Any) -> None:
+        """Sets `out.arrow` to one record batch of `column` named "result", and `out.arrow_schema`
+        when that schema differs from the last one sent on this stream (or none was sent)."""
+        record = self.pa.RecordBatch.from_arrays([column], names=["result"])
+        schema = record.schema.serialize().to_pybytes()
+        if schema != self.schema_out:
+            out.arrow_schema = self.schema_out = schema
+        out.arrow = record.serialize().to_pybytes()
+
+
 class PluginService(pb_grpc.PluginServicer):  # §4.3
-    def Describe(self, request, context):
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         symbols = [pb.Symbol(kind=pb.KIND_FUNCTION, name=f, mode=pb.EXPORT_MODE_CONSTRUCTOR, is_aggregate=f in AGGREGATES)
                    for f in FUNCTIONS]
+        # encodings: rows are always spoken; listing ENCODING_ARROW_IPC lets the supervisor send
+        # columnar batches, and obliges us to read both (§4.4, "Columnar batches", Opt in).
         return pb.DescribeResponse(name=NAME, version="0.1.0", symbols=symbols, protocol_version=PROTOCOL,
-                                   sdk_name="raw-python", sdk_version="0")
+                                   sdk_name="raw-python", sdk_version="0", encodings=[pb.ENCODING_ARROW_IPC])
 
-    def Shutdown(self, request, context):
+    def Shutdown(self, request: pb.ShutdownRequest, context: grpc.ServicerContext) -> pb.ShutdownResponse:
         stopping.set()  # answer at once; main() does the rest
         return pb.ShutdownResponse()
 
 
 class FunctionService(pb_grpc.FunctionServicer):  # §4.4, status codes as in §4.5
-    def Validate(self, request, context):
+    def Validate(self, request: pb.ValidateRequest, context: grpc.ServicerContext) -> pb.ValidateResponse:
         if request.symbol not in FUNCTIONS:
             context.abort(grpc.StatusCode.NOT_FOUND, f"function {quote(request.symbol)} is not exported")
         if request.symbol in ("cf_echo", "cf_agg") and len(request.args) != 1:
             return pb.ValidateResponse(error=f"{request.symbol} expects 1 argument, got {len(request.args)}")
         return pb.ValidateResponse()
 
-    def Open(self, request, context):
+    def Open(self, request: pb.OpenFunctionRequest, context: grpc.ServicerContext) -> pb.OpenResponse:
         spec = request.instance
         if not request.HasField("instance") or not spec.instance_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Open needs an instance with an instance_id")
@@ -203,14 +278,29 @@ class FunctionService(pb_grpc.FunctionServicer):  # §4.4, status codes as in §
             instances[spec.instance_id] = Instance(spec)
         return pb.OpenResponse()
 
-    def Exec(self, request_iterator, context):
-        for batch in request_iterator:  # one answer per batch, in order, seq echoed, one result per row
+    def Exec(self, request_iterator: Iterator[pb.ExecBatch], context: grpc.ServicerContext) -> Iterator[pb.ExecResult]:
+        columnar: Columnar | None = None  # this stream's Arrow schemas, made at its first columnar batch
+        for batch in request_iterator:  # one answer per batch, in order, seq echoed (rules 2, 3)
             if (inst := instances.get(batch.instance_id)) is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"unknown instance {quote(batch.instance_id)}")
-            results = [inst.call(list(row.args)) for row in batch.rows]
-            yield pb.ExecResult(seq=batch.seq, results=results, mutations=inst.take_mutations())
+            out = pb.ExecResult(seq=batch.seq)
+            if batch.arrow:  # a columnar batch has `arrow` and no `rows`
+                if columnar is None:
+                    columnar = Columnar()
+                try:
+                    record = columnar.read(batch)
+                    if inst.fn is cf_echo:  # answered in columns: the argument array as received
+                        columnar.answer(out, columnar.echo(record))
+                    else:  # every other function: the rows the row encoding would have sent, answered in rows
+                        out.results.extend(inst.call(args) for args in columnar.rows_of(record))
+                except ColumnarError as e:  # not a batch we can read: end the stream, like the SDKs
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            else:  # rule 3: exactly one RowResult per row, in row order
+                out.results.extend(inst.call(list(row.args)) for row in batch.rows)
+            out.mutations.extend(inst.take_mutations())  # §4.2: this batch's changes, in order
+            yield out
 
-    def Close(self, request, context):
+    def Close(self, request: pb.CloseRequest, context: grpc.ServicerContext) -> pb.CloseResponse:
         with instances_lock:
             if instances.pop(request.instance_id, None) is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"unknown instance {quote(request.instance_id)}")

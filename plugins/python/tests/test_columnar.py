@@ -1,6 +1,8 @@
 """The columnar (Arrow IPC) encoding in the plugins that list it: conformance
-(cf_echo is a VectorizedFunction, every other function the row API) and the
-benchmarks' pyecho. Each answer must be the same in both encodings."""
+(cf_echo is a VectorizedFunction, every other function the row API), its
+SDK-free twin raw/raw_conformance.py (written from docs/protocol.md with
+pyarrow) and the benchmarks' pyecho. Each answer must be the same in both
+encodings."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pyarrow as pa
 import pytest
 
@@ -16,6 +19,7 @@ from oort_plugin._pb import plugin_pb2 as pb
 from oort_plugin.testing import PYTHON, ArrowResults, PluginProcess, arrow_batch, rows, spec
 
 U64_MAX = (1 << 64) - 1
+RAW = os.path.join(os.path.dirname(__file__), "..", "raw", "raw_conformance.py")
 
 #: One column per type the supervisor sends, three rows each, nulls included.
 COLUMNS: list[Any] = [
@@ -29,8 +33,8 @@ COLUMNS: list[Any] = [
 ]
 
 
-def start(name: str, env: dict[str, str] | None = None) -> PluginProcess:
-    p = PluginProcess([PYTHON, "-m", f"oort_plugins.{name}"], env=env, name=name)
+def start(name: str, env: dict[str, str] | None = None, argv: list[str] | None = None) -> PluginProcess:
+    p = PluginProcess(argv or [PYTHON, "-m", f"oort_plugins.{name}"], env=env, name=name)
     try:
         p.wait_ready()
     except BaseException:
@@ -39,10 +43,19 @@ def start(name: str, env: dict[str, str] | None = None) -> PluginProcess:
     return p
 
 
-@pytest.fixture(scope="module", params=["constructors", "singletons"])
+@pytest.fixture(scope="module", params=["constructors", "singletons", "raw"])
 def conformance(request: pytest.FixtureRequest) -> Iterator[PluginProcess]:
-    env = {"OORT_CONFORMANCE_SINGLETON": "1" if request.param == "singletons" else "0"}
-    p = start("conformance", env)
+    if request.param == "raw":  # the same functions on the generated stubs alone (constructors)
+        p = start("conformance", argv=[PYTHON, RAW])
+    else:
+        p = start("conformance", {"OORT_CONFORMANCE_SINGLETON": "1" if request.param == "singletons" else "0"})
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def raw() -> Iterator[PluginProcess]:
+    p = start("conformance", argv=[PYTHON, RAW])
     yield p
     p.close()
 
@@ -120,6 +133,66 @@ def test_conformance_cf_pid_without_arguments(conformance: PluginProcess) -> Non
     f.Open(pb.OpenFunctionRequest(instance=spec("r1/op_pid", "cf_pid")), timeout=5)
     [res] = f.Exec(iter([arrow_batch("r1/op_pid", 0, [], num_rows=2)]), timeout=5)
     assert ArrowResults().outcomes(res) == [("value", conformance.proc.pid)] * 2
+
+
+def test_raw_schemas_are_kept_per_stream(raw: PluginProcess) -> None:
+    """The supervisor sends arrow_schema only when it is new on a stream; the
+    plugin answers the same way, in its own direction."""
+    f = raw.function()
+    for iid, symbol in (("r1/fn_0_cf_echo", "cf_echo"), ("r1/fn_1_cf_fail", "cf_fail")):
+        f.Open(pb.OpenFunctionRequest(instance=spec(iid, symbol)), timeout=5)
+    ints, strs = pa.array([1, None, 3], type=pa.int64()), pa.array(["a", "bad", None])
+    batches = [
+        arrow_batch("r1/fn_0_cf_echo", 0, [ints]),  # the stream's first schema
+        arrow_batch("r1/fn_0_cf_echo", 1, [ints], with_schema=False),  # the same: none sent
+        arrow_batch("r1/fn_1_cf_fail", 0, [strs]),  # another instance, a new schema
+        arrow_batch("r1/fn_0_cf_echo", 2, [strs], with_schema=False),  # the stream's last schema (Utf8)
+        pb.ExecBatch(instance_id="r1/fn_1_cf_fail", seq=1, rows=rows(["bad2"])),  # rows, on the same stream
+        arrow_batch("r1/fn_0_cf_echo", 3, [ints]),  # the first schema again
+        arrow_batch("r1/fn_0_cf_echo", 4, [], num_rows=2),  # no argument: nulls
+    ]
+    results = list(f.Exec(iter(batches), timeout=10))
+    assert [r.seq for r in results] == [0, 1, 0, 2, 1, 3, 4]
+    reader = ArrowResults()
+    assert [reader.outcomes(r) for r in results] == [
+        [("value", 1), ("value", None), ("value", 3)],
+        [("value", 1), ("value", None), ("value", 3)],
+        [("value", "a"), ("error", "cf_fail: bad"), ("value", None)],
+        [("value", "a"), ("value", "bad"), ("value", None)],
+        [("error", "cf_fail: bad2")],
+        [("value", 1), ("value", None), ("value", 3)],
+        [("value", None), ("value", None)],
+    ]
+    # Only cf_echo answers in columns; its schema goes out when it differs from the last one sent.
+    assert [bool(r.arrow) for r in results] == [True, True, False, True, False, True, True]
+    assert [bool(r.arrow_schema) for r in results] == [True, False, False, True, False, True, True]
+
+
+def test_raw_uint_columns_stay_uint(raw: PluginProcess) -> None:
+    """A UInt64 column holds the supervisor's `uint` values: a row function gets
+    them as `uint`, as the row encoding sends them, however small."""
+    f = raw.function()
+    f.Open(pb.OpenFunctionRequest(instance=spec("r2/fn_0_cf_fail", "cf_fail")), timeout=5)
+    column = pa.array([U64_MAX, 5, None], type=pa.uint64())
+    [res] = f.Exec(iter([arrow_batch("r2/fn_0_cf_fail", 0, [column])]), timeout=5)
+    assert [r.value.WhichOneof("kind") for r in res.results] == ["uint", "uint", "null"]
+    assert [r.value.uint for r in res.results] == [U64_MAX, 5, 0]
+
+
+def test_raw_refuses_unreadable_columnar_batches(raw: PluginProcess) -> None:
+    """No schema yet on the stream, a batch that does not fit the stream's
+    schema, bytes that are no IPC message: the stream ends, INVALID_ARGUMENT."""
+    f = raw.function()
+    iid = "r3/fn_0_cf_echo"
+    f.Open(pb.OpenFunctionRequest(instance=spec(iid, "cf_echo")), timeout=5)
+    for stream in (
+        [arrow_batch(iid, 0, [pa.array([1])], with_schema=False)],
+        [arrow_batch(iid, 0, [pa.array([1, 2, 3])]), arrow_batch(iid, 1, [pa.array(["a", "b", "c"])], with_schema=False)],
+        [pb.ExecBatch(instance_id=iid, seq=0, arrow=b"not arrow")],
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            list(f.Exec(iter(stream), timeout=5))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_pyecho(pyecho: PluginProcess) -> None:
