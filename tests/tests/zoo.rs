@@ -483,13 +483,16 @@ fn a_source_whose_process_stops_answering_is_reported_stuck_in_read() {
     };
     assert!(wait(Duration::from_secs(10), || source_pid().is_some()), "the source process never started");
     let pid = source_pid().unwrap();
-    // A healthy source that is quiet for longer than the call timeout
-    // (interval 3 s) is not stuck.
-    zoo.post(
-        "/streams",
-        r#"{"sql":"CREATE STREAM quiet () WITH (TYPE=\"random\", interval=\"3000\", pattern='{\"x\":1}')"}"#,
-        201,
-    );
+    // A healthy source that is quiet for longer than the call timeout (a
+    // file nobody writes to) is not stuck. It is another plugin: the bundled
+    // sources are shared, so every rule's `random` runs in the process
+    // stopped below.
+    let quiet_file = zoo.out.path().join("quiet.jsonl");
+    std::fs::write(&quiet_file, "").unwrap();
+    let quiet = serde_json::json!({
+        "sql": format!(r#"CREATE STREAM quiet () WITH (TYPE="file", DATASOURCE="{}")"#, quiet_file.display())
+    });
+    zoo.post("/streams", &quiet.to_string(), 201);
     zoo.post("/rules", &zoo.bad_rule("quiet", "SELECT x FROM quiet", "{}"), 201);
     let signal = |sig: &str| {
         assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());

@@ -167,5 +167,5 @@ impl Source for Bench {
 }
 
 fn main() {
-    serve(Plugin::new("bench", env!("CARGO_PKG_VERSION")).source(Export::constructor(Bench::default)));
+    serve(Plugin::new("bench", env!("CARGO_PKG_VERSION")).source(Export::shared(Bench::default)));
 }

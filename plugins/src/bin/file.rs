@@ -523,8 +523,8 @@ impl Source for FileSource {
 fn main() {
     serve(
         Plugin::new("file", env!("CARGO_PKG_VERSION"))
-            .source(Export::constructor(FileSource::default))
-            .sink(Export::constructor(FileSink::default)),
+            .source(Export::shared(FileSource::default))
+            .sink(Export::shared(FileSink::default)),
     );
 }
 

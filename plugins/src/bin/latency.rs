@@ -139,7 +139,7 @@ impl Sink for Latency {
 
 fn main() {
     let make = || Latency { path: String::new(), hist: Histogram::new(), missing: 0 };
-    serve(Plugin::new("latency", env!("CARGO_PKG_VERSION")).sink(Export::constructor(make)));
+    serve(Plugin::new("latency", env!("CARGO_PKG_VERSION")).sink(Export::shared(make)));
 }
 
 #[cfg(test)]

@@ -41,5 +41,5 @@ impl Sink for Log {
 }
 
 fn main() {
-    serve(Plugin::new("log", env!("CARGO_PKG_VERSION")).sink(Export::constructor(Log::default)));
+    serve(Plugin::new("log", env!("CARGO_PKG_VERSION")).sink(Export::shared(Log::default)));
 }

@@ -25,5 +25,5 @@ impl Sink for Null {
 }
 
 fn main() {
-    serve(Plugin::new("null", env!("CARGO_PKG_VERSION")).sink(Export::constructor(|| Null)));
+    serve(Plugin::new("null", env!("CARGO_PKG_VERSION")).sink(Export::shared(|| Null)));
 }

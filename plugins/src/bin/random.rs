@@ -118,5 +118,5 @@ impl Source for Random {
 }
 
 fn main() {
-    serve(Plugin::new("random", env!("CARGO_PKG_VERSION")).source(Export::constructor(Random::default)));
+    serve(Plugin::new("random", env!("CARGO_PKG_VERSION")).source(Export::shared(Random::default)));
 }

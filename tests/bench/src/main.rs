@@ -21,6 +21,7 @@ mod goplugin;
 mod ipc;
 mod report;
 mod rules;
+mod scale;
 mod startup;
 mod windows;
 
@@ -39,7 +40,7 @@ pub struct Opts {
     pub quick: bool,
 }
 
-const SCENARIOS: [(&str, char, &str); 8] = [
+const SCENARIOS: [(&str, char, &str); 9] = [
     ("function", 'a', "function throughput"),
     ("latency", 'b', "single-row latency"),
     ("e2e", 'c', "end-to-end rule throughput"),
@@ -48,11 +49,12 @@ const SCENARIOS: [(&str, char, &str); 8] = [
     ("memory", 'f', "memory"),
     ("recovery", 'g', "recovery after kill -9"),
     ("windows", 'h', "windows: throughput, memory, latency"),
+    ("scale", 'i', "cost per rule as rules grow"),
 ];
 
 const USAGE: &str = "usage: oort-bench [--quick] [--only <scenario>] [--out <file.json>]
 scenarios: function (a), latency (b), e2e (c), steady (d), coldstart (e), memory (f), recovery (g),
-           windows (h)";
+           windows (h), scale (i)";
 
 /// Generous timeouts: a benchmark on a loaded machine must not fail on a deadline.
 pub fn bench_timeouts() -> Timeouts {
@@ -247,6 +249,7 @@ fn main() -> Result<()> {
             "memory" => startup::memory(&opts),
             "recovery" => rules::recovery(&opts),
             "windows" => windows::windows(&opts),
+            "scale" => scale::scale(&opts),
             other => bail!("no scenario {other}"),
         };
         let mut result = result.with_context(|| format!("scenario {name}"))?;
