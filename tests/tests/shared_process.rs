@@ -63,3 +63,40 @@ async fn one_process_serves_every_rule_with_an_object_per_instance() {
     }
     t.host.shutdown().await;
 }
+
+/// A sink instance whose write outlives its deadline and whose Close then
+/// times out too (the SDK's Close waits for the write) may still append
+/// after its rule has recovered. In a shared process nothing else would end
+/// that write, so the host kills the process; the other rule's sink reopens
+/// on the new one and keeps working.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_that_cannot_close_in_time_is_fenced_by_killing_its_shared_process() {
+    let plugins = PluginsDir::new();
+    plugins.add_fixture("sinks", "slow", &[("OORT_FIXTURE_EXPORT", "shared"), ("OORT_FIXTURE_NAME", "slow")]);
+    let timeouts = oort_host::process::Timeouts { call: Duration::from_millis(500), ..fast_timeouts() };
+    let t = TestHost::new(plugins.path(), timeouts);
+    let props = |ms: i64| HashMap::from([("delayMs".to_string(), Value::Int(ms))]);
+    let stuck = t.host.open_sink("r1", "sink_0", "slow", props(3_000), RestartStrategy::default()).await.unwrap();
+    let healthy = t.host.open_sink("r2", "sink_0", "slow", props(0), RestartStrategy::default()).await.unwrap();
+    let pid = stuck.pid().expect("pid");
+    assert_eq!(healthy.pid(), Some(pid), "one process for both rules");
+    let record = oort_proto::Record::default();
+    let written = stuck.write(std::slice::from_ref(&record)).await;
+    assert!(written.is_err(), "a 3 s write against a 500 ms deadline fails: {written:?}");
+    t.host.close_sink(&stuck).await;
+    let restarted = async {
+        loop {
+            if let Some(p) = healthy.pid().filter(|p| *p != pid) {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), restarted)
+        .await
+        .expect("the shared process was killed and restarted");
+    assert!(!oort_tests::alive(pid), "the old process is gone, and its write with it");
+    healthy.write(std::slice::from_ref(&record)).await.expect("the other rule's sink works on the new process");
+    t.host.close_sink(&healthy).await;
+    t.host.shutdown().await;
+}

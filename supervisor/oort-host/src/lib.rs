@@ -691,6 +691,7 @@ impl Host {
     /// Closes an instance and stops its process when nothing else uses it.
     async fn close(&self, id: &str, entry: &Arc<Entry>) {
         let removed = lock(&entry.instances).remove(id);
+        let is_sink = matches!(removed, Some(OpenSpec::Sink { .. }));
         if removed.is_some() {
             if let Ok(live) = entry.process.live().await {
                 let req = pb::CloseRequest { instance_id: id.to_string() };
@@ -708,8 +709,18 @@ impl Host {
                     }
                     None => Ok(pb::CloseResponse {}),
                 };
-                if let Err(e) = result {
-                    tracing::warn!(instance = id, "close failed: {e}");
+                match result {
+                    // A sink instance that does not close in time may still
+                    // be writing (Close waits for its Write). In a process
+                    // of its own, the stop below ends that; a shared process
+                    // lives on, and the write could land after the rule's
+                    // recovery has truncated or rewritten the output. Kill it:
+                    // the other rules' instances reopen on the new process.
+                    Err(e @ HostError::Timeout { .. }) if entry.rule.is_none() && is_sink => {
+                        entry.process.fence(&format!("sink instance {id} did not close in time ({e})"));
+                    }
+                    Err(e) => tracing::warn!(instance = id, "close failed: {e}"),
+                    Ok(_) => {}
                 }
             }
         }

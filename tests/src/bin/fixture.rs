@@ -23,7 +23,9 @@
 //!   string, beyond the supervisor's 64 MiB message limit.
 //!
 //! `OORT_FIXTURE_NAME` is the plugin name it reports (default `fixture`),
-//! `OORT_FIXTURE_EXPORT` is `constructor` (default) or `singleton`.
+//! `OORT_FIXTURE_EXPORT` is `constructor` (default), `singleton` (the
+//! functions; the sink stays a constructor) or `shared` (singleton functions
+//! and a shared sink: one process for every rule).
 //!
 //! Functions in `ok` mode: `whoami()` returns the pid; `sleep(ms)` sleeps;
 //! `steal(instance, key)` calls the supervisor's State service directly for
@@ -274,7 +276,8 @@ fn main() {
         let _ = writeln!(err, "{}\u{00e9}\u{00e9}\u{00e9} accents", "x".repeat(47));
     }
     eprintln!("fixture-hello-stderr");
-    let singleton = std::env::var("OORT_FIXTURE_EXPORT").as_deref() == Ok("singleton");
+    let export = std::env::var("OORT_FIXTURE_EXPORT").unwrap_or_default();
+    let singleton = matches!(export.as_str(), "singleton" | "shared");
     let mut plugin = Plugin::new(&name, "0.0.1");
     plugin = if singleton {
         plugin
@@ -289,6 +292,9 @@ fn main() {
             .function("steal", Export::constructor(|| Steal))
             .function("tally", Export::constructor(|| Tally))
     };
+    if export == "shared" {
+        serve(plugin.sink(Export::shared(SlowSink::default)));
+    }
     serve(plugin.sink(Export::constructor(SlowSink::default)));
 }
 

@@ -233,6 +233,18 @@ impl Supervised {
         &self.spec
     }
 
+    /// Kills the running process and its group at once, so that nothing it is
+    /// still doing lands after this: its monitor then restarts it as after a
+    /// crash, reopening every instance with its state. For work that could not
+    /// be ended any other way, e.g. a sink write still running after its
+    /// instance failed to close in time.
+    pub fn fence(&self, why: &str) {
+        if let Some(pid) = self.pid() {
+            tracing::warn!(plugin = %self.spec.name, pid, "killing the plugin process: {why}");
+            let _ = super::sys::signal_group(pid, libc::SIGKILL);
+        }
+    }
+
     /// Stops the process (Shutdown RPC, SIGTERM, SIGKILL) and waits until it is
     /// reaped and its socket removed.
     pub async fn stop(&self) {
