@@ -37,9 +37,11 @@
 //     eKuiper's five state calls (PutState, GetState, DeleteState,
 //     IncrCounter, GetCounter), and ReportException for problems a source
 //     went past.
-//   - Plugin and Export: what the executable exports, each symbol either as a
-//     Constructor (a fresh object per instance, one process per rule) or as a
-//     Singleton (one shared object, one shared process).
+//   - Plugin and Export: what the executable exports, each symbol as a
+//     Constructor (a fresh object per instance, one process per rule), as a
+//     Singleton (one shared object, one shared process) or as Shared (a fresh
+//     object per instance, all in one shared process). The process is shared
+//     only when every symbol of the plugin is a Singleton or Shared.
 //   - Serve: the one entry point.
 //   - NewTestContext and ReopenTestContext: contexts for unit tests, the
 //     second one as a restarted process would see the state.

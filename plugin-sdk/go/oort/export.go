@@ -40,17 +40,23 @@ type Plugin struct {
 	FunctionHelp map[string]FunctionHelp
 }
 
-// Export is how one symbol is exported, after eKuiper's two export styles.
-// Make one with Constructor or Singleton; the zero Export exports nothing.
+// Export is how one symbol is exported, after eKuiper's two export styles
+// plus Shared. Make one with Constructor, Singleton or Shared; the zero Export
+// exports nothing.
 //
 // The supervisor runs one shared process for every rule only when every
-// symbol of the plugin is a singleton; otherwise each rule gets its own
-// process.
+// symbol of the plugin is reported as a singleton (exported with Singleton or
+// Shared); otherwise each rule gets its own process.
 type Export struct {
+	// singleton: Describe reports the symbol as a singleton, so that one
+	// process may serve every rule (Singleton and Shared).
 	singleton bool
-	make      func() any
-	typ       reflect.Type
-	// lock serializes the calls on a singleton source or sink object.
+	// make returns the object for a newly opened instance: the one object of
+	// a Singleton, a fresh one for Constructor and Shared.
+	make func() any
+	typ  reflect.Type
+	// lock serializes the calls on a singleton source or sink object; nil
+	// when every instance has an object of its own (Constructor, Shared).
 	lock *sync.Mutex
 }
 
@@ -74,11 +80,34 @@ func Singleton(object any) Export {
 	return Export{singleton: true, make: func() any { return object }, typ: reflect.TypeOf(object), lock: &sync.Mutex{}}
 }
 
+// Shared exports a factory whose objects all live in one shared process:
+// every opened instance (every rule, and for functions every call site) gets
+// a fresh object from newObject, as with Constructor, but Describe reports the
+// symbol as a singleton, so the supervisor runs one process for every rule
+// (when every symbol of the plugin is a Singleton or Shared) instead of one
+// per rule. The cheap way to serve many rules with per-rule objects (a
+// reader, a file, a counter); a crash of that process restarts every rule's
+// instance on it (each reopened with its state), so keep Constructor for
+// plugins that need isolation per rule.
+func Shared[T any](newObject func() T) Export {
+	if newObject == nil {
+		return Export{}
+	}
+	return Export{singleton: true, make: func() any { return newObject() }, typ: reflect.TypeFor[T]()}
+}
+
 // IsSet reports whether the Export exports anything.
 func (e Export) IsSet() bool { return e.make != nil }
 
-// IsSingleton reports whether the Export is a singleton.
+// IsSingleton reports whether Describe reports the symbol as a singleton,
+// which is what the supervisor shares one process among rules by: true for
+// Singleton and Shared. Whether the instances share one object is
+// SharesObject.
 func (e Export) IsSingleton() bool { return e.singleton }
+
+// SharesObject reports whether every opened instance gets the same object:
+// true for Singleton only (Constructor and Shared make one per instance).
+func (e Export) SharesObject() bool { return e.lock != nil }
 
 var (
 	nameRule     = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -104,7 +133,7 @@ func (p Plugin) Check() error {
 		case name == "":
 			errs = append(errs, errors.New("a function has an empty name"))
 		case !e.IsSet():
-			errs = append(errs, fmt.Errorf("function %q is exported as nothing (use oort.Constructor or oort.Singleton)", name))
+			errs = append(errs, fmt.Errorf("function %q is exported as nothing (use oort.Constructor, oort.Singleton or oort.Shared)", name))
 		default:
 			errs = append(errs, implements(fmt.Sprintf("function %q", name), e, functionType))
 		}

@@ -1385,3 +1385,188 @@ func TestGoValueReadsNestedColumns(t *testing.T) {
 		t.Fatalf("got %#v", got)
 	}
 }
+
+// numbering is a function that numbers the rows it sees, per object: two
+// instances that shared one object would continue each other's count.
+type numbering struct{ n atomic.Int64 }
+
+func (*numbering) Validate([]ArgSpec) error { return nil }
+func (*numbering) IsAggregate() bool        { return false }
+func (f *numbering) Exec([]any, FunctionContext) (any, bool) {
+	return f.n.Add(1), true
+}
+
+func TestExportStyles(t *testing.T) {
+	newNumbering := func() *numbering { return &numbering{} }
+	for _, c := range []struct {
+		name                         string
+		e                            Export
+		set, singleton, sharesObject bool
+	}{
+		{"Constructor", Constructor(newNumbering), true, false, false},
+		{"Singleton", Singleton(newNumbering()), true, true, true},
+		{"Shared", Shared(newNumbering), true, true, false},
+		{"Shared(nil)", Shared[*numbering](nil), false, false, false},
+	} {
+		if c.e.IsSet() != c.set || c.e.IsSingleton() != c.singleton || c.e.SharesObject() != c.sharesObject {
+			t.Errorf("%s: IsSet %v IsSingleton %v SharesObject %v, want %v %v %v", c.name,
+				c.e.IsSet(), c.e.IsSingleton(), c.e.SharesObject(), c.set, c.singleton, c.sharesObject)
+		}
+	}
+	err := Plugin{Name: "p", Functions: map[string]Export{"f": Shared(func() int { return 1 })}}.Check()
+	if want := `function "f" is a int, which does not implement oort.Function (missing method Exec)`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Check() = %v, want it to contain %q", err, want)
+	}
+	err = Plugin{Name: "p", Functions: map[string]Export{"g": {}}}.Check()
+	if want := "use oort.Constructor, oort.Singleton or oort.Shared"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Check() = %v, want it to contain %q", err, want)
+	}
+}
+
+// A Shared symbol is described as a singleton (one process for every rule),
+// yet each instance opened on that one process gets an object of its own.
+func TestSharedExportMakesAnObjectPerInstance(t *testing.T) {
+	var mu sync.Mutex
+	var sinks []*memorySink
+	plugin := Plugin{
+		Name:      "shared",
+		Functions: map[string]Export{"number": Shared(func() *numbering { return &numbering{} })},
+		Source:    Shared(func() *counting { return &counting{} }),
+		Sink: Shared(func() *memorySink {
+			mu.Lock()
+			defer mu.Unlock()
+			m := &memorySink{}
+			sinks = append(sinks, m)
+			return m
+		}),
+	}
+	s := start(t, plugin)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	desc, err := pb.NewPluginClient(s.conn).Describe(ctx, &pb.DescribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*pb.Symbol{
+		{Kind: pb.Kind_KIND_FUNCTION, Name: "number", Mode: pb.ExportMode_EXPORT_MODE_SINGLETON},
+		{Kind: pb.Kind_KIND_SOURCE, Name: "shared", Mode: pb.ExportMode_EXPORT_MODE_SINGLETON},
+		{Kind: pb.Kind_KIND_SINK, Name: "shared", Mode: pb.ExportMode_EXPORT_MODE_SINGLETON},
+	}
+	if len(desc.GetSymbols()) != len(want) {
+		t.Fatalf("Describe symbols %v", desc.GetSymbols())
+	}
+	for i, sym := range desc.GetSymbols() {
+		if !proto.Equal(sym, want[i]) {
+			t.Fatalf("Describe symbol %d:\n got %v\nwant %v", i, sym, want[i])
+		}
+	}
+
+	// Functions: each instance numbers its own rows.
+	fn := pb.NewFunctionClient(s.conn)
+	for _, id := range []string{"r1/f", "r2/f"} {
+		if _, err := fn.Open(ctx, &pb.OpenFunctionRequest{Instance: spec(id, "number")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec, err := fn.Exec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	numbers := func(id string, seq uint64, rows int) []int64 {
+		t.Helper()
+		b := &pb.ExecBatch{InstanceId: id, Seq: seq}
+		for range rows {
+			b.Rows = append(b.Rows, row(0))
+		}
+		must(t, exec.Send(b))
+		res, err := exec.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, r := range res.GetResults() {
+			out = append(out, r.GetValue().GetInt())
+		}
+		return out
+	}
+	got := fmt.Sprint(numbers("r1/f", 0, 2), numbers("r2/f", 0, 1), numbers("r1/f", 1, 1))
+	if got != "[1 2] [1] [3]" {
+		t.Fatalf("numbers %s, want [1 2] [1] [3] (an object per instance)", got)
+	}
+	must(t, exec.CloseSend())
+
+	// Sources: each instance reads its own records from the start.
+	src := pb.NewSourceClient(s.conn)
+	count, _ := toValue(3)
+	for _, id := range []string{"r1/src", "r2/src"} {
+		if _, err := src.Open(ctx, &pb.OpenSourceRequest{Instance: spec(id, "shared"), Props: map[string]*pb.Value{"count": count}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"r1/src", "r2/src"} {
+		read, err := src.Read(ctx, &pb.ReadRequest{InstanceId: id, MaxBatch: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for len(got) < 3 {
+			b, err := read.Recv()
+			if err != nil {
+				t.Fatalf("%s: %v after %v", id, err, got)
+			}
+			for _, r := range b.GetRecords() {
+				got = append(got, r.GetFields()["n"].GetInt())
+			}
+		}
+		if fmt.Sprint(got) != "[0 1 2]" {
+			t.Fatalf("%s read %v, want [0 1 2]", id, got)
+		}
+		if _, err := src.Close(ctx, &pb.CloseRequest{InstanceId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Sinks: two instances, two objects, each with its own records.
+	snk := pb.NewSinkClient(s.conn)
+	mu.Lock()
+	before := len(sinks) // Describe may have made probes
+	mu.Unlock()
+	for _, id := range []string{"r1/sink", "r2/sink"} {
+		if _, err := snk.Open(ctx, &pb.OpenSinkRequest{Instance: spec(id, "shared")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write, err := snk.Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(n int) *pb.Record { r, _ := recordToPB(Record{Fields: map[string]any{"n": n}}); return r }
+	for i, b := range []*pb.WriteBatch{
+		{InstanceId: "r1/sink", Seq: 0, Records: []*pb.Record{rec(1)}},
+		{InstanceId: "r2/sink", Seq: 0, Records: []*pb.Record{rec(2), rec(3)}},
+	} {
+		must(t, write.Send(b))
+		if ack, err := write.Recv(); err != nil || ack.GetError() != "" {
+			t.Fatalf("batch %d: %v %v", i, ack, err)
+		}
+	}
+	mu.Lock()
+	opened := sinks[before:]
+	mu.Unlock()
+	if len(opened) != 2 || opened[0] == opened[1] {
+		t.Fatalf("%d sink objects made for two instances", len(opened))
+	}
+	held := func(m *memorySink) int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.records) }
+	if held(opened[0]) != 1 || held(opened[1]) != 2 {
+		t.Fatalf("sink objects hold %d and %d records, want 1 and 2", held(opened[0]), held(opened[1]))
+	}
+	for _, id := range []string{"r1/sink", "r2/sink"} {
+		if _, err := snk.Close(ctx, &pb.CloseRequest{InstanceId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !opened[0].closed.Load() || !opened[1].closed.Load() {
+		t.Fatal("each sink object is closed with its instance")
+	}
+}

@@ -19,7 +19,9 @@ extension the way you would write an eKuiper plugin::
   arrays (needs pyarrow, the `arrow` extra; loaded only by plugins using it).
 - `Context`: rule and instance identity, a logger, and the five state calls.
 - `Plugin`: what the executable exports, each symbol as a constructor (a fresh
-  object per instance) or a singleton (one shared object).
+  object per instance, one process per rule), a singleton (one shared object,
+  one shared process) or shared (a fresh object per instance, one shared
+  process).
 - `serve`: the one entry point; it never returns.
 - `Record` and `Value`: the data model.
 """

@@ -17,25 +17,49 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 @dataclass
 class _Export(Generic[T]):
-    """A constructor (fresh object per instance) or one shared object."""
+    """A constructor (fresh object per instance, one process per rule), one
+    shared object (singleton) or a shared factory (fresh object per instance,
+    one process for every rule)."""
 
+    # Whether Describe reports the symbol as a singleton, which is what the
+    # supervisor shares one process among rules by: singleton= and shared=.
     singleton: bool
+    # The object for a newly opened instance: the one object of a singleton,
+    # a fresh one for constructor= and shared=.
     make: Callable[[], T]
     # Source and sink objects are not expected to be thread-safe: calls on one
-    # object are serialised. A singleton's instances share its lock.
+    # object are serialised. A singleton's instances share its lock; None when
+    # every instance has an object (and a lock) of its own.
     shared_lock: threading.Lock | None = field(default=None)
+
+    @property
+    def shares_object(self) -> bool:
+        """Whether every instance gets the same object (singleton= only)."""
+        return self.shared_lock is not None
 
     def lock_for_new_instance(self) -> threading.Lock:
         return self.shared_lock if self.shared_lock is not None else threading.Lock()
 
 
-def _export(kind: str, name: str, constructor: Callable[[], T] | None, singleton: T | None) -> _Export[T]:
-    if (constructor is None) == (singleton is None):
-        raise ValueError(f"{kind} {name!r}: pass exactly one of constructor= or singleton=")
+def _export(
+    kind: str,
+    name: str,
+    constructor: Callable[[], T] | None,
+    singleton: T | None,
+    shared: Callable[[], T] | None,
+) -> _Export[T]:
+    if sum(x is not None for x in (constructor, singleton, shared)) != 1:
+        raise ValueError(f"{kind} {name!r}: pass exactly one of constructor=, singleton= or shared=")
     if constructor is not None:
         if not callable(constructor):
             raise TypeError(f"{kind} {name!r}: constructor must be a zero-argument callable")
         return _Export(False, constructor)
+    if shared is not None:
+        if not callable(shared):
+            raise TypeError(f"{kind} {name!r}: shared must be a zero-argument callable")
+        # Reported as a singleton (one process for every rule), yet each
+        # instance gets a fresh object and a lock of its own.
+        return _Export(True, shared)
     obj = singleton
     assert obj is not None
     return _Export(True, lambda: obj, threading.Lock())
@@ -46,15 +70,22 @@ class Plugin:
 
     ``name`` is the executable's name (eKuiper's rule: ``^[A-Za-z0-9_-]+$``); the
     supervisor refuses a plugin whose `Describe` name differs from its file name.
-    Each symbol is exported either with ``constructor=`` (a zero-argument
-    callable, e.g. the class, returning a fresh object per instance: the
-    supervisor then runs one process per rule) or with ``singleton=`` (one object
-    shared by every rule, in one shared process, used only when *every* symbol is
-    a singleton)::
+    Each symbol is exported with exactly one of ``constructor=`` (a
+    zero-argument callable, e.g. the class, returning a fresh object per
+    instance: the supervisor then runs one process per rule), ``singleton=``
+    (one object shared by every rule, in one shared process) or ``shared=`` (a
+    zero-argument callable like ``constructor=``, a fresh object per instance,
+    but all of them in one shared process). The process is shared only when
+    *every* symbol is a singleton or shared::
 
         serve(Plugin("textstats", "1.0.0")
               .function("wordCount", constructor=WordCount)
               .function("charCount", singleton=CharCount()))
+
+    ``shared=`` is the cheap way to serve many rules with per-rule objects (a
+    reader, a file, a counter); a crash of that process restarts every rule's
+    instance on it (each reopened with its state), so keep ``constructor=``
+    for plugins that need isolation per rule.
     """
 
     def __init__(self, name: str, version: str) -> None:
@@ -76,6 +107,7 @@ class Plugin:
         constructor: Callable[[], Function] | None = None,
         *,
         singleton: Function | None = None,
+        shared: Callable[[], Function] | None = None,
     ) -> Plugin:
         """Exports a function under the SQL name `name`. A plugin may export
         several functions; list them all in the plugin's metadata file."""
@@ -83,9 +115,9 @@ class Plugin:
             raise ValueError("a function needs a name")
         if name in self._functions:
             raise ValueError(f"function {name!r} is exported twice")
-        export = _export("function", name, constructor, singleton)
-        if isinstance(singleton, VectorizedFunction) or (
-            isinstance(constructor, type) and issubclass(constructor, VectorizedFunction)
+        export = _export("function", name, constructor, singleton, shared)
+        if isinstance(singleton, VectorizedFunction) or any(
+            isinstance(make, type) and issubclass(make, VectorizedFunction) for make in (constructor, shared)
         ):
             self._mark_vectorized(name)
         self._functions[name] = export
@@ -110,11 +142,12 @@ class Plugin:
         constructor: Callable[[], Source] | None = None,
         *,
         singleton: Source | None = None,
+        shared: Callable[[], Source] | None = None,
     ) -> Plugin:
         """Exports a source, named after the plugin."""
         if self._source is not None:
             raise ValueError("a plugin exports at most one source")
-        self._source = _export("source", self.name, constructor, singleton)
+        self._source = _export("source", self.name, constructor, singleton, shared)
         return self
 
     def sink(
@@ -122,9 +155,10 @@ class Plugin:
         constructor: Callable[[], Sink] | None = None,
         *,
         singleton: Sink | None = None,
+        shared: Callable[[], Sink] | None = None,
     ) -> Plugin:
         """Exports a sink, named after the plugin."""
         if self._sink is not None:
             raise ValueError("a plugin exports at most one sink")
-        self._sink = _export("sink", self.name, constructor, singleton)
+        self._sink = _export("sink", self.name, constructor, singleton, shared)
         return self

@@ -179,7 +179,28 @@ class GrumbleSink(Sink):
         ctx.report_exception(f"odd batch of {len(records)}")
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["payloads"]:
+class Numbering(Function):
+    """Numbers the rows it sees, per object: two instances sharing one object
+    would continue each other's count."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def exec(self, ctx: Context, args: list[Any]) -> Any:
+        self.n += 1
+        return self.n
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["shared"]:
+    # shared=: described as singletons (one process for every rule), yet a
+    # fresh object per instance.
+    serve(
+        Plugin("shared", "0.0.1")
+        .function("number", shared=Numbering)
+        .source(shared=Numbers)
+        .sink(shared=Collect)
+    )
+elif __name__ == "__main__" and sys.argv[1:] == ["payloads"]:
     serve(Plugin("payloads", "0.0.1").sink(PayloadLines))
 elif __name__ == "__main__" and sys.argv[1:] == ["exceptions"]:
     serve(Plugin("exceptions", "0.0.1").function("grumble", constructor=Grumble).source(Flaky).sink(GrumbleSink))

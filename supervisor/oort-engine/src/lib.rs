@@ -27,6 +27,7 @@ pub mod metrics;
 mod payload;
 mod pipeline;
 mod ruleset;
+mod shared;
 mod status;
 
 use std::collections::BTreeMap;
@@ -82,6 +83,8 @@ pub struct Engine {
     conf_dir: PathBuf,
     streams: Mutex<BTreeMap<String, StreamDef>>,
     rules: Mutex<BTreeMap<String, RuleEntry>>,
+    /// The one source instance of each `SHARED` stream some rule reads.
+    shared: Arc<shared::SharedSources>,
 }
 
 impl Engine {
@@ -124,7 +127,14 @@ impl Engine {
             }
             rules.insert(id, RuleEntry { stored, plan, status, run: None, life: Arc::default(), unplannable });
         }
-        Ok(Engine { store, host, conf_dir, streams: Mutex::new(streams), rules: Mutex::new(rules) })
+        Ok(Engine {
+            store,
+            host,
+            conf_dir,
+            streams: Mutex::new(streams),
+            rules: Mutex::new(rules),
+            shared: Arc::default(),
+        })
     }
 
     /// Starts every rule that was running when the daemon last stopped.
@@ -304,6 +314,13 @@ impl Engine {
         if plan.event_time.is_some() && plan.select.grouping.is_some() && def.timestamp_field().is_none() {
             return Err(EngineError::Invalid(format!(
                 "isEventTime needs the stream's event time field: CREATE STREAM {stream} (…) WITH (TIMESTAMP=\"ts\", …)"
+            )));
+        }
+        if def.is_shared() && plan.qos >= 1 {
+            return Err(EngineError::Invalid(format!(
+                "stream {stream} is SHARED: one source instance feeds every rule on it and cannot be rewound for \
+                 one rule, so its rules cannot checkpoint (qos {}); use qos 0, or a stream without SHARED",
+                plan.qos
             )));
         }
         if !self.host.has_plugin(PluginKind::Source, def.source_type()) {
@@ -516,6 +533,7 @@ impl Engine {
             store: self.store.clone(),
             status: status.clone(),
             stop: stop_rx,
+            shared: self.shared.clone(),
         };
         let rule = id.to_string();
         let task = tokio::spawn(async move {

@@ -19,6 +19,8 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use oort_store::checkpoint::{self, Snapshot};
 
 use oort_host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
+
+use crate::shared::{SharedSource, SharedSources, StreamSource};
 use oort_sql::window::WindowState;
 use oort_sql::{Cell, Functions, RulePlan, StreamDef};
 
@@ -40,6 +42,8 @@ pub(super) struct RunContext {
     pub store: Arc<Store>,
     pub status: Arc<RuleStatus>,
     pub stop: watch::Receiver<bool>,
+    /// The source instances of `SHARED` streams, one per stream.
+    pub shared: Arc<SharedSources>,
 }
 
 /// Why a pipeline ended on its own.
@@ -180,9 +184,40 @@ fn restore_state(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
     Ok(restored)
 }
 
+/// Where a rule's batches come from: its own source instance, or the one
+/// instance of a `SHARED` stream.
+enum RuleSource {
+    Own(Arc<SourceInstance>),
+    Shared(SharedSource),
+}
+
+impl RuleSource {
+    fn rewindable(&self) -> bool {
+        match self {
+            RuleSource::Own(s) => s.rewindable(),
+            // Rewinding it for one rule would replay it for every rule.
+            RuleSource::Shared(_) => false,
+        }
+    }
+
+    async fn read(&self, max_batch: u32) -> Result<mpsc::Receiver<Result<SourceBatch, HostError>>, HostError> {
+        match self {
+            RuleSource::Own(s) => s.read(max_batch).await,
+            RuleSource::Shared(s) => Ok(s.read()),
+        }
+    }
+
+    async fn rewind(&self, offset: Value) -> Result<(), HostError> {
+        match self {
+            RuleSource::Own(s) => s.rewind(offset).await,
+            RuleSource::Shared(_) => Ok(()),
+        }
+    }
+}
+
 /// A rule's plugin instances, opened, and the task that feeds each sink.
 struct Opened {
-    source: Arc<SourceInstance>,
+    source: RuleSource,
     functions: Vec<Arc<FunctionInstance>>,
     function_calls: Vec<Arc<CallMetrics>>,
     sinks: Vec<(String, Arc<SinkInstance>)>,
@@ -200,13 +235,29 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
     let restart = plan.restart;
     let checkpointing = plan.qos >= 1;
     let props = ctx.source_props.clone().into_iter().collect();
-    let source = ctx
-        .host
-        .open_source(rule, ctx.stream.source_type(), ctx.stream.datasource(), props, restart)
-        .await
-        .map_err(|e| format!("cannot open source {}: {e}", ctx.stream.source_type()))?;
-    let source = Arc::new(source);
-    ctx.status.register("source".into(), Instance::Source(source.clone()));
+    let cannot_open = |e: HostError| format!("cannot open source {}: {e}", ctx.stream.source_type());
+    let source = if ctx.stream.is_shared() {
+        // Not registered in the rule's status: the instance is the stream's,
+        // and closing the rule's instances must not close it.
+        let s = StreamSource {
+            stream: &ctx.stream.name,
+            source_type: ctx.stream.source_type(),
+            datasource: ctx.stream.datasource(),
+            props,
+            restart,
+            max_batch: plan.buffer_length,
+        };
+        RuleSource::Shared(ctx.shared.join(&ctx.host, s).await.map_err(cannot_open)?)
+    } else {
+        let source = ctx
+            .host
+            .open_source(rule, ctx.stream.source_type(), ctx.stream.datasource(), props, restart)
+            .await
+            .map_err(cannot_open)?;
+        let source = Arc::new(source);
+        ctx.status.register("source".into(), Instance::Source(source.clone()));
+        RuleSource::Own(source)
+    };
     if checkpointing && !source.rewindable() {
         // Allowed, as in eKuiper (an MQTT source cannot replay either), but
         // the operator should know what a checkpoint can and cannot restore.

@@ -55,6 +55,12 @@ impl StreamDef {
         self.options.get("DATASOURCE").map(String::as_str).unwrap_or("")
     }
 
+    /// eKuiper's `SHARED` option: one source instance feeds every rule on
+    /// the stream (`SHARED="true"`, any case).
+    pub fn is_shared(&self) -> bool {
+        self.options.get("SHARED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
     /// The `CONF_KEY` option, if given.
     pub fn conf_key(&self) -> Option<&str> {
         self.options.get("CONF_KEY").map(String::as_str)

@@ -47,11 +47,12 @@ fn pss_rss_kb(pid: u32) -> Result<(u64, u64)> {
 
 /// One size: create `n` rules, wait until every one has delivered a record,
 /// then read the processes and their memory.
-fn measure(n: usize) -> Result<Json> {
+fn measure(n: usize, shared: bool) -> Result<Json> {
     let b = Bench::start()?;
-    // A slow source (10 records/s per rule), so that N rules measure what
+    // A slow source (10 records/s per instance), so that N rules measure what
     // rules cost to hold, not to run.
-    b.stream(r#"CREATE STREAM s () WITH (TYPE="bench", count="100000000", rate="10")"#)?;
+    let option = if shared { r#", SHARED="true""# } else { "" };
+    b.stream(&format!(r#"CREATE STREAM s () WITH (TYPE="bench", count="100000000", rate="10"{option})"#))?;
     let created = Instant::now();
     for i in 0..n {
         b.create_rule(&rule(&format!("r{i}"), "SELECT echo(n) AS e FROM s", 0, json!({ "bufferLength": 64 })))?;
@@ -81,7 +82,7 @@ fn measure(n: usize) -> Result<Json> {
     }
     let (daemon_pss, _) = pss_rss_kb(daemon)?;
     Ok(json!({
-        "rules": n, "create_seconds": took.as_secs_f64(), "rules_per_s": n as f64 / took.as_secs_f64(),
+        "rules": n, "shared_stream": shared, "create_seconds": took.as_secs_f64(), "rules_per_s": n as f64 / took.as_secs_f64(),
         "processes": tree.len(), "pss_kb": pss, "rss_kb": rss, "daemon_pss_kb": daemon_pss,
     }))
 }
@@ -90,9 +91,10 @@ fn measure(n: usize) -> Result<Json> {
 pub fn scale(opts: &Opts) -> Result<Json> {
     let sizes: &[usize] = if opts.quick { &[10, 100] } else { &[10, 100, 1000] };
     let mut table = Table::new(
-        "i. Cost per rule (N rules of bench source → echo(n) → null sink on one stream, qos 0, 10 records/s each)",
+        "i. Cost per rule (N rules of bench source → echo(n) → null sink on one stream, qos 0, 10 records/s per source instance)",
         &[
             ("rules", true),
+            ("stream", false),
             ("created in", true),
             ("rules/s", true),
             ("processes (daemon + reaper + plugins)", true),
@@ -104,8 +106,8 @@ pub fn scale(opts: &Opts) -> Result<Json> {
         ],
     );
     let mut cells = Vec::new();
-    for &n in sizes {
-        let r = measure(n)?;
+    for (&n, shared) in sizes.iter().flat_map(|n| [(n, false), (n, true)]) {
+        let r = measure(n, shared)?;
         let pss = r["pss_kb"].as_u64().unwrap_or(0);
         let per_s = r["rules_per_s"].as_f64().unwrap_or(0.0);
         let target = if n == 1000 {
@@ -115,6 +117,7 @@ pub fn scale(opts: &Opts) -> Result<Json> {
         };
         table.row(vec![
             n.to_string(),
+            if shared { "SHARED".into() } else { "instance per rule".into() },
             format!("{:.2} s", r["create_seconds"].as_f64().unwrap_or(0.0)),
             rate(per_s),
             r["processes"].to_string(),
@@ -129,8 +132,8 @@ pub fn scale(opts: &Opts) -> Result<Json> {
     table.print();
     println!(
         "The bundled sources and sinks are exported `Export::shared` (a fresh object per rule in one process) and \
-         echo is a singleton, so the plugin processes do not grow with the rules; each rule still opens its own \
-         source instance (eKuiper's SHARED streams are not built yet).\n"
+         echo is a singleton, so the plugin processes do not grow with the rules. Without SHARED each rule opens its \
+         own source instance (in the one bench process); on a SHARED stream one instance feeds every rule.\n"
     );
     Ok(json!({ "cells": cells }))
 }
