@@ -93,12 +93,14 @@ where
             _ => return None,
         }
     }
+    // One builder loop for every kind: `$x => $value` says how a value of
+    // the variant goes in (by copy for numbers, by reference for text).
     macro_rules! build {
-        ($builder:expr, $variant:ident) => {{
+        ($builder:expr, $variant:ident, $x:ident => $value:expr) => {{
             let mut b = $builder;
             for v in values {
                 match v {
-                    Value::$variant(x) => b.append_value(x.clone()),
+                    Value::$variant($x) => b.append_value($value),
                     _ => b.append_null(),
                 }
             }
@@ -107,30 +109,12 @@ where
     }
     Some(match kind {
         Kind::Null => Arc::new(NullArray::new(len)),
-        Kind::Bool => build!(BooleanBuilder::with_capacity(len), Bool),
-        Kind::Int => build!(Int64Builder::with_capacity(len), Int),
-        Kind::Uint => build!(UInt64Builder::with_capacity(len), Uint),
-        Kind::Float => build!(Float64Builder::with_capacity(len), Float),
-        Kind::String => {
-            let mut b = StringBuilder::with_capacity(len, len * 8);
-            for v in values {
-                match v {
-                    Value::String(s) => b.append_value(s),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Kind::Bytes => {
-            let mut b = BinaryBuilder::with_capacity(len, len * 8);
-            for v in values {
-                match v {
-                    Value::Bytes(s) => b.append_value(s),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
+        Kind::Bool => build!(BooleanBuilder::with_capacity(len), Bool, x => *x),
+        Kind::Int => build!(Int64Builder::with_capacity(len), Int, x => *x),
+        Kind::Uint => build!(UInt64Builder::with_capacity(len), Uint, x => *x),
+        Kind::Float => build!(Float64Builder::with_capacity(len), Float, x => *x),
+        Kind::String => build!(StringBuilder::with_capacity(len, len * 8), String, x => x),
+        Kind::Bytes => build!(BinaryBuilder::with_capacity(len, len * 8), Bytes, x => x),
     })
 }
 

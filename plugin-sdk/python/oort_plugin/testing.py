@@ -74,6 +74,24 @@ class PluginProcess:
         )
         self.channel: grpc.Channel | None = None
 
+    @classmethod
+    def ready(
+        cls,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        name: str = "plugin",
+        timeout: float = 10.0,
+    ) -> PluginProcess:
+        """Starts a plugin and waits until it serves; one that never does is
+        closed (no process or folder left behind) before the error goes up."""
+        p = cls(argv, env=env, name=name)
+        try:
+            p.wait_ready(timeout)
+        except BaseException:
+            p.close()
+            raise
+        return p
+
     # -- the supervisor's readiness loop -----------------------------------
 
     def wait_ready(self, timeout: float = 10.0) -> float:

@@ -34,13 +34,7 @@ COLUMNS: list[Any] = [
 
 
 def start(name: str, env: dict[str, str] | None = None, argv: list[str] | None = None) -> PluginProcess:
-    p = PluginProcess(argv or [PYTHON, "-m", f"oort_plugins.{name}"], env=env, name=name)
-    try:
-        p.wait_ready()
-    except BaseException:
-        p.close()
-        raise
-    return p
+    return PluginProcess.ready(argv or [PYTHON, "-m", f"oort_plugins.{name}"], env=env, name=name)
 
 
 @pytest.fixture(scope="module", params=["constructors", "singletons", "raw"])

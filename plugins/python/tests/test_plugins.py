@@ -15,13 +15,7 @@ from oort_plugin.testing import PYTHON, PluginProcess, rows, spec, value
 
 
 def start(name: str, env: dict[str, str] | None = None) -> PluginProcess:
-    p = PluginProcess([PYTHON, "-m", f"oort_plugins.{name}"], env=env, name=name)
-    try:
-        p.wait_ready()
-    except BaseException:
-        p.close()
-        raise
-    return p
+    return PluginProcess.ready([PYTHON, "-m", f"oort_plugins.{name}"], env=env, name=name)
 
 
 @pytest.fixture

@@ -22,13 +22,7 @@ from oort_plugins.portable.ticker import Ticker
 
 
 def start(name: str) -> PluginProcess:
-    p = PluginProcess([PYTHON, "-m", "oort_plugins.portable"], name=name)
-    try:
-        p.wait_ready()
-    except BaseException:
-        p.close()
-        raise
-    return p
+    return PluginProcess.ready([PYTHON, "-m", "oort_plugins.portable"], name=name)
 
 
 @pytest.fixture

@@ -200,35 +200,32 @@ impl FunctionInstance {
         // columns, the schema when the stream has not seen it) goes last.
         let takes_columns = self.columns && live.describe.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
         let batch = if takes_columns && n >= COLUMNS_FROM_ROWS { columns::args_batch(rows) } else { None };
-        let encoded = match &batch {
+        let columnar = batch.is_some();
+        // The arrays go once they are encoded: the call keeps only its bytes.
+        let (body, schema) = match batch {
             Some(batch) => {
-                let message = columns::batch_message(batch).map_err(|e| HostError::Protocol {
+                let message = columns::batch_message(&batch).map_err(|e| HostError::Protocol {
                     plugin: self.plugin.clone(),
                     reason: format!("cannot encode the arguments as Arrow: {e}"),
                 })?;
-                Some((BatchBody::exec_columns(&self.id, &message), batch.schema()))
+                (BatchBody::exec_columns(&self.id, &message), Some(batch.schema()))
             }
-            None => None,
+            None => (BatchBody::exec(&self.id, rows), None),
         };
-        let rows_body = if encoded.is_none() { Some(BatchBody::exec(&self.id, rows)) } else { None };
         let result = self
             .stream
             .round_trip(
                 &live,
                 may_open,
-                |seq, sent| match (encoded, rows_body) {
-                    (Some((body, schema)), _) => match sent.message_if_new(&schema) {
-                        Some(message) => body.with_schema(&message).with_seq(seq),
-                        None => body.with_seq(seq),
-                    },
-                    (None, Some(body)) => body.with_seq(seq),
-                    (None, None) => unreachable!("one of the two encodings is built"),
+                |seq, sent| match schema.and_then(|s| sent.message_if_new(&s)) {
+                    Some(message) => body.with_schema(&message).with_seq(seq),
+                    None => body.with_seq(seq),
                 },
                 |channel, input| oort_proto::wire::exec_stream(channel, input, 64 << 20),
             )
             .await?;
         let Some(mut result) = result else { return Ok(None) };
-        if batch.is_some() {
+        if columnar {
             self.columnar_batches.fetch_add(1, Ordering::Relaxed);
         }
         let protocol = |reason: String| HostError::Protocol { plugin: self.plugin.clone(), reason };
