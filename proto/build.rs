@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Arrow IPC messages: `Bytes`, so the host hands them on without a copy.
         .bytes(".oort.plugin.v1.ExecBatch")
         .bytes(".oort.plugin.v1.ExecResult")
+        .bytes(".oort.plugin.v1.RecordBatch")
+        .bytes(".oort.plugin.v1.WriteBatch.arrow_schema")
+        .bytes(".oort.plugin.v1.WriteBatch.arrow")
         .file_descriptor_set_path(out.join("oort_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
     for p in protos {

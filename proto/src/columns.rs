@@ -137,6 +137,38 @@ pub fn args_batch(rows: &[Vec<Value>]) -> Option<RecordBatch> {
     RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options).ok()
 }
 
+/// Argument columns of `rows` rows each as a function batch: columns named
+/// `"0"`, `"1"`, …
+pub fn arguments(columns: &[ArrayRef], rows: usize) -> Result<RecordBatch, ColumnError> {
+    let fields: Vec<Field> =
+        columns.iter().enumerate().map(|(i, c)| Field::new(i.to_string(), c.data_type().clone(), true)).collect();
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns.to_vec(), &options).map_err(ipc)
+}
+
+/// Whether the supervisor sends columns of this type to plugins (function
+/// arguments, sink batches): the one scalar type per Oort value kind, and
+/// lists of one of them (as a source sent them). Columns of other types
+/// (narrower integers, nested lists, structs) are converted first.
+pub fn sendable(data_type: &DataType) -> bool {
+    fn scalar(data_type: &DataType) -> bool {
+        matches!(
+            data_type,
+            DataType::Boolean
+                | DataType::Int64
+                | DataType::UInt64
+                | DataType::Float64
+                | DataType::Utf8
+                | DataType::Binary
+        )
+    }
+    match data_type {
+        DataType::Null => true,
+        DataType::List(item) => scalar(item.data_type()),
+        other => scalar(other),
+    }
+}
+
 /// A batch of one column named `name`.
 pub fn single_column(name: &str, column: ArrayRef) -> Result<RecordBatch, ColumnError> {
     let schema = Schema::new(vec![Field::new(name, column.data_type().clone(), true)]);
@@ -181,6 +213,49 @@ pub fn value_at(array: &dyn Array, row: usize) -> Result<Value, ColumnError> {
     })
 }
 
+/// Checks a batch of records as columns: every column of a type with an
+/// Oort value (nested types included), and no field name twice.
+pub fn check_fields(schema: &Schema) -> Result<(), ColumnError> {
+    fn readable(dt: &DataType) -> bool {
+        match dt {
+            DataType::List(f) | DataType::LargeList(f) => readable(f.data_type()),
+            DataType::Struct(fields) => fields.iter().all(|f| readable(f.data_type())),
+            dt => matches!(
+                dt,
+                DataType::Null
+                    | DataType::Boolean
+                    | DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+                    | DataType::UInt64
+                    | DataType::Float32
+                    | DataType::Float64
+                    | DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Binary
+                    | DataType::LargeBinary
+            ),
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for field in schema.fields() {
+        if !seen.insert(field.name()) {
+            return Err(ColumnError::Ipc(format!("field {} appears twice in the schema", field.name())));
+        }
+        if !readable(field.data_type()) {
+            return Err(ColumnError::Unsupported {
+                column: field.name().clone(),
+                data_type: field.data_type().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Every value of `array`, in order. Typed loops for the common scalar
 /// types; [`value_at`] for the rest.
 pub fn values_of(array: &dyn Array) -> Result<Vec<Value>, ColumnError> {
@@ -219,6 +294,59 @@ pub fn rows_of(batch: &RecordBatch) -> Result<Vec<Vec<Value>>, ColumnError> {
         }
     }
     Ok(rows)
+}
+
+/// The records of a batch whose columns are fields: one record per row, a
+/// field per column, a null cell read as an absent field (a columnar batch
+/// cannot tell them apart). No metadata, no event time.
+pub fn records_of(batch: &RecordBatch) -> Result<Vec<crate::value::Record>, ColumnError> {
+    let mut records = vec![crate::value::Record::default(); batch.num_rows()];
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let values = values_of(column.as_ref()).map_err(|e| name_column(e, field.name()))?;
+        for (record, value) in records.iter_mut().zip(values) {
+            if !matches!(value, Value::Null) {
+                record.fields.insert(field.name().clone(), value);
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Records as a batch of columns, one per field name (sorted, a record
+/// without the field null in it), when every field holds one scalar type;
+/// `None` otherwise (the batch then goes as rows). Metadata and event times
+/// are not carried.
+pub fn records_batch(records: &[crate::value::Record]) -> Option<RecordBatch> {
+    let mut names: Vec<&String> = Vec::new();
+    if let Some(first) = records.first() {
+        names.extend(first.fields.keys());
+    }
+    // Records of one stream mostly share their fields: only look further
+    // when one differs from the first.
+    if records.iter().any(|r| r.fields.len() != names.len() || !r.fields.keys().eq(names.iter().copied())) {
+        let all: std::collections::BTreeSet<&String> = records.iter().flat_map(|r| r.fields.keys()).collect();
+        names = all.into_iter().collect();
+    }
+    let null = Value::Null;
+    let mut fields = Vec::with_capacity(names.len());
+    let mut columns = Vec::with_capacity(names.len());
+    for name in names {
+        let column = column_of(records.iter().map(|r| r.fields.get(name).unwrap_or(&null)), records.len())?;
+        fields.push(Field::new(name.as_str(), column.data_type().clone(), true));
+        columns.push(column);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(records.len()));
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options).ok()
+}
+
+/// The rows of `batch` where `keep` is true (all of them without a copy
+/// when every row is kept).
+pub fn keep_rows(batch: RecordBatch, keep: &[bool]) -> Result<RecordBatch, ColumnError> {
+    if keep.iter().all(|k| *k) {
+        return Ok(batch);
+    }
+    let mask = arrow_array::BooleanArray::from(keep.to_vec());
+    arrow_select::filter::filter_record_batch(&batch, &mask).map_err(ipc)
 }
 
 fn name_column(e: ColumnError, name: &str) -> ColumnError {
@@ -365,6 +493,31 @@ mod tests {
         let second = decoder.decode(&Bytes::new(), &body).unwrap();
         assert_eq!(first, second);
         first
+    }
+
+    #[test]
+    fn records_round_trip_through_columns_with_nulls_as_absent_fields() {
+        use crate::value::Record;
+        let record = |fields: &[(&str, Value)]| Record {
+            fields: fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            ..Record::default()
+        };
+        let records = vec![
+            record(&[("a", Value::Int(1)), ("s", Value::String("x".into()))]),
+            record(&[("a", Value::Int(2))]),
+            record(&[("b", Value::Float(0.5)), ("s", Value::String("y".into()))]),
+        ];
+        let batch = records_batch(&records).expect("one type per field");
+        let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["a", "b", "s"], "one column per field, sorted");
+        assert_eq!(records_of(&round_trip(&batch)).unwrap(), records);
+        // A field of two types has no column: the batch goes as rows.
+        let mixed = vec![record(&[("a", Value::Int(1))]), record(&[("a", Value::String("1".into()))])];
+        assert!(records_batch(&mixed).is_none());
+        assert!(records_batch(&[record(&[("l", Value::List(vec![]))])]).is_none());
+        // A batch of empty records keeps its row count.
+        let empty = records_batch(&[Record::default(), Record::default()]).unwrap();
+        assert_eq!((empty.num_rows(), records_of(&round_trip(&empty)).unwrap().len()), (2, 2));
     }
 
     #[test]

@@ -24,8 +24,9 @@ use crate::value::{Record, Value};
 #[derive(Debug, Clone, Default)]
 pub struct EncodedBatch(Bytes);
 
-/// The encoded fields of a batch except `seq`.
-pub struct BatchBody(BytesMut);
+/// The encoded fields of a batch except `seq`, and the field number its
+/// Arrow schema message would take (`ExecBatch` 4, `WriteBatch` 5).
+pub struct BatchBody(BytesMut, u32);
 
 impl BatchBody {
     /// The fields of an `ExecBatch`: the instance id and the argument rows.
@@ -39,23 +40,25 @@ impl BatchBody {
                 encode_value_field(1, arg, &mut buf);
             }
         }
-        BatchBody(buf)
+        BatchBody(buf, 4)
     }
 
     /// The fields of a columnar `ExecBatch`: the instance id and one Arrow
     /// IPC record-batch message of the arguments.
     pub fn exec_columns(instance_id: &str, message: &[u8]) -> BatchBody {
-        let mut buf = start(instance_id, message_field_len(5, message.len()));
-        encode_key(5, WireType::LengthDelimited, &mut buf);
-        encode_varint(message.len() as u64, &mut buf);
-        buf.put_slice(message);
-        BatchBody(buf)
+        columns_body(instance_id, message, 5)
+    }
+
+    /// The fields of a columnar `WriteBatch`: the instance id and one Arrow
+    /// IPC record-batch message of the records.
+    pub fn write_columns(instance_id: &str, message: &[u8]) -> BatchBody {
+        columns_body(instance_id, message, 6)
     }
 
     /// Adds the Arrow IPC schema message (`arrow_schema`), for a columnar
     /// batch whose schema is new on its stream.
     pub fn with_schema(mut self, message: &[u8]) -> BatchBody {
-        encode_key(4, WireType::LengthDelimited, &mut self.0);
+        encode_key(self.1, WireType::LengthDelimited, &mut self.0);
         encode_varint(message.len() as u64, &mut self.0);
         self.0.put_slice(message);
         self
@@ -75,7 +78,7 @@ impl BatchBody {
                 encode_varint(record.timestamp_ms as u64, &mut buf);
             }
         }
-        BatchBody(buf)
+        BatchBody(buf, 5)
     }
 
     /// The fields of a `WriteBatch` for a sink that asked for payloads: the
@@ -88,7 +91,7 @@ impl BatchBody {
             encode_varint(payload.len() as u64, &mut buf);
             buf.put_slice(payload);
         }
-        BatchBody(buf)
+        BatchBody(buf, 5)
     }
 
     /// Adds `seq` and seals the message.
@@ -99,6 +102,16 @@ impl BatchBody {
         }
         EncodedBatch(self.0.freeze())
     }
+}
+
+/// A batch of one Arrow IPC record-batch message in field `field`; its
+/// schema message, when added, goes in the field before.
+fn columns_body(instance_id: &str, message: &[u8], field: u32) -> BatchBody {
+    let mut buf = start(instance_id, message_field_len(field, message.len()));
+    encode_key(field, WireType::LengthDelimited, &mut buf);
+    encode_varint(message.len() as u64, &mut buf);
+    buf.put_slice(message);
+    BatchBody(buf, field - 1)
 }
 
 /// A buffer for a batch whose payload takes `payload_len` bytes, holding the
@@ -363,7 +376,7 @@ mod tests {
                 instance_id: id.into(),
                 seq,
                 records: records.iter().cloned().map(Into::into).collect(),
-                payloads: vec![],
+                ..Default::default()
             };
             assert_eq!(decoded, want, "id {id:?}, seq {seq}");
         }
@@ -374,7 +387,21 @@ mod tests {
         let payloads = vec![b"[{\"a\":1}]".to_vec(), vec![], vec![0xff; 300]];
         let bytes = BatchBody::write_payloads("r/sink", &payloads).with_seq(9).encode_to_vec();
         let decoded = pb::WriteBatch::decode(bytes.as_slice()).expect("decodes");
-        let want = pb::WriteBatch { instance_id: "r/sink".into(), seq: 9, records: vec![], payloads };
+        let want = pb::WriteBatch { instance_id: "r/sink".into(), seq: 9, payloads, ..Default::default() };
         assert_eq!(decoded, want);
+    }
+
+    #[test]
+    fn columnar_batches_put_the_schema_before_the_batch_in_each_message() {
+        let (schema, batch) = (b"schema message".to_vec(), b"batch message".to_vec());
+        let write = BatchBody::write_columns("r/sink", &batch).with_schema(&schema).with_seq(4).encode_to_vec();
+        let decoded = pb::WriteBatch::decode(write.as_slice()).expect("decodes");
+        assert_eq!((decoded.arrow_schema.as_ref(), decoded.arrow.as_ref()), (&schema[..], &batch[..]));
+        assert_eq!((decoded.seq, decoded.records.len()), (4, 0));
+        let exec = BatchBody::exec_columns("r/f", &batch).with_schema(&schema).with_seq(1).encode_to_vec();
+        let decoded = pb::ExecBatch::decode(exec.as_slice()).expect("decodes");
+        assert_eq!((decoded.arrow_schema.as_ref(), decoded.arrow.as_ref()), (&schema[..], &batch[..]));
+        let without = BatchBody::write_columns("r/sink", &batch).with_seq(5).encode_to_vec();
+        assert!(pb::WriteBatch::decode(without.as_slice()).expect("decodes").arrow_schema.is_empty());
     }
 }

@@ -59,7 +59,10 @@ fn run(plugins: &PluginsDir, select: &str, rows: usize, extra: &[&str]) -> (Vec<
 /// The `columnar_batches` of every function in a rule's `plugins` status.
 fn columnar_batches(plugins: &serde_json::Value) -> Vec<(String, u64)> {
     let list = plugins.as_array().expect("plugins list");
-    list.iter().filter_map(|p| Some((p["operator"].as_str()?.to_string(), p["columnar_batches"].as_u64()?))).collect()
+    list.iter()
+        .filter_map(|p| Some((p["operator"].as_str()?.to_string(), p["columnar_batches"].as_u64()?)))
+        .filter(|(operator, _)| operator.starts_with("fn_"))
+        .collect()
 }
 
 #[test]

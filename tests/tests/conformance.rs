@@ -571,6 +571,35 @@ async fn columns(c: Arc<Cell>) {
     let rows: Vec<Vec<Value>> = columns[0].iter().map(|v| vec![v.clone()]).collect();
     let out = echo.exec(&rows).await.expect("cf_echo batch after a schema change");
     assert_eq!(out, columns[0].iter().cloned().map(Ok).collect::<Vec<_>>());
+    // A list column, as a rule on columns passes a source's on: it arrives
+    // as a List column (rows with the row path) and comes back the same.
+    use oort_proto::columns::arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder};
+    use oort_proto::columns::ArrayRef;
+    let mut ints = ListBuilder::new(Int64Builder::new());
+    let mut strings = ListBuilder::new(StringBuilder::new());
+    for i in 0..COLUMNS_FROM_ROWS as i64 {
+        match i % 4 {
+            0 => ints.append_null(),
+            1 => ints.append(true),
+            _ => ints.append_value([Some(i), None, Some(-i)]),
+        }
+        strings.append_value([Some(format!("s{i}")), None]);
+    }
+    let lists: [ArrayRef; 2] = [Arc::new(ints.finish()), Arc::new(strings.finish())];
+    let before = echo.columnar_batches();
+    for list in lists {
+        let want: Vec<RowOutcome> =
+            oort_proto::columns::values_of(list.as_ref()).unwrap().into_iter().map(Ok).collect();
+        let got = match echo.exec_columns(std::slice::from_ref(&list), list.len()).await.expect("cf_echo lists") {
+            oort_host::Answer::Rows(outcomes) => outcomes,
+            oort_host::Answer::Column(column, errors) => {
+                assert!(errors.is_empty(), "{errors:?}");
+                oort_proto::columns::values_of(column.as_ref()).unwrap().into_iter().map(Ok).collect()
+            }
+        };
+        assert_eq!(got, want, "cf_echo over a list column");
+    }
+    assert_eq!(echo.columnar_batches() - before, if expected > 0 { 2 } else { 0 }, "list columns went as columns");
 }
 
 /// Scenario 7: the five state calls, scoped per instance, mirrored in the supervisor.

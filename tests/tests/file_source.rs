@@ -252,8 +252,11 @@ async fn the_file_source_rewinds_to_a_byte_offset() {
     assert!(not_int.message().contains("must be an integer byte offset"), "{not_int:?}");
 
     client.rewind(rewind(Value::Int(line3))).await.unwrap();
-    let mut stream =
-        client.read(pb::ReadRequest { instance_id: id.clone(), max_batch: 100 }).await.unwrap().into_inner();
+    let mut stream = client
+        .read(pb::ReadRequest { instance_id: id.clone(), max_batch: 100, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let mut records: Vec<Record> = Vec::new();
     let mut offset = None;
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -71,10 +71,46 @@ func (e RowErrors) Error() string {
 	return fmt.Sprintf("%d of %d rows failed: %s", len(failed), len(e), strings.Join(failed, "; "))
 }
 
-// columnStream is the columnar state of one Exec stream. Schemas travel only
-// when they are new on a stream, in each direction separately, so both ends
-// remember the last one: received (to read the batches that come without
-// one) and sent (to leave it out while it stays the same).
+// ColumnSource is implemented by a Source that can read a batch as Apache
+// Arrow columns, which the supervisor then takes without a per-value
+// conversion (docs/protocol.md, "Columnar sources and sinks").
+//
+// The SDK calls ReadColumns instead of Read when the supervisor accepts
+// columns on the Read stream (ReadRequest.accept_arrow); otherwise, and
+// whenever ReadColumns returns nil, it calls Read, so both must read from the
+// same place. GetOffset follows either call, as it follows Read.
+type ColumnSource interface {
+	Source
+	// ReadColumns returns up to max rows, one column per field, named after
+	// the field (each name once), of a type Oort carries (as for
+	// ColumnFunction's result). A null cell reaches the rule as an absent
+	// field; such records have no metadata and no event time. Return nil to
+	// have Read called for this batch instead, and a batch of no rows when
+	// nothing is available (waiting as Read does). The SDK releases the batch
+	// once it is sent. An error ends the rule's read stream, as Read's does.
+	ReadColumns(ctx StreamContext, max int) (arrow.RecordBatch, error)
+}
+
+// ColumnSink is implemented by a Sink that takes batches as Apache Arrow
+// columns. The SDK then answers Open with takes_arrow, and the supervisor
+// may send a batch as one column per output field (sorted by name, a null
+// cell for a field that is null or absent in that record) instead of
+// records. Batches that come as records (outputs that mix types in a field,
+// a supervisor run with --data-encoding rows) still go to Collect, so both
+// must write the same thing.
+type ColumnSink interface {
+	Sink
+	// CollectColumns accepts one columnar batch. The batch is valid during
+	// the call only: Retain it (or its columns) to keep it. Errors are as
+	// for Collect; an ItemErrors counts one entry per row.
+	CollectColumns(ctx StreamContext, batch arrow.RecordBatch) error
+}
+
+// columnStream is the columnar state of one Exec, Read or Write stream.
+// Schemas travel only when they are new on a stream, in each direction
+// separately, so both ends remember the last one: received (to read the
+// batches that come without one) and sent (to leave it out while it stays
+// the same).
 type columnStream struct {
 	// inSchema is the last Schema message the supervisor sent.
 	inSchema []byte
@@ -82,17 +118,18 @@ type columnStream struct {
 	outSchema []byte
 }
 
-// note keeps the schema a batch carries, if any.
-func (cs *columnStream) note(batch *pb.ExecBatch) {
-	if s := batch.GetArrowSchema(); len(s) > 0 {
-		cs.inSchema = s
+// note keeps the schema message a batch carries, if any.
+func (cs *columnStream) note(schemaMsg []byte) {
+	if len(schemaMsg) > 0 {
+		cs.inSchema = schemaMsg
 	}
 }
 
-// decode reads a columnar batch's record batch, which the caller releases.
-// The schema message followed by the record-batch message is a valid IPC
-// stream, so a stream reader does all the parsing.
-func (cs *columnStream) decode(batch *pb.ExecBatch) (rec arrow.RecordBatch, err error) {
+// decode reads a columnar batch's record-batch message, with the stream's
+// last schema; the caller releases the result. The schema message followed
+// by the record-batch message is a valid IPC stream, so a stream reader does
+// all the parsing.
+func (cs *columnStream) decode(batchMsg []byte) (rec arrow.RecordBatch, err error) {
 	if len(cs.inSchema) == 0 {
 		return nil, errors.New("no Arrow schema has arrived on this stream")
 	}
@@ -102,7 +139,7 @@ func (cs *columnStream) decode(batch *pb.ExecBatch) (rec arrow.RecordBatch, err 
 			rec, err = nil, fmt.Errorf("the Arrow reader panicked: %v", r)
 		}
 	}()
-	r, err := ipc.NewReader(io.MultiReader(bytes.NewReader(cs.inSchema), bytes.NewReader(batch.GetArrow())))
+	r, err := ipc.NewReader(io.MultiReader(bytes.NewReader(cs.inSchema), bytes.NewReader(batchMsg)))
 	if err != nil {
 		return nil, fmt.Errorf("schema: %w", err)
 	}
@@ -123,8 +160,7 @@ func (cs *columnStream) decode(batch *pb.ExecBatch) (rec arrow.RecordBatch, err 
 // (if any) set to null. The schema message is returned only when it differs
 // from the last one sent on the stream.
 func (cs *columnStream) encode(result arrow.Array, rowErrs RowErrors) (schemaMsg, batchMsg []byte, err error) {
-	// An array built by hand with inconsistent buffers can make the encoder
-	// panic; that fails the batch, not the process.
+	// A hand-built array with inconsistent buffers can make nullRows panic.
 	defer func() {
 		if r := recover(); r != nil {
 			schemaMsg, batchMsg, err = nil, nil, fmt.Errorf("the Arrow encoder panicked: %v", r)
@@ -137,6 +173,19 @@ func (cs *columnStream) encode(result arrow.Array, rowErrs RowErrors) (schemaMsg
 	schema := arrow.NewSchema([]arrow.Field{{Name: "result", Type: result.DataType(), Nullable: true}}, nil)
 	rec := array.NewRecordBatch(schema, []arrow.Array{result}, int64(result.Len()))
 	defer rec.Release()
+	return cs.encodeBatch(rec)
+}
+
+// encodeBatch serializes a record batch as one record-batch message, and its
+// schema message when it differs from the last one sent on the stream.
+func (cs *columnStream) encodeBatch(rec arrow.RecordBatch) (schemaMsg, batchMsg []byte, err error) {
+	// An array built by hand with inconsistent buffers can make the encoder
+	// panic; that fails the batch, not the process.
+	defer func() {
+		if r := recover(); r != nil {
+			schemaMsg, batchMsg, err = nil, nil, fmt.Errorf("the Arrow encoder panicked: %v", r)
+		}
+	}()
 	payload, err := ipc.GetRecordBatchPayload(rec)
 	if err != nil {
 		return nil, nil, err
@@ -146,7 +195,7 @@ func (cs *columnStream) encode(result arrow.Array, rowErrs RowErrors) (schemaMsg
 	if _, err := payload.WritePayload(&batchBuf); err != nil {
 		return nil, nil, err
 	}
-	schemaPayload := ipc.GetSchemaPayload(schema, memory.DefaultAllocator)
+	schemaPayload := ipc.GetSchemaPayload(rec.Schema(), memory.DefaultAllocator)
 	defer schemaPayload.Release()
 	var schemaBuf bytes.Buffer
 	if _, err := schemaPayload.WritePayload(&schemaBuf); err != nil {
@@ -159,6 +208,50 @@ func (cs *columnStream) encode(result arrow.Array, rowErrs RowErrors) (schemaMsg
 		schemaMsg = cs.outSchema
 	}
 	return schemaMsg, batchBuf.Bytes(), nil
+}
+
+// checkFields reports why the supervisor could not read rec's columns as
+// record fields: a type Oort does not carry, or a repeated name.
+func checkFields(rec arrow.RecordBatch) error {
+	seen := make(map[string]bool, rec.NumCols())
+	for i, f := range rec.Schema().Fields() {
+		if seen[f.Name] {
+			return fmt.Errorf("field %q appears twice", f.Name)
+		}
+		seen[f.Name] = true
+		if !carried(rec.Column(i).DataType()) {
+			return fmt.Errorf("field %q is an Arrow %s column, which Oort cannot carry", f.Name, rec.Column(i).DataType())
+		}
+	}
+	return nil
+}
+
+// recordsOf converts a columnar batch to the records Collect would get: one
+// per row, a field per column, a null cell read as an absent field (columns
+// cannot tell them apart, and the supervisor reads them so too). A malformed
+// message can make an accessor panic: that is an error, not a crash.
+func recordsOf(rec arrow.RecordBatch) (records []Record, err error) {
+	if err := checkFields(rec); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			records, err = nil, fmt.Errorf("unreadable Arrow columns: %v", r)
+		}
+	}()
+	records = make([]Record, rec.NumRows())
+	for i := range records {
+		records[i] = Record{Fields: make(map[string]any, rec.NumCols()), Metadata: map[string]any{}}
+	}
+	for j, c := range rec.Columns() {
+		name := rec.ColumnName(j)
+		for i := range records {
+			if v := goValue(c, i); v != nil {
+				records[i].Fields[name] = v
+			}
+		}
+	}
+	return records, nil
 }
 
 // execArrow runs one columnar batch. A ColumnFunction gets the arrays; any

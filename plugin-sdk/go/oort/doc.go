@@ -32,7 +32,9 @@
 //     ItemErrors to acknowledge the items of a batch one by one.
 //   - ColumnFunction: a Function that also computes whole batches on Apache
 //     Arrow arrays, when the supervisor sends them as columns (see below);
-//     RowErrors fails some rows of such a batch.
+//     RowErrors fails some rows of such a batch. ColumnSource and ColumnSink:
+//     a Source that can read, and a Sink that can take, batches as Arrow
+//     columns.
 //   - StreamContext / FunctionContext: rule and instance identity, a logger,
 //     eKuiper's five state calls (PutState, GetState, DeleteState,
 //     IncrCounter, GetCounter), and ReportException for problems a source
@@ -72,6 +74,12 @@
 // each row to the Go values above, calls Exec per row and answers in rows. A
 // ColumnFunction gets the arrays themselves in ExecColumns and answers with
 // one array; batches that come as rows still go to its Exec.
+//
+// Sources and sinks opt in (docs/protocol.md, "Columnar sources and sinks"):
+// a ColumnSource's ReadColumns is called instead of Read when the supervisor
+// accepts columns on the Read stream, and a ColumnSink answers Open with
+// takes_arrow and gets columnar batches in CollectColumns. Any other source
+// or sink never sees Arrow.
 //
 // # Sinks that take bytes
 //

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -364,7 +366,7 @@ func (f functionService) Exec(stream pb.Function_ExecServer) error {
 		if err != nil {
 			return err
 		}
-		cols.note(batch)
+		cols.note(batch.GetArrowSchema())
 		in, err := f.s.function(batch.GetInstanceId())
 		if err != nil {
 			return err
@@ -373,7 +375,7 @@ func (f functionService) Exec(stream pb.Function_ExecServer) error {
 		if len(batch.GetArrow()) == 0 {
 			res = in.exec(batch)
 		} else {
-			rec, err := cols.decode(batch)
+			rec, err := cols.decode(batch.GetArrow())
 			if err != nil {
 				// Without the batch the row count is unknown, so no answer
 				// can be right: end the stream, as for an unknown instance.
@@ -516,6 +518,12 @@ func (src sourceService) Read(req *pb.ReadRequest, stream pb.Source_ReadServer) 
 		return err
 	}
 	limit := int(min(max(req.GetMaxBatch(), 1), maxReadBatch))
+	// Columns only when the supervisor accepts them and the source offers
+	// them; the schema state belongs to this stream.
+	var cols *columnStream
+	if _, ok := in.src.(ColumnSource); ok && req.GetAcceptArrow() {
+		cols = &columnStream{}
+	}
 	sendHeaders(stream)
 	for {
 		select {
@@ -526,7 +534,7 @@ func (src sourceService) Read(req *pb.ReadRequest, stream pb.Source_ReadServer) 
 			return status.FromContextError(stream.Context().Err()).Err()
 		default:
 		}
-		batch, err := in.read(limit)
+		batch, err := in.read(limit, cols)
 		if err != nil {
 			if in.ctx.Err() != nil {
 				return nil
@@ -545,12 +553,14 @@ func (src sourceService) Read(req *pb.ReadRequest, stream pb.Source_ReadServer) 
 	}
 }
 
-// read calls Read (and GetOffset, under the same lock) once, and returns the
-// batch to send, or nil when there is nothing to send.
-func (in *instance) read(limit int) (*pb.RecordBatch, error) {
+// read calls Read, or ReadColumns when cols is set (then GetOffset, under
+// the same lock) once, and returns the batch to send, or nil when there is
+// nothing to send.
+func (in *instance) read(limit int, cols *columnStream) (*pb.RecordBatch, error) {
 	in.batch.Lock()
 	defer in.batch.Unlock()
 	var records []Record
+	var columns arrow.RecordBatch
 	var offset any
 	in.obj.Lock()
 	if in.closed.Load() {
@@ -559,11 +569,21 @@ func (in *instance) read(limit int) (*pb.RecordBatch, error) {
 	}
 	err := guard(func() error {
 		var err error
-		if records, err = in.src.Read(in.ctx, limit); err != nil {
-			return err
+		if cols != nil {
+			if columns, err = readColumns(in.src.(ColumnSource), in.ctx, limit); err != nil {
+				return err
+			}
+			if columns != nil && columns.NumRows() > int64(limit) {
+				return fmt.Errorf("ReadColumns returned %d rows, more than the %d asked for", columns.NumRows(), limit)
+			}
 		}
-		if len(records) > limit {
-			return fmt.Errorf("Read returned %d records, more than the %d asked for", len(records), limit)
+		if columns == nil {
+			if records, err = in.src.Read(in.ctx, limit); err != nil {
+				return err
+			}
+			if len(records) > limit {
+				return fmt.Errorf("Read returned %d records, more than the %d asked for", len(records), limit)
+			}
 		}
 		switch r := in.src.(type) {
 		case Rewindable:
@@ -577,21 +597,38 @@ func (in *instance) read(limit int) (*pb.RecordBatch, error) {
 		return nil
 	})
 	in.obj.Unlock()
+	if columns != nil {
+		defer columns.Release()
+	}
 	mutations := in.ctx.takeMutations()
 	if err != nil {
 		return nil, err
 	}
 	exceptions := in.ctx.takeExceptions()
-	if len(records) == 0 && len(mutations) == 0 && len(exceptions) == 0 {
+	rows := len(records)
+	if columns != nil {
+		rows = int(columns.NumRows())
+	}
+	if rows == 0 && len(mutations) == 0 && len(exceptions) == 0 {
 		return nil, nil
 	}
-	batch := &pb.RecordBatch{Records: make([]*pb.Record, len(records)), Mutations: mutations, Exceptions: exceptions}
-	for i, r := range records {
-		p, err := recordToPB(r)
-		if err != nil {
-			return nil, fmt.Errorf("record %d: %w", i, err)
+	batch := &pb.RecordBatch{Mutations: mutations, Exceptions: exceptions}
+	if columns != nil && rows > 0 {
+		if err := checkFields(columns); err != nil {
+			return nil, fmt.Errorf("ReadColumns: %w", err)
 		}
-		batch.Records[i] = p
+		if batch.ArrowSchema, batch.Arrow, err = cols.encodeBatch(columns); err != nil {
+			return nil, fmt.Errorf("ReadColumns returned columns the SDK cannot encode: %w", err)
+		}
+	} else {
+		batch.Records = make([]*pb.Record, len(records))
+		for i, r := range records {
+			p, err := recordToPB(r)
+			if err != nil {
+				return nil, fmt.Errorf("record %d: %w", i, err)
+			}
+			batch.Records[i] = p
+		}
 	}
 	if in.rewindable() {
 		v, err := toValue(offset)
@@ -601,6 +638,21 @@ func (in *instance) read(limit int) (*pb.RecordBatch, error) {
 		batch.Offset = v
 	}
 	return batch, nil
+}
+
+// readColumns calls ReadColumns; a typed nil (say a nil arrow.RecordBatch
+// implementation) in the interface counts as nil, and a batch returned with
+// an error is released.
+func readColumns(src ColumnSource, ctx StreamContext, limit int) (arrow.RecordBatch, error) {
+	rec, err := src.ReadColumns(ctx, limit)
+	if v := reflect.ValueOf(rec); rec != nil && v.Kind() == reflect.Pointer && v.IsNil() {
+		rec = nil
+	}
+	if err != nil && rec != nil {
+		rec.Release()
+		rec = nil
+	}
+	return rec, err
 }
 
 func (src sourceService) Rewind(_ context.Context, req *pb.RewindRequest) (*pb.RewindResponse, error) {
@@ -686,11 +738,17 @@ func (k sinkService) Open(_ context.Context, req *pb.OpenSinkRequest) (*pb.OpenS
 	}
 	_, transactional := sink.(TwoPhaseCommit)
 	_, wantsPayloads := sink.(PayloadSink)
-	return &pb.OpenSinkResponse{Transactional: transactional, WantsPayloads: wantsPayloads}, nil
+	// Payloads win: the supervisor never sends columns to a sink that wants
+	// payloads, so such a sink does not claim to take them.
+	_, takesArrow := sink.(ColumnSink)
+	takesArrow = takesArrow && !wantsPayloads
+	return &pb.OpenSinkResponse{Transactional: transactional, WantsPayloads: wantsPayloads, TakesArrow: takesArrow}, nil
 }
 
 func (k sinkService) Write(stream pb.Sink_WriteServer) error {
 	sendHeaders(stream)
+	// Arrow schemas are remembered per stream.
+	var cols columnStream
 	for {
 		batch, err := stream.Recv()
 		if err == io.EOF {
@@ -699,32 +757,61 @@ func (k sinkService) Write(stream pb.Sink_WriteServer) error {
 		if err != nil {
 			return err
 		}
+		cols.note(batch.GetArrowSchema())
 		in, err := k.s.sink(batch.GetInstanceId())
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(in.write(batch)); err != nil {
+		var ack *pb.WriteAck
+		if len(batch.GetArrow()) == 0 {
+			ack = in.write(batch, nil)
+		} else {
+			rec, err := cols.decode(batch.GetArrow())
+			if err != nil {
+				// Retrying the same bytes cannot help: end the stream, as
+				// Exec does.
+				return status.Errorf(codes.InvalidArgument, "batch %d of %q has unreadable Arrow columns: %v", batch.GetSeq(), in.id, err)
+			}
+			ack = in.write(batch, rec)
+			rec.Release()
+		}
+		if err := stream.Send(ack); err != nil {
 			return err
 		}
 	}
 }
 
-// write hands one batch to Collect (or CollectPayloads) and acknowledges it
-// with its mutations and, when the sink reported them, its per-item errors.
-func (in *instance) write(batch *pb.WriteBatch) *pb.WriteAck {
+// write hands one batch to Collect, CollectPayloads or, for a batch that came
+// as columns (decoded in columns), CollectColumns, and acknowledges it with
+// its mutations and, when the sink reported them, its per-item errors.
+func (in *instance) write(batch *pb.WriteBatch, columns arrow.RecordBatch) *pb.WriteAck {
 	in.batch.Lock()
 	defer in.batch.Unlock()
 	// A payload sink gets the payloads, unless the batch carries records
 	// (a supervisor that predates payloads): Collect is then the fallback.
 	payloadSink, wantsPayloads := in.sink.(PayloadSink)
-	usePayloads := wantsPayloads && len(batch.GetRecords()) == 0
+	usePayloads := wantsPayloads && len(batch.GetRecords()) == 0 && columns == nil
+	columnSink, takesColumns := in.sink.(ColumnSink)
 	var collect func() error
 	var items int
-	if usePayloads {
+	switch {
+	case columns != nil && takesColumns:
+		items = int(columns.NumRows())
+		collect = func() error { return columnSink.CollectColumns(in.ctx, columns) }
+	case columns != nil:
+		// Only a supervisor that ignored takes_arrow sends this: Collect
+		// gets the records the columns stand for.
+		records, err := recordsOf(columns)
+		if err != nil {
+			return &pb.WriteAck{Seq: batch.GetSeq(), Error: fmt.Sprintf("unreadable Arrow columns: %v", err), Mutations: in.ctx.takeMutations()}
+		}
+		items = len(records)
+		collect = func() error { return in.sink.Collect(in.ctx, records) }
+	case usePayloads:
 		payloads := batch.GetPayloads()
 		items = len(payloads)
 		collect = func() error { return payloadSink.CollectPayloads(in.ctx, payloads) }
-	} else {
+	default:
 		records := make([]Record, len(batch.GetRecords()))
 		for i, r := range batch.GetRecords() {
 			records[i] = recordFromPB(r)

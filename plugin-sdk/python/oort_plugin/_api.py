@@ -109,6 +109,24 @@ class Source(ABC):
         with nothing) within about 100 ms so that a close is noticed promptly.
         """
 
+    def read_columns(self, ctx: Context, max: int) -> pa.RecordBatch | None:
+        """Optional: returns up to `max` rows as a pyarrow RecordBatch, one
+        column per field, named after the field (each name once), instead of
+        `read`'s records; the supervisor then takes them without a conversion
+        per value (docs/protocol.md, "Columnar sources and sinks").
+
+        Called instead of `read` only when the supervisor accepts columns;
+        otherwise, and whenever this returns None, `read` is called, so both
+        must read from the same place. A batch of no rows means nothing is
+        available (wait as `read` does). A null cell reaches the rule as an
+        absent field; such records have no metadata and no event time. Column
+        types are those a `VectorizedFunction` may return.
+
+        Overriding it needs pyarrow (the `arrow` extra), loaded when the
+        source is exported.
+        """
+        return None
+
     def close(self, ctx: Context) -> None:
         """Releases the instance's resources."""
 
@@ -146,6 +164,23 @@ class Sink(ABC):
         """Accepts one batch of records. Raise to fail this batch (it is not
         retried); or return one error per record (see `ItemErrors`) to fail some
         records only, the batch itself being accepted."""
+
+    def collect_columns(self, ctx: Context, batch: pa.RecordBatch) -> ItemErrors:
+        """Optional: accepts one batch as a pyarrow RecordBatch, one column per
+        output field (sorted by name; a null cell for a field that is null or
+        absent in that record), one row per record. Outcomes are as for
+        `collect`, one item per row.
+
+        A sink that overrides it answers Open with `takes_arrow`, and the
+        supervisor may then send batches as columns; batches that come as
+        records still go to `collect`, so both must write the same thing.
+        Overriding it needs pyarrow (the `arrow` extra), loaded when the sink
+        is exported. By default the columns go to `collect` as the records
+        they stand for (a null cell is an absent field).
+        """
+        from . import _arrow
+
+        return self.collect(ctx, _arrow.records_of(batch))
 
     def close(self, ctx: Context) -> None:
         """Flushes and releases the instance's resources."""
@@ -187,3 +222,16 @@ class PayloadSink(Sink):
         # wants_payloads and calls collect_payloads. Implemented only so that
         # subclasses need not.
         raise TypeError(f"{type(self).__name__} is a PayloadSink: it receives payloads, not records")
+
+
+def reads_columns(source: type[Source] | Source) -> bool:
+    """Whether a source class or object implements `read_columns`."""
+    cls = source if isinstance(source, type) else type(source)
+    return cls.read_columns is not Source.read_columns
+
+
+def takes_columns(sink: type[Sink] | Sink) -> bool:
+    """Whether a sink class or object implements `collect_columns` (a
+    `PayloadSink` never gets columns)."""
+    cls = sink if isinstance(sink, type) else type(sink)
+    return cls.collect_columns is not Sink.collect_columns and not issubclass(cls, PayloadSink)

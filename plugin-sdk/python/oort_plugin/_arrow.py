@@ -1,10 +1,13 @@
-"""Columnar Exec batches (Arrow IPC, docs/protocol.md "Columnar batches").
+"""Columnar batches (Arrow IPC, docs/protocol.md "Columnar batches" and
+"Columnar sources and sinks").
 
 Everything that touches pyarrow lives here. Importing pyarrow costs tens of
 milliseconds of every plugin start, so nothing imports this module at import
-time: `Plugin.function` does when a `VectorizedFunction` is exported, the
-server when it meets its first columnar batch, `VectorizedFunction.exec` when
-it is called. A row-only plugin never loads pyarrow.
+time: `Plugin.function` does when a `VectorizedFunction` is exported,
+`Plugin.source` and `Plugin.sink` when the source or sink has a columnar
+method, the server when it meets its first columnar batch,
+`VectorizedFunction.exec` when it is called. A row-only plugin never loads
+pyarrow.
 
 pyarrow ships no type information: its objects are typed `Any` here, and every
 function that hands one to the SDK says in its docstring what it is.
@@ -20,7 +23,7 @@ import pyarrow.ipc  # noqa: F401  (pa.ipc is a submodule: make sure it is loaded
 
 from ._context import Context
 from ._pb import plugin_pb2 as pb
-from ._values import fill_value
+from ._values import Record, fill_value
 
 if TYPE_CHECKING:
     from ._api import Function, VectorizedFunction
@@ -31,7 +34,7 @@ class ArrowProtocolError(Exception):
 
 
 class StreamCodec:
-    """The Arrow state of one Exec stream, in both directions.
+    """The Arrow state of one Exec, Read or Write stream, in both directions.
 
     The supervisor sends `arrow_schema` only on the first columnar batch of a
     stream and when the schema changes, and expects the same of the answers:
@@ -46,7 +49,7 @@ class StreamCodec:
         self._out_schema: Any = None  # pa.Schema
 
     def read(self, schema_msg: bytes, batch_msg: bytes) -> Any:
-        """The pa.RecordBatch of an ExecBatch's `arrow_schema` and `arrow`."""
+        """The pa.RecordBatch of a batch's `arrow_schema` and `arrow`."""
         if schema_msg:
             try:
                 self._in_schema = pa.ipc.read_schema(pa.py_buffer(schema_msg))
@@ -62,12 +65,18 @@ class StreamCodec:
     def write(self, out: pb.ExecResult, column: Any) -> None:
         """Sets `out.arrow` (and `out.arrow_schema` when it is new on this
         stream) to a record batch of the one pa.Array `column`, named result."""
-        batch = pa.RecordBatch.from_arrays([column], names=["result"])
+        out.arrow_schema, out.arrow = self.encode(pa.RecordBatch.from_arrays([column], names=["result"]))
+
+    def encode(self, batch: Any) -> tuple[bytes, bytes]:
+        """The messages of a pa.RecordBatch: its schema message (b"" when the
+        schema is the one sent last on this stream) and its record-batch
+        message."""
+        schema_msg = b""
         schema = batch.schema
         if self._out_schema is None or not schema.equals(self._out_schema):
-            out.arrow_schema = schema.serialize().to_pybytes()
+            schema_msg = schema.serialize().to_pybytes()
             self._out_schema = schema
-        out.arrow = batch.serialize().to_pybytes()
+        return schema_msg, batch.serialize().to_pybytes()
 
 
 # --------------------------------------------------------------------------
@@ -83,6 +92,44 @@ def columns_as_rows(batch: Any) -> list[list[Any]]:
     if batch.num_columns == 0:
         return [[] for _ in range(n)]
     return [list(r) for r in zip(*(c.to_pylist() for c in batch.columns))]
+
+
+def records_of(batch: Any) -> list[Record]:
+    """The records a columnar batch of fields (a pa.RecordBatch) stands for,
+    as the row encoding would give them: one per row, a field per column, a
+    null cell read as an absent field (columns cannot tell them apart, and the
+    supervisor reads them so too)."""
+    names = batch.schema.names
+    records = [Record() for _ in range(batch.num_rows)]
+    for name, column in zip(names, batch.columns):
+        for record, v in zip(records, column.to_pylist()):
+            if v is not None:
+                record.fields[name] = v
+    return records
+
+
+def source_columns(batch: Any, max_rows: int) -> Any:
+    """What `read_columns` returned, checked as the supervisor will read it:
+    a pa.RecordBatch of at most `max_rows` rows, each field name once, each
+    column cast to a type Oort carries (see `_carriable`)."""
+    if not isinstance(batch, pa.RecordBatch):
+        raise TypeError(f"expected a pyarrow.RecordBatch, not {type(batch).__name__}")
+    if batch.num_rows > max_rows:
+        raise ValueError(f"returned {batch.num_rows} rows, more than the {max_rows} asked for")
+    names = batch.schema.names
+    seen: set[str] = set()
+    columns = []
+    for name, column in zip(names, batch.columns):
+        if name in seen:
+            raise ValueError(f"field {name!r} appears twice")
+        seen.add(name)
+        target = _carriable(column.type)
+        if target is None:
+            raise TypeError(f"field {name!r} is an Arrow {column.type} column, which Oort cannot carry")
+        columns.append(column if target.equals(column.type) else column.cast(target))
+    if all(c is o for c, o in zip(columns, batch.columns)):
+        return batch
+    return pa.RecordBatch.from_arrays(columns, names=names)
 
 
 _SCALAR_TYPES: dict[type, Callable[[], Any]] = {

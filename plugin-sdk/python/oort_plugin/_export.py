@@ -6,9 +6,9 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from ._api import Function, Sink, Source, VectorizedFunction
+from ._api import Function, Sink, Source, VectorizedFunction, reads_columns, takes_columns
 
 T = TypeVar("T")
 
@@ -100,6 +100,10 @@ class Plugin:
         # plugin lists the columnar encoding in Describe. Known here for a
         # singleton or a class; a factory's product is checked in Describe.
         self._vectorized = False
+        # Whether the source reads or the sink takes Arrow columns: the
+        # plugin then lists the columnar encoding too. A factory's product
+        # (not a class) is checked in Describe.
+        self._columnar_io = False
 
     def function(
         self,
@@ -148,6 +152,8 @@ class Plugin:
         if self._source is not None:
             raise ValueError("a plugin exports at most one source")
         self._source = _export("source", self.name, constructor, singleton, shared)
+        if any(_is_columnar(x, reads_columns, Source) for x in (constructor, singleton, shared)):
+            self._mark_columnar_io("source")
         return self
 
     def sink(
@@ -161,4 +167,29 @@ class Plugin:
         if self._sink is not None:
             raise ValueError("a plugin exports at most one sink")
         self._sink = _export("sink", self.name, constructor, singleton, shared)
+        if any(_is_columnar(x, takes_columns, Sink) for x in (constructor, singleton, shared)):
+            self._mark_columnar_io("sink")
         return self
+
+    def _mark_columnar_io(self, kind: str) -> None:
+        """As `_mark_vectorized`, for a source or sink that implements
+        `read_columns` or `collect_columns`."""
+        if self._columnar_io:
+            return
+        try:
+            from . import _arrow  # noqa: F401
+        except ImportError as e:
+            method = "read_columns" if kind == "source" else "collect_columns"
+            raise ImportError(
+                f"the {kind} implements {method}, which needs pyarrow (pip install 'oort-plugin[arrow]'): {e}"
+            ) from e
+        self._columnar_io = True
+
+
+def _is_columnar(export: object, test: Callable[[Any], bool], base: type) -> bool:
+    """Whether an export argument (an object, a class or a factory) is known
+    at export time to be a columnar source or sink: a factory's product is
+    only known once made."""
+    if isinstance(export, type):
+        return issubclass(export, base) and test(export)
+    return isinstance(export, base) and test(export)

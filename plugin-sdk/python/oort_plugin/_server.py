@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 
 from . import _log
-from ._api import ArgSpec, Function, PayloadSink, Sink, Source, VectorizedFunction
+from ._api import ArgSpec, Function, PayloadSink, Sink, Source, VectorizedFunction, reads_columns, takes_columns
 from ._context import Context
 from ._export import Plugin, _Export
 from ._pb import plugin_pb2 as pb
 from ._pb import plugin_pb2_grpc as pb_grpc
 from ._pb import state_pb2 as _state_pb2  # noqa: F401  (puts oort.state.v1 in the pool, for reflection)
-from ._values import fill_record, fill_value, from_pb, map_from_pb, record_from_pb
+from ._values import Record, fill_record, fill_value, from_pb, map_from_pb, record_from_pb
 
 if TYPE_CHECKING:
     # Imported lazily below: it loads pyarrow.
@@ -258,7 +258,15 @@ class _PluginService(pb_grpc.PluginServicer):
             except Exception as e:
                 context.abort(grpc.StatusCode.INTERNAL, f"function {_q(name)}: {_error_text(e)}")
             resp.symbols.add(kind=pb.KIND_FUNCTION, name=name, mode=mode(export.singleton), is_aggregate=aggregate)
-        if p._vectorized:
+        try:
+            # A factory's product, which export time could not see.
+            if p._source is not None and _made_by_factory(p._source) and reads_columns(p._source.make()):
+                p._mark_columnar_io("source")
+            if p._sink is not None and _made_by_factory(p._sink) and takes_columns(p._sink.make()):
+                p._mark_columnar_io("sink")
+        except Exception as e:
+            context.abort(grpc.StatusCode.INTERNAL, f"{p.name}: {_error_text(e)}")
+        if p._vectorized or p._columnar_io:
             # Rows need no mention: every plugin speaks them.
             resp.encodings.append(pb.ENCODING_ARROW_IPC)
         if p._source is not None:
@@ -271,6 +279,12 @@ class _PluginService(pb_grpc.PluginServicer):
         self._s.stop_grace_ms = request.grace_ms
         self._s.request_stop(b"q")
         return pb.ShutdownResponse()
+
+
+def _made_by_factory(export: _Export[Any]) -> bool:
+    """Whether an export's objects come from a callable that is not a class
+    (so that what they are is known only once one is made)."""
+    return not export.shares_object and not isinstance(export.make, type)
 
 
 class _FunctionService(pb_grpc.FunctionServicer):
@@ -383,20 +397,42 @@ class _SourceService(pb_grpc.SourceServicer):
         inst = self._s.source(request.instance_id, context)
         max_batch = min(max(request.max_batch, 1), MAX_READ_BATCH)
         obj, ctx, lock = inst.obj, inst.ctx, inst.lock
+        # Columns only when the supervisor accepts them and the source offers
+        # them; the schema sent last belongs to this stream.
+        codec: StreamCodec | None = None
+        if request.accept_arrow and reads_columns(obj):
+            from . import _arrow
+
+            codec = _arrow.StreamCodec()
         with lock:
             inst.generation += 1
             generation = inst.generation
         while True:
             started = time.monotonic()
+            columns: Any = None  # pa.RecordBatch
+            records: Sequence[Record | Mapping[str, Any]] = ()
             with lock:
                 if inst.stopped or inst.generation != generation:
                     return
                 try:
-                    records = obj.read(ctx, max_batch)
+                    if codec is not None:
+                        columns = obj.read_columns(ctx, max_batch)
+                    if columns is None:
+                        records = obj.read(ctx, max_batch)
                     offset = obj.offset() if inst.rewindable else None
                 except Exception as e:
                     context.abort(grpc.StatusCode.INTERNAL, f"source read failed: {_error_text(e)}")
-            if not records and not ctx._pending and not ctx._exceptions:
+            if columns is not None and codec is not None:
+                # Checked outside the lock: it concerns this stream only.
+                from . import _arrow
+
+                try:
+                    columns = _arrow.source_columns(columns, max_batch)
+                except Exception as e:
+                    context.abort(grpc.StatusCode.INTERNAL, f"source read failed: read_columns: {_error_text(e)}")
+                if columns.num_rows == 0:
+                    columns = None
+            if columns is None and not records and not ctx._pending and not ctx._exceptions:
                 if not context.is_active():
                     return
                 # A source that returns at once with nothing would spin a core.
@@ -405,6 +441,8 @@ class _SourceService(pb_grpc.SourceServicer):
                 continue
             batch = pb.RecordBatch()
             try:
+                if columns is not None and codec is not None:
+                    batch.arrow_schema, batch.arrow = codec.encode(columns)
                 add = batch.records.add
                 for r in records:
                     fill_record(add(), r)
@@ -456,16 +494,39 @@ class _SinkService(pb_grpc.SinkServicer):
         self._s.insert(spec.instance_id, _SinkInstance(obj, ctx, lock), context)
         # What the sink is does not change: Write checks it again with the same
         # isinstance, which also narrows the type there.
-        return pb.OpenSinkResponse(transactional=transactional, wants_payloads=isinstance(obj, PayloadSink))
+        return pb.OpenSinkResponse(
+            transactional=transactional, wants_payloads=isinstance(obj, PayloadSink), takes_arrow=takes_columns(obj)
+        )
 
     def Write(self, request_iterator: Iterator[pb.WriteBatch], context: grpc.ServicerContext) -> Iterator[pb.WriteAck]:
         served = self._s
+        # This stream's last Arrow schema: created (and pyarrow imported) at
+        # the stream's first columnar batch.
+        codec: StreamCodec | None = None
         for batch in request_iterator:
             inst = served.sink(batch.instance_id, context)
             obj = inst.obj
             ack = pb.WriteAck(seq=batch.seq)
+            columns: Any = None  # pa.RecordBatch
+            if batch.arrow:
+                from . import _arrow
+
+                if codec is None:
+                    codec = _arrow.StreamCodec()
+                try:
+                    columns = codec.read(batch.arrow_schema, batch.arrow)
+                except _arrow.ArrowProtocolError as e:
+                    # Retrying the same bytes cannot help: end the stream.
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             try:
-                if isinstance(obj, PayloadSink):
+                if columns is not None:
+                    # A sink without collect_columns gets the records (Sink's
+                    # default); only a supervisor ignoring takes_arrow sends it
+                    # columns.
+                    count = columns.num_rows
+                    with inst.lock:
+                        outcome = obj.collect_columns(inst.ctx, columns)
+                elif isinstance(obj, PayloadSink):
                     payloads = _payloads(batch)
                     count = len(payloads)
                     with inst.lock:

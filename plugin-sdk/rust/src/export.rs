@@ -72,6 +72,18 @@ pub trait Source: Send + 'static {
     /// 100 ms so that a close is noticed promptly.
     fn read(&mut self, ctx: &Context, out: &mut Vec<Record>, max: usize) -> Result<(), BoxError>;
 
+    /// Reads up to `max` records as one batch of Arrow columns, one column
+    /// per field, named after it (an empty batch: nothing yet), when the
+    /// supervisor accepts columns. Columnar records carry no metadata and
+    /// no event time, and a null cell is an absent field.
+    ///
+    /// The default, `None`, means the source reads rows: the SDK then calls
+    /// [`Source::read`] for the rest of the stream. A source that emits
+    /// columns also implements `read`, for a supervisor that takes rows.
+    fn read_columns(&mut self, _ctx: &Context, _max: usize) -> Option<Result<crate::arrow::RecordBatch, BoxError>> {
+        None
+    }
+
     /// Whether the source can replay from an offset ([`Source::offset`] and
     /// [`Source::rewind`] are implemented).
     fn rewindable(&self) -> bool {
@@ -102,6 +114,23 @@ pub trait Sink: Send + 'static {
 
     /// Accepts one batch of records.
     fn collect(&mut self, ctx: &Context, records: &[Record]) -> Result<(), BoxError>;
+
+    /// Whether the sink takes batches as Arrow columns
+    /// ([`Sink::collect_columns`]); the supervisor may still send rows.
+    /// Asked once, after [`Sink::open`].
+    fn takes_columns(&self) -> bool {
+        false
+    }
+
+    /// Accepts one batch as Arrow columns, for a sink that
+    /// [takes columns](Sink::takes_columns): one column per output field,
+    /// sorted by name, one row per record; a null cell is a field that is
+    /// null or absent. The default hands the batch to [`Sink::collect`] as
+    /// records.
+    fn collect_columns(&mut self, ctx: &Context, batch: &crate::arrow::RecordBatch) -> Result<(), BoxError> {
+        let records = oort_proto::columns::records_of(batch)?;
+        self.collect(ctx, &records)
+    }
 
     /// Whether the sink takes bytes instead of records: the supervisor then
     /// encodes each item as eKuiper's runtime does for its sinks (per the

@@ -297,6 +297,17 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     tokio::task::block_in_place(f)
 }
 
+/// A source's columnar batch as a `RecordBatch` message (empty when the
+/// batch has no rows); the schema goes when new on the stream.
+fn column_batch(batch: &columns::RecordBatch, sent: &mut SchemaSent) -> Result<pb::RecordBatch, columns::ColumnError> {
+    if batch.num_rows() == 0 {
+        return Ok(pb::RecordBatch::default());
+    }
+    let arrow = columns::batch_message(batch)?;
+    let arrow_schema = sent.message_if_new(&batch.schema()).unwrap_or_default();
+    Ok(pb::RecordBatch { arrow_schema, arrow, ..Default::default() })
+}
+
 /// Runs a batch of argument rows through the row API.
 fn exec_rows(function: &dyn Function, ctx: &Context, rows: Vec<pb::ArgRow>) -> pb::ExecResult {
     // One argument buffer for the whole batch: no allocation per row.
@@ -518,6 +529,10 @@ impl SourceService for Handle {
         let (tx, rx) = mpsc::channel(2);
         std::thread::spawn(move || {
             let mut buf: Vec<Record> = Vec::with_capacity(max);
+            // Columns while the supervisor takes them and the source gives
+            // them; the schema goes once per stream, as the protocol keeps it.
+            let mut columns = req.accept_arrow;
+            let mut sent = SchemaSent::default();
             while !tx.is_closed() {
                 let read = {
                     let mut s = lock(&source);
@@ -525,17 +540,32 @@ impl SourceService for Handle {
                     if generation.load(Ordering::SeqCst) != mine {
                         break;
                     }
-                    s.read(&ctx, &mut buf, max).map(|()| s.offset())
+                    let batch = match columns.then(|| s.read_columns(&ctx, max)).flatten() {
+                        Some(read) => read.and_then(|b| Ok(column_batch(&b, &mut sent)?)),
+                        None => {
+                            columns = false;
+                            s.read(&ctx, &mut buf, max).map(|()| {
+                                let records = buf.drain(..).map(pb::Record::from).collect();
+                                pb::RecordBatch { records, ..Default::default() }
+                            })
+                        }
+                    };
+                    batch.map(|b| (b, s.offset()))
                 };
                 match read {
-                    Ok(offset) => {
+                    Ok((mut batch, offset)) => {
                         let mutations = ctx.take_mutations();
                         let exceptions = ctx.take_exceptions();
-                        if buf.is_empty() && mutations.is_empty() && exceptions.is_empty() {
+                        if batch.records.is_empty()
+                            && batch.arrow.is_empty()
+                            && mutations.is_empty()
+                            && exceptions.is_empty()
+                        {
                             continue;
                         }
-                        let records = buf.drain(..).map(pb::Record::from).collect();
-                        let batch = pb::RecordBatch { records, offset: offset.map(Into::into), mutations, exceptions };
+                        batch.offset = offset.map(Into::into);
+                        batch.mutations = mutations;
+                        batch.exceptions = exceptions;
                         if tx.blocking_send(Ok(batch)).is_err() {
                             break;
                         }
@@ -576,14 +606,14 @@ impl SinkService for Handle {
         let sink = factory.make();
         let ctx = Arc::new(Context::new(spec));
         let props = props(req.props);
-        let (transactional, wants_payloads) = blocking(|| {
+        let (transactional, wants_payloads, takes_arrow) = blocking(|| {
             let mut s = lock(&sink);
-            s.open(&ctx, &props).map(|()| (s.transactional(), s.wants_payloads()))
+            s.open(&ctx, &props).map(|()| (s.transactional(), s.wants_payloads(), s.takes_columns()))
         })
         .map_err(|e| Status::failed_precondition(format!("sink open failed: {e}")))?;
         let id = ctx.instance_id().to_string();
         self.0.insert(id, Instance::Sink(sink, ctx))?;
-        Ok(Response::new(pb::OpenSinkResponse { transactional, wants_payloads }))
+        Ok(Response::new(pb::OpenSinkResponse { transactional, wants_payloads, takes_arrow }))
     }
 
     type WriteStream = BoxStream<pb::WriteAck>;
@@ -592,9 +622,19 @@ impl SinkService for Handle {
         let mut input = req.into_inner();
         let served = self.0.clone();
         let output = async_stream(move |tx| async move {
+            // The last Arrow schema this stream received.
+            let mut decoder = BatchDecoder::default();
             while let Some(batch) = input.next().await {
                 let batch = batch?;
                 let (sink, ctx) = served.sink(&batch.instance_id)?;
+                let columns = match batch.arrow.is_empty() {
+                    true => None,
+                    false => Some(
+                        decoder
+                            .decode(&batch.arrow_schema, &batch.arrow)
+                            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?,
+                    ),
+                };
                 let ack = blocking(|| {
                     let mut sink = lock(&sink);
                     let mut item_errors = Vec::new();
@@ -608,6 +648,8 @@ impl SinkService for Handle {
                             }
                             n => Err(format!("collect_payloads returned {n} item errors for {items} items").into()),
                         })
+                    } else if let Some(columns) = &columns {
+                        sink.collect_columns(&ctx, columns)
                     } else {
                         let records: Vec<Record> = batch.records.into_iter().map(Record::from).collect();
                         sink.collect(&ctx, &records)
@@ -763,5 +805,20 @@ mod tests {
         let one = columns::args_batch(&[vec![Value::Int(1)]]).unwrap();
         let result = exec_columns(&Liar, &ctx(), &one, &mut SchemaSent::default());
         assert_eq!(rows_answer(&result), [Err("no columns today".to_string())]);
+    }
+
+    #[test]
+    fn a_sources_columns_carry_their_schema_once_and_nothing_when_empty() {
+        let batch = columns::records_batch(&[Record::default()]).unwrap();
+        let mut sent = SchemaSent::default();
+        assert_eq!(column_batch(&batch.slice(0, 0), &mut sent).unwrap(), pb::RecordBatch::default());
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+        let batch = columns::RecordBatch::try_from_iter([("n", ints)]).unwrap();
+        let first = column_batch(&batch, &mut sent).unwrap();
+        assert!(!first.arrow_schema.is_empty() && !first.arrow.is_empty() && first.records.is_empty());
+        let second = column_batch(&batch, &mut sent).unwrap();
+        assert!(second.arrow_schema.is_empty(), "the schema goes once per Read stream");
+        let read = columns::decode_with_schema(&first.arrow_schema, &second.arrow).unwrap();
+        assert_eq!(columns::records_of(&read).unwrap()[1].fields["n"], Value::Int(2));
     }
 }

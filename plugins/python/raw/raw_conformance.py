@@ -223,6 +223,13 @@ class Columnar:
         of its column type, so that an Int64 column gives `int` and a UInt64 one `uint` (§4.2)."""
         values: list[list[pb.Value]] = []
         for i, column in enumerate(record.columns):
+            if self.pa.types.is_list(column.type) and (item := ARROW_KINDS.get(str(column.type.value_type))):
+                # A list of one of those types: a list Value, its null items null.
+                def items(v: list[Any], kind: str = item) -> pb.Value:
+                    return pb.Value(list=pb.ValueList(items=[NULL if x is None else pb.Value(**{kind: x}) for x in v]))
+
+                values.append([NULL if v is None else items(v) for v in column.to_pylist()])
+                continue
             if (kind := ARROW_KINDS.get(str(column.type))) is None:
                 raise ColumnarError(f"argument column {i} has type {column.type}, which the protocol never sends")
             values.append([NULL if v is None else pb.Value(**{kind: v}) for v in column.to_pylist()])

@@ -17,10 +17,17 @@
 //!   that a sink can compute the end-to-end latency (see the `latency` sink).
 //!
 //! The source is rewindable: its offset is `Int(i)`, the index of the next
-//! record it would emit.
+//! record it would emit. When the supervisor accepts Arrow columns, batches
+//! go as columns (`n` Int64, `l` List<Int64>, `text` Utf8, …), built
+//! without a value per field; records otherwise.
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use oort_plugin::arrow::builder::{Int64Builder, ListBuilder};
+use oort_plugin::arrow::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use oort_plugin::arrow::{Field, Schema};
 use oort_plugin::{serve, BoxError, Context, Export, Plugin, Props, Record, Source, Value};
 
 /// The longest one read call waits, per the SDK contract.
@@ -78,6 +85,67 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Records `next..next + n` as one batch of columns, the same fields as
+    /// [`Bench::emit`] makes (records from columns carry no event time).
+    fn emit_columns(&mut self, n: i64) -> Result<RecordBatch, BoxError> {
+        let range = self.next..self.next + n;
+        let len = n as usize;
+        let mut columns: Vec<(&str, ArrayRef)> = vec![("n", Arc::new(Int64Array::from_iter_values(range.clone())))];
+        let mut lists = ListBuilder::with_capacity(Int64Builder::with_capacity(len), len);
+        for i in range.clone() {
+            lists.values().append_value(i);
+            lists.append(true);
+        }
+        columns.push(("l", Arc::new(lists.finish())));
+        columns.push(("text", Arc::new(StringArray::from_iter_values(std::iter::repeat_n(TEXT, len)))));
+        if self.rate > 0.0 {
+            let t_us = now_since_epoch().as_micros() as i64;
+            columns.push(("t", Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(t_us, len)))));
+        }
+        if self.keys > 0 {
+            let keys = self.keys;
+            columns.push(("k", Arc::new(Int64Array::from_iter_values(range.clone().map(|i| i % keys)))));
+            columns.push(("x", Arc::new(Float64Array::from_iter_values(range.map(|i| (i % 100) as f64 / 4.0)))));
+        }
+        let fields: Vec<Field> =
+            columns.iter().map(|(name, c)| Field::new(*name, c.data_type().clone(), true)).collect();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, c)| c).collect())?;
+        self.next += n;
+        Ok(batch)
+    }
+
+    /// How many records the next batch of at most `max` holds: all that
+    /// remain up to `max`, or for a paced source what is due (waiting for it).
+    fn next_batch(&mut self, max: usize) -> i64 {
+        let max = max.max(1) as i64;
+        if self.next >= self.count {
+            std::thread::sleep(READ_BUDGET);
+            return 0;
+        }
+        if self.rate <= 0.0 {
+            return max.min(self.count - self.next);
+        }
+        let now = Instant::now();
+        let pace = self.pace.take().unwrap_or(Pace { epoch: now, base: self.next, last_emit: now - BATCH_WINDOW });
+        let mut due = self.due(&pace, now);
+        if due - self.next < max {
+            // Not a full batch due: wait until the next record is due, but let
+            // records gather for up to BATCH_WINDOW since the last batch.
+            let next_due = pace.epoch + Duration::from_secs_f64((self.next + 1 - pace.base) as f64 / self.rate);
+            let wake = next_due.max(pace.last_emit + BATCH_WINDOW);
+            if wake > now {
+                std::thread::sleep((wake - now).min(READ_BUDGET));
+            }
+            due = self.due(&pace, Instant::now());
+        }
+        let n = (due - self.next).clamp(0, max);
+        let last_emit = if n > 0 { Instant::now() } else { pace.last_emit };
+        self.pace = Some(Pace { last_emit, ..pace });
+        n
+    }
+}
+
 fn number_prop(props: &Props, key: &str, default: f64) -> Result<f64, BoxError> {
     match props.get(key) {
         None => Ok(default),
@@ -111,36 +179,16 @@ impl Source for Bench {
     }
 
     fn read(&mut self, _ctx: &Context, out: &mut Vec<Record>, max: usize) -> Result<(), BoxError> {
-        let max = max.max(1) as i64;
-        if self.next >= self.count {
-            std::thread::sleep(READ_BUDGET);
-            return Ok(());
-        }
-        if self.rate <= 0.0 {
-            let n = max.min(self.count - self.next);
-            self.emit(out, n);
-            return Ok(());
-        }
-        let now = Instant::now();
-        let pace = self.pace.take().unwrap_or(Pace { epoch: now, base: self.next, last_emit: now - BATCH_WINDOW });
-        let mut due = self.due(&pace, now);
-        if due - self.next < max {
-            // Not a full batch due: wait until the next record is due, but let
-            // records gather for up to BATCH_WINDOW since the last batch.
-            let next_due = pace.epoch + Duration::from_secs_f64((self.next + 1 - pace.base) as f64 / self.rate);
-            let wake = next_due.max(pace.last_emit + BATCH_WINDOW);
-            if wake > now {
-                std::thread::sleep((wake - now).min(READ_BUDGET));
-            }
-            due = self.due(&pace, Instant::now());
-        }
-        let n = (due - self.next).clamp(0, max);
-        let last_emit = if n > 0 { Instant::now() } else { pace.last_emit };
-        self.pace = Some(Pace { last_emit, ..pace });
+        let n = self.next_batch(max);
         if n > 0 {
             self.emit(out, n);
         }
         Ok(())
+    }
+
+    fn read_columns(&mut self, _ctx: &Context, max: usize) -> Option<Result<RecordBatch, BoxError>> {
+        let n = self.next_batch(max);
+        Some(self.emit_columns(n))
     }
 
     fn rewindable(&self) -> bool {

@@ -1,7 +1,9 @@
 //! The `null` sink: discards every record. Transactional, so that it can end
 //! exactly-once (qos 2) rules: pre-commit hands back `Null`, commit and abort
 //! change nothing. The sink of the end-to-end benchmarks, where it stands for
-//! "whatever the sink costs, it is not this".
+//! "whatever the sink costs, it is not this". It takes Arrow columns, which
+//! it discards without reading.
+use oort_plugin::arrow::RecordBatch;
 use oort_plugin::{serve, BoxError, Context, Export, Plugin, Props, Record, Sink, Value};
 
 struct Null;
@@ -12,6 +14,14 @@ impl Sink for Null {
     }
 
     fn collect(&mut self, _ctx: &Context, _records: &[Record]) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn takes_columns(&self) -> bool {
+        true
+    }
+
+    fn collect_columns(&mut self, _ctx: &Context, _batch: &RecordBatch) -> Result<(), BoxError> {
         Ok(())
     }
 

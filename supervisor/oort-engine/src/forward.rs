@@ -14,6 +14,7 @@ use crate::pipeline::{sink_stopped, stopped, CallError, Calls, Evaluated, Failur
 /// What a source batch became: output records, or rows for the window.
 pub(crate) enum Output {
     Records(oort_sql::BatchOutcome),
+    Columns(oort_sql::ColumnsOutcome),
     Window(oort_sql::WindowBatch),
 }
 
@@ -58,6 +59,17 @@ impl Forward<'_> {
                 self.ctx.status.filter.outcome(&out.filter, took);
                 self.ctx.status.project.outcome(&out.project, took);
                 self.forward(out.records, Vec::new(), fatal_rx).await?;
+            }
+            Output::Columns(out) => {
+                self.ctx.status.filter.outcome(&out.filter, took);
+                self.ctx.status.project.outcome(&out.project, took);
+                match out.output {
+                    oort_sql::Projected::Columns(c) if c.num_rows() > 0 => {
+                        self.forward_batch(SinkBatch::of_columns(c), fatal_rx).await?
+                    }
+                    oort_sql::Projected::Columns(_) => {}
+                    oort_sql::Projected::Records(r) => self.forward(r, Vec::new(), fatal_rx).await?,
+                }
             }
             Output::Window(batch) => {
                 self.ctx.status.filter.outcome(&batch.filter, took);
@@ -145,7 +157,12 @@ impl Forward<'_> {
         if records.is_empty() {
             return Ok(());
         }
-        let records = Arc::new(SinkBatch { records, ends });
+        self.forward_batch(SinkBatch::of_records(records, ends), fatal_rx).await
+    }
+
+    /// Hands one batch to every sink queue.
+    async fn forward_batch(&mut self, batch: SinkBatch, fatal_rx: &mut mpsc::Receiver<Failure>) -> Result<(), Exit> {
+        let records = Arc::new(batch);
         for (q, metrics) in self.queues.iter().zip(&self.ctx.status.sinks) {
             tokio::select! {
                 _ = stopped(&mut self.stop) => return Err(Exit::Stopped),

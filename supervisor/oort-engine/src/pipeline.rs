@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oort_proto::columns::{ArrayRef, RecordBatch};
 use oort_proto::{Record, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -22,7 +23,7 @@ use oort_host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, So
 
 use crate::shared::{SharedSource, SharedSources, StreamSource};
 use oort_sql::window::WindowState;
-use oort_sql::{Cell, Functions, RulePlan, StreamDef};
+use oort_sql::{Cell, ColumnAnswer, Functions, RulePlan, StreamDef};
 
 use crate::forward::{Forward, Output};
 use oort_store::Store;
@@ -71,10 +72,40 @@ impl From<String> for Failure {
 /// A message to a sink task, in order.
 /// What the sinks get of one source batch or one window emission.
 pub(crate) struct SinkBatch {
-    pub(crate) records: Vec<Record>,
+    /// The records; for a batch of columns, made from them when a sink
+    /// first needs records.
+    records: std::sync::OnceLock<Vec<Record>>,
+    /// The records as columns, when the rule ran on columns.
+    pub(crate) columns: Option<RecordBatch>,
     /// Where each window's results end in `records`; empty when every record
     /// is an emission of its own (a rule without a window).
     pub(crate) ends: Vec<usize>,
+}
+
+impl SinkBatch {
+    pub(crate) fn of_records(records: Vec<Record>, ends: Vec<usize>) -> SinkBatch {
+        SinkBatch { records: records.into(), columns: None, ends }
+    }
+
+    pub(crate) fn of_columns(columns: RecordBatch) -> SinkBatch {
+        SinkBatch { records: std::sync::OnceLock::new(), columns: Some(columns), ends: Vec::new() }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match (&self.columns, self.records.get()) {
+            (Some(c), _) => c.num_rows(),
+            (None, r) => r.map_or(0, Vec::len),
+        }
+    }
+
+    /// The batch as records. Columns the engine built always convert (they
+    /// hold values only); should one not, its rows read as empty records.
+    pub(crate) fn records(&self) -> &[Record] {
+        self.records.get_or_init(|| match &self.columns {
+            Some(c) => oort_proto::columns::records_of(c).unwrap_or_else(|_| vec![Record::default(); c.num_rows()]),
+            None => Vec::new(),
+        })
+    }
 }
 
 pub(crate) enum SinkMsg {
@@ -413,15 +444,23 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
     // while a plugin still works on the previous one.
     let mut in_flight = FuturesOrdered::new();
     let source_calls = ctx.status.calls("source");
-    let evaluate = |batch: SourceBatch| {
-        let n = batch.records.len() as u64;
+    // A batch of columns stays columns through a rule without a window on a
+    // stream without event time; the others take records.
+    let on_columns = oort_sql::runs_on_columns(&plan.select) && plan.event_time.is_none();
+    let evaluate = |mut batch: SourceBatch| {
+        let n = batch.columns.as_ref().map_or(batch.records.len(), |c| c.num_rows()) as u64;
         ctx.status.source.batch(n, n, Duration::ZERO);
         source_calls.record(None);
+        if let Some(columns) = batch.columns.take_if(|_| !on_columns) {
+            // The host checked the columns' types on arrival: they convert.
+            batch.records = oort_proto::columns::records_of(&columns).unwrap_or_default();
+        }
         let (select, calls, started) = (&plan.select, &calls, Instant::now());
         async move {
-            let outcome = match &select.grouping {
-                None => oort_sql::run_batch(select, batch.records, calls).await.map(Output::Records),
-                Some(g) if plan.event_time.is_some() && g.window.is_time() => {
+            let outcome = match (&select.grouping, batch.columns) {
+                (_, Some(columns)) => oort_sql::run_columns(select, columns, calls).await.map(Output::Columns),
+                (None, None) => oort_sql::run_batch(select, batch.records, calls).await.map(Output::Records),
+                (Some(g), None) if plan.event_time.is_some() && g.window.is_time() => {
                     // A row without a readable event time cannot be placed
                     // in a window: it is counted as an exception and left out.
                     let (records, unplaced) = stamp_event_time(&ctx.stream, batch.records);
@@ -431,7 +470,9 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
                         Output::Window(w)
                     })
                 }
-                Some(g) => oort_sql::prepare_window_rows(select, g, batch.records, calls).await.map(Output::Window),
+                (Some(g), None) => {
+                    oort_sql::prepare_window_rows(select, g, batch.records, calls).await.map(Output::Window)
+                }
             };
             Evaluated { outcome, offset: batch.offset, started }
         }
@@ -663,13 +704,14 @@ async fn sink_loop(task: SinkTask, mut messages: mpsc::Receiver<SinkMsg>, mut st
                 batch
             }
         };
-        let records = &batch.records;
-        let n = records.len() as u64;
+        let n = batch.len() as u64;
+        // Columns go on as columns to a sink that takes them.
+        let columns = batch.columns.as_ref().filter(|_| encoder.is_none() && sink.takes_columns());
         // Items that cannot be encoded are exceptions of the sink and are
         // not sent; the others go as one batch.
         let payloads: Option<Vec<Vec<u8>>> = encoder.as_ref().map(|encoder| {
             encoder
-                .encode(records, &batch.ends)
+                .encode(batch.records(), &batch.ends)
                 .into_iter()
                 .filter_map(|item| item.inspect_err(|e| metrics.exception(format!("cannot encode an item: {e}"))).ok())
                 .collect()
@@ -684,9 +726,10 @@ async fn sink_loop(task: SinkTask, mut messages: mpsc::Receiver<SinkMsg>, mut st
         let _outstanding = sink.call_watch().begin("Write");
         loop {
             let started = Instant::now();
-            let written = match &payloads {
-                Some(payloads) => sink.write_payloads(payloads).await,
-                None => sink.write(records).await,
+            let written = match (&payloads, columns) {
+                (Some(payloads), _) => sink.write_payloads(payloads).await,
+                (None, Some(columns)) => sink.write_columns(columns).await,
+                (None, None) => sink.write(batch.records()).await,
             };
             calls.record(Some(started.elapsed()));
             match written {
@@ -758,6 +801,22 @@ impl Functions for Calls<'_> {
                 self.metrics[site].record(Some(started.elapsed()));
                 result
             } => result.map_err(CallError::Host),
+        }
+    }
+
+    async fn call_columns(&self, site: usize, args: Vec<ArrayRef>, rows: usize) -> Result<ColumnAnswer, CallError> {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = stopped(&mut stop) => Err(CallError::Stopped),
+            result = async {
+                let started = Instant::now();
+                let result = self.functions[site].exec_columns(&args, rows).await;
+                self.metrics[site].record(Some(started.elapsed()));
+                result
+            } => match result.map_err(CallError::Host)? {
+                oort_host::Answer::Column(column, errors) => Ok(ColumnAnswer::Column(column, errors)),
+                oort_host::Answer::Rows(cells) => Ok(ColumnAnswer::Cells(cells)),
+            },
         }
     }
 }

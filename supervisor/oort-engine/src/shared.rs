@@ -168,6 +168,7 @@ async fn hand_on(hub: &Hub, item: Result<SourceBatch, HostError>) {
         let copy = match &item {
             Ok(b) => Ok(SourceBatch {
                 records: b.records.clone(),
+                columns: b.columns.clone(),
                 offset: b.offset.clone(),
                 exceptions: b.exceptions.clone(),
             }),

@@ -214,10 +214,11 @@ impl RuleStatus {
                     usage: if usage { pid.and_then(ProcessUsage::of) } else { None },
                     process,
                     outstanding: outstanding.filter(|o| o.for_ms >= SLOW_CALL_MS || o.timeouts > 0),
-                    columnar_batches: match &i {
-                        Instance::Function(f) => Some(f.columnar_batches()),
-                        _ => None,
-                    },
+                    columnar_batches: Some(match &i {
+                        Instance::Function(f) => f.columnar_batches(),
+                        Instance::Source(s) => s.columnar_batches(),
+                        Instance::Sink(s) => s.columnar_batches(),
+                    }),
                 }
             })
             .collect()

@@ -80,6 +80,8 @@ pub(super) struct Declared {
     pub(super) capable: bool,
     /// A sink that wants encoded payloads instead of records.
     pub(super) wants_payloads: bool,
+    /// A sink that takes batches as Arrow columns.
+    pub(super) takes_arrow: bool,
 }
 
 /// Opens an instance on a live process and returns what the plugin declared.
@@ -104,13 +106,13 @@ pub(super) async fn open_on(
                 c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props }),
             )
             .await?;
-            Declared { capable: resp.rewindable, wants_payloads: false }
+            Declared { capable: resp.rewindable, ..Declared::default() }
         }
         OpenSpec::Sink { spec, props } => {
             let mut c = pb::sink_client::SinkClient::new(live.channel.clone());
             let resp =
                 call(plugin, "Open", timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props })).await?;
-            Declared { capable: resp.transactional, wants_payloads: resp.wants_payloads }
+            Declared { capable: resp.transactional, wants_payloads: resp.wants_payloads, takes_arrow: resp.takes_arrow }
         }
     })
 }

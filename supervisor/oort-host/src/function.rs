@@ -2,6 +2,7 @@
 //! retried as a whole per the rule's restart strategy.
 
 use super::*;
+use oort_proto::columns::ArrayRef;
 
 /// The smallest batch sent as Arrow columns. An Arrow record-batch message
 /// carries a ~200-byte header and 64-byte-aligned buffers, so below a few
@@ -11,6 +12,23 @@ pub const COLUMNS_FROM_ROWS: usize = 64;
 
 /// The result of one row of a function batch.
 pub type RowOutcome = Result<Value, String>;
+
+/// A function's answer to a batch of argument columns.
+#[derive(Debug)]
+pub enum Answer {
+    /// One result column (the plugin answered in columns), with the rows
+    /// that failed and why.
+    Column(ArrayRef, Vec<(usize, String)>),
+    /// One outcome per row (the plugin answered in rows).
+    Rows(Vec<RowOutcome>),
+}
+
+/// A batch's arguments: rows, or the columns of a rule on columns.
+#[derive(Clone, Copy)]
+pub(super) enum Args<'a> {
+    Rows(&'a [Vec<Value>]),
+    Columns(&'a [ArrayRef], usize),
+}
 
 /// What a function plugin says about one call before a rule runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,17 +117,32 @@ impl FunctionInstance {
     /// failed call recovers, only once every earlier call has finished; until
     /// then later calls wait instead of overtaking on the new stream.
     pub async fn exec(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
+        match self.exec_args(Args::Rows(rows)).await? {
+            Answer::Rows(outcomes) => Ok(outcomes),
+            Answer::Column(..) => unreachable!("row batches are answered in rows"),
+        }
+    }
+
+    /// Runs one batch of argument columns of `rows` rows each, as
+    /// [`FunctionInstance::exec`] runs rows: the arrays go to the plugin as
+    /// they are when it takes columns, and its result column comes back as
+    /// it was sent.
+    pub async fn exec_columns(&self, columns: &[ArrayRef], rows: usize) -> Result<Answer, HostError> {
+        self.exec_args(Args::Columns(columns, rows)).await
+    }
+
+    async fn exec_args(&self, args: Args<'_>) -> Result<Answer, HostError> {
         let _outstanding = self.watch.begin("Exec");
         // A process that died up to a second before the call began may be
         // why it fails: its socket is gone before its monitor notices.
         let now = tokio::time::Instant::now();
         let since = now.checked_sub(std::time::Duration::from_secs(1)).unwrap_or(now);
         let turn = self.turns.take();
-        let first = match self.exec_once(rows, false).await {
+        let first = match self.exec_once(args, false).await {
             Ok(Some(cells)) => Ok(cells),
             Ok(None) => {
                 turn.wait_for_earlier().await;
-                self.exec_opening(rows).await
+                self.exec_opening(args).await
             }
             Err(e) => Err(e),
         };
@@ -128,7 +161,7 @@ impl FunctionInstance {
             }
             tracing::debug!(plugin = %self.plugin, instance = %self.id, attempt, "retrying a failed batch: {last}");
             let result = match self.resync().await {
-                Ok(()) => self.exec_opening(rows).await,
+                Ok(()) => self.exec_opening(args).await,
                 Err(e) => Err(e),
             };
             last = match result {
@@ -186,20 +219,37 @@ impl FunctionInstance {
     /// One attempt; `None` when `may_open` is false and no stream is open.
     /// Encoding the borrowed rows is the one copy an attempt needs; a retry
     /// encodes again instead of keeping a second copy around.
-    pub(super) async fn exec_once(
-        &self,
-        rows: &[Vec<Value>],
-        may_open: bool,
-    ) -> Result<Option<Vec<RowOutcome>>, HostError> {
+    pub(super) async fn exec_once(&self, args: Args<'_>, may_open: bool) -> Result<Option<Answer>, HostError> {
         use oort_proto::columns;
         use oort_proto::wire::BatchBody;
         let live = self.entry.process.live().await?;
-        let n = rows.len();
         // Encoded here, in the caller's task and outside the stream's lock,
         // straight from the borrowed rows; the sequence number (and, for
         // columns, the schema when the stream has not seen it) goes last.
         let takes_columns = self.columns && live.describe.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
-        let batch = if takes_columns && n >= COLUMNS_FROM_ROWS { columns::args_batch(rows) } else { None };
+        let decoded;
+        let (n, rows, batch) = match args {
+            Args::Rows(rows) => {
+                let n = rows.len();
+                (n, rows, if takes_columns && n >= COLUMNS_FROM_ROWS { columns::args_batch(rows) } else { None })
+            }
+            Args::Columns(arrays, n) => {
+                let unreadable = |e: columns::ColumnError| HostError::Protocol {
+                    plugin: self.plugin.clone(),
+                    reason: format!("cannot encode the argument columns: {e}"),
+                };
+                let batch = columns::arguments(arrays, n).map_err(unreadable)?;
+                if takes_columns && arrays.iter().all(|a| columns::sendable(a.data_type())) {
+                    (n, &[][..], Some(batch))
+                } else {
+                    // Rows for a plugin that takes no columns; columns of
+                    // the types the protocol sends for one that does.
+                    decoded = columns::rows_of(&batch).map_err(unreadable)?;
+                    let batch = if takes_columns { columns::args_batch(&decoded) } else { None };
+                    (n, &decoded[..], batch)
+                }
+            }
+        };
         let columnar = batch.is_some();
         // The arrays go once they are encoded: the call keeps only its bytes.
         let (body, schema) = match batch {
@@ -229,21 +279,24 @@ impl FunctionInstance {
             self.columnar_batches.fetch_add(1, Ordering::Relaxed);
         }
         let protocol = |reason: String| HostError::Protocol { plugin: self.plugin.clone(), reason };
-        let outcomes = if result.arrow.is_empty() {
+        let answer = if result.arrow.is_empty() {
             if result.results.len() != n {
                 return Err(protocol(format!("answered a batch of {n} rows with {} results", result.results.len())));
             }
             None
+        } else if matches!(args, Args::Columns(..)) {
+            let (column, errors) = result_array(&result, n).map_err(protocol)?;
+            Some(Answer::Column(column, errors))
         } else {
-            Some(result_column(&result, n).map_err(protocol)?)
+            Some(Answer::Rows(result_column(&result, n).map_err(protocol)?))
         };
         self.state
             .accept(&self.id, Some(result.seq), std::mem::take(&mut result.mutations))
             .map_err(|e| protocol(e.to_string()))?;
-        if let Some(outcomes) = outcomes {
-            return Ok(Some(outcomes));
+        if let Some(answer) = answer {
+            return Ok(Some(answer));
         }
-        Ok(Some(
+        Ok(Some(Answer::Rows(
             result
                 .results
                 .into_iter()
@@ -253,12 +306,12 @@ impl FunctionInstance {
                     None => Ok(Value::Null),
                 })
                 .collect(),
-        ))
+        )))
     }
 
     /// An attempt that may open a stream, so it always has an answer.
-    pub(super) async fn exec_opening(&self, rows: &[Vec<Value>]) -> Result<Vec<RowOutcome>, HostError> {
-        self.exec_once(rows, true).await?.ok_or_else(|| HostError::Call {
+    pub(super) async fn exec_opening(&self, args: Args<'_>) -> Result<Answer, HostError> {
+        self.exec_once(args, true).await?.ok_or_else(|| HostError::Call {
             plugin: self.plugin.clone(),
             call: "Exec",
             message: "no stream".into(),
@@ -269,6 +322,19 @@ impl FunctionInstance {
 /// The outcomes of a columnar answer to a batch of `n` rows: its one result
 /// column, with the rows it lists as failed.
 fn result_column(result: &pb::ExecResult, n: usize) -> Result<Vec<RowOutcome>, String> {
+    let (column, errors) = result_array(result, n)?;
+    let values = oort_proto::columns::values_of(column.as_ref())
+        .map_err(|e| format!("answered with an unreadable result column: {e}"))?;
+    let mut outcomes: Vec<RowOutcome> = values.into_iter().map(Ok).collect();
+    for (row, message) in errors {
+        outcomes[row] = Err(message);
+    }
+    Ok(outcomes)
+}
+
+/// A columnar answer to a batch of `n` rows, checked: its one result column
+/// (of a type with values) and the rows it lists as failed.
+fn result_array(result: &pb::ExecResult, n: usize) -> Result<(ArrayRef, Vec<(usize, String)>), String> {
     let batch = oort_proto::columns::decode_with_schema(&result.arrow_schema, &result.arrow)
         .map_err(|e| format!("answered with an unreadable Arrow batch: {e}"))?;
     if batch.num_columns() != 1 {
@@ -277,17 +343,17 @@ fn result_column(result: &pb::ExecResult, n: usize) -> Result<Vec<RowOutcome>, S
     if batch.num_rows() != n {
         return Err(format!("answered a batch of {n} rows with {} results", batch.num_rows()));
     }
-    let values = oort_proto::columns::values_of(batch.column(0).as_ref())
+    oort_proto::columns::check_fields(&batch.schema())
         .map_err(|e| format!("answered with an unreadable result column: {e}"))?;
-    let mut outcomes: Vec<RowOutcome> = values.into_iter().map(Ok).collect();
+    let mut errors = Vec::with_capacity(result.errors.len());
     for error in &result.errors {
         let row = error.row as usize;
-        let Some(outcome) = outcomes.get_mut(row) else {
+        if row >= n {
             return Err(format!("reported an error for row {row} of a batch of {n} rows"));
-        };
-        *outcome = Err(error.message.clone());
+        }
+        errors.push((row, error.message.clone()));
     }
-    Ok(outcomes)
+    Ok((batch.column(0).clone(), errors))
 }
 
 /// Gives a columnar answer that came without its schema the schema its

@@ -61,7 +61,7 @@ mod views;
 mod watch;
 
 use calls::*;
-pub use function::{FunctionInstance, RowOutcome, Validation, COLUMNS_FROM_ROWS};
+pub use function::{Answer, FunctionInstance, RowOutcome, Validation, COLUMNS_FROM_ROWS};
 pub use sink::{SinkInstance, Written};
 pub use source::{SourceBatch, SourceInstance};
 use stream::*;
@@ -658,6 +658,8 @@ impl Host {
             timeouts: self.config.timeouts,
             rewindable: rewindable.capable,
             watch: Arc::default(),
+            columns: self.config.data_encoding == DataEncoding::Auto,
+            columnar_batches: Arc::default(),
         })
     }
 
@@ -679,6 +681,8 @@ impl Host {
         Ok(SinkInstance {
             id,
             wants_payloads: declared.wants_payloads,
+            columns: declared.takes_arrow && self.config.data_encoding == DataEncoding::Auto,
+            columnar_batches: AtomicU64::new(0),
             plugin: plugin.clone(),
             entry,
             state: self.state.clone(),

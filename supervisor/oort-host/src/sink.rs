@@ -12,6 +12,11 @@ pub struct SinkInstance {
     pub(super) stream: BatchStream<oort_proto::wire::EncodedBatch, pb::WriteAck>,
     pub(super) watch: CallWatch,
     pub(super) wants_payloads: bool,
+    /// Whether the sink said it takes Arrow columns and the host's data
+    /// encoding allows them.
+    pub(super) columns: bool,
+    /// How many batches went as Arrow columns.
+    pub(super) columnar_batches: AtomicU64,
 }
 
 /// What the sink said of an accepted batch's items.
@@ -81,6 +86,60 @@ impl SinkInstance {
         self.wants_payloads
     }
 
+    /// Whether [`SinkInstance::write_columns`] sends columns (else it sends
+    /// the batch's records).
+    pub fn takes_columns(&self) -> bool {
+        self.columns
+    }
+
+    /// How many of its batches went as Arrow columns.
+    pub fn columnar_batches(&self) -> u64 {
+        self.columnar_batches.load(Ordering::Relaxed)
+    }
+
+    /// Writes one batch of records as Arrow columns (one per output field),
+    /// for a sink that takes them; as records to any other.
+    pub async fn write_columns(&self, batch: &oort_proto::columns::RecordBatch) -> Result<Written, HostError> {
+        use oort_proto::columns;
+        let protocol = |e: columns::ColumnError| HostError::Protocol {
+            plugin: self.plugin.clone(),
+            reason: format!("cannot encode a batch as Arrow: {e}"),
+        };
+        let lists_arrow =
+            self.entry.process.live().await?.describe.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
+        if !self.columns || !lists_arrow {
+            return self.write(&columns::records_of(batch).map_err(protocol)?).await;
+        }
+        // Sinks get the column types the protocol sends: others (a source's
+        // narrower integers, lists) are converted, or the batch goes as rows.
+        let converted;
+        let batch = if batch.columns().iter().all(|c| columns::sendable(c.data_type())) {
+            batch
+        } else {
+            let records = columns::records_of(batch).map_err(protocol)?;
+            match columns::records_batch(&records) {
+                Some(b) => {
+                    converted = b;
+                    &converted
+                }
+                None => return self.write(&records).await,
+            }
+        };
+        let message = columns::batch_message(batch).map_err(protocol)?;
+        let body = oort_proto::wire::BatchBody::write_columns(&self.id, &message);
+        let schema = batch.schema();
+        let written = self
+            .send(batch.num_rows(), |seq, sent| match sent.message_if_new(&schema) {
+                Some(m) => body.with_schema(&m).with_seq(seq),
+                None => body.with_seq(seq),
+            })
+            .await;
+        if written.is_ok() {
+            self.columnar_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        written
+    }
+
     /// Writes one batch and waits for the sink's acknowledgement. The batch is
     /// borrowed: a failed write is retried with the same records, and several
     /// sinks share one batch.
@@ -94,15 +153,20 @@ impl SinkInstance {
     }
 
     async fn write_body(&self, encoded: oort_proto::wire::BatchBody, items: usize) -> Result<Written, HostError> {
+        self.send(items, |seq, _| encoded.with_seq(seq)).await
+    }
+
+    /// One write of `items` items: `request` seals the encoded batch with its
+    /// sequence number, given what the stream has seen of its schema.
+    async fn send(
+        &self,
+        items: usize,
+        request: impl FnOnce(u64, &mut oort_proto::columns::SchemaSent) -> oort_proto::wire::EncodedBatch,
+    ) -> Result<Written, HostError> {
         let live = self.entry.process.live().await?;
         let ack = self
             .stream
-            .round_trip(
-                &live,
-                true,
-                |seq, _| encoded.with_seq(seq),
-                |channel, input| oort_proto::wire::write_stream(channel, input, 64 << 20),
-            )
+            .round_trip(&live, true, request, |channel, input| oort_proto::wire::write_stream(channel, input, 64 << 20))
             .await
             .inspect_err(|e| {
                 if matches!(e, HostError::Timeout { .. }) {

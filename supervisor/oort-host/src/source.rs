@@ -6,7 +6,11 @@ use super::*;
 /// One batch from a source.
 #[derive(Debug)]
 pub struct SourceBatch {
+    /// The records, unless they came as columns.
     pub records: Vec<Record>,
+    /// The records as Arrow columns (one per field), when the source sent
+    /// them so; `records` is then empty.
+    pub columns: Option<oort_proto::columns::RecordBatch>,
     pub offset: Option<Value>,
     /// Problems the source went past; they count as its exceptions.
     pub exceptions: Vec<String>,
@@ -22,6 +26,11 @@ pub struct SourceInstance {
     pub(super) rewindable: bool,
     /// A `Read` whose process stopped answering health checks.
     pub(super) watch: Arc<CallWatch>,
+    /// Whether batches may come as Arrow columns (the host's data encoding);
+    /// they do when the serving process lists Arrow in `Describe` and sends them.
+    pub(super) columns: bool,
+    /// How many batches came as Arrow columns.
+    pub(super) columnar_batches: Arc<AtomicU64>,
 }
 
 impl SourceInstance {
@@ -44,6 +53,11 @@ impl SourceInstance {
     /// The serving process's status, limits and resource use.
     pub fn process(&self) -> ProcessView {
         ProcessView::of(&self.entry)
+    }
+
+    /// How many of its batches came as Arrow columns.
+    pub fn columnar_batches(&self) -> u64 {
+        self.columnar_batches.load(Ordering::Relaxed)
     }
 
     /// Whether the source declared that it can replay from an offset.
@@ -69,7 +83,9 @@ impl SourceInstance {
     pub async fn read(&self, max_batch: u32) -> Result<mpsc::Receiver<Result<SourceBatch, HostError>>, HostError> {
         let live = self.entry.process.live().await?;
         let mut client = pb::source_client::SourceClient::new(live.channel.clone()).max_decoding_message_size(64 << 20);
-        let request = pb::ReadRequest { instance_id: self.id.clone(), max_batch };
+        let accept_arrow = self.columns && live.describe.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
+        let request = pb::ReadRequest { instance_id: self.id.clone(), max_batch, accept_arrow };
+        let columnar_batches = self.columnar_batches.clone();
         let (tx, rx) = mpsc::channel(2);
         let state = self.state.clone();
         let id = self.id.clone();
@@ -88,6 +104,8 @@ impl SourceInstance {
         let watch = self.watch.clone();
         let probe = HealthProbe { channel: live.channel.clone(), timeout: self.timeouts.call };
         tokio::spawn(async move {
+            // The last Arrow schema this Read stream sent.
+            let mut decoder = oort_proto::columns::BatchDecoder::default();
             let mut hung: Option<CallGuard<'_>> = None;
             let mut quiet = std::pin::pin!(tokio::time::sleep(probe.timeout));
             let mut read = std::pin::pin!(client.read(request));
@@ -119,14 +137,24 @@ impl SourceInstance {
                 };
                 hung = None;
                 quiet.as_mut().reset(tokio::time::Instant::now() + probe.timeout);
+                let protocol = |reason: String| HostError::Protocol { plugin: plugin_name.clone(), reason };
                 let item = match message {
-                    Ok(Some(b)) => match state.accept(&id, None, b.mutations) {
-                        Err(e) => Err(HostError::Protocol { plugin: plugin_name.clone(), reason: e.to_string() }),
-                        Ok(()) => Ok(SourceBatch {
-                            records: b.records.into_iter().map(Into::into).collect(),
-                            offset: b.offset.map(Into::into),
-                            exceptions: b.exceptions,
-                        }),
+                    Ok(Some(b)) => match read_columns(&mut decoder, &b, accept_arrow) {
+                        Err(reason) => Err(protocol(reason)),
+                        Ok(columns) => match state.accept(&id, None, b.mutations) {
+                            Err(e) => Err(protocol(e.to_string())),
+                            Ok(()) => {
+                                if columns.is_some() {
+                                    columnar_batches.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(SourceBatch {
+                                    records: b.records.into_iter().map(Into::into).collect(),
+                                    columns,
+                                    offset: b.offset.map(Into::into),
+                                    exceptions: b.exceptions,
+                                })
+                            }
+                        },
                     },
                     Ok(None) => break,
                     Err(s) => Err(failed(s)),
@@ -139,6 +167,29 @@ impl SourceInstance {
         });
         Ok(rx)
     }
+}
+
+/// The columns of a source's batch, checked: only when they were asked
+/// for, not beside records, decodable, and of field types with values.
+fn read_columns(
+    decoder: &mut oort_proto::columns::BatchDecoder,
+    batch: &pb::RecordBatch,
+    accepted: bool,
+) -> Result<Option<oort_proto::columns::RecordBatch>, String> {
+    if batch.arrow.is_empty() {
+        return Ok(None);
+    }
+    if !accepted {
+        return Err("Read sent Arrow columns, which the supervisor did not accept".into());
+    }
+    if !batch.records.is_empty() {
+        return Err("Read sent a batch with both records and Arrow columns".into());
+    }
+    let columns = decoder
+        .decode(&batch.arrow_schema, &batch.arrow)
+        .and_then(|c| oort_proto::columns::check_fields(&c.schema()).map(|()| c))
+        .map_err(|e| format!("Read sent an unreadable Arrow batch: {e}"))?;
+    Ok(Some(columns))
 }
 
 /// Asks a plugin process whether it still answers, for a source that has
@@ -170,5 +221,46 @@ impl HealthProbe {
             note_timeout(watch, plugin, instance, &error, "its process answers no health check either; the read waits");
         }
         quiet.reset(tokio::time::Instant::now() + self.timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the host accepts of a source's columnar batch.
+    use super::*;
+    use oort_proto::columns::{self, arrow_array, ArrayRef, BatchDecoder};
+
+    fn message(batch: &columns::RecordBatch) -> pb::RecordBatch {
+        pb::RecordBatch {
+            arrow_schema: columns::schema_message(&batch.schema()),
+            arrow: columns::batch_message(batch).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    fn batch(columns: Vec<(&str, ArrayRef)>) -> columns::RecordBatch {
+        columns::RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    #[test]
+    fn a_source_may_send_checked_columns_only_when_asked() {
+        let ints: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![1, 2]));
+        let good = message(&batch(vec![("a", ints.clone())]));
+        let read = read_columns(&mut BatchDecoder::default(), &good, true).unwrap().unwrap();
+        assert_eq!(read.num_rows(), 2);
+        assert!(read_columns(&mut BatchDecoder::default(), &pb::RecordBatch::default(), true).unwrap().is_none());
+        let e = read_columns(&mut BatchDecoder::default(), &good, false).unwrap_err();
+        assert!(e.contains("did not accept"), "{e}");
+        let both = pb::RecordBatch { records: vec![pb::Record::default()], ..good.clone() };
+        assert!(read_columns(&mut BatchDecoder::default(), &both, true).unwrap_err().contains("both records"));
+        let twice = message(&batch(vec![("a", ints.clone()), ("a", ints)]));
+        let e = read_columns(&mut BatchDecoder::default(), &twice, true).unwrap_err();
+        assert!(e.contains("field a appears twice"), "{e}");
+        let dates: ArrayRef = Arc::new(arrow_array::Date32Array::from(vec![1]));
+        let e = read_columns(&mut BatchDecoder::default(), &message(&batch(vec![("d", dates)])), true).unwrap_err();
+        assert!(e.contains("column d has Arrow type Date32"), "{e}");
+        let garbage = pb::RecordBatch { arrow: prost::bytes::Bytes::from_static(b"nonsense"), ..good };
+        let e = read_columns(&mut BatchDecoder::default(), &garbage, true).unwrap_err();
+        assert!(e.starts_with("Read sent an unreadable Arrow batch"), "{e}");
     }
 }

@@ -10,6 +10,7 @@
 pub mod aggregate;
 mod batch;
 mod builtin;
+pub mod columnar;
 pub mod expr;
 mod sql;
 mod stream;
@@ -22,7 +23,8 @@ use oort_proto::Value;
 use serde::{Deserialize, Serialize};
 
 pub use batch::{prepare_window_rows, project_groups, run_batch, BatchOutcome, OpOutcome, WindowBatch};
-pub use expr::{Cell, Functions};
+pub use columnar::{run_columns, runs_on_columns, ColumnsOutcome, Projected};
+pub use expr::{Cell, ColumnAnswer, Functions};
 use oort_core::RestartStrategy;
 pub use sql::{
     parse_select, parse_select_with, AggregateCall, AggregateFunctions, CallSite, Grouping, SelectField, SelectPlan,

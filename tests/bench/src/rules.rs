@@ -27,6 +27,11 @@ impl Bench {
     /// A daemon started through `wrapper` (e.g. `["env", "NAME=value"]`),
     /// which must exec its arguments so that the child's pid is the daemon's.
     pub(crate) fn start_wrapped(wrapper: &[&str]) -> Result<Bench> {
+        Bench::start_with(wrapper, &[])
+    }
+
+    /// A daemon started with extra `oort serve` arguments (and a wrapper).
+    pub(crate) fn start_with(wrapper: &[&str], args: &[&str]) -> Result<Bench> {
         let plugins = plugins_with(&[
             ("sources", "bench"),
             ("sinks", "null"),
@@ -36,9 +41,9 @@ impl Bench {
             ("functions", "accumulateWordCount"),
         ]);
         let daemon = if wrapper.is_empty() {
-            Daemon::start(plugins.path(), &[])
+            Daemon::start(plugins.path(), args)
         } else {
-            Daemon::start_wrapped(wrapper, plugins.path(), &[])
+            Daemon::start_wrapped(wrapper, plugins.path(), args)
         };
         Ok(Bench { daemon, _plugins: plugins })
     }
@@ -135,85 +140,111 @@ pub(crate) fn timed_run(b: &Bench, rule: &Json, counter: &str, n: u64) -> Result
     }
 }
 
-/// Scenario c.
+/// Scenario c: each rule on the row path (`--data-encoding rows`) and on
+/// columns (the default), in one run, on two daemons side by side.
 pub fn end_to_end(opts: &Opts) -> Result<Json> {
     let n: u64 = if opts.quick { 200_000 } else { 1_000_000 };
     let runs = if opts.quick { 1 } else { 3 };
-    let b = Bench::start()?;
-    b.stream(&format!(r#"CREATE STREAM s () WITH (TYPE="bench", count="{n}")"#))?;
+    let daemons = [("rows", Bench::start_with(&[], &["--data-encoding", "rows"])?), ("columns", Bench::start()?)];
+    for (_, b) in &daemons {
+        b.stream(&format!(r#"CREATE STREAM s () WITH (TYPE="bench", count="{n}")"#))?;
+    }
     let checkpoints = json!({ "checkpointInterval": 1000 });
     let cases = [
         ("countPlusOne(l), qos 0", "SELECT countPlusOne(l) AS c FROM s", 0, json!({})),
         ("countPlusOne(l), qos 2, 1 s checkpoints", "SELECT countPlusOne(l) AS c FROM s", 2, checkpoints.clone()),
         ("echo(text), qos 0 (stateless)", "SELECT echo(text) AS w FROM s", 0, json!({})),
         ("accumulateWordCount(text, ' '), qos 0", "SELECT accumulateWordCount(text, ' ') AS w FROM s", 0, json!({})),
+        ("echo(n), n WHERE n % 2 = 0, qos 0", "SELECT echo(n) AS e, n FROM s WHERE n % 2 = 0", 0, json!({})),
     ];
-    let mut rates = Vec::new();
+    // What each case's sink receives: the last one keeps half the records.
+    let expected = |i: usize| if i == 4 { n / 2 } else { n };
     let mut out = Vec::new();
     let mut table = Table::new(
         &format!("c. End-to-end rule throughput (bench source → rule → null sink, {n} records, bufferLength 4096, median of {runs})"),
         &[
             ("rule", false),
+            ("path", false),
             ("records/s", true),
             ("runs", false),
             ("CPU µs/record: oort + source + function + sink", true),
             ("target", false),
         ],
     );
-    // Round robin over the cases, so that a change in the machine's load
-    // between runs affects every case alike (the ratios stay meaningful).
-    let mut each: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    let mut cpu: Vec<Vec<(String, f64)>> = vec![Vec::new(); cases.len()];
+    // Round robin over the cases and paths, so that a change in the
+    // machine's load between runs affects every case alike (the ratios stay
+    // meaningful).
+    let cells = cases.len() * daemons.len();
+    let mut each: Vec<Vec<f64>> = vec![Vec::new(); cells];
+    let mut cpu: Vec<Vec<(String, f64)>> = vec![Vec::new(); cells];
     for r in 0..runs {
         for (i, (_, sql, qos, extra)) in cases.iter().enumerate() {
-            let id = format!("e2e{i}_{r}");
-            let run = timed_run(&b, &rule(&id, sql, *qos, extra.clone()), NULL_IN, n)?;
-            each[i].push(n as f64 / run.took.as_secs_f64());
-            for (k, (op, secs)) in run.cpu.into_iter().enumerate() {
-                match cpu[i].get_mut(k) {
-                    Some(c) => c.1 += secs,
-                    None => cpu[i].push((op, secs)),
+            for (d, (_, b)) in daemons.iter().enumerate() {
+                let id = format!("e2e{i}_{d}_{r}");
+                let cell = i * daemons.len() + d;
+                let run = timed_run(b, &rule(&id, sql, *qos, extra.clone()), NULL_IN, expected(i))?;
+                each[cell].push(n as f64 / run.took.as_secs_f64());
+                for (k, (op, secs)) in run.cpu.into_iter().enumerate() {
+                    match cpu[cell].get_mut(k) {
+                        Some(c) => c.1 += secs,
+                        None => cpu[cell].push((op, secs)),
+                    }
                 }
             }
         }
     }
+    let mut rates = vec![0.0; cells];
     for (i, (name, sql, qos, _)) in cases.iter().enumerate() {
-        let per_record: Vec<(String, f64)> =
-            cpu[i].iter().map(|(op, secs)| (op.clone(), secs / (n as f64 * runs as f64) * 1e6)).collect();
-        let total: f64 = per_record.iter().map(|(_, x)| x).sum();
-        let median = report::median(each[i].clone());
-        rates.push(median);
-        let target = if i == 0 { format!("≥ 1 M: {}", met(median >= 1e6)) } else { String::new() };
-        let list: Vec<String> = each[i].iter().map(|x| rate(*x)).collect();
-        let parts: Vec<String> = per_record.iter().map(|(_, x)| format!("{x:.2}")).collect();
-        table.row(vec![
-            name.to_string(),
-            rate(median),
-            list.join(", "),
-            format!("{} = {total:.2}", parts.join(" + ")),
-            target,
-        ]);
-        let cpu_json: serde_json::Map<String, Json> = per_record.iter().map(|(op, x)| (op.clone(), json!(x))).collect();
-        out.push(json!({
-            "rule": name, "sql": sql, "qos": qos, "records_per_s": median, "runs": each[i],
-            "cpu_us_per_record": cpu_json,
-        }));
+        for (d, (path, _)) in daemons.iter().enumerate() {
+            let cell = i * daemons.len() + d;
+            let per_record: Vec<(String, f64)> =
+                cpu[cell].iter().map(|(op, secs)| (op.clone(), secs / (n as f64 * runs as f64) * 1e6)).collect();
+            let total: f64 = per_record.iter().map(|(_, x)| x).sum();
+            let median = report::median(each[cell].clone());
+            rates[cell] = median;
+            let target =
+                if i == 0 && *path == "columns" { format!("≥ 1 M: {}", met(median >= 1e6)) } else { String::new() };
+            let list: Vec<String> = each[cell].iter().map(|x| rate(*x)).collect();
+            let parts: Vec<String> = per_record.iter().map(|(_, x)| format!("{x:.2}")).collect();
+            table.row(vec![
+                name.to_string(),
+                path.to_string(),
+                rate(median),
+                list.join(", "),
+                format!("{} = {total:.2}", parts.join(" + ")),
+                target,
+            ]);
+            let cpu_json: serde_json::Map<String, Json> =
+                per_record.iter().map(|(op, x)| (op.clone(), json!(x))).collect();
+            out.push(json!({
+                "rule": name, "sql": sql, "qos": qos, "path": path, "records_per_s": median, "runs": each[cell],
+                "cpu_us_per_record": cpu_json,
+            }));
+        }
     }
-    let qos_ratio = rates[1] / rates[0];
-    let state_ratio = rates[3] / rates[2];
+    // Cell (case, path): path 0 rows, 1 columns.
+    let at = |case: usize, path: usize| rates[case * daemons.len() + path];
+    let columns_ratio = at(0, 1) / at(0, 0);
+    let echo_ratio = at(4, 1) / at(4, 0);
+    let qos_ratio = at(1, 1) / at(0, 1);
+    let state_ratio = at(3, 1) / at(2, 1);
     table.print();
     println!(
-        "**accumulateWordCount vs stateless: {:.0} %** (target ≥ 50 %: {})",
+        "**columns vs rows, countPlusOne(l): {columns_ratio:.2}×** (target ≥ 3×: {}); echo(n) with WHERE: {echo_ratio:.2}×",
+        met(columns_ratio >= 3.0)
+    );
+    println!(
+        "**accumulateWordCount vs stateless (columns): {:.0} %** (target ≥ 50 %: {})",
         state_ratio * 100.0,
         met(state_ratio >= 0.5)
     );
     println!(
-        "**qos 2 (1 s checkpoints) vs qos 0: {:.0} %** (target ≥ 70 %: {})\n",
+        "**qos 2 (1 s checkpoints) vs qos 0 (columns): {:.0} %** (target ≥ 70 %: {})\n",
         qos_ratio * 100.0,
         met(qos_ratio >= 0.7)
     );
     Ok(json!({
-        "records": n, "runs": runs, "rules": out,
+        "records": n, "runs": runs, "rules": out, "columns_vs_rows": columns_ratio, "echo_columns_vs_rows": echo_ratio,
         "accumulate_vs_stateless": state_ratio, "qos2_vs_qos0": qos_ratio,
     }))
 }

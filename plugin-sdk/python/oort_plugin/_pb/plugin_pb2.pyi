@@ -933,18 +933,25 @@ class ReadRequest(_message.Message):
 
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
+    ACCEPT_ARROW_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     max_batch: _builtins.int
     """Upper bound on records per batch; the plugin may send fewer."""
+    accept_arrow: _builtins.bool
+    """True when the supervisor accepts batches as Arrow columns
+    (RecordBatch.arrow). Sent only to a process whose Describe lists
+    ENCODING_ARROW_IPC; a source may still send rows.
+    """
     def __init__(
         self,
         *,
         instance_id: _builtins.str = ...,
         max_batch: _builtins.int = ...,
+        accept_arrow: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "max_batch", b"max_batch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_arrow", b"accept_arrow", "instance_id", b"instance_id", "max_batch", b"max_batch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -958,6 +965,18 @@ class RecordBatch(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     MUTATIONS_FIELD_NUMBER: _builtins.int
     EXCEPTIONS_FIELD_NUMBER: _builtins.int
+    ARROW_SCHEMA_FIELD_NUMBER: _builtins.int
+    ARROW_FIELD_NUMBER: _builtins.int
+    arrow_schema: _builtins.bytes
+    """Columnar encoding, only when ReadRequest.accept_arrow was set: an Arrow
+    IPC schema message on the first columnar batch of the Read stream and
+    whenever the schema changes (otherwise empty: the stream's last schema
+    applies), and one Arrow IPC record-batch message with one column per
+    field, named after the field, one row per record. `records` is then
+    empty. Such records carry no metadata and no event time, and a null
+    cell reads as an absent field.
+    """
+    arrow: _builtins.bytes
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
     @_builtins.property
@@ -983,10 +1002,12 @@ class RecordBatch(_message.Message):
         offset: Global___Value | None = ...,
         mutations: _abc.Iterable[Global___StateMutation] | None = ...,
         exceptions: _abc.Iterable[_builtins.str] | None = ...,
+        arrow_schema: _builtins.bytes = ...,
+        arrow: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "offset", b"offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "exceptions", b"exceptions", "mutations", b"mutations", "offset", b"offset", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "arrow", b"arrow", "arrow_schema", b"arrow_schema", "exceptions", b"exceptions", "mutations", b"mutations", "offset", b"offset", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__offset: _TypeAlias = _typing.Literal["offset"]  # noqa: Y015
     _WhichOneofArgType__offset: _TypeAlias = _typing.Literal["_offset", b"_offset"]  # noqa: Y015
@@ -1088,6 +1109,7 @@ class OpenSinkResponse(_message.Message):
 
     TRANSACTIONAL_FIELD_NUMBER: _builtins.int
     WANTS_PAYLOADS_FIELD_NUMBER: _builtins.int
+    TAKES_ARROW_FIELD_NUMBER: _builtins.int
     transactional: _builtins.bool
     """True when the sink takes part in two-phase commit."""
     wants_payloads: _builtins.bool
@@ -1096,15 +1118,21 @@ class OpenSinkResponse(_message.Message):
     sink's properties `format` (json, delimited, binary), `dataTemplate`,
     `sendSingle`, `fields` and `delimiter`, and sends WriteBatch.payloads.
     """
+    takes_arrow: _builtins.bool
+    """True when the sink takes batches as Arrow columns (WriteBatch.arrow).
+    The supervisor then may send either encoding; it sends columns only to a
+    process whose Describe lists ENCODING_ARROW_IPC.
+    """
     def __init__(
         self,
         *,
         transactional: _builtins.bool = ...,
         wants_payloads: _builtins.bool = ...,
+        takes_arrow: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["transactional", b"transactional", "wants_payloads", b"wants_payloads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["takes_arrow", b"takes_arrow", "transactional", b"transactional", "wants_payloads", b"wants_payloads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1118,8 +1146,18 @@ class WriteBatch(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
     PAYLOADS_FIELD_NUMBER: _builtins.int
+    ARROW_SCHEMA_FIELD_NUMBER: _builtins.int
+    ARROW_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     seq: _builtins.int
+    arrow_schema: _builtins.bytes
+    """Columnar encoding, only to a sink that said takes_arrow: the schema
+    message on the first columnar batch of the Write stream and when it
+    changes (else empty), and one record-batch message with one column per
+    output field, one row per record; `records` is then empty. A null cell
+    is a field that is null or absent in that record.
+    """
+    arrow: _builtins.bytes
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]:
         """The records, unless the sink asked for payloads."""
@@ -1139,10 +1177,12 @@ class WriteBatch(_message.Message):
         seq: _builtins.int = ...,
         records: _abc.Iterable[Global___Record] | None = ...,
         payloads: _abc.Iterable[_builtins.bytes] | None = ...,
+        arrow_schema: _builtins.bytes = ...,
+        arrow: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "payloads", b"payloads", "records", b"records", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow", b"arrow", "arrow_schema", b"arrow_schema", "instance_id", b"instance_id", "payloads", b"payloads", "records", b"records", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

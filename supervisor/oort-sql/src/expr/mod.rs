@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use oort_proto::columns::ArrayRef;
 use oort_proto::{Record, Value};
 
 use super::builtin::Builtin;
@@ -167,6 +168,37 @@ pub trait Functions: Sync {
 
     /// Runs call site `site` over `rows`, returning one cell per row.
     fn call(&self, site: usize, rows: Vec<Vec<Value>>) -> impl Future<Output = Result<Vec<Cell>, Self::Error>> + Send;
+
+    /// Runs call site `site` over argument columns of `rows` rows each, as a
+    /// rule on columns has them. The default decodes them into rows for
+    /// [`Functions::call`]; the engine hands them to the plugin as they are.
+    fn call_columns(
+        &self,
+        site: usize,
+        args: Vec<ArrayRef>,
+        rows: usize,
+    ) -> impl Future<Output = Result<ColumnAnswer, Self::Error>> + Send {
+        async move {
+            let mut values = vec![Vec::with_capacity(args.len()); rows];
+            for column in &args {
+                match oort_proto::columns::values_of(column.as_ref()) {
+                    Ok(column) => values.iter_mut().zip(column).for_each(|(row, v)| row.push(v)),
+                    Err(e) => return Ok(ColumnAnswer::Cells(vec![Err(e.to_string()); rows])),
+                }
+            }
+            self.call(site, values).await.map(ColumnAnswer::Cells)
+        }
+    }
+}
+
+/// A plugin function's answer to a batch of argument columns.
+#[derive(Debug)]
+pub enum ColumnAnswer {
+    /// One result column, with the rows that failed and why (their cells
+    /// are null in the column).
+    Column(ArrayRef, Vec<(usize, String)>),
+    /// One cell per row, when the plugin answered in rows.
+    Cells(Vec<Cell>),
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

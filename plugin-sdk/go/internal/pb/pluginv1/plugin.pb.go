@@ -1893,7 +1893,11 @@ type ReadRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	// Upper bound on records per batch; the plugin may send fewer.
-	MaxBatch      uint32 `protobuf:"varint,2,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	MaxBatch uint32 `protobuf:"varint,2,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	// True when the supervisor accepts batches as Arrow columns
+	// (RecordBatch.arrow). Sent only to a process whose Describe lists
+	// ENCODING_ARROW_IPC; a source may still send rows.
+	AcceptArrow   bool `protobuf:"varint,3,opt,name=accept_arrow,json=acceptArrow,proto3" json:"accept_arrow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1942,6 +1946,13 @@ func (x *ReadRequest) GetMaxBatch() uint32 {
 	return 0
 }
 
+func (x *ReadRequest) GetAcceptArrow() bool {
+	if x != nil {
+		return x.AcceptArrow
+	}
+	return false
+}
+
 type RecordBatch struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Records []*Record              `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
@@ -1953,7 +1964,16 @@ type RecordBatch struct {
 	// input line: the supervisor counts each as an exception of the rule's
 	// source and shows the last in the rule status; the stream goes on. A batch
 	// may carry exceptions and no records.
-	Exceptions    []string `protobuf:"bytes,4,rep,name=exceptions,proto3" json:"exceptions,omitempty"`
+	Exceptions []string `protobuf:"bytes,4,rep,name=exceptions,proto3" json:"exceptions,omitempty"`
+	// Columnar encoding, only when ReadRequest.accept_arrow was set: an Arrow
+	// IPC schema message on the first columnar batch of the Read stream and
+	// whenever the schema changes (otherwise empty: the stream's last schema
+	// applies), and one Arrow IPC record-batch message with one column per
+	// field, named after the field, one row per record. `records` is then
+	// empty. Such records carry no metadata and no event time, and a null
+	// cell reads as an absent field.
+	ArrowSchema   []byte `protobuf:"bytes,5,opt,name=arrow_schema,json=arrowSchema,proto3" json:"arrow_schema,omitempty"`
+	Arrow         []byte `protobuf:"bytes,6,opt,name=arrow,proto3" json:"arrow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2012,6 +2032,20 @@ func (x *RecordBatch) GetMutations() []*StateMutation {
 func (x *RecordBatch) GetExceptions() []string {
 	if x != nil {
 		return x.Exceptions
+	}
+	return nil
+}
+
+func (x *RecordBatch) GetArrowSchema() []byte {
+	if x != nil {
+		return x.ArrowSchema
+	}
+	return nil
+}
+
+func (x *RecordBatch) GetArrow() []byte {
+	if x != nil {
+		return x.Arrow
 	}
 	return nil
 }
@@ -2165,6 +2199,10 @@ type OpenSinkResponse struct {
 	// sink's properties `format` (json, delimited, binary), `dataTemplate`,
 	// `sendSingle`, `fields` and `delimiter`, and sends WriteBatch.payloads.
 	WantsPayloads bool `protobuf:"varint,2,opt,name=wants_payloads,json=wantsPayloads,proto3" json:"wants_payloads,omitempty"`
+	// True when the sink takes batches as Arrow columns (WriteBatch.arrow).
+	// The supervisor then may send either encoding; it sends columns only to a
+	// process whose Describe lists ENCODING_ARROW_IPC.
+	TakesArrow    bool `protobuf:"varint,3,opt,name=takes_arrow,json=takesArrow,proto3" json:"takes_arrow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2213,6 +2251,13 @@ func (x *OpenSinkResponse) GetWantsPayloads() bool {
 	return false
 }
 
+func (x *OpenSinkResponse) GetTakesArrow() bool {
+	if x != nil {
+		return x.TakesArrow
+	}
+	return false
+}
+
 type WriteBatch struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
@@ -2223,7 +2268,14 @@ type WriteBatch struct {
 	// encoded items, each one what eKuiper's Collect would receive. With
 	// sendSingle false an item is one emission (a window's results, or one row
 	// of a rule without a window) as a JSON array; with sendSingle true, one row.
-	Payloads      [][]byte `protobuf:"bytes,4,rep,name=payloads,proto3" json:"payloads,omitempty"`
+	Payloads [][]byte `protobuf:"bytes,4,rep,name=payloads,proto3" json:"payloads,omitempty"`
+	// Columnar encoding, only to a sink that said takes_arrow: the schema
+	// message on the first columnar batch of the Write stream and when it
+	// changes (else empty), and one record-batch message with one column per
+	// output field, one row per record; `records` is then empty. A null cell
+	// is a field that is null or absent in that record.
+	ArrowSchema   []byte `protobuf:"bytes,5,opt,name=arrow_schema,json=arrowSchema,proto3" json:"arrow_schema,omitempty"`
+	Arrow         []byte `protobuf:"bytes,6,opt,name=arrow,proto3" json:"arrow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2282,6 +2334,20 @@ func (x *WriteBatch) GetRecords() []*Record {
 func (x *WriteBatch) GetPayloads() [][]byte {
 	if x != nil {
 		return x.Payloads
+	}
+	return nil
+}
+
+func (x *WriteBatch) GetArrowSchema() []byte {
+	if x != nil {
+		return x.ArrowSchema
+	}
+	return nil
+}
+
+func (x *WriteBatch) GetArrow() []byte {
+	if x != nil {
+		return x.Arrow
 	}
 	return nil
 }
@@ -2683,18 +2749,21 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x12OpenSourceResponse\x12\x1e\n" +
 	"\n" +
 	"rewindable\x18\x01 \x01(\bR\n" +
-	"rewindable\"K\n" +
+	"rewindable\"n\n" +
 	"\vReadRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x1b\n" +
-	"\tmax_batch\x18\x02 \x01(\rR\bmaxBatch\"\xdb\x01\n" +
+	"\tmax_batch\x18\x02 \x01(\rR\bmaxBatch\x12!\n" +
+	"\faccept_arrow\x18\x03 \x01(\bR\vacceptArrow\"\x94\x02\n" +
 	"\vRecordBatch\x120\n" +
 	"\arecords\x18\x01 \x03(\v2\x16.oort.plugin.v1.RecordR\arecords\x122\n" +
 	"\x06offset\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueH\x00R\x06offset\x88\x01\x01\x12;\n" +
 	"\tmutations\x18\x03 \x03(\v2\x1d.oort.plugin.v1.StateMutationR\tmutations\x12\x1e\n" +
 	"\n" +
 	"exceptions\x18\x04 \x03(\tR\n" +
-	"exceptionsB\t\n" +
+	"exceptions\x12!\n" +
+	"\farrow_schema\x18\x05 \x01(\fR\varrowSchema\x12\x14\n" +
+	"\x05arrow\x18\x06 \x01(\fR\x05arrowB\t\n" +
 	"\a_offset\"_\n" +
 	"\rRewindRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
@@ -2707,17 +2776,21 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"PropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x05value\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueR\x05value:\x028\x01\"_\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueR\x05value:\x028\x01\"\x80\x01\n" +
 	"\x10OpenSinkResponse\x12$\n" +
 	"\rtransactional\x18\x01 \x01(\bR\rtransactional\x12%\n" +
-	"\x0ewants_payloads\x18\x02 \x01(\bR\rwantsPayloads\"\x8d\x01\n" +
+	"\x0ewants_payloads\x18\x02 \x01(\bR\rwantsPayloads\x12\x1f\n" +
+	"\vtakes_arrow\x18\x03 \x01(\bR\n" +
+	"takesArrow\"\xc6\x01\n" +
 	"\n" +
 	"WriteBatch\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x120\n" +
 	"\arecords\x18\x03 \x03(\v2\x16.oort.plugin.v1.RecordR\arecords\x12\x1a\n" +
-	"\bpayloads\x18\x04 \x03(\fR\bpayloads\"\x90\x01\n" +
+	"\bpayloads\x18\x04 \x03(\fR\bpayloads\x12!\n" +
+	"\farrow_schema\x18\x05 \x01(\fR\varrowSchema\x12\x14\n" +
+	"\x05arrow\x18\x06 \x01(\fR\x05arrow\"\x90\x01\n" +
 	"\bWriteAck\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12;\n" +
