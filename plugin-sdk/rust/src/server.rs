@@ -297,11 +297,22 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     tokio::task::block_in_place(f)
 }
 
+/// The smallest source batch sent as columns: below it the IPC header and
+/// the supervisor's decoding outweigh the rows (the host's
+/// `COLUMNS_FROM_ROWS` for function batches, for the same reason), so a
+/// small batch goes as records.
+const SOURCE_COLUMNS_FROM_ROWS: usize = 64;
+
 /// A source's columnar batch as a `RecordBatch` message (empty when the
-/// batch has no rows); the schema goes when new on the stream.
+/// batch has no rows, records when it has only a few); the schema goes when
+/// new on the stream.
 fn column_batch(batch: &columns::RecordBatch, sent: &mut SchemaSent) -> Result<pb::RecordBatch, columns::ColumnError> {
     if batch.num_rows() == 0 {
         return Ok(pb::RecordBatch::default());
+    }
+    if batch.num_rows() < SOURCE_COLUMNS_FROM_ROWS {
+        let records = columns::records_of(batch)?.into_iter().map(pb::Record::from).collect();
+        return Ok(pb::RecordBatch { records, ..Default::default() });
     }
     let arrow = columns::batch_message(batch)?;
     let arrow_schema = sent.message_if_new(&batch.schema()).unwrap_or_default();
@@ -812,13 +823,16 @@ mod tests {
         let batch = columns::records_batch(&[Record::default()]).unwrap();
         let mut sent = SchemaSent::default();
         assert_eq!(column_batch(&batch.slice(0, 0), &mut sent).unwrap(), pb::RecordBatch::default());
-        let ints: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+        let ints: ArrayRef = Arc::new(Int64Array::from_iter_values(0..SOURCE_COLUMNS_FROM_ROWS as i64));
         let batch = columns::RecordBatch::try_from_iter([("n", ints)]).unwrap();
+        // A few rows go as records.
+        let few = column_batch(&batch.slice(0, 3), &mut sent).unwrap();
+        assert!(few.arrow.is_empty() && few.records.len() == 3 && few.records[2].fields["n"] == Value::Int(2).into());
         let first = column_batch(&batch, &mut sent).unwrap();
         assert!(!first.arrow_schema.is_empty() && !first.arrow.is_empty() && first.records.is_empty());
         let second = column_batch(&batch, &mut sent).unwrap();
         assert!(second.arrow_schema.is_empty(), "the schema goes once per Read stream");
         let read = columns::decode_with_schema(&first.arrow_schema, &second.arrow).unwrap();
-        assert_eq!(columns::records_of(&read).unwrap()[1].fields["n"], Value::Int(2));
+        assert_eq!(columns::records_of(&read).unwrap()[1].fields["n"], Value::Int(1));
     }
 }

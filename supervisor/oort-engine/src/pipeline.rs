@@ -447,13 +447,14 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
     // A batch of columns stays columns through a rule without a window on a
     // stream without event time; the others take records.
     let on_columns = oort_sql::runs_on_columns(&plan.select) && plan.event_time.is_none();
+    let event_time_field: Vec<&str> = ctx.stream.timestamp_field().into_iter().collect();
     let evaluate = |mut batch: SourceBatch| {
         let n = batch.columns.as_ref().map_or(batch.records.len(), |c| c.num_rows()) as u64;
         ctx.status.source.batch(n, n, Duration::ZERO);
         source_calls.record(None);
         if let Some(columns) = batch.columns.take_if(|_| !on_columns) {
-            // The host checked the columns' types on arrival: they convert.
-            batch.records = oort_proto::columns::records_of(&columns).unwrap_or_default();
+            // Only the columns the statement reads become record fields.
+            batch.records = oort_sql::records_for(&plan.select, &columns, &event_time_field);
         }
         let (select, calls, started) = (&plan.select, &calls, Instant::now());
         async move {

@@ -247,6 +247,39 @@ fn assemble(out: BTreeMap<String, OutColumn>, n: usize, keep: &[bool]) -> Projec
     Projected::Records(records.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect())
 }
 
+/// The records a rule that runs on rows (a window) needs of a columnar
+/// batch: only the columns its statement reads, plus `keep` (the stream's
+/// event-time field), or every column when it reads whole rows (`*`,
+/// `collect(*)`). A window holds its rows, so the columns it never reads
+/// are neither decoded nor kept.
+pub fn records_for(plan: &SelectPlan, batch: &RecordBatch, keep: &[&str]) -> Vec<Record> {
+    let mut exprs: Vec<&Expr> = Vec::new();
+    for field in &plan.fields {
+        match field {
+            SelectField::Wildcard => return narrow_records(batch, &None),
+            SelectField::Expr { expr, .. } => exprs.push(expr),
+        }
+    }
+    exprs.extend(&plan.filter);
+    if let Some(g) = &plan.grouping {
+        exprs.extend(&g.keys);
+        exprs.extend(g.aggregates.iter().filter_map(|a| a.arg.as_ref()));
+        exprs.extend(g.having.iter().chain(&g.filter).chain(&g.trigger));
+        if let Some((begin, end)) = &g.state {
+            exprs.extend([begin, end]);
+        }
+    }
+    exprs.extend(plan.order_by.iter().filter_map(|k| match &k.by {
+        crate::SortBy::Expr(e) => Some(e),
+        crate::SortBy::Field(_) => None,
+    }));
+    let names = referenced(exprs).map(|mut names| {
+        names.extend(keep.iter().copied());
+        names
+    });
+    narrow_records(batch, &names)
+}
+
 /// Whether a select expression is served from the arrays themselves: a plain
 /// column, or a plugin call whose arguments are all plain columns or scalar
 /// literals (a literal becomes a column of that one value).
@@ -380,6 +413,20 @@ mod tests {
             assert_eq!(cols.filter, rows.filter, "{sql}: WHERE's counts");
             assert_eq!(cols.project, rows.project, "{sql}: the projection's counts");
         }
+    }
+
+    #[tokio::test]
+    async fn a_window_gets_records_of_the_columns_it_reads() {
+        let batch = columns::records_batch(&records()).unwrap();
+        let plan = parse_select("SELECT s, count(*) AS c, avg(f) AS m FROM s GROUP BY s, COUNTWINDOW(10)").unwrap();
+        let narrow = records_for(&plan, &batch, &["ts"]);
+        assert_eq!(narrow.len(), 50);
+        let fields: BTreeSet<&str> = narrow.iter().flat_map(|r| r.fields.keys().map(String::as_str)).collect();
+        assert_eq!(fields, BTreeSet::from(["f", "s"]), "a is never read");
+        let star = parse_select("SELECT *, count(*) AS c FROM s GROUP BY COUNTWINDOW(10)").unwrap();
+        assert_eq!(records_for(&star, &batch, &[]), columns::records_of(&batch).unwrap(), "* reads every column");
+        let having = parse_select("SELECT count(*) AS c FROM s GROUP BY COUNTWINDOW(10) HAVING max(a) > 3").unwrap();
+        assert!(records_for(&having, &batch, &[])[1].fields.contains_key("a"), "HAVING's columns are kept");
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use oort_proto::Value;
 use serde::{Deserialize, Serialize};
 
 pub use batch::{prepare_window_rows, project_groups, run_batch, BatchOutcome, OpOutcome, WindowBatch};
-pub use columnar::{run_columns, runs_on_columns, ColumnsOutcome, Projected};
+pub use columnar::{records_for, run_columns, runs_on_columns, ColumnsOutcome, Projected};
 pub use expr::{Cell, ColumnAnswer, Functions};
 use oort_core::RestartStrategy;
 pub use sql::{
