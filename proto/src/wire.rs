@@ -19,14 +19,17 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, De
 use crate::plugin::v1 as pb;
 use crate::value::{Record, Value};
 
-/// An `ExecBatch` or a `WriteBatch`, already encoded. Only for sending:
-/// decoding one skips every field.
+/// An `ExecBatch` or a `WriteBatch`, already encoded: its fields, then the
+/// Arrow record-batch message of a columnar batch, kept as the bytes it was
+/// encoded into (the last field's value; no copy into the head). Only for
+/// sending: decoding one skips every field.
 #[derive(Debug, Clone, Default)]
-pub struct EncodedBatch(Bytes);
+pub struct EncodedBatch(Bytes, Bytes);
 
-/// The encoded fields of a batch except `seq`, and the field number its
-/// Arrow schema message would take (`ExecBatch` 4, `WriteBatch` 5).
-pub struct BatchBody(BytesMut, u32);
+/// The encoded fields of a batch except `seq`, the field number its Arrow
+/// schema message would take (`ExecBatch` 4, `WriteBatch` 5), and for a
+/// columnar batch its record-batch message with the field it goes in.
+pub struct BatchBody(BytesMut, u32, Option<(u32, Bytes)>);
 
 impl BatchBody {
     /// The fields of an `ExecBatch`: the instance id and the argument rows.
@@ -40,18 +43,18 @@ impl BatchBody {
                 encode_value_field(1, arg, &mut buf);
             }
         }
-        BatchBody(buf, 4)
+        BatchBody(buf, 4, None)
     }
 
     /// The fields of a columnar `ExecBatch`: the instance id and one Arrow
     /// IPC record-batch message of the arguments.
-    pub fn exec_columns(instance_id: &str, message: &[u8]) -> BatchBody {
+    pub fn exec_columns(instance_id: &str, message: Bytes) -> BatchBody {
         columns_body(instance_id, message, 5)
     }
 
     /// The fields of a columnar `WriteBatch`: the instance id and one Arrow
     /// IPC record-batch message of the records.
-    pub fn write_columns(instance_id: &str, message: &[u8]) -> BatchBody {
+    pub fn write_columns(instance_id: &str, message: Bytes) -> BatchBody {
         columns_body(instance_id, message, 6)
     }
 
@@ -78,7 +81,7 @@ impl BatchBody {
                 encode_varint(record.timestamp_ms as u64, &mut buf);
             }
         }
-        BatchBody(buf, 5)
+        BatchBody(buf, 5, None)
     }
 
     /// The fields of a `WriteBatch` for a sink that asked for payloads: the
@@ -91,7 +94,7 @@ impl BatchBody {
             encode_varint(payload.len() as u64, &mut buf);
             buf.put_slice(payload);
         }
-        BatchBody(buf, 5)
+        BatchBody(buf, 5, None)
     }
 
     /// Adds `seq` and seals the message.
@@ -100,18 +103,24 @@ impl BatchBody {
             encode_key(2, WireType::Varint, &mut self.0);
             encode_varint(seq, &mut self.0);
         }
-        EncodedBatch(self.0.freeze())
+        let tail = match self.2 {
+            Some((field, message)) => {
+                // The message's key and length close the head; the message
+                // itself follows as it is.
+                encode_key(field, WireType::LengthDelimited, &mut self.0);
+                encode_varint(message.len() as u64, &mut self.0);
+                message
+            }
+            None => Bytes::new(),
+        };
+        EncodedBatch(self.0.freeze(), tail)
     }
 }
 
 /// A batch of one Arrow IPC record-batch message in field `field`; its
 /// schema message, when added, goes in the field before.
-fn columns_body(instance_id: &str, message: &[u8], field: u32) -> BatchBody {
-    let mut buf = start(instance_id, message_field_len(field, message.len()));
-    encode_key(field, WireType::LengthDelimited, &mut buf);
-    encode_varint(message.len() as u64, &mut buf);
-    buf.put_slice(message);
-    BatchBody(buf, field - 1)
+fn columns_body(instance_id: &str, message: Bytes, field: u32) -> BatchBody {
+    BatchBody(start(instance_id, 0), field - 1, Some((field, message)))
 }
 
 /// A buffer for a batch whose payload takes `payload_len` bytes, holding the
@@ -130,6 +139,7 @@ fn start(instance_id: &str, payload_len: usize) -> BytesMut {
 impl prost::Message for EncodedBatch {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         buf.put_slice(&self.0);
+        buf.put_slice(&self.1);
     }
 
     fn merge_field(
@@ -143,11 +153,11 @@ impl prost::Message for EncodedBatch {
     }
 
     fn encoded_len(&self) -> usize {
-        self.0.len()
+        self.0.len() + self.1.len()
     }
 
     fn clear(&mut self) {
-        self.0 = Bytes::new();
+        (self.0, self.1) = (Bytes::new(), Bytes::new());
     }
 }
 
@@ -394,14 +404,18 @@ mod tests {
     #[test]
     fn columnar_batches_put_the_schema_before_the_batch_in_each_message() {
         let (schema, batch) = (b"schema message".to_vec(), b"batch message".to_vec());
-        let write = BatchBody::write_columns("r/sink", &batch).with_schema(&schema).with_seq(4).encode_to_vec();
+        let write = BatchBody::write_columns("r/sink", Bytes::from(batch.clone()))
+            .with_schema(&schema)
+            .with_seq(4)
+            .encode_to_vec();
         let decoded = pb::WriteBatch::decode(write.as_slice()).expect("decodes");
         assert_eq!((decoded.arrow_schema.as_ref(), decoded.arrow.as_ref()), (&schema[..], &batch[..]));
         assert_eq!((decoded.seq, decoded.records.len()), (4, 0));
-        let exec = BatchBody::exec_columns("r/f", &batch).with_schema(&schema).with_seq(1).encode_to_vec();
+        let exec =
+            BatchBody::exec_columns("r/f", Bytes::from(batch.clone())).with_schema(&schema).with_seq(1).encode_to_vec();
         let decoded = pb::ExecBatch::decode(exec.as_slice()).expect("decodes");
         assert_eq!((decoded.arrow_schema.as_ref(), decoded.arrow.as_ref()), (&schema[..], &batch[..]));
-        let without = BatchBody::write_columns("r/sink", &batch).with_seq(5).encode_to_vec();
+        let without = BatchBody::write_columns("r/sink", Bytes::from(batch.clone())).with_seq(5).encode_to_vec();
         assert!(pb::WriteBatch::decode(without.as_slice()).expect("decodes").arrow_schema.is_empty());
     }
 }

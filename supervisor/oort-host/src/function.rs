@@ -258,7 +258,7 @@ impl FunctionInstance {
                     plugin: self.plugin.clone(),
                     reason: format!("cannot encode the arguments as Arrow: {e}"),
                 })?;
-                (BatchBody::exec_columns(&self.id, &message), Some(batch.schema()))
+                (BatchBody::exec_columns(&self.id, message), Some(batch.schema()))
             }
             None => (BatchBody::exec(&self.id, rows), None),
         };

@@ -126,7 +126,7 @@ impl SinkInstance {
             }
         };
         let message = columns::batch_message(batch).map_err(protocol)?;
-        let body = oort_proto::wire::BatchBody::write_columns(&self.id, &message);
+        let body = oort_proto::wire::BatchBody::write_columns(&self.id, message);
         let schema = batch.schema();
         let written = self
             .send(batch.num_rows(), |seq, sent| match sent.message_if_new(&schema) {
