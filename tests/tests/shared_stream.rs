@@ -50,6 +50,14 @@ fn rules_on_a_shared_stream_read_one_source_instance() {
     let common = (first.len() - start).min(second.len());
     assert!(common >= 40, "only {common} records in common");
     assert_eq!(first[start..start + common], second[..common], "the same records, in order");
+    // The stream's source shows in both rules' status (operator `source`).
+    let source_pid = |rule: &str| {
+        let status = d.get_json(&format!("/rules/{rule}/status"));
+        let plugins = status["plugins"].as_array().cloned().unwrap_or_default();
+        let source = plugins.iter().find(|p| p["operator"] == "source").cloned();
+        source.and_then(|p| p["pid"].as_u64()).unwrap_or_else(|| panic!("{rule}: no source in {status}"))
+    };
+    assert_eq!(source_pid("a"), source_pid("b"), "the source's process, seen from both rules");
     // Without SHARED each rule has its own instance: different records.
     let (c, e) = (lines(&d, "c", &path("c"), 20), lines(&d, "e", &path("e"), 20));
     assert!(!c.iter().any(|l| e.contains(l)), "two instances of random gave the same record");

@@ -121,6 +121,8 @@ pub(super) async fn run(ctx: RunContext) -> Result<(), Failure> {
     for (_, instance) in ctx.status.take_instances() {
         match instance {
             Instance::Source(s) => ctx.host.close_source(&s).await,
+            // The stream's hub closes it when its last rule leaves.
+            Instance::SharedSource(_) => {}
             Instance::Function(f) => ctx.host.close_function(&f).await,
             Instance::Sink(s) => ctx.host.close_sink(&s).await,
         }
@@ -268,8 +270,8 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
     let props = ctx.source_props.clone().into_iter().collect();
     let cannot_open = |e: HostError| format!("cannot open source {}: {e}", ctx.stream.source_type());
     let source = if ctx.stream.is_shared() {
-        // Not registered in the rule's status: the instance is the stream's,
-        // and closing the rule's instances must not close it.
+        // The instance is the stream's: the rule's status shows it, but
+        // closing the rule's instances does not close it.
         let s = StreamSource {
             stream: &ctx.stream.name,
             source_type: ctx.stream.source_type(),
@@ -278,7 +280,9 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
             restart,
             max_batch: plan.buffer_length,
         };
-        RuleSource::Shared(ctx.shared.join(&ctx.host, s).await.map_err(cannot_open)?)
+        let shared = ctx.shared.join(&ctx.host, s).await.map_err(cannot_open)?;
+        ctx.status.register("source".into(), Instance::SharedSource(shared.instance()));
+        RuleSource::Shared(shared)
     } else {
         let source = ctx
             .host

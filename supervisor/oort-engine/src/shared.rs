@@ -104,6 +104,11 @@ impl SharedSources {
 }
 
 impl SharedSource {
+    /// The stream's source instance, for the rule's status.
+    pub(crate) fn instance(&self) -> Arc<SourceInstance> {
+        self.hub.instance.clone()
+    }
+
     /// The batches of the stream from now on, as a rule reads its own source.
     pub(crate) fn read(&self) -> mpsc::Receiver<Result<SourceBatch, HostError>> {
         let (tx, rx) = mpsc::channel(2);

@@ -98,6 +98,9 @@ pub struct RuleReport {
 #[derive(Clone)]
 pub(crate) enum Instance {
     Source(Arc<SourceInstance>),
+    /// A `SHARED` stream's source instance: shown in the status of every
+    /// rule reading it, closed by the stream's hub, not by a rule.
+    SharedSource(Arc<SourceInstance>),
     Function(Arc<FunctionInstance>),
     Sink(Arc<SinkInstance>),
 }
@@ -200,7 +203,9 @@ impl RuleStatus {
         list.into_iter()
             .map(|(operator, i)| {
                 let (pid, restarts, process, outstanding) = match &i {
-                    Instance::Source(s) => (s.pid(), s.restarts(), s.process(), s.call_watch().oldest()),
+                    Instance::Source(s) | Instance::SharedSource(s) => {
+                        (s.pid(), s.restarts(), s.process(), s.call_watch().oldest())
+                    }
                     Instance::Function(f) => (f.pid(), f.restarts(), f.process(), f.outstanding()),
                     Instance::Sink(s) => (s.pid(), s.restarts(), s.process(), s.call_watch().oldest()),
                 };
@@ -216,7 +221,7 @@ impl RuleStatus {
                     outstanding: outstanding.filter(|o| o.for_ms >= SLOW_CALL_MS || o.timeouts > 0),
                     columnar_batches: Some(match &i {
                         Instance::Function(f) => f.columnar_batches(),
-                        Instance::Source(s) => s.columnar_batches(),
+                        Instance::Source(s) | Instance::SharedSource(s) => s.columnar_batches(),
                         Instance::Sink(s) => s.columnar_batches(),
                     }),
                 }
@@ -253,7 +258,9 @@ impl RuleStatus {
                 let (pid, plugin, o) = match i {
                     Instance::Function(f) => (f.pid(), f.process().plugin, f.outstanding()?),
                     Instance::Sink(s) => (s.pid(), s.process().plugin, s.call_watch().oldest()?),
-                    Instance::Source(s) => (s.pid(), s.process().plugin, s.call_watch().oldest()?),
+                    Instance::Source(s) | Instance::SharedSource(s) => {
+                        (s.pid(), s.process().plugin, s.call_watch().oldest()?)
+                    }
                 };
                 (o.timeouts > 0).then(|| {
                     let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
