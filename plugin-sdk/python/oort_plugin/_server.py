@@ -287,6 +287,22 @@ def _made_by_factory(export: _Export[Any]) -> bool:
     return not export.shares_object and not isinstance(export.make, type)
 
 
+def _read_columns(
+    codec: StreamCodec | None, batch: pb.ExecBatch | pb.WriteBatch, context: grpc.ServicerContext
+) -> tuple[StreamCodec, Any]:
+    """A columnar batch's pa.RecordBatch, read with its stream's codec (created, and pyarrow
+    imported, at the stream's first columnar batch). A batch that cannot be read ends the stream
+    with INVALID_ARGUMENT: retrying the same bytes cannot help."""
+    from . import _arrow
+
+    if codec is None:
+        codec = _arrow.StreamCodec()
+    try:
+        return codec, codec.read(batch.arrow_schema, batch.arrow)
+    except _arrow.ArrowProtocolError as e:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+
+
 class _FunctionService(pb_grpc.FunctionServicer):
     def __init__(self, served: _Served) -> None:
         self._s = served
@@ -336,12 +352,7 @@ class _FunctionService(pb_grpc.FunctionServicer):
             if batch.arrow:
                 from . import _arrow
 
-                if codec is None:
-                    codec = _arrow.StreamCodec()
-                try:
-                    columns = codec.read(batch.arrow_schema, batch.arrow)
-                except _arrow.ArrowProtocolError as e:
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                codec, columns = _read_columns(codec, batch, context)
                 if vectorized is not None:
                     _arrow.exec_columns_batch(vectorized, ctx, columns, out, codec)
                 else:
@@ -509,15 +520,7 @@ class _SinkService(pb_grpc.SinkServicer):
             ack = pb.WriteAck(seq=batch.seq)
             columns: Any = None  # pa.RecordBatch
             if batch.arrow:
-                from . import _arrow
-
-                if codec is None:
-                    codec = _arrow.StreamCodec()
-                try:
-                    columns = codec.read(batch.arrow_schema, batch.arrow)
-                except _arrow.ArrowProtocolError as e:
-                    # Retrying the same bytes cannot help: end the stream.
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                codec, columns = _read_columns(codec, batch, context)
             try:
                 if columns is not None:
                     # A sink without collect_columns gets the records (Sink's
