@@ -91,11 +91,22 @@ fn languages() -> Vec<Arc<Language>> {
     let full = |_: &str| true;
     // The raw-stub plugin is the function side only: no source, no sink, and
     // no OORT_CONFORMANCE_SINGLETON switch.
-    let raw = |id: &str| !matches!(id, "modes" | "source" | "sink");
+    let raw = |id: &str| !matches!(id, "modes" | "source" | "sink" | "columns_io");
     // The columnar encoding concerns function batches: every scenario that
     // calls functions runs again with the host sending Arrow columns.
     let functions = |id: &str| {
-        matches!(id, "handshake" | "modes" | "validate" | "batches" | "state" | "restore" | "aggregate" | "columns")
+        matches!(
+            id,
+            "handshake"
+                | "modes"
+                | "validate"
+                | "batches"
+                | "state"
+                | "restore"
+                | "aggregate"
+                | "columns"
+                | "columns_io"
+        )
     };
     let raw_functions =
         |id: &str| matches!(id, "handshake" | "validate" | "batches" | "state" | "restore" | "aggregate" | "columns");
@@ -336,6 +347,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario { id: "reflection", title: "12 health + reflection", run: |c| Box::pin(reflection(c)) },
         Scenario { id: "aggregate", title: "13 aggregate function", run: |c| Box::pin(aggregate(c)) },
         Scenario { id: "columns", title: "14 columnar batches", run: |c| Box::pin(columns(c)) },
+        Scenario { id: "columns_io", title: "15 columnar source + sink", run: |c| Box::pin(columns_io(c)) },
     ]
 }
 
@@ -600,6 +612,64 @@ async fn columns(c: Arc<Cell>) {
         assert_eq!(got, want, "cf_echo over a list column");
     }
     assert_eq!(echo.columnar_batches() - before, if expected > 0 { 2 } else { 0 }, "list columns went as columns");
+}
+
+/// Scenario 15: the source's batches come as Arrow columns when the host
+/// takes them (rows otherwise), the sink takes a batch of columns (records
+/// otherwise), and the records and lines are the same either way.
+async fn columns_io(c: Arc<Cell>) {
+    use oort_proto::columns;
+    let e = c.env(&["sources", "sinks"], &[], fast_timeouts());
+    let count = 300;
+    let src = e
+        .host()
+        .open_source("r1", "conformance", "", props(&[("count", Value::Int(count))]), RestartStrategy::default())
+        .await
+        .expect("open source");
+    let mut rx = src.read(100).await.expect("read");
+    let mut ns = Vec::new();
+    while ns.len() < count as usize {
+        let batch = tokio::time::timeout(WAIT, rx.recv()).await.expect("a batch in time").expect("open").expect("ok");
+        let records = match &batch.columns {
+            Some(c) => columns::records_of(c).expect("records of the source's columns"),
+            None => batch.records,
+        };
+        ns.extend(records.iter().map(|r| r.fields.get("n").and_then(Value::as_i64).expect("n")));
+        assert_eq!(batch.offset, Some(Value::Int(ns.len() as i64)), "the offset after the batch");
+    }
+    assert_eq!(ns, (0..count).collect::<Vec<_>>());
+    let auto = c.lang.encoding == DataEncoding::Auto;
+    let columnar = src.columnar_batches();
+    assert!(if auto { columnar > 0 } else { columnar == 0 }, "{columnar} source batches came as columns");
+    drop(rx);
+    e.host().close_source(&src).await;
+
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("out.jsonl");
+    let sink = e
+        .host()
+        .open_sink("r1", "sink_0", "conformance", props(&[("path", s(path.to_str().unwrap()))]), Default::default())
+        .await
+        .expect("open sink");
+    assert_eq!(sink.takes_columns(), auto, "the sink takes columns when the host sends them");
+    let records: Vec<Record> = (0..100)
+        .map(|i| {
+            let mut fields = BTreeMap::from([("n".to_string(), Value::Int(i))]);
+            if i % 3 != 0 {
+                fields.insert("s".into(), s(&format!("x{i} ✓")));
+            }
+            Record::from_fields(fields)
+        })
+        .collect();
+    let batch = columns::records_batch(&records).expect("one type per field");
+    sink.write_columns(&batch).await.expect("write columns");
+    assert_eq!(sink.columnar_batches(), u64::from(auto), "batches written as columns");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    let want: Vec<serde_json::Value> = records.iter().map(Record::fields_to_json).collect();
+    assert_eq!(lines, want, "the sink's lines: a field null in a column is absent");
+    e.host().close_sink(&sink).await;
 }
 
 /// Scenario 7: the five state calls, scoped per instance, mirrored in the supervisor.

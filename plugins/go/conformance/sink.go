@@ -7,6 +7,9 @@ import (
 	"os"
 	"sync"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
 	"github.com/oort-dev/oort/plugin-sdk/go/oort"
 )
 
@@ -18,7 +21,8 @@ type output struct {
 }
 
 // sink keeps one output per instance, so that one object can serve every
-// rule when it is exported as a singleton.
+// rule when it is exported as a singleton. It is an oort.ColumnSink too:
+// CollectColumns writes the lines Collect writes for the same records.
 type sink struct {
 	mu   sync.Mutex
 	outs map[string]*output
@@ -69,6 +73,101 @@ func (s *sink) Collect(ctx oort.StreamContext, records []oort.Record) error {
 		return fmt.Errorf("conformance sink: %w", err)
 	}
 	return nil
+}
+
+// CollectColumns writes a columnar batch as Collect writes the records it
+// stands for: one per row, a field per column, a null cell an absent field
+// (as the SDK hands columns to a sink that takes records).
+func (s *sink) CollectColumns(ctx oort.StreamContext, batch arrow.RecordBatch) error {
+	records := make([]oort.Record, batch.NumRows())
+	for i := range records {
+		records[i] = oort.Record{Fields: make(map[string]any, batch.NumCols())}
+	}
+	for j, col := range batch.Columns() {
+		name := batch.ColumnName(j)
+		for i := range records {
+			v, err := cell(col, i)
+			if err != nil {
+				return fmt.Errorf("conformance sink: field %q: %w", name, err)
+			}
+			if v != nil {
+				records[i].Fields[name] = v
+			}
+		}
+	}
+	return s.Collect(ctx, records)
+}
+
+// cell is value i of arr as a row batch gives it: nil, bool, int64, uint64,
+// float64, string, []byte, []any or map[string]any (a struct's null fields
+// kept as nil).
+func cell(arr arrow.Array, i int) (any, error) {
+	if arr.IsNull(i) {
+		return nil, nil
+	}
+	switch a := arr.(type) {
+	case *array.Null:
+		return nil, nil
+	case *array.Boolean:
+		return a.Value(i), nil
+	case *array.Int8:
+		return int64(a.Value(i)), nil
+	case *array.Int16:
+		return int64(a.Value(i)), nil
+	case *array.Int32:
+		return int64(a.Value(i)), nil
+	case *array.Int64:
+		return a.Value(i), nil
+	case *array.Uint8:
+		return uint64(a.Value(i)), nil
+	case *array.Uint16:
+		return uint64(a.Value(i)), nil
+	case *array.Uint32:
+		return uint64(a.Value(i)), nil
+	case *array.Uint64:
+		return a.Value(i), nil
+	case *array.Float32:
+		return float64(a.Value(i)), nil
+	case *array.Float64:
+		return a.Value(i), nil
+	case *array.String:
+		return a.Value(i), nil
+	case *array.LargeString:
+		return a.Value(i), nil
+	case *array.Binary:
+		return append([]byte{}, a.Value(i)...), nil
+	case *array.LargeBinary:
+		return append([]byte{}, a.Value(i)...), nil
+	case *array.List:
+		return listCell(a, i)
+	case *array.LargeList:
+		return listCell(a, i)
+	case *array.Struct:
+		st := a.DataType().(*arrow.StructType)
+		m := make(map[string]any, a.NumField())
+		for k := range a.NumField() {
+			v, err := cell(a.Field(k), i)
+			if err != nil {
+				return nil, err
+			}
+			m[st.Field(k).Name] = v
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("an Arrow %s column, which the conformance sink cannot write", arr.DataType())
+}
+
+func listCell(a array.ListLike, i int) (any, error) {
+	start, end := a.ValueOffsets(i)
+	items := make([]any, 0, end-start)
+	for k := start; k < end; k++ {
+		v, err := cell(a.ListValues(), int(k))
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, v)
+	}
+	return items, nil
 }
 
 func (s *sink) PreCommit(ctx oort.StreamContext, _ uint64) (any, error) {

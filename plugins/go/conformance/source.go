@@ -6,6 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
 	"github.com/oort-dev/oort/plugin-sdk/go/oort"
 )
 
@@ -19,7 +23,8 @@ type cursor struct {
 // source keeps one cursor per instance, so that one object can serve every
 // rule when it is exported as a singleton. It implements
 // oort.RewindableWithContext for the same reason: eKuiper's Rewindable does
-// not say which instance is asked.
+// not say which instance is asked. It is an oort.ColumnSource too:
+// ReadColumns reads the same records as Read, as one Int64 column "n".
 type source struct {
 	mu      sync.Mutex
 	cursors map[string]*cursor
@@ -68,6 +73,36 @@ func (s *source) Read(ctx oort.StreamContext, max int) ([]oort.Record, error) {
 		out = append(out, oort.Record{Fields: map[string]any{"n": c.next}})
 	}
 	return out, nil
+}
+
+// nSchema is the schema of ReadColumns's batches: one Int64 column, "n".
+var nSchema = arrow.NewSchema([]arrow.Field{{Name: "n", Type: arrow.PrimitiveTypes.Int64, Nullable: true}}, nil)
+
+// ReadColumns reads what Read would, advancing the same cursor, as one Int64
+// column "n". When nothing is left it idles as Read does and returns a batch
+// of no rows (nil would make the SDK call Read, which would idle again).
+func (s *source) ReadColumns(ctx oort.StreamContext, max int) (arrow.RecordBatch, error) {
+	c, err := s.cursor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.next >= c.count {
+		select {
+		case <-ctx.Done():
+		case <-time.After(idle):
+		}
+	}
+	b := array.NewInt64Builder(memory.DefaultAllocator)
+	defer b.Release()
+	if c.next < c.count {
+		b.Reserve(int(min(int64(max), c.count-c.next)))
+	}
+	for ; c.next < c.count && b.Len() < max; c.next++ {
+		b.Append(c.next)
+	}
+	col := b.NewArray()
+	defer col.Release()
+	return array.NewRecordBatch(nSchema, []arrow.Array{col}, int64(col.Len())), nil
 }
 
 func (s *source) GetOffset(ctx oort.StreamContext) (any, error) {

@@ -28,12 +28,16 @@ the Rust reference plugin):
 
 Source `conformance`: property `count` (int, default 100). Emits {"n": i} for
 i = next .. count-1 in batches of at most `max`, then idles. Rewindable: the
-offset is the next i, and rewind(k) sets next = k (0 <= k <= count).
+offset is the next i, and rewind(k) sets next = k (0 <= k <= count). Columnar
+too: `read_columns` reads the same records from the same cursor as one int64
+column "n" (a batch of no rows when idle).
 
 Sink `conformance`: property `path` (required). Appends each record's fields as
 one JSON object per line (sorted keys, no spaces). Transactional: pre_commit
 flushes and fsyncs the file and returns its length in bytes; commit and abort
 append `commit <id> <handle>` / `abort <id> <handle>` to `<path>.commits`.
+Columnar too: `collect_columns` writes the lines `collect` writes for the
+records the columns stand for (one per row, a null cell an absent field).
 
 Source and sink keep their per-instance data keyed by instance id, so the same
 objects would also work as singletons shared by several rules.
@@ -208,6 +212,18 @@ class CountingSource(Source):
         c.next = end
         return out
 
+    def read_columns(self, ctx: Context, max: int) -> pa.RecordBatch | None:
+        # The same records as read, from the same cursor. When idle, a batch
+        # of no rows: None would have the SDK call read, which idles again.
+        c = self._cursors[ctx.instance_id]
+        self._last = c
+        if c.next >= c.count:
+            time.sleep(self.IDLE_S)
+        end = c.next if c.next >= c.count else min(c.count, c.next + max)
+        column = pa.array(range(c.next, end), type=pa.int64())
+        c.next = end
+        return pa.RecordBatch.from_arrays([column], names=["n"])
+
     def rewindable(self) -> bool:
         return True
 
@@ -274,6 +290,17 @@ class JsonLinesSink(Sink):
         lines = [dumps(_jsonable(r.fields), sort_keys=True, separators=(",", ":")) + "\n" for r in records]
         out.file.write("".join(lines))
         out.file.flush()
+
+    def collect_columns(self, ctx: Context, batch: pa.RecordBatch) -> None:
+        # The records the columns stand for, as the SDK hands them to a sink
+        # without collect_columns: one per row, a field per column, a null
+        # cell an absent field (to_pylist gives the values a row batch does).
+        records = [Record() for _ in range(batch.num_rows)]
+        for name, column in zip(batch.schema.names, batch.columns):
+            for record, v in zip(records, column.to_pylist()):
+                if v is not None:
+                    record.fields[name] = v
+        self.collect(ctx, records)
 
     def transactional(self) -> bool:
         return True
