@@ -220,6 +220,14 @@ async fn open_at(e: &Env, rule: &str, operator: &str, function: &str) -> Functio
         .unwrap_or_else(|err| panic!("open {function} for {rule}: {err}"))
 }
 
+/// The conformance sink of rule r1, writing its lines to `path`.
+async fn open_lines_sink(e: &Env, path: &Path) -> oort_host::SinkInstance {
+    e.host()
+        .open_sink("r1", "sink_0", "conformance", props(&[("path", s(path.to_str().unwrap()))]), Default::default())
+        .await
+        .expect("open sink")
+}
+
 /// One row through `f`.
 async fn call(f: &FunctionInstance, args: Vec<Value>) -> RowOutcome {
     let out = f.exec(std::slice::from_ref(&args)).await.unwrap_or_else(|e| panic!("{}{args:?}: {e}", f.symbol()));
@@ -646,11 +654,7 @@ async fn columns_io(c: Arc<Cell>) {
 
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("out.jsonl");
-    let sink = e
-        .host()
-        .open_sink("r1", "sink_0", "conformance", props(&[("path", s(path.to_str().unwrap()))]), Default::default())
-        .await
-        .expect("open sink");
+    let sink = open_lines_sink(&e, &path).await;
     assert_eq!(sink.takes_columns(), auto, "the sink takes columns when the host sends them");
     let records: Vec<Record> = (0..100)
         .map(|i| {
@@ -773,11 +777,7 @@ async fn sink(c: Arc<Cell>) {
     let e = c.env(&["sinks"], &[], fast_timeouts());
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("out.jsonl");
-    let sink = e
-        .host()
-        .open_sink("r1", "sink_0", "conformance", props(&[("path", s(path.to_str().unwrap()))]), Default::default())
-        .await
-        .expect("open sink");
+    let sink = open_lines_sink(&e, &path).await;
     let rec = |fields: &[(&str, Value)]| {
         Record::from_fields(fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
     };

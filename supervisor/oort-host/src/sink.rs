@@ -105,8 +105,9 @@ impl SinkInstance {
             plugin: self.plugin.clone(),
             reason: format!("cannot encode a batch as Arrow: {e}"),
         };
-        let lists_arrow =
-            self.entry.process.live().await?.describe.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
+        // One look at the serving process, for the encoding check and the write.
+        let live = self.entry.process.live().await?;
+        let lists_arrow = live.describe.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
         if !self.columns || !lists_arrow {
             return self.write(&columns::records_of(batch).map_err(protocol)?).await;
         }
@@ -129,7 +130,7 @@ impl SinkInstance {
         let body = oort_proto::wire::BatchBody::write_columns(&self.id, message);
         let schema = batch.schema();
         let written = self
-            .send(batch.num_rows(), |seq, sent| match sent.message_if_new(&schema) {
+            .send(&live, batch.num_rows(), |seq, sent| match sent.message_if_new(&schema) {
                 Some(m) => body.with_schema(&m).with_seq(seq),
                 None => body.with_seq(seq),
             })
@@ -153,20 +154,21 @@ impl SinkInstance {
     }
 
     async fn write_body(&self, encoded: oort_proto::wire::BatchBody, items: usize) -> Result<Written, HostError> {
-        self.send(items, |seq, _| encoded.with_seq(seq)).await
+        let live = self.entry.process.live().await?;
+        self.send(&live, items, |seq, _| encoded.with_seq(seq)).await
     }
 
     /// One write of `items` items: `request` seals the encoded batch with its
     /// sequence number, given what the stream has seen of its schema.
     async fn send(
         &self,
+        live: &Live,
         items: usize,
         request: impl FnOnce(u64, &mut oort_proto::columns::SchemaSent) -> oort_proto::wire::EncodedBatch,
     ) -> Result<Written, HostError> {
-        let live = self.entry.process.live().await?;
         let ack = self
             .stream
-            .round_trip(&live, true, request, |channel, input| oort_proto::wire::write_stream(channel, input, 64 << 20))
+            .round_trip(live, true, request, |channel, input| oort_proto::wire::write_stream(channel, input, 64 << 20))
             .await
             .inspect_err(|e| {
                 if matches!(e, HostError::Timeout { .. }) {
