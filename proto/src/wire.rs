@@ -26,6 +26,15 @@ use crate::value::{Record, Value};
 #[derive(Debug, Clone, Default)]
 pub struct EncodedBatch(Bytes, Bytes);
 
+impl EncodedBatch {
+    /// The encoded message in its two parts: the fields before a columnar
+    /// batch's Arrow message, and that message (empty for rows). Written one
+    /// after the other they are the message's encoding.
+    pub fn parts(&self) -> (&[u8], &[u8]) {
+        (&self.0, &self.1)
+    }
+}
+
 /// The encoded fields of a batch except `seq`, the field number its Arrow
 /// schema message would take (`ExecBatch` 4, `WriteBatch` 5), and for a
 /// columnar batch its record-batch message with the field it goes in.

@@ -91,11 +91,28 @@ impl TestHost {
 
     /// A host that sends function batches per `data_encoding`.
     pub fn with_encoding(plugins: &Path, timeouts: Timeouts, data_encoding: DataEncoding) -> TestHost {
+        TestHost::with_transport(plugins, timeouts, data_encoding, true)
+    }
+
+    /// A host that sends function batches per `data_encoding`, on a plugin's
+    /// framed path when `framed_exec` and the plugin offers one.
+    pub fn with_transport(
+        plugins: &Path,
+        timeouts: Timeouts,
+        data_encoding: DataEncoding,
+        framed_exec: bool,
+    ) -> TestHost {
         let runtime_root = tempfile::tempdir().expect("tempdir");
         let runtime = Arc::new(RuntimeDir::create(&runtime_root.path().join("rt")).expect("runtime dir"));
         let state = Arc::new(StateRegistry::default());
         let host = Arc::new(Host::new(
-            HostConfig { plugins_dir: plugins.to_path_buf(), timeouts, python: "python3".into(), data_encoding },
+            HostConfig {
+                plugins_dir: plugins.to_path_buf(),
+                timeouts,
+                python: "python3".into(),
+                data_encoding,
+                framed_exec,
+            },
             runtime.clone(),
             state.clone(),
         ));
@@ -155,6 +172,15 @@ pub fn sockets_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The plugins' gRPC sockets under `dir`: not the State socket, and not the
+/// framed Exec sockets (`.frames`) that Rust plugins listen on beside them.
+pub fn plugin_sockets(dir: &Path) -> Vec<PathBuf> {
+    sockets_under(dir)
+        .into_iter()
+        .filter(|p| !p.ends_with("state.sock") && p.extension().is_some_and(|e| e == "sock"))
+        .collect()
 }
 
 /// The services a gRPC server on a Unix socket advertises through reflection, sorted.

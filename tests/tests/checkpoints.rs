@@ -131,6 +131,8 @@ fn crash_and_restart(d: Daemon, plugins: &PluginsDir, data: &Path) -> Daemon {
     while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Keep the dead daemon's log for the diagnosis of a failure.
+    let _ = std::fs::copy(d.log_path(), data.join(format!("daemon-{}.log", d.child.id())));
     drop(d);
     Daemon::start_in(plugins.path(), data, &[])
 }
@@ -169,19 +171,54 @@ fn jsonl(rows: impl IntoIterator<Item = Json>) -> String {
 
 /// Waits for `expected`'s length of output, then requires exactly it: what a
 /// failure-free run writes.
-fn assert_output_is(d: &Daemon, rule: &Rule, expected: &str) {
+fn assert_output_is(d: &Daemon, rule: &Rule, data: &Path, expected: &str) {
     wait_output(d, rule, expected.len(), Duration::from_secs(60));
     // Give a lagging duplicate the chance to show up before comparing.
     std::thread::sleep(Duration::from_millis(500));
     let got = rule.output_text();
     if got != expected {
         let first_diff = got.lines().zip(expected.lines()).position(|(a, b)| a != b);
+        let around = |text: &str| match first_diff {
+            Some(i) => text.lines().skip(i.saturating_sub(2)).take(5).collect::<Vec<_>>().join("\n"),
+            None => String::new(),
+        };
         panic!(
-            "output differs from a failure-free run: {} vs {} bytes, first differing line {first_diff:?}",
+            "output differs from a failure-free run: {} vs {} bytes, first differing line {first_diff:?}\n\
+             got:\n{}\nexpected:\n{}\nrecoveries (every daemon's log):\n{}",
             got.len(),
-            expected.len()
+            expected.len(),
+            around(&got),
+            around(expected),
+            recovery_log(d, data)
         );
     }
+}
+
+/// The lines of every daemon's log of a chaos run that tell what was
+/// restored, committed or failed, in order.
+fn recovery_log(d: &Daemon, data: &Path) -> String {
+    let mut logs: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(data)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("daemon-"))
+        .map(|e| {
+            (e.metadata().and_then(|m| m.modified()).unwrap(), std::fs::read_to_string(e.path()).unwrap_or_default())
+        })
+        .collect();
+    logs.sort();
+    logs.push((std::time::SystemTime::now(), d.log()));
+    let keep =
+        ["restored", "checkpoint", "fail", "restart", "rewind", "commit", "truncat", "repair", "exited", "killed"];
+    logs.into_iter()
+        .enumerate()
+        .flat_map(|(i, (_, log))| {
+            let mut lines = vec![format!("--- daemon {i}")];
+            lines.extend(log.lines().filter(|l| keep.iter().any(|k| l.contains(k))).map(str::to_string));
+            lines
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A small deterministic generator, so that a failing run can be replayed.
@@ -203,7 +240,7 @@ struct Chaos {
     daemon: Daemon,
     rule: Rule,
     _plugins: PluginsDir,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 /// The chaos tests take turns: each wants the machine's two cores to itself so
@@ -257,7 +294,7 @@ fn chaos_of(rule: Rule, seed: u64, total: usize, feed_for: Duration, supervisor_
     println!("seed {seed}: {plugin_kills} plugin kills, {supervisor_kills_done} supervisor kills");
     assert!(plugin_kills >= 20, "only {plugin_kills} plugin kills");
     assert_eq!(supervisor_kills_done, supervisor_kills);
-    Chaos { daemon: d, rule, _plugins: p, _data: data_dir }
+    Chaos { daemon: d, rule, _plugins: p, data: data_dir }
 }
 
 #[test]
@@ -267,8 +304,8 @@ fn exactly_once_under_chaos_the_output_equals_a_failure_free_run() {
     // Bind the whole value: a `..` pattern would drop the plugins and data
     // directories at the end of the `let`, and a plugin restarted after that
     // finds its executable gone.
-    let Chaos { daemon: d, rule, _plugins, _data } = chaos(2, 0x5eed_0f0a7, total, Duration::from_secs(20), 3);
-    assert_output_is(&d, &rule, &expected_output(total));
+    let Chaos { daemon: d, rule, _plugins, data } = chaos(2, 0x5eed_0f0a7, total, Duration::from_secs(20), 3);
+    assert_output_is(&d, &rule, data.path(), &expected_output(total));
     let status = d.get_json("/rules/chaos/status");
     assert_eq!(status["status"], "running", "{status}");
 }
@@ -282,7 +319,7 @@ fn a_count_window_under_chaos_at_qos_2_equals_a_failure_free_run() {
     let total = 30_000;
     let sql = "SELECT n % 3 AS k, count(*) AS c, sum(n) AS s, min(n) AS lo, max(n) AS hi \
                FROM words GROUP BY n % 3, COUNTWINDOW(90)";
-    let Chaos { daemon: d, rule, _plugins, _data } =
+    let Chaos { daemon: d, rule, _plugins, data } =
         chaos_of(Rule::with_sql(2, sql), 0x0c04_17ed, total, Duration::from_secs(10), 2);
     // Each window of 90 rows has three groups of 30, in order of appearance.
     let expected = jsonl((0..total / 90).flat_map(|w| {
@@ -291,7 +328,7 @@ fn a_count_window_under_chaos_at_qos_2_equals_a_failure_free_run() {
             serde_json::json!({"k": k, "c": ns.len(), "s": ns.iter().sum::<usize>(), "lo": ns[0], "hi": ns[ns.len() - 1]})
         })
     }));
-    assert_output_is(&d, &rule, &expected);
+    assert_output_is(&d, &rule, data.path(), &expected);
     assert_eq!(d.get_json("/rules/chaos/status")["status"], "running");
 }
 
@@ -304,14 +341,14 @@ fn an_event_time_tumbling_window_with_an_aggregate_plugin_under_chaos_equals_a_f
     let total = 30_000;
     let sql = "SELECT count(*) AS c, sum(n) AS s, cf_agg(n) AS a, window_start() AS ws \
                FROM words GROUP BY TUMBLINGWINDOW(ms, 500)";
-    let Chaos { daemon: d, rule, _plugins, _data } =
+    let Chaos { daemon: d, rule, _plugins, data } =
         chaos_of(Rule::on_event_time(2, sql), 0x7e_a7ed, total, Duration::from_secs(10), 2);
     // The last row (29 999) moves the watermark past every window but the last.
     let expected = jsonl((0..total / 500 - 1).map(|w| {
         let s: usize = (500 * w..500 * (w + 1)).sum();
         serde_json::json!({"c": 500, "s": s, "a": {"n": 500, "sum": s}, "ws": 500 * w})
     }));
-    assert_output_is(&d, &rule, &expected);
+    assert_output_is(&d, &rule, data.path(), &expected);
     let status = d.get_json("/rules/chaos/status");
     assert_eq!(status["status"], "running", "{status}");
     assert_eq!(status["window_late_rows_total"], 0, "{status}");
@@ -323,14 +360,14 @@ fn an_event_time_hopping_window_under_chaos_equals_a_failure_free_run() {
     let _turn = ONE_CHAOS_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let total = 30_000;
     let sql = "SELECT count(*) AS c, sum(n) AS s, window_end() AS we FROM words GROUP BY HOPPINGWINDOW(ms, 1000, 500)";
-    let Chaos { daemon: d, rule, _plugins, _data } =
+    let Chaos { daemon: d, rule, _plugins, data } =
         chaos_of(Rule::on_event_time(2, sql), 0x0405_1e55, total, Duration::from_secs(10), 2);
     // Windows of 1 000 every 500 end at 500, 1 000, … 29 500; the first holds only 0..500.
     let expected = jsonl((500..total).step_by(500).map(|end| {
         let rows = end.saturating_sub(1000)..end;
         serde_json::json!({"c": rows.len(), "s": rows.sum::<usize>(), "we": end})
     }));
-    assert_output_is(&d, &rule, &expected);
+    assert_output_is(&d, &rule, data.path(), &expected);
     assert_eq!(d.get_json("/rules/chaos/status")["status"], "running");
 }
 
@@ -342,7 +379,7 @@ fn a_processing_time_window_under_chaos_loses_no_row_and_repeats_no_window() {
     let _turn = ONE_CHAOS_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let total = 30_000;
     let sql = "SELECT count(*) AS c, sum(n) AS s, window_start() AS ws FROM words GROUP BY TUMBLINGWINDOW(ms, 200)";
-    let Chaos { daemon: d, rule, _plugins, _data } =
+    let Chaos { daemon: d, rule, _plugins, data: _data } =
         chaos_of(Rule::with_sql(2, sql), 0x9c0c_e551, total, Duration::from_secs(10), 2);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -372,7 +409,7 @@ fn a_processing_time_window_under_chaos_loses_no_row_and_repeats_no_window() {
 fn at_least_once_under_chaos_loses_nothing() {
     let _turn = ONE_CHAOS_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let total = 100_000;
-    let Chaos { daemon: d, rule, _plugins, _data } = chaos(1, 0xa71e_a570, total, Duration::from_secs(20), 3);
+    let Chaos { daemon: d, rule, _plugins, data: _data } = chaos(1, 0xa71e_a570, total, Duration::from_secs(20), 3);
     // Every row must arrive; duplicates are allowed and counted.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (rows, duplicates) = loop {

@@ -237,7 +237,7 @@ async fn call(f: &FunctionInstance, args: Vec<Value>) -> RowOutcome {
 
 /// The only plugin socket under the host's runtime folder.
 fn plugin_socket(host: &Host) -> PathBuf {
-    let socks: Vec<_> = sockets_under(host.runtime_dir()).into_iter().filter(|p| !p.ends_with("state.sock")).collect();
+    let socks = oort_tests::plugin_sockets(host.runtime_dir());
     assert_eq!(socks.len(), 1, "expected one plugin socket, found {socks:?}");
     socks.into_iter().next().unwrap()
 }

@@ -12,7 +12,7 @@ use oort_host::{HostError, SourceBatch};
 use oort_proto::plugin::v1 as pb;
 use oort_proto::plugin::v1::source_client::SourceClient;
 use oort_proto::{Record, Value};
-use oort_tests::{fast_timeouts, sockets_under, wait_until, PluginsDir, TestHost};
+use oort_tests::{fast_timeouts, wait_until, PluginsDir, TestHost};
 use tokio::sync::mpsc::Receiver;
 
 fn append(path: &Path, text: &str) {
@@ -219,7 +219,7 @@ async fn the_file_source_rewinds_to_a_byte_offset() {
     let s = t.host.open_source("r1", "file", &path_str, props(10), RestartStrategy::default()).await.unwrap();
 
     // The host does not expose Rewind yet: talk to the plugin process directly.
-    let socket = sockets_under(t.host.runtime_dir()).into_iter().find(|s| !s.ends_with("state.sock")).unwrap();
+    let socket = oort_tests::plugin_sockets(t.host.runtime_dir()).into_iter().next().unwrap();
     let channel = oort_host::process::connect_unix(&socket).await.unwrap();
     let mut client = SourceClient::new(channel);
     let id = "direct/source".to_string();

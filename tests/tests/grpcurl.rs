@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use oort_tests::{json, sockets_under, Daemon, PluginsDir};
+use oort_tests::{json, Daemon, PluginsDir};
 
 fn grpcurl() -> PathBuf {
     if let Some(p) = std::env::var_os("OORT_GRPCURL") {
@@ -66,7 +66,7 @@ fn grpcurl_lists_describes_and_calls_the_supervisor_and_a_plugin() {
     let rt = d.runtime_root.path();
     let deadline = Instant::now() + Duration::from_secs(10);
     let plugin_socket = loop {
-        let socks: Vec<PathBuf> = sockets_under(rt).into_iter().filter(|s| !s.ends_with("state.sock")).collect();
+        let socks: Vec<PathBuf> = oort_tests::plugin_sockets(rt);
         if socks.len() >= 3 {
             break socks[0].clone();
         }

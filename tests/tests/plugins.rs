@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use oort_host::process::RestartStrategy;
 use oort_proto::{Record, Value};
-use oort_tests::{bin, fast_timeouts, list_services, sockets_under, PluginsDir, TestHost};
+use oort_tests::{bin, fast_timeouts, list_services, PluginsDir, TestHost};
 
 #[test]
 fn a_plugin_run_by_hand_says_what_it_is_and_exits_78() {
@@ -167,7 +167,7 @@ async fn every_plugin_process_serves_health_and_reflection() {
     plugins.add("functions", "echo", "echo");
     let t = TestHost::new(plugins.path(), fast_timeouts());
     let f = t.host.open_function("r1", "op0", "echo", RestartStrategy::default()).await.unwrap();
-    let socket = sockets_under(t.host.runtime_dir()).into_iter().find(|s| !s.ends_with("state.sock")).unwrap();
+    let socket = oort_tests::plugin_sockets(t.host.runtime_dir()).into_iter().next().unwrap();
     assert_eq!(
         list_services(&socket).await,
         vec![

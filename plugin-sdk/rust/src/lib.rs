@@ -36,6 +36,7 @@
 
 mod context;
 mod export;
+mod framed;
 mod server;
 
 pub use context::{Context, Logger, StateError, MAX_VALUE_BYTES};

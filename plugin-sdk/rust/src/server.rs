@@ -74,7 +74,15 @@ pub fn serve(plugin: Plugin) -> ! {
         .unwrap_or_else(|e| fatal(&format!("cannot start the async runtime: {e}")));
     let code = runtime.block_on(run(plugin, socket.clone()));
     let _ = std::fs::remove_file(&socket);
+    if let Some(framed) = framed_socket() {
+        let _ = std::fs::remove_file(framed);
+    }
     std::process::exit(code);
+}
+
+/// Where the supervisor asks for the framed Exec path, if it does.
+fn framed_socket() -> Option<PathBuf> {
+    std::env::var_os("OORT_FRAMED_SOCKET").filter(|s| !s.is_empty()).map(PathBuf::from)
 }
 
 fn fatal(msg: &str) -> ! {
@@ -97,7 +105,19 @@ async fn run(plugin: Plugin, socket: PathBuf) -> i32 {
             return 1;
         }
     };
-    let state = Arc::new(Served { plugin, instances: Mutex::new(HashMap::new()), stop: Notify::new() });
+    let state = Arc::new(Served {
+        plugin,
+        instances: Mutex::new(HashMap::new()),
+        stop: Notify::new(),
+        framed: Default::default(),
+    });
+    if let Some(path) = framed_socket() {
+        match crate::framed::listen(&path, state.clone()) {
+            Ok(()) => state.framed.store(true, Ordering::Relaxed),
+            // gRPC serves every call the framed path would: carry on without it.
+            Err(e) => tracing::warn!("no framed Exec path: cannot listen on {}: {e}", path.display()),
+        }
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in std::iter::once("").chain(SERVED) {
@@ -176,13 +196,20 @@ const DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Binds the socket, refusing to steal a path that a live process listens on.
 fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    clear_stale(path)?;
+    UnixListener::bind(path)
+}
+
+/// Removes a socket file that nobody listens on any more, refusing to steal
+/// a path that a live process listens on.
+pub(crate) fn clear_stale(path: &Path) -> std::io::Result<()> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another process is listening there"));
         }
         std::fs::remove_file(path)?;
     }
-    UnixListener::bind(path)
+    Ok(())
 }
 
 /// An open source: the object, its context, and its reader generation. Only
@@ -197,10 +224,12 @@ enum Instance {
     Sink(Shared<dyn Sink>, Arc<Context>),
 }
 
-struct Served {
+pub(crate) struct Served {
     plugin: Plugin,
     instances: Mutex<HashMap<String, Instance>>,
     stop: Notify,
+    /// Whether the framed Exec socket is being served (said in `Describe`).
+    framed: std::sync::atomic::AtomicBool,
 }
 
 impl Served {
@@ -319,6 +348,30 @@ fn column_batch(batch: &columns::RecordBatch, sent: &mut SchemaSent) -> Result<p
     Ok(pb::RecordBatch { arrow_schema, arrow, ..Default::default() })
 }
 
+/// Runs one `Exec` batch on its instance, as both transports do: the gRPC
+/// stream and the framed socket. `decoder` and `sent` are the connection's
+/// Arrow schemas, received and sent.
+pub(crate) fn exec_batch(
+    served: &Served,
+    batch: pb::ExecBatch,
+    decoder: &mut BatchDecoder,
+    sent: &mut SchemaSent,
+) -> Result<pb::ExecResult, Status> {
+    let (function, ctx) = served.function(&batch.instance_id)?;
+    let mut result = if batch.arrow.is_empty() {
+        exec_rows(function.as_ref(), &ctx, batch.rows)
+    } else {
+        let columns = decoder
+            .decode(&batch.arrow_schema, &batch.arrow)
+            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
+        exec_columns(function.as_ref(), &ctx, &columns, sent)
+    };
+    ctx.log_exceptions();
+    result.seq = batch.seq;
+    result.mutations = ctx.take_mutations();
+    Ok(result)
+}
+
 /// Runs a batch of argument rows through the row API.
 fn exec_rows(function: &dyn Function, ctx: &Context, rows: Vec<pb::ArgRow>) -> pb::ExecResult {
     // One argument buffer for the whole batch: no allocation per row.
@@ -430,6 +483,7 @@ impl PluginService for Handle {
             sdk_name: crate::SDK_NAME.into(),
             sdk_version: crate::SDK_VERSION.into(),
             encodings: vec![pb::Encoding::ArrowIpc as i32],
+            framed_exec: self.0.framed.load(Ordering::Relaxed),
         }))
     }
 
@@ -478,21 +532,7 @@ impl FunctionService for Handle {
             let mut sent = SchemaSent::default();
             while let Some(batch) = input.next().await {
                 let batch = batch?;
-                let (function, ctx) = served.function(&batch.instance_id)?;
-                let result = blocking(|| {
-                    let mut result = if batch.arrow.is_empty() {
-                        exec_rows(function.as_ref(), &ctx, batch.rows)
-                    } else {
-                        let columns = decoder
-                            .decode(&batch.arrow_schema, &batch.arrow)
-                            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
-                        exec_columns(function.as_ref(), &ctx, &columns, &mut sent)
-                    };
-                    ctx.log_exceptions();
-                    result.seq = batch.seq;
-                    result.mutations = ctx.take_mutations();
-                    Ok::<_, Status>(result)
-                })?;
+                let result = blocking(|| exec_batch(&served, batch, &mut decoder, &mut sent))?;
                 if tx.send(Ok(result)).await.is_err() {
                     break;
                 }

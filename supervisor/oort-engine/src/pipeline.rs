@@ -233,17 +233,15 @@ impl RuleSource {
         }
     }
 
-    async fn read(&self, max_batch: u32) -> Result<mpsc::Receiver<Result<SourceBatch, HostError>>, HostError> {
+    /// Reads from `offset` (from where the source is when `None`).
+    async fn read_from(
+        &self,
+        offset: Option<Value>,
+        max_batch: u32,
+    ) -> Result<mpsc::Receiver<Result<SourceBatch, HostError>>, HostError> {
         match self {
-            RuleSource::Own(s) => s.read(max_batch).await,
+            RuleSource::Own(s) => s.read_from(offset, max_batch).await,
             RuleSource::Shared(s) => Ok(s.read()),
-        }
-    }
-
-    async fn rewind(&self, offset: Value) -> Result<(), HostError> {
-        match self {
-            RuleSource::Own(s) => s.rewind(offset).await,
-            RuleSource::Shared(_) => Ok(()),
         }
     }
 }
@@ -365,23 +363,21 @@ struct Position {
     window: Option<Value>,
 }
 
-/// Rewinds the source to the restored checkpoint and, under exactly-once,
-/// commits what the checkpoint pre-committed in each sink (recover-and-commit).
+/// The position of the restored checkpoint (the main loop's first read
+/// rewinds the source to it) and, under exactly-once, commits what the
+/// checkpoint pre-committed in each sink (recover-and-commit).
 async fn recover(ctx: &RunContext, opened: &Opened, restored: Option<&Snapshot>) -> Result<Position, Failure> {
     let plan = &ctx.plan;
     let rule = plan.def.id.as_str();
-    let Opened { source, sinks, .. } = opened;
+    let Opened { sinks, .. } = opened;
     let mut last_offset: Option<Value> = None;
     let mut next_checkpoint = 1;
     let mut window = None;
     if let Some(r) = restored {
         next_checkpoint = r.id + 1;
         window = r.window.clone();
+        // The main loop's first read rewinds the source to it.
         if let Some(offset) = &r.source_offset {
-            source
-                .rewind(offset.clone())
-                .await
-                .map_err(|e| format!("rule {rule}: cannot rewind the source to checkpoint {}: {e}", r.id))?;
             last_offset = Some(offset.clone());
         }
         if plan.qos == 2 {
@@ -491,10 +487,34 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
         calls: &calls,
     };
 
+    // Reads that failed in a row (the source process restarting, say).
+    let mut failed_reads = 0;
     let outcome: Result<(), Failure> = 'outer: loop {
-        let mut batches = match source.read(max_batch).await {
-            Ok(rx) => rx,
-            Err(e) => break Err(Failure::fatal(format!("source {}: {e}", ctx.stream.source_type()))),
+        // Every read resumes after the last offset the pipeline accepted (the
+        // restored checkpoint's at first), rewinding on the process it reads
+        // from, so a rewindable source neither skips nor repeats records.
+        let resume = out.last_offset.clone().filter(|_| source.rewindable());
+        let mut batches = match source.read_from(resume, max_batch).await {
+            Ok(rx) => {
+                failed_reads = 0;
+                rx
+            }
+            Err(e) if e.is_fatal() => break Err(Failure::fatal(format!("source {}: {e}", ctx.stream.source_type()))),
+            Err(e) => {
+                ctx.status.source.exception(format!("reading from the last offset failed: {e}"));
+                failed_reads += 1;
+                if failed_reads == MAX_FAILED_READS {
+                    // Persistent: the rule's restart strategy takes over.
+                    break Err(Failure {
+                        reason: format!("source {}: {e}", ctx.stream.source_type()),
+                        recoverable: true,
+                    });
+                }
+                tokio::select! {
+                    _ = stopped(&mut stop) => break 'outer Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                }
+            }
         };
         loop {
             let window_wait = out.window_wait();
@@ -558,9 +578,8 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
             }
         }
         // The read stream broke, most likely because the source process was
-        // restarted. Finish the batches already taken, then resume after the
-        // last offset the pipeline accepted, so a rewindable source neither
-        // skips nor repeats records.
+        // restarted. Finish the batches already taken, then read again from
+        // the last offset the pipeline accepted.
         while let Some(done) = in_flight.next().await {
             if let Err(exit) = out.send(done, &mut *fatal_rx).await {
                 break 'outer exit.into();
@@ -569,11 +588,6 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
         tokio::select! {
             _ = stopped(&mut stop) => break 'outer Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-        if let Some(offset) = out.last_offset.as_ref() {
-            if let Err(e) = source.rewind(offset.clone()).await {
-                ctx.status.source.exception(format!("rewind after a restart failed: {e}"));
-            }
         }
     };
     drop(in_flight);
@@ -592,6 +606,10 @@ async fn drain(opened: Opened) {
 
 /// Source batches evaluated at once (see the main loop).
 const IN_FLIGHT: usize = 2;
+
+/// Failed attempts in a row to read from the last offset (50 ms apart) before
+/// the rule fails and its restart strategy takes over.
+const MAX_FAILED_READS: u32 = 20;
 
 /// A source batch after filter and projection.
 pub(crate) struct Evaluated {

@@ -131,7 +131,9 @@ impl Drop for SharedSource {
 async fn feed(hub: Arc<Hub>, max_batch: u32) {
     let mut last_offset: Option<Value> = None;
     loop {
-        let mut batches = match hub.instance.read(max_batch).await {
+        // Rewound and read on one process (see `SourceInstance::read_from`).
+        let resume = last_offset.clone().filter(|_| hub.instance.rewindable());
+        let mut batches = match hub.instance.read_from(resume, max_batch).await {
             Ok(rx) => rx,
             Err(e) => {
                 let fatal = e.is_fatal();
@@ -156,11 +158,6 @@ async fn feed(hub: Arc<Hub>, max_batch: u32) {
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if let (Some(offset), true) = (&last_offset, hub.instance.rewindable()) {
-            if let Err(e) = hub.instance.rewind(offset.clone()).await {
-                hand_on(&hub, Err(e)).await;
-            }
-        }
     }
 }
 

@@ -49,6 +49,12 @@ pub struct FunctionInstance {
     pub(super) state: Arc<StateRegistry>,
     pub(super) timeouts: Timeouts,
     pub(super) stream: BatchStream<oort_proto::wire::EncodedBatch, pb::ExecResult>,
+    /// The framed path, used instead of `stream` with a process that offers
+    /// it, unless the host is set to gRPC only (then `None`). Both number
+    /// their batches from `stream.seq`.
+    pub(super) framed: Option<framed::FramedStream>,
+    /// How many answered batches went over the framed path.
+    pub(super) framed_batches: AtomicU64,
     /// Whether batches may go as Arrow columns (the host's data encoding);
     /// they do when the serving process also lists Arrow in `Describe`.
     pub(super) columns: bool,
@@ -86,6 +92,12 @@ impl FunctionInstance {
     /// columns (the others went as rows), retries included.
     pub fn columnar_batches(&self) -> u64 {
         self.columnar_batches.load(Ordering::Relaxed)
+    }
+
+    /// How many of its batches were answered over the plugin's framed Exec
+    /// path (the others went over gRPC), retries included.
+    pub fn framed_batches(&self) -> u64 {
+        self.framed_batches.load(Ordering::Relaxed)
     }
 
     /// The oldest batch call in flight, retries included.
@@ -195,7 +207,7 @@ impl FunctionInstance {
     /// Closes and reopens the instance on its (possibly restarted) process,
     /// handing it the supervisor's copy of its state.
     pub async fn resync(&self) -> Result<(), HostError> {
-        self.stream.reset().await;
+        self.reset_transport().await;
         let live = self.entry.process.live().await?;
         let open = lock(&self.entry.instances).get(&self.id).cloned();
         let Some(mut open) = open else {
@@ -214,6 +226,14 @@ impl FunctionInstance {
         // The restart hook may already have reopened it; a missing instance is fine.
         let _ = call(&self.plugin, "Close", self.timeouts, client.close(close)).await;
         open_on(&live, &open, self.timeouts, &self.plugin).await.map(|_| ())
+    }
+
+    /// Ends the open stream or framed connection, if any.
+    pub(super) async fn reset_transport(&self) {
+        self.stream.reset().await;
+        if let Some(framed) = &self.framed {
+            framed.reset().await;
+        }
     }
 
     /// One attempt; `None` when `may_open` is false and no stream is open.
@@ -262,18 +282,27 @@ impl FunctionInstance {
             }
             None => (BatchBody::exec(&self.id, rows), None),
         };
-        let result = self
-            .stream
-            .round_trip(
-                &live,
-                may_open,
-                |seq, sent| match schema.and_then(|s| sent.message_if_new(&s)) {
-                    Some(message) => body.with_schema(&message).with_seq(seq),
-                    None => body.with_seq(seq),
-                },
-                |channel, input| oort_proto::wire::exec_stream(channel, input, 64 << 20),
-            )
-            .await?;
+        let request =
+            |seq, sent: &mut oort_proto::columns::SchemaSent| match schema.and_then(|s| sent.message_if_new(&s)) {
+                Some(message) => body.with_schema(&message).with_seq(seq),
+                None => body.with_seq(seq),
+            };
+        let result = match (&self.framed, &live.framed) {
+            (Some(framed), Some(socket)) => {
+                let result = framed.round_trip(&live, socket, &self.stream.seq, may_open, request).await?;
+                if result.is_some() {
+                    self.framed_batches.fetch_add(1, Ordering::Relaxed);
+                }
+                result
+            }
+            _ => {
+                self.stream
+                    .round_trip(&live, may_open, request, |channel, input| {
+                        oort_proto::wire::exec_stream(channel, input, 64 << 20)
+                    })
+                    .await?
+            }
+        };
         let Some(mut result) = result else { return Ok(None) };
         if columnar {
             self.columnar_batches.fetch_add(1, Ordering::Relaxed);

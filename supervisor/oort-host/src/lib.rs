@@ -52,6 +52,7 @@ use crate::state::{ProcessKey, StateRegistry};
 use oort_core::ArgInfo;
 
 mod calls;
+mod framed;
 mod function;
 mod sink;
 mod source;
@@ -105,6 +106,10 @@ pub struct HostConfig {
     pub python: PathBuf,
     /// How function batches travel to plugins that can take columns.
     pub data_encoding: DataEncoding,
+    /// Whether `Exec` batches use the framed path of a plugin that offers
+    /// it (docs/protocol.md, "The framed Exec path"); gRPC otherwise. Kept
+    /// selectable so that both paths are measured and tested side by side.
+    pub framed_exec: bool,
 }
 
 /// The data-path encoding the host uses with plugins that list Arrow IPC in
@@ -627,6 +632,8 @@ impl Host {
             timeouts: self.config.timeouts,
             stream: BatchStream::new(&plugin, "Exec", self.config.timeouts.call, |r: &pb::ExecResult| r.seq)
                 .carrying_schema(function::carry_result_schema),
+            framed: self.config.framed_exec.then(|| framed::FramedStream::new(&plugin, self.config.timeouts.call)),
+            framed_batches: AtomicU64::new(0),
             columns: self.config.data_encoding == DataEncoding::Auto,
             columnar_batches: AtomicU64::new(0),
             turns: Turns::default(),
@@ -734,7 +741,7 @@ impl Host {
     /// Closes a function instance.
     pub async fn close_function(&self, f: &FunctionInstance) {
         // End the batch stream first: a plugin drains open streams before it exits.
-        f.stream.reset().await;
+        f.reset_transport().await;
         self.close(&f.id, &f.entry).await;
     }
 

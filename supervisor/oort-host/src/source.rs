@@ -68,6 +68,10 @@ impl SourceInstance {
     /// Repositions the source to just after `offset`, an offset it reported.
     pub async fn rewind(&self, offset: Value) -> Result<(), HostError> {
         let live = self.entry.process.live().await?;
+        self.rewind_on(&live, offset).await
+    }
+
+    async fn rewind_on(&self, live: &Live, offset: Value) -> Result<(), HostError> {
         let mut client = pb::source_client::SourceClient::new(live.channel.clone());
         // The source replays from `offset`: writes staged for batches it never
         // delivered would be made again.
@@ -81,7 +85,23 @@ impl SourceInstance {
     /// stream ends or fails. HTTP/2 flow control stops the plugin when the
     /// receiver is not drained.
     pub async fn read(&self, max_batch: u32) -> Result<mpsc::Receiver<Result<SourceBatch, HostError>>, HostError> {
+        self.read_from(None, max_batch).await
+    }
+
+    /// Starts reading as [`SourceInstance::read`] does, after rewinding to
+    /// `offset` when one is given, both on the same process. A rewind on one
+    /// process and a read on its restarted successor would read from
+    /// wherever the reopened instance starts (for a file: its first line);
+    /// here a restart in between fails the read instead.
+    pub async fn read_from(
+        &self,
+        offset: Option<Value>,
+        max_batch: u32,
+    ) -> Result<mpsc::Receiver<Result<SourceBatch, HostError>>, HostError> {
         let live = self.entry.process.live().await?;
+        if let Some(offset) = offset {
+            self.rewind_on(&live, offset).await?;
+        }
         let mut client = pb::source_client::SourceClient::new(live.channel.clone()).max_decoding_message_size(64 << 20);
         let accept_arrow = self.columns && live.describe.encodings.contains(&(pb::Encoding::ArrowIpc as i32));
         let request = pb::ReadRequest { instance_id: self.id.clone(), max_batch, accept_arrow };

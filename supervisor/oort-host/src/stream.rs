@@ -333,7 +333,8 @@ mod tests {
                 .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
         );
         let channel = crate::process::connect_unix(&socket).await.unwrap();
-        let live = Live { pid: 0, generation: 1, channel, describe: Arc::default(), token: String::new() };
+        let live =
+            Live { pid: 0, generation: 1, channel, describe: Arc::default(), token: String::new(), framed: None };
         let stream = Arc::new(BatchStream::new("scripted", "Exec", timeout, |r: &pb::ExecResult| r.seq));
         (dir, live, stream)
     }

@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     pub python: PathBuf,
     /// Arrow columns or rows on the function data path.
     pub data_encoding: oort_host::DataEncoding,
+    /// Whether `Exec` may use a plugin's framed path.
+    pub framed_exec: bool,
 }
 
 /// Runs the daemon until `shutdown` fires, then stops every plugin process
@@ -46,6 +48,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
             timeouts: config.timeouts,
             python: config.python.clone(),
             data_encoding: config.data_encoding,
+            framed_exec: config.framed_exec,
         },
         runtime.clone(),
         state.clone(),

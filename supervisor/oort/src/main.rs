@@ -96,6 +96,17 @@ struct ServeArgs {
     /// always sends the row messages.
     #[arg(long, env = "OORT_DATA_ENCODING", value_enum, default_value_t = Encoding::Auto)]
     data_encoding: Encoding,
+    /// How `Exec` batches travel to function plugins: `auto` uses the framed
+    /// path of plugins that offer it (docs/protocol.md, "The framed Exec
+    /// path"), `grpc` always the gRPC stream.
+    #[arg(long, env = "OORT_EXEC_TRANSPORT", value_enum, default_value_t = ExecTransport::Auto)]
+    exec_transport: ExecTransport,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecTransport {
+    Auto,
+    Grpc,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -269,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Encoding::Auto => oort_host::DataEncoding::Auto,
                     Encoding::Rows => oort_host::DataEncoding::Rows,
                 },
+                framed_exec: a.exec_transport == ExecTransport::Auto,
                 timeouts: Timeouts {
                     start: Duration::from_millis(a.start_timeout_ms),
                     call: Duration::from_millis(a.call_timeout_ms),

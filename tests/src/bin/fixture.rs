@@ -328,6 +328,7 @@ fn raw_plugin(name: String, protocol_version: u32, extra: &[(pb::Kind, &str)]) -
                 sdk_name: "raw".into(),
                 sdk_version: "0".into(),
                 encodings: vec![],
+                framed_exec: false,
             }))
         }
         async fn shutdown(

@@ -38,6 +38,7 @@ async fn host_main() -> anyhow::Result<()> {
             timeouts: Timeouts::default(),
             python: "python3".into(),
             data_encoding: Default::default(),
+            framed_exec: true,
         },
         runtime.clone(),
         state,

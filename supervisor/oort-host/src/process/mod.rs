@@ -156,6 +156,18 @@ impl Running {
         }
         None
     }
+
+    /// The socket of the framed Exec path, when the plugin said in `Describe`
+    /// that it serves one.
+    pub(crate) fn framed_socket(&self) -> Option<Arc<Path>> {
+        self.describe.framed_exec.then(|| Arc::from(framed_socket(&self.socket)))
+    }
+}
+
+/// Where a plugin listening on `socket` is asked to serve the framed Exec
+/// path: beside it, in the same private runtime directory.
+fn framed_socket(socket: &Path) -> PathBuf {
+    socket.with_extension("frames")
 }
 
 impl Drop for Running {
@@ -167,6 +179,7 @@ impl Drop for Running {
             self.watched.kill_tree();
         }
         let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(framed_socket(&self.socket));
     }
 }
 
@@ -231,6 +244,7 @@ pub(crate) async fn start(
         cmd.current_dir(dir);
     }
     cmd.env("OORT_PLUGIN_SOCKET", &socket)
+        .env("OORT_FRAMED_SOCKET", framed_socket(&socket))
         .env("OORT_PROTOCOL_VERSIONS", oort_proto::PROTOCOL_VERSION.to_string())
         .env("OORT_STATE_SOCKET", runtime.state_socket())
         .env("OORT_STATE_TOKEN", &token)

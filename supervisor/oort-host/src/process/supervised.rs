@@ -45,6 +45,8 @@ pub struct Live {
     pub channel: Channel,
     pub describe: Arc<pb::DescribeResponse>,
     pub token: String,
+    /// The socket of the framed Exec path, when the process serves it.
+    pub framed: Option<Arc<std::path::Path>>,
 }
 
 #[derive(Clone)]
@@ -101,6 +103,7 @@ impl Supervised {
             channel: running.channel.clone(),
             describe: Arc::new(running.describe.clone()),
             token: running.token.clone(),
+            framed: running.framed_socket(),
         };
         if let Err(reason) = hooks.started(&live).await {
             hooks.revoke_token(&token);
@@ -362,6 +365,7 @@ impl Monitor {
             channel: running.channel.clone(),
             describe: Arc::new(running.describe.clone()),
             token,
+            framed: running.framed_socket(),
         };
         if let Err(e) = self.hooks.started(&live).await {
             self.hooks.revoke_token(&live.token);
