@@ -404,3 +404,35 @@ async fn a_bad_max_line_length_is_refused() {
     assert!(err.to_string().contains("property maxLineLength must be a positive integer"), "{err}");
     t.host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_from_an_offset_after_a_restart_starts_there_not_at_the_reopened_start() {
+    // A restarted process reopens the source at its start (byte 0 for a
+    // file). The rule's read after a break rewinds on the process it reads
+    // from, so a restart between the rewind and the read cannot make it
+    // read the file again from the top.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    let text: String = (1..=6).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    std::fs::write(&path, &text).unwrap();
+    let plugins = PluginsDir::new();
+    plugins.add("sources", "file", "file");
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+    let s =
+        t.host.open_source("r1", "file", path.to_str().unwrap(), props(10), RestartStrategy::default()).await.unwrap();
+    let mut rx = s.read_from(None, 2).await.unwrap();
+    let (mut records, mut offsets) = (Vec::new(), Vec::new());
+    collect(&mut rx, &mut records, &mut offsets, 3).await;
+    drop(rx);
+    let after_third = Value::Int("{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n".len() as i64);
+    let pid = s.pid().unwrap();
+    oort_tests::kill9(pid);
+    assert!(wait_until(Duration::from_secs(5), || s.pid().is_some_and(|p| p != pid)).await, "no restart");
+    let mut rx = s.read_from(Some(after_third), 10).await.unwrap();
+    let (mut rest, mut offsets) = (Vec::new(), Vec::new());
+    collect(&mut rx, &mut rest, &mut offsets, 3).await;
+    assert_eq!(rest.iter().map(n).collect::<Vec<_>>(), vec![4, 5, 6]);
+    drop(rx);
+    t.host.close_source(&s).await;
+    t.host.shutdown().await;
+}

@@ -420,6 +420,7 @@ class DescribeResponse(_message.Message):
     SDK_NAME_FIELD_NUMBER: _builtins.int
     SDK_VERSION_FIELD_NUMBER: _builtins.int
     ENCODINGS_FIELD_NUMBER: _builtins.int
+    FRAMED_EXEC_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     """The plugin's own idea of its version (informational; the supervisor reports
@@ -429,6 +430,12 @@ class DescribeResponse(_message.Message):
     """The protocol version the plugin chose from OORT_PROTOCOL_VERSIONS."""
     sdk_name: _builtins.str
     sdk_version: _builtins.str
+    framed_exec: _builtins.bool
+    """The plugin listens on the Unix socket named by OORT_FRAMED_SOCKET and
+    serves Exec there as length-prefixed frames, without HTTP/2: the lean
+    data path for small batches (docs/protocol.md, "The framed Exec path").
+    Optional: a plugin that leaves it false is called over gRPC only.
+    """
     @_builtins.property
     def symbols(self) -> _containers.RepeatedCompositeFieldContainer[Global___Symbol]: ...
     @_builtins.property
@@ -449,10 +456,11 @@ class DescribeResponse(_message.Message):
         sdk_name: _builtins.str = ...,
         sdk_version: _builtins.str = ...,
         encodings: _abc.Iterable[Global___Encoding.ValueType] | None = ...,
+        framed_exec: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encodings", b"encodings", "name", b"name", "protocol_version", b"protocol_version", "sdk_name", b"sdk_name", "sdk_version", b"sdk_version", "symbols", b"symbols", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encodings", b"encodings", "framed_exec", b"framed_exec", "name", b"name", "protocol_version", b"protocol_version", "sdk_name", b"sdk_name", "sdk_version", b"sdk_version", "symbols", b"symbols", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -789,6 +797,7 @@ class ExecResult(_message.Message):
     ARROW_SCHEMA_FIELD_NUMBER: _builtins.int
     ARROW_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     arrow_schema: _builtins.bytes
     """Columnar answer, allowed for any batch by a plugin that lists
@@ -797,6 +806,10 @@ class ExecResult(_message.Message):
     exactly one value per row.
     """
     arrow: _builtins.bytes
+    failure: _builtins.str
+    """Framed Exec path only: the whole batch failed (the gRPC path ends the
+    stream with a status instead). The plugin closes the connection after it.
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowResult]:
         """Exactly one result per row of the batch, in order (row encoding). Empty
@@ -820,10 +833,11 @@ class ExecResult(_message.Message):
         arrow_schema: _builtins.bytes = ...,
         arrow: _builtins.bytes = ...,
         errors: _abc.Iterable[Global___RowError] | None = ...,
+        failure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow", b"arrow", "arrow_schema", b"arrow_schema", "errors", b"errors", "mutations", b"mutations", "results", b"results", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow", b"arrow", "arrow_schema", b"arrow_schema", "errors", b"errors", "failure", b"failure", "mutations", b"mutations", "results", b"results", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -859,7 +859,12 @@ type DescribeResponse struct {
 	// every plugin speaks. A plugin that lists ENCODING_ARROW_IPC may be sent
 	// Exec batches as Arrow columns (ExecBatch.arrow) and may answer any batch
 	// in either encoding. See docs/protocol.md, "Columnar batches (Arrow IPC)".
-	Encodings     []Encoding `protobuf:"varint,7,rep,packed,name=encodings,proto3,enum=oort.plugin.v1.Encoding" json:"encodings,omitempty"`
+	Encodings []Encoding `protobuf:"varint,7,rep,packed,name=encodings,proto3,enum=oort.plugin.v1.Encoding" json:"encodings,omitempty"`
+	// The plugin listens on the Unix socket named by OORT_FRAMED_SOCKET and
+	// serves Exec there as length-prefixed frames, without HTTP/2: the lean
+	// data path for small batches (docs/protocol.md, "The framed Exec path").
+	// Optional: a plugin that leaves it false is called over gRPC only.
+	FramedExec    bool `protobuf:"varint,8,opt,name=framed_exec,json=framedExec,proto3" json:"framed_exec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -941,6 +946,13 @@ func (x *DescribeResponse) GetEncodings() []Encoding {
 		return x.Encodings
 	}
 	return nil
+}
+
+func (x *DescribeResponse) GetFramedExec() bool {
+	if x != nil {
+		return x.FramedExec
+	}
+	return false
 }
 
 type ShutdownRequest struct {
@@ -1653,7 +1665,10 @@ type ExecResult struct {
 	ArrowSchema []byte `protobuf:"bytes,4,opt,name=arrow_schema,json=arrowSchema,proto3" json:"arrow_schema,omitempty"`
 	Arrow       []byte `protobuf:"bytes,5,opt,name=arrow,proto3" json:"arrow,omitempty"`
 	// The rows that failed (their result is null), with why.
-	Errors        []*RowError `protobuf:"bytes,6,rep,name=errors,proto3" json:"errors,omitempty"`
+	Errors []*RowError `protobuf:"bytes,6,rep,name=errors,proto3" json:"errors,omitempty"`
+	// Framed Exec path only: the whole batch failed (the gRPC path ends the
+	// stream with a status instead). The plugin closes the connection after it.
+	Failure       string `protobuf:"bytes,7,opt,name=failure,proto3" json:"failure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1728,6 +1743,13 @@ func (x *ExecResult) GetErrors() []*RowError {
 		return x.Errors
 	}
 	return nil
+}
+
+func (x *ExecResult) GetFailure() string {
+	if x != nil {
+		return x.Failure
+	}
+	return ""
 }
 
 // One failed row of a columnar answer.
@@ -2670,7 +2692,7 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
 	"\x04mode\x18\x03 \x01(\x0e2\x1a.oort.plugin.v1.ExportModeR\x04mode\x12!\n" +
 	"\fis_aggregate\x18\x04 \x01(\bR\visAggregate\"\x11\n" +
-	"\x0fDescribeRequest\"\x91\x02\n" +
+	"\x0fDescribeRequest\"\xb2\x02\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x120\n" +
@@ -2679,7 +2701,9 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\bsdk_name\x18\x05 \x01(\tR\asdkName\x12\x1f\n" +
 	"\vsdk_version\x18\x06 \x01(\tR\n" +
 	"sdkVersion\x126\n" +
-	"\tencodings\x18\a \x03(\x0e2\x18.oort.plugin.v1.EncodingR\tencodings\",\n" +
+	"\tencodings\x18\a \x03(\x0e2\x18.oort.plugin.v1.EncodingR\tencodings\x12\x1f\n" +
+	"\vframed_exec\x18\b \x01(\bR\n" +
+	"framedExec\",\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ms\x18\x01 \x01(\rR\agraceMs\"\x12\n" +
 	"\x10ShutdownResponse\"\xb3\x01\n" +
@@ -2724,7 +2748,7 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\tRowResult\x12-\n" +
 	"\x05value\x18\x01 \x01(\v2\x15.oort.plugin.v1.ValueH\x00R\x05value\x12\x16\n" +
 	"\x05error\x18\x02 \x01(\tH\x00R\x05errorB\t\n" +
-	"\aoutcome\"\xfb\x01\n" +
+	"\aoutcome\"\x95\x02\n" +
 	"\n" +
 	"ExecResult\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x123\n" +
@@ -2732,7 +2756,8 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\tmutations\x18\x03 \x03(\v2\x1d.oort.plugin.v1.StateMutationR\tmutations\x12!\n" +
 	"\farrow_schema\x18\x04 \x01(\fR\varrowSchema\x12\x14\n" +
 	"\x05arrow\x18\x05 \x01(\fR\x05arrow\x120\n" +
-	"\x06errors\x18\x06 \x03(\v2\x18.oort.plugin.v1.RowErrorR\x06errors\"6\n" +
+	"\x06errors\x18\x06 \x03(\v2\x18.oort.plugin.v1.RowErrorR\x06errors\x12\x18\n" +
+	"\afailure\x18\a \x01(\tR\afailure\"6\n" +
 	"\bRowError\x12\x10\n" +
 	"\x03row\x18\x01 \x01(\rR\x03row\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x82\x02\n" +
