@@ -134,3 +134,21 @@ async fn a_killed_plugin_is_restarted_and_the_next_batch_keeps_the_state() {
     assert!(f.restarts() >= 1);
     t.host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_plugin_is_called_on_its_framed_path_too() {
+    // Built by `scripts/build-python.sh`, as `.ci/run` does.
+    let exe = oort_tests::bin_dir().join("python/pyecho");
+    assert!(exe.exists(), "{} is not built (scripts/build-python.sh)", exe.display());
+    let p = PluginsDir::new();
+    std::fs::copy(&exe, p.path().join("functions/pyecho")).unwrap();
+    std::fs::copy(exe.with_extension("json"), p.path().join("functions/pyecho.json")).unwrap();
+    let t = host(&p, true);
+    let f = open(&t, "r1", "echo_rows").await;
+    assert_eq!(f.exec(&[vec![Value::from("a")]]).await.unwrap(), vec![Ok(Value::from("a"))]);
+    let big: Vec<Vec<Value>> = (0..100).map(|i| vec![Value::Int(i)]).collect();
+    let answer = f.exec(&big).await.unwrap();
+    assert_eq!(answer, big.iter().map(|r| Ok(r[0].clone())).collect::<Vec<_>>());
+    assert_eq!(f.framed_batches(), 2);
+    t.host.shutdown().await;
+}

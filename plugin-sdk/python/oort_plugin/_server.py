@@ -1,9 +1,10 @@
 """The plugin side of the handshake and the four plugin services.
 
 `serve` reads the environment the supervisor sets, binds the socket it names,
-serves `oort.plugin.v1` plus `grpc.health.v1` and server reflection v1, and
-exits when asked to (Shutdown RPC, SIGTERM or SIGINT), removing its socket
-first. See docs/protocol.md for the contract.
+serves `oort.plugin.v1` plus `grpc.health.v1` and server reflection v1 (and
+`Exec` on the framed socket too, when the supervisor names one), and exits
+when asked to (Shutdown RPC, SIGTERM or SIGINT), removing its sockets first.
+See docs/protocol.md for the contract.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from . import _log
 from ._api import ArgSpec, Function, PayloadSink, Sink, Source, VectorizedFunction, reads_columns, takes_columns
@@ -144,6 +146,8 @@ class _Served:
         self.lock = threading.Lock()
         self._wake = wake
         self.stop_grace_ms = 0
+        # Whether the framed Exec socket is being served (said in Describe).
+        self.framed = False
 
     def request_stop(self, reason: bytes) -> None:
         self._wake(reason)
@@ -162,12 +166,6 @@ class _Served:
     def ensure_free(self, instance_id: str, context: grpc.ServicerContext) -> None:
         if instance_id in self.instances:
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f"instance {_q(instance_id)} is already open")
-
-    def function(self, instance_id: str, context: grpc.ServicerContext) -> _FunctionInstance:
-        inst = self.instances.get(instance_id)
-        if not isinstance(inst, _FunctionInstance):
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no open function instance {_q(instance_id)}")
-        return inst
 
     def source(self, instance_id: str, context: grpc.ServicerContext) -> _SourceInstance:
         inst = self.instances.get(instance_id)
@@ -247,6 +245,7 @@ class _PluginService(pb_grpc.PluginServicer):
             protocol_version=PROTOCOL_VERSION,
             sdk_name=SDK_NAME,
             sdk_version=SDK_VERSION,
+            framed_exec=self._s.framed,
         )
         for name, export in p._functions.items():
             try:
@@ -287,12 +286,21 @@ def _made_by_factory(export: _Export[Any]) -> bool:
     return not export.shares_object and not isinstance(export.make, type)
 
 
-def _read_columns(
-    codec: StreamCodec | None, batch: pb.ExecBatch | pb.WriteBatch, context: grpc.ServicerContext
-) -> tuple[StreamCodec, Any]:
+class _BatchFailure(Exception):
+    """A batch that ends its stream: the gRPC path aborts the stream with
+    `code` and `message`, the framed path answers `failure` = `message` and
+    closes the connection."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _decode_columns(codec: StreamCodec | None, batch: pb.ExecBatch | pb.WriteBatch) -> tuple[StreamCodec, Any]:
     """A columnar batch's pa.RecordBatch, read with its stream's codec (created, and pyarrow
     imported, at the stream's first columnar batch). A batch that cannot be read ends the stream
-    with INVALID_ARGUMENT: retrying the same bytes cannot help."""
+    with INVALID_ARGUMENT (`_BatchFailure`): retrying the same bytes cannot help."""
     from . import _arrow
 
     if codec is None:
@@ -300,7 +308,72 @@ def _read_columns(
     try:
         return codec, codec.read(batch.arrow_schema, batch.arrow)
     except _arrow.ArrowProtocolError as e:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        raise _BatchFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+
+
+def _read_columns(
+    codec: StreamCodec | None, batch: pb.ExecBatch | pb.WriteBatch, context: grpc.ServicerContext
+) -> tuple[StreamCodec, Any]:
+    """`_decode_columns` for a gRPC stream: a batch that cannot be read aborts it."""
+    try:
+        return _decode_columns(codec, batch)
+    except _BatchFailure as f:
+        context.abort(f.code, f.message)
+
+
+class _ExecStream:
+    """The batches of one Exec stream: a gRPC `Exec` call or a connection of
+    the framed Exec path. Both run each batch with `run`."""
+
+    __slots__ = ("_s", "_codec")
+
+    def __init__(self, served: _Served) -> None:
+        self._s = served
+        # This stream's Arrow schemas, both directions: created (and pyarrow
+        # imported) at the stream's first columnar batch.
+        self._codec: StreamCodec | None = None
+
+    def run(self, batch: pb.ExecBatch) -> pb.ExecResult:
+        """One batch's answer. A batch that ends the stream (unknown instance,
+        undecodable Arrow) raises `_BatchFailure`."""
+        # The hot path: one ExecResult per batch, one RowResult per row, built
+        # in place; nothing per row but the conversions and the user's call.
+        inst = self._s.instances.get(batch.instance_id)
+        if not isinstance(inst, _FunctionInstance):
+            raise _BatchFailure(grpc.StatusCode.NOT_FOUND, f"no open function instance {_q(batch.instance_id)}")
+        ctx = inst.ctx
+        out = pb.ExecResult(seq=batch.seq)
+        vectorized = inst.vectorized
+        if batch.arrow:
+            from . import _arrow
+
+            codec, columns = _decode_columns(self._codec, batch)
+            self._codec = codec
+            if vectorized is not None:
+                _arrow.exec_columns_batch(vectorized, ctx, columns, out, codec)
+            else:
+                # A row function gets the rows the row encoding would give.
+                _arrow.exec_row_function_on_columns(inst.fn, ctx, columns, out, codec)
+        elif vectorized is not None:
+            from . import _arrow
+
+            _arrow.exec_rows_batch(vectorized, ctx, [[from_pb(a) for a in row.args] for row in batch.rows], out)
+        else:
+            convert = from_pb
+            fill = fill_value
+            exec_ = inst.fn.exec
+            add = out.results.add
+            for row in batch.rows:
+                res = add()
+                try:
+                    fill(res.value, exec_(ctx, [convert(a) for a in row.args]))
+                except Exception as e:
+                    res.error = str(e) or type(e).__name__
+        if ctx._exceptions:
+            ctx._log_exceptions()
+        if ctx._pending:
+            ctx._ship(out.mutations)
+        return out
 
 
 class _FunctionService(pb_grpc.FunctionServicer):
@@ -336,45 +409,12 @@ class _FunctionService(pb_grpc.FunctionServicer):
         return pb.OpenResponse()
 
     def Exec(self, request_iterator: Iterator[pb.ExecBatch], context: grpc.ServicerContext) -> Iterator[pb.ExecResult]:
-        # The hot loop: one ExecResult per batch, one RowResult per row, built in
-        # place; nothing per row but the conversions and the user's call.
-        served = self._s
-        convert = from_pb
-        fill = fill_value
-        # This stream's Arrow schemas, both directions: created (and pyarrow
-        # imported) at the stream's first columnar batch.
-        codec: StreamCodec | None = None
+        stream = _ExecStream(self._s)
         for batch in request_iterator:
-            inst = served.function(batch.instance_id, context)
-            ctx = inst.ctx
-            out = pb.ExecResult(seq=batch.seq)
-            vectorized = inst.vectorized
-            if batch.arrow:
-                from . import _arrow
-
-                codec, columns = _read_columns(codec, batch, context)
-                if vectorized is not None:
-                    _arrow.exec_columns_batch(vectorized, ctx, columns, out, codec)
-                else:
-                    # A row function gets the rows the row encoding would give.
-                    _arrow.exec_row_function_on_columns(inst.fn, ctx, columns, out, codec)
-            elif vectorized is not None:
-                from . import _arrow
-
-                _arrow.exec_rows_batch(vectorized, ctx, [[convert(a) for a in row.args] for row in batch.rows], out)
-            else:
-                exec_ = inst.fn.exec
-                add = out.results.add
-                for row in batch.rows:
-                    res = add()
-                    try:
-                        fill(res.value, exec_(ctx, [convert(a) for a in row.args]))
-                    except Exception as e:
-                        res.error = str(e) or type(e).__name__
-            if ctx._exceptions:
-                ctx._log_exceptions()
-            if ctx._pending:
-                ctx._ship(out.mutations)
+            try:
+                out = stream.run(batch)
+            except _BatchFailure as f:
+                context.abort(f.code, f.message)
             yield out
 
     def Close(self, request: pb.CloseRequest, context: grpc.ServicerContext) -> pb.CloseResponse:
@@ -625,6 +665,175 @@ def _item_errors(outcome: Any, count: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------
+# The framed Exec path
+# --------------------------------------------------------------------------
+
+#: A frame's prefix: one flag byte (0: not compressed), then the message's
+#: length as a 4-byte big-endian integer, exactly as gRPC prefixes a message.
+FRAME_HEADER = 5
+
+
+class _Framed:
+    """The framed Exec path (docs/protocol.md, "The framed Exec path"): Exec
+    batches as length-prefixed protobuf frames on a second Unix socket.
+
+    Each connection gets its own thread that reads a batch, runs it inline
+    (with `_ExecStream.run`, as the gRPC `Exec` handler does) and writes the
+    answer, so answers go in request order, as on a gRPC stream. A batch that
+    would end a gRPC stream with a status is answered with `failure` and ends
+    the connection.
+    """
+
+    def __init__(self, path: str, served: _Served) -> None:
+        self.path = path
+        self._s = served
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._closed = False
+        _prepare_socket(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        try:
+            listener.listen(socket.SOMAXCONN)
+            threading.Thread(target=self._accept, name="oort-framed-accept", daemon=True).start()
+        except BaseException:
+            listener.close()
+            _remove_quietly(path)
+            raise
+
+    def close(self) -> None:
+        """Stops accepting and ends every connection: a connection's thread
+        returns at its next read or write. (The caller removes the file.)"""
+        with self._lock:
+            self._closed = True
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError as e:
+                if self._closed:
+                    return
+                _log_sdk.warning("framed Exec path: accept failed: %s", _error_text(e))
+                time.sleep(0.05)  # EMFILE and the like would spin a core
+                continue
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                self._conns.add(conn)
+            try:
+                threading.Thread(target=self._serve, args=(conn,), name="oort-framed", daemon=True).start()
+            except RuntimeError as e:
+                _log_sdk.warning("framed Exec path: cannot start a connection's thread: %s", _error_text(e))
+                self._forget(conn)
+
+    def _forget(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+        conn.close()
+
+    def _serve(self, conn: socket.socket) -> None:
+        """Answers the batches of one connection until the supervisor closes it."""
+        try:
+            with conn.makefile("rb") as frames:
+                self._answer(conn, frames)
+        finally:
+            self._forget(conn)
+
+    def _answer(self, conn: socket.socket, frames: BinaryIO) -> None:
+        # Per connection, as per gRPC stream: the Arrow schemas, both directions.
+        stream = _ExecStream(self._s)
+        while True:
+            try:
+                message = _read_frame(frames)
+            except (OSError, _FrameError) as e:
+                if not self._closed:
+                    _log_sdk.warning("framed Exec path: %s; closing the connection", _error_text(e))
+                return
+            if message is None:
+                return  # the supervisor closed the connection between frames
+            last = True
+            try:
+                batch = pb.ExecBatch.FromString(message)
+            except DecodeError as e:
+                out = pb.ExecResult(failure=f"undecodable ExecBatch: {_error_text(e)}")
+            else:
+                try:
+                    out = stream.run(batch)
+                    last = False
+                except _BatchFailure as f:
+                    out = pb.ExecResult(seq=batch.seq, failure=f.message)
+                except Exception as e:
+                    # What the gRPC path ends the stream with as UNKNOWN.
+                    _log_sdk.exception("framed Exec path: batch %d of %s failed", batch.seq, _q(batch.instance_id))
+                    out = pb.ExecResult(seq=batch.seq, failure=_error_text(e))
+            body = out.SerializeToString()
+            try:
+                conn.sendall(b"\x00" + len(body).to_bytes(4, "big") + body)
+            except OSError:
+                return
+            if last:
+                return
+
+
+class _FrameError(Exception):
+    """A frame that cannot be read: the connection ends."""
+
+
+def _read_frame(frames: BinaryIO) -> bytes | None:
+    """One frame's message; None when the peer closed the connection between frames."""
+    header = frames.read(FRAME_HEADER)
+    if not header:
+        return None
+    if len(header) < FRAME_HEADER:
+        raise _FrameError("the connection ended inside a frame")
+    if header[0] != 0:
+        raise _FrameError(f"a frame is flagged {header[0]}, not 0: the framed path does not compress")
+    length = int.from_bytes(header[1:], "big")
+    if length > MAX_MESSAGE:
+        raise _FrameError(f"a message of {length} bytes is too large (the limit is {MAX_MESSAGE} bytes)")
+    message = frames.read(length) if length else b""
+    if len(message) < length:
+        raise _FrameError("the connection ended inside a frame")
+    return message
+
+
+def _listen_framed(served: _Served) -> _Framed | None:
+    """Serves the framed Exec path when the supervisor asks for it; a path
+    this process cannot listen on leaves it to gRPC, which serves every call."""
+    path = os.environ.get("OORT_FRAMED_SOCKET")
+    if not path:
+        return None
+    try:
+        framed = _Framed(path, served)
+    except Exception as e:
+        _log_sdk.warning("no framed Exec path: cannot listen on %s: %s", path, _error_text(e))
+        return None
+    served.framed = True
+    return framed
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------
 # Health and reflection
 # --------------------------------------------------------------------------
 
@@ -784,8 +993,17 @@ def serve(plugin: Plugin) -> NoReturn:
     try:
         _prepare_socket(path)
         server.add_insecure_port("unix:" + path)
+    except Exception as e:
+        _fail(f"cannot listen on {path}: {_error_text(e)}", 1)
+    # Listening before the health service can say SERVING (it does once the
+    # server starts), so that Describe's framed_exec is true from the first call.
+    framed = _listen_framed(served)
+    try:
         server.start()
     except Exception as e:
+        if framed is not None:
+            framed.close()
+            _remove_quietly(framed.path)
         _fail(f"cannot listen on {path}: {_error_text(e)}", 1)
 
     while True:
@@ -804,11 +1022,13 @@ def serve(plugin: Plugin) -> NoReturn:
         grace = min(DRAIN_S, served.stop_grace_ms / 4000)
     served.stop_sources()
     server.stop(grace).wait(grace + 0.2)
+    if framed is not None:
+        # Its connections had the same moment: end the rest, as gRPC cancels them.
+        framed.close()
     served.close_all()
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+    _remove_quietly(path)
+    if framed is not None:
+        _remove_quietly(framed.path)
     logging.shutdown()
     try:
         sys.stdout.flush()
