@@ -100,3 +100,27 @@ async fn a_sink_that_cannot_close_in_time_is_fenced_by_killing_its_shared_proces
     t.host.close_sink(&healthy).await;
     t.host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_validation_ending_never_stops_the_shared_process_a_rule_is_opening_on() {
+    // A rule's validation uses a singleton's shared process briefly and
+    // releases it; a rule opening its instance on the same process at that
+    // moment must find it running (it once got "plugin echo is stopped").
+    let plugins = PluginsDir::new();
+    plugins.add("functions", "echo", "echo");
+    let t = TestHost::new(plugins.path(), fast_timeouts());
+    let arg = oort_core::ArgInfo { expression: "x".into(), literal: None, column: Some("x".into()) };
+    for i in 0..40 {
+        let rule = format!("r{i}");
+        let (validated, opened) = tokio::join!(
+            t.host.validate_function("echo", std::slice::from_ref(&arg)),
+            t.host.open_function(&rule, "op0", "echo", RestartStrategy::default())
+        );
+        validated.unwrap_or_else(|e| panic!("round {i}: validate: {e}"));
+        let f = opened.unwrap_or_else(|e| panic!("round {i}: open: {e}"));
+        assert_eq!(f.exec(&[vec![Value::Int(i)]]).await.unwrap(), vec![Ok(Value::Int(i))]);
+        // The last instance closes: the next round starts the process again.
+        t.host.close_function(&f).await;
+    }
+    t.host.shutdown().await;
+}

@@ -150,6 +150,11 @@ struct Entry {
     instances: Instances,
     singleton: bool,
     rule: Option<String>,
+    /// Callers that acquired the entry and have not yet opened their
+    /// instance on it (or given up): a release in between (a validation's
+    /// short use of a shared process ending, say) must not stop the process
+    /// under them.
+    acquiring: std::sync::atomic::AtomicUsize,
 }
 
 /// Finds plugins, runs their processes and opens instances on them.
@@ -480,6 +485,7 @@ impl Host {
                 .cloned()
         };
         if let Some(e) = running(&*self.entries.lock().await) {
+            e.acquiring.fetch_add(1, Ordering::SeqCst);
             return Ok(e);
         }
         // The process starts without the map lock held: a plugin slow to
@@ -526,23 +532,34 @@ impl Host {
         let rule_key = if singleton { None } else { Some(rule.to_string()) };
         let mut entries = self.entries.lock().await;
         if let Some(e) = running(&entries) {
+            e.acquiring.fetch_add(1, Ordering::SeqCst);
             drop(entries);
             process.stop().await;
             return Ok(e);
         }
-        let entry = Arc::new(Entry { key, process, instances, singleton, rule: rule_key.clone() });
+        let acquiring = std::sync::atomic::AtomicUsize::new(1);
+        let entry = Arc::new(Entry { key, process, instances, singleton, rule: rule_key.clone(), acquiring });
         entries.insert((file.path.clone(), part, rule_key), entry.clone());
         Ok(entry)
     }
 
-    /// Stops a process once its last instance is closed.
+    /// Ends an acquisition that opens no instance, then releases.
+    async fn give_up(&self, entry: &Arc<Entry>) {
+        entry.acquiring.fetch_sub(1, Ordering::SeqCst);
+        self.release(entry).await;
+    }
+
+    /// Stops a process once its last instance is closed and nobody is about
+    /// to open one.
     async fn release(&self, entry: &Arc<Entry>) {
-        if !lock(&entry.instances).is_empty() {
+        let unused = || lock(&entry.instances).is_empty() && entry.acquiring.load(Ordering::SeqCst) == 0;
+        if !unused() {
             return;
         }
         let mut entries = self.entries.lock().await;
-        // Re-check under the map lock: another rule may have opened an instance.
-        if !lock(&entry.instances).is_empty() {
+        // Re-check under the map lock, which acquisitions take: another rule
+        // may have acquired the entry or opened an instance meanwhile.
+        if !unused() {
             return;
         }
         entries.retain(|_, e| !Arc::ptr_eq(e, entry));
@@ -556,6 +573,8 @@ impl Host {
         let mut open = open;
         set_state(&mut open, self.state.entries(&id));
         lock(&entry.instances).insert(id.clone(), open.clone());
+        // The instance now keeps the process: the acquisition is over.
+        entry.acquiring.fetch_sub(1, Ordering::SeqCst);
         let result = async {
             let live = entry.process.live().await?;
             open_on(&live, &open, self.config.timeouts, &entry.process.spec().name).await
@@ -598,7 +617,7 @@ impl Host {
             Ok(Validation { problem: Some(resp.error).filter(|e| !e.is_empty()), is_aggregate })
         }
         .await;
-        self.release(&entry).await;
+        self.give_up(&entry).await;
         result
     }
 
@@ -615,7 +634,7 @@ impl Host {
         let (symbol, is_aggregate) = match exported_function(&entry, function) {
             Ok(found) => found,
             Err(e) => {
-                self.release(&entry).await;
+                self.give_up(&entry).await;
                 return Err(e);
             }
         };
