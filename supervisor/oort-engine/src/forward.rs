@@ -78,7 +78,10 @@ impl Forward<'_> {
                 let absorbed = OpOutcome { output: 0, ..batch.aggregate };
                 self.ctx.status.project.outcome(&absorbed, took);
                 let window = self.window.as_mut().expect("a windowed rule has a window");
-                let (results, errors) = window.add(batch.rows, now_ms());
+                let (results, errors) = match &batch.columns {
+                    Some(columns) => window.add_columns(columns, now_ms()),
+                    None => window.add(batch.rows, now_ms()),
+                };
                 let late = window.take_late();
                 if self.ctx.plan.event_time.is_some() {
                     self.ctx.status.event_time_progress(late, window.watermark());

@@ -445,8 +445,10 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
     let mut in_flight = FuturesOrdered::new();
     let source_calls = ctx.status.calls("source");
     // A batch of columns stays columns through a rule without a window on a
-    // stream without event time; the others take records.
-    let on_columns = oort_sql::runs_on_columns(&plan.select) && plan.event_time.is_none();
+    // stream without event time, and into a tumbling, hopping or count
+    // window on processing time; the others take records.
+    let on_columns = (oort_sql::runs_on_columns(&plan.select) && plan.event_time.is_none())
+        || oort_sql::window_takes_columns(&plan.select, plan.event_time.is_some());
     let event_time_field: Vec<&str> = ctx.stream.timestamp_field().into_iter().collect();
     let evaluate = |mut batch: SourceBatch| {
         let n = batch.columns.as_ref().map_or(batch.records.len(), |c| c.num_rows()) as u64;
@@ -459,7 +461,10 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
         let (select, calls, started) = (&plan.select, &calls, Instant::now());
         async move {
             let outcome = match (&select.grouping, batch.columns) {
-                (_, Some(columns)) => oort_sql::run_columns(select, columns, calls).await.map(Output::Columns),
+                (Some(g), Some(columns)) => {
+                    oort_sql::prepare_window_columns(select, g, columns, calls).await.map(Output::Window)
+                }
+                (None, Some(columns)) => oort_sql::run_columns(select, columns, calls).await.map(Output::Columns),
                 (None, None) => oort_sql::run_batch(select, batch.records, calls).await.map(Output::Records),
                 (Some(g), None) if plan.event_time.is_some() && g.window.is_time() => {
                     // A row without a readable event time cannot be placed

@@ -51,6 +51,9 @@ pub async fn run_batch<F: Functions>(
 #[derive(Debug, Default)]
 pub struct WindowBatch {
     pub rows: Vec<window::WindowRow>,
+    /// The batch as columns instead of `rows`, for a window that takes them
+    /// ([`window::KeyedColumns::fits`]).
+    pub columns: Option<window::KeyedColumns>,
     pub filter: OpOutcome,
     /// Rows whose key or argument failed to evaluate.
     pub aggregate: OpOutcome,

@@ -17,9 +17,10 @@ use oort_proto::columns::arrow_schema::{DataType, Field, Schema};
 use oort_proto::columns::{self, ArrayRef, RecordBatch};
 use oort_proto::{Record, Value};
 
-use crate::batch::OpOutcome;
+use crate::batch::{OpOutcome, WindowBatch};
 use crate::expr::{self, ColumnAnswer, Expr, Functions};
-use crate::{SelectField, SelectPlan};
+use crate::window::{Cells, KeyedColumns};
+use crate::{Grouping, SelectField, SelectPlan};
 
 /// What a rule on columns made of one batch.
 #[derive(Debug)]
@@ -51,10 +52,164 @@ impl Projected {
     }
 }
 
-/// Whether a plan can run on columns: a rule without a window. (Windows keep
-/// rows; the engine converts a columnar batch for them.)
+/// Whether a plan can run on columns: a rule without a window. (Windows take
+/// their rows from columns when [`window_takes_columns`]; the others get
+/// records the engine converts.)
 pub fn runs_on_columns(plan: &SelectPlan) -> bool {
     plan.grouping.is_none()
+}
+
+/// Whether a windowed plan's batches go into its window as columns
+/// ([`prepare_window_columns`]) on a stream with or without event time.
+pub fn window_takes_columns(plan: &SelectPlan, event_time: bool) -> bool {
+    plan.grouping.as_ref().is_some_and(|g| KeyedColumns::fits(g.window, g.each_row, event_time))
+}
+
+/// Runs one columnar batch of a windowed rule through `FILTER (WHERE …)` and
+/// `WHERE`, and evaluates its group keys and aggregate arguments: a plain
+/// column is taken as its array, any other expression is evaluated by the
+/// row evaluator over records of the columns it reads. The counts are the
+/// row path's ([`crate::prepare_window_rows`]).
+pub async fn prepare_window_columns<F: Functions>(
+    plan: &SelectPlan,
+    grouping: &Grouping,
+    batch: RecordBatch,
+    functions: &F,
+) -> Result<WindowBatch, F::Error> {
+    let mut out = WindowBatch {
+        filter: OpOutcome { input: batch.num_rows() as u64, ..OpOutcome::default() },
+        ..WindowBatch::default()
+    };
+    // `FILTER (WHERE …)` decides which rows enter the window at all.
+    let batch = match &grouping.filter {
+        Some(condition) => {
+            let entering = verdicts(condition, &batch, "", functions, &mut out.filter).await?;
+            keep(batch, &entering, &mut out.filter)
+        }
+        None => batch,
+    };
+    let passes = match &plan.filter {
+        Some(condition) => verdicts(condition, &batch, "WHERE: ", functions, &mut out.filter).await?,
+        None => vec![true; batch.num_rows()],
+    };
+    let kept = keep(batch, &passes, &mut out.filter);
+    let rows = match read_names(plan, &[]) {
+        Some(names) => {
+            let indices: Vec<usize> =
+                (0..kept.num_columns()).filter(|i| names.contains(kept.schema().field(*i).name().as_str())).collect();
+            kept.project(&indices).unwrap_or(kept)
+        }
+        None => kept,
+    };
+    let n = rows.num_rows();
+    out.filter.output = n as u64;
+    out.aggregate.input = n as u64;
+    // Keys and arguments only for the rows `WHERE` kept: it may be what
+    // guards them (`WHERE d != 0` before `sum(x / d)`).
+    let evaluated: Vec<&Expr> = grouping
+        .keys
+        .iter()
+        .chain(grouping.aggregates.iter().filter_map(|a| a.arg.as_ref()))
+        .filter(|e| !is_column_of(e, &rows))
+        .collect();
+    let narrow = if evaluated.is_empty() { Vec::new() } else { narrow_records(&rows, &referenced(evaluated)) };
+    // The first failure of each row: such rows are not aggregated.
+    let mut failed: Vec<Option<String>> = vec![None; n];
+    let mut keys = Vec::with_capacity(grouping.keys.len());
+    for k in &grouping.keys {
+        keys.push(cells_of(k, "GROUP BY", &rows, &narrow, functions, &mut failed).await?);
+    }
+    let mut args = Vec::with_capacity(grouping.aggregates.len());
+    for a in &grouping.aggregates {
+        args.push(match &a.arg {
+            Some(e) => Some(cells_of(e, a.slot.func.name(), &rows, &narrow, functions, &mut failed).await?),
+            // count(*) counts every row.
+            None => None,
+        });
+    }
+    let mut next = 0;
+    let order = passes
+        .iter()
+        .map(|passed| {
+            if !passed {
+                return None;
+            }
+            let row = next;
+            next += 1;
+            match failed[row].take() {
+                Some(e) => {
+                    out.aggregate.failed(e);
+                    None
+                }
+                None => Some(row),
+            }
+        })
+        .collect::<Vec<_>>();
+    out.aggregate.output = order.iter().flatten().count() as u64;
+    out.columns = Some(KeyedColumns { rows, keys, args, order });
+    Ok(out)
+}
+
+/// An expression's values over `rows`: the array of a plain column, or what
+/// the row evaluator makes of `narrow` (a failed row null, its first failure
+/// noted in `failed`).
+async fn cells_of<F: Functions>(
+    e: &Expr,
+    what: &str,
+    rows: &RecordBatch,
+    narrow: &[Record],
+    functions: &F,
+    failed: &mut [Option<String>],
+) -> Result<Cells, F::Error> {
+    if let Expr::Column(c) = e {
+        if let Some(array) = rows.column_by_name(c) {
+            return Ok(Cells::Array(array.clone()));
+        }
+    }
+    let cells = expr::eval(e, expr::Rows::plain(narrow), functions).await?;
+    Ok(Cells::Values(values(cells, rows.num_rows(), &mut |row, e| {
+        failed[row].get_or_insert_with(|| format!("{what}: {e}"));
+    })))
+}
+
+/// A condition's verdict on every row; a row it fails on is `false`, and
+/// counted as an exception of `outcome`.
+async fn verdicts<F: Functions>(
+    condition: &Expr,
+    batch: &RecordBatch,
+    what: &str,
+    functions: &F,
+    outcome: &mut OpOutcome,
+) -> Result<Vec<bool>, F::Error> {
+    let narrow = narrow_records(batch, &referenced([condition]));
+    Ok(expr::eval(condition, expr::Rows::plain(&narrow), functions)
+        .await?
+        .into_iter()
+        .map(|v| match v {
+            Ok(v) => matches!(v, Value::Bool(true)),
+            Err(e) => {
+                outcome.failed(format!("{what}{e}"));
+                false
+            }
+        })
+        .collect())
+}
+
+/// The rows of `batch` marked in `rows`.
+fn keep(batch: RecordBatch, rows: &[bool], outcome: &mut OpOutcome) -> RecordBatch {
+    if rows.iter().all(|k| *k) {
+        return batch;
+    }
+    columns::keep_rows(batch, rows).unwrap_or_else(|e| {
+        // Filtering arrays of the types a batch is read with cannot fail;
+        // should it, the rows are lost as exceptions, not the rule.
+        outcome.failed(format!("WHERE: {e}"));
+        RecordBatch::new_empty(Arc::new(Schema::empty()))
+    })
+}
+
+fn is_column_of(e: &Expr, batch: &RecordBatch) -> bool {
+    matches!(e, Expr::Column(c) if batch.column_by_name(c).is_some())
 }
 
 /// Runs one columnar batch through `WHERE` and the select list. Rows whose
@@ -253,10 +408,16 @@ fn assemble(out: BTreeMap<String, OutColumn>, n: usize, keep: &[bool]) -> Projec
 /// `collect(*)`). A window holds its rows, so the columns it never reads
 /// are neither decoded nor kept.
 pub fn records_for(plan: &SelectPlan, batch: &RecordBatch, keep: &[&str]) -> Vec<Record> {
+    narrow_records(batch, &read_names(plan, keep))
+}
+
+/// The columns a statement reads, plus `keep`; `None` when it reads whole
+/// rows.
+fn read_names<'a>(plan: &'a SelectPlan, keep: &[&'a str]) -> Option<BTreeSet<&'a str>> {
     let mut exprs: Vec<&Expr> = Vec::new();
     for field in &plan.fields {
         match field {
-            SelectField::Wildcard => return narrow_records(batch, &None),
+            SelectField::Wildcard => return None,
             SelectField::Expr { expr, .. } => exprs.push(expr),
         }
     }
@@ -273,11 +434,10 @@ pub fn records_for(plan: &SelectPlan, batch: &RecordBatch, keep: &[&str]) -> Vec
         crate::SortBy::Expr(e) => Some(e),
         crate::SortBy::Field(_) => None,
     }));
-    let names = referenced(exprs).map(|mut names| {
+    referenced(exprs).map(|mut names| {
         names.extend(keep.iter().copied());
         names
-    });
-    narrow_records(batch, &names)
+    })
 }
 
 /// Whether a select expression is served from the arrays themselves: a plain
@@ -427,6 +587,88 @@ mod tests {
         assert_eq!(records_for(&star, &batch, &[]), columns::records_of(&batch).unwrap(), "* reads every column");
         let having = parse_select("SELECT count(*) AS c FROM s GROUP BY COUNTWINDOW(10) HAVING max(a) > 3").unwrap();
         assert!(records_for(&having, &batch, &[])[1].fields.contains_key("a"), "HAVING's columns are kept");
+    }
+
+    /// What a window made of `input` cut into batches of 17, fed as rows
+    /// (`columns` false) or as columns: its output records, the errors of
+    /// the rows it left out, and the counts of `WHERE` and the aggregation.
+    async fn through_window(sql: &str, input: &[Record], columns: bool) -> (Vec<Record>, Vec<String>, [OpOutcome; 2]) {
+        let plan = parse_select(sql).unwrap();
+        let grouping = plan.grouping.clone().expect("a windowed rule");
+        assert!(window_takes_columns(&plan, false), "{sql}");
+        let mut window = crate::window::WindowState::of(&grouping);
+        let (mut groups, mut errors) = (Vec::new(), Vec::new());
+        let mut counts = [OpOutcome::default(), OpOutcome::default()];
+        for (i, chunk) in input.chunks(17).enumerate() {
+            let batch = columns::records_batch(chunk).expect("one type per field");
+            let now = 1_000 + i as i64;
+            let prepared = if columns {
+                prepare_window_columns(&plan, &grouping, batch, &Twice).await.unwrap()
+            } else {
+                let records = records_for(&plan, &batch, &[]);
+                crate::prepare_window_rows(&plan, &grouping, records, &Twice).await.unwrap()
+            };
+            for (total, part) in counts.iter_mut().zip([&prepared.filter, &prepared.aggregate]) {
+                total.input += part.input;
+                total.output += part.output;
+                total.exceptions += part.exceptions;
+                total.last_exception = part.last_exception.clone().or(total.last_exception.take());
+            }
+            let (g, e) = match &prepared.columns {
+                Some(c) => window.add_columns(c, now),
+                None => window.add(prepared.rows, now),
+            };
+            groups.extend(g);
+            errors.extend(e);
+        }
+        let (g, e) = window.due(1_000_000);
+        groups.extend(g);
+        errors.extend(e);
+        let mut projected = OpOutcome::default();
+        let out = crate::project_groups(&plan, groups, &Twice, &mut projected).await.unwrap();
+        (out, errors, counts)
+    }
+
+    #[tokio::test]
+    async fn windows_give_the_same_results_from_columns_as_from_rows() {
+        let statements = [
+            "SELECT s, count(*) AS c, avg(f) AS m FROM s GROUP BY s, TUMBLINGWINDOW(ss, 10)",
+            "SELECT s, sum(a) AS t, window_end() AS e FROM s WHERE a > 5 GROUP BY s, HOPPINGWINDOW(ss, 10, 5)",
+            // Rows WHERE drops still count in a count window.
+            "SELECT count(*) AS c, max(a) AS m, s FROM s WHERE a % 3 != 0 GROUP BY COUNTWINDOW(7)",
+            // twice(null) fails: those rows are exceptions, counted, not aggregated.
+            "SELECT a % 4 AS k, sum(twice(a)) AS t FROM s GROUP BY a % 4, COUNTWINDOW(10, 5)",
+            "SELECT s, collect(a) AS l FROM s GROUP BY s, TUMBLINGWINDOW(ss, 10) FILTER (WHERE a < 30)",
+            // Summing a string fails for that row.
+            "SELECT s, sum(CASE WHEN a > 40 THEN s ELSE a END) AS t, count(*) AS c FROM s GROUP BY s, TUMBLINGWINDOW(ss, 10)",
+            // Float and null keys, a key column the batch does not have.
+            "SELECT f, count(*) AS c FROM s GROUP BY f, missing, COUNTWINDOW(5)",
+            "SELECT * , count(*) AS c FROM s GROUP BY s, TUMBLINGWINDOW(ss, 10) HAVING count(*) > 6",
+        ];
+        let input = records();
+        for sql in statements {
+            let (rows, row_errors, row_counts) = through_window(sql, &input, false).await;
+            let (cols, col_errors, col_counts) = through_window(sql, &input, true).await;
+            assert!(!rows.is_empty(), "{sql}: the window emitted nothing");
+            assert_eq!(cols, rows, "{sql}");
+            assert_eq!(col_errors, row_errors, "{sql}: the rows left out");
+            assert_eq!(col_counts, row_counts, "{sql}: WHERE's and the aggregation's counts");
+        }
+    }
+
+    #[test]
+    fn a_group_key_is_the_same_text_as_before() {
+        // Checkpoints hold groups by this text: it must not change.
+        let keys = [
+            vec![Value::Int(-3), Value::String("a\"b".into()), Value::Null],
+            vec![Value::Float(1.5), Value::Bool(true), Value::Uint(u64::MAX)],
+            vec![Value::String("é\n".into()), Value::List(vec![Value::Int(1)])],
+            vec![],
+        ];
+        for key in keys {
+            let old = Value::List(key.clone()).to_json().to_string();
+            assert_eq!(crate::window::key_text_for_tests(&key), old);
+        }
     }
 
     #[tokio::test]

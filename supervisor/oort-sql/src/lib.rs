@@ -23,7 +23,9 @@ use oort_proto::Value;
 use serde::{Deserialize, Serialize};
 
 pub use batch::{prepare_window_rows, project_groups, run_batch, BatchOutcome, OpOutcome, WindowBatch};
-pub use columnar::{records_for, run_columns, runs_on_columns, ColumnsOutcome, Projected};
+pub use columnar::{
+    prepare_window_columns, records_for, run_columns, runs_on_columns, window_takes_columns, ColumnsOutcome, Projected,
+};
 pub use expr::{Cell, ColumnAnswer, Functions};
 use oort_core::RestartStrategy;
 pub use sql::{

@@ -295,11 +295,20 @@ impl WindowState {
     }
 
     fn add_counted(&mut self, row: WindowRow, at: i64) -> Result<Emitted, String> {
+        if !row.kept {
+            return self.count_row(|_, _| Ok(()));
+        }
+        let WindowRow { record, key, mut args, .. } = row;
+        self.count_row(|w, pane_id| w.add_entry(pane_id, &key_text(&key), &mut args, || record, at))
+    }
+
+    /// Counts one row into a count window: `add` puts it into its pane (a
+    /// row `WHERE` dropped is counted and not added); emits the window the
+    /// row completes. A row whose arguments are wrong is not counted.
+    fn count_row(&mut self, add: impl FnOnce(&mut Self, i64) -> Result<(), String>) -> Result<Emitted, String> {
         let WindowSpec::Count { size, interval } = self.spec else { unreachable!("a count window") };
         let pane_id = (self.rows / self.spec.pane()) as i64;
-        if row.kept {
-            self.add_row(pane_id, row, at)?;
-        }
+        add(self, pane_id)?;
         self.rows += 1;
         // Not `is_multiple_of`: the workspace's rust-version is 1.85.
         #[allow(clippy::manual_is_multiple_of)]
@@ -407,7 +416,8 @@ impl WindowState {
         let mut pane = Pane::default();
         let mut errors = Vec::new();
         for (t, row) in self.recent.iter().filter(|(t, _)| *t > start && *t <= end) {
-            if let Err(e) = add_to_pane(&mut pane, &self.slots, row.clone(), *t) {
+            let (record, mut args) = (|| row.record.clone(), row.args.clone());
+            if let Err(e) = add_to_pane(&mut pane, &self.slots, &key_text(&row.key), &mut args, record, *t) {
                 errors.push(e);
             }
         }
@@ -435,8 +445,23 @@ impl WindowState {
     }
 
     fn add_row(&mut self, pane_id: i64, row: WindowRow, at: i64) -> Result<(), String> {
+        let WindowRow { record, key, mut args, .. } = row;
+        self.add_entry(pane_id, &key_text(&key), &mut args, || record, at)
+    }
+
+    /// Adds a row to its group of pane `pane_id`: the group's key text, the
+    /// row's aggregate arguments (taken), and its record should it be the
+    /// group's first.
+    fn add_entry(
+        &mut self,
+        pane_id: i64,
+        key: &str,
+        args: &mut Vec<Value>,
+        record: impl FnOnce() -> Record,
+        at: i64,
+    ) -> Result<(), String> {
         let pane = self.panes.entry(pane_id).or_insert_with(|| Pane { first_ms: at, ..Pane::default() });
-        let added = add_to_pane(pane, &self.slots, row, at);
+        let added = add_to_pane(pane, &self.slots, key, args, record, at);
         // A bad row leaves no trace, not even an empty pane.
         if pane.groups.is_empty() {
             self.panes.remove(&pane_id);
@@ -539,26 +564,31 @@ fn gcd(a: u64, b: u64) -> u64 {
 /// Adds a row to its group in `pane`. All of the row's arguments are checked
 /// before anything changes, so a bad row leaves no trace: no half-counted
 /// group, no empty one.
-fn add_to_pane(pane: &mut Pane, slots: &[AggSlot], row: WindowRow, at: i64) -> Result<(), String> {
-    let key = key_text(&row.key);
-    let existing = pane.groups.get(&key);
-    for ((slot, i), v) in slots.iter().zip(0..).zip(&row.args) {
+fn add_to_pane(
+    pane: &mut Pane,
+    slots: &[AggSlot],
+    key: &str,
+    args: &mut Vec<Value>,
+    record: impl FnOnce() -> Record,
+    at: i64,
+) -> Result<(), String> {
+    let existing = pane.groups.get(key);
+    for ((slot, i), v) in slots.iter().zip(0..).zip(args.iter()) {
         match existing {
             Some(g) => g.partials[i].check(v)?,
             None => slot.func.start().check(v)?,
         }
     }
     pane.last_ms = at;
-    let group = match pane.groups.get_mut(&key) {
-        Some(g) => g,
-        None => {
-            pane.order.push(key.clone());
-            pane.groups
-                .entry(key)
-                .or_insert(Group { first: row.record, partials: slots.iter().map(|s| s.func.start()).collect() })
-        }
-    };
-    for ((p, slot), v) in group.partials.iter_mut().zip(slots).zip(row.args) {
+    // Looked up by the borrowed text: a key is allocated once per group, not
+    // once per row.
+    if !pane.groups.contains_key(key) {
+        pane.order.push(key.to_string());
+        let group = Group { first: record(), partials: slots.iter().map(|s| s.func.start()).collect() };
+        pane.groups.insert(key.to_string(), group);
+    }
+    let group = pane.groups.get_mut(key).expect("inserted above");
+    for ((p, slot), v) in group.partials.iter_mut().zip(slots).zip(args.drain(..)) {
         p.add(v, slot.ignore_null)?;
     }
     Ok(())
@@ -639,10 +669,47 @@ fn merge_panes(panes: &[&Pane], start: i64, end: i64) -> Vec<Result<GroupResult,
 }
 
 /// A group key as text: values are not hashable (floats), their JSON is.
+/// The text a group is kept under: its key as a JSON list (checkpoints hold
+/// it, so it must not change).
 fn key_text(key: &[Value]) -> String {
-    Value::List(key.to_vec()).to_json().to_string()
+    let mut text = String::new();
+    write_key(&mut text, key.iter());
+    text
 }
 
+#[cfg(test)]
+pub(crate) fn key_text_for_tests(key: &[Value]) -> String {
+    key_text(key)
+}
+
+/// Writes a key's text into `text`, as `Value::List(key).to_json()` prints
+/// it, without building the JSON tree for the common scalar types.
+fn write_key<V: std::borrow::Borrow<Value>>(text: &mut String, key: impl Iterator<Item = V>) {
+    use std::fmt::Write;
+    text.push('[');
+    for (i, v) in key.enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        match v.borrow() {
+            Value::Null => text.push_str("null"),
+            Value::Bool(b) => text.push_str(if *b { "true" } else { "false" }),
+            Value::Int(n) => write!(text, "{n}").expect("writing to a String"),
+            Value::Uint(n) => write!(text, "{n}").expect("writing to a String"),
+            // JSON escapes only quotes, backslashes and control characters.
+            Value::String(s) if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
+                text.push('"');
+                text.push_str(s);
+                text.push('"');
+            }
+            other => text.push_str(&other.to_json().to_string()),
+        }
+    }
+    text.push(']');
+}
+
+mod columns;
 mod snapshot;
+pub use columns::{Cells, KeyedColumns};
 #[cfg(test)]
 mod tests;
