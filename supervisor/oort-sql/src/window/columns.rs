@@ -5,10 +5,13 @@
 //! row. Tumbling, hopping and count windows on processing time take these
 //! (`KeyedColumns::fits`); the others take [`WindowRow`](super::WindowRow)s.
 
+use oort_proto::columns::arrow_array::cast::AsArray;
+use oort_proto::columns::arrow_array::{Array, Float64Array, Int64Array, StringArray};
+use oort_proto::columns::arrow_schema::DataType;
 use oort_proto::columns::{self, ArrayRef, RecordBatch};
 use oort_proto::{Record, Value};
 
-use super::{extend, Emitted, WindowSpec, WindowState};
+use super::{add_to_pane, extend, Emitted, Pane, WindowSpec, WindowState};
 
 /// One key or argument expression's values for the rows of a batch: the
 /// column itself when the expression is a plain column, or the values the row
@@ -19,13 +22,52 @@ pub enum Cells {
     Values(Vec<Value>),
 }
 
+/// [`Cells`] with the common column types resolved once per batch, not
+/// once per row.
+enum Typed<'a> {
+    Int(&'a Int64Array),
+    Float(&'a Float64Array),
+    Text(&'a StringArray),
+    Other(&'a dyn Array),
+    Values(&'a [Value]),
+}
+
 impl Cells {
-    fn value(&self, row: usize) -> Value {
+    fn typed(&self) -> Typed<'_> {
         match self {
+            Cells::Array(a) => match a.data_type() {
+                DataType::Int64 => Typed::Int(a.as_primitive()),
+                DataType::Float64 => Typed::Float(a.as_primitive()),
+                DataType::Utf8 => Typed::Text(a.as_string()),
+                _ => Typed::Other(a.as_ref()),
+            },
+            Cells::Values(v) => Typed::Values(v),
+        }
+    }
+}
+
+impl Typed<'_> {
+    /// Writes the row's value into a key's text without making a value of
+    /// it for the common types.
+    fn write_key_item(&self, text: &mut String, row: usize) {
+        match self {
+            Typed::Int(a) if !a.is_null(row) => text.push_str(itoa::Buffer::new().format(a.value(row))),
+            Typed::Text(a) if !a.is_null(row) => super::write_key_str(text, a.value(row)),
+            _ => super::write_key_item(text, &self.value(row)),
+        }
+    }
+
+    fn value(&self, row: usize) -> Value {
+        let null = |a: &dyn Array| a.is_null(row);
+        match self {
+            Typed::Int(a) if !null(*a) => Value::Int(a.value(row)),
+            Typed::Float(a) if !null(*a) => Value::Float(a.value(row)),
+            Typed::Text(a) if !null(*a) => Value::String(a.value(row).to_string()),
+            Typed::Int(_) | Typed::Float(_) | Typed::Text(_) => Value::Null,
             // The sources' batches are checked on arrival: every column has
             // a type that reads as values.
-            Cells::Array(a) => columns::value_at(a.as_ref(), row).unwrap_or(Value::Null),
-            Cells::Values(v) => v.get(row).cloned().unwrap_or(Value::Null),
+            Typed::Other(a) => columns::value_at(*a, row).unwrap_or(Value::Null),
+            Typed::Values(v) => v.get(row).cloned().unwrap_or(Value::Null),
         }
     }
 }
@@ -60,16 +102,28 @@ impl KeyedColumns {
         columns::records_of(&self.rows.slice(row, 1)).ok().and_then(|mut r| r.pop()).unwrap_or_default()
     }
 
-    fn entry(&self, row: usize, key: &mut String, args: &mut Vec<Value>) {
-        key.clear();
-        super::write_key(key, self.keys.iter().map(|k| k.value(row)));
-        args.clear();
-        args.extend(self.args.iter().map(|a| match a {
-            Some(a) => a.value(row),
-            // count(*) counts every row: any non-null value does.
-            None => Value::Bool(true),
-        }));
+    fn typed(&self) -> (Vec<Typed<'_>>, Vec<Option<Typed<'_>>>) {
+        (self.keys.iter().map(Cells::typed).collect(), self.args.iter().map(|a| a.as_ref().map(Cells::typed)).collect())
     }
+}
+
+/// Fills `key` and `args` for one row.
+fn entry(typed: &(Vec<Typed<'_>>, Vec<Option<Typed<'_>>>), row: usize, key: &mut String, args: &mut Vec<Value>) {
+    key.clear();
+    key.push('[');
+    for (i, k) in typed.0.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        k.write_key_item(key, row);
+    }
+    key.push(']');
+    args.clear();
+    args.extend(typed.1.iter().map(|a| match a {
+        Some(a) => a.value(row),
+        // count(*) counts every row: any non-null value does.
+        None => Value::Bool(true),
+    }));
 }
 
 impl WindowState {
@@ -79,21 +133,28 @@ impl WindowState {
     pub fn add_columns(&mut self, batch: &KeyedColumns, now_ms: i64) -> Emitted {
         let mut out: Emitted = (Vec::new(), Vec::new());
         let (mut key, mut args) = (String::new(), Vec::with_capacity(batch.args.len()));
+        let typed = batch.typed();
         match self.spec {
             WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. } => {
+                // Every row of the batch arrives now: one pane for them all.
                 let pane_id = now_ms - now_ms.rem_euclid(self.spec.pane() as i64);
+                let pane = self.panes.entry(pane_id).or_insert_with(|| Pane { first_ms: now_ms, ..Pane::default() });
                 for row in batch.order.iter().flatten() {
-                    batch.entry(*row, &mut key, &mut args);
-                    if let Err(e) = self.add_entry(pane_id, &key, &mut args, || batch.record(*row), now_ms) {
+                    entry(&typed, *row, &mut key, &mut args);
+                    if let Err(e) = add_to_pane(pane, &self.slots, &key, &mut args, || batch.record(*row), now_ms) {
                         out.1.push(e);
                     }
+                }
+                // Bad rows leave no trace, not even an empty pane.
+                if pane.groups.is_empty() {
+                    self.panes.remove(&pane_id);
                 }
             }
             WindowSpec::Count { .. } => {
                 for row in &batch.order {
                     let counted = match row {
                         Some(row) => {
-                            batch.entry(*row, &mut key, &mut args);
+                            entry(&typed, *row, &mut key, &mut args);
                             self.count_row(|w, pane_id| {
                                 w.add_entry(pane_id, &key, &mut args, || batch.record(*row), now_ms)
                             })

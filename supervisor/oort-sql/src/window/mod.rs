@@ -150,7 +150,9 @@ struct Group {
 #[derive(Debug, Clone, Default)]
 struct Pane {
     order: Vec<String>,
-    groups: HashMap<String, Group>,
+    /// aHash with a random key per process: fast on short keys, and keys
+    /// come from the data, so a fixed-key hash could be flooded.
+    groups: HashMap<String, Group, ahash::RandomState>,
     /// Processing time of its first and last row (count windows report these
     /// as the window's bounds).
     first_ms: i64,
@@ -685,27 +687,38 @@ pub(crate) fn key_text_for_tests(key: &[Value]) -> String {
 /// Writes a key's text into `text`, as `Value::List(key).to_json()` prints
 /// it, without building the JSON tree for the common scalar types.
 fn write_key<V: std::borrow::Borrow<Value>>(text: &mut String, key: impl Iterator<Item = V>) {
-    use std::fmt::Write;
     text.push('[');
     for (i, v) in key.enumerate() {
         if i > 0 {
             text.push(',');
         }
-        match v.borrow() {
-            Value::Null => text.push_str("null"),
-            Value::Bool(b) => text.push_str(if *b { "true" } else { "false" }),
-            Value::Int(n) => write!(text, "{n}").expect("writing to a String"),
-            Value::Uint(n) => write!(text, "{n}").expect("writing to a String"),
-            // JSON escapes only quotes, backslashes and control characters.
-            Value::String(s) if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
-                text.push('"');
-                text.push_str(s);
-                text.push('"');
-            }
-            other => text.push_str(&other.to_json().to_string()),
-        }
+        write_key_item(text, v.borrow());
     }
     text.push(']');
+}
+
+/// One value of a key's text.
+fn write_key_item(text: &mut String, v: &Value) {
+    match v {
+        Value::Null => text.push_str("null"),
+        Value::Bool(b) => text.push_str(if *b { "true" } else { "false" }),
+        Value::Int(n) => text.push_str(itoa::Buffer::new().format(*n)),
+        Value::Uint(n) => text.push_str(itoa::Buffer::new().format(*n)),
+        Value::String(s) => write_key_str(text, s),
+        other => text.push_str(&other.to_json().to_string()),
+    }
+}
+
+/// A string of a key's text, quoted as JSON quotes it.
+fn write_key_str(text: &mut String, s: &str) {
+    // JSON escapes only quotes, backslashes and control characters.
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        text.push_str(&Value::String(s.to_string()).to_json().to_string());
+    } else {
+        text.push('"');
+        text.push_str(s);
+        text.push('"');
+    }
 }
 
 mod columns;
