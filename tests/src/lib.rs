@@ -2,8 +2,12 @@
 //! starting real supervisors. Nothing here is mocked.
 #![forbid(unsafe_code)]
 
+mod broker;
 mod daemon;
+mod http_server;
+pub use broker::{Broker, Subscriber};
 pub use daemon::{http, json, json_lines, Daemon};
+pub use http_server::{HttpServer, Received};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -334,6 +334,39 @@ impl Engine {
                 return Err(EngineError::Invalid(format!("unknown sink {:?} in actions", action.sink)));
             }
         }
+        // The source and sinks open an instance with the rule's properties
+        // and close it: one whose `open` refuses them (a bad server URL, an
+        // unknown property) refuses the rule now, instead of failing it at
+        // every restart. A plugin that cannot be asked (it crashes, say) is
+        // left for the run to report.
+        let source_type = def.source_type();
+        let props = self.source_props(&def)?.into_iter().collect();
+        match self.host.validate_source(source_type, def.datasource(), props).await {
+            Ok(Some(why)) => {
+                return Err(EngineError::Invalid(format!(
+                    "stream {stream}: source {source_type} refused to open: {why}"
+                )))
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(stream, "source {source_type} could not validate the stream's properties: {e}"),
+        }
+        for (i, action) in plan.actions.iter().enumerate() {
+            let mut props = action.props.clone();
+            let id = &plan.def.id;
+            self.with_connection(&mut props, &action.sink, &format!("rule {id}: action {i} ({})", action.sink))?;
+            match self.host.validate_sink(&action.sink, props.into_iter().collect()).await {
+                Ok(Some(why)) => {
+                    return Err(EngineError::Invalid(format!(
+                        "action {i}: sink {} refused to open: {why}",
+                        action.sink
+                    )))
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(rule = %id, "sink {} could not validate action {i}'s properties: {e}", action.sink)
+                }
+            }
+        }
         let mut aggregates = oort_sql::AggregateFunctions::new();
         for call in &plan.select.calls {
             if !self.host.has_function(&call.function) {

@@ -85,6 +85,8 @@ pub(super) struct Declared {
 }
 
 /// Opens an instance on a live process and returns what the plugin declared.
+/// The plugin's `open` refusing (`FAILED_PRECONDITION`) is
+/// [`HostError::Refused`].
 pub(super) async fn open_on(
     live: &Live,
     open: &OpenSpec,
@@ -94,27 +96,41 @@ pub(super) async fn open_on(
     Ok(match open.clone() {
         OpenSpec::Function { spec } => {
             let mut c = pb::function_client::FunctionClient::new(live.channel.clone());
-            call(plugin, "Open", timeouts, c.open(pb::OpenFunctionRequest { instance: Some(spec) })).await?;
+            open_call(plugin, timeouts, c.open(pb::OpenFunctionRequest { instance: Some(spec) })).await?;
             Declared::default()
         }
         OpenSpec::Source { spec, datasource, props } => {
             let mut c = pb::source_client::SourceClient::new(live.channel.clone());
-            let resp = call(
-                plugin,
-                "Open",
-                timeouts,
-                c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props }),
-            )
-            .await?;
+            let resp =
+                open_call(plugin, timeouts, c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props }))
+                    .await?;
             Declared { capable: resp.rewindable, ..Declared::default() }
         }
         OpenSpec::Sink { spec, props } => {
             let mut c = pb::sink_client::SinkClient::new(live.channel.clone());
-            let resp =
-                call(plugin, "Open", timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props })).await?;
+            let resp = open_call(plugin, timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props })).await?;
             Declared { capable: resp.transactional, wants_payloads: resp.wants_payloads, takes_arrow: resp.takes_arrow }
         }
     })
+}
+
+/// [`call`] for `Open`, where `FAILED_PRECONDITION` is the plugin's own
+/// `open` refusing the instance.
+async fn open_call<T>(
+    plugin: &str,
+    timeouts: Timeouts,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, HostError> {
+    match tokio::time::timeout(timeouts.call, fut).await {
+        Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+            Err(HostError::Refused { plugin: plugin.into(), message: status_message(&status) })
+        }
+        Ok(Err(status)) => {
+            Err(HostError::Call { plugin: plugin.into(), call: "Open", message: status_message(&status) })
+        }
+        Err(_) => Err(HostError::Timeout { plugin: plugin.into(), call: "Open", timeout: timeouts.call }),
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+    }
 }
 
 pub(super) struct EntryHooks {

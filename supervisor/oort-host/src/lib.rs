@@ -71,6 +71,15 @@ pub use views::{PluginInfo, ProcessInfo, ProcessView};
 use watch::note_timeout;
 pub use watch::{CallGuard, CallWatch, Outstanding};
 
+/// What a successful trial open is remembered by: the binary, the
+/// datasource and the properties (sorted).
+fn opened_key(file: &PluginFile, datasource: &str, props: &HashMap<String, Value>) -> String {
+    let props: std::collections::BTreeMap<&String, serde_json::Value> =
+        props.iter().map(|(k, v)| (k, v.to_json())).collect();
+    let props = serde_json::to_string(&props).unwrap_or_default();
+    format!("{}\n{}\n{datasource}\n{props}", file.kind.as_str(), file.sha256)
+}
+
 /// Why a plugin call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HostError {
@@ -86,6 +95,10 @@ pub enum HostError {
     Call { plugin: String, call: &'static str, message: String },
     #[error("plugin {plugin} broke the protocol: {reason}")]
     Protocol { plugin: String, reason: String },
+    /// The plugin's own `open` refused the instance (`FAILED_PRECONDITION`
+    /// from `Open`): its properties or its datasource, most often.
+    #[error("plugin {plugin} refused to open the instance: {message}")]
+    Refused { plugin: String, message: String },
 }
 
 impl HostError {
@@ -167,6 +180,10 @@ pub struct Host {
     next_key: AtomicU64,
     /// Per rule, the `pluginLimits` overrides by folded plugin name.
     rule_limits: Mutex<HashMap<String, HashMap<String, Limits>>>,
+    /// Trial opens that succeeded, by plugin binary (its SHA-256), kind,
+    /// datasource and properties: a thousand rules on one stream are
+    /// validated once, not a thousand times.
+    opened_fine: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Host {
@@ -185,6 +202,7 @@ impl Host {
             entries: tokio::sync::Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             rule_limits: Mutex::default(),
+            opened_fine: Mutex::default(),
         }
     }
 
@@ -588,6 +606,69 @@ impl Host {
                 Err(e)
             }
         }
+    }
+
+    /// Opens a source instance with these properties and closes it again, so
+    /// that a rule whose source refuses them is refused when it is created,
+    /// not left to fail at every restart. `Ok(Some(why))` when the plugin's
+    /// `open` refused; an error when the plugin could not be asked.
+    pub async fn validate_source(
+        &self,
+        plugin: &str,
+        datasource: &str,
+        props: HashMap<String, Value>,
+    ) -> Result<Option<String>, HostError> {
+        let file = self.plugin_file(PluginKind::Source, plugin)?;
+        let seen = opened_key(&file, datasource, &props);
+        let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let open = |spec| OpenSpec::Source { spec, datasource: datasource.into(), props };
+        self.try_open(&file, seen, PluginKind::Source, open).await
+    }
+
+    /// [`Host::validate_source`] for a sink's properties.
+    pub async fn validate_sink(
+        &self,
+        plugin: &str,
+        props: HashMap<String, Value>,
+    ) -> Result<Option<String>, HostError> {
+        let file = self.plugin_file(PluginKind::Sink, plugin)?;
+        let seen = opened_key(&file, "", &props);
+        let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
+        self.try_open(&file, seen, PluginKind::Sink, |spec| OpenSpec::Sink { spec, props }).await
+    }
+
+    /// Opens and closes one instance under a validation rule id of its own
+    /// (on the shared process when there is one, else on a short-lived one),
+    /// unless the same binary opened the same properties fine before.
+    async fn try_open(
+        &self,
+        file: &PluginFile,
+        seen: String,
+        kind: PluginKind,
+        open: impl FnOnce(pb::InstanceSpec) -> OpenSpec,
+    ) -> Result<Option<String>, HostError> {
+        if lock(&self.opened_fine).contains(&seen) {
+            return Ok(None);
+        }
+        static VALIDATIONS: AtomicU64 = AtomicU64::new(0);
+        let rule = format!("__validate-{}", VALIDATIONS.fetch_add(1, Ordering::Relaxed));
+        let entry = self.acquire(file, kind, &rule, RestartStrategy { attempts: 0, ..Default::default() }).await?;
+        let result = match self.open(entry, open(new_spec(&rule, "validate", &file.name))).await {
+            Ok((id, entry, _)) => {
+                self.close(&id, &entry).await;
+                let mut fine = lock(&self.opened_fine);
+                // Bounded: rules with ever-new properties do not grow it forever.
+                if fine.len() >= 4096 {
+                    fine.clear();
+                }
+                fine.insert(seen);
+                Ok(None)
+            }
+            Err(HostError::Refused { message, .. }) => Ok(Some(message)),
+            Err(e) => Err(e),
+        };
+        self.state.forget_rule(&rule);
+        result
     }
 
     /// Asks a function plugin whether a call's arguments are acceptable, and

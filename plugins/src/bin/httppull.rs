@@ -1,0 +1,217 @@
+//! The `httppull` source, after eKuiper's: every `interval` ms it sends a
+//! request to `url` + the stream's `DATASOURCE` (a path, or empty) and emits
+//! the JSON response: an object is one record, an array of objects one record
+//! each.
+//!
+//! Properties, with eKuiper's names: `url` (required unless `DATASOURCE` is a
+//! whole `http(s)://` URL), `method` (default GET), `interval` (ms, default
+//! 10000), `timeout` (ms, default 5000), `headers` (an object of strings),
+//! `body` (sent as is), `bodyType` (`json`, the default, or `text`: the
+//! content type of `body`), `incremental` (true: a response equal to the
+//! previous one is not emitted again), `responseType` (`code`, the default:
+//! the HTTP status says whether the request succeeded; `body`: the response
+//! body's `code` field does, 200 meaning success). A failed request, a
+//! timeout or a response that is not JSON is an exception of the source (in
+//! `rule status`); the next request goes at the next interval. An unknown
+//! property, a bad URL or method refuses the rule when it is created.
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use oort_plugin::{serve, BoxError, Context, Export, Plugin, Props, Record, Source, Value};
+
+const KNOWN: [&str; 10] =
+    ["url", "method", "interval", "timeout", "headers", "body", "bodyType", "incremental", "responseType", "format"];
+/// Properties the runtime gives every source, which this one does not read.
+const RUNTIME: [&str; 2] = ["bufferLength", "connectionSelector"];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ResponseType {
+    Code,
+    Body,
+}
+
+struct HttpPull {
+    agent: ureq::Agent,
+    url: String,
+    method: String,
+    interval: Duration,
+    headers: Vec<(String, String)>,
+    body: Option<(Vec<u8>, &'static str)>,
+    incremental: bool,
+    response_type: ResponseType,
+    last: Option<Vec<u8>>,
+    next: Instant,
+}
+
+impl Default for HttpPull {
+    fn default() -> Self {
+        HttpPull {
+            agent: ureq::Agent::new_with_defaults(),
+            url: String::new(),
+            method: "GET".into(),
+            interval: Duration::from_secs(10),
+            headers: Vec::new(),
+            body: None,
+            incremental: false,
+            response_type: ResponseType::Code,
+            last: None,
+            next: Instant::now(),
+        }
+    }
+}
+
+fn millis(props: &Props, key: &str, default: u64) -> Result<Duration, BoxError> {
+    match props.get(key) {
+        None => Ok(Duration::from_millis(default)),
+        Some(v) => match v.as_i64() {
+            Some(ms) if ms > 0 => Ok(Duration::from_millis(ms as u64)),
+            _ => Err(format!("property {key} must be a positive number of milliseconds, got {}", v.to_json()).into()),
+        },
+    }
+}
+
+fn string(props: &Props, key: &str) -> Result<Option<String>, BoxError> {
+    match props.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("property {key} must be a string, got {}", other.type_name()).into()),
+    }
+}
+
+impl Source for HttpPull {
+    fn open(&mut self, _ctx: &Context, datasource: &str, props: &Props) -> Result<(), BoxError> {
+        if let Some(key) = props.keys().find(|k| !KNOWN.contains(&k.as_str()) && !RUNTIME.contains(&k.as_str())) {
+            return Err(format!("unknown property {key:?}; the httppull properties are {}", KNOWN.join(", ")).into());
+        }
+        let base = string(props, "url")?.unwrap_or_default();
+        self.url = if datasource.starts_with("http://") || datasource.starts_with("https://") {
+            datasource.to_string()
+        } else if base.is_empty() {
+            return Err("property url is required (or a DATASOURCE that is a whole http:// URL)".into());
+        } else {
+            format!("{}{}", base.trim_end_matches('/'), if datasource.is_empty() { "" } else { datasource })
+        };
+        let uri: ureq::http::Uri = self.url.parse().map_err(|e| format!("url {:?} is not a URL: {e}", self.url))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!("url {:?} must be an http:// or https:// URL", self.url).into());
+        }
+        self.method = string(props, "method")?.unwrap_or_else(|| "GET".into()).to_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&self.method.as_str()) {
+            return Err(format!("property method: unknown HTTP method {:?}", self.method).into());
+        }
+        self.interval = millis(props, "interval", 10_000)?;
+        let timeout = millis(props, "timeout", 5_000)?;
+        self.headers = match props.get("headers") {
+            None => Vec::new(),
+            Some(Value::Map(m)) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k.clone(), s.clone())),
+                    other => Ok((k.clone(), other.to_json().to_string())),
+                })
+                .collect::<Result<_, BoxError>>()?,
+            Some(other) => return Err(format!("property headers must be an object, got {}", other.type_name()).into()),
+        };
+        let content_type = match string(props, "bodyType")?.as_deref() {
+            None | Some("json") => "application/json",
+            Some("text") => "text/plain",
+            Some(other) => return Err(format!("property bodyType must be json or text, got {other:?}").into()),
+        };
+        self.body = string(props, "body")?.map(|b| (b.into_bytes(), content_type));
+        self.incremental = match props.get("incremental") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(format!("property incremental must be true or false, got {}", other.to_json()).into())
+            }
+        };
+        self.response_type = match string(props, "responseType")?.as_deref() {
+            None | Some("code") => ResponseType::Code,
+            Some("body") => ResponseType::Body,
+            Some(other) => return Err(format!("property responseType must be code or body, got {other:?}").into()),
+        };
+        let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build();
+        self.agent = ureq::Agent::new_with_config(config);
+        self.next = Instant::now();
+        Ok(())
+    }
+
+    fn read(&mut self, ctx: &Context, out: &mut Vec<Record>, _max: usize) -> Result<(), BoxError> {
+        let now = Instant::now();
+        if now < self.next {
+            // Back within 100 ms even for long intervals, so a close is noticed.
+            std::thread::sleep((self.next - now).min(Duration::from_millis(100)));
+            return Ok(());
+        }
+        self.next = now + self.interval;
+        match self.pull() {
+            Ok(Some(body)) => decode(ctx, &body, out),
+            Ok(None) => {}
+            Err(e) => ctx.report_exception(format!("{} {}: {e}", self.method, self.url)),
+        }
+        Ok(())
+    }
+}
+
+impl HttpPull {
+    /// One request: the body to emit, `None` when it is the same as the last
+    /// one and the source is incremental.
+    fn pull(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let mut req = ureq::http::Request::builder().method(self.method.as_str()).uri(&self.url);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let body = match &self.body {
+            Some((bytes, content_type)) => {
+                req = req.header("content-type", *content_type);
+                bytes.clone()
+            }
+            None => Vec::new(),
+        };
+        let req = req.body(body).map_err(|e| e.to_string())?;
+        let mut resp = self.agent.run(req).map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let bytes = resp.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| e.to_string())?;
+        if self.response_type == ResponseType::Code && !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes);
+            return Err(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()));
+        }
+        if self.response_type == ResponseType::Body {
+            let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|j| j.get("code").and_then(serde_json::Value::as_i64));
+            if code != Some(200) {
+                return Err(format!("the response body's code is {code:?}, not 200"));
+            }
+        }
+        if self.incremental && self.last.as_ref() == Some(&bytes) {
+            return Ok(None);
+        }
+        self.last = Some(bytes.clone());
+        Ok(Some(bytes))
+    }
+}
+
+fn decode(ctx: &Context, body: &[u8], out: &mut Vec<Record>) {
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let record = |fields: BTreeMap<String, Value>| Record { fields, timestamp_ms: ts, ..Record::default() };
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(json) => match Value::from_json(&json) {
+            Value::Map(fields) => out.push(record(fields)),
+            Value::List(items) => {
+                for item in items {
+                    match item {
+                        Value::Map(fields) => out.push(record(fields)),
+                        other => ctx.report_exception(format!("an array item is not an object: {}", other.to_json())),
+                    }
+                }
+            }
+            other => ctx.report_exception(format!("the response is JSON but not an object: {}", other.to_json())),
+        },
+        Err(e) => ctx.report_exception(format!("the response is not JSON: {e}")),
+    }
+}
+
+fn main() {
+    serve(Plugin::new("httppull", env!("CARGO_PKG_VERSION")).source(Export::shared(HttpPull::default)));
+}

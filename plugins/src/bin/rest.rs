@@ -1,0 +1,194 @@
+//! The `rest` sink, after eKuiper's: each item the supervisor encodes (per
+//! the action's `format`, `dataTemplate` and `sendSingle`) is the body of one
+//! request to `url`.
+//!
+//! Properties, with eKuiper's names: `url` (required), `method` (default
+//! POST), `headers` (an object of strings), `bodyType` (`json`, the default,
+//! or `text`: the content type), `timeout` (ms per request, default 3000),
+//! `debugResp` (true: log every response). A 2xx answer delivers the item. A
+//! 4xx answer refuses that item alone, with the status and the start of the
+//! answer, as a sink exception (sending it again would get the same answer).
+//! A 5xx answer or a timeout is retried, 100 ms apart doubling, while the
+//! batch's 4 s budget lasts (a batch must be answered within the daemon's
+//! call timeout, 5 s by default); then the batch fails and the supervisor
+//! writes it again after its own back-off, so nothing is dropped while the
+//! server is down (items of the batch delivered before the failure are sent
+//! again: at least once).
+use std::time::Duration;
+
+use oort_plugin::{serve, BoxError, Context, Export, ItemErrors, Plugin, Props, Record, Sink, Value};
+
+const KNOWN: [&str; 6] = ["url", "method", "headers", "bodyType", "timeout", "debugResp"];
+/// Properties the runtime gives every sink (the supervisor's encoding and
+/// eKuiper's common sink options), which this one does not read.
+const RUNTIME: [&str; 15] = [
+    "format",
+    "sendSingle",
+    "dataTemplate",
+    "fields",
+    "delimiter",
+    "hasHeader",
+    "omitIfEmpty",
+    "bufferLength",
+    "runAsync",
+    "enableCache",
+    "retryInterval",
+    "retryCount",
+    "resendInterval",
+    "concurrency",
+    "connectionSelector",
+];
+/// How long one batch may take, retries included: less than the daemon's
+/// default call timeout (5 s), which bounds a `Write`.
+const BATCH_BUDGET: Duration = Duration::from_secs(4);
+
+struct Rest {
+    agent: ureq::Agent,
+    url: String,
+    method: String,
+    headers: Vec<(String, String)>,
+    content_type: &'static str,
+    debug: bool,
+}
+
+impl Default for Rest {
+    fn default() -> Self {
+        Rest {
+            agent: ureq::Agent::new_with_defaults(),
+            url: String::new(),
+            method: "POST".into(),
+            headers: Vec::new(),
+            content_type: "application/json",
+            debug: false,
+        }
+    }
+}
+
+/// Why one request did not deliver its item.
+enum Failed {
+    /// 4xx: the server refuses this item; sending it again would not help.
+    Refused(String),
+    /// 5xx, a timeout, no connection: worth another try.
+    Transient(String),
+}
+
+fn string(props: &Props, key: &str) -> Result<Option<String>, BoxError> {
+    match props.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("property {key} must be a string, got {}", other.type_name()).into()),
+    }
+}
+
+impl Sink for Rest {
+    fn open(&mut self, _ctx: &Context, props: &Props) -> Result<(), BoxError> {
+        if let Some(key) = props.keys().find(|k| !KNOWN.contains(&k.as_str()) && !RUNTIME.contains(&k.as_str())) {
+            return Err(format!("unknown property {key:?}; the rest properties are {}", KNOWN.join(", ")).into());
+        }
+        self.url = string(props, "url")?.ok_or("property url is required")?;
+        let uri: ureq::http::Uri = self.url.parse().map_err(|e| format!("url {:?} is not a URL: {e}", self.url))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!("url {:?} must be an http:// or https:// URL", self.url).into());
+        }
+        self.method = string(props, "method")?.unwrap_or_else(|| "POST".into()).to_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&self.method.as_str()) {
+            return Err(format!("property method: unknown HTTP method {:?}", self.method).into());
+        }
+        self.headers = match props.get("headers") {
+            None => Vec::new(),
+            Some(Value::Map(m)) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => (k.clone(), s.clone()),
+                    other => (k.clone(), other.to_json().to_string()),
+                })
+                .collect(),
+            Some(other) => return Err(format!("property headers must be an object, got {}", other.type_name()).into()),
+        };
+        self.content_type = match string(props, "bodyType")?.as_deref() {
+            None | Some("json") => "application/json",
+            Some("text") => "text/plain",
+            Some(other) => return Err(format!("property bodyType must be json or text, got {other:?}").into()),
+        };
+        let timeout = match props.get("timeout") {
+            None => Duration::from_secs(3),
+            Some(v) => match v.as_i64() {
+                Some(ms) if ms > 0 => Duration::from_millis(ms as u64),
+                _ => return Err("property timeout must be a positive number of milliseconds".into()),
+            },
+        };
+        self.debug = matches!(props.get("debugResp"), Some(Value::Bool(true)));
+        let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build();
+        self.agent = ureq::Agent::new_with_config(config);
+        Ok(())
+    }
+
+    fn collect(&mut self, ctx: &Context, records: &[Record]) -> Result<(), BoxError> {
+        let payloads: Vec<Vec<u8>> = records.iter().map(|r| r.fields_to_json().to_string().into_bytes()).collect();
+        let errors = self.collect_payloads(ctx, &payloads)?;
+        match errors.into_iter().flatten().next() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    fn wants_payloads(&self) -> bool {
+        true
+    }
+
+    fn collect_payloads(&mut self, ctx: &Context, payloads: &[Vec<u8>]) -> Result<ItemErrors, BoxError> {
+        let deadline = std::time::Instant::now() + BATCH_BUDGET;
+        let mut errors = vec![None; payloads.len()];
+        for (item, payload) in payloads.iter().enumerate() {
+            let mut delay = Duration::from_millis(100);
+            let mut attempt = 1;
+            loop {
+                match self.send(ctx, payload) {
+                    Ok(()) => break,
+                    Err(Failed::Refused(why)) => {
+                        errors[item] = Some(why);
+                        break;
+                    }
+                    Err(Failed::Transient(why)) if std::time::Instant::now() + delay < deadline => {
+                        ctx.logger().warn(format_args!("{why}; trying again in {} ms", delay.as_millis()));
+                        std::thread::sleep(delay);
+                        delay *= 2;
+                        attempt += 1;
+                    }
+                    Err(Failed::Transient(why)) => {
+                        return Err(format!("{why} ({attempt} attempts); the batch will be written again").into())
+                    }
+                }
+            }
+        }
+        Ok(if errors.iter().all(Option::is_none) { Vec::new() } else { errors })
+    }
+}
+
+impl Rest {
+    fn send(&self, ctx: &Context, payload: &[u8]) -> Result<(), Failed> {
+        let mut req = ureq::http::Request::builder().method(self.method.as_str()).uri(&self.url);
+        req = req.header("content-type", self.content_type);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let req = req.body(payload.to_vec()).map_err(|e| Failed::Refused(e.to_string()))?;
+        let target = format!("{} {}", self.method, self.url);
+        let mut resp = self.agent.run(req).map_err(|e| Failed::Transient(format!("{target}: {e}")))?;
+        let status = resp.status();
+        let body = resp.body_mut().with_config().limit(1 << 20).read_to_vec().unwrap_or_default();
+        let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+        if self.debug {
+            ctx.logger().info(format_args!("{target}: HTTP {status}: {text}"));
+        }
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            400..=499 => Err(Failed::Refused(format!("{target}: HTTP {status}: {text}"))),
+            _ => Err(Failed::Transient(format!("{target}: HTTP {status}: {text}"))),
+        }
+    }
+}
+
+fn main() {
+    serve(Plugin::new("rest", env!("CARGO_PKG_VERSION")).sink(Export::shared(Rest::default)));
+}
