@@ -2,7 +2,9 @@
 # Checks the supervisor's crate graph, which is where its architecture
 # invariants live (see ARCHITECTURE.md, "supervisor/"): only oort-store
 # depends on rocksdb; the pure crates (oort-core, oort-sql) depend on no async
-# runtime, process or storage crate; the API's crates (axum) only in `oort`.
+# runtime, process or storage crate; the API's crates (axum) only in `oort`
+# among the supervisor's crates (the bundled plugins are executables of their
+# own: the `httppush` source serves HTTP with it).
 # Run by scripts/test.sh; needs no network once Cargo.lock's crates are fetched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +40,7 @@ forbid() {
 }
 
 expect_only rocksdb oort-store
-expect_only axum oort
+expect_only axum oort oort-plugins
 for dep in tokio tonic rocksdb libc oort-host oort-store oort-engine; do
   forbid "$dep" oort-core oort-sql
 done
@@ -47,4 +49,4 @@ forbid oort-host oort-store
 if [ "$fail" -ne 0 ]; then
   exit 1
 fi
-echo "crate graph: rocksdb only in oort-store, axum only in oort, oort-core and oort-sql pure"
+echo "crate graph: rocksdb only in oort-store, axum only in oort (and the httppush plugin), oort-core and oort-sql pure"

@@ -13,7 +13,7 @@ DATA="${OORT_DATA_DIR:-$PWD/data}"
 PLUGINS="$DATA/plugins"
 mkdir -p "$PLUGINS/functions" "$PLUGINS/sources" "$PLUGINS/sinks"
 for f in echo countPlusOne accumulateWordCount; do install -m 0755 "$OORT_BIN/$f" "$PLUGINS/functions/$f"; done
-for s in random file mqtt httppull; do install -m 0755 "$OORT_BIN/$s" "$PLUGINS/sources/$s"; done
+for s in random file mqtt httppull httppush; do install -m 0755 "$OORT_BIN/$s" "$PLUGINS/sources/$s"; done
 for s in log file mqtt rest; do install -m 0755 "$OORT_BIN/$s" "$PLUGINS/sinks/$s"; done
 
 ADDR="${OORT_REST_ADDR:-127.0.0.1:9081}"

@@ -1,17 +1,20 @@
-//! The `httppull` source and the `rest` sink through the real daemon,
-//! against a local HTTP server each test starts: pulling with headers and
-//! `incremental`, a failing endpoint reported as an exception, delivery
-//! retried through 5xx answers, a 4xx answer refusing its item with a clear
-//! message, and properties refused when the rule is created.
+//! The `httppull` and `httppush` sources and the `rest` sink through the
+//! real daemon, against a local HTTP server each test starts (or, for
+//! `httppush`, posting to the plugin): pulling with headers and
+//! `incremental`, a failing endpoint reported as an exception, pushed
+//! bodies, delivery retried through 5xx answers, a 4xx answer refusing its
+//! item with a clear message, and properties refused when the rule is
+//! created.
 
 use std::time::{Duration, Instant};
 
-use oort_tests::{json, Daemon, HttpServer, PluginsDir};
+use oort_tests::{http, json, Daemon, HttpServer, PluginsDir};
 use serde_json::json;
 
 fn daemon() -> (PluginsDir, Daemon) {
     let p = PluginsDir::new();
     p.add("sources", "httppull", "httppull");
+    p.add("sources", "httppush", "httppush");
     p.add("sources", "random", "random");
     p.add("sinks", "rest", "rest");
     p.add("sinks", "file", "file");
@@ -153,4 +156,60 @@ fn bad_http_properties_are_refused_when_the_rule_is_created() {
         assert!(body.contains(expected), "{props}: expected {expected:?} in {body}");
     }
     assert_eq!(d.get_json("/rules").as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn httppush_takes_posted_bodies_on_its_path_and_answers_the_sender() {
+    let (_p, d) = daemon();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("pushed.jsonl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let sql = format!(r#"CREATE STREAM pushed () WITH (TYPE="httppush", DATASOURCE="/api/in", server="{addr}")"#);
+    assert_eq!(post(&d, "/streams", json!({ "sql": sql })).0, 201);
+    let rule = json!({"id": "push", "sql": "SELECT n, n * 10 AS m FROM pushed WHERE n > 0",
+        "actions": [{"file": {"path": path.display().to_string()}}]});
+    let (code, body) = post(&d, "/rules", rule);
+    assert_eq!(code, 201, "{body}");
+    let send = |path: &str, method: &str, body: &str| http(&addr, method, path, None, Some(body)).map(|(c, _)| c);
+    // The rule's instance listens once it is open.
+    wait_for("the listener", Duration::from_secs(10), || send("/api/in", "POST", r#"{"n": 1}"#) == Some(200));
+    assert_eq!(send("/api/in", "POST", r#"[{"n": 2}, {"n": 0}, {"n": 3}]"#), Some(200));
+    assert_eq!(send("/api/in", "POST", "not json"), Some(400), "a body that is not JSON");
+    assert_eq!(send("/api/in", "PUT", r#"{"n": 9}"#), Some(405), "the stream takes POST");
+    assert_eq!(send("/elsewhere", "POST", r#"{"n": 9}"#), Some(404), "no stream on that path");
+    let lines = d.wait_lines("push", &path, 3);
+    let got: Vec<(i64, i64)> = lines.iter().map(|l| (l["n"].as_i64().unwrap(), l["m"].as_i64().unwrap())).collect();
+    assert_eq!(got, [(1, 10), (2, 20), (3, 30)], "every pushed object in order, WHERE applied");
+
+    // A second stream on the same address and path is refused; another path
+    // shares the listener.
+    let twin = format!(r#"CREATE STREAM twin () WITH (TYPE="httppush", DATASOURCE="/api/in", server="{addr}")"#);
+    assert_eq!(post(&d, "/streams", json!({ "sql": twin })).0, 201);
+    let (code, body) = post(
+        &d,
+        "/rules",
+        json!({"id": "twin", "sql": "SELECT * FROM twin", "actions": [{"file": {"path": "/dev/null"}}]}),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("already listens"), "{body}");
+    // Deleting the rule frees the path and, as the last one, the port.
+    assert_eq!(d.http("DELETE", "/rules/push", None).0, 200);
+    wait_for("the port to close", Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_err());
+}
+
+#[test]
+fn httppush_refuses_a_bad_address_when_the_rule_is_created() {
+    let (_p, d) = daemon();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let cases = [("not-an-address".to_string(), "is not an address"), (busy, "cannot listen on")];
+    for (i, (server, expected)) in cases.iter().enumerate() {
+        let sql = format!(r#"CREATE STREAM h{i} () WITH (TYPE="httppush", DATASOURCE="/x", server="{server}")"#);
+        assert_eq!(post(&d, "/streams", json!({ "sql": sql })).0, 201);
+        let rule = json!({"id": format!("h{i}"), "sql": format!("SELECT * FROM h{i}"), "actions": [{"file": {"path": "/dev/null"}}]});
+        let (code, body) = post(&d, "/rules", rule);
+        assert_eq!(code, 400, "{server}: {body}");
+        assert!(body.contains(expected), "{server}: expected {expected:?} in {body}");
+    }
 }

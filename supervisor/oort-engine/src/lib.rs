@@ -338,10 +338,13 @@ impl Engine {
         // and close it: one whose `open` refuses them (a bad server URL, an
         // unknown property) refuses the rule now, instead of failing it at
         // every restart. A plugin that cannot be asked (it crashes, say) is
-        // left for the run to report.
+        // left for the run to report. The host remembers a success per stream
+        // (and per sink properties), so a thousand rules on a stream make one
+        // trial: a second rule on a stream whose source holds something
+        // exclusive (httppush's path) fails at its run, not here.
         let source_type = def.source_type();
         let props = self.source_props(&def)?.into_iter().collect();
-        match self.host.validate_source(source_type, def.datasource(), props).await {
+        match self.host.validate_source(&format!("stream {stream}"), source_type, def.datasource(), props).await {
             Ok(Some(why)) => {
                 return Err(EngineError::Invalid(format!(
                     "stream {stream}: source {source_type} refused to open: {why}"

@@ -611,15 +611,18 @@ impl Host {
     /// Opens a source instance with these properties and closes it again, so
     /// that a rule whose source refuses them is refused when it is created,
     /// not left to fail at every restart. `Ok(Some(why))` when the plugin's
-    /// `open` refused; an error when the plugin could not be asked.
+    /// `open` refused; an error when the plugin could not be asked. A
+    /// success is remembered per `scope` (the stream), binary, datasource and
+    /// properties: the rules after the first on a stream skip the trial.
     pub async fn validate_source(
         &self,
+        scope: &str,
         plugin: &str,
         datasource: &str,
         props: HashMap<String, Value>,
     ) -> Result<Option<String>, HostError> {
         let file = self.plugin_file(PluginKind::Source, plugin)?;
-        let seen = opened_key(&file, datasource, &props);
+        let seen = format!("{scope}\n{}", opened_key(&file, datasource, &props));
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let open = |spec| OpenSpec::Source { spec, datasource: datasource.into(), props };
         self.try_open(&file, seen, PluginKind::Source, open).await
