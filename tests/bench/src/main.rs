@@ -19,6 +19,7 @@
 mod function;
 mod goplugin;
 mod ipc;
+mod mqtt;
 mod report;
 mod rules;
 mod scale;
@@ -40,7 +41,7 @@ pub struct Opts {
     pub quick: bool,
 }
 
-const SCENARIOS: [(&str, char, &str); 9] = [
+const SCENARIOS: [(&str, char, &str); 10] = [
     ("function", 'a', "function throughput"),
     ("latency", 'b', "single-row latency"),
     ("e2e", 'c', "end-to-end rule throughput"),
@@ -50,11 +51,12 @@ const SCENARIOS: [(&str, char, &str); 9] = [
     ("recovery", 'g', "recovery after kill -9"),
     ("windows", 'h', "windows: throughput, memory, latency"),
     ("scale", 'i', "cost per rule as rules grow"),
+    ("mqtt", 'j', "MQTT through a rule vs the broker alone"),
 ];
 
 const USAGE: &str = "usage: oort-bench [--quick] [--only <scenario>] [--out <file.json>]
 scenarios: function (a), latency (b), e2e (c), steady (d), coldstart (e), memory (f), recovery (g),
-           windows (h), scale (i)";
+           windows (h), scale (i), mqtt (j)";
 
 /// Generous timeouts: a benchmark on a loaded machine must not fail on a deadline.
 pub fn bench_timeouts() -> Timeouts {
@@ -250,6 +252,7 @@ fn main() -> Result<()> {
             "recovery" => rules::recovery(&opts),
             "windows" => windows::windows(&opts),
             "scale" => scale::scale(&opts),
+            "mqtt" => mqtt::mqtt(&opts),
             other => bail!("no scenario {other}"),
         };
         let mut result = result.with_context(|| format!("scenario {name}"))?;
