@@ -14,15 +14,12 @@
 //! timeout or a response that is not JSON is an exception of the source (in
 //! `rule status`); the next request goes at the next interval. An unknown
 //! property, a bad URL or method refuses the rule when it is created.
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use oort_plugin::{serve, BoxError, Context, Export, Plugin, Props, Record, Source, Value};
 
-const KNOWN: [&str; 10] =
-    ["url", "method", "interval", "timeout", "headers", "body", "bodyType", "incremental", "responseType", "format"];
-/// Properties the runtime gives every source, which this one does not read.
-const RUNTIME: [&str; 2] = ["bufferLength", "connectionSelector"];
+const KNOWN: [&str; 9] =
+    ["url", "method", "interval", "timeout", "headers", "body", "bodyType", "incremental", "responseType"];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum ResponseType {
@@ -80,9 +77,7 @@ fn string(props: &Props, key: &str) -> Result<Option<String>, BoxError> {
 
 impl Source for HttpPull {
     fn open(&mut self, _ctx: &Context, datasource: &str, props: &Props) -> Result<(), BoxError> {
-        if let Some(key) = props.keys().find(|k| !KNOWN.contains(&k.as_str()) && !RUNTIME.contains(&k.as_str())) {
-            return Err(format!("unknown property {key:?}; the httppull properties are {}", KNOWN.join(", ")).into());
-        }
+        oort_plugins::refuse_unknown("httppull", props, &KNOWN)?;
         let base = string(props, "url")?.unwrap_or_default();
         self.url = if datasource.starts_with("http://") || datasource.starts_with("https://") {
             datasource.to_string()
@@ -145,7 +140,7 @@ impl Source for HttpPull {
         }
         self.next = now + self.interval;
         match self.pull() {
-            Ok(Some(body)) => decode(ctx, &body, out),
+            Ok(Some(body)) => oort_plugins::json_records(ctx, "the response", &body, oort_plugins::now_ms(), out),
             Ok(None) => {}
             Err(e) => ctx.report_exception(format!("{} {}: {e}", self.method, self.url)),
         }
@@ -189,26 +184,6 @@ impl HttpPull {
         }
         self.last = Some(bytes.clone());
         Ok(Some(bytes))
-    }
-}
-
-fn decode(ctx: &Context, body: &[u8], out: &mut Vec<Record>) {
-    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let record = |fields: BTreeMap<String, Value>| Record { fields, timestamp_ms: ts, ..Record::default() };
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(json) => match Value::from_json(&json) {
-            Value::Map(fields) => out.push(record(fields)),
-            Value::List(items) => {
-                for item in items {
-                    match item {
-                        Value::Map(fields) => out.push(record(fields)),
-                        other => ctx.report_exception(format!("an array item is not an object: {}", other.to_json())),
-                    }
-                }
-            }
-            other => ctx.report_exception(format!("the response is JSON but not an object: {}", other.to_json())),
-        },
-        Err(e) => ctx.report_exception(format!("the response is not JSON: {e}")),
     }
 }
 

@@ -12,7 +12,7 @@
 //! sender can retry. An unknown property, an address that is not one or that
 //! cannot be bound refuses the rule when it is created; two streams on one
 //! address and path are refused too.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,9 +22,7 @@ use axum::body::Bytes;
 use axum::http::{Method, StatusCode, Uri};
 use oort_plugin::{serve, BoxError, Context, Export, Plugin, Props, Record, Source, Value};
 
-const KNOWN: [&str; 3] = ["server", "method", "format"];
-/// Properties the runtime gives every source, which this one does not read.
-const RUNTIME: [&str; 2] = ["bufferLength", "connectionSelector"];
+const KNOWN: [&str; 2] = ["server", "method"];
 
 /// One path's listener: the method it takes and where its bodies go.
 struct Route {
@@ -118,9 +116,7 @@ struct HttpPush {
 
 impl Source for HttpPush {
     fn open(&mut self, _ctx: &Context, datasource: &str, props: &Props) -> Result<(), BoxError> {
-        if let Some(key) = props.keys().find(|k| !KNOWN.contains(&k.as_str()) && !RUNTIME.contains(&k.as_str())) {
-            return Err(format!("unknown property {key:?}; the httppush properties are server, method").into());
-        }
+        oort_plugins::refuse_unknown("httppush", props, &KNOWN)?;
         let server = match props.get("server") {
             None => "127.0.0.1:10081".to_string(),
             Some(Value::String(s)) => s.clone(),
@@ -163,20 +159,11 @@ impl Source for HttpPush {
             Err(RecvTimeoutError::Timeout) => return Ok(()),
             Err(RecvTimeoutError::Disconnected) => return Err("the HTTP server stopped".into()),
         };
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-        let record = |fields: BTreeMap<String, Value>| Record { fields, timestamp_ms: ts, ..Record::default() };
+        let ts = oort_plugins::now_ms();
         let mut next = Some(first);
         while let Some(body) = next.take() {
             // Checked as JSON objects when the request was taken.
-            match serde_json::from_slice::<serde_json::Value>(&body).map(|j| Value::from_json(&j)) {
-                Ok(Value::Map(fields)) => out.push(record(fields)),
-                Ok(Value::List(items)) => {
-                    out.extend(
-                        items.into_iter().filter_map(|i| if let Value::Map(f) = i { Some(record(f)) } else { None }),
-                    )
-                }
-                _ => ctx.report_exception("a request body is not JSON objects"),
-            }
+            oort_plugins::json_records(ctx, "a request body", &body, ts, out);
             if out.len() < max {
                 next = bodies.try_recv().ok();
             }

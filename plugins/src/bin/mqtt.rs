@@ -36,28 +36,6 @@ use std::time::{Duration, Instant};
 use oort_plugin::{serve, BoxError, Context, Export, ItemErrors, Plugin, Props, Record, Sink, Source, Value};
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
 
-/// Properties eKuiper's runtime (and Oort's) gives every source or sink,
-/// which the connector does not read itself.
-const RUNTIME_PROPS: [&str; 17] = [
-    "format",
-    "bufferLength",
-    "sendSingle",
-    "dataTemplate",
-    "fields",
-    "delimiter",
-    "hasHeader",
-    "omitIfEmpty",
-    "runAsync",
-    "enableCache",
-    "retryInterval",
-    "retryCount",
-    "resendInterval",
-    "concurrency",
-    "schemaId",
-    "payloads",
-    "connectionSelector",
-];
-
 const CONNECTION_PROPS: [&str; 8] =
     ["server", "servers", "qos", "clientid", "clientId", "protocolVersion", "username", "password"];
 
@@ -75,20 +53,11 @@ struct Connect {
 
 impl Connect {
     fn from_props(ctx: &Context, props: &Props, own: &[&str]) -> Result<Connect, BoxError> {
-        for key in props.keys() {
-            let known = RUNTIME_PROPS.contains(&key.as_str())
-                || CONNECTION_PROPS.contains(&key.as_str())
-                || own.contains(&key.as_str())
-                || key == "keepAlive";
-            if TLS_PROPS.contains(&key.as_str()) {
-                return Err(format!("property {key}: TLS is not supported by this mqtt plugin yet").into());
-            }
-            if !known {
-                let mut names: Vec<&str> = CONNECTION_PROPS.iter().chain(own).copied().collect();
-                names.push("keepAlive");
-                return Err(format!("unknown property {key:?}; the mqtt properties are {}", names.join(", ")).into());
-            }
+        if let Some(key) = TLS_PROPS.iter().find(|k| props.contains_key(**k)) {
+            return Err(format!("property {key}: TLS is not supported by this mqtt plugin yet").into());
         }
+        let known: Vec<&str> = CONNECTION_PROPS.iter().chain(own).chain(&["keepAlive"]).copied().collect();
+        oort_plugins::refuse_unknown("mqtt", props, &known)?;
         let server = match (props.get("server"), props.get("servers")) {
             (Some(Value::String(s)), _) => s.clone(),
             (Some(other), _) => {
@@ -358,34 +327,12 @@ impl Source for MqttSource {
 /// field `self` for FORMAT binary. A message that does not decode is reported
 /// and skipped, as eKuiper drops it with an error.
 fn decode(ctx: &Context, format: Format, payload: Vec<u8>, now: i64, out: &mut Vec<Record>) {
-    let record = |fields: BTreeMap<String, Value>| Record { fields, timestamp_ms: now, ..Record::default() };
     if format == Format::Binary {
-        out.push(record(BTreeMap::from([("self".to_string(), Value::Bytes(payload))])));
+        let fields = BTreeMap::from([("self".to_string(), Value::Bytes(payload))]);
+        out.push(Record { fields, timestamp_ms: now, ..Record::default() });
         return;
     }
-    match serde_json::from_slice::<serde_json::Value>(&payload) {
-        Ok(serde_json::Value::Object(_)) | Ok(serde_json::Value::Array(_)) => {}
-        Ok(other) => {
-            ctx.report_exception(format!("a message is JSON but not an object: {other}"));
-            return;
-        }
-        Err(e) => {
-            ctx.report_exception(format!("a message is not JSON: {e}"));
-            return;
-        }
-    }
-    match Value::from_json(&serde_json::from_slice(&payload).unwrap_or_default()) {
-        Value::Map(fields) => out.push(record(fields)),
-        Value::List(items) => {
-            for item in items {
-                match item {
-                    Value::Map(fields) => out.push(record(fields)),
-                    other => ctx.report_exception(format!("an array item is not an object: {}", other.to_json())),
-                }
-            }
-        }
-        _ => {}
-    }
+    oort_plugins::json_records(ctx, "a message", &payload, now, out);
 }
 
 /// The acknowledgements the sink's connection thread counted.

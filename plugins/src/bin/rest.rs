@@ -19,25 +19,6 @@ use std::time::Duration;
 use oort_plugin::{serve, BoxError, Context, Export, ItemErrors, Plugin, Props, Record, Sink, Value};
 
 const KNOWN: [&str; 6] = ["url", "method", "headers", "bodyType", "timeout", "debugResp"];
-/// Properties the runtime gives every sink (the supervisor's encoding and
-/// eKuiper's common sink options), which this one does not read.
-const RUNTIME: [&str; 15] = [
-    "format",
-    "sendSingle",
-    "dataTemplate",
-    "fields",
-    "delimiter",
-    "hasHeader",
-    "omitIfEmpty",
-    "bufferLength",
-    "runAsync",
-    "enableCache",
-    "retryInterval",
-    "retryCount",
-    "resendInterval",
-    "concurrency",
-    "connectionSelector",
-];
 /// How long one batch may take, retries included: less than the daemon's
 /// default call timeout (5 s), which bounds a `Write`.
 const BATCH_BUDGET: Duration = Duration::from_secs(4);
@@ -82,9 +63,7 @@ fn string(props: &Props, key: &str) -> Result<Option<String>, BoxError> {
 
 impl Sink for Rest {
     fn open(&mut self, _ctx: &Context, props: &Props) -> Result<(), BoxError> {
-        if let Some(key) = props.keys().find(|k| !KNOWN.contains(&k.as_str()) && !RUNTIME.contains(&k.as_str())) {
-            return Err(format!("unknown property {key:?}; the rest properties are {}", KNOWN.join(", ")).into());
-        }
+        oort_plugins::refuse_unknown("rest", props, &KNOWN)?;
         self.url = string(props, "url")?.ok_or("property url is required")?;
         let uri: ureq::http::Uri = self.url.parse().map_err(|e| format!("url {:?} is not a URL: {e}", self.url))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
