@@ -68,3 +68,66 @@ pub fn json_records(ctx: &Context, what: &str, payload: &[u8], timestamp_ms: i64
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+/// A string property, `None` when absent.
+pub fn string_prop(props: &Props, key: &str) -> Result<Option<String>, BoxError> {
+    match props.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("property {key} must be a string, got {}", other.type_name()).into()),
+    }
+}
+
+/// A positive number of milliseconds, `default` when absent.
+pub fn millis_prop(props: &Props, key: &str, default: u64) -> Result<std::time::Duration, BoxError> {
+    match props.get(key) {
+        None => Ok(std::time::Duration::from_millis(default)),
+        Some(v) => match v.as_i64() {
+            Some(ms) if ms > 0 => Ok(std::time::Duration::from_millis(ms as u64)),
+            _ => Err(format!("property {key} must be a positive number of milliseconds, got {}", v.to_json()).into()),
+        },
+    }
+}
+
+/// The HTTP connectors' `headers` (an object; a value that is not a string
+/// is sent as its JSON text).
+pub fn headers_prop(props: &Props) -> Result<Vec<(String, String)>, BoxError> {
+    match props.get("headers") {
+        None => Ok(Vec::new()),
+        Some(Value::Map(m)) => Ok(m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k.clone(), s.clone()),
+                other => (k.clone(), other.to_json().to_string()),
+            })
+            .collect()),
+        Some(other) => Err(format!("property headers must be an object, got {}", other.type_name()).into()),
+    }
+}
+
+/// The content type eKuiper's `bodyType` names: `json` (the default) or `text`.
+pub fn body_type_prop(props: &Props) -> Result<&'static str, BoxError> {
+    match string_prop(props, "bodyType")?.as_deref() {
+        None | Some("json") => Ok("application/json"),
+        Some("text") => Ok("text/plain"),
+        Some(other) => Err(format!("property bodyType must be json or text, got {other:?}").into()),
+    }
+}
+
+/// The upper-cased `method` (`default` when absent), one of `allowed`.
+pub fn method_prop(props: &Props, default: &str, allowed: &[&str]) -> Result<String, BoxError> {
+    let method = string_prop(props, "method")?.unwrap_or_else(|| default.into()).to_uppercase();
+    if !allowed.contains(&method.as_str()) {
+        return Err(format!("property method: unknown HTTP method {method:?}").into());
+    }
+    Ok(method)
+}
+
+/// Checks that `url` is an `http://` or `https://` URL with a host.
+pub fn check_http_url(url: &str) -> Result<(), BoxError> {
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("url {url:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!("url {url:?} must be an http:// or https:// URL").into());
+    }
+    Ok(())
+}

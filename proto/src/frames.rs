@@ -127,21 +127,29 @@ pub fn write_all_parts(w: &mut impl Write, parts: &[&[u8]]) -> std::io::Result<(
     let mut first = 0;
     while first < parts.len() {
         let slices: Vec<std::io::IoSlice<'_>> = parts[first..].iter().map(|p| std::io::IoSlice::new(p)).collect();
-        let mut n = match w.write_vectored(&slices) {
+        let n = match w.write_vectored(&slices) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        while first < parts.len() && n >= parts[first].len() {
-            n -= parts[first].len();
-            first += 1;
-        }
-        if n > 0 {
-            parts[first] = &parts[first][n..];
-        }
+        consume_written(&mut parts, &mut first, n);
     }
     Ok(())
+}
+
+/// After a vectored write of `parts[*first..]` took `n` bytes: moves `first`
+/// past the parts written whole (and empty ones) and trims the one written
+/// in part, for the next write. Shared by the blocking and async writers.
+pub fn consume_written<'a>(parts: &mut [&'a [u8]], first: &mut usize, mut n: usize) {
+    while *first < parts.len() && n >= parts[*first].len() {
+        n -= parts[*first].len();
+        *first += 1;
+    }
+    if n > 0 {
+        let part: &'a [u8] = parts[*first];
+        parts[*first] = &part[n..];
+    }
 }
 
 #[cfg(test)]

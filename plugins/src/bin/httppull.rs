@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use oort_plugin::{serve, BoxError, Context, Export, Plugin, Props, Record, Source, Value};
+use oort_plugins::{body_type_prop, check_http_url, headers_prop, method_prop, millis_prop, string_prop};
 
 const KNOWN: [&str; 9] =
     ["url", "method", "interval", "timeout", "headers", "body", "bodyType", "incremental", "responseType"];
@@ -57,28 +58,10 @@ impl Default for HttpPull {
     }
 }
 
-fn millis(props: &Props, key: &str, default: u64) -> Result<Duration, BoxError> {
-    match props.get(key) {
-        None => Ok(Duration::from_millis(default)),
-        Some(v) => match v.as_i64() {
-            Some(ms) if ms > 0 => Ok(Duration::from_millis(ms as u64)),
-            _ => Err(format!("property {key} must be a positive number of milliseconds, got {}", v.to_json()).into()),
-        },
-    }
-}
-
-fn string(props: &Props, key: &str) -> Result<Option<String>, BoxError> {
-    match props.get(key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("property {key} must be a string, got {}", other.type_name()).into()),
-    }
-}
-
 impl Source for HttpPull {
     fn open(&mut self, _ctx: &Context, datasource: &str, props: &Props) -> Result<(), BoxError> {
         oort_plugins::refuse_unknown("httppull", props, &KNOWN)?;
-        let base = string(props, "url")?.unwrap_or_default();
+        let base = string_prop(props, "url")?.unwrap_or_default();
         self.url = if datasource.starts_with("http://") || datasource.starts_with("https://") {
             datasource.to_string()
         } else if base.is_empty() {
@@ -86,33 +69,13 @@ impl Source for HttpPull {
         } else {
             format!("{}{}", base.trim_end_matches('/'), if datasource.is_empty() { "" } else { datasource })
         };
-        let uri: ureq::http::Uri = self.url.parse().map_err(|e| format!("url {:?} is not a URL: {e}", self.url))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(format!("url {:?} must be an http:// or https:// URL", self.url).into());
-        }
-        self.method = string(props, "method")?.unwrap_or_else(|| "GET".into()).to_uppercase();
-        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&self.method.as_str()) {
-            return Err(format!("property method: unknown HTTP method {:?}", self.method).into());
-        }
-        self.interval = millis(props, "interval", 10_000)?;
-        let timeout = millis(props, "timeout", 5_000)?;
-        self.headers = match props.get("headers") {
-            None => Vec::new(),
-            Some(Value::Map(m)) => m
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) => Ok((k.clone(), s.clone())),
-                    other => Ok((k.clone(), other.to_json().to_string())),
-                })
-                .collect::<Result<_, BoxError>>()?,
-            Some(other) => return Err(format!("property headers must be an object, got {}", other.type_name()).into()),
-        };
-        let content_type = match string(props, "bodyType")?.as_deref() {
-            None | Some("json") => "application/json",
-            Some("text") => "text/plain",
-            Some(other) => return Err(format!("property bodyType must be json or text, got {other:?}").into()),
-        };
-        self.body = string(props, "body")?.map(|b| (b.into_bytes(), content_type));
+        check_http_url(&self.url)?;
+        self.method = method_prop(props, "GET", &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])?;
+        self.interval = millis_prop(props, "interval", 10_000)?;
+        let timeout = millis_prop(props, "timeout", 5_000)?;
+        self.headers = headers_prop(props)?;
+        let content_type = body_type_prop(props)?;
+        self.body = string_prop(props, "body")?.map(|b| (b.into_bytes(), content_type));
         self.incremental = match props.get("incremental") {
             None => false,
             Some(Value::Bool(b)) => *b,
@@ -120,7 +83,7 @@ impl Source for HttpPull {
                 return Err(format!("property incremental must be true or false, got {}", other.to_json()).into())
             }
         };
-        self.response_type = match string(props, "responseType")?.as_deref() {
+        self.response_type = match string_prop(props, "responseType")?.as_deref() {
             None | Some("code") => ResponseType::Code,
             Some("body") => ResponseType::Body,
             Some(other) => return Err(format!("property responseType must be code or body, got {other:?}").into()),

@@ -297,7 +297,7 @@ impl Source for MqttSource {
             Err(RecvTimeoutError::Timeout) => return Ok(()),
             Err(RecvTimeoutError::Disconnected) => return Err("the MQTT connection thread ended".into()),
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+        let now = oort_plugins::now_ms();
         let format = self.format.unwrap_or(Format::Json);
         let mut next = Some(first);
         while let Some(payload) = next.take() {

@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use oort_plugin::{serve, BoxError, Context, Export, ItemErrors, Plugin, Props, Record, Sink, Value};
+use oort_plugins::{body_type_prop, check_http_url, headers_prop, method_prop, millis_prop, string_prop};
 
 const KNOWN: [&str; 6] = ["url", "method", "headers", "bodyType", "timeout", "debugResp"];
 /// How long one batch may take, retries included: less than the daemon's
@@ -53,49 +54,15 @@ enum Failed {
     Transient(String),
 }
 
-fn string(props: &Props, key: &str) -> Result<Option<String>, BoxError> {
-    match props.get(key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("property {key} must be a string, got {}", other.type_name()).into()),
-    }
-}
-
 impl Sink for Rest {
     fn open(&mut self, _ctx: &Context, props: &Props) -> Result<(), BoxError> {
         oort_plugins::refuse_unknown("rest", props, &KNOWN)?;
-        self.url = string(props, "url")?.ok_or("property url is required")?;
-        let uri: ureq::http::Uri = self.url.parse().map_err(|e| format!("url {:?} is not a URL: {e}", self.url))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(format!("url {:?} must be an http:// or https:// URL", self.url).into());
-        }
-        self.method = string(props, "method")?.unwrap_or_else(|| "POST".into()).to_uppercase();
-        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&self.method.as_str()) {
-            return Err(format!("property method: unknown HTTP method {:?}", self.method).into());
-        }
-        self.headers = match props.get("headers") {
-            None => Vec::new(),
-            Some(Value::Map(m)) => m
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) => (k.clone(), s.clone()),
-                    other => (k.clone(), other.to_json().to_string()),
-                })
-                .collect(),
-            Some(other) => return Err(format!("property headers must be an object, got {}", other.type_name()).into()),
-        };
-        self.content_type = match string(props, "bodyType")?.as_deref() {
-            None | Some("json") => "application/json",
-            Some("text") => "text/plain",
-            Some(other) => return Err(format!("property bodyType must be json or text, got {other:?}").into()),
-        };
-        let timeout = match props.get("timeout") {
-            None => Duration::from_secs(3),
-            Some(v) => match v.as_i64() {
-                Some(ms) if ms > 0 => Duration::from_millis(ms as u64),
-                _ => return Err("property timeout must be a positive number of milliseconds".into()),
-            },
-        };
+        self.url = string_prop(props, "url")?.ok_or("property url is required")?;
+        check_http_url(&self.url)?;
+        self.method = method_prop(props, "POST", &["GET", "POST", "PUT", "PATCH", "DELETE"])?;
+        self.headers = headers_prop(props)?;
+        self.content_type = body_type_prop(props)?;
+        let timeout = millis_prop(props, "timeout", 3_000)?;
         self.debug = matches!(props.get("debugResp"), Some(Value::Bool(true)));
         let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build();
         self.agent = ureq::Agent::new_with_config(config);

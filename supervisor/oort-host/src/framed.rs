@@ -187,17 +187,11 @@ async fn write_batch(writer: &mut OwnedWriteHalf, batch: &EncodedBatch) -> std::
     let mut first = 0;
     while first < parts.len() {
         let slices: Vec<std::io::IoSlice<'_>> = parts[first..].iter().map(|p| std::io::IoSlice::new(p)).collect();
-        let mut n = writer.write_vectored(&slices).await?;
+        let n = writer.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while first < parts.len() && n >= parts[first].len() {
-            n -= parts[first].len();
-            first += 1;
-        }
-        if n > 0 {
-            parts[first] = &parts[first][n..];
-        }
+        frames::consume_written(&mut parts, &mut first, n);
     }
     Ok(())
 }

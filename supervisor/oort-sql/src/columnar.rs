@@ -224,27 +224,8 @@ pub async fn run_columns<F: Functions>(
     let batch = match &plan.filter {
         None => batch,
         Some(condition) => {
-            let narrow = narrow_records(&batch, &referenced([condition]));
-            let verdicts = expr::eval(condition, expr::Rows::plain(&narrow), functions).await?;
-            let keep: Vec<bool> = verdicts
-                .into_iter()
-                .map(|v| match v {
-                    Ok(v) => matches!(v, Value::Bool(true)),
-                    Err(e) => {
-                        filter.failed(e);
-                        false
-                    }
-                })
-                .collect();
-            match columns::keep_rows(batch, &keep) {
-                Ok(kept) => kept,
-                // Filtering arrays of the types a batch is read with cannot
-                // fail; should it, the rows are lost as exceptions, not the rule.
-                Err(e) => {
-                    filter.failed(format!("WHERE: {e}"));
-                    RecordBatch::new_empty(Arc::new(Schema::empty()))
-                }
-            }
+            let passes = verdicts(condition, &batch, "", functions, &mut filter).await?;
+            keep(batch, &passes, &mut filter)
         }
     };
     filter.output = batch.num_rows() as u64;

@@ -671,30 +671,24 @@ fn merge_panes(panes: &[&Pane], start: i64, end: i64) -> Vec<Result<GroupResult,
 }
 
 /// A group key as text: values are not hashable (floats), their JSON is.
-/// The text a group is kept under: its key as a JSON list (checkpoints hold
-/// it, so it must not change).
+/// The text a group is kept under: its key as a JSON list, as
+/// `Value::List(key).to_json()` prints it (checkpoints hold it, so it must not
+/// change), without building the JSON tree for the common scalar types.
 fn key_text(key: &[Value]) -> String {
-    let mut text = String::new();
-    write_key(&mut text, key.iter());
+    let mut text = String::from("[");
+    for (i, v) in key.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        write_key_item(&mut text, v);
+    }
+    text.push(']');
     text
 }
 
 #[cfg(test)]
 pub(crate) fn key_text_for_tests(key: &[Value]) -> String {
     key_text(key)
-}
-
-/// Writes a key's text into `text`, as `Value::List(key).to_json()` prints
-/// it, without building the JSON tree for the common scalar types.
-fn write_key<V: std::borrow::Borrow<Value>>(text: &mut String, key: impl Iterator<Item = V>) {
-    text.push('[');
-    for (i, v) in key.enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        write_key_item(text, v.borrow());
-    }
-    text.push(']');
 }
 
 /// One value of a key's text.
