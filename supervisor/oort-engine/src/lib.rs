@@ -23,6 +23,7 @@ mod conf;
 mod connections;
 mod error;
 mod forward;
+mod memory;
 pub mod metrics;
 mod payload;
 mod pipeline;
@@ -85,6 +86,8 @@ pub struct Engine {
     rules: Mutex<BTreeMap<String, RuleEntry>>,
     /// The one source instance of each `SHARED` stream some rule reads.
     shared: Arc<shared::SharedSources>,
+    /// The built-in `memory` topics that chain rules.
+    memory: Arc<memory::MemoryTopics>,
 }
 
 impl Engine {
@@ -134,6 +137,7 @@ impl Engine {
             streams: Mutex::new(streams),
             rules: Mutex::new(rules),
             shared: Arc::default(),
+            memory: Arc::default(),
         })
     }
 
@@ -188,7 +192,10 @@ impl Engine {
             return Err(exists());
         }
         let ty = def.source_type();
-        if !self.host.has_plugin(PluginKind::Source, ty) {
+        if memory::is_memory(ty) {
+            memory::check_filter(def.datasource())
+                .map_err(|why| EngineError::Invalid(format!("stream {}: {why}", def.name)))?;
+        } else if !self.host.has_plugin(PluginKind::Source, ty) {
             self.host.rescan().await;
             if !self.host.has_plugin(PluginKind::Source, ty) {
                 return Err(EngineError::UnknownSource { name: def.name.clone(), plugin: ty.to_string() });
@@ -323,14 +330,17 @@ impl Engine {
                 plan.qos
             )));
         }
-        if !self.host.has_plugin(PluginKind::Source, def.source_type()) {
+        let memory_source = memory::is_memory(def.source_type());
+        if !memory_source && !self.host.has_plugin(PluginKind::Source, def.source_type()) {
             return Err(EngineError::Invalid(format!(
                 "stream {stream}: no source plugin named {:?}",
                 def.source_type()
             )));
         }
-        for action in &plan.actions {
-            if !self.host.has_plugin(PluginKind::Sink, &action.sink) {
+        for (i, action) in plan.actions.iter().enumerate() {
+            if memory::is_memory(&action.sink) {
+                memory::sink_topic(&action.props).map_err(|why| EngineError::Invalid(format!("action {i}: {why}")))?;
+            } else if !self.host.has_plugin(PluginKind::Sink, &action.sink) {
                 return Err(EngineError::Invalid(format!("unknown sink {:?} in actions", action.sink)));
             }
         }
@@ -344,7 +354,11 @@ impl Engine {
         // exclusive (httppush's path) fails at its run, not here.
         let source_type = def.source_type();
         let props = self.source_props(&def)?.into_iter().collect();
-        match self.host.validate_source(&format!("stream {stream}"), source_type, def.datasource(), props).await {
+        let trial = match memory_source {
+            true => Ok(None),
+            false => self.host.validate_source(&format!("stream {stream}"), source_type, def.datasource(), props).await,
+        };
+        match trial {
             Ok(Some(why)) => {
                 return Err(EngineError::Invalid(format!(
                     "stream {stream}: source {source_type} refused to open: {why}"
@@ -353,7 +367,7 @@ impl Engine {
             Ok(None) => {}
             Err(e) => tracing::warn!(stream, "source {source_type} could not validate the stream's properties: {e}"),
         }
-        for (i, action) in plan.actions.iter().enumerate() {
+        for (i, action) in plan.actions.iter().enumerate().filter(|(_, a)| !memory::is_memory(&a.sink)) {
             let mut props = action.props.clone();
             let id = &plan.def.id;
             self.with_connection(&mut props, &action.sink, &format!("rule {id}: action {i} ({})", action.sink))?;
@@ -570,6 +584,7 @@ impl Engine {
             status: status.clone(),
             stop: stop_rx,
             shared: self.shared.clone(),
+            memory: self.memory.clone(),
         };
         let rule = id.to_string();
         let task = tokio::spawn(async move {

@@ -26,6 +26,7 @@ use oort_sql::window::WindowState;
 use oort_sql::{Cell, ColumnAnswer, Functions, RulePlan, StreamDef};
 
 use crate::forward::{Forward, Output};
+use crate::memory::{self, MemoryTopics};
 use oort_store::Store;
 
 /// Batches queued per sink before the pipeline waits for it.
@@ -45,6 +46,8 @@ pub(super) struct RunContext {
     pub stop: watch::Receiver<bool>,
     /// The source instances of `SHARED` streams, one per stream.
     pub shared: Arc<SharedSources>,
+    /// The built-in memory topics.
+    pub memory: Arc<MemoryTopics>,
 }
 
 /// Why a pipeline ended on its own.
@@ -217,11 +220,21 @@ fn restore_state(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
     Ok(restored)
 }
 
-/// Where a rule's batches come from: its own source instance, or the one
-/// instance of a `SHARED` stream.
+/// Where a rule's batches come from: its own source instance, the one
+/// instance of a `SHARED` stream, or a memory topic filter.
 enum RuleSource {
     Own(Arc<SourceInstance>),
     Shared(SharedSource),
+    Memory(MemorySubscription),
+}
+
+/// A rule's subscription to memory topics: made when the rule opens, so that
+/// nothing published between its opening and its first read is missed; a
+/// later read (after the stream broke) subscribes anew.
+struct MemorySubscription {
+    topics: Arc<MemoryTopics>,
+    filter: String,
+    first: std::sync::Mutex<Option<mpsc::Receiver<Result<SourceBatch, HostError>>>>,
 }
 
 impl RuleSource {
@@ -230,6 +243,8 @@ impl RuleSource {
             RuleSource::Own(s) => s.rewindable(),
             // Rewinding it for one rule would replay it for every rule.
             RuleSource::Shared(_) => false,
+            // Topics keep nothing to replay, as in eKuiper.
+            RuleSource::Memory(_) => false,
         }
     }
 
@@ -242,6 +257,10 @@ impl RuleSource {
         match self {
             RuleSource::Own(s) => s.read_from(offset, max_batch).await,
             RuleSource::Shared(s) => Ok(s.read()),
+            RuleSource::Memory(m) => {
+                let first = m.first.lock().unwrap_or_else(|e| e.into_inner()).take();
+                Ok(first.unwrap_or_else(|| m.topics.subscribe(&m.filter)))
+            }
         }
     }
 }
@@ -251,7 +270,9 @@ struct Opened {
     source: RuleSource,
     functions: Vec<Arc<FunctionInstance>>,
     function_calls: Vec<Arc<CallMetrics>>,
-    sinks: Vec<(String, Arc<SinkInstance>)>,
+    /// Each action's operator name and plugin instance (none for the
+    /// built-in memory sink).
+    sinks: Vec<(String, Option<Arc<SinkInstance>>)>,
     sink_queues: Vec<mpsc::Sender<SinkMsg>>,
     sink_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// A sink task that gives up says why here.
@@ -267,7 +288,13 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
     let checkpointing = plan.qos >= 1;
     let props = ctx.source_props.clone().into_iter().collect();
     let cannot_open = |e: HostError| format!("cannot open source {}: {e}", ctx.stream.source_type());
-    let source = if ctx.stream.is_shared() {
+    let source = if memory::is_memory(ctx.stream.source_type()) {
+        // A SHARED memory stream needs no hub: every rule's subscription
+        // already gets every batch.
+        let filter = ctx.stream.datasource().to_string();
+        let first = std::sync::Mutex::new(Some(ctx.memory.subscribe(&filter)));
+        RuleSource::Memory(MemorySubscription { topics: ctx.memory.clone(), filter, first })
+    } else if ctx.stream.is_shared() {
         // The instance is the stream's: the rule's status shows it, but
         // closing the rule's instances does not close it.
         let s = StreamSource {
@@ -325,6 +352,22 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
     let mut sinks = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
         let operator = format!("sink_{i}_{}", action.sink);
+        let (tx, rx) = mpsc::channel::<SinkMsg>(SINK_QUEUE);
+        if memory::is_memory(&action.sink) {
+            let topic = memory::sink_topic(&action.props).map_err(|e| format!("sink {}: {e}", action.sink))?;
+            let metrics = ctx.status.clone();
+            sink_tasks.push(tokio::spawn(memory_sink_loop(
+                ctx.memory.clone(),
+                topic,
+                metrics,
+                i,
+                rx,
+                ctx.stop.clone(),
+            )));
+            sink_queues.push(tx);
+            sinks.push((operator, None));
+            continue;
+        }
         let props = ctx.sink_props.get(i).unwrap_or(&action.props).clone().into_iter().collect();
         let sink = ctx
             .host
@@ -334,8 +377,7 @@ async fn open(ctx: &RunContext) -> Result<Opened, Failure> {
         let sink = Arc::new(sink);
         ctx.status.register(operator.clone(), Instance::Sink(sink.clone()));
         let calls = ctx.status.calls(&operator);
-        sinks.push((operator, sink.clone()));
-        let (tx, rx) = mpsc::channel::<SinkMsg>(SINK_QUEUE);
+        sinks.push((operator, Some(sink.clone())));
         sink_queues.push(tx);
         let status = ctx.status.clone();
         let exactly_once = plan.qos == 2;
@@ -383,7 +425,7 @@ async fn recover(ctx: &RunContext, opened: &Opened, restored: Option<&Snapshot>)
         if plan.qos == 2 {
             // Recover-and-commit: the restored checkpoint is durable, so its
             // pre-committed output is final, and whatever came after it goes.
-            for (operator, sink) in sinks.iter() {
+            for (operator, sink) in sinks.iter().filter_map(|(o, s)| Some((o, s.as_ref()?))) {
                 if let Some(handle) = r.sink_handles.get(operator) {
                     sink.commit(r.id, handle.clone()).await.map_err(|e| Failure {
                         reason: format!("rule {rule}: recovering checkpoint {} in {operator}: {e}", r.id),
@@ -634,7 +676,7 @@ pub(crate) fn sink_stopped(qos: u8) -> Failure {
 /// then the sinks' commits.
 struct Checkpointer<'a> {
     ctx: &'a RunContext,
-    sinks: &'a [(String, Arc<SinkInstance>)],
+    sinks: &'a [(String, Option<Arc<SinkInstance>>)],
     queues: &'a [mpsc::Sender<SinkMsg>],
 }
 
@@ -656,8 +698,10 @@ impl Checkpointer<'_> {
         }
         let mut snapshot = Snapshot { id, source_offset: offset.clone(), window, ..Snapshot::default() };
         let mut failed = None;
-        for ((operator, _), reply) in self.sinks.iter().zip(replies) {
+        for ((operator, sink), reply) in self.sinks.iter().zip(replies) {
             match reply.await {
+                // A memory sink has nothing to commit.
+                Ok(Ok(_)) if sink.is_none() => {}
                 Ok(Ok(handle)) => {
                     snapshot.sink_handles.insert(operator.clone(), handle);
                 }
@@ -679,7 +723,7 @@ impl Checkpointer<'_> {
             self.abort(id, &snapshot.sink_handles).await;
             return Err(Failure::fatal(format!("rule {rule}: checkpoint {id}: {e}")));
         }
-        for (operator, sink) in self.sinks {
+        for (operator, sink) in self.sinks.iter().filter_map(|(o, s)| Some((o, s.as_ref()?))) {
             let handle = snapshot.sink_handles.get(operator).cloned().unwrap_or_default();
             sink.commit(id, handle)
                 .await
@@ -693,7 +737,7 @@ impl Checkpointer<'_> {
     /// be durable. Best effort: the restore that follows a failed checkpoint
     /// commits the last durable one, which discards the same output anyway.
     async fn abort(&self, id: u64, handles: &BTreeMap<String, Value>) {
-        for (operator, sink) in self.sinks {
+        for (operator, sink) in self.sinks.iter().filter_map(|(o, s)| Some((o, s.as_ref()?))) {
             if let Some(handle) = handles.get(operator) {
                 if let Err(e) = sink.abort(id, handle.clone()).await {
                     tracing::warn!(rule = %self.ctx.plan.def.id, %operator, "abort of checkpoint {id} failed: {e}");
@@ -794,6 +838,38 @@ async fn sink_loop(task: SinkTask, mut messages: mpsc::Receiver<SinkMsg>, mut st
                     }
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
+            }
+        }
+    }
+}
+
+/// Publishes every batch to a memory topic. It is delivered once it is in
+/// every matching subscription's queue; a barrier has nothing to pre-commit.
+async fn memory_sink_loop(
+    topics: Arc<MemoryTopics>,
+    topic: String,
+    status: Arc<RuleStatus>,
+    index: usize,
+    mut messages: mpsc::Receiver<SinkMsg>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let metrics = &status.sinks[index];
+    while let Some(message) = messages.recv().await {
+        match message {
+            SinkMsg::Barrier(_, reply) => {
+                let _ = reply.send(Ok(Value::Null));
+            }
+            SinkMsg::Batch(batch) => {
+                metrics.dequeued();
+                let started = Instant::now();
+                // A subscriber that never reads must not keep this rule from
+                // stopping.
+                tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    _ = topics.publish(&topic, &batch) => {}
+                }
+                let n = batch.len() as u64;
+                metrics.batch(n, n, started.elapsed());
             }
         }
     }
