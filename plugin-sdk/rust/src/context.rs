@@ -8,6 +8,7 @@
 //! per call.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use oort_proto::plugin::v1 as pb;
@@ -73,6 +74,8 @@ pub struct Context {
     operator_id: String,
     logger: Logger,
     state: Mutex<StateStore>,
+    checkpointing: bool,
+    checkpoint_wanted: AtomicBool,
 }
 
 impl Context {
@@ -93,7 +96,29 @@ impl Context {
             operator_id: spec.operator_id,
             logger,
             state: Mutex::new(store),
+            checkpointing: spec.checkpointing,
+            checkpoint_wanted: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the rule checkpoints (qos 1 or 2). A source is then told of
+    /// every durable checkpoint ([`crate::Source::checkpointed`]) and may hold
+    /// its upstream's acknowledgements until one covers them.
+    pub fn checkpointing(&self) -> bool {
+        self.checkpointing
+    }
+
+    /// Asks the supervisor for a checkpoint soon rather than at the rule's
+    /// interval (a source holding acknowledgements whose upstream stopped
+    /// sending until it acknowledges). The request goes with the source's next
+    /// batch, or alone, and the supervisor takes at most one such checkpoint
+    /// every 100 ms.
+    pub fn request_checkpoint(&self) {
+        self.checkpoint_wanted.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn take_checkpoint_wanted(&self) -> bool {
+        self.checkpoint_wanted.swap(false, Ordering::Relaxed)
     }
 
     /// The id of the rule this instance belongs to.

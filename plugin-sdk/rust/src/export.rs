@@ -100,6 +100,23 @@ pub trait Source: Send + 'static {
         Err("this source is not rewindable".into())
     }
 
+    /// Whether the source acknowledges what it read to its upstream only in
+    /// [`Source::checkpointed`] (asked when the rule checkpoints). The
+    /// supervisor then restores the whole rule from its last checkpoint when
+    /// the source's process dies, since the upstream delivers again what that
+    /// checkpoint did not cover.
+    fn acks_on_checkpoint(&self) -> bool {
+        false
+    }
+
+    /// Called once a checkpoint covering every record up to `offset` (an
+    /// offset this source reported with a batch, possibly from an earlier
+    /// process of the plugin; `Null` when none was read yet) is durable: what
+    /// it covers may now be acknowledged upstream.
+    fn checkpointed(&mut self, _ctx: &Context, _offset: &Value) -> Result<(), BoxError> {
+        Ok(())
+    }
+
     /// Releases the instance's resources.
     fn close(&mut self, _ctx: &Context) -> Result<(), BoxError> {
         Ok(())

@@ -558,14 +558,15 @@ impl SourceService for Handle {
         let source = factory.make();
         let ctx = Arc::new(Context::new(spec));
         let props = props(req.props);
-        let rewindable = blocking(|| {
+        let (rewindable, acks_on_checkpoint) = blocking(|| {
             let mut s = lock(&source);
-            s.open(&ctx, &req.datasource, &props).map(|()| s.rewindable())
+            s.open(&ctx, &req.datasource, &props).map(|()| (s.rewindable(), s.acks_on_checkpoint()))
         })
         .map_err(|e| Status::failed_precondition(format!("source open failed: {e}")))?;
+        let acks_on_checkpoint = acks_on_checkpoint && ctx.checkpointing();
         let id = ctx.instance_id().to_string();
         self.0.insert(id, Instance::Source(source, ctx, Arc::new(AtomicU64::new(0))))?;
-        Ok(Response::new(pb::OpenSourceResponse { rewindable }))
+        Ok(Response::new(pb::OpenSourceResponse { rewindable, acks_on_checkpoint }))
     }
 
     type ReadStream = BoxStream<pb::RecordBatch>;
@@ -607,13 +608,16 @@ impl SourceService for Handle {
                     Ok((mut batch, offset)) => {
                         let mutations = ctx.take_mutations();
                         let exceptions = ctx.take_exceptions();
+                        let checkpoint_wanted = ctx.take_checkpoint_wanted();
                         if batch.records.is_empty()
                             && batch.arrow.is_empty()
                             && mutations.is_empty()
                             && exceptions.is_empty()
+                            && !checkpoint_wanted
                         {
                             continue;
                         }
+                        batch.checkpoint_wanted = checkpoint_wanted;
                         batch.offset = offset.map(Into::into);
                         batch.mutations = mutations;
                         batch.exceptions = exceptions;
@@ -644,6 +648,18 @@ impl SourceService for Handle {
     async fn close(&self, req: Request<pb::CloseRequest>) -> Result<Response<pb::CloseResponse>, Status> {
         self.0.close(&req.into_inner().instance_id)?;
         Ok(Response::new(pb::CloseResponse {}))
+    }
+
+    async fn checkpointed(
+        &self,
+        req: Request<pb::CheckpointedRequest>,
+    ) -> Result<Response<pb::CheckpointedResponse>, Status> {
+        let req = req.into_inner();
+        let (source, ctx, _) = self.0.source(&req.instance_id)?;
+        let offset: Value = req.offset.map(Value::from).unwrap_or_default();
+        blocking(|| lock(&source).checkpointed(&ctx, &offset))
+            .map_err(|e| Status::failed_precondition(format!("checkpointed failed: {e}")))?;
+        Ok(Response::new(pb::CheckpointedResponse {}))
     }
 }
 

@@ -70,12 +70,14 @@ impl MemoryTopics {
                     columns: Some(columns.clone()),
                     offset: None,
                     exceptions: Vec::new(),
+                    checkpoint_wanted: false,
                 },
                 None => SourceBatch {
                     records: batch.records().to_vec(),
                     columns: None,
                     offset: None,
                     exceptions: Vec::new(),
+                    checkpoint_wanted: false,
                 },
             };
             if receiver.send(Ok(copy)).await.is_ok() {

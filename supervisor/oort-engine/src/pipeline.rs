@@ -213,6 +213,7 @@ fn restore_state(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
     let checkpointing = ctx.plan.qos >= 1;
     let restored = if checkpointing { restore(ctx)? } else { None };
     ctx.host.set_rule_limits(rule, &ctx.plan.plugin_limits);
+    ctx.host.set_rule_checkpointing(rule, checkpointing);
     if checkpointing {
         let instances = restored.as_ref().map(|r| r.instances.clone()).unwrap_or_default();
         ctx.host.state().restore_rule(rule, instances);
@@ -238,6 +239,14 @@ struct MemorySubscription {
 }
 
 impl RuleSource {
+    /// The rule's own plugin instance, if it has one.
+    fn own(&self) -> Option<&SourceInstance> {
+        match self {
+            RuleSource::Own(s) => Some(s),
+            RuleSource::Shared(_) | RuleSource::Memory(_) => None,
+        }
+    }
+
     fn rewindable(&self) -> bool {
         match self {
             RuleSource::Own(s) => s.rewindable(),
@@ -470,7 +479,15 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
     let calls = Calls { functions, metrics: function_calls, stop: ctx.stop.clone() };
     let max_batch = plan.buffer_length;
     let mut stop = ctx.stop.clone();
-    let mut checkpoint = Checkpointer { ctx, sinks, queues: sink_queues };
+    let mut checkpoint = Checkpointer { ctx, source, sinks, queues: sink_queues };
+    // A source that holds acknowledgements cannot be read on after its read
+    // broke: its upstream delivers again what the last checkpoint did not
+    // cover, and only a restore from that checkpoint reads it exactly once.
+    let restore_on_break = checkpointing && source.own().is_some_and(SourceInstance::acks_on_checkpoint);
+    // When a source asked for a checkpoint sooner than the interval, and when
+    // the last one was taken: such checkpoints come at most every 100 ms.
+    let mut wanted = false;
+    let mut last_taken = Instant::now();
     if checkpointing && fresh {
         // Checkpoint 1 before the first record: a crash before the first
         // interval then restores to "nothing written yet" instead of nothing.
@@ -589,7 +606,13 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
                     }
                     continue;
                 }
-                _ = ticker.tick(), if checkpointing => {
+                _ = async {
+                    if wanted {
+                        tokio::time::sleep_until((last_taken + EARLY_CHECKPOINT_GAP).into()).await
+                    } else {
+                        ticker.tick().await;
+                    }
+                }, if checkpointing => {
                     // The barrier must follow every batch taken from the source.
                     while let Some(done) = in_flight.next().await {
                         if let Err(exit) = out.send(done, &mut *fatal_rx).await {
@@ -601,6 +624,7 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
                         break 'outer Err(f);
                     }
                     next_checkpoint += 1;
+                    (wanted, last_taken) = (false, Instant::now());
                     continue;
                 }
                 item = batches.recv(), if in_flight.len() < IN_FLIGHT => item,
@@ -610,6 +634,7 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
                     for e in batch.exceptions.drain(..) {
                         ctx.status.source.exception(e);
                     }
+                    wanted |= batch.checkpoint_wanted;
                     // The source's buffer: batches read and not yet forwarded.
                     ctx.status.source.queued();
                     in_flight.push_back(evaluate(batch));
@@ -623,6 +648,15 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
                 }
                 None => break,
             }
+        }
+        if restore_on_break {
+            break 'outer Err(Failure {
+                reason: format!(
+                    "source {}'s read broke; it acknowledges on checkpoints, so the rule restores the last one",
+                    ctx.stream.source_type()
+                ),
+                recoverable: true,
+            });
         }
         // The read stream broke, most likely because the source process was
         // restarted. Finish the batches already taken, then read again from
@@ -651,6 +685,9 @@ async fn drain(opened: Opened) {
     }
 }
 
+/// The shortest time between two checkpoints a source asked for.
+const EARLY_CHECKPOINT_GAP: Duration = Duration::from_millis(100);
+
 /// Source batches evaluated at once (see the main loop).
 const IN_FLIGHT: usize = 2;
 
@@ -676,6 +713,7 @@ pub(crate) fn sink_stopped(qos: u8) -> Failure {
 /// then the sinks' commits.
 struct Checkpointer<'a> {
     ctx: &'a RunContext,
+    source: &'a RuleSource,
     sinks: &'a [(String, Option<Arc<SinkInstance>>)],
     queues: &'a [mpsc::Sender<SinkMsg>],
 }
@@ -730,6 +768,15 @@ impl Checkpointer<'_> {
                 .map_err(|e| sink_failure(format!("{operator}: commit of checkpoint {id}: {e}")))?;
         }
         self.ctx.status.checkpointed(id, started.elapsed(), bytes.len());
+        // Now the source may let go of what the checkpoint covers (a broker's
+        // messages are acknowledged). A failure here loses nothing: the
+        // upstream keeps the records, and the next checkpoint covers them.
+        if let Some(source) = self.source.own() {
+            if let Err(e) = source.checkpointed(id, offset.clone()).await {
+                tracing::warn!(rule, "source: checkpoint {id} could not be confirmed to it: {e}");
+                self.ctx.status.source.exception(format!("checkpoint {id} not confirmed to the source: {e}"));
+            }
+        }
         Ok(())
     }
 

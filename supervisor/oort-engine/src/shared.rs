@@ -173,6 +173,7 @@ async fn hand_on(hub: &Hub, item: Result<SourceBatch, HostError>) {
                 columns: b.columns.clone(),
                 offset: b.offset.clone(),
                 exceptions: b.exceptions.clone(),
+                checkpoint_wanted: false,
             }),
             Err(e) => Err(e.clone()),
         };

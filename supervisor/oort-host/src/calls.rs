@@ -25,13 +25,14 @@ pub(super) fn exported_function(entry: &Entry, function: &str) -> Result<(String
         .ok_or_else(|| HostError::UnknownFunction(function.to_string()))
 }
 
-pub(super) fn new_spec(rule: &str, operator: &str, symbol: &str) -> pb::InstanceSpec {
+pub(super) fn new_spec(rule: &str, operator: &str, symbol: &str, checkpointing: bool) -> pb::InstanceSpec {
     pb::InstanceSpec {
         instance_id: format!("{rule}/{operator}"),
         symbol: symbol.to_string(),
         rule_id: rule.to_string(),
         operator_id: operator.to_string(),
         state: Vec::new(),
+        checkpointing,
     }
 }
 
@@ -82,6 +83,8 @@ pub(super) struct Declared {
     pub(super) wants_payloads: bool,
     /// A sink that takes batches as Arrow columns.
     pub(super) takes_arrow: bool,
+    /// A source that acknowledges its upstream only on `Checkpointed`.
+    pub(super) acks_on_checkpoint: bool,
 }
 
 /// Opens an instance on a live process and returns what the plugin declared.
@@ -104,12 +107,17 @@ pub(super) async fn open_on(
             let resp =
                 open_call(plugin, timeouts, c.open(pb::OpenSourceRequest { instance: Some(spec), datasource, props }))
                     .await?;
-            Declared { capable: resp.rewindable, ..Declared::default() }
+            Declared { capable: resp.rewindable, acks_on_checkpoint: resp.acks_on_checkpoint, ..Declared::default() }
         }
         OpenSpec::Sink { spec, props } => {
             let mut c = pb::sink_client::SinkClient::new(live.channel.clone());
             let resp = open_call(plugin, timeouts, c.open(pb::OpenSinkRequest { instance: Some(spec), props })).await?;
-            Declared { capable: resp.transactional, wants_payloads: resp.wants_payloads, takes_arrow: resp.takes_arrow }
+            Declared {
+                capable: resp.transactional,
+                wants_payloads: resp.wants_payloads,
+                takes_arrow: resp.takes_arrow,
+                ..Declared::default()
+            }
         }
     })
 }

@@ -35,7 +35,7 @@ pub mod state;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use oort_proto::plugin::v1 as pb;
@@ -180,6 +180,8 @@ pub struct Host {
     next_key: AtomicU64,
     /// Per rule, the `pluginLimits` overrides by folded plugin name.
     rule_limits: Mutex<HashMap<String, HashMap<String, Limits>>>,
+    /// The rules that checkpoint (`set_rule_checkpointing`).
+    checkpointing_rules: Mutex<std::collections::HashSet<String>>,
     /// Trial opens that succeeded, by plugin binary (its SHA-256), kind,
     /// datasource and properties: a thousand rules on one stream are
     /// validated once, not a thousand times.
@@ -202,6 +204,7 @@ impl Host {
             entries: tokio::sync::Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             rule_limits: Mutex::default(),
+            checkpointing_rules: Mutex::default(),
             opened_fine: Mutex::default(),
         }
     }
@@ -212,6 +215,20 @@ impl Host {
     pub fn set_rule_limits(&self, rule: &str, limits: &std::collections::BTreeMap<String, Limits>) {
         let folded = limits.iter().map(|(name, l)| (oort_core::names::fold(name), *l)).collect();
         lock(&self.rule_limits).insert(rule.to_string(), folded);
+    }
+
+    /// Records whether `rule` checkpoints (qos 1 or 2), which every instance
+    /// opened for it from now on is told (`InstanceSpec.checkpointing`).
+    pub fn set_rule_checkpointing(&self, rule: &str, checkpointing: bool) {
+        let mut rules = lock(&self.checkpointing_rules);
+        match checkpointing {
+            true => rules.insert(rule.to_string()),
+            false => rules.remove(rule),
+        };
+    }
+
+    fn checkpointing(&self, rule: &str) -> bool {
+        lock(&self.checkpointing_rules).contains(rule)
     }
 
     /// The limits a process of `file` started for `rule` runs with.
@@ -656,7 +673,7 @@ impl Host {
         static VALIDATIONS: AtomicU64 = AtomicU64::new(0);
         let rule = format!("__validate-{}", VALIDATIONS.fetch_add(1, Ordering::Relaxed));
         let entry = self.acquire(file, kind, &rule, RestartStrategy { attempts: 0, ..Default::default() }).await?;
-        let result = match self.open(entry, open(new_spec(&rule, "validate", &file.name))).await {
+        let result = match self.open(entry, open(new_spec(&rule, "validate", &file.name, false))).await {
             Ok((id, entry, _)) => {
                 self.close(&id, &entry).await;
                 let mut fine = lock(&self.opened_fine);
@@ -722,7 +739,7 @@ impl Host {
                 return Err(e);
             }
         };
-        let spec = new_spec(rule, operator, &symbol);
+        let spec = new_spec(rule, operator, &symbol, self.checkpointing(rule));
         let (id, entry, _) = self.open(entry, OpenSpec::Function { spec }).await?;
         let plugin = file.name;
         Ok(FunctionInstance {
@@ -756,7 +773,7 @@ impl Host {
     ) -> Result<SourceInstance, HostError> {
         let file = self.plugin_file(PluginKind::Source, plugin)?;
         let entry = self.acquire(&file, PluginKind::Source, rule, strategy).await?;
-        let spec = new_spec(rule, "source", &file.name);
+        let spec = new_spec(rule, "source", &file.name, self.checkpointing(rule));
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let (id, entry, rewindable) =
             self.open(entry, OpenSpec::Source { spec, datasource: datasource.into(), props }).await?;
@@ -767,6 +784,8 @@ impl Host {
             state: self.state.clone(),
             timeouts: self.config.timeouts,
             rewindable: rewindable.capable,
+            acks_on_checkpoint: rewindable.acks_on_checkpoint && self.checkpointing(rule),
+            checkpointed_unsupported: Arc::default(),
             watch: Arc::default(),
             columns: self.config.data_encoding == DataEncoding::Auto,
             columnar_batches: Arc::default(),
@@ -784,7 +803,7 @@ impl Host {
     ) -> Result<SinkInstance, HostError> {
         let file = self.plugin_file(PluginKind::Sink, plugin)?;
         let entry = self.acquire(&file, PluginKind::Sink, rule, strategy).await?;
-        let spec = new_spec(rule, operator, &file.name);
+        let spec = new_spec(rule, operator, &file.name, self.checkpointing(rule));
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let (id, entry, declared) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
         let plugin = file.name;

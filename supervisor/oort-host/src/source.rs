@@ -14,6 +14,8 @@ pub struct SourceBatch {
     pub offset: Option<Value>,
     /// Problems the source went past; they count as its exceptions.
     pub exceptions: Vec<String>,
+    /// The source asks for a checkpoint soon (it holds acknowledgements).
+    pub checkpoint_wanted: bool,
 }
 
 /// An open source instance.
@@ -24,6 +26,11 @@ pub struct SourceInstance {
     pub(super) state: Arc<StateRegistry>,
     pub(super) timeouts: Timeouts,
     pub(super) rewindable: bool,
+    /// The source acknowledges its upstream only on `Checkpointed` (and the
+    /// rule checkpoints).
+    pub(super) acks_on_checkpoint: bool,
+    /// Set once the plugin answered `Checkpointed` with UNIMPLEMENTED.
+    pub(super) checkpointed_unsupported: Arc<AtomicBool>,
     /// A `Read` whose process stopped answering health checks.
     pub(super) watch: Arc<CallWatch>,
     /// Whether batches may come as Arrow columns (the host's data encoding);
@@ -63,6 +70,42 @@ impl SourceInstance {
     /// Whether the source declared that it can replay from an offset.
     pub fn rewindable(&self) -> bool {
         self.rewindable
+    }
+
+    /// Whether the source holds its upstream's acknowledgements until a
+    /// checkpoint covers them: when its read breaks, only a restore of the
+    /// whole rule from the checkpoint avoids reading redelivered records twice.
+    pub fn acks_on_checkpoint(&self) -> bool {
+        self.acks_on_checkpoint
+    }
+
+    /// Tells the source that checkpoint `id`, which covers every record up to
+    /// `offset`, is durable. A plugin without the call is asked once.
+    pub async fn checkpointed(&self, id: u64, offset: Option<Value>) -> Result<(), HostError> {
+        if self.checkpointed_unsupported.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let live = self.entry.process.live().await?;
+        let mut client = pb::source_client::SourceClient::new(live.channel.clone());
+        let req =
+            pb::CheckpointedRequest { instance_id: self.id.clone(), offset: offset.map(Into::into), checkpoint_id: id };
+        match tokio::time::timeout(self.timeouts.call, client.checkpointed(req)).await {
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                self.checkpointed_unsupported.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(status)) => Err(HostError::Call {
+                plugin: self.plugin.clone(),
+                call: "Checkpointed",
+                message: status_message(&status),
+            }),
+            Ok(Ok(_)) => Ok(()),
+            Err(_) => Err(HostError::Timeout {
+                plugin: self.plugin.clone(),
+                call: "Checkpointed",
+                timeout: self.timeouts.call,
+            }),
+        }
     }
 
     /// Repositions the source to just after `offset`, an offset it reported.
@@ -172,6 +215,7 @@ impl SourceInstance {
                                     columns,
                                     offset: b.offset.map(Into::into),
                                     exceptions: b.exceptions,
+                                    checkpoint_wanted: b.checkpoint_wanted,
                                 })
                             }
                         },

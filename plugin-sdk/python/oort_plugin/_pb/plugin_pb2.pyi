@@ -512,6 +512,7 @@ class InstanceSpec(_message.Message):
     RULE_ID_FIELD_NUMBER: _builtins.int
     OPERATOR_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    CHECKPOINTING_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Chosen by the supervisor, unique within the process. Every later call
     names the instance by this id.
@@ -521,6 +522,11 @@ class InstanceSpec(_message.Message):
     rule_id: _builtins.str
     operator_id: _builtins.str
     """The operator within the rule, e.g. "source", "op_2_projection", "sink_0"."""
+    checkpointing: _builtins.bool
+    """True when the rule checkpoints (its qos is 1 or 2): a source is then
+    told of every durable checkpoint (Source.Checkpointed) and may hold its
+    upstream's acknowledgements until one covers them.
+    """
     @_builtins.property
     def state(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateEntry]:
         """The instance's state as of the last checkpoint (empty on a first start)."""
@@ -533,10 +539,11 @@ class InstanceSpec(_message.Message):
         rule_id: _builtins.str = ...,
         operator_id: _builtins.str = ...,
         state: _abc.Iterable[Global___StateEntry] | None = ...,
+        checkpointing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "operator_id", b"operator_id", "rule_id", b"rule_id", "state", b"state", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpointing", b"checkpointing", "instance_id", b"instance_id", "operator_id", b"operator_id", "rule_id", b"rule_id", "state", b"state", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -926,16 +933,27 @@ class OpenSourceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REWINDABLE_FIELD_NUMBER: _builtins.int
+    ACKS_ON_CHECKPOINT_FIELD_NUMBER: _builtins.int
     rewindable: _builtins.bool
     """True when the source implements Rewind, i.e. can replay from an offset."""
+    acks_on_checkpoint: _builtins.bool
+    """True when the source acknowledges what it read to its upstream (a
+    broker) only once Checkpointed covers it, so that the upstream delivers
+    again whatever the last checkpoint did not cover. When such a source's
+    Read breaks (its process died), the supervisor restores the whole rule
+    from its last checkpoint instead of reading on, so that the redelivered
+    records are exactly the ones after the checkpoint. Only meaningful when
+    InstanceSpec.checkpointing was set.
+    """
     def __init__(
         self,
         *,
         rewindable: _builtins.bool = ...,
+        acks_on_checkpoint: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rewindable", b"rewindable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks_on_checkpoint", b"acks_on_checkpoint", "rewindable", b"rewindable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -981,6 +999,7 @@ class RecordBatch(_message.Message):
     EXCEPTIONS_FIELD_NUMBER: _builtins.int
     ARROW_SCHEMA_FIELD_NUMBER: _builtins.int
     ARROW_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_WANTED_FIELD_NUMBER: _builtins.int
     arrow_schema: _builtins.bytes
     """Columnar encoding, only when ReadRequest.accept_arrow was set: an Arrow
     IPC schema message on the first columnar batch of the Read stream and
@@ -991,6 +1010,12 @@ class RecordBatch(_message.Message):
     cell reads as an absent field.
     """
     arrow: _builtins.bytes
+    checkpoint_wanted: _builtins.bool
+    """Asks for a checkpoint soon rather than at the rule's next interval: a
+    source holding acknowledgements (a broker's in-flight window full) sets
+    it, on a batch that may carry no records. The supervisor takes at most
+    one such checkpoint every 100 ms.
+    """
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
     @_builtins.property
@@ -1018,10 +1043,11 @@ class RecordBatch(_message.Message):
         exceptions: _abc.Iterable[_builtins.str] | None = ...,
         arrow_schema: _builtins.bytes = ...,
         arrow: _builtins.bytes = ...,
+        checkpoint_wanted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "offset", b"offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "arrow", b"arrow", "arrow_schema", b"arrow_schema", "exceptions", b"exceptions", "mutations", b"mutations", "offset", b"offset", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "arrow", b"arrow", "arrow_schema", b"arrow_schema", "checkpoint_wanted", b"checkpoint_wanted", "exceptions", b"exceptions", "mutations", b"mutations", "offset", b"offset", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__offset: _TypeAlias = _typing.Literal["offset"]  # noqa: Y015
     _WhichOneofArgType__offset: _TypeAlias = _typing.Literal["_offset", b"_offset"]  # noqa: Y015
@@ -1066,6 +1092,55 @@ class RewindResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RewindResponse: _TypeAlias = RewindResponse  # noqa: Y015
+
+@_typing.final
+class CheckpointedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    checkpoint_id: _builtins.int
+    @_builtins.property
+    def offset(self) -> Global___Value:
+        """The offset of the last batch the checkpoint covers, as the source sent
+        it in RecordBatch.offset (absent when no batch with an offset was read
+        yet). It may be an offset of an earlier process of the plugin: a source
+        must recognise its own offsets (e.g. by a per-process prefix).
+        """
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        offset: Global___Value | None = ...,
+        checkpoint_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "offset", b"offset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "checkpoint_id", b"checkpoint_id", "instance_id", b"instance_id", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__offset: _TypeAlias = _typing.Literal["offset"]  # noqa: Y015
+    _WhichOneofArgType__offset: _TypeAlias = _typing.Literal["_offset", b"_offset"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__offset) -> _WhichOneofReturnType__offset | None: ...
+
+Global___CheckpointedRequest: _TypeAlias = CheckpointedRequest  # noqa: Y015
+
+@_typing.final
+class CheckpointedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointedResponse: _TypeAlias = CheckpointedResponse  # noqa: Y015
 
 @_typing.final
 class OpenSinkRequest(_message.Message):

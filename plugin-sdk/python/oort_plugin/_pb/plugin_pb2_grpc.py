@@ -381,6 +381,11 @@ class SourceStub:
                 request_serializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.CloseRequest.SerializeToString,
                 response_deserializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.CloseResponse.FromString,
                 _registered_method=True)
+        self.Checkpointed = channel.unary_unary(
+                '/oort.plugin.v1.Source/Checkpointed',
+                request_serializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.CheckpointedRequest.SerializeToString,
+                response_deserializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.CheckpointedResponse.FromString,
+                _registered_method=True)
 
 
 class SourceServicer:
@@ -414,6 +419,16 @@ class SourceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Checkpointed(self, request, context):
+        """Sent after each checkpoint of a checkpointing rule is durable: every
+        record up to `offset` is safe, so the source may acknowledge them to its
+        upstream. Optional: a source without it answers UNIMPLEMENTED, which the
+        supervisor accepts once and stops asking.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SourceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -436,6 +451,11 @@ def add_SourceServicer_to_server(servicer, server):
                     servicer.Close,
                     request_deserializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.CloseRequest.FromString,
                     response_serializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.CloseResponse.SerializeToString,
+            ),
+            'Checkpointed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Checkpointed,
+                    request_deserializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.CheckpointedRequest.FromString,
+                    response_serializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.CheckpointedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -546,6 +566,33 @@ class Source:
             '/oort.plugin.v1.Source/Close',
             oort_dot_plugin_dot_v1_dot_plugin__pb2.CloseRequest.SerializeToString,
             oort_dot_plugin_dot_v1_dot_plugin__pb2.CloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Checkpointed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oort.plugin.v1.Source/Checkpointed',
+            oort_dot_plugin_dot_v1_dot_plugin__pb2.CheckpointedRequest.SerializeToString,
+            oort_dot_plugin_dot_v1_dot_plugin__pb2.CheckpointedResponse.FromString,
             options,
             channel_credentials,
             insecure,

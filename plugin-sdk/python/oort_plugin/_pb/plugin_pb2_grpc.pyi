@@ -165,6 +165,12 @@ class SourceStub:
     given offset. Call before Read.
     """
     Close: _grpc.UnaryUnaryMultiCallable[_plugin_pb2.CloseRequest, _plugin_pb2.CloseResponse]
+    Checkpointed: _grpc.UnaryUnaryMultiCallable[_plugin_pb2.CheckpointedRequest, _plugin_pb2.CheckpointedResponse]
+    """Sent after each checkpoint of a checkpointing rule is durable: every
+    record up to `offset` is safe, so the source may acknowledge them to its
+    upstream. Optional: a source without it answers UNIMPLEMENTED, which the
+    supervisor accepts once and stops asking.
+    """
 
 @_typing.type_check_only
 class SourceAsyncStub(SourceStub):
@@ -179,6 +185,12 @@ class SourceAsyncStub(SourceStub):
     given offset. Call before Read.
     """
     Close: _aio.UnaryUnaryMultiCallable[_plugin_pb2.CloseRequest, _plugin_pb2.CloseResponse]  # type: ignore[assignment]
+    Checkpointed: _aio.UnaryUnaryMultiCallable[_plugin_pb2.CheckpointedRequest, _plugin_pb2.CheckpointedResponse]  # type: ignore[assignment]
+    """Sent after each checkpoint of a checkpointing rule is durable: every
+    record up to `offset` is safe, so the source may acknowledge them to its
+    upstream. Optional: a source without it answers UNIMPLEMENTED, which the
+    supervisor accepts once and stops asking.
+    """
 
 class SourceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -214,6 +226,18 @@ class SourceServicer(metaclass=_abc_1.ABCMeta):
         request: _plugin_pb2.CloseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_plugin_pb2.CloseResponse, _abc.Awaitable[_plugin_pb2.CloseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Checkpointed(
+        self,
+        request: _plugin_pb2.CheckpointedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plugin_pb2.CheckpointedResponse, _abc.Awaitable[_plugin_pb2.CheckpointedResponse]]:
+        """Sent after each checkpoint of a checkpointing rule is durable: every
+        record up to `offset` is safe, so the source may acknowledge them to its
+        upstream. Optional: a source without it answers UNIMPLEMENTED, which the
+        supervisor accepts once and stops asking.
+        """
 
 def add_SourceServicer_to_server(servicer: SourceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

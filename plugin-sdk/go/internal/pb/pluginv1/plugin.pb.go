@@ -1048,7 +1048,11 @@ type InstanceSpec struct {
 	// The operator within the rule, e.g. "source", "op_2_projection", "sink_0".
 	OperatorId string `protobuf:"bytes,4,opt,name=operator_id,json=operatorId,proto3" json:"operator_id,omitempty"`
 	// The instance's state as of the last checkpoint (empty on a first start).
-	State         []*StateEntry `protobuf:"bytes,5,rep,name=state,proto3" json:"state,omitempty"`
+	State []*StateEntry `protobuf:"bytes,5,rep,name=state,proto3" json:"state,omitempty"`
+	// True when the rule checkpoints (its qos is 1 or 2): a source is then
+	// told of every durable checkpoint (Source.Checkpointed) and may hold its
+	// upstream's acknowledgements until one covers them.
+	Checkpointing bool `protobuf:"varint,6,opt,name=checkpointing,proto3" json:"checkpointing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1116,6 +1120,13 @@ func (x *InstanceSpec) GetState() []*StateEntry {
 		return x.State
 	}
 	return nil
+}
+
+func (x *InstanceSpec) GetCheckpointing() bool {
+	if x != nil {
+		return x.Checkpointing
+	}
+	return false
 }
 
 type OpenResponse struct {
@@ -1869,9 +1880,17 @@ func (x *OpenSourceRequest) GetProps() map[string]*Value {
 type OpenSourceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// True when the source implements Rewind, i.e. can replay from an offset.
-	Rewindable    bool `protobuf:"varint,1,opt,name=rewindable,proto3" json:"rewindable,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Rewindable bool `protobuf:"varint,1,opt,name=rewindable,proto3" json:"rewindable,omitempty"`
+	// True when the source acknowledges what it read to its upstream (a
+	// broker) only once Checkpointed covers it, so that the upstream delivers
+	// again whatever the last checkpoint did not cover. When such a source's
+	// Read breaks (its process died), the supervisor restores the whole rule
+	// from its last checkpoint instead of reading on, so that the redelivered
+	// records are exactly the ones after the checkpoint. Only meaningful when
+	// InstanceSpec.checkpointing was set.
+	AcksOnCheckpoint bool `protobuf:"varint,2,opt,name=acks_on_checkpoint,json=acksOnCheckpoint,proto3" json:"acks_on_checkpoint,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *OpenSourceResponse) Reset() {
@@ -1907,6 +1926,13 @@ func (*OpenSourceResponse) Descriptor() ([]byte, []int) {
 func (x *OpenSourceResponse) GetRewindable() bool {
 	if x != nil {
 		return x.Rewindable
+	}
+	return false
+}
+
+func (x *OpenSourceResponse) GetAcksOnCheckpoint() bool {
+	if x != nil {
+		return x.AcksOnCheckpoint
 	}
 	return false
 }
@@ -1994,10 +2020,15 @@ type RecordBatch struct {
 	// field, named after the field, one row per record. `records` is then
 	// empty. Such records carry no metadata and no event time, and a null
 	// cell reads as an absent field.
-	ArrowSchema   []byte `protobuf:"bytes,5,opt,name=arrow_schema,json=arrowSchema,proto3" json:"arrow_schema,omitempty"`
-	Arrow         []byte `protobuf:"bytes,6,opt,name=arrow,proto3" json:"arrow,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ArrowSchema []byte `protobuf:"bytes,5,opt,name=arrow_schema,json=arrowSchema,proto3" json:"arrow_schema,omitempty"`
+	Arrow       []byte `protobuf:"bytes,6,opt,name=arrow,proto3" json:"arrow,omitempty"`
+	// Asks for a checkpoint soon rather than at the rule's next interval: a
+	// source holding acknowledgements (a broker's in-flight window full) sets
+	// it, on a batch that may carry no records. The supervisor takes at most
+	// one such checkpoint every 100 ms.
+	CheckpointWanted bool `protobuf:"varint,7,opt,name=checkpoint_wanted,json=checkpointWanted,proto3" json:"checkpoint_wanted,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RecordBatch) Reset() {
@@ -2070,6 +2101,13 @@ func (x *RecordBatch) GetArrow() []byte {
 		return x.Arrow
 	}
 	return nil
+}
+
+func (x *RecordBatch) GetCheckpointWanted() bool {
+	if x != nil {
+		return x.CheckpointWanted
+	}
+	return false
 }
 
 type RewindRequest struct {
@@ -2160,6 +2198,106 @@ func (*RewindResponse) Descriptor() ([]byte, []int) {
 	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
+type CheckpointedRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// The offset of the last batch the checkpoint covers, as the source sent
+	// it in RecordBatch.offset (absent when no batch with an offset was read
+	// yet). It may be an offset of an earlier process of the plugin: a source
+	// must recognise its own offsets (e.g. by a per-process prefix).
+	Offset        *Value `protobuf:"bytes,2,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	CheckpointId  uint64 `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointedRequest) Reset() {
+	*x = CheckpointedRequest{}
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointedRequest) ProtoMessage() {}
+
+func (x *CheckpointedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointedRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointedRequest) Descriptor() ([]byte, []int) {
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CheckpointedRequest) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *CheckpointedRequest) GetOffset() *Value {
+	if x != nil {
+		return x.Offset
+	}
+	return nil
+}
+
+func (x *CheckpointedRequest) GetCheckpointId() uint64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+type CheckpointedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointedResponse) Reset() {
+	*x = CheckpointedResponse{}
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointedResponse) ProtoMessage() {}
+
+func (x *CheckpointedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointedResponse.ProtoReflect.Descriptor instead.
+func (*CheckpointedResponse) Descriptor() ([]byte, []int) {
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+}
+
 type OpenSinkRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Instance      *InstanceSpec          `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
@@ -2170,7 +2308,7 @@ type OpenSinkRequest struct {
 
 func (x *OpenSinkRequest) Reset() {
 	*x = OpenSinkRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2320,7 @@ func (x *OpenSinkRequest) String() string {
 func (*OpenSinkRequest) ProtoMessage() {}
 
 func (x *OpenSinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2333,7 @@ func (x *OpenSinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSinkRequest.ProtoReflect.Descriptor instead.
 func (*OpenSinkRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *OpenSinkRequest) GetInstance() *InstanceSpec {
@@ -2231,7 +2369,7 @@ type OpenSinkResponse struct {
 
 func (x *OpenSinkResponse) Reset() {
 	*x = OpenSinkResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2381,7 @@ func (x *OpenSinkResponse) String() string {
 func (*OpenSinkResponse) ProtoMessage() {}
 
 func (x *OpenSinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2394,7 @@ func (x *OpenSinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSinkResponse.ProtoReflect.Descriptor instead.
 func (*OpenSinkResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *OpenSinkResponse) GetTransactional() bool {
@@ -2304,7 +2442,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2454,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2467,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WriteBatch) GetInstanceId() string {
@@ -2392,7 +2530,7 @@ type WriteAck struct {
 
 func (x *WriteAck) Reset() {
 	*x = WriteAck{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +2542,7 @@ func (x *WriteAck) String() string {
 func (*WriteAck) ProtoMessage() {}
 
 func (x *WriteAck) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +2555,7 @@ func (x *WriteAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteAck.ProtoReflect.Descriptor instead.
 func (*WriteAck) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WriteAck) GetSeq() uint64 {
@@ -2458,7 +2596,7 @@ type PreCommitRequest struct {
 
 func (x *PreCommitRequest) Reset() {
 	*x = PreCommitRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2608,7 @@ func (x *PreCommitRequest) String() string {
 func (*PreCommitRequest) ProtoMessage() {}
 
 func (x *PreCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2621,7 @@ func (x *PreCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreCommitRequest.ProtoReflect.Descriptor instead.
 func (*PreCommitRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PreCommitRequest) GetInstanceId() string {
@@ -2511,7 +2649,7 @@ type PreCommitResponse struct {
 
 func (x *PreCommitResponse) Reset() {
 	*x = PreCommitResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2661,7 @@ func (x *PreCommitResponse) String() string {
 func (*PreCommitResponse) ProtoMessage() {}
 
 func (x *PreCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2674,7 @@ func (x *PreCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreCommitResponse.ProtoReflect.Descriptor instead.
 func (*PreCommitResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PreCommitResponse) GetHandle() *Value {
@@ -2557,7 +2695,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2569,7 +2707,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2582,7 +2720,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CommitRequest) GetInstanceId() string {
@@ -2614,7 +2752,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2626,7 +2764,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2639,7 +2777,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 var File_oort_plugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -2706,7 +2844,7 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"framedExec\",\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ms\x18\x01 \x01(\rR\agraceMs\"\x12\n" +
-	"\x10ShutdownResponse\"\xb3\x01\n" +
+	"\x10ShutdownResponse\"\xd9\x01\n" +
 	"\fInstanceSpec\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x16\n" +
@@ -2714,7 +2852,8 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\arule_id\x18\x03 \x01(\tR\x06ruleId\x12\x1f\n" +
 	"\voperator_id\x18\x04 \x01(\tR\n" +
 	"operatorId\x120\n" +
-	"\x05state\x18\x05 \x03(\v2\x1a.oort.plugin.v1.StateEntryR\x05state\"\x0e\n" +
+	"\x05state\x18\x05 \x03(\v2\x1a.oort.plugin.v1.StateEntryR\x05state\x12$\n" +
+	"\rcheckpointing\x18\x06 \x01(\bR\rcheckpointing\"\x0e\n" +
 	"\fOpenResponse\"/\n" +
 	"\fCloseRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
@@ -2770,16 +2909,17 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"PropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x05value\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueR\x05value:\x028\x01\"4\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueR\x05value:\x028\x01\"b\n" +
 	"\x12OpenSourceResponse\x12\x1e\n" +
 	"\n" +
 	"rewindable\x18\x01 \x01(\bR\n" +
-	"rewindable\"n\n" +
+	"rewindable\x12,\n" +
+	"\x12acks_on_checkpoint\x18\x02 \x01(\bR\x10acksOnCheckpoint\"n\n" +
 	"\vReadRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x1b\n" +
 	"\tmax_batch\x18\x02 \x01(\rR\bmaxBatch\x12!\n" +
-	"\faccept_arrow\x18\x03 \x01(\bR\vacceptArrow\"\x94\x02\n" +
+	"\faccept_arrow\x18\x03 \x01(\bR\vacceptArrow\"\xc1\x02\n" +
 	"\vRecordBatch\x120\n" +
 	"\arecords\x18\x01 \x03(\v2\x16.oort.plugin.v1.RecordR\arecords\x122\n" +
 	"\x06offset\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueH\x00R\x06offset\x88\x01\x01\x12;\n" +
@@ -2788,13 +2928,21 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"exceptions\x18\x04 \x03(\tR\n" +
 	"exceptions\x12!\n" +
 	"\farrow_schema\x18\x05 \x01(\fR\varrowSchema\x12\x14\n" +
-	"\x05arrow\x18\x06 \x01(\fR\x05arrowB\t\n" +
+	"\x05arrow\x18\x06 \x01(\fR\x05arrow\x12+\n" +
+	"\x11checkpoint_wanted\x18\a \x01(\bR\x10checkpointWantedB\t\n" +
 	"\a_offset\"_\n" +
 	"\rRewindRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12-\n" +
 	"\x06offset\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueR\x06offset\"\x10\n" +
-	"\x0eRewindResponse\"\xde\x01\n" +
+	"\x0eRewindResponse\"\x9a\x01\n" +
+	"\x13CheckpointedRequest\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x122\n" +
+	"\x06offset\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueH\x00R\x06offset\x88\x01\x01\x12#\n" +
+	"\rcheckpoint_id\x18\x03 \x01(\x04R\fcheckpointIdB\t\n" +
+	"\a_offset\"\x16\n" +
+	"\x14CheckpointedResponse\"\xde\x01\n" +
 	"\x0fOpenSinkRequest\x128\n" +
 	"\binstance\x18\x01 \x01(\v2\x1c.oort.plugin.v1.InstanceSpecR\binstance\x12@\n" +
 	"\x05props\x18\x02 \x03(\v2*.oort.plugin.v1.OpenSinkRequest.PropsEntryR\x05props\x1aO\n" +
@@ -2854,12 +3002,13 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\bValidate\x12\x1f.oort.plugin.v1.ValidateRequest\x1a .oort.plugin.v1.ValidateResponse\x12I\n" +
 	"\x04Open\x12#.oort.plugin.v1.OpenFunctionRequest\x1a\x1c.oort.plugin.v1.OpenResponse\x12A\n" +
 	"\x04Exec\x12\x19.oort.plugin.v1.ExecBatch\x1a\x1a.oort.plugin.v1.ExecResult(\x010\x01\x12D\n" +
-	"\x05Close\x12\x1c.oort.plugin.v1.CloseRequest\x1a\x1d.oort.plugin.v1.CloseResponse2\xaa\x02\n" +
+	"\x05Close\x12\x1c.oort.plugin.v1.CloseRequest\x1a\x1d.oort.plugin.v1.CloseResponse2\x85\x03\n" +
 	"\x06Source\x12M\n" +
 	"\x04Open\x12!.oort.plugin.v1.OpenSourceRequest\x1a\".oort.plugin.v1.OpenSourceResponse\x12B\n" +
 	"\x04Read\x12\x1b.oort.plugin.v1.ReadRequest\x1a\x1b.oort.plugin.v1.RecordBatch0\x01\x12G\n" +
 	"\x06Rewind\x12\x1d.oort.plugin.v1.RewindRequest\x1a\x1e.oort.plugin.v1.RewindResponse\x12D\n" +
-	"\x05Close\x12\x1c.oort.plugin.v1.CloseRequest\x1a\x1d.oort.plugin.v1.CloseResponse2\xbd\x03\n" +
+	"\x05Close\x12\x1c.oort.plugin.v1.CloseRequest\x1a\x1d.oort.plugin.v1.CloseResponse\x12Y\n" +
+	"\fCheckpointed\x12#.oort.plugin.v1.CheckpointedRequest\x1a$.oort.plugin.v1.CheckpointedResponse2\xbd\x03\n" +
 	"\x04Sink\x12I\n" +
 	"\x04Open\x12\x1f.oort.plugin.v1.OpenSinkRequest\x1a .oort.plugin.v1.OpenSinkResponse\x12A\n" +
 	"\x05Write\x12\x1a.oort.plugin.v1.WriteBatch\x1a\x18.oort.plugin.v1.WriteAck(\x010\x01\x12P\n" +
@@ -2881,62 +3030,64 @@ func file_oort_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_oort_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_oort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_oort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_oort_plugin_v1_plugin_proto_goTypes = []any{
-	(Kind)(0),                   // 0: oort.plugin.v1.Kind
-	(ExportMode)(0),             // 1: oort.plugin.v1.ExportMode
-	(Encoding)(0),               // 2: oort.plugin.v1.Encoding
-	(*Value)(nil),               // 3: oort.plugin.v1.Value
-	(*ValueList)(nil),           // 4: oort.plugin.v1.ValueList
-	(*ValueMap)(nil),            // 5: oort.plugin.v1.ValueMap
-	(*Record)(nil),              // 6: oort.plugin.v1.Record
-	(*StateMutation)(nil),       // 7: oort.plugin.v1.StateMutation
-	(*StateEntry)(nil),          // 8: oort.plugin.v1.StateEntry
-	(*Symbol)(nil),              // 9: oort.plugin.v1.Symbol
-	(*DescribeRequest)(nil),     // 10: oort.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),    // 11: oort.plugin.v1.DescribeResponse
-	(*ShutdownRequest)(nil),     // 12: oort.plugin.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),    // 13: oort.plugin.v1.ShutdownResponse
-	(*InstanceSpec)(nil),        // 14: oort.plugin.v1.InstanceSpec
-	(*OpenResponse)(nil),        // 15: oort.plugin.v1.OpenResponse
-	(*CloseRequest)(nil),        // 16: oort.plugin.v1.CloseRequest
-	(*CloseResponse)(nil),       // 17: oort.plugin.v1.CloseResponse
-	(*ArgSpec)(nil),             // 18: oort.plugin.v1.ArgSpec
-	(*ValidateRequest)(nil),     // 19: oort.plugin.v1.ValidateRequest
-	(*ValidateResponse)(nil),    // 20: oort.plugin.v1.ValidateResponse
-	(*OpenFunctionRequest)(nil), // 21: oort.plugin.v1.OpenFunctionRequest
-	(*ArgRow)(nil),              // 22: oort.plugin.v1.ArgRow
-	(*ExecBatch)(nil),           // 23: oort.plugin.v1.ExecBatch
-	(*RowResult)(nil),           // 24: oort.plugin.v1.RowResult
-	(*ExecResult)(nil),          // 25: oort.plugin.v1.ExecResult
-	(*RowError)(nil),            // 26: oort.plugin.v1.RowError
-	(*OpenSourceRequest)(nil),   // 27: oort.plugin.v1.OpenSourceRequest
-	(*OpenSourceResponse)(nil),  // 28: oort.plugin.v1.OpenSourceResponse
-	(*ReadRequest)(nil),         // 29: oort.plugin.v1.ReadRequest
-	(*RecordBatch)(nil),         // 30: oort.plugin.v1.RecordBatch
-	(*RewindRequest)(nil),       // 31: oort.plugin.v1.RewindRequest
-	(*RewindResponse)(nil),      // 32: oort.plugin.v1.RewindResponse
-	(*OpenSinkRequest)(nil),     // 33: oort.plugin.v1.OpenSinkRequest
-	(*OpenSinkResponse)(nil),    // 34: oort.plugin.v1.OpenSinkResponse
-	(*WriteBatch)(nil),          // 35: oort.plugin.v1.WriteBatch
-	(*WriteAck)(nil),            // 36: oort.plugin.v1.WriteAck
-	(*PreCommitRequest)(nil),    // 37: oort.plugin.v1.PreCommitRequest
-	(*PreCommitResponse)(nil),   // 38: oort.plugin.v1.PreCommitResponse
-	(*CommitRequest)(nil),       // 39: oort.plugin.v1.CommitRequest
-	(*CommitResponse)(nil),      // 40: oort.plugin.v1.CommitResponse
-	nil,                         // 41: oort.plugin.v1.ValueMap.EntriesEntry
-	nil,                         // 42: oort.plugin.v1.Record.FieldsEntry
-	nil,                         // 43: oort.plugin.v1.Record.MetadataEntry
-	nil,                         // 44: oort.plugin.v1.OpenSourceRequest.PropsEntry
-	nil,                         // 45: oort.plugin.v1.OpenSinkRequest.PropsEntry
+	(Kind)(0),                    // 0: oort.plugin.v1.Kind
+	(ExportMode)(0),              // 1: oort.plugin.v1.ExportMode
+	(Encoding)(0),                // 2: oort.plugin.v1.Encoding
+	(*Value)(nil),                // 3: oort.plugin.v1.Value
+	(*ValueList)(nil),            // 4: oort.plugin.v1.ValueList
+	(*ValueMap)(nil),             // 5: oort.plugin.v1.ValueMap
+	(*Record)(nil),               // 6: oort.plugin.v1.Record
+	(*StateMutation)(nil),        // 7: oort.plugin.v1.StateMutation
+	(*StateEntry)(nil),           // 8: oort.plugin.v1.StateEntry
+	(*Symbol)(nil),               // 9: oort.plugin.v1.Symbol
+	(*DescribeRequest)(nil),      // 10: oort.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),     // 11: oort.plugin.v1.DescribeResponse
+	(*ShutdownRequest)(nil),      // 12: oort.plugin.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),     // 13: oort.plugin.v1.ShutdownResponse
+	(*InstanceSpec)(nil),         // 14: oort.plugin.v1.InstanceSpec
+	(*OpenResponse)(nil),         // 15: oort.plugin.v1.OpenResponse
+	(*CloseRequest)(nil),         // 16: oort.plugin.v1.CloseRequest
+	(*CloseResponse)(nil),        // 17: oort.plugin.v1.CloseResponse
+	(*ArgSpec)(nil),              // 18: oort.plugin.v1.ArgSpec
+	(*ValidateRequest)(nil),      // 19: oort.plugin.v1.ValidateRequest
+	(*ValidateResponse)(nil),     // 20: oort.plugin.v1.ValidateResponse
+	(*OpenFunctionRequest)(nil),  // 21: oort.plugin.v1.OpenFunctionRequest
+	(*ArgRow)(nil),               // 22: oort.plugin.v1.ArgRow
+	(*ExecBatch)(nil),            // 23: oort.plugin.v1.ExecBatch
+	(*RowResult)(nil),            // 24: oort.plugin.v1.RowResult
+	(*ExecResult)(nil),           // 25: oort.plugin.v1.ExecResult
+	(*RowError)(nil),             // 26: oort.plugin.v1.RowError
+	(*OpenSourceRequest)(nil),    // 27: oort.plugin.v1.OpenSourceRequest
+	(*OpenSourceResponse)(nil),   // 28: oort.plugin.v1.OpenSourceResponse
+	(*ReadRequest)(nil),          // 29: oort.plugin.v1.ReadRequest
+	(*RecordBatch)(nil),          // 30: oort.plugin.v1.RecordBatch
+	(*RewindRequest)(nil),        // 31: oort.plugin.v1.RewindRequest
+	(*RewindResponse)(nil),       // 32: oort.plugin.v1.RewindResponse
+	(*CheckpointedRequest)(nil),  // 33: oort.plugin.v1.CheckpointedRequest
+	(*CheckpointedResponse)(nil), // 34: oort.plugin.v1.CheckpointedResponse
+	(*OpenSinkRequest)(nil),      // 35: oort.plugin.v1.OpenSinkRequest
+	(*OpenSinkResponse)(nil),     // 36: oort.plugin.v1.OpenSinkResponse
+	(*WriteBatch)(nil),           // 37: oort.plugin.v1.WriteBatch
+	(*WriteAck)(nil),             // 38: oort.plugin.v1.WriteAck
+	(*PreCommitRequest)(nil),     // 39: oort.plugin.v1.PreCommitRequest
+	(*PreCommitResponse)(nil),    // 40: oort.plugin.v1.PreCommitResponse
+	(*CommitRequest)(nil),        // 41: oort.plugin.v1.CommitRequest
+	(*CommitResponse)(nil),       // 42: oort.plugin.v1.CommitResponse
+	nil,                          // 43: oort.plugin.v1.ValueMap.EntriesEntry
+	nil,                          // 44: oort.plugin.v1.Record.FieldsEntry
+	nil,                          // 45: oort.plugin.v1.Record.MetadataEntry
+	nil,                          // 46: oort.plugin.v1.OpenSourceRequest.PropsEntry
+	nil,                          // 47: oort.plugin.v1.OpenSinkRequest.PropsEntry
 }
 var file_oort_plugin_v1_plugin_proto_depIdxs = []int32{
 	4,  // 0: oort.plugin.v1.Value.list:type_name -> oort.plugin.v1.ValueList
 	5,  // 1: oort.plugin.v1.Value.map:type_name -> oort.plugin.v1.ValueMap
 	3,  // 2: oort.plugin.v1.ValueList.items:type_name -> oort.plugin.v1.Value
-	41, // 3: oort.plugin.v1.ValueMap.entries:type_name -> oort.plugin.v1.ValueMap.EntriesEntry
-	42, // 4: oort.plugin.v1.Record.fields:type_name -> oort.plugin.v1.Record.FieldsEntry
-	43, // 5: oort.plugin.v1.Record.metadata:type_name -> oort.plugin.v1.Record.MetadataEntry
+	43, // 3: oort.plugin.v1.ValueMap.entries:type_name -> oort.plugin.v1.ValueMap.EntriesEntry
+	44, // 4: oort.plugin.v1.Record.fields:type_name -> oort.plugin.v1.Record.FieldsEntry
+	45, // 5: oort.plugin.v1.Record.metadata:type_name -> oort.plugin.v1.Record.MetadataEntry
 	3,  // 6: oort.plugin.v1.StateMutation.put:type_name -> oort.plugin.v1.Value
 	3,  // 7: oort.plugin.v1.StateEntry.value:type_name -> oort.plugin.v1.Value
 	0,  // 8: oort.plugin.v1.Symbol.kind:type_name -> oort.plugin.v1.Kind
@@ -2954,59 +3105,62 @@ var file_oort_plugin_v1_plugin_proto_depIdxs = []int32{
 	7,  // 20: oort.plugin.v1.ExecResult.mutations:type_name -> oort.plugin.v1.StateMutation
 	26, // 21: oort.plugin.v1.ExecResult.errors:type_name -> oort.plugin.v1.RowError
 	14, // 22: oort.plugin.v1.OpenSourceRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	44, // 23: oort.plugin.v1.OpenSourceRequest.props:type_name -> oort.plugin.v1.OpenSourceRequest.PropsEntry
+	46, // 23: oort.plugin.v1.OpenSourceRequest.props:type_name -> oort.plugin.v1.OpenSourceRequest.PropsEntry
 	6,  // 24: oort.plugin.v1.RecordBatch.records:type_name -> oort.plugin.v1.Record
 	3,  // 25: oort.plugin.v1.RecordBatch.offset:type_name -> oort.plugin.v1.Value
 	7,  // 26: oort.plugin.v1.RecordBatch.mutations:type_name -> oort.plugin.v1.StateMutation
 	3,  // 27: oort.plugin.v1.RewindRequest.offset:type_name -> oort.plugin.v1.Value
-	14, // 28: oort.plugin.v1.OpenSinkRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	45, // 29: oort.plugin.v1.OpenSinkRequest.props:type_name -> oort.plugin.v1.OpenSinkRequest.PropsEntry
-	6,  // 30: oort.plugin.v1.WriteBatch.records:type_name -> oort.plugin.v1.Record
-	7,  // 31: oort.plugin.v1.WriteAck.mutations:type_name -> oort.plugin.v1.StateMutation
-	3,  // 32: oort.plugin.v1.PreCommitResponse.handle:type_name -> oort.plugin.v1.Value
-	3,  // 33: oort.plugin.v1.CommitRequest.handle:type_name -> oort.plugin.v1.Value
-	3,  // 34: oort.plugin.v1.ValueMap.EntriesEntry.value:type_name -> oort.plugin.v1.Value
-	3,  // 35: oort.plugin.v1.Record.FieldsEntry.value:type_name -> oort.plugin.v1.Value
-	3,  // 36: oort.plugin.v1.Record.MetadataEntry.value:type_name -> oort.plugin.v1.Value
-	3,  // 37: oort.plugin.v1.OpenSourceRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
-	3,  // 38: oort.plugin.v1.OpenSinkRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
-	10, // 39: oort.plugin.v1.Plugin.Describe:input_type -> oort.plugin.v1.DescribeRequest
-	12, // 40: oort.plugin.v1.Plugin.Shutdown:input_type -> oort.plugin.v1.ShutdownRequest
-	19, // 41: oort.plugin.v1.Function.Validate:input_type -> oort.plugin.v1.ValidateRequest
-	21, // 42: oort.plugin.v1.Function.Open:input_type -> oort.plugin.v1.OpenFunctionRequest
-	23, // 43: oort.plugin.v1.Function.Exec:input_type -> oort.plugin.v1.ExecBatch
-	16, // 44: oort.plugin.v1.Function.Close:input_type -> oort.plugin.v1.CloseRequest
-	27, // 45: oort.plugin.v1.Source.Open:input_type -> oort.plugin.v1.OpenSourceRequest
-	29, // 46: oort.plugin.v1.Source.Read:input_type -> oort.plugin.v1.ReadRequest
-	31, // 47: oort.plugin.v1.Source.Rewind:input_type -> oort.plugin.v1.RewindRequest
-	16, // 48: oort.plugin.v1.Source.Close:input_type -> oort.plugin.v1.CloseRequest
-	33, // 49: oort.plugin.v1.Sink.Open:input_type -> oort.plugin.v1.OpenSinkRequest
-	35, // 50: oort.plugin.v1.Sink.Write:input_type -> oort.plugin.v1.WriteBatch
-	37, // 51: oort.plugin.v1.Sink.PreCommit:input_type -> oort.plugin.v1.PreCommitRequest
-	39, // 52: oort.plugin.v1.Sink.Commit:input_type -> oort.plugin.v1.CommitRequest
-	39, // 53: oort.plugin.v1.Sink.Abort:input_type -> oort.plugin.v1.CommitRequest
-	16, // 54: oort.plugin.v1.Sink.Close:input_type -> oort.plugin.v1.CloseRequest
-	11, // 55: oort.plugin.v1.Plugin.Describe:output_type -> oort.plugin.v1.DescribeResponse
-	13, // 56: oort.plugin.v1.Plugin.Shutdown:output_type -> oort.plugin.v1.ShutdownResponse
-	20, // 57: oort.plugin.v1.Function.Validate:output_type -> oort.plugin.v1.ValidateResponse
-	15, // 58: oort.plugin.v1.Function.Open:output_type -> oort.plugin.v1.OpenResponse
-	25, // 59: oort.plugin.v1.Function.Exec:output_type -> oort.plugin.v1.ExecResult
-	17, // 60: oort.plugin.v1.Function.Close:output_type -> oort.plugin.v1.CloseResponse
-	28, // 61: oort.plugin.v1.Source.Open:output_type -> oort.plugin.v1.OpenSourceResponse
-	30, // 62: oort.plugin.v1.Source.Read:output_type -> oort.plugin.v1.RecordBatch
-	32, // 63: oort.plugin.v1.Source.Rewind:output_type -> oort.plugin.v1.RewindResponse
-	17, // 64: oort.plugin.v1.Source.Close:output_type -> oort.plugin.v1.CloseResponse
-	34, // 65: oort.plugin.v1.Sink.Open:output_type -> oort.plugin.v1.OpenSinkResponse
-	36, // 66: oort.plugin.v1.Sink.Write:output_type -> oort.plugin.v1.WriteAck
-	38, // 67: oort.plugin.v1.Sink.PreCommit:output_type -> oort.plugin.v1.PreCommitResponse
-	40, // 68: oort.plugin.v1.Sink.Commit:output_type -> oort.plugin.v1.CommitResponse
-	40, // 69: oort.plugin.v1.Sink.Abort:output_type -> oort.plugin.v1.CommitResponse
-	17, // 70: oort.plugin.v1.Sink.Close:output_type -> oort.plugin.v1.CloseResponse
-	55, // [55:71] is the sub-list for method output_type
-	39, // [39:55] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	3,  // 28: oort.plugin.v1.CheckpointedRequest.offset:type_name -> oort.plugin.v1.Value
+	14, // 29: oort.plugin.v1.OpenSinkRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	47, // 30: oort.plugin.v1.OpenSinkRequest.props:type_name -> oort.plugin.v1.OpenSinkRequest.PropsEntry
+	6,  // 31: oort.plugin.v1.WriteBatch.records:type_name -> oort.plugin.v1.Record
+	7,  // 32: oort.plugin.v1.WriteAck.mutations:type_name -> oort.plugin.v1.StateMutation
+	3,  // 33: oort.plugin.v1.PreCommitResponse.handle:type_name -> oort.plugin.v1.Value
+	3,  // 34: oort.plugin.v1.CommitRequest.handle:type_name -> oort.plugin.v1.Value
+	3,  // 35: oort.plugin.v1.ValueMap.EntriesEntry.value:type_name -> oort.plugin.v1.Value
+	3,  // 36: oort.plugin.v1.Record.FieldsEntry.value:type_name -> oort.plugin.v1.Value
+	3,  // 37: oort.plugin.v1.Record.MetadataEntry.value:type_name -> oort.plugin.v1.Value
+	3,  // 38: oort.plugin.v1.OpenSourceRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
+	3,  // 39: oort.plugin.v1.OpenSinkRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
+	10, // 40: oort.plugin.v1.Plugin.Describe:input_type -> oort.plugin.v1.DescribeRequest
+	12, // 41: oort.plugin.v1.Plugin.Shutdown:input_type -> oort.plugin.v1.ShutdownRequest
+	19, // 42: oort.plugin.v1.Function.Validate:input_type -> oort.plugin.v1.ValidateRequest
+	21, // 43: oort.plugin.v1.Function.Open:input_type -> oort.plugin.v1.OpenFunctionRequest
+	23, // 44: oort.plugin.v1.Function.Exec:input_type -> oort.plugin.v1.ExecBatch
+	16, // 45: oort.plugin.v1.Function.Close:input_type -> oort.plugin.v1.CloseRequest
+	27, // 46: oort.plugin.v1.Source.Open:input_type -> oort.plugin.v1.OpenSourceRequest
+	29, // 47: oort.plugin.v1.Source.Read:input_type -> oort.plugin.v1.ReadRequest
+	31, // 48: oort.plugin.v1.Source.Rewind:input_type -> oort.plugin.v1.RewindRequest
+	16, // 49: oort.plugin.v1.Source.Close:input_type -> oort.plugin.v1.CloseRequest
+	33, // 50: oort.plugin.v1.Source.Checkpointed:input_type -> oort.plugin.v1.CheckpointedRequest
+	35, // 51: oort.plugin.v1.Sink.Open:input_type -> oort.plugin.v1.OpenSinkRequest
+	37, // 52: oort.plugin.v1.Sink.Write:input_type -> oort.plugin.v1.WriteBatch
+	39, // 53: oort.plugin.v1.Sink.PreCommit:input_type -> oort.plugin.v1.PreCommitRequest
+	41, // 54: oort.plugin.v1.Sink.Commit:input_type -> oort.plugin.v1.CommitRequest
+	41, // 55: oort.plugin.v1.Sink.Abort:input_type -> oort.plugin.v1.CommitRequest
+	16, // 56: oort.plugin.v1.Sink.Close:input_type -> oort.plugin.v1.CloseRequest
+	11, // 57: oort.plugin.v1.Plugin.Describe:output_type -> oort.plugin.v1.DescribeResponse
+	13, // 58: oort.plugin.v1.Plugin.Shutdown:output_type -> oort.plugin.v1.ShutdownResponse
+	20, // 59: oort.plugin.v1.Function.Validate:output_type -> oort.plugin.v1.ValidateResponse
+	15, // 60: oort.plugin.v1.Function.Open:output_type -> oort.plugin.v1.OpenResponse
+	25, // 61: oort.plugin.v1.Function.Exec:output_type -> oort.plugin.v1.ExecResult
+	17, // 62: oort.plugin.v1.Function.Close:output_type -> oort.plugin.v1.CloseResponse
+	28, // 63: oort.plugin.v1.Source.Open:output_type -> oort.plugin.v1.OpenSourceResponse
+	30, // 64: oort.plugin.v1.Source.Read:output_type -> oort.plugin.v1.RecordBatch
+	32, // 65: oort.plugin.v1.Source.Rewind:output_type -> oort.plugin.v1.RewindResponse
+	17, // 66: oort.plugin.v1.Source.Close:output_type -> oort.plugin.v1.CloseResponse
+	34, // 67: oort.plugin.v1.Source.Checkpointed:output_type -> oort.plugin.v1.CheckpointedResponse
+	36, // 68: oort.plugin.v1.Sink.Open:output_type -> oort.plugin.v1.OpenSinkResponse
+	38, // 69: oort.plugin.v1.Sink.Write:output_type -> oort.plugin.v1.WriteAck
+	40, // 70: oort.plugin.v1.Sink.PreCommit:output_type -> oort.plugin.v1.PreCommitResponse
+	42, // 71: oort.plugin.v1.Sink.Commit:output_type -> oort.plugin.v1.CommitResponse
+	42, // 72: oort.plugin.v1.Sink.Abort:output_type -> oort.plugin.v1.CommitResponse
+	17, // 73: oort.plugin.v1.Sink.Close:output_type -> oort.plugin.v1.CloseResponse
+	57, // [57:74] is the sub-list for method output_type
+	40, // [40:57] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_oort_plugin_v1_plugin_proto_init() }
@@ -3040,13 +3194,14 @@ func file_oort_plugin_v1_plugin_proto_init() {
 		(*RowResult_Error)(nil),
 	}
 	file_oort_plugin_v1_plugin_proto_msgTypes[27].OneofWrappers = []any{}
+	file_oort_plugin_v1_plugin_proto_msgTypes[30].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oort_plugin_v1_plugin_proto_rawDesc), len(file_oort_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -399,10 +399,11 @@ var Function_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Source_Open_FullMethodName   = "/oort.plugin.v1.Source/Open"
-	Source_Read_FullMethodName   = "/oort.plugin.v1.Source/Read"
-	Source_Rewind_FullMethodName = "/oort.plugin.v1.Source/Rewind"
-	Source_Close_FullMethodName  = "/oort.plugin.v1.Source/Close"
+	Source_Open_FullMethodName         = "/oort.plugin.v1.Source/Open"
+	Source_Read_FullMethodName         = "/oort.plugin.v1.Source/Read"
+	Source_Rewind_FullMethodName       = "/oort.plugin.v1.Source/Rewind"
+	Source_Close_FullMethodName        = "/oort.plugin.v1.Source/Close"
+	Source_Checkpointed_FullMethodName = "/oort.plugin.v1.Source/Checkpointed"
 )
 
 // SourceClient is the client API for Source service.
@@ -417,6 +418,11 @@ type SourceClient interface {
 	// given offset. Call before Read.
 	Rewind(ctx context.Context, in *RewindRequest, opts ...grpc.CallOption) (*RewindResponse, error)
 	Close(ctx context.Context, in *CloseRequest, opts ...grpc.CallOption) (*CloseResponse, error)
+	// Sent after each checkpoint of a checkpointing rule is durable: every
+	// record up to `offset` is safe, so the source may acknowledge them to its
+	// upstream. Optional: a source without it answers UNIMPLEMENTED, which the
+	// supervisor accepts once and stops asking.
+	Checkpointed(ctx context.Context, in *CheckpointedRequest, opts ...grpc.CallOption) (*CheckpointedResponse, error)
 }
 
 type sourceClient struct {
@@ -476,6 +482,16 @@ func (c *sourceClient) Close(ctx context.Context, in *CloseRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *sourceClient) Checkpointed(ctx context.Context, in *CheckpointedRequest, opts ...grpc.CallOption) (*CheckpointedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckpointedResponse)
+	err := c.cc.Invoke(ctx, Source_Checkpointed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SourceServer is the server API for Source service.
 // All implementations must embed UnimplementedSourceServer
 // for forward compatibility.
@@ -488,6 +504,11 @@ type SourceServer interface {
 	// given offset. Call before Read.
 	Rewind(context.Context, *RewindRequest) (*RewindResponse, error)
 	Close(context.Context, *CloseRequest) (*CloseResponse, error)
+	// Sent after each checkpoint of a checkpointing rule is durable: every
+	// record up to `offset` is safe, so the source may acknowledge them to its
+	// upstream. Optional: a source without it answers UNIMPLEMENTED, which the
+	// supervisor accepts once and stops asking.
+	Checkpointed(context.Context, *CheckpointedRequest) (*CheckpointedResponse, error)
 	mustEmbedUnimplementedSourceServer()
 }
 
@@ -509,6 +530,9 @@ func (UnimplementedSourceServer) Rewind(context.Context, *RewindRequest) (*Rewin
 }
 func (UnimplementedSourceServer) Close(context.Context, *CloseRequest) (*CloseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Close not implemented")
+}
+func (UnimplementedSourceServer) Checkpointed(context.Context, *CheckpointedRequest) (*CheckpointedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Checkpointed not implemented")
 }
 func (UnimplementedSourceServer) mustEmbedUnimplementedSourceServer() {}
 func (UnimplementedSourceServer) testEmbeddedByValue()                {}
@@ -596,6 +620,24 @@ func _Source_Close_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Source_Checkpointed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckpointedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServer).Checkpointed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Source_Checkpointed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServer).Checkpointed(ctx, req.(*CheckpointedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Source_ServiceDesc is the grpc.ServiceDesc for Source service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -614,6 +656,10 @@ var Source_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Close",
 			Handler:    _Source_Close_Handler,
+		},
+		{
+			MethodName: "Checkpointed",
+			Handler:    _Source_Checkpointed_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
