@@ -76,6 +76,20 @@ pub struct Context {
     state: Mutex<StateStore>,
     checkpointing: bool,
     checkpoint_wanted: AtomicBool,
+    /// A connection state set since the last batch, not yet sent.
+    connection: Mutex<Option<pb::Connection>>,
+}
+
+/// The state of a source's connection to its upstream, as eKuiper reports it
+/// in a rule's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connected and receiving.
+    Connected,
+    /// Trying to connect (first connection, or after a loss).
+    Connecting,
+    /// Not connected, and not trying now.
+    Disconnected,
 }
 
 impl Context {
@@ -98,7 +112,25 @@ impl Context {
             state: Mutex::new(store),
             checkpointing: spec.checkpointing,
             checkpoint_wanted: AtomicBool::new(false),
+            connection: Mutex::new(None),
         }
+    }
+
+    /// Reports the source's connection to its upstream (`message`: why it is
+    /// not connected, e.g. the last error; empty when connected). It goes with
+    /// the next batch, or alone; call it on every change, from any thread.
+    pub fn set_connection(&self, state: ConnectionState, message: &str) {
+        let state = match state {
+            ConnectionState::Connected => pb::connection::State::Connected,
+            ConnectionState::Connecting => pb::connection::State::Connecting,
+            ConnectionState::Disconnected => pb::connection::State::Disconnected,
+        };
+        let update = pb::Connection { state: state as i32, message: message.to_string() };
+        *self.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(update);
+    }
+
+    pub(crate) fn take_connection(&self) -> Option<pb::Connection> {
+        self.connection.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Whether the rule checkpoints (qos 1 or 2). A source is then told of

@@ -39,7 +39,7 @@ mod export;
 mod framed;
 mod server;
 
-pub use context::{Context, Logger, StateError, MAX_VALUE_BYTES};
+pub use context::{ConnectionState, Context, Logger, StateError, MAX_VALUE_BYTES};
 pub use export::{ArgSpec, BoxError, Export, Function, ItemErrors, Plugin, Props, Sink, Source};
 pub use oort_proto::{Record, Value};
 

@@ -609,15 +609,18 @@ impl SourceService for Handle {
                         let mutations = ctx.take_mutations();
                         let exceptions = ctx.take_exceptions();
                         let checkpoint_wanted = ctx.take_checkpoint_wanted();
+                        let connection = ctx.take_connection();
                         if batch.records.is_empty()
                             && batch.arrow.is_empty()
                             && mutations.is_empty()
                             && exceptions.is_empty()
                             && !checkpoint_wanted
+                            && connection.is_none()
                         {
                             continue;
                         }
                         batch.checkpoint_wanted = checkpoint_wanted;
+                        batch.connection = connection;
                         batch.offset = offset.map(Into::into);
                         batch.mutations = mutations;
                         batch.exceptions = exceptions;

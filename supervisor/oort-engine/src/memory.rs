@@ -71,6 +71,7 @@ impl MemoryTopics {
                     offset: None,
                     exceptions: Vec::new(),
                     checkpoint_wanted: false,
+                    connection: None,
                 },
                 None => SourceBatch {
                     records: batch.records().to_vec(),
@@ -78,6 +79,7 @@ impl MemoryTopics {
                     offset: None,
                     exceptions: Vec::new(),
                     checkpoint_wanted: false,
+                    connection: None,
                 },
             };
             if receiver.send(Ok(copy)).await.is_ok() {

@@ -25,6 +25,18 @@ struct Counters {
     last_exception_time: u64,
     process_latency_us: u64,
     last_invocation: u64,
+    upstream: Option<Upstream>,
+}
+
+/// A source's connection to its upstream, as it last reported it, with
+/// eKuiper's times (milliseconds since the epoch; 0 for never).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub state: oort_host::ConnectionState,
+    /// Why it was last not connected.
+    pub last_disconnected_message: String,
+    pub last_connected_time: u64,
+    pub last_disconnected_time: u64,
 }
 
 /// Which of eKuiper's three operator families an operator belongs to.
@@ -60,6 +72,8 @@ pub struct OpSnapshot {
     pub last_invocation: u64,
     /// Batches queued in front of the operator.
     pub buffer_length: u64,
+    /// For a source that reports it: its connection to its upstream.
+    pub upstream: Option<Upstream>,
 }
 
 /// One operator's metrics, updated by the pipeline and read by status calls
@@ -101,6 +115,31 @@ impl OpMetrics {
         c.exceptions += 1;
         c.last_exception = reason.into();
         c.last_exception_time = now_ms();
+    }
+
+    /// Records a change of a source's connection to its upstream.
+    pub fn upstream(&self, change: &oort_host::UpstreamConnection) {
+        use oort_host::ConnectionState;
+        let mut c = self.lock();
+        let now = now_ms();
+        let u = c.upstream.get_or_insert(Upstream {
+            state: change.state,
+            last_disconnected_message: String::new(),
+            last_connected_time: 0,
+            last_disconnected_time: 0,
+        });
+        let was = u.state;
+        u.state = change.state;
+        if change.state == ConnectionState::Connected {
+            u.last_connected_time = now;
+        } else {
+            if !change.message.is_empty() {
+                u.last_disconnected_message = change.message.clone();
+            }
+            if was == ConnectionState::Connected || u.last_disconnected_time == 0 {
+                u.last_disconnected_time = now;
+            }
+        }
     }
 
     /// Records a rule operator's outcome for one batch.
@@ -148,6 +187,7 @@ impl OpMetrics {
             process_latency_us: c.process_latency_us,
             last_invocation: c.last_invocation,
             buffer_length: self.buffer.load(Ordering::Relaxed).max(0) as u64,
+            upstream: c.upstream,
         }
     }
 }

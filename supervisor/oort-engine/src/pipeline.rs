@@ -635,6 +635,9 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
                         ctx.status.source.exception(e);
                     }
                     wanted |= batch.checkpoint_wanted;
+                    if let Some(change) = batch.connection.take() {
+                        ctx.status.source.upstream(&change);
+                    }
                     // The source's buffer: batches read and not yet forwarded.
                     ctx.status.source.queued();
                     in_flight.push_back(evaluate(batch));

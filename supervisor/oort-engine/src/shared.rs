@@ -174,6 +174,7 @@ async fn hand_on(hub: &Hub, item: Result<SourceBatch, HostError>) {
                 offset: b.offset.clone(),
                 exceptions: b.exceptions.clone(),
                 checkpoint_wanted: false,
+                connection: b.connection.clone(),
             }),
             Err(e) => Err(e.clone()),
         };

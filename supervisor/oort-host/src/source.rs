@@ -16,6 +16,38 @@ pub struct SourceBatch {
     pub exceptions: Vec<String>,
     /// The source asks for a checkpoint soon (it holds acknowledgements).
     pub checkpoint_wanted: bool,
+    /// The source's connection to its upstream, when it reported a change.
+    pub connection: Option<UpstreamConnection>,
+}
+
+/// A source's connection to its upstream (a broker, a server), as it
+/// reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConnection {
+    pub state: ConnectionState,
+    /// Why it is not connected; empty when connected.
+    pub message: String,
+}
+
+/// eKuiper's three connection states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    Connected,
+    Connecting,
+    Disconnected,
+}
+
+impl UpstreamConnection {
+    /// The state a source reported; `None` for an unspecified one.
+    fn of(c: pb::Connection) -> Option<UpstreamConnection> {
+        let state = match pb::connection::State::try_from(c.state).ok()? {
+            pb::connection::State::Connected => ConnectionState::Connected,
+            pb::connection::State::Connecting => ConnectionState::Connecting,
+            pb::connection::State::Disconnected => ConnectionState::Disconnected,
+            pb::connection::State::Unspecified => return None,
+        };
+        Some(UpstreamConnection { state, message: c.message })
+    }
 }
 
 /// An open source instance.
@@ -216,6 +248,7 @@ impl SourceInstance {
                                     offset: b.offset.map(Into::into),
                                     exceptions: b.exceptions,
                                     checkpoint_wanted: b.checkpoint_wanted,
+                                    connection: b.connection.and_then(UpstreamConnection::of),
                                 })
                             }
                         },

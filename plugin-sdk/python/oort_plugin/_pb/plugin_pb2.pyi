@@ -1000,6 +1000,7 @@ class RecordBatch(_message.Message):
     ARROW_SCHEMA_FIELD_NUMBER: _builtins.int
     ARROW_FIELD_NUMBER: _builtins.int
     CHECKPOINT_WANTED_FIELD_NUMBER: _builtins.int
+    CONNECTION_FIELD_NUMBER: _builtins.int
     arrow_schema: _builtins.bytes
     """Columnar encoding, only when ReadRequest.accept_arrow was set: an Arrow
     IPC schema message on the first columnar batch of the Read stream and
@@ -1034,6 +1035,13 @@ class RecordBatch(_message.Message):
         may carry exceptions and no records.
         """
 
+    @_builtins.property
+    def connection(self) -> Global___Connection:
+        """The source's connection to its upstream (a broker, a server), sent when
+        it changes, on a batch that may carry no records; the rule status shows
+        it as eKuiper does (`source_<stream>_0_connection_status`).
+        """
+
     def __init__(
         self,
         *,
@@ -1044,16 +1052,64 @@ class RecordBatch(_message.Message):
         arrow_schema: _builtins.bytes = ...,
         arrow: _builtins.bytes = ...,
         checkpoint_wanted: _builtins.bool = ...,
+        connection: Global___Connection | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "offset", b"offset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_connection", b"_connection", "_offset", b"_offset", "connection", b"connection", "offset", b"offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_offset", b"_offset", "arrow", b"arrow", "arrow_schema", b"arrow_schema", "checkpoint_wanted", b"checkpoint_wanted", "exceptions", b"exceptions", "mutations", b"mutations", "offset", b"offset", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_connection", b"_connection", "_offset", b"_offset", "arrow", b"arrow", "arrow_schema", b"arrow_schema", "checkpoint_wanted", b"checkpoint_wanted", "connection", b"connection", "exceptions", b"exceptions", "mutations", b"mutations", "offset", b"offset", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__connection: _TypeAlias = _typing.Literal["connection"]  # noqa: Y015
+    _WhichOneofArgType__connection: _TypeAlias = _typing.Literal["_connection", b"_connection"]  # noqa: Y015
     _WhichOneofReturnType__offset: _TypeAlias = _typing.Literal["offset"]  # noqa: Y015
     _WhichOneofArgType__offset: _TypeAlias = _typing.Literal["_offset", b"_offset"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__connection) -> _WhichOneofReturnType__connection | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__offset) -> _WhichOneofReturnType__offset | None: ...
 
 Global___RecordBatch: _TypeAlias = RecordBatch  # noqa: Y015
+
+@_typing.final
+class Connection(_message.Message):
+    """The state of a connection to an upstream, as eKuiper reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Connection._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: Connection._State.ValueType  # 0
+        STATE_CONNECTED: Connection._State.ValueType  # 1
+        STATE_CONNECTING: Connection._State.ValueType  # 2
+        STATE_DISCONNECTED: Connection._State.ValueType  # 3
+
+    class State(_State, metaclass=_StateEnumTypeWrapper): ...
+    STATE_UNSPECIFIED: Connection.State.ValueType  # 0
+    STATE_CONNECTED: Connection.State.ValueType  # 1
+    STATE_CONNECTING: Connection.State.ValueType  # 2
+    STATE_DISCONNECTED: Connection.State.ValueType  # 3
+
+    STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    state: Global___Connection.State.ValueType
+    message: _builtins.str
+    """Why it is not connected (the last error); empty when connected."""
+    def __init__(
+        self,
+        *,
+        state: Global___Connection.State.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Connection: _TypeAlias = Connection  # noqa: Y015
 
 @_typing.final
 class RewindRequest(_message.Message):

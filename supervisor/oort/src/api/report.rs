@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value as Json};
 use oort_engine::metrics::OpKind;
 use oort_engine::{PluginProcess, RuleReport, RunState};
 use oort_host::process::ProcessStatus;
+use oort_host::ConnectionState;
 
 /// A rule's state as eKuiper words it.
 pub(super) fn rule_state_word(s: &RunState) -> &'static str {
@@ -78,8 +79,25 @@ pub(super) fn flat_status(report: &RuleReport) -> Map<String, Json> {
             }
             OpKind::Op => None,
         };
-        if s.kind != OpKind::Op {
-            out.insert(format!("{n}_connection_status"), json!(i32::from(up.unwrap_or(false))));
+        // eKuiper's codes: 1 connected, 0 connecting, -1 disconnected. A
+        // source that reports its upstream is as connected as that upstream
+        // while its process is up; otherwise the process is what connects.
+        match (&s.upstream, up.unwrap_or(false)) {
+            (Some(u), process_up) => {
+                let code = match (u.state, process_up) {
+                    (_, false) | (ConnectionState::Connecting, _) => 0,
+                    (ConnectionState::Connected, true) => 1,
+                    (ConnectionState::Disconnected, true) => -1,
+                };
+                out.insert(format!("{n}_connection_status"), json!(code));
+                out.insert(format!("{n}_connection_last_connected_time"), json!(u.last_connected_time));
+                out.insert(format!("{n}_connection_last_disconnected_time"), json!(u.last_disconnected_time));
+                out.insert(format!("{n}_connection_last_disconnected_message"), json!(u.last_disconnected_message));
+            }
+            (None, process_up) if s.kind != OpKind::Op => {
+                out.insert(format!("{n}_connection_status"), json!(i32::from(process_up)));
+            }
+            (None, _) => {}
         }
         out.insert(format!("{n}_records_in_total"), json!(s.records_in));
         // One record is one message here: eKuiper's count of messages.

@@ -185,6 +185,58 @@ func (Encoding) EnumDescriptor() ([]byte, []int) {
 	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
 }
 
+type Connection_State int32
+
+const (
+	Connection_STATE_UNSPECIFIED  Connection_State = 0
+	Connection_STATE_CONNECTED    Connection_State = 1
+	Connection_STATE_CONNECTING   Connection_State = 2
+	Connection_STATE_DISCONNECTED Connection_State = 3
+)
+
+// Enum value maps for Connection_State.
+var (
+	Connection_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "STATE_CONNECTED",
+		2: "STATE_CONNECTING",
+		3: "STATE_DISCONNECTED",
+	}
+	Connection_State_value = map[string]int32{
+		"STATE_UNSPECIFIED":  0,
+		"STATE_CONNECTED":    1,
+		"STATE_CONNECTING":   2,
+		"STATE_DISCONNECTED": 3,
+	}
+)
+
+func (x Connection_State) Enum() *Connection_State {
+	p := new(Connection_State)
+	*p = x
+	return p
+}
+
+func (x Connection_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Connection_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_oort_plugin_v1_plugin_proto_enumTypes[3].Descriptor()
+}
+
+func (Connection_State) Type() protoreflect.EnumType {
+	return &file_oort_plugin_v1_plugin_proto_enumTypes[3]
+}
+
+func (x Connection_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Connection_State.Descriptor instead.
+func (Connection_State) EnumDescriptor() ([]byte, []int) {
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{28, 0}
+}
+
 // A dynamic value, the equivalent of eKuiper's `interface{}`.
 type Value struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2027,8 +2079,12 @@ type RecordBatch struct {
 	// it, on a batch that may carry no records. The supervisor takes at most
 	// one such checkpoint every 100 ms.
 	CheckpointWanted bool `protobuf:"varint,7,opt,name=checkpoint_wanted,json=checkpointWanted,proto3" json:"checkpoint_wanted,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The source's connection to its upstream (a broker, a server), sent when
+	// it changes, on a batch that may carry no records; the rule status shows
+	// it as eKuiper does (`source_<stream>_0_connection_status`).
+	Connection    *Connection `protobuf:"bytes,8,opt,name=connection,proto3,oneof" json:"connection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordBatch) Reset() {
@@ -2110,6 +2166,67 @@ func (x *RecordBatch) GetCheckpointWanted() bool {
 	return false
 }
 
+func (x *RecordBatch) GetConnection() *Connection {
+	if x != nil {
+		return x.Connection
+	}
+	return nil
+}
+
+// The state of a connection to an upstream, as eKuiper reports it.
+type Connection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State Connection_State       `protobuf:"varint,1,opt,name=state,proto3,enum=oort.plugin.v1.Connection_State" json:"state,omitempty"`
+	// Why it is not connected (the last error); empty when connected.
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Connection) Reset() {
+	*x = Connection{}
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Connection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Connection) ProtoMessage() {}
+
+func (x *Connection) ProtoReflect() protoreflect.Message {
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Connection.ProtoReflect.Descriptor instead.
+func (*Connection) Descriptor() ([]byte, []int) {
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Connection) GetState() Connection_State {
+	if x != nil {
+		return x.State
+	}
+	return Connection_STATE_UNSPECIFIED
+}
+
+func (x *Connection) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type RewindRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	InstanceId    string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
@@ -2120,7 +2237,7 @@ type RewindRequest struct {
 
 func (x *RewindRequest) Reset() {
 	*x = RewindRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2249,7 @@ func (x *RewindRequest) String() string {
 func (*RewindRequest) ProtoMessage() {}
 
 func (x *RewindRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2262,7 @@ func (x *RewindRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewindRequest.ProtoReflect.Descriptor instead.
 func (*RewindRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RewindRequest) GetInstanceId() string {
@@ -2170,7 +2287,7 @@ type RewindResponse struct {
 
 func (x *RewindResponse) Reset() {
 	*x = RewindResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2299,7 @@ func (x *RewindResponse) String() string {
 func (*RewindResponse) ProtoMessage() {}
 
 func (x *RewindResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2312,7 @@ func (x *RewindResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewindResponse.ProtoReflect.Descriptor instead.
 func (*RewindResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 type CheckpointedRequest struct {
@@ -2213,7 +2330,7 @@ type CheckpointedRequest struct {
 
 func (x *CheckpointedRequest) Reset() {
 	*x = CheckpointedRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2342,7 @@ func (x *CheckpointedRequest) String() string {
 func (*CheckpointedRequest) ProtoMessage() {}
 
 func (x *CheckpointedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2355,7 @@ func (x *CheckpointedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointedRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointedRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CheckpointedRequest) GetInstanceId() string {
@@ -2270,7 +2387,7 @@ type CheckpointedResponse struct {
 
 func (x *CheckpointedResponse) Reset() {
 	*x = CheckpointedResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2399,7 @@ func (x *CheckpointedResponse) String() string {
 func (*CheckpointedResponse) ProtoMessage() {}
 
 func (x *CheckpointedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2412,7 @@ func (x *CheckpointedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointedResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointedResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 type OpenSinkRequest struct {
@@ -2308,7 +2425,7 @@ type OpenSinkRequest struct {
 
 func (x *OpenSinkRequest) Reset() {
 	*x = OpenSinkRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2320,7 +2437,7 @@ func (x *OpenSinkRequest) String() string {
 func (*OpenSinkRequest) ProtoMessage() {}
 
 func (x *OpenSinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2333,7 +2450,7 @@ func (x *OpenSinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSinkRequest.ProtoReflect.Descriptor instead.
 func (*OpenSinkRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *OpenSinkRequest) GetInstance() *InstanceSpec {
@@ -2369,7 +2486,7 @@ type OpenSinkResponse struct {
 
 func (x *OpenSinkResponse) Reset() {
 	*x = OpenSinkResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2498,7 @@ func (x *OpenSinkResponse) String() string {
 func (*OpenSinkResponse) ProtoMessage() {}
 
 func (x *OpenSinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2511,7 @@ func (x *OpenSinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSinkResponse.ProtoReflect.Descriptor instead.
 func (*OpenSinkResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OpenSinkResponse) GetTransactional() bool {
@@ -2442,7 +2559,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2454,7 +2571,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2467,7 +2584,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WriteBatch) GetInstanceId() string {
@@ -2530,7 +2647,7 @@ type WriteAck struct {
 
 func (x *WriteAck) Reset() {
 	*x = WriteAck{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2542,7 +2659,7 @@ func (x *WriteAck) String() string {
 func (*WriteAck) ProtoMessage() {}
 
 func (x *WriteAck) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2555,7 +2672,7 @@ func (x *WriteAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteAck.ProtoReflect.Descriptor instead.
 func (*WriteAck) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WriteAck) GetSeq() uint64 {
@@ -2596,7 +2713,7 @@ type PreCommitRequest struct {
 
 func (x *PreCommitRequest) Reset() {
 	*x = PreCommitRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +2725,7 @@ func (x *PreCommitRequest) String() string {
 func (*PreCommitRequest) ProtoMessage() {}
 
 func (x *PreCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +2738,7 @@ func (x *PreCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreCommitRequest.ProtoReflect.Descriptor instead.
 func (*PreCommitRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PreCommitRequest) GetInstanceId() string {
@@ -2649,7 +2766,7 @@ type PreCommitResponse struct {
 
 func (x *PreCommitResponse) Reset() {
 	*x = PreCommitResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2661,7 +2778,7 @@ func (x *PreCommitResponse) String() string {
 func (*PreCommitResponse) ProtoMessage() {}
 
 func (x *PreCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2674,7 +2791,7 @@ func (x *PreCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreCommitResponse.ProtoReflect.Descriptor instead.
 func (*PreCommitResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PreCommitResponse) GetHandle() *Value {
@@ -2695,7 +2812,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2707,7 +2824,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2720,7 +2837,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CommitRequest) GetInstanceId() string {
@@ -2752,7 +2869,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +2881,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +2894,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 var File_oort_plugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -2919,7 +3036,7 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x1b\n" +
 	"\tmax_batch\x18\x02 \x01(\rR\bmaxBatch\x12!\n" +
-	"\faccept_arrow\x18\x03 \x01(\bR\vacceptArrow\"\xc1\x02\n" +
+	"\faccept_arrow\x18\x03 \x01(\bR\vacceptArrow\"\x91\x03\n" +
 	"\vRecordBatch\x120\n" +
 	"\arecords\x18\x01 \x03(\v2\x16.oort.plugin.v1.RecordR\arecords\x122\n" +
 	"\x06offset\x18\x02 \x01(\v2\x15.oort.plugin.v1.ValueH\x00R\x06offset\x88\x01\x01\x12;\n" +
@@ -2929,8 +3046,21 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"exceptions\x12!\n" +
 	"\farrow_schema\x18\x05 \x01(\fR\varrowSchema\x12\x14\n" +
 	"\x05arrow\x18\x06 \x01(\fR\x05arrow\x12+\n" +
-	"\x11checkpoint_wanted\x18\a \x01(\bR\x10checkpointWantedB\t\n" +
-	"\a_offset\"_\n" +
+	"\x11checkpoint_wanted\x18\a \x01(\bR\x10checkpointWanted\x12?\n" +
+	"\n" +
+	"connection\x18\b \x01(\v2\x1a.oort.plugin.v1.ConnectionH\x01R\n" +
+	"connection\x88\x01\x01B\t\n" +
+	"\a_offsetB\r\n" +
+	"\v_connection\"\xc1\x01\n" +
+	"\n" +
+	"Connection\x126\n" +
+	"\x05state\x18\x01 \x01(\x0e2 .oort.plugin.v1.Connection.StateR\x05state\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"a\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fSTATE_CONNECTED\x10\x01\x12\x14\n" +
+	"\x10STATE_CONNECTING\x10\x02\x12\x16\n" +
+	"\x12STATE_DISCONNECTED\x10\x03\"_\n" +
 	"\rRewindRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12-\n" +
@@ -3029,138 +3159,142 @@ func file_oort_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_oort_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_oort_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_oort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_oort_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_oort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_oort_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                    // 0: oort.plugin.v1.Kind
 	(ExportMode)(0),              // 1: oort.plugin.v1.ExportMode
 	(Encoding)(0),                // 2: oort.plugin.v1.Encoding
-	(*Value)(nil),                // 3: oort.plugin.v1.Value
-	(*ValueList)(nil),            // 4: oort.plugin.v1.ValueList
-	(*ValueMap)(nil),             // 5: oort.plugin.v1.ValueMap
-	(*Record)(nil),               // 6: oort.plugin.v1.Record
-	(*StateMutation)(nil),        // 7: oort.plugin.v1.StateMutation
-	(*StateEntry)(nil),           // 8: oort.plugin.v1.StateEntry
-	(*Symbol)(nil),               // 9: oort.plugin.v1.Symbol
-	(*DescribeRequest)(nil),      // 10: oort.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),     // 11: oort.plugin.v1.DescribeResponse
-	(*ShutdownRequest)(nil),      // 12: oort.plugin.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),     // 13: oort.plugin.v1.ShutdownResponse
-	(*InstanceSpec)(nil),         // 14: oort.plugin.v1.InstanceSpec
-	(*OpenResponse)(nil),         // 15: oort.plugin.v1.OpenResponse
-	(*CloseRequest)(nil),         // 16: oort.plugin.v1.CloseRequest
-	(*CloseResponse)(nil),        // 17: oort.plugin.v1.CloseResponse
-	(*ArgSpec)(nil),              // 18: oort.plugin.v1.ArgSpec
-	(*ValidateRequest)(nil),      // 19: oort.plugin.v1.ValidateRequest
-	(*ValidateResponse)(nil),     // 20: oort.plugin.v1.ValidateResponse
-	(*OpenFunctionRequest)(nil),  // 21: oort.plugin.v1.OpenFunctionRequest
-	(*ArgRow)(nil),               // 22: oort.plugin.v1.ArgRow
-	(*ExecBatch)(nil),            // 23: oort.plugin.v1.ExecBatch
-	(*RowResult)(nil),            // 24: oort.plugin.v1.RowResult
-	(*ExecResult)(nil),           // 25: oort.plugin.v1.ExecResult
-	(*RowError)(nil),             // 26: oort.plugin.v1.RowError
-	(*OpenSourceRequest)(nil),    // 27: oort.plugin.v1.OpenSourceRequest
-	(*OpenSourceResponse)(nil),   // 28: oort.plugin.v1.OpenSourceResponse
-	(*ReadRequest)(nil),          // 29: oort.plugin.v1.ReadRequest
-	(*RecordBatch)(nil),          // 30: oort.plugin.v1.RecordBatch
-	(*RewindRequest)(nil),        // 31: oort.plugin.v1.RewindRequest
-	(*RewindResponse)(nil),       // 32: oort.plugin.v1.RewindResponse
-	(*CheckpointedRequest)(nil),  // 33: oort.plugin.v1.CheckpointedRequest
-	(*CheckpointedResponse)(nil), // 34: oort.plugin.v1.CheckpointedResponse
-	(*OpenSinkRequest)(nil),      // 35: oort.plugin.v1.OpenSinkRequest
-	(*OpenSinkResponse)(nil),     // 36: oort.plugin.v1.OpenSinkResponse
-	(*WriteBatch)(nil),           // 37: oort.plugin.v1.WriteBatch
-	(*WriteAck)(nil),             // 38: oort.plugin.v1.WriteAck
-	(*PreCommitRequest)(nil),     // 39: oort.plugin.v1.PreCommitRequest
-	(*PreCommitResponse)(nil),    // 40: oort.plugin.v1.PreCommitResponse
-	(*CommitRequest)(nil),        // 41: oort.plugin.v1.CommitRequest
-	(*CommitResponse)(nil),       // 42: oort.plugin.v1.CommitResponse
-	nil,                          // 43: oort.plugin.v1.ValueMap.EntriesEntry
-	nil,                          // 44: oort.plugin.v1.Record.FieldsEntry
-	nil,                          // 45: oort.plugin.v1.Record.MetadataEntry
-	nil,                          // 46: oort.plugin.v1.OpenSourceRequest.PropsEntry
-	nil,                          // 47: oort.plugin.v1.OpenSinkRequest.PropsEntry
+	(Connection_State)(0),        // 3: oort.plugin.v1.Connection.State
+	(*Value)(nil),                // 4: oort.plugin.v1.Value
+	(*ValueList)(nil),            // 5: oort.plugin.v1.ValueList
+	(*ValueMap)(nil),             // 6: oort.plugin.v1.ValueMap
+	(*Record)(nil),               // 7: oort.plugin.v1.Record
+	(*StateMutation)(nil),        // 8: oort.plugin.v1.StateMutation
+	(*StateEntry)(nil),           // 9: oort.plugin.v1.StateEntry
+	(*Symbol)(nil),               // 10: oort.plugin.v1.Symbol
+	(*DescribeRequest)(nil),      // 11: oort.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),     // 12: oort.plugin.v1.DescribeResponse
+	(*ShutdownRequest)(nil),      // 13: oort.plugin.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),     // 14: oort.plugin.v1.ShutdownResponse
+	(*InstanceSpec)(nil),         // 15: oort.plugin.v1.InstanceSpec
+	(*OpenResponse)(nil),         // 16: oort.plugin.v1.OpenResponse
+	(*CloseRequest)(nil),         // 17: oort.plugin.v1.CloseRequest
+	(*CloseResponse)(nil),        // 18: oort.plugin.v1.CloseResponse
+	(*ArgSpec)(nil),              // 19: oort.plugin.v1.ArgSpec
+	(*ValidateRequest)(nil),      // 20: oort.plugin.v1.ValidateRequest
+	(*ValidateResponse)(nil),     // 21: oort.plugin.v1.ValidateResponse
+	(*OpenFunctionRequest)(nil),  // 22: oort.plugin.v1.OpenFunctionRequest
+	(*ArgRow)(nil),               // 23: oort.plugin.v1.ArgRow
+	(*ExecBatch)(nil),            // 24: oort.plugin.v1.ExecBatch
+	(*RowResult)(nil),            // 25: oort.plugin.v1.RowResult
+	(*ExecResult)(nil),           // 26: oort.plugin.v1.ExecResult
+	(*RowError)(nil),             // 27: oort.plugin.v1.RowError
+	(*OpenSourceRequest)(nil),    // 28: oort.plugin.v1.OpenSourceRequest
+	(*OpenSourceResponse)(nil),   // 29: oort.plugin.v1.OpenSourceResponse
+	(*ReadRequest)(nil),          // 30: oort.plugin.v1.ReadRequest
+	(*RecordBatch)(nil),          // 31: oort.plugin.v1.RecordBatch
+	(*Connection)(nil),           // 32: oort.plugin.v1.Connection
+	(*RewindRequest)(nil),        // 33: oort.plugin.v1.RewindRequest
+	(*RewindResponse)(nil),       // 34: oort.plugin.v1.RewindResponse
+	(*CheckpointedRequest)(nil),  // 35: oort.plugin.v1.CheckpointedRequest
+	(*CheckpointedResponse)(nil), // 36: oort.plugin.v1.CheckpointedResponse
+	(*OpenSinkRequest)(nil),      // 37: oort.plugin.v1.OpenSinkRequest
+	(*OpenSinkResponse)(nil),     // 38: oort.plugin.v1.OpenSinkResponse
+	(*WriteBatch)(nil),           // 39: oort.plugin.v1.WriteBatch
+	(*WriteAck)(nil),             // 40: oort.plugin.v1.WriteAck
+	(*PreCommitRequest)(nil),     // 41: oort.plugin.v1.PreCommitRequest
+	(*PreCommitResponse)(nil),    // 42: oort.plugin.v1.PreCommitResponse
+	(*CommitRequest)(nil),        // 43: oort.plugin.v1.CommitRequest
+	(*CommitResponse)(nil),       // 44: oort.plugin.v1.CommitResponse
+	nil,                          // 45: oort.plugin.v1.ValueMap.EntriesEntry
+	nil,                          // 46: oort.plugin.v1.Record.FieldsEntry
+	nil,                          // 47: oort.plugin.v1.Record.MetadataEntry
+	nil,                          // 48: oort.plugin.v1.OpenSourceRequest.PropsEntry
+	nil,                          // 49: oort.plugin.v1.OpenSinkRequest.PropsEntry
 }
 var file_oort_plugin_v1_plugin_proto_depIdxs = []int32{
-	4,  // 0: oort.plugin.v1.Value.list:type_name -> oort.plugin.v1.ValueList
-	5,  // 1: oort.plugin.v1.Value.map:type_name -> oort.plugin.v1.ValueMap
-	3,  // 2: oort.plugin.v1.ValueList.items:type_name -> oort.plugin.v1.Value
-	43, // 3: oort.plugin.v1.ValueMap.entries:type_name -> oort.plugin.v1.ValueMap.EntriesEntry
-	44, // 4: oort.plugin.v1.Record.fields:type_name -> oort.plugin.v1.Record.FieldsEntry
-	45, // 5: oort.plugin.v1.Record.metadata:type_name -> oort.plugin.v1.Record.MetadataEntry
-	3,  // 6: oort.plugin.v1.StateMutation.put:type_name -> oort.plugin.v1.Value
-	3,  // 7: oort.plugin.v1.StateEntry.value:type_name -> oort.plugin.v1.Value
+	5,  // 0: oort.plugin.v1.Value.list:type_name -> oort.plugin.v1.ValueList
+	6,  // 1: oort.plugin.v1.Value.map:type_name -> oort.plugin.v1.ValueMap
+	4,  // 2: oort.plugin.v1.ValueList.items:type_name -> oort.plugin.v1.Value
+	45, // 3: oort.plugin.v1.ValueMap.entries:type_name -> oort.plugin.v1.ValueMap.EntriesEntry
+	46, // 4: oort.plugin.v1.Record.fields:type_name -> oort.plugin.v1.Record.FieldsEntry
+	47, // 5: oort.plugin.v1.Record.metadata:type_name -> oort.plugin.v1.Record.MetadataEntry
+	4,  // 6: oort.plugin.v1.StateMutation.put:type_name -> oort.plugin.v1.Value
+	4,  // 7: oort.plugin.v1.StateEntry.value:type_name -> oort.plugin.v1.Value
 	0,  // 8: oort.plugin.v1.Symbol.kind:type_name -> oort.plugin.v1.Kind
 	1,  // 9: oort.plugin.v1.Symbol.mode:type_name -> oort.plugin.v1.ExportMode
-	9,  // 10: oort.plugin.v1.DescribeResponse.symbols:type_name -> oort.plugin.v1.Symbol
+	10, // 10: oort.plugin.v1.DescribeResponse.symbols:type_name -> oort.plugin.v1.Symbol
 	2,  // 11: oort.plugin.v1.DescribeResponse.encodings:type_name -> oort.plugin.v1.Encoding
-	8,  // 12: oort.plugin.v1.InstanceSpec.state:type_name -> oort.plugin.v1.StateEntry
-	3,  // 13: oort.plugin.v1.ArgSpec.literal:type_name -> oort.plugin.v1.Value
-	18, // 14: oort.plugin.v1.ValidateRequest.args:type_name -> oort.plugin.v1.ArgSpec
-	14, // 15: oort.plugin.v1.OpenFunctionRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	3,  // 16: oort.plugin.v1.ArgRow.args:type_name -> oort.plugin.v1.Value
-	22, // 17: oort.plugin.v1.ExecBatch.rows:type_name -> oort.plugin.v1.ArgRow
-	3,  // 18: oort.plugin.v1.RowResult.value:type_name -> oort.plugin.v1.Value
-	24, // 19: oort.plugin.v1.ExecResult.results:type_name -> oort.plugin.v1.RowResult
-	7,  // 20: oort.plugin.v1.ExecResult.mutations:type_name -> oort.plugin.v1.StateMutation
-	26, // 21: oort.plugin.v1.ExecResult.errors:type_name -> oort.plugin.v1.RowError
-	14, // 22: oort.plugin.v1.OpenSourceRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	46, // 23: oort.plugin.v1.OpenSourceRequest.props:type_name -> oort.plugin.v1.OpenSourceRequest.PropsEntry
-	6,  // 24: oort.plugin.v1.RecordBatch.records:type_name -> oort.plugin.v1.Record
-	3,  // 25: oort.plugin.v1.RecordBatch.offset:type_name -> oort.plugin.v1.Value
-	7,  // 26: oort.plugin.v1.RecordBatch.mutations:type_name -> oort.plugin.v1.StateMutation
-	3,  // 27: oort.plugin.v1.RewindRequest.offset:type_name -> oort.plugin.v1.Value
-	3,  // 28: oort.plugin.v1.CheckpointedRequest.offset:type_name -> oort.plugin.v1.Value
-	14, // 29: oort.plugin.v1.OpenSinkRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	47, // 30: oort.plugin.v1.OpenSinkRequest.props:type_name -> oort.plugin.v1.OpenSinkRequest.PropsEntry
-	6,  // 31: oort.plugin.v1.WriteBatch.records:type_name -> oort.plugin.v1.Record
-	7,  // 32: oort.plugin.v1.WriteAck.mutations:type_name -> oort.plugin.v1.StateMutation
-	3,  // 33: oort.plugin.v1.PreCommitResponse.handle:type_name -> oort.plugin.v1.Value
-	3,  // 34: oort.plugin.v1.CommitRequest.handle:type_name -> oort.plugin.v1.Value
-	3,  // 35: oort.plugin.v1.ValueMap.EntriesEntry.value:type_name -> oort.plugin.v1.Value
-	3,  // 36: oort.plugin.v1.Record.FieldsEntry.value:type_name -> oort.plugin.v1.Value
-	3,  // 37: oort.plugin.v1.Record.MetadataEntry.value:type_name -> oort.plugin.v1.Value
-	3,  // 38: oort.plugin.v1.OpenSourceRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
-	3,  // 39: oort.plugin.v1.OpenSinkRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
-	10, // 40: oort.plugin.v1.Plugin.Describe:input_type -> oort.plugin.v1.DescribeRequest
-	12, // 41: oort.plugin.v1.Plugin.Shutdown:input_type -> oort.plugin.v1.ShutdownRequest
-	19, // 42: oort.plugin.v1.Function.Validate:input_type -> oort.plugin.v1.ValidateRequest
-	21, // 43: oort.plugin.v1.Function.Open:input_type -> oort.plugin.v1.OpenFunctionRequest
-	23, // 44: oort.plugin.v1.Function.Exec:input_type -> oort.plugin.v1.ExecBatch
-	16, // 45: oort.plugin.v1.Function.Close:input_type -> oort.plugin.v1.CloseRequest
-	27, // 46: oort.plugin.v1.Source.Open:input_type -> oort.plugin.v1.OpenSourceRequest
-	29, // 47: oort.plugin.v1.Source.Read:input_type -> oort.plugin.v1.ReadRequest
-	31, // 48: oort.plugin.v1.Source.Rewind:input_type -> oort.plugin.v1.RewindRequest
-	16, // 49: oort.plugin.v1.Source.Close:input_type -> oort.plugin.v1.CloseRequest
-	33, // 50: oort.plugin.v1.Source.Checkpointed:input_type -> oort.plugin.v1.CheckpointedRequest
-	35, // 51: oort.plugin.v1.Sink.Open:input_type -> oort.plugin.v1.OpenSinkRequest
-	37, // 52: oort.plugin.v1.Sink.Write:input_type -> oort.plugin.v1.WriteBatch
-	39, // 53: oort.plugin.v1.Sink.PreCommit:input_type -> oort.plugin.v1.PreCommitRequest
-	41, // 54: oort.plugin.v1.Sink.Commit:input_type -> oort.plugin.v1.CommitRequest
-	41, // 55: oort.plugin.v1.Sink.Abort:input_type -> oort.plugin.v1.CommitRequest
-	16, // 56: oort.plugin.v1.Sink.Close:input_type -> oort.plugin.v1.CloseRequest
-	11, // 57: oort.plugin.v1.Plugin.Describe:output_type -> oort.plugin.v1.DescribeResponse
-	13, // 58: oort.plugin.v1.Plugin.Shutdown:output_type -> oort.plugin.v1.ShutdownResponse
-	20, // 59: oort.plugin.v1.Function.Validate:output_type -> oort.plugin.v1.ValidateResponse
-	15, // 60: oort.plugin.v1.Function.Open:output_type -> oort.plugin.v1.OpenResponse
-	25, // 61: oort.plugin.v1.Function.Exec:output_type -> oort.plugin.v1.ExecResult
-	17, // 62: oort.plugin.v1.Function.Close:output_type -> oort.plugin.v1.CloseResponse
-	28, // 63: oort.plugin.v1.Source.Open:output_type -> oort.plugin.v1.OpenSourceResponse
-	30, // 64: oort.plugin.v1.Source.Read:output_type -> oort.plugin.v1.RecordBatch
-	32, // 65: oort.plugin.v1.Source.Rewind:output_type -> oort.plugin.v1.RewindResponse
-	17, // 66: oort.plugin.v1.Source.Close:output_type -> oort.plugin.v1.CloseResponse
-	34, // 67: oort.plugin.v1.Source.Checkpointed:output_type -> oort.plugin.v1.CheckpointedResponse
-	36, // 68: oort.plugin.v1.Sink.Open:output_type -> oort.plugin.v1.OpenSinkResponse
-	38, // 69: oort.plugin.v1.Sink.Write:output_type -> oort.plugin.v1.WriteAck
-	40, // 70: oort.plugin.v1.Sink.PreCommit:output_type -> oort.plugin.v1.PreCommitResponse
-	42, // 71: oort.plugin.v1.Sink.Commit:output_type -> oort.plugin.v1.CommitResponse
-	42, // 72: oort.plugin.v1.Sink.Abort:output_type -> oort.plugin.v1.CommitResponse
-	17, // 73: oort.plugin.v1.Sink.Close:output_type -> oort.plugin.v1.CloseResponse
-	57, // [57:74] is the sub-list for method output_type
-	40, // [40:57] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	9,  // 12: oort.plugin.v1.InstanceSpec.state:type_name -> oort.plugin.v1.StateEntry
+	4,  // 13: oort.plugin.v1.ArgSpec.literal:type_name -> oort.plugin.v1.Value
+	19, // 14: oort.plugin.v1.ValidateRequest.args:type_name -> oort.plugin.v1.ArgSpec
+	15, // 15: oort.plugin.v1.OpenFunctionRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	4,  // 16: oort.plugin.v1.ArgRow.args:type_name -> oort.plugin.v1.Value
+	23, // 17: oort.plugin.v1.ExecBatch.rows:type_name -> oort.plugin.v1.ArgRow
+	4,  // 18: oort.plugin.v1.RowResult.value:type_name -> oort.plugin.v1.Value
+	25, // 19: oort.plugin.v1.ExecResult.results:type_name -> oort.plugin.v1.RowResult
+	8,  // 20: oort.plugin.v1.ExecResult.mutations:type_name -> oort.plugin.v1.StateMutation
+	27, // 21: oort.plugin.v1.ExecResult.errors:type_name -> oort.plugin.v1.RowError
+	15, // 22: oort.plugin.v1.OpenSourceRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	48, // 23: oort.plugin.v1.OpenSourceRequest.props:type_name -> oort.plugin.v1.OpenSourceRequest.PropsEntry
+	7,  // 24: oort.plugin.v1.RecordBatch.records:type_name -> oort.plugin.v1.Record
+	4,  // 25: oort.plugin.v1.RecordBatch.offset:type_name -> oort.plugin.v1.Value
+	8,  // 26: oort.plugin.v1.RecordBatch.mutations:type_name -> oort.plugin.v1.StateMutation
+	32, // 27: oort.plugin.v1.RecordBatch.connection:type_name -> oort.plugin.v1.Connection
+	3,  // 28: oort.plugin.v1.Connection.state:type_name -> oort.plugin.v1.Connection.State
+	4,  // 29: oort.plugin.v1.RewindRequest.offset:type_name -> oort.plugin.v1.Value
+	4,  // 30: oort.plugin.v1.CheckpointedRequest.offset:type_name -> oort.plugin.v1.Value
+	15, // 31: oort.plugin.v1.OpenSinkRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	49, // 32: oort.plugin.v1.OpenSinkRequest.props:type_name -> oort.plugin.v1.OpenSinkRequest.PropsEntry
+	7,  // 33: oort.plugin.v1.WriteBatch.records:type_name -> oort.plugin.v1.Record
+	8,  // 34: oort.plugin.v1.WriteAck.mutations:type_name -> oort.plugin.v1.StateMutation
+	4,  // 35: oort.plugin.v1.PreCommitResponse.handle:type_name -> oort.plugin.v1.Value
+	4,  // 36: oort.plugin.v1.CommitRequest.handle:type_name -> oort.plugin.v1.Value
+	4,  // 37: oort.plugin.v1.ValueMap.EntriesEntry.value:type_name -> oort.plugin.v1.Value
+	4,  // 38: oort.plugin.v1.Record.FieldsEntry.value:type_name -> oort.plugin.v1.Value
+	4,  // 39: oort.plugin.v1.Record.MetadataEntry.value:type_name -> oort.plugin.v1.Value
+	4,  // 40: oort.plugin.v1.OpenSourceRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
+	4,  // 41: oort.plugin.v1.OpenSinkRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
+	11, // 42: oort.plugin.v1.Plugin.Describe:input_type -> oort.plugin.v1.DescribeRequest
+	13, // 43: oort.plugin.v1.Plugin.Shutdown:input_type -> oort.plugin.v1.ShutdownRequest
+	20, // 44: oort.plugin.v1.Function.Validate:input_type -> oort.plugin.v1.ValidateRequest
+	22, // 45: oort.plugin.v1.Function.Open:input_type -> oort.plugin.v1.OpenFunctionRequest
+	24, // 46: oort.plugin.v1.Function.Exec:input_type -> oort.plugin.v1.ExecBatch
+	17, // 47: oort.plugin.v1.Function.Close:input_type -> oort.plugin.v1.CloseRequest
+	28, // 48: oort.plugin.v1.Source.Open:input_type -> oort.plugin.v1.OpenSourceRequest
+	30, // 49: oort.plugin.v1.Source.Read:input_type -> oort.plugin.v1.ReadRequest
+	33, // 50: oort.plugin.v1.Source.Rewind:input_type -> oort.plugin.v1.RewindRequest
+	17, // 51: oort.plugin.v1.Source.Close:input_type -> oort.plugin.v1.CloseRequest
+	35, // 52: oort.plugin.v1.Source.Checkpointed:input_type -> oort.plugin.v1.CheckpointedRequest
+	37, // 53: oort.plugin.v1.Sink.Open:input_type -> oort.plugin.v1.OpenSinkRequest
+	39, // 54: oort.plugin.v1.Sink.Write:input_type -> oort.plugin.v1.WriteBatch
+	41, // 55: oort.plugin.v1.Sink.PreCommit:input_type -> oort.plugin.v1.PreCommitRequest
+	43, // 56: oort.plugin.v1.Sink.Commit:input_type -> oort.plugin.v1.CommitRequest
+	43, // 57: oort.plugin.v1.Sink.Abort:input_type -> oort.plugin.v1.CommitRequest
+	17, // 58: oort.plugin.v1.Sink.Close:input_type -> oort.plugin.v1.CloseRequest
+	12, // 59: oort.plugin.v1.Plugin.Describe:output_type -> oort.plugin.v1.DescribeResponse
+	14, // 60: oort.plugin.v1.Plugin.Shutdown:output_type -> oort.plugin.v1.ShutdownResponse
+	21, // 61: oort.plugin.v1.Function.Validate:output_type -> oort.plugin.v1.ValidateResponse
+	16, // 62: oort.plugin.v1.Function.Open:output_type -> oort.plugin.v1.OpenResponse
+	26, // 63: oort.plugin.v1.Function.Exec:output_type -> oort.plugin.v1.ExecResult
+	18, // 64: oort.plugin.v1.Function.Close:output_type -> oort.plugin.v1.CloseResponse
+	29, // 65: oort.plugin.v1.Source.Open:output_type -> oort.plugin.v1.OpenSourceResponse
+	31, // 66: oort.plugin.v1.Source.Read:output_type -> oort.plugin.v1.RecordBatch
+	34, // 67: oort.plugin.v1.Source.Rewind:output_type -> oort.plugin.v1.RewindResponse
+	18, // 68: oort.plugin.v1.Source.Close:output_type -> oort.plugin.v1.CloseResponse
+	36, // 69: oort.plugin.v1.Source.Checkpointed:output_type -> oort.plugin.v1.CheckpointedResponse
+	38, // 70: oort.plugin.v1.Sink.Open:output_type -> oort.plugin.v1.OpenSinkResponse
+	40, // 71: oort.plugin.v1.Sink.Write:output_type -> oort.plugin.v1.WriteAck
+	42, // 72: oort.plugin.v1.Sink.PreCommit:output_type -> oort.plugin.v1.PreCommitResponse
+	44, // 73: oort.plugin.v1.Sink.Commit:output_type -> oort.plugin.v1.CommitResponse
+	44, // 74: oort.plugin.v1.Sink.Abort:output_type -> oort.plugin.v1.CommitResponse
+	18, // 75: oort.plugin.v1.Sink.Close:output_type -> oort.plugin.v1.CloseResponse
+	59, // [59:76] is the sub-list for method output_type
+	42, // [42:59] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_oort_plugin_v1_plugin_proto_init() }
@@ -3194,14 +3328,14 @@ func file_oort_plugin_v1_plugin_proto_init() {
 		(*RowResult_Error)(nil),
 	}
 	file_oort_plugin_v1_plugin_proto_msgTypes[27].OneofWrappers = []any{}
-	file_oort_plugin_v1_plugin_proto_msgTypes[30].OneofWrappers = []any{}
+	file_oort_plugin_v1_plugin_proto_msgTypes[31].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oort_plugin_v1_plugin_proto_rawDesc), len(file_oort_plugin_v1_plugin_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   45,
+			NumEnums:      4,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
