@@ -231,6 +231,7 @@ async fn the_file_source_rewinds_to_a_byte_offset() {
                 rule_id: "direct".into(),
                 operator_id: "source".into(),
                 state: vec![],
+                checkpointing: false,
             }),
             datasource: path_str.clone(),
             props: Default::default(),

@@ -207,12 +207,20 @@ fn rules_keep_running_through_a_broker_outage_and_a_killed_plugin() {
     let message = |i: usize| json!({ "n": i }).to_string();
     let topic = |_| "outage/in".to_string();
     let next = publish_until(&broker, 0, Duration::from_secs(30), topic, message, || count() >= 3);
+    let status = d.get_json("/rules/keep/status");
+    assert_eq!(status["source_s_0_connection_status"], 1, "{status}");
+    assert!(status["source_s_0_connection_last_connected_time"].as_u64() > Some(0), "{status}");
 
-    // The broker goes away for 5 s: the rule stays running.
+    // The broker goes away for 5 s: the rule stays running, and its status
+    // says the source is connecting again, and why (eKuiper's 0).
     broker.stop();
     std::thread::sleep(Duration::from_secs(5));
     let status = d.get_json("/rules/keep/status");
     assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["source_s_0_connection_status"], 0, "{status}");
+    assert!(status["source_s_0_connection_last_disconnected_time"].as_u64() > Some(0), "{status}");
+    let why = status["source_s_0_connection_last_disconnected_message"].as_str().unwrap_or_default();
+    assert!(!why.is_empty(), "{status}");
     broker.restart();
     // Both the source and the sink reconnect: new messages reach the file
     // and the broker's subscribers again.
@@ -223,6 +231,7 @@ fn rules_keep_running_through_a_broker_outage_and_a_killed_plugin() {
     });
     let got = sub.lines();
     assert!(got.iter().all(|l| json(l)["n"].as_u64().is_some_and(|n| n >= 1000)), "{got:?}");
+    assert_eq!(d.get_json("/rules/keep/status")["source_s_0_connection_status"], 1);
 
     // kill -9 of the plugin serving the source: it is restarted and
     // subscribes again.

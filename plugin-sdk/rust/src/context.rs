@@ -8,7 +8,7 @@
 //! per call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use oort_proto::plugin::v1 as pb;
@@ -78,6 +78,10 @@ pub struct Context {
     checkpoint_wanted: AtomicBool,
     /// A connection state set since the last batch, not yet sent.
     connection: Mutex<Option<pb::Connection>>,
+    /// Calls waiting for the instance's lock (a source's `Checkpointed`),
+    /// which its read loop lets go first: a loop that takes the lock again
+    /// the moment it released it would otherwise keep them waiting.
+    pub(crate) callers_waiting: AtomicUsize,
 }
 
 /// The state of a source's connection to its upstream, as eKuiper reports it
@@ -113,6 +117,7 @@ impl Context {
             checkpointing: spec.checkpointing,
             checkpoint_wanted: AtomicBool::new(false),
             connection: Mutex::new(None),
+            callers_waiting: AtomicUsize::new(0),
         }
     }
 

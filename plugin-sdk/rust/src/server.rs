@@ -586,6 +586,10 @@ impl SourceService for Handle {
             let mut columns = req.accept_arrow;
             let mut sent = SchemaSent::default();
             while !tx.is_closed() {
+                // A waiting call (Checkpointed) goes before the next read.
+                while ctx.callers_waiting.load(Ordering::SeqCst) > 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
                 let read = {
                     let mut s = lock(&source);
                     // Checked under the lock that Rewind takes after bumping it.
@@ -660,8 +664,10 @@ impl SourceService for Handle {
         let req = req.into_inner();
         let (source, ctx, _) = self.0.source(&req.instance_id)?;
         let offset: Value = req.offset.map(Value::from).unwrap_or_default();
-        blocking(|| lock(&source).checkpointed(&ctx, &offset))
-            .map_err(|e| Status::failed_precondition(format!("checkpointed failed: {e}")))?;
+        ctx.callers_waiting.fetch_add(1, Ordering::SeqCst);
+        let done = blocking(|| lock(&source).checkpointed(&ctx, &offset));
+        ctx.callers_waiting.fetch_sub(1, Ordering::SeqCst);
+        done.map_err(|e| Status::failed_precondition(format!("checkpointed failed: {e}")))?;
         Ok(Response::new(pb::CheckpointedResponse {}))
     }
 }

@@ -32,10 +32,29 @@
 //!
 //! The connection is kept by a thread per instance that reconnects with
 //! back-off (100 ms doubling to 5 s) while the broker is away; the source
-//! subscribes again on every connection, and reports a failed connection as
-//! an exception (once per outage).
+//! subscribes again on every connection, reports a failed connection as an
+//! exception (once per outage), and its connection's state as it changes
+//! (`Context::set_connection`, eKuiper's `connection_status` in rule status).
+//! The daemon's trial open of a rule being created checks the properties and
+//! connects to nothing: under the rule's client id it would take over a
+//! running instance's session.
 //!
-//! The sink pipelines at qos 1 and 2: a batch returns once its messages are
+//! In a checkpointing rule (qos 1 or 2) a source at MQTT qos 1 or 2 keeps a
+//! persistent session (clean session off; under MQTT 5 a session kept for a
+//! day) and acknowledges a message only once a checkpoint covers it
+//! (`Source::checkpointed`): a `kill -9` of the plugin or of the daemon loses
+//! nothing, since the broker delivers again what was not acknowledged, and the
+//! daemon restores the rule from that checkpoint when the source's read breaks
+//! (`acks_on_checkpoint`). The same holds when the connection comes back after
+//! an outage: the source fails its read, and the rule restores. Offsets are
+//! `"<epoch>:<n>"`, the number of the last message read by this process, so an
+//! earlier process's offset acknowledges nothing. A broker lets only so many
+//! messages wait for acknowledgement (mosquitto: `max_inflight_messages`, 20
+//! by default, for 3.1.1 clients): when they stop coming the source asks for
+//! a checkpoint at once (`Context::request_checkpoint`), so such a rule reads
+//! at most that many messages per checkpoint (BENCHMARKS.md, table j).
+//!
+//! The sink pipelines at qos 1 and 2 in a rule without checkpoints: a batch returns once its messages are
 //! queued on the connection and the broker has acknowledged every message of
 //! the batches before it, so at most one returned batch is unacknowledged at
 //! any time (waiting for the batch itself would stall every batch for an
@@ -53,9 +72,10 @@
 //! the rule restoring from its last checkpoint and its source replaying what
 //! followed it (a rewindable source, or one that acknowledges upstream only
 //! on checkpoints); the supervisor retries only the failed batch otherwise.
+//! Hence in a checkpointing rule every batch waits for its own
+//! acknowledgements before it returns.
 //!
-//! Not yet: websockets, and acknowledging received messages only once a
-//! checkpoint covers them.
+//! Not yet: websockets.
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -63,7 +83,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use oort_plugin::{serve, BoxError, Context, Export, ItemErrors, Plugin, Props, Record, Sink, Source, Value};
+use oort_plugin::{
+    serve, BoxError, ConnectionState, Context, Export, ItemErrors, Plugin, Props, Record, Sink, Source, Value,
+};
 use oort_plugins::string_prop;
 use rumqttc::v5 as mqtt5;
 use rumqttc::{QoS, TlsConfiguration, Transport};
@@ -105,6 +127,20 @@ fn qos_v5(qos: QoS) -> mqtt5::mqttbytes::QoS {
     }
 }
 
+/// The most acknowledgements a source queues at once on its connection.
+const SOURCE_REQUESTS: usize = 1 << 20;
+
+/// How long an MQTT 5 broker keeps a source's persistent session while
+/// nobody is connected to it.
+const SESSION_EXPIRY_SECS: u32 = 86_400;
+
+/// Whether `ctx` is the daemon's trial open of a rule being created: it checks
+/// the properties and connects to nothing (a connection under the rule's
+/// client id would take over the session of a running rule's instance).
+fn is_trial(ctx: &Context) -> bool {
+    ctx.rule_id().starts_with("__validate-")
+}
+
 /// What both the source and the sink connect with.
 struct Connect {
     host: String,
@@ -116,6 +152,10 @@ struct Connect {
     version: Version,
     /// Set for a TLS server: read and checked at open.
     tls: Option<Arc<ClientConfig>>,
+    /// A persistent session with manual acknowledgements: a source of a
+    /// checkpointing rule, which acknowledges a message only once a
+    /// checkpoint covers it.
+    persistent: bool,
 }
 
 impl Connect {
@@ -170,7 +210,7 @@ impl Connect {
             },
         };
         let tls = tls_config(props, &server, secure)?;
-        Ok(Connect { host, port, client_id, qos, credentials, keep_alive, version, tls })
+        Ok(Connect { host, port, client_id, qos, credentials, keep_alive, version, tls, persistent: false })
     }
 
     /// A client and its connection, not connected yet: the connection
@@ -188,7 +228,8 @@ impl Connect {
                 options
                     .set_keep_alive(self.keep_alive)
                     .set_max_packet_size(64 << 20, 64 << 20)
-                    .set_clean_session(true)
+                    .set_clean_session(!self.persistent)
+                    .set_manual_acks(self.persistent)
                     .set_inflight(in_flight)
                     .set_transport(transport());
                 if let Some((user, password)) = &self.credentials {
@@ -210,7 +251,8 @@ impl Connect {
                 options
                     .set_keep_alive(self.keep_alive)
                     .set_max_packet_size(Some(64 << 20))
-                    .set_clean_start(true)
+                    .set_clean_start(!self.persistent)
+                    .set_manual_acks(self.persistent)
                     .set_outgoing_inflight_upper_limit(in_flight)
                     .set_transport(transport());
                 // TCP_NODELAY as for 3.1.1, above.
@@ -219,6 +261,11 @@ impl Connect {
                 options.set_network_options(network);
                 if let Some((user, password)) = &self.credentials {
                     options.set_credentials(user.clone(), password.clone());
+                }
+                if self.persistent {
+                    // The broker keeps the session (and what it has not
+                    // delivered or got acknowledged) for a day without us.
+                    options.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
                 }
                 let (client, connection) = mqtt5::Client::new(options, requests);
                 (Client::V5(client), Connection::V5(Box::new(connection)))
@@ -434,6 +481,17 @@ impl Client {
         }
     }
 
+    /// Acknowledges a received message; false when the request queue is full
+    /// (it is acknowledged at the next checkpoint instead).
+    fn try_ack(&self, ack: &Ack) -> bool {
+        match (self, ack) {
+            (Client::V3(c), Ack::V3(p)) => c.try_ack(p).is_ok(),
+            (Client::V5(c), Ack::V5(p)) => c.try_ack(p).is_ok(),
+            // Cannot happen: a client acknowledges its own messages.
+            _ => true,
+        }
+    }
+
     /// Asks the connection to end. A full request queue does not keep the
     /// caller from closing: it stops the connection's thread anyway.
     fn try_disconnect(&self) {
@@ -451,12 +509,29 @@ enum Connection {
     V5(Box<mqtt5::Connection>),
 }
 
+/// What acknowledges one received message (its packet, without the payload).
+enum Ack {
+    V3(rumqttc::Publish),
+    V5(mqtt5::mqttbytes::v5::Publish),
+}
+
+impl Ack {
+    /// The message's packet id and whether the broker sends it again.
+    fn id(&self) -> (u16, bool) {
+        match self {
+            Ack::V3(p) => (p.pkid, p.dup),
+            Ack::V5(p) => (p.pkid, p.dup),
+        }
+    }
+}
+
 /// What a connection reported, the same for both versions.
 enum Happened {
     /// The broker accepted the connection (CONNACK).
     Connected,
-    /// A message arrived on a subscription.
-    Message(Vec<u8>),
+    /// A message arrived on a subscription; at qos 1 and 2 with manual
+    /// acknowledgements, with what acknowledges it.
+    Message(Vec<u8>, Option<Box<Ack>>),
     /// The broker has taken one published message: its PUBACK at qos 1, its
     /// PUBCOMP at qos 2.
     Acked,
@@ -497,7 +572,11 @@ fn happened_v3(event: rumqttc::Event) -> Happened {
     use rumqttc::{Event, Packet, SubscribeReasonCode};
     match event {
         Event::Incoming(Packet::ConnAck(_)) => Happened::Connected,
-        Event::Incoming(Packet::Publish(p)) => Happened::Message(p.payload.to_vec()),
+        Event::Incoming(Packet::Publish(mut p)) => {
+            let payload = std::mem::take(&mut p.payload).to_vec();
+            let ack = (p.qos != rumqttc::QoS::AtMostOnce).then(|| Box::new(Ack::V3(p)));
+            Happened::Message(payload, ack)
+        }
         Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_)) => Happened::Acked,
         Event::Incoming(Packet::SubAck(s)) if s.return_codes.contains(&SubscribeReasonCode::Failure) => {
             Happened::NotSubscribed("the broker answered with failure code 0x80".into())
@@ -515,7 +594,11 @@ fn happened_v5(event: mqtt5::Event) -> Happened {
     let mqtt5::Event::Incoming(packet) = event else { return Happened::Nothing };
     match packet {
         Packet::ConnAck(_) => Happened::Connected,
-        Packet::Publish(p) => Happened::Message(p.payload.to_vec()),
+        Packet::Publish(mut p) => {
+            let payload = std::mem::take(&mut p.payload).to_vec();
+            let ack = (p.qos != mqtt5::mqttbytes::QoS::AtMostOnce).then(|| Box::new(Ack::V5(p)));
+            Happened::Message(payload, ack)
+        }
         // "No matching subscribers" is a success: the broker took the message.
         Packet::PubAck(a) => match a.reason {
             PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Happened::Acked,
@@ -548,6 +631,8 @@ fn happened_v5(event: mqtt5::Event) -> Happened {
 struct Trouble {
     last_error: Mutex<Option<String>>,
     news: Mutex<Vec<String>>,
+    /// The connection's state since the instance last looked, if it changed.
+    state: Mutex<Option<(ConnectionState, String)>>,
 }
 
 impl Trouble {
@@ -596,6 +681,7 @@ fn drive(
                 Happened::Ended => return,
                 Happened::Failed(e) => {
                     *lock(&trouble.last_error) = Some(e.clone());
+                    *lock(&trouble.state) = Some((ConnectionState::Connecting, e.clone()));
                     // One line per outage, not one per attempt.
                     if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) || failures == 0 {
                         eprintln!("{label}: the connection failed: {e}; reconnecting");
@@ -615,6 +701,7 @@ fn drive(
                     }
                     failures = 0;
                     *lock(&trouble.last_error) = None;
+                    *lock(&trouble.state) = Some((ConnectionState::Connected, String::new()));
                     on_event(Happened::Connected);
                 }
                 event => on_event(event),
@@ -629,19 +716,57 @@ enum Format {
     Binary,
 }
 
+/// A source's received messages that wait for a checkpoint before they are
+/// acknowledged, oldest first, by their number.
+type Unacknowledged = Arc<Mutex<std::collections::VecDeque<(u64, Ack)>>>;
+
 #[derive(Default)]
 struct MqttSource {
-    messages: Option<Receiver<Vec<u8>>>,
+    /// Each message with its number (from 1, per instance).
+    messages: Option<Receiver<(u64, Vec<u8>)>>,
     client: Option<Client>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     format: Option<Format>,
     trouble: Arc<Trouble>,
+    /// Acknowledgements held until a checkpoint covers them (a checkpointing
+    /// rule at qos 1 or 2); otherwise rumqttc acknowledges on receipt.
+    holding: bool,
+    unacknowledged: Unacknowledged,
+    /// The number of the last message `read` returned.
+    read_through: u64,
+    /// Set when the connection came back: the broker delivers again what
+    /// was not acknowledged, some of which the rule has already read.
+    reconnected: Arc<AtomicBool>,
+    /// Tells this process's offsets from an earlier one's.
+    epoch: String,
+}
+
+/// The state key under which a source keeps the packet ids of the messages
+/// it has read and not acknowledged.
+const UNACKNOWLEDGED_KEY: &str = "unacknowledged";
+
+impl MqttSource {
+    /// Puts the packet ids of the messages read and not acknowledged in the
+    /// instance's state, which the next checkpoint stores with the offset.
+    fn keep_unacknowledged(&self, ctx: &Context) {
+        if !self.holding {
+            return;
+        }
+        let ids: Vec<Value> = lock(&self.unacknowledged)
+            .iter()
+            .take_while(|(n, _)| *n <= self.read_through)
+            .map(|(_, ack)| Value::Int(i64::from(ack.id().0)))
+            .collect();
+        if let Err(e) = ctx.put_state(UNACKNOWLEDGED_KEY, Value::List(ids)) {
+            ctx.report_exception(format!("cannot keep the unacknowledged messages' ids: {e}"));
+        }
+    }
 }
 
 impl Source for MqttSource {
     fn open(&mut self, ctx: &Context, datasource: &str, props: &Props) -> Result<(), BoxError> {
-        let connect = Connect::from_props(ctx, props, &[])?;
+        let mut connect = Connect::from_props(ctx, props, &[])?;
         check_filter(datasource)?;
         let format = match props.get("format") {
             None => Format::Json,
@@ -651,18 +776,48 @@ impl Source for MqttSource {
                 return Err(format!("the mqtt source reads FORMAT json or binary, not {}", other.to_json()).into())
             }
         };
-        // The source publishes nothing: rumqttc's default window will do.
-        let (client, connection) = connect.client(64, 100);
+        self.format = Some(format);
+        if is_trial(ctx) {
+            return Ok(());
+        }
+        self.holding = ctx.checkpointing() && connect.qos != QoS::AtMostOnce;
+        connect.persistent = self.holding;
+        self.epoch = format!("{:016x}", rand::random::<u64>());
+        ctx.set_connection(ConnectionState::Connecting, "");
+        // The source publishes nothing, but a checkpoint acknowledges every
+        // message it covers at once: the request queue (which grows as
+        // needed) must hold them all, or some would wait for the next one.
+        let (client, connection) = connect.client(SOURCE_REQUESTS, 100);
         // Bounded: a rule that falls behind holds the connection thread, and
         // the broker's flow control holds the publishers.
-        let (tx, rx): (SyncSender<Vec<u8>>, _) = mpsc::sync_channel(4096);
+        let (tx, rx): (SyncSender<(u64, Vec<u8>)>, _) = mpsc::sync_channel(4096);
         let (topic, qos, subscriber) = (datasource.to_string(), connect.qos, client.clone());
-        let stop = self.stop.clone();
-        let trouble = self.trouble.clone();
+        let (stop, trouble, holding) = (self.stop.clone(), self.trouble.clone(), self.holding);
+        let (unacknowledged, reconnected) = (self.unacknowledged.clone(), self.reconnected.clone());
+        // The messages the restored checkpoint covered and had not had
+        // acknowledged: the broker delivers again those whose acknowledgement
+        // it did not get, marked as sent before, and they are left out (and
+        // acknowledged now). Brokers number a client's messages in turn
+        // (mosquitto from 1 to 65535), so an id is not given to another
+        // message while fewer than that many wait for acknowledgement.
+        let mut covered: std::collections::HashSet<u16> = match ctx.get_state(UNACKNOWLEDGED_KEY) {
+            Some(Value::List(ids)) if self.holding => {
+                ids.iter().filter_map(|v| v.as_i64()).filter_map(|id| u16::try_from(id).ok()).collect()
+            }
+            _ => Default::default(),
+        };
+        let acker = client.clone();
         let label = format!("mqtt source {topic}");
+        let mut received = 0u64;
+        let mut connections = 0u32;
         let thread = drive(connection, stop.clone(), label, trouble.clone(), move |event| match event {
-            // Subscribed on every connection: a clean session forgets.
+            // Subscribed on every connection: a clean session forgets, and a
+            // persistent one may have been dropped by the broker.
             Happened::Connected => {
+                connections += 1;
+                if holding && connections > 1 {
+                    reconnected.store(true, Ordering::Relaxed);
+                }
                 if let Err(e) = subscriber.try_subscribe(&topic, qos) {
                     eprintln!("mqtt source: cannot subscribe to {topic}: {e}");
                     trouble.tell(format!("cannot subscribe to {topic}: {e}"));
@@ -672,22 +827,31 @@ impl Source for MqttSource {
                 eprintln!("mqtt source: the broker refused the subscription to {topic}: {why}");
                 trouble.tell(format!("the broker refused the subscription to {topic}: {why}"));
             }
-            Happened::Message(mut payload) => loop {
-                match tx.try_send(payload) {
-                    Ok(()) => break,
-                    Err(TrySendError::Full(back)) if !stop.load(Ordering::Relaxed) => {
-                        payload = back;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(_) => break,
+            Happened::Message(mut payload, ack) => {
+                if let Some(ack) = ack.as_ref().filter(|a| a.id().1 && covered.remove(&a.id().0)) {
+                    acker.try_ack(ack);
+                    return;
                 }
-            },
+                received += 1;
+                if let Some(ack) = ack.filter(|_| holding) {
+                    lock(&unacknowledged).push_back((received, *ack));
+                }
+                loop {
+                    match tx.try_send((received, payload)) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full((_, back))) if !stop.load(Ordering::Relaxed) => {
+                            payload = back;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
             _ => {}
         });
         self.messages = Some(rx);
         self.client = Some(client);
         self.thread = Some(thread);
-        self.format = Some(format);
         Ok(())
     }
 
@@ -695,13 +859,32 @@ impl Source for MqttSource {
         for news in self.trouble.take_news() {
             ctx.report_exception(news);
         }
+        if let Some((state, why)) = lock(&self.trouble.state).take() {
+            ctx.set_connection(state, &why);
+        }
+        if self.reconnected.load(Ordering::Relaxed) {
+            // Reading on would read some messages twice: the rule restores
+            // its last checkpoint, and a new instance gets from the broker
+            // exactly what that checkpoint did not cover.
+            return Err("the connection to the broker was made again; the rule restores its last checkpoint, \
+                        and the broker delivers again what it did not cover"
+                .into());
+        }
         let Some(messages) = &self.messages else { return Err("the source is not open".into()) };
-        // Not long: the SDK holds the instance's lock while `read` waits, and
-        // the supervisor's other calls on it (a checkpoint's confirmation,
-        // close) wait for that lock.
-        let first = match messages.recv_timeout(Duration::from_millis(20)) {
+        // Not long: the supervisor's other calls on the instance (a
+        // checkpoint's confirmation, close) wait for this read.
+        let (mut last, first) = match messages.recv_timeout(Duration::from_millis(20)) {
             Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => {
+                // A broker lets only so many messages wait for their
+                // acknowledgement (mosquitto: 20 by default), then stops
+                // sending: a checkpoint now lets it go on.
+                let waiting = lock(&self.unacknowledged).front().is_some_and(|(n, _)| *n <= self.read_through);
+                if waiting {
+                    ctx.request_checkpoint();
+                }
+                return Ok(());
+            }
             Err(RecvTimeoutError::Disconnected) => return Err("the MQTT connection thread ended".into()),
         };
         let now = oort_plugins::now_ms();
@@ -710,9 +893,41 @@ impl Source for MqttSource {
         while let Some(payload) = next.take() {
             decode(ctx, format, payload, now, out);
             if out.len() < max {
-                next = messages.try_recv().ok();
+                if let Ok((n, payload)) = messages.try_recv() {
+                    last = n;
+                    next = Some(payload);
+                }
             }
         }
+        self.read_through = last;
+        self.keep_unacknowledged(ctx);
+        Ok(())
+    }
+
+    fn offset(&self) -> Option<Value> {
+        self.holding.then(|| Value::String(format!("{}:{}", self.epoch, self.read_through)))
+    }
+
+    fn acks_on_checkpoint(&self) -> bool {
+        self.holding
+    }
+
+    fn checkpointed(&mut self, ctx: &Context, offset: &Value) -> Result<(), BoxError> {
+        // An offset of an earlier process (or none yet) covers nothing here.
+        let Value::String(offset) = offset else { return Ok(()) };
+        let Some(through) = offset.strip_prefix(&format!("{}:", self.epoch)).and_then(|n| n.parse::<u64>().ok()) else {
+            return Ok(());
+        };
+        let Some(client) = &self.client else { return Ok(()) };
+        let mut unacknowledged = lock(&self.unacknowledged);
+        while let Some((n, ack)) = unacknowledged.front() {
+            if *n > through || !client.try_ack(ack) {
+                break;
+            }
+            unacknowledged.pop_front();
+        }
+        drop(unacknowledged);
+        self.keep_unacknowledged(ctx);
         Ok(())
     }
 
@@ -915,6 +1130,10 @@ struct MqttSink {
     /// broker has acknowledged it, to publish again on a new connection if
     /// this one fails first.
     unacked: Vec<Vec<u8>>,
+    /// In a checkpointing rule a batch returns only once the broker has
+    /// acknowledged it: should this process die, the supervisor resends only
+    /// the batch that failed, so a returned one must be at the broker.
+    wait_for_each: bool,
 }
 
 impl Default for MqttSink {
@@ -926,6 +1145,7 @@ impl Default for MqttSink {
             retained: false,
             ack_timeout: Duration::from_secs(4),
             unacked: Vec::new(),
+            wait_for_each: false,
         }
     }
 }
@@ -954,7 +1174,10 @@ impl Sink for MqttSink {
                 _ => return Err("property ackTimeout must be a positive number of milliseconds".into()),
             }
         }
-        self.connected = Some(Connected::open(&connect, 0));
+        self.wait_for_each = ctx.checkpointing();
+        if !is_trial(ctx) {
+            self.connected = Some(Connected::open(&connect, 0));
+        }
         self.connect = Some(connect);
         Ok(())
     }
@@ -1003,11 +1226,17 @@ impl MqttSink {
         let connected = self.connected.as_mut().ok_or("the sink is not open")?;
         let deadline = Instant::now() + self.ack_timeout;
         let earlier = connected.published;
+        let wait_for_each = self.wait_for_each;
         let result = connected.queue(&self.topic, qos, self.retained, payloads, deadline).and_then(|()| match qos {
             QoS::AtMostOnce => Ok(()),
+            _ if wait_for_each => connected.wait(connected.published, deadline),
             _ => connected.wait(earlier, deadline),
         });
         match result {
+            Ok(()) if wait_for_each => {
+                self.unacked.clear();
+                Ok(())
+            }
             Ok(()) => {
                 if qos != QoS::AtMostOnce {
                     self.unacked.clear();

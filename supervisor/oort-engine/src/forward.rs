@@ -44,6 +44,9 @@ pub(crate) struct Forward<'a> {
     pub(crate) last_offset: &'a mut Option<Value>,
     pub(crate) window: Option<WindowState>,
     pub(crate) calls: &'a Calls<'a>,
+    /// The rule's own source instance, whose state changes are applied as
+    /// its batches are sent on.
+    pub(crate) source: Option<&'a oort_host::SourceInstance>,
 }
 
 impl Forward<'_> {
@@ -91,6 +94,13 @@ impl Forward<'_> {
         }
         if done.offset.is_some() {
             *self.last_offset = done.offset;
+        }
+        // The batch is taken: its state changes belong to the state the next
+        // checkpoint stores with this offset.
+        if let (Some(source), false) = (self.source, done.state.is_empty()) {
+            if let Err(e) = source.accept_state(done.state) {
+                return Err(Exit::Failed(Failure::fatal(format!("source: {e}"))));
+            }
         }
         Ok(())
     }

@@ -72,6 +72,7 @@ impl MemoryTopics {
                     exceptions: Vec::new(),
                     checkpoint_wanted: false,
                     connection: None,
+                    state: Default::default(),
                 },
                 None => SourceBatch {
                     records: batch.records().to_vec(),
@@ -80,6 +81,7 @@ impl MemoryTopics {
                     exceptions: Vec::new(),
                     checkpoint_wanted: false,
                     connection: None,
+                    state: Default::default(),
                 },
             };
             if receiver.send(Ok(copy)).await.is_ok() {

@@ -539,7 +539,7 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
                     oort_sql::prepare_window_rows(select, g, batch.records, calls).await.map(Output::Window)
                 }
             };
-            Evaluated { outcome, offset: batch.offset, started }
+            Evaluated { outcome, offset: batch.offset, state: batch.state, started }
         }
     };
     let mut out = Forward {
@@ -549,6 +549,7 @@ async fn run_loop(ctx: &RunContext, opened: &mut Opened, position: Position, fre
         last_offset: &mut last_offset,
         window,
         calls: &calls,
+        source: source.own(),
     };
 
     // Reads that failed in a row (the source process restarting, say).
@@ -702,6 +703,8 @@ const MAX_FAILED_READS: u32 = 20;
 pub(crate) struct Evaluated {
     pub(crate) outcome: Result<Output, CallError>,
     pub(crate) offset: Option<Value>,
+    /// The source's state changes of the batch, applied once it is sent on.
+    pub(crate) state: oort_host::SourceState,
     pub(crate) started: Instant,
 }
 

@@ -145,11 +145,16 @@ async fn feed(hub: Arc<Hub>, max_batch: u32) {
                 continue;
             }
         };
-        while let Some(item) = batches.recv().await {
+        while let Some(mut item) = batches.recv().await {
             let fatal = matches!(&item, Err(e) if e.is_fatal());
-            if let Ok(batch) = &item {
+            if let Ok(batch) = &mut item {
                 if batch.offset.is_some() {
                     last_offset = batch.offset.clone();
+                }
+                // A shared stream's rules do not checkpoint: its instance's
+                // state is as of the last batch read.
+                if let Err(e) = hub.instance.accept_state(std::mem::take(&mut batch.state)) {
+                    tracing::warn!("shared source: {e}");
                 }
             }
             hand_on(&hub, item).await;
@@ -175,6 +180,7 @@ async fn hand_on(hub: &Hub, item: Result<SourceBatch, HostError>) {
                 exceptions: b.exceptions.clone(),
                 checkpoint_wanted: false,
                 connection: b.connection.clone(),
+                state: Default::default(),
             }),
             Err(e) => Err(e.clone()),
         };

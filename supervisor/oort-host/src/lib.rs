@@ -64,7 +64,7 @@ mod watch;
 use calls::*;
 pub use function::{Answer, FunctionInstance, RowOutcome, Validation, COLUMNS_FROM_ROWS};
 pub use sink::{SinkInstance, Written};
-pub use source::{ConnectionState, SourceBatch, SourceInstance, UpstreamConnection};
+pub use source::{ConnectionState, SourceBatch, SourceInstance, SourceState, UpstreamConnection};
 use stream::*;
 use turns::*;
 pub use views::{PluginInfo, ProcessInfo, ProcessView};

@@ -18,6 +18,20 @@ pub struct SourceBatch {
     pub checkpoint_wanted: bool,
     /// The source's connection to its upstream, when it reported a change.
     pub connection: Option<UpstreamConnection>,
+    /// The instance's state changes made while reading this batch: applied
+    /// (`SourceInstance::accept_state`) only once the rule has taken the
+    /// batch, so that a checkpoint's state matches its offset.
+    pub state: SourceState,
+}
+
+/// A source batch's state changes, checked but not yet applied.
+#[derive(Debug, Default, Clone)]
+pub struct SourceState(Vec<pb::StateMutation>);
+
+impl SourceState {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A source's connection to its upstream (a broker, a server), as it
@@ -104,6 +118,13 @@ impl SourceInstance {
         self.rewindable
     }
 
+    /// Applies the state changes of a batch the rule has taken.
+    pub fn accept_state(&self, changes: SourceState) -> Result<(), HostError> {
+        self.state
+            .accept(&self.id, None, changes.0)
+            .map_err(|e| HostError::Protocol { plugin: self.plugin.clone(), reason: e.to_string() })
+    }
+
     /// Whether the source holds its upstream's acknowledgements until a
     /// checkpoint covers them: when its read breaks, only a restore of the
     /// whole rule from the checkpoint avoids reading redelivered records twice.
@@ -182,7 +203,6 @@ impl SourceInstance {
         let request = pb::ReadRequest { instance_id: self.id.clone(), max_batch, accept_arrow };
         let columnar_batches = self.columnar_batches.clone();
         let (tx, rx) = mpsc::channel(2);
-        let state = self.state.clone();
         let id = self.id.clone();
         let plugin = self.plugin.clone();
         let plugin_name = self.plugin.clone();
@@ -236,7 +256,7 @@ impl SourceInstance {
                 let item = match message {
                     Ok(Some(b)) => match read_columns(&mut decoder, &b, accept_arrow) {
                         Err(reason) => Err(protocol(reason)),
-                        Ok(columns) => match state.accept(&id, None, b.mutations) {
+                        Ok(columns) => match StateRegistry::check(&b.mutations) {
                             Err(e) => Err(protocol(e.to_string())),
                             Ok(()) => {
                                 if columns.is_some() {
@@ -249,6 +269,7 @@ impl SourceInstance {
                                     exceptions: b.exceptions,
                                     checkpoint_wanted: b.checkpoint_wanted,
                                     connection: b.connection.and_then(UpstreamConnection::of),
+                                    state: SourceState(b.mutations),
                                 })
                             }
                         },

@@ -243,6 +243,20 @@ impl StateRegistry {
         entries
     }
 
+    /// Checks a plugin's state changes without applying them: no value over
+    /// the size limit.
+    pub fn check(mutations: &[pb::StateMutation]) -> Result<(), StateError> {
+        for m in mutations {
+            if let Some(pb::state_mutation::Op::Put(v)) = &m.op {
+                let size = prost::Message::encoded_len(v);
+                if size > MAX_VALUE_BYTES {
+                    return Err(StateError::TooLarge { key: m.key.clone(), size });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Accepts the instance's batch `seq` (`None` for a source batch, which
     /// has no sequence number): first its writes through the State service
     /// (those tagged with `seq` or earlier, and untagged ones), then the
@@ -254,14 +268,7 @@ impl StateRegistry {
         seq: Option<u64>,
         mutations: Vec<pb::StateMutation>,
     ) -> Result<(), StateError> {
-        for m in &mutations {
-            if let Some(pb::state_mutation::Op::Put(v)) = &m.op {
-                let size = prost::Message::encoded_len(v);
-                if size > MAX_VALUE_BYTES {
-                    return Err(StateError::TooLarge { key: m.key.clone(), size });
-                }
-            }
-        }
+        Self::check(&mutations)?;
         let mut inner = self.lock();
         let mut due = Vec::new();
         if let Some(staged) = inner.staged.get_mut(instance) {
