@@ -522,6 +522,14 @@ class _SourceService(pb_grpc.SourceServicer):
         self._s.close(request.instance_id, context)
         return pb.CloseResponse()
 
+    def Checkpointed(
+        self, request: pb.CheckpointedRequest, context: grpc.ServicerContext
+    ) -> pb.CheckpointedResponse:
+        # Python sources cannot hold their upstream's acknowledgements yet:
+        # UNIMPLEMENTED tells the supervisor to stop asking (protocol §4.5).
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "this SDK's sources do not take Checkpointed")
+        raise AssertionError("unreachable")
+
 
 class _SinkService(pb_grpc.SinkServicer):
     def __init__(self, served: _Served) -> None:
