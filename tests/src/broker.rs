@@ -163,18 +163,7 @@ impl Broker {
     /// Publishes many messages over one connection (`mosquitto_pub -l`: one
     /// message per line of its input).
     pub fn publish_lines(&self, topic: &str, lines: &[String], qos: u8) {
-        use std::io::Write;
-        let mut child = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", &qos.to_string(), "-t", topic, "-l"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_pub");
-        let mut stdin = child.stdin.take().expect("stdin");
-        for line in lines {
-            writeln!(stdin, "{line}").expect("write to mosquitto_pub");
-        }
-        drop(stdin);
-        assert!(child.wait().expect("mosquitto_pub").success(), "mosquitto_pub -l to {topic} failed");
+        publish_lines(self.port, topic, lines, qos)
     }
 
     /// Subscribes with `mosquitto_sub` at qos 1 until it has `count`
@@ -275,4 +264,21 @@ impl Subscriber {
         }
         self.lines()
     }
+}
+
+/// [`Broker::publish_lines`] to the broker on `port` (from a thread that
+/// does not hold the broker).
+pub fn publish_lines(port: u16, topic: &str, lines: &[String], qos: u8) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", &qos.to_string(), "-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for line in lines {
+        writeln!(stdin, "{line}").expect("write to mosquitto_pub");
+    }
+    drop(stdin);
+    assert!(child.wait().expect("mosquitto_pub").success(), "mosquitto_pub -l to {topic} failed");
 }

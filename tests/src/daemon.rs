@@ -108,6 +108,19 @@ impl Daemon {
         json(&body)
     }
 
+    /// The pids of the plugin processes serving `rule`, per its status
+    /// (none while the rule or the daemon is between processes).
+    pub fn plugin_pids(&self, rule: &str) -> Vec<u32> {
+        let (status, body) = self.http("GET", &format!("/rules/{rule}/status"), None);
+        if status != 200 {
+            return Vec::new();
+        }
+        json(&body)["plugins"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["pid"].as_u64()).map(|p| p as u32).collect())
+            .unwrap_or_default()
+    }
+
     /// Waits until the JSON-lines file `path` holds at least `n` lines and
     /// returns them; on timeout (30 s) fails with `rule`'s status and the log.
     pub fn wait_lines(&self, rule: &str, path: &Path, n: usize) -> Vec<serde_json::Value> {

@@ -5,7 +5,7 @@
 mod broker;
 mod daemon;
 mod http_server;
-pub use broker::{Broker, Subscriber};
+pub use broker::{publish_lines, Broker, Subscriber};
 pub use daemon::{http, json, json_lines, Daemon};
 pub use http_server::{HttpServer, Received};
 

@@ -109,21 +109,10 @@ impl Rule {
     }
 }
 
-fn plugin_pids(d: &Daemon, rule: &str) -> Vec<u32> {
-    let (status, body) = d.http("GET", &format!("/rules/{rule}/status"), None);
-    if status != 200 {
-        return Vec::new();
-    }
-    json(&body)["plugins"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["pid"].as_u64()).map(|p| p as u32).collect())
-        .unwrap_or_default()
-}
-
 /// Kills the daemon with SIGKILL, waits for its plugins to follow it, and
 /// starts a new one on the same data folder.
 fn crash_and_restart(d: Daemon, plugins: &PluginsDir, data: &Path) -> Daemon {
-    let pids = plugin_pids(&d, "chaos");
+    let pids = d.plugin_pids("chaos");
     let mut d = d;
     kill9(d.child.id());
     let _ = d.child.wait();
@@ -278,7 +267,7 @@ fn chaos_of(rule: Rule, seed: u64, total: usize, feed_for: Duration, supervisor_
         // kill): wait for a live victim rather than skipping this round.
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
-            let pids = plugin_pids(&d, "chaos");
+            let pids = d.plugin_pids("chaos");
             if !pids.is_empty() {
                 let victim = pids[(rng.next() % pids.len() as u64) as usize];
                 if alive(victim) {

@@ -175,15 +175,7 @@ fn bad_mqtt_properties_are_refused_when_the_rule_is_created() {
         (json!({"server": server, "topic": "a/+"}), "wildcards"),
         (json!({"server": server, "topic": "a", "retained": "yes"}), "retained must be true or false"),
     ];
-    for (i, (props, expected)) in sinks.iter().enumerate() {
-        let rule = json!({"id": format!("s{i}"), "sql": "SELECT * FROM good", "actions": [{"mqtt": props}]});
-        let (code, body) = d.http("POST", "/rules", Some(&rule.to_string()));
-        assert_eq!(code, 400, "{props}: {body}");
-        assert!(body.contains(expected), "{props}: expected {expected:?} in {body}");
-    }
-    // None of them left a rule behind, and nothing is crash-looping.
-    let rules = d.get_json("/rules");
-    assert_eq!(rules.as_array().map(Vec::len), Some(0), "{rules}");
+    assert_sinks_refused(&d, &sinks);
 }
 
 #[test]
@@ -261,6 +253,20 @@ fn wait_status(d: &Daemon, rule: &str, expected: &str, timeout: Duration, mut me
         meanwhile();
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Each mqtt action's properties refuse a rule on stream `good` with the
+/// expected words, and no rule is left behind.
+fn assert_sinks_refused(d: &Daemon, sinks: &[(serde_json::Value, &str)]) {
+    for (i, (props, expected)) in sinks.iter().enumerate() {
+        let rule = json!({"id": format!("s{i}"), "sql": "SELECT * FROM good", "actions": [{"mqtt": props}]});
+        let (code, body) = d.http("POST", "/rules", Some(&rule.to_string()));
+        assert_eq!(code, 400, "{props}: {body}");
+        assert!(body.contains(expected), "{props}: expected {expected:?} in {body}");
+    }
+    // None of them left a rule behind, and nothing is crash-looping.
+    let rules = d.get_json("/rules");
+    assert_eq!(rules.as_array().map(Vec::len), Some(0), "{rules}");
 }
 
 /// A stream's properties are checked by a trial open when the stream or a
@@ -457,15 +463,7 @@ fn bad_tls_properties_are_refused_when_the_rule_is_created() {
         (json!({"server": server, "topic": "out", "rootCaPath": not_pem}), "holds no PEM certificate"),
         (json!({"server": server, "topic": "out", "privateKeyPath": key}), "privateKeyPath needs certificationPath"),
     ];
-    for (i, (props, expected)) in sinks.iter().enumerate() {
-        let rule = json!({"id": format!("s{i}"), "sql": "SELECT * FROM good", "actions": [{"mqtt": props}]});
-        let (code, body) = d.http("POST", "/rules", Some(&rule.to_string()));
-        assert_eq!(code, 400, "{props}: {body}");
-        assert!(body.contains(expected), "{props}: expected {expected:?} in {body}");
-    }
-    // None of them left a rule behind, and nothing is crash-looping.
-    let rules = d.get_json("/rules");
-    assert_eq!(rules.as_array().map(Vec::len), Some(0), "{rules}");
+    assert_sinks_refused(&d, &sinks);
 }
 
 #[test]

@@ -17,17 +17,6 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const MESSAGES: i64 = 3000;
 
-fn plugin_pids(d: &Daemon) -> Vec<u32> {
-    let (status, body) = d.http("GET", "/rules/chaos/status", None);
-    if status != 200 {
-        return Vec::new();
-    }
-    json(&body)["plugins"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["pid"].as_u64()).map(|p| p as u32).collect())
-        .unwrap_or_default()
-}
-
 fn start_daemon(p: &PluginsDir, data: &Path) -> Daemon {
     Daemon::start_in(p.path(), data, &[])
 }
@@ -35,7 +24,7 @@ fn start_daemon(p: &PluginsDir, data: &Path) -> Daemon {
 /// Kills the daemon with SIGKILL (its plugins follow it) and starts another
 /// on the same data directory, keeping the dead one's log in `logs`.
 fn crash_and_restart(d: Daemon, p: &PluginsDir, data: &Path, logs: &mut String) -> Daemon {
-    let pids = plugin_pids(&d);
+    let pids = d.plugin_pids("chaos");
     let mut d = d;
     kill9(d.child.id());
     let _ = d.child.wait();
@@ -115,7 +104,7 @@ fn chaos(rule_qos: u8) -> Outcome {
     let publisher = std::thread::spawn(move || {
         for chunk in 0..(MESSAGES / 100) {
             let lines: Vec<String> = (chunk * 100..(chunk + 1) * 100).map(|n| json!({ "n": n }).to_string()).collect();
-            publish_lines(port, &lines);
+            oort_tests::publish_lines(port, "chaos/in", &lines, 1);
             std::thread::sleep(Duration::from_millis(30));
         }
     });
@@ -129,7 +118,7 @@ fn chaos(rule_qos: u8) -> Outcome {
         }
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
-            let pids = plugin_pids(&d);
+            let pids = d.plugin_pids("chaos");
             if let Some(&victim) = pids.get(round % pids.len().max(1)) {
                 kill9(victim);
                 plugin_kills += 1;
@@ -163,23 +152,6 @@ fn chaos(rule_qos: u8) -> Outcome {
     assert_eq!(status["status"], "running", "{status}");
     logs.push_str(&d.log());
     Outcome { counts: counts(&out), log: logs }
-}
-
-/// `mosquitto_pub -l` at qos 1 on the broker at `port`.
-fn publish_lines(port: u16, lines: &[String]) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", "chaos/in", "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub");
-    let mut stdin = child.stdin.take().expect("stdin");
-    for line in lines {
-        writeln!(stdin, "{line}").expect("write to mosquitto_pub");
-    }
-    drop(stdin);
-    assert!(child.wait().expect("mosquitto_pub").success(), "mosquitto_pub failed");
 }
 
 #[test]
