@@ -108,6 +108,19 @@ impl Daemon {
         json(&body)
     }
 
+    /// Kills the daemon with SIGKILL, waits (up to 5 s) until the plugin
+    /// processes of `rule` have died with it, and returns its log.
+    pub fn crash(mut self, rule: &str) -> String {
+        let pids = self.plugin_pids(rule);
+        crate::kill9(self.child.id());
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|p| crate::alive(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.log()
+    }
+
     /// The pids of the plugin processes serving `rule`, per its status
     /// (none while the rule or the daemon is between processes).
     pub fn plugin_pids(&self, rule: &str) -> Vec<u32> {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oort_tests::{alive, json, kill9, Broker, Daemon, PluginsDir};
+use oort_tests::{json, kill9, Broker, Daemon, PluginsDir};
 use serde_json::json;
 
 /// One chaos at a time: they are timing-sensitive and share the two cores.
@@ -24,16 +24,7 @@ fn start_daemon(p: &PluginsDir, data: &Path) -> Daemon {
 /// Kills the daemon with SIGKILL (its plugins follow it) and starts another
 /// on the same data directory, keeping the dead one's log in `logs`.
 fn crash_and_restart(d: Daemon, p: &PluginsDir, data: &Path, logs: &mut String) -> Daemon {
-    let pids = d.plugin_pids("chaos");
-    let mut d = d;
-    kill9(d.child.id());
-    let _ = d.child.wait();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    logs.push_str(&d.log());
-    drop(d);
+    logs.push_str(&d.crash("chaos"));
     start_daemon(p, data)
 }
 
