@@ -248,7 +248,10 @@ impl Drop for Subscriber {
 impl Subscriber {
     /// The messages received so far, one per line.
     pub fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(str::to_string).collect()
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        // Only whole lines: mosquitto_sub may be in the middle of writing one.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole.lines().map(str::to_string).collect()
     }
 
     /// Whether it got its count and exited.

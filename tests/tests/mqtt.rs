@@ -548,3 +548,42 @@ fn mqtt_5_source_and_sink_and_a_message_the_broker_refuses() {
     assert!(status.contains("the broker refused"), "{status}");
     assert!(status.contains(r#""status":"running""#), "{status}");
 }
+
+#[test]
+fn binary_payloads_credentials_and_a_retained_message() {
+    // eKuiper's FORMAT="binary": a payload that is not JSON goes through as
+    // bytes (field `self`), and the sink's format binary publishes them as
+    // they came; the client connects with `username`/`password`; `retained`
+    // makes the broker keep the last message for subscribers to come.
+    let broker = Broker::start();
+    let (_p, d) = daemon();
+    let server = broker.url();
+    create_stream(
+        &d,
+        &format!(
+            r#"CREATE STREAM raw () WITH (DATASOURCE="bin/in", TYPE="mqtt", FORMAT="binary", server="{server}", clientid="bin-source", username="alice", password="s3cret")"#
+        ),
+    );
+    create_rule(
+        &d,
+        json!({"id": "bytes", "sql": "SELECT self FROM raw",
+            "actions": [{"mqtt": {"server": server, "topic": "bin/out", "format": "binary", "retained": true, "sendSingle": true}}]}),
+    );
+    let mut sub = broker.subscribe("bin/out", 1);
+    publish_until(
+        &broker,
+        0,
+        Duration::from_secs(30),
+        |_| "bin/in".into(),
+        |_| "not json, 7 bytes?".into(),
+        || sub.done(),
+    );
+    assert_eq!(sub.lines(), vec!["not json, 7 bytes?".to_string()]);
+    // A subscriber that comes later gets the retained message at once.
+    let mut late = broker.subscribe("bin/out", 1);
+    assert_eq!(late.wait(Duration::from_secs(10)), vec!["not json, 7 bytes?".to_string()]);
+    // mosquitto logs each client's user name.
+    let log = broker.log();
+    assert!(log.contains("as bin-source (p2,") && log.contains("u'alice'"), "the source's credentials:\n{log}");
+    assert_eq!(d.get_json("/rules/bytes/status")["status"], "running");
+}
