@@ -56,8 +56,9 @@ fn serve(conn: UnixStream, served: &Served) {
     let mut decoder = BatchDecoder::default();
     let mut sent = SchemaSent::default();
     let mut out = Vec::new();
+    let mut input = frames::FrameReader::default();
     loop {
-        let message = match frames::read_frame(&mut &conn) {
+        let message = match input.next(&mut &conn) {
             Ok(Some(message)) => message,
             Ok(None) => return,
             Err(e) => {
@@ -78,10 +79,11 @@ fn serve(conn: UnixStream, served: &Served) {
         if frames::write_result(&mut &conn, result, &mut out).is_err() || last {
             return;
         }
-        // A large batch's buffer is not kept for the small ones after it.
+        // A large batch's buffers are not kept for the small ones after it.
         if out.capacity() > 1 << 20 {
             out = Vec::new();
         }
+        input.shrink();
     }
 }
 

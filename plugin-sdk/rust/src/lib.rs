@@ -37,6 +37,8 @@
 mod context;
 mod export;
 mod framed;
+mod log;
+mod reflection;
 mod server;
 
 pub use context::{ConnectionState, Context, Logger, StateError, MAX_VALUE_BYTES};

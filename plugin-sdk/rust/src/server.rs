@@ -44,7 +44,7 @@ const EXIT_HANDSHAKE: i32 = 78;
 /// Run by hand (without the supervisor's environment) it prints what it is and
 /// exits with status 78.
 pub fn serve(plugin: Plugin) -> ! {
-    init_logging();
+    crate::log::init();
     let socket = match std::env::var_os("OORT_PLUGIN_SOCKET") {
         Some(s) => PathBuf::from(s),
         None => {
@@ -67,8 +67,13 @@ pub fn serve(plugin: Plugin) -> ! {
         );
         std::process::exit(EXIT_HANDSHAKE);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the gRPC connections: a plugin's own code runs on the
+    // runtime's blocking threads (`blocking`) and framed Exec calls on their
+    // connection's thread, so the runtime only moves bytes. It also keeps a
+    // plugin small: no worker threads, and without tokio's multi-threaded
+    // scheduler the process does not load libm (BENCHMARKS.md, "One Rust
+    // plugin ≤ 5 MB").
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| fatal(&format!("cannot start the async runtime: {e}")));
@@ -88,13 +93,6 @@ fn framed_socket() -> Option<PathBuf> {
 fn fatal(msg: &str) -> ! {
     eprintln!("oort plugin: {msg}");
     std::process::exit(1);
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OORT_LOG").unwrap_or_else(|_| "info".into());
-    // Plain lines without ANSI colours: the supervisor re-emits each line as its
-    // own tracing event.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).try_init();
 }
 
 async fn run(plugin: Plugin, socket: PathBuf) -> i32 {
@@ -123,18 +121,7 @@ async fn run(plugin: Plugin, socket: PathBuf) -> i32 {
     for service in std::iter::once("").chain(SERVED) {
         health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
     }
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(oort_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    // Advertise what this process serves; the State service in the same
-    // descriptor set is the supervisor's, not ours.
-    for service in SERVED {
-        reflection = reflection.with_service_name(service);
-    }
-    let reflection = reflection
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()
-        .unwrap_or_else(|e| fatal(&format!("cannot build the reflection service: {e}")));
+    let reflection = crate::reflection::LazyReflection::new(&SERVED);
 
     let handle = Handle(state.clone());
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
@@ -321,9 +308,22 @@ fn props(map: std::collections::BTreeMap<String, pb::Value>) -> crate::Props {
     oort_proto::map_from_pb(map)
 }
 
-/// Runs blocking user code without stalling the async runtime's other tasks.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    tokio::task::block_in_place(f)
+/// Runs the plugin's own code on the runtime's blocking threads, so that a
+/// slow call of one instance never holds the others' calls: the runtime is a
+/// single thread (see [`serve`]). A panic in it fails the call, not the
+/// process.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, Status> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        let why = match e.try_into_panic() {
+            Ok(panic) => panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string()),
+            Err(e) => e.to_string(),
+        };
+        Status::internal(format!("the plugin's code failed: {why}"))
+    })
 }
 
 /// The smallest source batch sent as columns: below it the IPC header and
@@ -505,7 +505,7 @@ impl FunctionService for Handle {
             .into_iter()
             .map(|a| ArgSpec { expression: a.expression, literal: a.literal.map(Value::from), column: a.column })
             .collect();
-        let error = match blocking(|| function.validate(&args)) {
+        let error = match blocking(move || function.validate(&args)).await? {
             Ok(()) => String::new(),
             Err(e) => e.to_string(),
         };
@@ -532,7 +532,14 @@ impl FunctionService for Handle {
             let mut sent = SchemaSent::default();
             while let Some(batch) = input.next().await {
                 let batch = batch?;
-                let result = blocking(|| exec_batch(&served, batch, &mut decoder, &mut sent))?;
+                let served = served.clone();
+                let (result, d, s) = blocking(move || {
+                    let result = exec_batch(&served, batch, &mut decoder, &mut sent);
+                    (result, decoder, sent)
+                })
+                .await?;
+                (decoder, sent) = (d, s);
+                let result = result?;
                 if tx.send(Ok(result)).await.is_err() {
                     break;
                 }
@@ -558,10 +565,12 @@ impl SourceService for Handle {
         let source = factory.make();
         let ctx = Arc::new(Context::new(spec));
         let props = props(req.props);
-        let (rewindable, acks_on_checkpoint) = blocking(|| {
-            let mut s = lock(&source);
-            s.open(&ctx, &req.datasource, &props).map(|()| (s.rewindable(), s.acks_on_checkpoint()))
+        let (opened, c) = (source.clone(), ctx.clone());
+        let (rewindable, acks_on_checkpoint) = blocking(move || {
+            let mut s = lock(&opened);
+            s.open(&c, &req.datasource, &props).map(|()| (s.rewindable(), s.acks_on_checkpoint()))
         })
+        .await?
         .map_err(|e| Status::failed_precondition(format!("source open failed: {e}")))?;
         let acks_on_checkpoint = acks_on_checkpoint && ctx.checkpointing();
         let id = ctx.instance_id().to_string();
@@ -647,7 +656,8 @@ impl SourceService for Handle {
         let (source, ctx, generation) = self.0.source(&req.instance_id)?;
         let offset: Value = req.offset.map(Value::from).unwrap_or_default();
         generation.fetch_add(1, Ordering::SeqCst);
-        blocking(|| lock(&source).rewind(&ctx, &offset))
+        blocking(move || lock(&source).rewind(&ctx, &offset))
+            .await?
             .map_err(|e| Status::failed_precondition(format!("rewind failed: {e}")))?;
         Ok(Response::new(pb::RewindResponse {}))
     }
@@ -665,9 +675,10 @@ impl SourceService for Handle {
         let (source, ctx, _) = self.0.source(&req.instance_id)?;
         let offset: Value = req.offset.map(Value::from).unwrap_or_default();
         ctx.callers_waiting.fetch_add(1, Ordering::SeqCst);
-        let done = blocking(|| lock(&source).checkpointed(&ctx, &offset));
+        let c = ctx.clone();
+        let done = blocking(move || lock(&source).checkpointed(&c, &offset)).await;
         ctx.callers_waiting.fetch_sub(1, Ordering::SeqCst);
-        done.map_err(|e| Status::failed_precondition(format!("checkpointed failed: {e}")))?;
+        done?.map_err(|e| Status::failed_precondition(format!("checkpointed failed: {e}")))?;
         Ok(Response::new(pb::CheckpointedResponse {}))
     }
 }
@@ -682,10 +693,12 @@ impl SinkService for Handle {
         let sink = factory.make();
         let ctx = Arc::new(Context::new(spec));
         let props = props(req.props);
-        let (transactional, wants_payloads, takes_arrow) = blocking(|| {
-            let mut s = lock(&sink);
-            s.open(&ctx, &props).map(|()| (s.transactional(), s.wants_payloads(), s.takes_columns()))
+        let (opened, c) = (sink.clone(), ctx.clone());
+        let (transactional, wants_payloads, takes_arrow) = blocking(move || {
+            let mut s = lock(&opened);
+            s.open(&c, &props).map(|()| (s.transactional(), s.wants_payloads(), s.takes_columns()))
         })
+        .await?
         .map_err(|e| Status::failed_precondition(format!("sink open failed: {e}")))?;
         let id = ctx.instance_id().to_string();
         self.0.insert(id, Instance::Sink(sink, ctx))?;
@@ -711,7 +724,7 @@ impl SinkService for Handle {
                             .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?,
                     ),
                 };
-                let ack = blocking(|| {
+                let ack = blocking(move || {
                     let mut sink = lock(&sink);
                     let mut item_errors = Vec::new();
                     let written = if sink.wants_payloads() {
@@ -736,7 +749,8 @@ impl SinkService for Handle {
                     };
                     ctx.log_exceptions();
                     pb::WriteAck { seq: batch.seq, error, mutations: ctx.take_mutations(), item_errors }
-                });
+                })
+                .await?;
                 if tx.send(Ok(ack)).await.is_err() {
                     break;
                 }
@@ -749,7 +763,9 @@ impl SinkService for Handle {
     async fn pre_commit(&self, req: Request<pb::PreCommitRequest>) -> Result<Response<pb::PreCommitResponse>, Status> {
         let req = req.into_inner();
         let (sink, ctx) = self.0.sink(&req.instance_id)?;
-        let handle = blocking(|| lock(&sink).pre_commit(&ctx, req.checkpoint_id))
+        let id = req.checkpoint_id;
+        let handle = blocking(move || lock(&sink).pre_commit(&ctx, id))
+            .await?
             .map_err(|e| Status::internal(format!("pre-commit of checkpoint {} failed: {e}", req.checkpoint_id)))?;
         Ok(Response::new(pb::PreCommitResponse { handle: Some(handle.into()) }))
     }
@@ -758,7 +774,9 @@ impl SinkService for Handle {
         let req = req.into_inner();
         let (sink, ctx) = self.0.sink(&req.instance_id)?;
         let handle: Value = req.handle.map(Value::from).unwrap_or_default();
-        blocking(|| lock(&sink).commit(&ctx, req.checkpoint_id, &handle))
+        let id = req.checkpoint_id;
+        blocking(move || lock(&sink).commit(&ctx, id, &handle))
+            .await?
             .map_err(|e| Status::internal(format!("commit of checkpoint {} failed: {e}", req.checkpoint_id)))?;
         Ok(Response::new(pb::CommitResponse {}))
     }
@@ -767,7 +785,9 @@ impl SinkService for Handle {
         let req = req.into_inner();
         let (sink, ctx) = self.0.sink(&req.instance_id)?;
         let handle: Value = req.handle.map(Value::from).unwrap_or_default();
-        blocking(|| lock(&sink).abort(&ctx, req.checkpoint_id, &handle))
+        let id = req.checkpoint_id;
+        blocking(move || lock(&sink).abort(&ctx, id, &handle))
+            .await?
             .map_err(|e| Status::internal(format!("abort of checkpoint {} failed: {e}", req.checkpoint_id)))?;
         Ok(Response::new(pb::CommitResponse {}))
     }

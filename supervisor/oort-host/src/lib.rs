@@ -832,13 +832,20 @@ impl Host {
                 let t = self.config.timeouts;
                 let result = match removed {
                     Some(OpenSpec::Function { .. }) => {
-                        call(name, "Close", t, pb::function_client::FunctionClient::new(live.channel).close(req)).await
+                        call(
+                            name,
+                            "Close",
+                            t,
+                            pb::function_client::FunctionClient::new(live.channel.clone()).close(req),
+                        )
+                        .await
                     }
                     Some(OpenSpec::Source { .. }) => {
-                        call(name, "Close", t, pb::source_client::SourceClient::new(live.channel).close(req)).await
+                        call(name, "Close", t, pb::source_client::SourceClient::new(live.channel.clone()).close(req))
+                            .await
                     }
                     Some(OpenSpec::Sink { .. }) => {
-                        call(name, "Close", t, pb::sink_client::SinkClient::new(live.channel).close(req)).await
+                        call(name, "Close", t, pb::sink_client::SinkClient::new(live.channel.clone()).close(req)).await
                     }
                     None => Ok(pb::CloseResponse {}),
                 };

@@ -37,11 +37,21 @@ impl Turn<'_> {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let mut finished = lock(&self.turns.finished);
-        finished.insert(self.ticket);
-        self.turns.watermark.send_modify(|w| {
+        let watermark = &self.turns.watermark;
+        watermark.send_if_modified(|w| {
+            // In order, the common case, needs no bookkeeping.
+            if *w == self.ticket {
+                *w += 1;
+            } else {
+                finished.insert(self.ticket);
+            }
             while finished.remove(&*w) {
                 *w += 1;
             }
+            // Wakes only callers that wait (each subscribes first, then
+            // reads the value under the channel's lock): the value changes
+            // either way, and a call in flight needs no wake-up of nobody.
+            watermark.receiver_count() > 0
         });
     }
 }

@@ -13,7 +13,9 @@ pub struct CallWatch {
 #[derive(Default)]
 pub(super) struct CallWatchState {
     pub(super) next: u64,
-    pub(super) open: std::collections::BTreeMap<u64, (&'static str, std::time::SystemTime, std::time::Instant)>,
+    /// Calls in flight by ticket, oldest first. A vector that keeps its
+    /// capacity: tracking a call allocates nothing, as it happens per batch.
+    pub(super) open: Vec<(u64, &'static str, std::time::Instant)>,
     /// Timeouts since the oldest call in flight began.
     pub(super) timeouts: u32,
 }
@@ -34,6 +36,8 @@ pub struct Outstanding {
 pub struct CallGuard<'a> {
     pub(super) watch: &'a CallWatch,
     pub(super) ticket: u64,
+    /// When the call began.
+    pub(super) started: std::time::Instant,
 }
 
 impl CallWatch {
@@ -42,8 +46,9 @@ impl CallWatch {
         let mut s = lock(&self.state);
         let ticket = s.next;
         s.next += 1;
-        s.open.insert(ticket, (call, std::time::SystemTime::now(), std::time::Instant::now()));
-        CallGuard { watch: self, ticket }
+        let started = std::time::Instant::now();
+        s.open.push((ticket, call, started));
+        CallGuard { watch: self, ticket, started }
     }
 
     /// Counts a timed-out attempt; returns how many there were since the
@@ -57,11 +62,13 @@ impl CallWatch {
     /// The oldest call in flight, if any.
     pub fn oldest(&self) -> Option<Outstanding> {
         let s = lock(&self.state);
-        let (call, since, started) = s.open.values().next()?;
+        let (_, call, started) = s.open.first()?;
+        let running = started.elapsed();
+        let since = std::time::SystemTime::now().checked_sub(running).unwrap_or(std::time::UNIX_EPOCH);
         Some(Outstanding {
             call,
             since_ms: since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-            for_ms: started.elapsed().as_millis() as u64,
+            for_ms: running.as_millis() as u64,
             timeouts: s.timeouts,
         })
     }
@@ -70,7 +77,9 @@ impl CallWatch {
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         let mut s = lock(&self.watch.state);
-        s.open.remove(&self.ticket);
+        if let Some(at) = s.open.iter().position(|(ticket, ..)| *ticket == self.ticket) {
+            s.open.remove(at);
+        }
         if s.open.is_empty() {
             s.timeouts = 0;
         }

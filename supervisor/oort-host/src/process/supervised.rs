@@ -52,7 +52,9 @@ pub struct Live {
 #[derive(Clone)]
 struct Published {
     status: ProcessStatus,
-    live: Option<Live>,
+    /// Shared, not cloned per call: a call takes the running process as it
+    /// begins (its channel, token and sockets) for the price of a counter.
+    live: Option<Arc<Live>>,
 }
 
 /// What the monitor shares with the handle besides the published status.
@@ -110,7 +112,8 @@ impl Supervised {
             stop(running, timeouts.stop_grace).await;
             return Err(ProcessError::Mismatch { path: spec.path.clone(), reason });
         }
-        let (tx, rx) = watch::channel(Published { status: ProcessStatus::Running { pid: live.pid }, live: Some(live) });
+        let (tx, rx) =
+            watch::channel(Published { status: ProcessStatus::Running { pid: live.pid }, live: Some(Arc::new(live)) });
         let (done_tx, done_rx) = watch::channel(false);
         let stop_signal = Arc::new(Notify::new());
         let restarts = Arc::new(AtomicU32::new(0));
@@ -140,7 +143,7 @@ impl Supervised {
 
     /// The process to call now. Waits while it is (re)starting; fails when it is
     /// stopped or gave up after a crash loop.
-    pub async fn live(&self) -> Result<Live, ProcessError> {
+    pub async fn live(&self) -> Result<Arc<Live>, ProcessError> {
         let mut rx = self.published.clone();
         loop {
             {
@@ -176,7 +179,7 @@ impl Supervised {
     }
 
     /// The running process, without waiting for a restart to finish.
-    pub fn current(&self) -> Option<Live> {
+    pub fn current(&self) -> Option<Arc<Live>> {
         self.published.borrow().live.clone()
     }
 
@@ -379,7 +382,7 @@ impl Monitor {
     }
 
     fn publish(&self, status: ProcessStatus, live: Option<Live>) {
-        let _ = self.tx.send(Published { status, live });
+        let _ = self.tx.send(Published { status, live: live.map(Arc::new) });
     }
 }
 
