@@ -471,10 +471,15 @@ async fn validate(c: Arc<Cell>) {
     let e = c.env(&["functions"], &[], fast_timeouts());
     let column = ArgInfo { expression: "a".into(), literal: None, column: Some("a".into()) };
     let literal = ArgInfo { expression: "1".into(), literal: Some(Value::Int(1)), column: None };
-    let two = e.host().validate_function("cf_echo", &[column.clone(), literal]).await.expect("validate").problem;
+    let two = e
+        .host()
+        .validate_function("cf_echo", &[column.clone(), literal], &Default::default())
+        .await
+        .expect("validate")
+        .problem;
     let err = two.expect("two arguments must be refused");
     assert!(err.contains("cf_echo expects 1 argument, got 2"), "{err}");
-    let one = e.host().validate_function("cf_echo", &[column]).await.expect("validate").problem;
+    let one = e.host().validate_function("cf_echo", &[column], &Default::default()).await.expect("validate").problem;
     assert_eq!(one, None);
 }
 
@@ -856,12 +861,25 @@ async fn reflection(c: Arc<Cell>) {
 async fn aggregate(c: Arc<Cell>) {
     let e = c.env(&["functions"], &[], fast_timeouts());
     let column = ArgInfo { expression: "v".into(), literal: None, column: Some("v".into()) };
-    let agg = e.host().validate_function("cf_agg", std::slice::from_ref(&column)).await.expect("validate cf_agg");
+    let agg = e
+        .host()
+        .validate_function("cf_agg", std::slice::from_ref(&column), &Default::default())
+        .await
+        .expect("validate cf_agg");
     assert_eq!(agg.problem, None, "cf_agg(v)");
     assert!(agg.is_aggregate, "validate: cf_agg is an aggregate");
-    let echo = e.host().validate_function("cf_echo", std::slice::from_ref(&column)).await.expect("validate cf_echo");
+    let echo = e
+        .host()
+        .validate_function("cf_echo", std::slice::from_ref(&column), &Default::default())
+        .await
+        .expect("validate cf_echo");
     assert!(!echo.is_aggregate, "validate: cf_echo is not an aggregate");
-    let two = e.host().validate_function("cf_agg", &[column.clone(), column]).await.expect("validate").problem;
+    let two = e
+        .host()
+        .validate_function("cf_agg", &[column.clone(), column], &Default::default())
+        .await
+        .expect("validate")
+        .problem;
     let err = two.expect("two arguments must be refused");
     assert!(err.contains("cf_agg expects 1 argument, got 2"), "{err}");
 

@@ -361,7 +361,7 @@ async fn every_stop_kills_children_that_ignore_sigterm_or_call_setsid() {
     };
     let t = TestHost::new(plugins.path(), fast_timeouts());
 
-    assert_eq!(t.host.validate_function("whoami", &[]).await.unwrap().problem, None);
+    assert_eq!(t.host.validate_function("whoami", &[], &Default::default()).await.unwrap().problem, None);
     let validate = recorded();
     assert_eq!(validate.len(), 2, "{validate:?}");
     assert!(

@@ -110,10 +110,11 @@ async fn a_validation_ending_never_stops_the_shared_process_a_rule_is_opening_on
     plugins.add("functions", "echo", "echo");
     let t = TestHost::new(plugins.path(), fast_timeouts());
     let arg = oort_core::ArgInfo { expression: "x".into(), literal: None, column: Some("x".into()) };
+    let pins = oort_host::Pins::default();
     for i in 0..40 {
         let rule = format!("r{i}");
         let (validated, opened) = tokio::join!(
-            t.host.validate_function("echo", std::slice::from_ref(&arg)),
+            t.host.validate_function("echo", std::slice::from_ref(&arg), &pins),
             t.host.open_function(&rule, "op0", "echo", RestartStrategy::default())
         );
         validated.unwrap_or_else(|e| panic!("round {i}: validate: {e}"));

@@ -1,5 +1,5 @@
 //! The plugin's log: one stderr line per `tracing` event, in the format the
-//! supervisor reads (docs/protocol.md §6.4):
+//! supervisor reads (docs/protocol.md §6.5):
 //! `2026-01-02T03:04:05.123456Z  INFO my_plugin: message key=value`.
 //!
 //! A subscriber of its own rather than `tracing_subscriber::fmt`: that one

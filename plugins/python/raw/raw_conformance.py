@@ -35,7 +35,7 @@ NULL, TRUE = pb.Value(null=True), pb.Value(bool=True)
 stopping = threading.Event()  # set by Shutdown, SIGTERM or SIGINT (§6)
 
 
-def log(level: str, msg: str) -> None:  # §6.4: plain stderr lines, level first
+def log(level: str, msg: str) -> None:  # §6.5: plain stderr lines, level first
     print(f"{level} {NAME}: {msg}", file=sys.stderr, flush=True)
 
 

@@ -344,6 +344,7 @@ impl Engine {
                 return Err(EngineError::Invalid(format!("unknown sink {:?} in actions", action.sink)));
             }
         }
+        self.check_pins(&plan, def.source_type()).await?;
         // The source and sinks open an instance with the rule's properties
         // and close it: one whose `open` refuses them (a bad server URL, an
         // unknown property) refuses the rule now, instead of failing it at
@@ -356,7 +357,10 @@ impl Engine {
         let props = self.source_props(&def)?.into_iter().collect();
         let trial = match memory_source {
             true => Ok(None),
-            false => self.host.validate_source(&format!("stream {stream}"), source_type, def.datasource(), props).await,
+            false => {
+                let scope = format!("stream {stream}");
+                self.host.validate_source(&scope, source_type, def.datasource(), props, &plan.plugin_pins).await
+            }
         };
         match trial {
             Ok(Some(why)) => {
@@ -371,7 +375,7 @@ impl Engine {
             let mut props = action.props.clone();
             let id = &plan.def.id;
             self.with_connection(&mut props, &action.sink, &format!("rule {id}: action {i} ({})", action.sink))?;
-            match self.host.validate_sink(&action.sink, props.into_iter().collect()).await {
+            match self.host.validate_sink(&action.sink, props.into_iter().collect(), &plan.plugin_pins).await {
                 Ok(Some(why)) => {
                     return Err(EngineError::Invalid(format!(
                         "action {i}: sink {} refused to open: {why}",
@@ -397,7 +401,7 @@ impl Engine {
                 let why = if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) };
                 return Err(EngineError::Invalid(format!("unknown function {:?}{why}", call.function)));
             }
-            match self.host.validate_function(&call.function, &call.args).await {
+            match self.host.validate_function(&call.function, &call.args, &plan.plugin_pins).await {
                 Ok(oort_host::Validation { problem: Some(problem), .. }) => {
                     return Err(EngineError::Invalid(format!("function {}: {problem}", call.function)))
                 }
@@ -416,6 +420,48 @@ impl Engine {
         }
         let def = plan.def;
         Ok(off_the_workers(move || def.plan_with(&aggregates)).await??)
+    }
+
+    /// Checks a rule's `plugins` option: each names a plugin the rule uses,
+    /// and an installed version of it matches.
+    async fn check_pins(&self, plan: &RulePlan, source_type: &str) -> Result<(), EngineError> {
+        if plan.plugin_pins.is_empty() {
+            return Ok(());
+        }
+        let mut used: Vec<(PluginKind, String)> = Vec::new();
+        if !memory::is_memory(source_type) {
+            used.push((PluginKind::Source, source_type.to_string()));
+        }
+        for action in plan.actions.iter().filter(|a| !memory::is_memory(&a.sink)) {
+            used.push((PluginKind::Sink, action.sink.clone()));
+        }
+        for call in &plan.select.calls {
+            if !self.host.has_function(&call.function) {
+                self.host.rescan().await;
+            }
+            if let Some(owner) = self.host.function_plugin(&call.function) {
+                used.push((PluginKind::Function, owner));
+            }
+        }
+        let fold = oort_core::names::fold;
+        for (name, wanted) in &plan.plugin_pins {
+            let mut kinds = used.iter().filter(|(_, n)| fold(n) == fold(name)).map(|(k, _)| *k).peekable();
+            if kinds.peek().is_none() {
+                let mut names: Vec<&str> = used.iter().map(|(_, n)| n.as_str()).collect();
+                names.sort();
+                names.dedup();
+                return Err(EngineError::Invalid(format!(
+                    "options.plugins: the rule uses no plugin named {name:?} (it uses {})",
+                    names.join(", ")
+                )));
+            }
+            for kind in kinds {
+                self.host
+                    .resolve_pin(kind, name, wanted)
+                    .map_err(|e| EngineError::Invalid(format!("options.plugins: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     /// Creates a rule and, unless `triggered` is false, starts it.
@@ -487,6 +533,7 @@ impl Engine {
         self.discard_state(id)?;
         self.store.delete(Namespace::Rules, id)?;
         self.rules.lock().await.remove(id);
+        self.host.forget_rule(id);
         Ok(())
     }
 
@@ -554,6 +601,8 @@ impl Engine {
         };
         let stream = self.get_stream(&stream_name).await?;
         let source_props = self.source_props(&stream)?;
+        // A plugin version copied in by hand runs from the rule's next start.
+        self.host.rescan().await;
         let mut sink_props = Vec::new();
         {
             let rules = self.rules.lock().await;
@@ -667,6 +716,43 @@ impl Engine {
     }
 
     /// Sinks and sources in use, by plugin, for refusing to remove them.
+    /// Moves the running rules that use plugin `name` onto the version they
+    /// would start with now (the newest, or the newest their pin accepts):
+    /// each is restarted, from its last checkpoint when it checkpoints
+    /// (qos 1 and 2: nothing lost, and at qos 2 nothing repeated), with the
+    /// state the supervisor holds otherwise. Returns the rules moved.
+    pub async fn upgrade(&self, kind: PluginKind, name: &str) -> Vec<String> {
+        self.host.rescan().await;
+        let mut moved = Vec::new();
+        for id in self.users_of(kind, name).await {
+            let running = self.rules.lock().await.get(&id).is_some_and(|e| e.run.is_some() && e.stored.running);
+            if !running || !self.host.outdated(&id, kind, name).await {
+                continue;
+            }
+            tracing::info!(rule = %id, plugin = name, kind = kind.as_str(), "moving the rule to the plugin's new version");
+            match self.restart_rule(&id).await {
+                Ok(()) => moved.push(id),
+                Err(e) => tracing::warn!(rule = %id, plugin = name, "the rule could not move to the new version: {e}"),
+            }
+        }
+        moved
+    }
+
+    /// The rules that use plugin `name` and pin its version, with their pins.
+    pub async fn pins_on(&self, kind: PluginKind, name: &str) -> Vec<(String, semver::VersionReq)> {
+        let users = self.users_of(kind, name).await;
+        let rules = self.rules.lock().await;
+        let fold = oort_core::names::fold;
+        users
+            .into_iter()
+            .filter_map(|id| {
+                let pins = &rules.get(&id)?.plan.plugin_pins;
+                let (_, req) = pins.iter().find(|(n, _)| fold(n) == fold(name))?;
+                Some((id, req.clone()))
+            })
+            .collect()
+    }
+
     pub async fn users_of(&self, kind: PluginKind, name: &str) -> Vec<String> {
         // Rules before streams, the order `drop_stream` takes them in.
         let rules = self.rules.lock().await;

@@ -213,6 +213,7 @@ fn restore_state(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
     let checkpointing = ctx.plan.qos >= 1;
     let restored = if checkpointing { restore(ctx)? } else { None };
     ctx.host.set_rule_limits(rule, &ctx.plan.plugin_limits);
+    ctx.host.set_rule_pins(rule, &ctx.plan.plugin_pins);
     ctx.host.set_rule_checkpointing(rule, checkpointing);
     if checkpointing {
         let instances = restored.as_ref().map(|r| r.instances.clone()).unwrap_or_default();

@@ -87,6 +87,10 @@ pub enum HostError {
     UnknownPlugin { kind: &'static str, name: String },
     #[error("no function plugin exports a function named {0:?}")]
     UnknownFunction(String),
+    /// A rule pins a plugin (its `plugins` option) to versions none of
+    /// which is installed.
+    #[error("{kind} plugin {name:?} is pinned to {wanted}, but no installed version matches (installed: {installed})")]
+    NoPinnedVersion { kind: &'static str, name: String, wanted: String, installed: String },
     #[error(transparent)]
     Process(#[from] ProcessError),
     #[error("plugin {plugin}: {call} timed out after {timeout:?}")]
@@ -146,12 +150,44 @@ enum OpenSpec {
     Sink { spec: pb::InstanceSpec, props: std::collections::BTreeMap<String, pb::Value> },
 }
 
+impl OpenSpec {
+    fn spec(&self) -> &pb::InstanceSpec {
+        match self {
+            OpenSpec::Function { spec } | OpenSpec::Source { spec, .. } | OpenSpec::Sink { spec, .. } => spec,
+        }
+    }
+}
+
 type Instances = Arc<Mutex<HashMap<String, OpenSpec>>>;
 
 /// Processes by plugin file, part and rule; the rule is `None` for a shared
 /// process. The part (`<kind dir>/<folded name>`) tells apart the processes
 /// of one portable package's executable, which serves each part separately.
 type Entries = HashMap<(PathBuf, String, Option<String>), Arc<Entry>>;
+
+/// A rule's pins: plugin name (as the rule writes it) to the versions it
+/// accepts.
+pub type Pins = std::collections::BTreeMap<String, semver::VersionReq>;
+
+/// The pin of `plugin` among `pins`, matching the first letter in either case.
+fn pinned<'a>(pins: &'a Pins, plugin: &str) -> Option<&'a semver::VersionReq> {
+    let folded = oort_core::names::fold(plugin);
+    pins.iter().find(|(name, _)| oort_core::names::fold(name) == folded).map(|(_, req)| req)
+}
+
+fn no_pinned_version(catalog: &Catalog, kind: PluginKind, name: &str, wanted: &semver::VersionReq) -> HostError {
+    let installed: Vec<&str> = catalog
+        .versions(kind, name)
+        .iter()
+        .map(|f| f.version.as_ref().map_or("(no version)", |v| v.as_str()))
+        .collect();
+    HostError::NoPinnedVersion {
+        kind: kind.as_str(),
+        name: name.to_string(),
+        wanted: wanted.to_string(),
+        installed: if installed.is_empty() { "none".to_string() } else { installed.join(", ") },
+    }
+}
 
 fn part_key(kind: PluginKind, name: &str) -> String {
     format!("{}/{}", kind.dir_name(), oort_core::names::fold(name))
@@ -180,6 +216,9 @@ pub struct Host {
     next_key: AtomicU64,
     /// Per rule, the `pluginLimits` overrides by folded plugin name.
     rule_limits: Mutex<HashMap<String, HashMap<String, Limits>>>,
+    /// Per rule, the versions it accepts by folded plugin name (its
+    /// `plugins` option).
+    rule_pins: Mutex<HashMap<String, HashMap<String, semver::VersionReq>>>,
     /// The rules that checkpoint (`set_rule_checkpointing`).
     checkpointing_rules: Mutex<std::collections::HashSet<String>>,
     /// Trial opens that succeeded, by plugin binary (its SHA-256), kind,
@@ -204,6 +243,7 @@ impl Host {
             entries: tokio::sync::Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             rule_limits: Mutex::default(),
+            rule_pins: Mutex::default(),
             checkpointing_rules: Mutex::default(),
             opened_fine: Mutex::default(),
         }
@@ -215,6 +255,77 @@ impl Host {
     pub fn set_rule_limits(&self, rule: &str, limits: &std::collections::BTreeMap<String, Limits>) {
         let folded = limits.iter().map(|(name, l)| (oort_core::names::fold(name), *l)).collect();
         lock(&self.rule_limits).insert(rule.to_string(), folded);
+    }
+
+    /// Sets the plugin versions a rule accepts (its `plugins` option: plugin
+    /// name to a SemVer requirement), used by every instance opened for the
+    /// rule from now on: it runs the newest installed version that matches.
+    pub fn set_rule_pins(&self, rule: &str, pins: &Pins) {
+        let folded = pins.iter().map(|(name, req)| (oort_core::names::fold(name), req.clone())).collect();
+        lock(&self.rule_pins).insert(rule.to_string(), folded);
+    }
+
+    /// Forgets what was set for a rule that is gone (limits, pins,
+    /// checkpointing).
+    pub fn forget_rule(&self, rule: &str) {
+        lock(&self.rule_limits).remove(rule);
+        lock(&self.rule_pins).remove(rule);
+        lock(&self.checkpointing_rules).remove(rule);
+    }
+
+    /// The version of a plugin that a pin selects: `Ok(version)` (empty for
+    /// a file without one), or why none can run.
+    pub fn resolve_pin(&self, kind: PluginKind, name: &str, wanted: &semver::VersionReq) -> Result<String, HostError> {
+        let catalog = self.catalog();
+        match catalog.resolve(kind, name, wanted) {
+            Some(file) => Ok(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default()),
+            None => Err(no_pinned_version(&catalog, kind, name, wanted)),
+        }
+    }
+
+    /// The file `rule` runs for a plugin: the newest, or the newest its pin accepts.
+    fn plugin_file_for(&self, kind: PluginKind, name: &str, rule: &str) -> Result<PluginFile, HostError> {
+        let pin = lock(&self.rule_pins).get(rule).and_then(|pins| pins.get(&oort_core::names::fold(name)).cloned());
+        self.plugin_file_pinned(kind, name, pin.as_ref())
+    }
+
+    /// The newest file of a plugin that `pin` accepts (any, without one).
+    fn plugin_file_pinned(
+        &self,
+        kind: PluginKind,
+        name: &str,
+        pin: Option<&semver::VersionReq>,
+    ) -> Result<PluginFile, HostError> {
+        let Some(wanted) = pin else { return self.plugin_file(kind, name) };
+        let catalog = self.catalog();
+        if catalog.get(kind, name).is_none() {
+            return Err(HostError::UnknownPlugin { kind: kind.as_str(), name: name.into() });
+        }
+        catalog.resolve(kind, name, wanted).cloned().ok_or_else(|| no_pinned_version(&catalog, kind, name, wanted))
+    }
+
+    /// Whether `rule` has an instance on a process of plugin `name` that
+    /// runs another file than the one the rule would start now (a newer
+    /// version arrived, or its pin selects another).
+    pub async fn outdated(&self, rule: &str, kind: PluginKind, name: &str) -> bool {
+        let Ok(wanted) = self.plugin_file_for(kind, name, rule) else { return false };
+        let part = part_key(kind, &wanted.name);
+        let entries = self.entries.lock().await;
+        entries.iter().any(|((path, entry_part, _), entry)| {
+            *entry_part == part
+                && *path != wanted.path
+                && lock(&entry.instances).values().any(|open| open.spec().rule_id == rule)
+        })
+    }
+
+    /// The file that runs for new rules without a pin, per plugin: what
+    /// changes when a newer version arrives.
+    pub fn newest_files(&self) -> std::collections::BTreeMap<(PluginKind, String), PathBuf> {
+        let catalog = self.catalog();
+        [PluginKind::Source, PluginKind::Sink, PluginKind::Function]
+            .into_iter()
+            .flat_map(|kind| catalog.list(kind).into_iter().map(move |f| ((kind, f.name.clone()), f.path.clone())))
+            .collect()
     }
 
     /// Records whether `rule` checkpoints (qos 1 or 2), which every instance
@@ -390,6 +501,7 @@ impl Host {
     /// What runs for a plugin: the file, its version and its processes.
     pub async fn describe(&self, kind: PluginKind, name: &str) -> Option<PluginInfo> {
         let file = self.catalog().get(kind, name).cloned()?;
+        let installed = self.catalog().versions(kind, name).to_vec();
         let entries = self.entries.lock().await;
         let mut processes = Vec::new();
         let mut mode = None;
@@ -433,6 +545,29 @@ impl Host {
                 last_failure: entry.process.last_failure(),
             });
         }
+        let part = part_key(kind, &file.name);
+        let versions = installed
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut rules: Vec<String> = entries
+                    .iter()
+                    .filter(|((path, entry_part, _), _)| *path == v.path && *entry_part == part)
+                    .flat_map(|(_, entry)| {
+                        lock(&entry.instances).values().map(|open| open.spec().rule_id.clone()).collect::<Vec<_>>()
+                    })
+                    .filter(|rule| !rule.starts_with("__validate"))
+                    .collect();
+                rules.sort();
+                rules.dedup();
+                views::VersionInfo {
+                    version: v.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
+                    file: v.path.clone(),
+                    newest: i == 0,
+                    rules,
+                }
+            })
+            .collect();
         if kind == PluginKind::Function && functions.is_empty() {
             functions.push(file.name.clone());
         }
@@ -448,6 +583,7 @@ impl Host {
             file: file.path.clone(),
             sha256: file.sha256.clone(),
             other_versions: file.other_versions.clone(),
+            versions,
             processes,
             about: file.metadata.as_ref().and_then(|m| m.about.clone()),
             properties: file.metadata.as_ref().map(|m| m.properties.clone()).unwrap_or_default(),
@@ -637,8 +773,9 @@ impl Host {
         plugin: &str,
         datasource: &str,
         props: HashMap<String, Value>,
+        pins: &Pins,
     ) -> Result<Option<String>, HostError> {
-        let file = self.plugin_file(PluginKind::Source, plugin)?;
+        let file = self.plugin_file_pinned(PluginKind::Source, plugin, pinned(pins, plugin))?;
         let seen = format!("{scope}\n{}", opened_key(&file, datasource, &props));
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let open = |spec| OpenSpec::Source { spec, datasource: datasource.into(), props };
@@ -650,8 +787,9 @@ impl Host {
         &self,
         plugin: &str,
         props: HashMap<String, Value>,
+        pins: &Pins,
     ) -> Result<Option<String>, HostError> {
-        let file = self.plugin_file(PluginKind::Sink, plugin)?;
+        let file = self.plugin_file_pinned(PluginKind::Sink, plugin, pinned(pins, plugin))?;
         let seen = opened_key(&file, "", &props);
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         self.try_open(&file, seen, PluginKind::Sink, |spec| OpenSpec::Sink { spec, props }).await
@@ -693,7 +831,12 @@ impl Host {
 
     /// Asks a function plugin whether a call's arguments are acceptable, and
     /// learns from its `Describe` whether the function is an aggregate.
-    pub async fn validate_function(&self, function: &str, args: &[ArgInfo]) -> Result<Validation, HostError> {
+    pub async fn validate_function(
+        &self,
+        function: &str,
+        args: &[ArgInfo],
+        pins: &Pins,
+    ) -> Result<Validation, HostError> {
         let args: Vec<pb::ArgSpec> = args
             .iter()
             .map(|a| pb::ArgSpec {
@@ -702,7 +845,8 @@ impl Host {
                 column: a.column.clone(),
             })
             .collect();
-        let file = self.function_file(function)?;
+        let owner = self.function_file(function)?;
+        let file = self.plugin_file_pinned(PluginKind::Function, &owner.name, pinned(pins, &owner.name))?;
         // Validation runs on the shared process when there is one, else on a
         // short-lived process of its own.
         let rule = "__validate";
@@ -730,7 +874,8 @@ impl Host {
         function: &str,
         strategy: RestartStrategy,
     ) -> Result<FunctionInstance, HostError> {
-        let file = self.function_file(function)?;
+        let owner = self.function_file(function)?;
+        let file = self.plugin_file_for(PluginKind::Function, &owner.name, rule)?;
         let entry = self.acquire(&file, PluginKind::Function, rule, strategy).await?;
         let (symbol, is_aggregate) = match exported_function(&entry, function) {
             Ok(found) => found,
@@ -771,7 +916,7 @@ impl Host {
         props: HashMap<String, Value>,
         strategy: RestartStrategy,
     ) -> Result<SourceInstance, HostError> {
-        let file = self.plugin_file(PluginKind::Source, plugin)?;
+        let file = self.plugin_file_for(PluginKind::Source, plugin, rule)?;
         let entry = self.acquire(&file, PluginKind::Source, rule, strategy).await?;
         let spec = new_spec(rule, "source", &file.name, self.checkpointing(rule));
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
@@ -801,7 +946,7 @@ impl Host {
         props: HashMap<String, Value>,
         strategy: RestartStrategy,
     ) -> Result<SinkInstance, HostError> {
-        let file = self.plugin_file(PluginKind::Sink, plugin)?;
+        let file = self.plugin_file_for(PluginKind::Sink, plugin, rule)?;
         let entry = self.acquire(&file, PluginKind::Sink, rule, strategy).await?;
         let spec = new_spec(rule, operator, &file.name, self.checkpointing(rule));
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();

@@ -26,6 +26,8 @@ pub struct PluginInfo {
     pub file: PathBuf,
     pub sha256: String,
     pub other_versions: Vec<String>,
+    /// Every installed version, newest first, with the rules running each.
+    pub versions: Vec<VersionInfo>,
     pub processes: Vec<ProcessInfo>,
     /// eKuiper's metadata `about` (author, helpUrl, description, …), when
     /// the plugin has a `<name>.json`.
@@ -41,6 +43,18 @@ pub struct PluginInfo {
     /// The portable package providing the plugin, when one does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub portable: Option<crate::catalog::PortableOrigin>,
+}
+
+/// One installed version of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    /// Leading `v` dropped; empty for a file without a version.
+    pub version: String,
+    pub file: PathBuf,
+    /// Whether new rules without a pin get this version (the newest).
+    pub newest: bool,
+    /// The rules with an instance on a process of this version, sorted.
+    pub rules: Vec<String>,
 }
 
 /// One running process of a plugin.

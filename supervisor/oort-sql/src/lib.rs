@@ -157,6 +157,11 @@ pub struct RuleOptions {
     /// Per plugin name, resource limits over the plugin metadata's `limits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_limits: Option<BTreeMap<String, oort_core::Limits>>,
+    /// Per plugin name, the versions the rule runs: a SemVer requirement
+    /// (`"1.9"` is `^1.9`, `"=1.9.3"` one version); the newest installed
+    /// version that matches runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<BTreeMap<String, String>>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
@@ -183,6 +188,8 @@ pub struct RulePlan {
     pub event_time: Option<u64>,
     /// `options.pluginLimits`: per plugin name, limits over its metadata's.
     pub plugin_limits: BTreeMap<String, oort_core::Limits>,
+    /// `options.plugins`: per plugin name, the versions the rule runs.
+    pub plugin_pins: BTreeMap<String, semver::VersionReq>,
 }
 
 impl RuleDef {
@@ -249,6 +256,21 @@ impl RuleDef {
             Some(v) => parse_duration("lateTolerance", v, true)?,
         };
         let event_time = self.options.is_event_time.unwrap_or(false).then_some(late_tolerance.as_millis() as u64);
+        let mut plugin_pins = BTreeMap::new();
+        for (name, wanted) in self.options.plugins.iter().flatten() {
+            if !valid_name(name) {
+                return Err(RuleError::invalid(format!(
+                    "options.plugins: {name:?} is not a plugin name (names must match ^[A-Za-z0-9_-]+$)"
+                )));
+            }
+            let req = semver::VersionReq::parse(wanted.trim().trim_start_matches(['v', 'V'])).map_err(|e| {
+                RuleError::invalid(format!(
+                    "options.plugins.{name}: {wanted:?} is not a version requirement ({e}); write a SemVer \
+                     requirement such as \"1.9\" (1.9 or newer, before 2), \"=1.9.3\" or \">=1.2, <1.5\""
+                ))
+            })?;
+            plugin_pins.insert(name.clone(), req);
+        }
         Ok(RulePlan {
             def: self.clone(),
             select,
@@ -259,6 +281,7 @@ impl RuleDef {
             buffer_length,
             event_time,
             plugin_limits: self.options.plugin_limits.clone().unwrap_or_default(),
+            plugin_pins,
         })
     }
 }
@@ -286,6 +309,7 @@ impl RulePlan {
             buffer_length: 1024,
             event_time: None,
             plugin_limits: Default::default(),
+            plugin_pins: Default::default(),
         }
     }
 }

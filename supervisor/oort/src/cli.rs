@@ -153,6 +153,20 @@ pub async fn plugin_describe(remote: &Remote, kind: &str, name: &str) -> anyhow:
         }
         writeln!(out, "file:      {}", field("file"))?;
         writeln!(out, "sha256:    {}", field("sha256"))?;
+        let versions = json.get("versions").and_then(Json::as_array).cloned().unwrap_or_default();
+        if versions.len() > 1
+            || versions.iter().any(|v| v.get("rules").and_then(Json::as_array).is_some_and(|r| !r.is_empty()))
+        {
+            writeln!(out, "versions:")?;
+            for v in &versions {
+                let version = v.get("version").map(text).filter(|v| !v.is_empty()).unwrap_or_else(|| "(none)".into());
+                let rules: Vec<String> =
+                    v.get("rules").and_then(Json::as_array).map(|r| r.iter().map(text).collect()).unwrap_or_default();
+                let newest = if v.get("newest").and_then(Json::as_bool) == Some(true) { " (newest)" } else { "" };
+                let runs = if rules.is_empty() { "no rule".to_string() } else { format!("rules {}", rules.join(", ")) };
+                writeln!(out, "  {version}{newest}: {runs}")?;
+            }
+        }
         let processes = json.get("processes").and_then(Json::as_array).cloned().unwrap_or_default();
         if processes.is_empty() {
             write!(out, "processes: none running")?;
@@ -206,9 +220,17 @@ pub async fn plugin_install(
     remote.act("POST", &format!("/plugins/{kind}"), Some(body.to_string().into_bytes())).await
 }
 
-/// `oort plugin remove <kind> <name>`.
-pub async fn plugin_remove(remote: &Remote, kind: &str, name: &str) -> anyhow::Result<String> {
-    remote.act("DELETE", &format!("/plugins/{kind}/{name}"), None).await
+/// `oort plugin upgrade <kind> <name>`.
+pub async fn plugin_upgrade(remote: &Remote, kind: &str, name: &str) -> anyhow::Result<String> {
+    remote.act("POST", &format!("/plugins/{kind}/{name}/upgrade"), None).await
+}
+
+/// `oort plugin remove <kind> <name> [--version <v>]`.
+pub async fn plugin_remove(remote: &Remote, kind: &str, name: &str, version: Option<&str>) -> anyhow::Result<String> {
+    match version {
+        Some(v) => remote.act("DELETE", &format!("/plugins/{kind}/{name}?version={v}"), None).await,
+        None => remote.act("DELETE", &format!("/plugins/{kind}/{name}"), None).await,
+    }
 }
 
 // ----- streams -----

@@ -30,6 +30,22 @@ pub struct DaemonConfig {
     pub data_encoding: oort_host::DataEncoding,
     /// Whether `Exec` may use a plugin's framed path.
     pub framed_exec: bool,
+    /// What running rules do when a newer version of a plugin they use
+    /// arrives.
+    pub upgrade: UpgradePolicy,
+    /// How often the plugins folder is read for files copied in by hand.
+    pub plugin_scan_interval: std::time::Duration,
+}
+
+/// What running rules do when a newer version of one of their plugins is
+/// installed or copied into the plugins folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradePolicy {
+    /// Each moves to it at once: restarted from its last checkpoint.
+    Immediate,
+    /// New rules get it; running ones keep their version until they restart
+    /// or `POST /plugins/{kind}/{name}/upgrade` moves them.
+    Manual,
 }
 
 /// Runs the daemon until `shutdown` fires, then stops every plugin process
@@ -79,6 +95,13 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         None => None,
     };
     engine.resume().await;
+    let scan_task = tokio::spawn(watch_plugins(
+        host.clone(),
+        engine.clone(),
+        config.upgrade,
+        config.plugin_scan_interval,
+        shutdown.clone(),
+    ));
     let app = api::router(host.clone(), engine.clone(), config.plugins_dir.clone(), config.api.clone());
     let stop = shutdown.clone();
     let rest_task = tokio::spawn(async move {
@@ -86,6 +109,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
     });
 
     shutdown.wait().await;
+    scan_task.abort();
     tracing::info!("shutting down: stopping rules and plugin processes");
     engine.shutdown().await;
     host.shutdown().await;
@@ -99,4 +123,39 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
     drop(runtime);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the plugins folder every `interval`, so that a version copied in by
+/// hand is seen without a request; under [`UpgradePolicy::Immediate`], moves
+/// the running rules of every plugin whose newest file changed onto it.
+async fn watch_plugins(
+    host: Arc<Host>,
+    engine: Arc<Engine>,
+    policy: UpgradePolicy,
+    interval: std::time::Duration,
+    shutdown: Shutdown,
+) {
+    let mut newest = host.newest_files();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => return,
+        }
+        host.rescan().await;
+        let now = host.newest_files();
+        if now == newest {
+            continue;
+        }
+        if policy == UpgradePolicy::Immediate {
+            for ((kind, name), path) in &now {
+                if newest.get(&(*kind, name.clone())).is_some_and(|before| before != path) {
+                    let moved = engine.upgrade(*kind, name).await;
+                    if !moved.is_empty() {
+                        tracing::info!(plugin = %name, kind = kind.as_str(), file = %path.display(), rules = ?moved, "rules moved to a new plugin version");
+                    }
+                }
+            }
+        }
+        newest = now;
+    }
 }

@@ -101,6 +101,22 @@ struct ServeArgs {
     /// path"), `grpc` always the gRPC stream.
     #[arg(long, env = "OORT_EXEC_TRANSPORT", value_enum, default_value_t = ExecTransport::Auto)]
     exec_transport: ExecTransport,
+    /// What running rules do when a newer version of one of their plugins
+    /// arrives: `immediate` restarts them on it from their last checkpoint,
+    /// `manual` leaves them on theirs until they restart or
+    /// `oort plugin upgrade` moves them. New rules always get the newest.
+    #[arg(long, env = "OORT_UPGRADE", value_enum, default_value_t = Upgrade::Manual)]
+    upgrade: Upgrade,
+    /// How often the plugins folder is read for files copied in by hand, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    plugin_scan_interval_ms: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Upgrade {
+    Immediate,
+    Manual,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -149,8 +165,18 @@ enum PluginCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
-    /// Remove every version of a plugin.
-    Remove { kind: KindArg, name: String },
+    /// Move the running rules that use a plugin onto the version they would
+    /// start with now (the newest, or the newest their pin accepts).
+    Upgrade { kind: KindArg, name: String },
+    /// Remove every version of a plugin, or with --version one of them
+    /// (refused while a rule runs it or pins it).
+    Remove {
+        kind: KindArg,
+        name: String,
+        /// Remove only this version (as `describe` lists it).
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -281,6 +307,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Encoding::Rows => oort_host::DataEncoding::Rows,
                 },
                 framed_exec: a.exec_transport == ExecTransport::Auto,
+                upgrade: match a.upgrade {
+                    Upgrade::Immediate => daemon::UpgradePolicy::Immediate,
+                    Upgrade::Manual => daemon::UpgradePolicy::Manual,
+                },
+                plugin_scan_interval: Duration::from_millis(a.plugin_scan_interval_ms.max(100)),
                 timeouts: Timeouts {
                     start: Duration::from_millis(a.start_timeout_ms),
                     call: Duration::from_millis(a.call_timeout_ms),
@@ -300,7 +331,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 PluginCommand::Install { kind, name, file, sha256 } => {
                     cli::plugin_install(&r, kind.dir(), &name, &file, sha256.as_deref()).await?
                 }
-                PluginCommand::Remove { kind, name } => cli::plugin_remove(&r, kind.dir(), &name).await?,
+                PluginCommand::Upgrade { kind, name } => cli::plugin_upgrade(&r, kind.dir(), &name).await?,
+                PluginCommand::Remove { kind, name, version } => {
+                    cli::plugin_remove(&r, kind.dir(), &name, version.as_deref()).await?
+                }
             };
             print_out(&out)
         }

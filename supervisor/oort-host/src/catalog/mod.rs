@@ -23,7 +23,8 @@
 //! * As in eKuiper, the first letter of a plugin name may be written in either case: `MySource@v1.0.0` and
 //!   `mySource@v2.0.0` are two versions of one plugin, found by either spelling.
 //! * When a plugin has several files, the newest one by [`Version`]'s order takes effect; the others are listed in
-//!   [`PluginFile::other_versions`].
+//!   [`PluginFile::other_versions`] and kept in [`Catalog::versions`], so that a rule may pin one
+//!   ([`Catalog::resolve`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -111,6 +112,8 @@ pub struct Catalog {
     hashed: usize,
     /// The portable packages found, by name, with their folders.
     packages: BTreeMap<String, (PortableManifest, PathBuf)>,
+    /// Every installed version of each plugin, newest first, by kind and folded name (the effective one included).
+    versions: BTreeMap<(PluginKind, String), Vec<PluginFile>>,
 }
 
 /// What identifies one version of a file's bytes without reading them: a write changes the size or the
@@ -203,6 +206,23 @@ impl Catalog {
     /// The plugin named `name`, matching the first letter in either case (`MySource` finds `mySource`).
     pub fn get(&self, kind: PluginKind, name: &str) -> Option<&PluginFile> {
         self.plugins.get(&(kind, fold(name)))
+    }
+
+    /// Every installed version of a plugin, newest first; the first is [`Catalog::get`]'s.
+    pub fn versions(&self, kind: PluginKind, name: &str) -> &[PluginFile] {
+        let key = (kind, fold(name));
+        match self.versions.get(&key) {
+            Some(versions) => versions,
+            None => self.plugins.get(&key).map(std::slice::from_ref).unwrap_or_default(),
+        }
+    }
+
+    /// The newest installed version of a plugin that `wanted` accepts (a SemVer requirement: `1.9` is `^1.9`);
+    /// a file whose version is not SemVer (`@alpha`, or none) never matches.
+    pub fn resolve(&self, kind: PluginKind, name: &str, wanted: &semver::VersionReq) -> Option<&PluginFile> {
+        self.versions(kind, name)
+            .iter()
+            .find(|file| file.version.as_ref().and_then(Version::semver).is_some_and(|v| wanted.matches(&v)))
     }
 
     /// The portable packages, sorted by name, with their manifests and folders.
@@ -317,44 +337,57 @@ impl Catalog {
         for (key, mut versions) in candidates {
             // Newest first; equal versions (`x@v1` and `x@1`, `X` and `x`) fall back to the file name.
             versions.sort_by(|a, b| b.version.cmp(&a.version).then_with(|| b.file_name.cmp(&a.file_name)));
-            let mut chosen: Option<(Candidate, String)> = None;
-            let mut other_versions = Vec::new();
+            // Every version is hashed (once per change of its file, see `hashes`): any of them may run, when
+            // a rule pins it.
+            let mut readable: Vec<(Candidate, String)> = Vec::new();
             for candidate in versions {
-                if chosen.is_some() {
-                    other_versions.push(candidate.version.map(|v| v.raw).unwrap_or_default());
-                    continue;
-                }
                 match self.hashes.get(&candidate.path).filter(|(stamp, _)| *stamp == candidate.stamp) {
-                    Some((_, sha256)) => chosen = Some((candidate, sha256.clone())),
+                    Some((_, sha256)) => {
+                        let sha256 = sha256.clone();
+                        readable.push((candidate, sha256));
+                    }
                     None => match sha256_file(&candidate.path) {
                         Ok(sha256) => {
                             self.hashed += 1;
                             self.hashes.insert(candidate.path.clone(), (candidate.stamp, sha256.clone()));
-                            chosen = Some((candidate, sha256));
+                            readable.push((candidate, sha256));
                         }
                         Err(source) => self.errors.push(CatalogError::Io { path: candidate.path, source }),
                     },
                 }
             }
-            let Some((effective, sha256)) = chosen else { continue };
+            let other_versions: Vec<String> = readable
+                .iter()
+                .skip(1)
+                .map(|(candidate, _)| candidate.version.as_ref().map(|v| v.raw.clone()).unwrap_or_default())
+                .collect();
+            let Some((effective_name, _)) = readable.first().map(|(c, sha)| (c.name.clone(), sha.clone())) else {
+                continue;
+            };
             let metadata = metadata_files
                 .remove(&key)
                 .and_then(|files| {
-                    let exact = files.iter().position(|(name, _)| *name == effective.name).unwrap_or(0);
+                    let exact = files.iter().position(|(name, _)| *name == effective_name).unwrap_or(0);
                     files.into_iter().nth(exact)
                 })
                 .and_then(|(_, path)| self.read_metadata(&path));
-            let plugin = PluginFile {
-                kind,
-                name: effective.name,
-                version: effective.version,
-                path: effective.path,
-                sha256,
-                metadata,
-                other_versions,
-                portable: None,
-            };
-            self.plugins.insert((kind, key), plugin);
+            let files: Vec<PluginFile> = readable
+                .into_iter()
+                .enumerate()
+                .map(|(i, (candidate, sha256))| PluginFile {
+                    kind,
+                    name: candidate.name,
+                    version: candidate.version,
+                    path: candidate.path,
+                    sha256,
+                    // One metadata file per plugin name, for all its versions.
+                    metadata: metadata.clone(),
+                    other_versions: if i == 0 { other_versions.clone() } else { Vec::new() },
+                    portable: None,
+                })
+                .collect();
+            self.plugins.insert((kind, key.clone()), files[0].clone());
+            self.versions.insert((kind, key), files);
         }
         for (_, files) in metadata_files {
             for (_, path) in files {

@@ -421,3 +421,41 @@ fn kind_names() {
     assert_eq!(PluginKind::parse("plugins"), None);
     assert_eq!(PluginKind::Function.dir_name(), "functions");
 }
+
+#[test]
+fn every_version_is_kept_and_a_requirement_picks_the_newest_it_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for file in ["echo@v1.8.1", "echo@1.9.0", "echo@1.9.3", "echo@v2.0.0", "echo@nightly", "echo"] {
+        plugin(root, PluginKind::Function, file);
+    }
+    let catalog = Catalog::scan(root);
+    let listed: Vec<String> = catalog
+        .versions(PluginKind::Function, "echo")
+        .iter()
+        .map(|f| f.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
+        .collect();
+    assert_eq!(listed, ["2.0.0", "1.9.3", "1.9.0", "1.8.1", "nightly", ""]);
+    assert_eq!(
+        catalog.get(PluginKind::Function, "echo").unwrap().path,
+        catalog.versions(PluginKind::Function, "echo")[0].path
+    );
+    // Each version keeps its own file and hash.
+    let hashes: std::collections::HashSet<_> =
+        catalog.versions(PluginKind::Function, "echo").iter().map(|f| f.path.clone()).collect();
+    assert_eq!(hashes.len(), 6);
+
+    let resolve = |req: &str| {
+        let req = semver::VersionReq::parse(req).unwrap();
+        catalog.resolve(PluginKind::Function, "echo", &req).map(|f| f.version.as_ref().unwrap().as_str().to_string())
+    };
+    assert_eq!(resolve("1.9").as_deref(), Some("1.9.3"), "1.9 is ^1.9: the newest 1.x from 1.9 on");
+    assert_eq!(resolve("~1.9.0").as_deref(), Some("1.9.3"));
+    assert_eq!(resolve("=1.9.0").as_deref(), Some("1.9.0"));
+    assert_eq!(resolve("<1.9").as_deref(), Some("1.8.1"));
+    assert_eq!(resolve("*").as_deref(), Some("2.0.0"));
+    assert_eq!(resolve("3"), None, "no installed version matches");
+    // Found by either spelling of the first letter, as `get`.
+    assert_eq!(catalog.versions(PluginKind::Function, "Echo").len(), 6);
+    assert!(catalog.versions(PluginKind::Function, "absent").is_empty());
+}

@@ -91,6 +91,17 @@ impl Version {
         &self.raw
     }
 
+    /// The version as SemVer, for matching a requirement: a structured version whose numbers fit (`1.2` is
+    /// `1.2.0`), `None` for a free-form one.
+    pub fn semver(&self) -> Option<semver::Version> {
+        let s = self.structured()?;
+        let [major, minor, patch] = &s.numbers;
+        let number = |n: &String| if n.is_empty() { Some(0) } else { n.parse::<u64>().ok() };
+        let mut v = semver::Version::new(number(major)?, number(minor)?, number(patch)?);
+        v.pre = s.pre;
+        Some(v)
+    }
+
     /// The SemVer reading of a structured version, or `None` for a free-form one (see the order above).
     fn structured(&self) -> Option<Structured> {
         let raw = self.raw.as_str();

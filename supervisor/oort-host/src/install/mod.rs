@@ -279,6 +279,22 @@ pub fn remove(plugins_dir: &Path, kind: PluginKind, name: &str) -> Result<Vec<Pa
     Ok(removed)
 }
 
+/// Removes the file of one version of a plugin (`file`, as the catalog lists it: `<name>@<version>` in its kind
+/// folder); its other versions, its metadata and its install record stay.
+pub fn remove_version(plugins_dir: &Path, kind: PluginKind, name: &str, file: &Path) -> Result<(), InstallError> {
+    check_name(name)?;
+    let dir = plugins_dir.join(kind.dir_name());
+    let belongs = file.parent() == Some(dir.as_path())
+        && file.file_name().and_then(|f| f.to_str()).and_then(|f| belongs_to(&fold(name), f)) == Some(false);
+    if !belongs {
+        return Err(InstallError::NotFound { kind, name: name.to_owned(), dir });
+    }
+    fs::remove_file(file).map_err(io_error("cannot remove plugin file", file))?;
+    sync_dir(&dir);
+    tracing::info!(kind = kind.as_str(), name, file = %file.display(), "plugin version removed");
+    Ok(())
+}
+
 /// Where an installed plugin came from: eKuiper's install request
 /// (`{"name", "file", "sha256"}`), kept beside the plugin as a hidden
 /// `.<name>.install.json` so that `/data/export` can list it as eKuiper does.

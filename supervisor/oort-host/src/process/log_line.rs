@@ -3,7 +3,7 @@
 //! and level inside its own.
 //!
 //! The three SDKs write `<RFC 3339 UTC time> <LEVEL> <message>` (docs/protocol.md
-//! §6.4): Rust as `2025-01-01T00:00:00.000000Z  INFO oort_plugin::context: msg rule=r1 instance=i`,
+//! §6.5): Rust as `2025-01-01T00:00:00.000000Z  INFO oort_plugin::context: msg rule=r1 instance=i`,
 //! Go as `… INFO rule=r1 instance=i: msg`, Python as `… INFO <instance>: msg`.
 //! Any other line is kept whole, with the level guessed from its first 48
 //! characters as before.
@@ -90,7 +90,7 @@ fn level_word(word: &str) -> Option<Level> {
 }
 
 /// The level of a line in no known format: `ERROR` or `WARN` within its
-/// first 48 characters, otherwise INFO (docs/protocol.md §6.4).
+/// first 48 characters, otherwise INFO (docs/protocol.md §6.5).
 fn guess_level(line: &str) -> Level {
     let head: String = line.chars().take(48).collect();
     if head.contains("ERROR") {

@@ -99,6 +99,7 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         .route("/rules/{id}/{action}", post(rule_action))
         .route("/plugins/{kind}", get(list_plugins).post(install_plugin))
         .route("/plugins/{kind}/{name}", get(describe_plugin).delete(remove_plugin))
+        .route("/plugins/{kind}/{name}/upgrade", post(upgrade_plugin))
         .route("/metrics", get(metrics))
         .route("/", get(super::ekuiper::about))
         .route("/rules/{id}/topo", get(super::ekuiper::rule_topology))
@@ -357,8 +358,21 @@ pub(super) fn not_in_use(name: &str, users: Vec<String>) -> ApiResult<()> {
     }
 }
 
-async fn remove_plugin(State(app): State<AppState>, Path((k, name)): Path<(String, String)>) -> ApiResult<String> {
+/// `DELETE /plugins/{kind}/{name}?version=<v>`: one version only.
+#[derive(Debug, Default, serde::Deserialize)]
+struct RemoveQuery {
+    version: Option<String>,
+}
+
+async fn remove_plugin(
+    State(app): State<AppState>,
+    Path((k, name)): Path<(String, String)>,
+    Query(query): Query<RemoveQuery>,
+) -> ApiResult<String> {
     let kind = kind(&k)?;
+    if let Some(version) = query.version {
+        return remove_version(&app, kind, &name, &version).await;
+    }
     not_in_use(&name, app.engine.users_of(kind, &name).await)?;
     let dir = app.plugins_dir.clone();
     let n = name.clone();
@@ -367,4 +381,71 @@ async fn remove_plugin(State(app): State<AppState>, Path((k, name)): Path<(Strin
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("remove task failed: {e}")))??;
     app.host.rescan().await;
     Ok(format!("Plugin {name} is deleted."))
+}
+
+/// `POST /plugins/{kind}/{name}/upgrade`: moves the running rules that use
+/// the plugin onto the version they would start with now.
+async fn upgrade_plugin(State(app): State<AppState>, Path((k, name)): Path<(String, String)>) -> ApiResult<String> {
+    let kind = kind(&k)?;
+    app.host.rescan().await;
+    if !app.host.has_plugin(kind, &name) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no {} plugin named {name:?}", kind.as_str())));
+    }
+    let moved = app.engine.upgrade(kind, &name).await;
+    Ok(match moved.is_empty() {
+        true => format!("No rule of plugin {name} runs another version than its own."),
+        false => format!("Rules {} moved to their version of plugin {name}.", moved.join(", ")),
+    })
+}
+
+/// Removes one installed version of a plugin, unless a rule runs it or its
+/// pin selects it (409): removing the only version is removing the plugin.
+async fn remove_version(app: &AppState, kind: PluginKind, name: &str, version: &str) -> ApiResult<String> {
+    app.host.rescan().await;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no {} plugin named {name:?}", kind.as_str()));
+    let info = app.host.describe(kind, name).await.ok_or_else(not_found)?;
+    let wanted = oort_host::catalog::Version::parse(version);
+    let Some(installed) = info.versions.iter().find(|v| v.version == wanted.as_str()) else {
+        let have: Vec<&str> = info.versions.iter().map(|v| v.version.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{} plugin {name} has no version {:?} (installed: {})",
+                kind.as_str(),
+                wanted.as_str(),
+                have.join(", ")
+            ),
+        ));
+    };
+    if info.versions.len() == 1 {
+        not_in_use(name, app.engine.users_of(kind, name).await)?;
+    }
+    let label = format!("{name}@{}", installed.version);
+    let mut pinned = Vec::new();
+    for (rule, req) in app.engine.pins_on(kind, name).await {
+        if app.host.resolve_pin(kind, name, &req).ok().as_deref() == Some(installed.version.as_str()) {
+            pinned.push(format!("{rule} (options.plugins.{name} = \"{req}\")"));
+        }
+    }
+    if !pinned.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{label} is the version pinned by rules {}; change or remove their pins first", pinned.join(", ")),
+        ));
+    }
+    if !installed.rules.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{label} still runs for rules {}; restart them to move them to the newest version first",
+                installed.rules.join(", ")
+            ),
+        ));
+    }
+    let (dir, n, file) = (app.plugins_dir.clone(), name.to_string(), installed.file.clone());
+    tokio::task::spawn_blocking(move || install::remove_version(&dir, kind, &n, &file))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("remove task failed: {e}")))??;
+    app.host.rescan().await;
+    Ok(format!("Plugin {label} is deleted."))
 }
