@@ -4,7 +4,7 @@
 //! Each connection gets one thread that reads a batch, runs the function
 //! inline and writes the answer: one wake-up per call on each side, where
 //! the gRPC path passes a batch through HTTP/2 connection tasks, a stream
-//! task and `block_in_place` on both sides. Answers go in request order, as
+//! task and `spawn_blocking` on both sides. Answers go in request order, as
 //! on a gRPC stream; a whole-batch failure is answered with `failure` and
 //! ends the connection, as a gRPC stream ends with a status.
 
