@@ -13,6 +13,7 @@ mod value;
 pub use value::{map_from_pb, map_to_pb, Record, Value};
 pub mod columns;
 pub mod frames;
+pub mod time;
 pub mod wire;
 
 #[allow(clippy::all, missing_docs)]

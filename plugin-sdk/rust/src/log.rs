@@ -113,47 +113,12 @@ fn head(out: &mut String, now: SystemTime, level: &tracing::Level, target: &str)
 /// RFC 3339 in UTC with microseconds, as `tracing_subscriber` writes it.
 fn timestamp(out: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rest / 3_600,
-        rest / 60 % 60,
-        rest % 60,
-        since.subsec_micros()
-    );
+    oort_proto::time::write_rfc3339(out, since, oort_proto::time::Fraction::Micros);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn at(secs: u64, micros: u64) -> String {
-        let mut s = String::new();
-        timestamp(&mut s, UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros));
-        s
-    }
-
-    #[test]
-    fn timestamps_are_rfc_3339_in_utc() {
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
-        // 2000-02-29 (a leap day in a century year divisible by 400).
-        assert_eq!(at(951_782_400 + 3_723, 42), "2000-02-29T01:02:03.000042Z");
-        assert_eq!(at(1_767_225_599, 999_999), "2025-12-31T23:59:59.999999Z");
-        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
-    }
 
     #[test]
     fn a_line_holds_level_target_message_and_fields_as_the_supervisor_reads_them() {

@@ -284,19 +284,9 @@ const SLOW_CALL_MS: u64 = 1000;
 /// `2026-01-02T03:04:05.678Z` from ms since the epoch (UTC), without a
 /// date-time dependency.
 fn rfc3339_ms(ms: u64) -> String {
-    let (secs, ms) = (ms / 1000, ms % 1000);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let mut out = String::with_capacity(24);
+    oort_proto::time::write_rfc3339(&mut out, std::time::Duration::from_millis(ms), oort_proto::time::Fraction::Millis);
+    out
 }
 
 #[cfg(test)]
