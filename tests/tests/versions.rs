@@ -44,6 +44,17 @@ fn message(body: &str) -> String {
         .unwrap_or_else(|| body.to_string())
 }
 
+/// Waits (up to 10 s) until `describe` lists `want`, then checks it: a rule
+/// that moved opens its instances on the new version as its run starts.
+fn wait_versions(d: &Daemon, want: &[(&str, bool, &[&str])]) {
+    let want = owned(want);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while versions(d) != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(versions(d), want);
+}
+
 fn owned(v: &[(&str, bool, &[&str])]) -> Vec<(String, bool, Vec<String>)> {
     v.iter().map(|(v, n, r)| (v.to_string(), *n, r.iter().map(|r| r.to_string()).collect())).collect()
 }
@@ -133,12 +144,7 @@ fn rules_pin_versions_describe_shows_who_runs_which_and_a_used_version_stays() {
     assert!(said.contains("Rules latest moved"), "{said}");
     let (ok, said, _) = d.cli(&["plugin", "upgrade", "function", "echo"]);
     assert!(ok && said.contains("No rule"), "{said}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let want = owned(&[("2.1.0", true, &["latest"]), ("2.0.0", false, &[]), ("1.9.3", false, &["minor19"])]);
-    while versions(&d) != want && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(versions(&d), want);
+    wait_versions(&d, &[("2.1.0", true, &["latest"]), ("2.0.0", false, &[]), ("1.9.3", false, &["minor19"])]);
     assert_eq!(d.http("DELETE", "/plugins/functions/echo?version=2.0.0", None).0, 200);
 }
 
@@ -205,4 +211,53 @@ fn under_load_at_qos_2_a_new_version_takes_over_with_the_state_and_nothing_lost_
         .collect();
     assert_eq!(runs, vec![("2.0.0".to_string(), vec![json!("words")]), ("1.0.0".to_string(), vec![])]);
     assert!(d.log().contains("rules moved to a new plugin version"), "{}", d.log());
+}
+
+#[test]
+fn a_rollback_holds_the_version_back_across_a_restart_until_its_file_is_removed() {
+    let p = PluginsDir::new();
+    p.add("sources", "file", "file");
+    p.add("sinks", "file", "file");
+    p.add("functions", "echo@1.0.0", "echo");
+    p.add("functions", "echo@2.0.0", "echo");
+    let data = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_in(p.path(), data.path(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_rows(&input, 0, 10);
+    let sql = format!(r#"CREATE STREAM s () WITH (TYPE="file", DATASOURCE="{}")"#, input.display());
+    assert_eq!(d.http("POST", "/streams", Some(&json!({ "sql": sql }).to_string())).0, 201);
+    let out = |id: &str| dir.path().join(format!("{id}.jsonl"));
+    assert_eq!(d.http("POST", "/rules", Some(&rule("r", &out("r"), None).to_string())).0, 201);
+    d.wait_lines("r", &out("r"), 10);
+    assert_eq!(versions(&d), owned(&[("2.0.0", true, &["r"]), ("1.0.0", false, &[])]));
+
+    let (ok, said, err) = d.cli(&["plugin", "rollback", "function", "echo"]);
+    assert!(ok, "{err}");
+    assert!(said.contains("Version 2.0.0 of plugin echo is held back; rules r moved to 1.0.0"), "{said}");
+    wait_versions(&d, &[("2.0.0", false, &[]), ("1.0.0", true, &["r"])]);
+    assert_eq!(d.get_json("/plugins/functions/echo")["versions"][0]["held"], true);
+    // New rules get the version before it, and there is none before 1.0.0.
+    assert_eq!(d.http("POST", "/rules", Some(&rule("r2", &out("r2"), None).to_string())).0, 201);
+    d.wait_lines("r2", &out("r2"), 10);
+    let (code, body) = d.http("POST", "/plugins/functions/echo/rollback", None);
+    assert_eq!(code, 409, "{body}");
+    assert!(message(&body).contains("has no version before 1.0.0 to roll back to"), "{body}");
+    // A pin that only the held version matches is refused like one that matches nothing.
+    let (code, body) = d.http("POST", "/rules", Some(&rule("r3", &out("r3"), Some(json!({"echo": "2"}))).to_string()));
+    assert_eq!(code, 400, "{body}");
+
+    // The hold outlives the daemon.
+    assert!(d.terminate().success());
+    let d = Daemon::start_in(p.path(), data.path(), &[]);
+    wait_versions(&d, &[("2.0.0", false, &[]), ("1.0.0", true, &["r", "r2"])]);
+
+    // Removing the held file ends the hold: a fixed 2.0.1 is the newest.
+    let (ok, said, err) = d.cli(&["plugin", "remove", "function", "echo", "--version", "2.0.0"]);
+    assert!(ok, "{said} {err}");
+    p.add("functions", "echo@2.0.1", "echo");
+    let (ok, said, err) = d.cli(&["plugin", "upgrade", "function", "echo"]);
+    assert!(ok, "{err}");
+    assert!(said.contains("Rules r, r2 moved"), "{said}");
+    wait_versions(&d, &[("2.0.1", true, &["r", "r2"]), ("1.0.0", false, &[])]);
 }

@@ -29,6 +29,11 @@ pub enum EngineError {
     RuleExists { id: String },
     #[error("stream {name} is used by rules {}", rules.join(", "))]
     StreamInUse { name: String, rules: Vec<String> },
+    #[error("no {kind} plugin named {name:?}")]
+    UnknownPlugin { kind: &'static str, name: String },
+    /// A plugin's only runnable version cannot be rolled back.
+    #[error("{kind} plugin {name} has no version before {version} to roll back to")]
+    NothingToRollBackTo { kind: &'static str, name: String, version: String },
     /// A stored rule that no longer plans (see `unplannable`).
     #[error("rule {id} cannot start: {reason}")]
     CannotStart { id: String, reason: String },
@@ -63,11 +68,14 @@ impl EngineError {
             EngineError::UnknownStream { .. }
             | EngineError::UnknownRule { .. }
             | EngineError::UnknownConfKey { .. }
-            | EngineError::UnknownConnection { .. } => ErrorKind::NotFound,
+            | EngineError::UnknownConnection { .. }
+            | EngineError::UnknownPlugin { .. } => ErrorKind::NotFound,
             EngineError::StreamExists { .. }
             | EngineError::RuleExists { .. }
             | EngineError::ConnectionExists { .. } => ErrorKind::Exists,
-            EngineError::StreamInUse { .. } | EngineError::ConnectionInUse { .. } => ErrorKind::Conflict,
+            EngineError::StreamInUse { .. }
+            | EngineError::ConnectionInUse { .. }
+            | EngineError::NothingToRollBackTo { .. } => ErrorKind::Conflict,
             EngineError::Store(_) | EngineError::Corrupt { .. } => ErrorKind::Internal,
         }
     }

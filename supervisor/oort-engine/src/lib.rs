@@ -130,6 +130,12 @@ impl Engine {
             }
             rules.insert(id, RuleEntry { stored, plan, status, run: None, life: Arc::default(), unplannable });
         }
+        for (key, _) in store.list(Namespace::HeldVersions)? {
+            match held_key(&key) {
+                Some((kind, name, version)) => host.hold(kind, &name, &version),
+                None => tracing::warn!(key, "a stored rollback names no plugin version; ignored"),
+            }
+        }
         Ok(Engine {
             store,
             host,
@@ -738,6 +744,38 @@ impl Engine {
         moved
     }
 
+    /// Rolls a plugin back: its current version (what unpinned rules start
+    /// with) is held back, persistently, and the running rules move to the
+    /// version before it as they would to a new one. Returns the version
+    /// held back and the rules moved.
+    pub async fn rollback(&self, kind: PluginKind, name: &str) -> Result<(String, Vec<String>), EngineError> {
+        self.host.rescan().await;
+        let current = self
+            .host
+            .current_version(kind, name)
+            .ok_or_else(|| EngineError::UnknownPlugin { kind: kind.as_str(), name: name.to_string() })?;
+        self.host.hold(kind, name, &current);
+        if self.host.current_version(kind, name).is_none() {
+            self.host.unhold(kind, name, &current);
+            return Err(EngineError::NothingToRollBackTo {
+                kind: kind.as_str(),
+                name: name.to_string(),
+                version: current,
+            });
+        }
+        let key = format!("{}/{}@{current}", kind.dir_name(), oort_core::names::fold(name));
+        self.store.put(Namespace::HeldVersions, &key, b"{}")?;
+        tracing::warn!(plugin = name, kind = kind.as_str(), version = %current, "plugin version rolled back");
+        Ok((current, self.upgrade(kind, name).await))
+    }
+
+    /// Lets a rolled-back version run again: its file is gone.
+    pub fn forget_hold(&self, kind: PluginKind, name: &str, version: &str) -> Result<(), EngineError> {
+        self.host.unhold(kind, name, version);
+        let key = format!("{}/{}@{version}", kind.dir_name(), oort_core::names::fold(name));
+        Ok(self.store.delete(Namespace::HeldVersions, &key)?)
+    }
+
     /// The rules that use plugin `name` and pin its version, with their pins.
     pub async fn pins_on(&self, kind: PluginKind, name: &str) -> Vec<(String, semver::VersionReq)> {
         let users = self.users_of(kind, name).await;
@@ -804,4 +842,11 @@ async fn parse_rule(body: &[u8]) -> Result<(RuleDef, RulePlan), EngineError> {
         Ok((def, plan))
     })
     .await?
+}
+
+/// The plugin version of a stored rollback's key, `<kind dir>/<name>@<version>`.
+fn held_key(key: &str) -> Option<(PluginKind, String, String)> {
+    let (dir, rest) = key.split_once('/')?;
+    let (name, version) = rest.split_once('@')?;
+    Some((PluginKind::from_dir_name(dir)?, name.to_string(), version.to_string()))
 }

@@ -87,6 +87,9 @@ pub enum HostError {
     UnknownPlugin { kind: &'static str, name: String },
     #[error("no function plugin exports a function named {0:?}")]
     UnknownFunction(String),
+    /// Every installed version of the plugin was rolled back.
+    #[error("every installed version of {kind} plugin {name:?} is held back by a rollback; install a newer one or remove a held one")]
+    AllHeld { kind: &'static str, name: String },
     /// A rule pins a plugin (its `plugins` option) to versions none of
     /// which is installed.
     #[error("{kind} plugin {name:?} is pinned to {wanted}, but no installed version matches (installed: {installed})")]
@@ -216,6 +219,9 @@ pub struct Host {
     next_key: AtomicU64,
     /// Per rule, the `pluginLimits` overrides by folded plugin name.
     rule_limits: Mutex<HashMap<String, HashMap<String, Limits>>>,
+    /// Versions rolled back: kept on disk, but no rule starts on them
+    /// (kind, folded name, version as reported).
+    held: Mutex<std::collections::BTreeSet<(PluginKind, String, String)>>,
     /// Per rule, the versions it accepts by folded plugin name (its
     /// `plugins` option).
     rule_pins: Mutex<HashMap<String, HashMap<String, semver::VersionReq>>>,
@@ -244,6 +250,7 @@ impl Host {
             next_key: AtomicU64::new(1),
             rule_limits: Mutex::default(),
             rule_pins: Mutex::default(),
+            held: Mutex::default(),
             checkpointing_rules: Mutex::default(),
             opened_fine: Mutex::default(),
         }
@@ -276,11 +283,36 @@ impl Host {
     /// The version of a plugin that a pin selects: `Ok(version)` (empty for
     /// a file without one), or why none can run.
     pub fn resolve_pin(&self, kind: PluginKind, name: &str, wanted: &semver::VersionReq) -> Result<String, HostError> {
-        let catalog = self.catalog();
-        match catalog.resolve(kind, name, wanted) {
-            Some(file) => Ok(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default()),
-            None => Err(no_pinned_version(&catalog, kind, name, wanted)),
-        }
+        let file = self.plugin_file_pinned(kind, name, Some(wanted))?;
+        Ok(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
+    }
+
+    /// Holds back a version of a plugin (a rollback): no instance opens on
+    /// it from now on; the previous version is the newest one.
+    pub fn hold(&self, kind: PluginKind, name: &str, version: &str) {
+        lock(&self.held).insert((kind, oort_core::names::fold(name), version.to_string()));
+    }
+
+    /// Lets a held version run again (its file was removed, say).
+    pub fn unhold(&self, kind: PluginKind, name: &str, version: &str) {
+        lock(&self.held).remove(&(kind, oort_core::names::fold(name), version.to_string()));
+    }
+
+    fn is_held(&self, kind: PluginKind, file: &PluginFile) -> bool {
+        let version = file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default();
+        lock(&self.held).contains(&(kind, oort_core::names::fold(&file.name), version))
+    }
+
+    /// The installed versions of a plugin that may run, newest first.
+    fn runnable(&self, kind: PluginKind, name: &str) -> Vec<PluginFile> {
+        self.catalog().versions(kind, name).iter().filter(|f| !self.is_held(kind, f)).cloned().collect()
+    }
+
+    /// The version unpinned rules of a plugin start with: the newest not
+    /// held back.
+    pub fn current_version(&self, kind: PluginKind, name: &str) -> Option<String> {
+        let file = self.runnable(kind, name).into_iter().next()?;
+        Some(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
     }
 
     /// The file `rule` runs for a plugin: the newest, or the newest its pin accepts.
@@ -296,12 +328,18 @@ impl Host {
         name: &str,
         pin: Option<&semver::VersionReq>,
     ) -> Result<PluginFile, HostError> {
-        let Some(wanted) = pin else { return self.plugin_file(kind, name) };
-        let catalog = self.catalog();
-        if catalog.get(kind, name).is_none() {
-            return Err(HostError::UnknownPlugin { kind: kind.as_str(), name: name.into() });
+        let runnable = self.runnable(kind, name);
+        if runnable.is_empty() {
+            return Err(match self.catalog().get(kind, name) {
+                Some(_) => HostError::AllHeld { kind: kind.as_str(), name: name.into() },
+                None => HostError::UnknownPlugin { kind: kind.as_str(), name: name.into() },
+            });
         }
-        catalog.resolve(kind, name, wanted).cloned().ok_or_else(|| no_pinned_version(&catalog, kind, name, wanted))
+        let Some(wanted) = pin else { return Ok(runnable[0].clone()) };
+        runnable
+            .into_iter()
+            .find(|f| f.version.as_ref().and_then(|v| v.semver()).is_some_and(|v| wanted.matches(&v)))
+            .ok_or_else(|| no_pinned_version(&self.catalog(), kind, name, wanted))
     }
 
     /// Whether `rule` has an instance on a process of plugin `name` that
@@ -321,10 +359,16 @@ impl Host {
     /// The file that runs for new rules without a pin, per plugin: what
     /// changes when a newer version arrives.
     pub fn newest_files(&self) -> std::collections::BTreeMap<(PluginKind, String), PathBuf> {
-        let catalog = self.catalog();
-        [PluginKind::Source, PluginKind::Sink, PluginKind::Function]
+        let names: Vec<(PluginKind, String)> = [PluginKind::Source, PluginKind::Sink, PluginKind::Function]
             .into_iter()
-            .flat_map(|kind| catalog.list(kind).into_iter().map(move |f| ((kind, f.name.clone()), f.path.clone())))
+            .flat_map(|kind| self.catalog().list(kind).into_iter().map(|f| (kind, f.name.clone())).collect::<Vec<_>>())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|(kind, name)| {
+                let file = self.runnable(kind, &name).into_iter().next()?;
+                Some(((kind, name), file.path))
+            })
             .collect()
     }
 
@@ -502,6 +546,7 @@ impl Host {
     pub async fn describe(&self, kind: PluginKind, name: &str) -> Option<PluginInfo> {
         let file = self.catalog().get(kind, name).cloned()?;
         let installed = self.catalog().versions(kind, name).to_vec();
+        let current = self.runnable(kind, name).first().map(|f| f.path.clone());
         let entries = self.entries.lock().await;
         let mut processes = Vec::new();
         let mut mode = None;
@@ -548,8 +593,7 @@ impl Host {
         let part = part_key(kind, &file.name);
         let versions = installed
             .iter()
-            .enumerate()
-            .map(|(i, v)| {
+            .map(|v| {
                 let mut rules: Vec<String> = entries
                     .iter()
                     .filter(|((path, entry_part, _), _)| *path == v.path && *entry_part == part)
@@ -563,7 +607,8 @@ impl Host {
                 views::VersionInfo {
                     version: v.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
                     file: v.path.clone(),
-                    newest: i == 0,
+                    newest: current.as_ref() == Some(&v.path),
+                    held: self.is_held(kind, v),
                     rules,
                 }
             })
@@ -630,13 +675,6 @@ impl Host {
     /// The plugin file serving a function name.
     fn function_file(&self, function: &str) -> Result<PluginFile, HostError> {
         self.catalog().function_owner(function).cloned().ok_or_else(|| HostError::UnknownFunction(function.into()))
-    }
-
-    fn plugin_file(&self, kind: PluginKind, name: &str) -> Result<PluginFile, HostError> {
-        self.catalog()
-            .get(kind, name)
-            .cloned()
-            .ok_or_else(|| HostError::UnknownPlugin { kind: kind.as_str(), name: name.into() })
     }
 
     /// The process that serves `rule` for `file`: the shared one of a

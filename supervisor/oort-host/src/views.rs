@@ -51,8 +51,11 @@ pub struct VersionInfo {
     /// Leading `v` dropped; empty for a file without a version.
     pub version: String,
     pub file: PathBuf,
-    /// Whether new rules without a pin get this version (the newest).
+    /// Whether new rules without a pin get this version (the newest not
+    /// held back).
     pub newest: bool,
+    /// Rolled back: no rule starts on it until its file is removed.
+    pub held: bool,
     /// The rules with an instance on a process of this version, sorted.
     pub rules: Vec<String>,
 }

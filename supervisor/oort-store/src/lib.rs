@@ -26,6 +26,8 @@ pub enum Namespace {
     Streams,
     /// Rule definitions and their desired run state, by rule id.
     Rules,
+    /// Plugin versions rolled back, by `<kind dir>/<name>@<version>`.
+    HeldVersions,
 }
 
 /// How many checkpoints of a rule are kept, as in eKuiper.
@@ -36,6 +38,7 @@ impl Namespace {
         match self {
             Namespace::Streams => "v1/streams/",
             Namespace::Rules => "v1/rules/",
+            Namespace::HeldVersions => "v1/held/",
         }
     }
 }

@@ -162,7 +162,11 @@ pub async fn plugin_describe(remote: &Remote, kind: &str, name: &str) -> anyhow:
                 let version = v.get("version").map(text).filter(|v| !v.is_empty()).unwrap_or_else(|| "(none)".into());
                 let rules: Vec<String> =
                     v.get("rules").and_then(Json::as_array).map(|r| r.iter().map(text).collect()).unwrap_or_default();
-                let newest = if v.get("newest").and_then(Json::as_bool) == Some(true) { " (newest)" } else { "" };
+                let newest = match (v.get("newest").and_then(Json::as_bool), v.get("held").and_then(Json::as_bool)) {
+                    (Some(true), _) => " (newest)",
+                    (_, Some(true)) => " (held back)",
+                    _ => "",
+                };
                 let runs = if rules.is_empty() { "no rule".to_string() } else { format!("rules {}", rules.join(", ")) };
                 writeln!(out, "  {version}{newest}: {runs}")?;
             }
@@ -223,6 +227,11 @@ pub async fn plugin_install(
 /// `oort plugin upgrade <kind> <name>`.
 pub async fn plugin_upgrade(remote: &Remote, kind: &str, name: &str) -> anyhow::Result<String> {
     remote.act("POST", &format!("/plugins/{kind}/{name}/upgrade"), None).await
+}
+
+/// `oort plugin rollback <kind> <name>`.
+pub async fn plugin_rollback(remote: &Remote, kind: &str, name: &str) -> anyhow::Result<String> {
+    remote.act("POST", &format!("/plugins/{kind}/{name}/rollback"), None).await
 }
 
 /// `oort plugin remove <kind> <name> [--version <v>]`.

@@ -168,6 +168,9 @@ enum PluginCommand {
     /// Move the running rules that use a plugin onto the version they would
     /// start with now (the newest, or the newest their pin accepts).
     Upgrade { kind: KindArg, name: String },
+    /// Hold back a plugin's current version and move its running rules to
+    /// the version before it (until the held file is removed).
+    Rollback { kind: KindArg, name: String },
     /// Remove every version of a plugin, or with --version one of them
     /// (refused while a rule runs it or pins it).
     Remove {
@@ -332,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     cli::plugin_install(&r, kind.dir(), &name, &file, sha256.as_deref()).await?
                 }
                 PluginCommand::Upgrade { kind, name } => cli::plugin_upgrade(&r, kind.dir(), &name).await?,
+                PluginCommand::Rollback { kind, name } => cli::plugin_rollback(&r, kind.dir(), &name).await?,
                 PluginCommand::Remove { kind, name, version } => {
                     cli::plugin_remove(&r, kind.dir(), &name, version.as_deref()).await?
                 }

@@ -100,6 +100,7 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
         .route("/plugins/{kind}", get(list_plugins).post(install_plugin))
         .route("/plugins/{kind}/{name}", get(describe_plugin).delete(remove_plugin))
         .route("/plugins/{kind}/{name}/upgrade", post(upgrade_plugin))
+        .route("/plugins/{kind}/{name}/rollback", post(rollback_plugin))
         .route("/metrics", get(metrics))
         .route("/", get(super::ekuiper::about))
         .route("/rules/{id}/topo", get(super::ekuiper::rule_topology))
@@ -398,6 +399,18 @@ async fn upgrade_plugin(State(app): State<AppState>, Path((k, name)): Path<(Stri
     })
 }
 
+/// `POST /plugins/{kind}/{name}/rollback`: holds the plugin's current
+/// version back and moves its running rules to the version before it.
+async fn rollback_plugin(State(app): State<AppState>, Path((k, name)): Path<(String, String)>) -> ApiResult<String> {
+    let kind = kind(&k)?;
+    let (held, moved) = app.engine.rollback(kind, &name).await?;
+    let now = app.host.current_version(kind, &name).unwrap_or_default();
+    Ok(match moved.is_empty() {
+        true => format!("Version {held} of plugin {name} is held back; new rules get {now}."),
+        false => format!("Version {held} of plugin {name} is held back; rules {} moved to {now}.", moved.join(", ")),
+    })
+}
+
 /// Removes one installed version of a plugin, unless a rule runs it or its
 /// pin selects it (409): removing the only version is removing the plugin.
 async fn remove_version(app: &AppState, kind: PluginKind, name: &str, version: &str) -> ApiResult<String> {
@@ -446,6 +459,9 @@ async fn remove_version(app: &AppState, kind: PluginKind, name: &str, version: &
     tokio::task::spawn_blocking(move || install::remove_version(&dir, kind, &n, &file))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("remove task failed: {e}")))??;
+    if installed.held {
+        app.engine.forget_hold(kind, name, &installed.version)?;
+    }
     app.host.rescan().await;
     Ok(format!("Plugin {label} is deleted."))
 }
