@@ -41,7 +41,7 @@ pub struct Opts {
     pub quick: bool,
 }
 
-const SCENARIOS: [(&str, char, &str); 10] = [
+const SCENARIOS: [(&str, char, &str); 11] = [
     ("function", 'a', "function throughput"),
     ("latency", 'b', "single-row latency"),
     ("e2e", 'c', "end-to-end rule throughput"),
@@ -52,11 +52,12 @@ const SCENARIOS: [(&str, char, &str); 10] = [
     ("windows", 'h', "windows: throughput, memory, latency"),
     ("scale", 'i', "cost per rule as rules grow"),
     ("mqtt", 'j', "MQTT through a rule vs the broker alone"),
+    ("upgrade", 'k', "plugin upgrade pause"),
 ];
 
 const USAGE: &str = "usage: oort-bench [--quick] [--only <scenario>] [--out <file.json>]
 scenarios: function (a), latency (b), e2e (c), steady (d), coldstart (e), memory (f), recovery (g),
-           windows (h), scale (i), mqtt (j)";
+           windows (h), scale (i), mqtt (j), upgrade (k)";
 
 /// Generous timeouts: a benchmark on a loaded machine must not fail on a deadline.
 pub fn bench_timeouts() -> Timeouts {
@@ -253,6 +254,7 @@ fn main() -> Result<()> {
             "windows" => windows::windows(&opts),
             "scale" => scale::scale(&opts),
             "mqtt" => mqtt::mqtt(&opts),
+            "upgrade" => rules::upgrade_pause(&opts),
             other => bail!("no scenario {other}"),
         };
         let mut result = result.with_context(|| format!("scenario {name}"))?;

@@ -180,8 +180,9 @@ impl Catalog {
         // After the kind folders: a plain plugin file wins over a package's part of the same name.
         catalog.scan_portables(&plugins_dir.join(PORTABLES_DIR));
         catalog.index_functions();
-        // Forget the hashes of files that are gone or no longer effective.
-        let effective: std::collections::HashSet<&Path> = catalog.plugins.values().map(|p| p.path.as_path()).collect();
+        // Forget the hashes of files that are gone; every installed version keeps its own (a rule may run it).
+        let effective: std::collections::HashSet<&Path> =
+            catalog.plugins.values().chain(catalog.versions.values().flatten()).map(|p| p.path.as_path()).collect();
         let hashes = std::mem::take(&mut catalog.hashes);
         catalog.hashes = hashes.into_iter().filter(|(path, _)| effective.contains(path.as_path())).collect();
         tracing::debug!(

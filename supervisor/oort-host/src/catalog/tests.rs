@@ -288,11 +288,17 @@ fn a_rescan_hashes_only_changed_files() {
     let third = Catalog::rescan(root.path(), &second);
     assert_eq!(third.files_hashed(), 1);
     assert_ne!(third.get(PluginKind::Source, "a").unwrap().sha256, second.get(PluginKind::Source, "a").unwrap().sha256);
-    // A new version is hashed; the shadowed file's hash is forgotten.
+    // A new version is hashed; the older one keeps its hash (a rule may pin
+    // it), so the next rescan reads nothing; a removed file's hash goes.
     write(root.path(), PluginKind::Source, "a@v2.0.0", "newer", 0o700);
     let fourth = Catalog::rescan(root.path(), &third);
     assert_eq!(fourth.files_hashed(), 1);
-    assert_eq!(fourth.hashes.len(), 2);
+    assert_eq!(fourth.hashes.len(), 3);
+    let fifth = Catalog::rescan(root.path(), &fourth);
+    assert_eq!(fifth.files_hashed(), 0, "no version is read again");
+    fs::remove_file(&a).unwrap();
+    let sixth = Catalog::rescan(root.path(), &fifth);
+    assert_eq!((sixth.files_hashed(), sixth.hashes.len()), (0, 2));
 }
 
 #[test]
