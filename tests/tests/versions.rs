@@ -136,7 +136,10 @@ fn rules_pin_versions_describe_shows_who_runs_which_and_a_used_version_stays() {
     // running rules keep their versions until `oort plugin upgrade` moves
     // them; the pinned one stays on 1.9.3.
     p.add("functions", "echo@2.1.0", "echo");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while versions(&d)[0].0 != "2.1.0" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let before = versions(&d);
     assert_eq!(before[0], ("2.1.0".to_string(), true, vec![]), "{before:?}");
     let (ok, said, err) = d.cli(&["plugin", "upgrade", "function", "echo"]);

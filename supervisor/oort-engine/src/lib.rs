@@ -607,8 +607,6 @@ impl Engine {
         };
         let stream = self.get_stream(&stream_name).await?;
         let source_props = self.source_props(&stream)?;
-        // A plugin version copied in by hand runs from the rule's next start.
-        self.host.rescan().await;
         let mut sink_props = Vec::new();
         {
             let rules = self.rules.lock().await;

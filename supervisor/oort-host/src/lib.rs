@@ -338,7 +338,7 @@ impl Host {
         let Some(wanted) = pin else { return Ok(runnable[0].clone()) };
         runnable
             .into_iter()
-            .find(|f| f.version.as_ref().and_then(|v| v.semver()).is_some_and(|v| wanted.matches(&v)))
+            .find(|f| f.accepted_by(wanted))
             .ok_or_else(|| no_pinned_version(&self.catalog(), kind, name, wanted))
     }
 
@@ -590,7 +590,6 @@ impl Host {
                 last_failure: entry.process.last_failure(),
             });
         }
-        let part = part_key(kind, &file.name);
         let versions = installed
             .iter()
             .map(|v| {

@@ -72,6 +72,14 @@ pub struct PluginFile {
     pub portable: Option<PortableOrigin>,
 }
 
+impl PluginFile {
+    /// Whether a SemVer requirement (a rule's pin) accepts this file's
+    /// version; a version that is not SemVer, or none, is never accepted.
+    pub fn accepted_by(&self, wanted: &semver::VersionReq) -> bool {
+        self.version.as_ref().and_then(Version::semver).is_some_and(|v| wanted.matches(&v))
+    }
+}
+
 /// A problem found in the plugins folder, or a function name claimed twice.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -221,9 +229,7 @@ impl Catalog {
     /// The newest installed version of a plugin that `wanted` accepts (a SemVer requirement: `1.9` is `^1.9`);
     /// a file whose version is not SemVer (`@alpha`, or none) never matches.
     pub fn resolve(&self, kind: PluginKind, name: &str, wanted: &semver::VersionReq) -> Option<&PluginFile> {
-        self.versions(kind, name)
-            .iter()
-            .find(|file| file.version.as_ref().and_then(Version::semver).is_some_and(|v| wanted.matches(&v)))
+        self.versions(kind, name).iter().find(|file| file.accepted_by(wanted))
     }
 
     /// The portable packages, sorted by name, with their manifests and folders.
