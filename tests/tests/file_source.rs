@@ -232,6 +232,7 @@ async fn the_file_source_rewinds_to_a_byte_offset() {
                 operator_id: "source".into(),
                 state: vec![],
                 checkpointing: false,
+                state_version: 0,
             }),
             datasource: path_str.clone(),
             props: Default::default(),

@@ -47,6 +47,9 @@
 //   - Serve: the one entry point.
 //   - NewTestContext and ReopenTestContext: contexts for unit tests, the
 //     second one as a restarted process would see the state.
+//   - StateMigration, StateSlot (ValueSlot, CounterSlot): what
+//     Plugin.MigrateState converts when the state's layout changes between
+//     releases (see State versions below).
 //
 // # Values
 //
@@ -96,4 +99,16 @@
 // batch). A stateful function therefore costs about as much as a stateless
 // one, and after a crash the restarted process sees the state as of the last
 // batch the supervisor accepted.
+//
+// # State versions
+//
+// The state outlives the process, and so it outlives the build that wrote
+// it: an upgraded plugin opens instances with state its previous release
+// wrote. A plugin that changes the layout of its state (renames a key, turns
+// a plain value into a counter) declares a new Plugin.StateVersion and
+// converts older state in Plugin.MigrateState, which receives every key as a
+// StateSlot and returns the state in the new layout. The supervisor asks for
+// the migration before it opens an instance with state of another version;
+// a refusal (an error, or no MigrateState at all) stops the upgrade and
+// keeps the rule on the build it runs, with its state intact.
 package oort

@@ -38,6 +38,36 @@ type Plugin struct {
 	// About and FunctionHelp only feed Metadata, the plugin's metadata file.
 	About        About
 	FunctionHelp map[string]FunctionHelp
+
+	// StateVersion is the version of the state layout this plugin's
+	// instances write: the keys they use and what each holds. Describe
+	// reports it, and the supervisor records it with the state it keeps, so
+	// that a newer (or older) build of the plugin is never handed state it
+	// would misread. Raise it whenever a release changes how its state is
+	// laid out, and give MigrateState the conversion. 0, the zero value,
+	// means undeclared, which suits a plugin that keeps no state or has never
+	// changed its layout.
+	StateVersion uint32
+	// MigrateState converts the state of one instance written under another
+	// state version into StateVersion's layout. The supervisor calls it
+	// before it opens an instance with state of another version (after an
+	// upgrade or a rollback), and before an upgrade moves a rule, to learn
+	// whether the new build accepts the rule's state; the instance is then
+	// opened with what MigrateState returned, which replaces the old state
+	// entirely (keys it leaves out are dropped).
+	//
+	// Return an error to refuse state the plugin cannot read (its message is
+	// the refusal the supervisor reports, so say what is wrong): the
+	// supervisor then stops the upgrade and the rule keeps running on the version it
+	// has, so its state is never lost. A panic counts as a refusal. Without
+	// MigrateState every such state is refused, which is the safe default
+	// for a plugin that raised StateVersion without saying how to convert.
+	// The supervisor never asks to migrate state already in StateVersion's
+	// layout, nor empty state.
+	//
+	// MigrateState may run concurrently for several instances and while
+	// other instances serve batches; it sees only the state it is given.
+	MigrateState func(m StateMigration) (map[string]StateSlot, error)
 }
 
 // Export is how one symbol is exported, after eKuiper's two export styles

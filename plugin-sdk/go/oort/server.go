@@ -263,8 +263,13 @@ func (p pluginService) Describe(context.Context, *pb.DescribeRequest) (*pb.Descr
 		SdkVersion:      SDKVersion,
 		// Every function reads and answers columns: the SDK converts for
 		// those written against the row API.
-		Encodings: []pb.Encoding{pb.Encoding_ENCODING_ARROW_IPC},
+		Encodings:    []pb.Encoding{pb.Encoding_ENCODING_ARROW_IPC},
+		StateVersion: plugin.StateVersion,
 	}, nil
+}
+
+func (p pluginService) MigrateState(_ context.Context, req *pb.MigrateStateRequest) (*pb.MigrateStateResponse, error) {
+	return p.s.migrateState(req)
 }
 
 func (p pluginService) Shutdown(_ context.Context, req *pb.ShutdownRequest) (*pb.ShutdownResponse, error) {

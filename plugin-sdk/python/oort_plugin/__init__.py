@@ -24,11 +24,15 @@ extension the way you would write an eKuiper plugin::
   process).
 - `serve`: the one entry point; it never returns.
 - `Record` and `Value`: the data model.
+- `Plugin(..., state_version=N)` and `@plugin.migrate_state`: state versions;
+  the hook gets a `StateMigration` (counters as `Counter`, every key a
+  `StateSlot`) and returns the new state, or raises `StateRefused`.
 """
 
 from ._api import ArgSpec, Function, ItemErrors, PayloadSink, Sink, Source, VectorizedFunction
 from ._context import MAX_VALUE_BYTES, Context, CounterOverflowError, NotACounterError, StateError, ValueTooLargeError
 from ._export import Plugin
+from ._migrate import Counter, MigrateHook, StateMigration, StateRefused, StateSlot
 from ._server import PROTOCOL_VERSION, SDK_NAME, SDK_VERSION, serve
 from ._values import Record, Value, from_pb, to_pb
 
@@ -37,10 +41,12 @@ __version__ = SDK_VERSION
 __all__ = [
     "ArgSpec",
     "Context",
+    "Counter",
     "CounterOverflowError",
     "Function",
     "ItemErrors",
     "MAX_VALUE_BYTES",
+    "MigrateHook",
     "NotACounterError",
     "PROTOCOL_VERSION",
     "PayloadSink",
@@ -51,6 +57,9 @@ __all__ = [
     "Sink",
     "Source",
     "StateError",
+    "StateMigration",
+    "StateRefused",
+    "StateSlot",
     "Value",
     "ValueTooLargeError",
     "VectorizedFunction",

@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ._api import Function, Sink, Source, VectorizedFunction, reads_columns, takes_columns
+from ._migrate import MigrateHook, check_state_version
 
 T = TypeVar("T")
+#: A state migration hook, kept as its own type by the decorator.
+H = TypeVar("H", bound=MigrateHook)
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -86,13 +89,22 @@ class Plugin:
     reader, a file, a counter); a crash of that process restarts every rule's
     instance on it (each reopened with its state), so keep ``constructor=``
     for plugins that need isolation per rule.
+
+    ``state_version`` is the version of the state layout the plugin's instances
+    write (0, the default, declares none); raise it when a release reads its
+    state keys differently, and register a `migrate_state` hook that converts
+    state written under other versions.
     """
 
-    def __init__(self, name: str, version: str) -> None:
+    def __init__(self, name: str, version: str, *, state_version: int = 0) -> None:
         if not _NAME.match(name):
             raise ValueError(f"plugin name {name!r} must match ^[A-Za-z0-9_-]+$")
         self.name = name
         self.version = version
+        #: The version of the state layout this plugin's instances write,
+        #: reported in Describe; 0 declares none.
+        self.state_version = check_state_version(state_version)
+        self._migrate: MigrateHook | None = None
         self._functions: dict[str, _Export[Function]] = {}
         self._source: _Export[Source] | None = None
         self._sink: _Export[Sink] | None = None
@@ -170,6 +182,31 @@ class Plugin:
         if any(_is_columnar(x, takes_columns, Sink) for x in (constructor, singleton, shared)):
             self._mark_columnar_io("sink")
         return self
+
+    def migrate_state(self, hook: H) -> H:
+        """Registers the hook that converts state written under another state
+        version into this plugin's own; use it as a decorator::
+
+            plugin = Plugin("counter", "2.0.0", state_version=2)
+
+            @plugin.migrate_state
+            def migrate(m: StateMigration) -> dict[str, StateSlot]:
+                ...
+
+        The supervisor calls it (possibly from several threads at once) when
+        it holds non-empty state of another version for an instance it is
+        about to open, or before an upgrade moves a rule. It returns the whole
+        new state (keys it leaves out are dropped) or raises to refuse the state
+        (`StateRefused`, or any exception): the upgrade then stops and the
+        rule keeps running on the version it has. Without a hook every such
+        state is refused. Returns the hook unchanged.
+        """
+        if not callable(hook):
+            raise TypeError("migrate_state takes a function of one StateMigration")
+        if self._migrate is not None:
+            raise ValueError(f"plugin {self.name} has a state migration hook already")
+        self._migrate = hook
+        return hook
 
     def _mark_columnar_io(self, kind: str) -> None:
         """As `_mark_vectorized`, for a source or sink that implements

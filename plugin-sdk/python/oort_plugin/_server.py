@@ -30,6 +30,7 @@ from . import _log
 from ._api import ArgSpec, Function, PayloadSink, Sink, Source, VectorizedFunction, reads_columns, takes_columns
 from ._context import Context
 from ._export import Plugin, _Export
+from ._migrate import StateRefused, fill_state, migration_from_pb
 from ._pb import plugin_pb2 as pb
 from ._pb import plugin_pb2_grpc as pb_grpc
 from ._pb import state_pb2 as _state_pb2  # noqa: F401  (puts oort.state.v1 in the pool, for reflection)
@@ -246,6 +247,7 @@ class _PluginService(pb_grpc.PluginServicer):
             sdk_name=SDK_NAME,
             sdk_version=SDK_VERSION,
             framed_exec=self._s.framed,
+            state_version=p.state_version,
         )
         for name, export in p._functions.items():
             try:
@@ -272,6 +274,39 @@ class _PluginService(pb_grpc.PluginServicer):
             resp.symbols.add(kind=pb.KIND_SOURCE, name=p.name, mode=mode(p._source.singleton))
         if p._sink is not None:
             resp.symbols.add(kind=pb.KIND_SINK, name=p.name, mode=mode(p._sink.singleton))
+        return resp
+
+    def MigrateState(
+        self, request: pb.MigrateStateRequest, context: grpc.ServicerContext
+    ) -> pb.MigrateStateResponse:
+        # Every answer but the migrated state is a refusal (FAILED_PRECONDITION):
+        # the supervisor then keeps the rule on the version it has.
+        p = self._s.plugin
+        hook = p._migrate
+        if hook is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"plugin {p.name} (state version {p.state_version}) has no state migration "
+                f"and cannot read state of version {request.from_version}",
+            )
+        try:
+            state = hook(migration_from_pb(request))
+        except StateRefused as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, _error_text(e))
+        except Exception as e:
+            # Not a deliberate refusal: most likely a bug, so keep the traceback.
+            _log_sdk.exception(
+                "state migration of %s from version %d failed", _q(request.symbol), request.from_version
+            )
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, _error_text(e))
+        resp = pb.MigrateStateResponse()
+        try:
+            fill_state(resp.state, state)
+        except Exception as e:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"state migration of {_q(request.symbol)} returned a state that cannot be sent: {_error_text(e)}",
+            )
         return resp
 
     def Shutdown(self, request: pb.ShutdownRequest, context: grpc.ServicerContext) -> pb.ShutdownResponse:

@@ -38,6 +38,7 @@ def plugin() -> Iterator[PluginProcess]:
 def test_describe(plugin: PluginProcess) -> None:
     d = plugin.plugin().Describe(pb.DescribeRequest(), timeout=5)
     assert (d.name, d.version, d.protocol_version) == ("fixture", "0.0.1", 1)
+    assert d.state_version == 0  # declared none
     assert (d.sdk_name, d.sdk_version) == (SDK_NAME, SDK_VERSION) == ("oort-plugin-python", SDK_VERSION)
     got = [(s.kind, s.name, s.mode, s.is_aggregate) for s in d.symbols]
     assert got == [

@@ -45,10 +45,67 @@ pub enum StateError {
 /// supervisor refuses a batch that carries a larger one.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Clone)]
-enum Slot {
+/// What one state key holds: a value (`put_state`) or a counter
+/// (`incr_counter`). A state migration receives and returns these.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateSlot {
+    /// A value written with `put_state`.
     Value(Value),
+    /// A counter kept with `incr_counter`.
     Counter(i64),
+}
+
+use StateSlot as Slot;
+
+/// State written by another state version of this plugin, handed to the
+/// hook registered with [`crate::Plugin::migrate_state`] to convert before an
+/// instance opens with it (a plugin upgrade or rollback).
+#[derive(Debug, Clone)]
+pub struct StateMigration {
+    /// The exported symbol whose instance wrote the state: a function's SQL
+    /// name, or the plugin's name for its source or sink.
+    pub symbol: String,
+    /// The state version the entries were written under (0: undeclared).
+    pub from_version: u32,
+    /// The rule the instance belongs to, for the plugin's log.
+    pub rule_id: String,
+    /// The operator within the rule (`source`, `fn_0_<function>`, `sink_0_<sink>`).
+    pub operator_id: String,
+    /// Every key the instance held.
+    pub state: std::collections::BTreeMap<String, StateSlot>,
+}
+
+impl StateMigration {
+    pub(crate) fn from_wire(req: pb::MigrateStateRequest) -> StateMigration {
+        StateMigration {
+            symbol: req.symbol,
+            from_version: req.from_version,
+            rule_id: req.rule_id,
+            operator_id: req.operator_id,
+            state: req.state.into_iter().filter_map(|e| Some((e.key, slot_of(e.entry?)))).collect(),
+        }
+    }
+}
+
+fn slot_of(entry: pb::state_entry::Entry) -> StateSlot {
+    match entry {
+        pb::state_entry::Entry::Counter(c) => Slot::Counter(c),
+        pb::state_entry::Entry::Value(v) => Slot::Value(v.into()),
+    }
+}
+
+/// A migrated state as the supervisor takes it back.
+pub(crate) fn state_to_wire(state: std::collections::BTreeMap<String, StateSlot>) -> Vec<pb::StateEntry> {
+    state
+        .into_iter()
+        .map(|(key, slot)| pb::StateEntry {
+            key,
+            entry: Some(match slot {
+                Slot::Counter(c) => pb::state_entry::Entry::Counter(c),
+                Slot::Value(v) => pb::state_entry::Entry::Value(v.into()),
+            }),
+        })
+        .collect()
 }
 
 #[derive(Default)]
@@ -100,11 +157,7 @@ impl Context {
     pub(crate) fn new(spec: pb::InstanceSpec) -> Context {
         let mut store = StateStore::default();
         for entry in spec.state {
-            let slot = match entry.entry {
-                Some(pb::state_entry::Entry::Counter(c)) => Slot::Counter(c),
-                Some(pb::state_entry::Entry::Value(v)) => Slot::Value(v.into()),
-                None => continue,
-            };
+            let Some(slot) = entry.entry.map(slot_of) else { continue };
             store.slots.insert(entry.key, slot);
         }
         let logger = Logger { rule_id: spec.rule_id.clone(), instance_id: spec.instance_id.clone() };

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use oort_proto::{Record, Value};
 
-use crate::context::Context;
+use crate::context::{Context, StateMigration, StateSlot};
 
 /// The error type extensions return: anything that can be displayed.
 /// `Err("message".into())` and `?` on any `std::error::Error` both work.
@@ -282,13 +282,50 @@ pub struct Plugin {
     pub(crate) functions: Vec<(String, bool, FunctionFactory)>,
     pub(crate) source: Option<(bool, Factory<dyn Source>)>,
     pub(crate) sink: Option<(bool, Factory<dyn Sink>)>,
+    pub(crate) state_version: u32,
+    pub(crate) migrate: Option<Arc<MigrateHook>>,
 }
+
+/// Converts state of another state version into the plugin's own.
+pub(crate) type MigrateHook = dyn Fn(StateMigration) -> Result<BTreeMap<String, StateSlot>, BoxError> + Send + Sync;
 
 impl Plugin {
     /// A plugin named `name` (the executable's name, following eKuiper's naming
     /// rule `^[A-Za-z0-9_-]+$`) at `version`.
     pub fn new(name: &str, version: &str) -> Plugin {
-        Plugin { name: name.into(), version: version.into(), functions: Vec::new(), source: None, sink: None }
+        Plugin {
+            name: name.into(),
+            version: version.into(),
+            functions: Vec::new(),
+            source: None,
+            sink: None,
+            state_version: 0,
+            migrate: None,
+        }
+    }
+
+    /// Declares the version of the state layout this plugin's instances
+    /// write (0, the default, declares none). Raise it when a new release
+    /// reads its keys differently: the supervisor then hands state written
+    /// under another version to [`Plugin::migrate_state`] before an instance
+    /// opens with it, instead of letting the new code misread it.
+    pub fn state_version(mut self, version: u32) -> Plugin {
+        self.state_version = version;
+        self
+    }
+
+    /// Registers the hook that converts state written under another state
+    /// version (an upgrade from an older release, or a rollback from a newer
+    /// one) into this plugin's own. It returns the whole new state (keys it
+    /// leaves out are dropped) or an error that refuses the state: the
+    /// supervisor then stops the upgrade and the rule keeps running on the
+    /// version it has. Without a hook every such state is refused.
+    pub fn migrate_state(
+        mut self,
+        hook: impl Fn(StateMigration) -> Result<BTreeMap<String, StateSlot>, BoxError> + Send + Sync + 'static,
+    ) -> Plugin {
+        self.migrate = Some(Arc::new(hook));
+        self
     }
 
     /// Exports a function under the SQL name `name`. One plugin may export

@@ -41,7 +41,7 @@ mod log;
 mod reflection;
 mod server;
 
-pub use context::{ConnectionState, Context, Logger, StateError, MAX_VALUE_BYTES};
+pub use context::{ConnectionState, Context, Logger, StateError, StateMigration, StateSlot, MAX_VALUE_BYTES};
 pub use export::{ArgSpec, BoxError, Export, Function, ItemErrors, Plugin, Props, Sink, Source};
 pub use oort_proto::{Record, Value};
 

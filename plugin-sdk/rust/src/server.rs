@@ -484,7 +484,27 @@ impl PluginService for Handle {
             sdk_version: crate::SDK_VERSION.into(),
             encodings: vec![pb::Encoding::ArrowIpc as i32],
             framed_exec: self.0.framed.load(Ordering::Relaxed),
+            state_version: p.state_version,
         }))
+    }
+
+    async fn migrate_state(
+        &self,
+        req: Request<pb::MigrateStateRequest>,
+    ) -> Result<Response<pb::MigrateStateResponse>, Status> {
+        let p = &self.0.plugin;
+        let req = req.into_inner();
+        let Some(hook) = p.migrate.clone() else {
+            return Err(Status::failed_precondition(format!(
+                "plugin {} (state version {}) has no state migration and cannot read state of version {}",
+                p.name, p.state_version, req.from_version
+            )));
+        };
+        let migration = crate::context::StateMigration::from_wire(req);
+        match blocking(move || hook(migration)).await? {
+            Ok(state) => Ok(Response::new(pb::MigrateStateResponse { state: crate::context::state_to_wire(state) })),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
     }
 
     async fn shutdown(&self, _: Request<pb::ShutdownRequest>) -> Result<Response<pb::ShutdownResponse>, Status> {

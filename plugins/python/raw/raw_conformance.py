@@ -264,6 +264,14 @@ class PluginService(pb_grpc.PluginServicer):  # §4.3
         stopping.set()  # answer at once; main() does the rest
         return pb.ShutdownResponse()
 
+    def MigrateState(self, request: pb.MigrateStateRequest,
+                     context: grpc.ServicerContext) -> pb.MigrateStateResponse:
+        # §4.3: declaring no state_version (0), this plugin is only asked when it is handed state
+        # written under another version, which it cannot read: refuse it.
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                      f"plugin {NAME} (state version 0) has no state migration and cannot read state of "
+                      f"version {request.from_version}")
+
 
 class FunctionService(pb_grpc.FunctionServicer):  # §4.4, status codes as in §4.5
     def Validate(self, request: pb.ValidateRequest, context: grpc.ServicerContext) -> pb.ValidateResponse:

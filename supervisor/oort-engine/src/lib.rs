@@ -30,6 +30,7 @@ mod pipeline;
 mod ruleset;
 mod shared;
 mod status;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,6 +49,7 @@ use oort_store::{Namespace, Store};
 use pipeline::stopped;
 pub use ruleset::{ImportReport, Ruleset, Topology};
 pub use status::{EventTimeReport, PluginProcess, RuleReport, RuleStatus, RunState};
+pub use upgrade::UpgradeOutcome;
 
 /// How a rule is persisted: its definition and whether it should run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +71,9 @@ struct RuleEntry {
     /// checks): it is kept, shown as `error` with this reason, and never runs
     /// until it is updated or deleted.
     unplannable: Option<String>,
+    /// What the last plugin upgrade did to the rule when it did not simply
+    /// move it (reported in its status until a later upgrade moves it).
+    upgrade_note: Option<String>,
 }
 
 struct RunHandle {
@@ -88,6 +93,12 @@ pub struct Engine {
     shared: Arc<shared::SharedSources>,
     /// The built-in `memory` topics that chain rules.
     memory: Arc<memory::MemoryTopics>,
+    /// How long a plugin version that rules were moved to is watched after an
+    /// upgrade: a crash loop or a failing rule within it rolls it back.
+    upgrade_grace: std::time::Duration,
+    /// Whether an upgrade that ran through its grace period removes the old
+    /// versions no rule runs or pins (all but the one a rollback goes to).
+    remove_unused_versions: bool,
 }
 
 impl Engine {
@@ -128,7 +139,16 @@ impl Engine {
             if let Some(reason) = &unplannable {
                 status.set_state(RunState::Failed(reason.clone()));
             }
-            rules.insert(id, RuleEntry { stored, plan, status, run: None, life: Arc::default(), unplannable });
+            rules.insert(
+                id,
+                RuleEntry { stored, plan, status, run: None, life: Arc::default(), unplannable, upgrade_note: None },
+            );
+        }
+        for (key, value) in store.list(Namespace::RefusedVersions)? {
+            match serde_json::from_slice::<upgrade::Refusal>(&value) {
+                Ok(r) => r.apply(&host),
+                Err(e) => tracing::warn!(key, "a stored state refusal cannot be read ({e}); ignored"),
+            }
         }
         for (key, _) in store.list(Namespace::HeldVersions)? {
             match held_key(&key) {
@@ -144,7 +164,23 @@ impl Engine {
             rules: Mutex::new(rules),
             shared: Arc::default(),
             memory: Arc::default(),
+            upgrade_grace: upgrade::DEFAULT_GRACE,
+            remove_unused_versions: true,
         })
+    }
+
+    /// Sets how long a plugin version is watched after rules moved to it
+    /// (default 10 s): see [`Engine::upgrade`].
+    pub fn with_upgrade_grace(mut self, grace: std::time::Duration) -> Engine {
+        self.upgrade_grace = grace;
+        self
+    }
+
+    /// Keeps every installed version after upgrades instead of removing the
+    /// old ones no rule runs or pins.
+    pub fn keeping_unused_versions(mut self) -> Engine {
+        self.remove_unused_versions = false;
+        self
     }
 
     /// Starts every rule that was running when the daemon last stopped.
@@ -490,7 +526,10 @@ impl Engine {
             self.store.put(Namespace::Rules, &id, &serde_json::to_vec(&stored).expect("a rule serializes"))?;
             let status = Arc::new(RuleStatus::new(&plan));
             let running = stored.running;
-            rules.insert(id.clone(), RuleEntry { stored, plan, status, run: None, life, unplannable: None });
+            rules.insert(
+                id.clone(),
+                RuleEntry { stored, plan, status, run: None, life, unplannable: None, upgrade_note: None },
+            );
             running
         };
         if running {
@@ -560,7 +599,8 @@ impl Engine {
     fn discard_state(&self, id: &str) -> Result<(), EngineError> {
         self.store.delete_checkpoints(id)?;
         self.host.state().forget_rule(id);
-        Ok(())
+        // Without state, no version has anything to refuse.
+        self.forget_refusals(id)
     }
 
     /// Discards a rule's checkpoints and state, the operator's explicit choice
@@ -645,7 +685,11 @@ impl Engine {
             let mut attempt = 0;
             loop {
                 let started = std::time::Instant::now();
-                match pipeline::run(ctx.clone()).await {
+                let outcome = pipeline::run(ctx.clone()).await;
+                if let Err(f) = &outcome {
+                    status.run_failed(&f.reason);
+                }
+                match outcome {
                     Ok(()) => {
                         status.set_state(RunState::Stopped);
                         return;
@@ -695,9 +739,10 @@ impl Engine {
     /// A rule's state, operator numbers, checkpoint and plugin processes.
     pub async fn rule_status(&self, id: &str) -> Result<RuleReport, EngineError> {
         let rules = self.rules.lock().await;
-        let status = rules.get(id).map(|e| e.status.clone()).ok_or_else(|| no_rule(id))?;
+        let (status, note) =
+            rules.get(id).map(|e| (e.status.clone(), e.upgrade_note.clone())).ok_or_else(|| no_rule(id))?;
         drop(rules);
-        Ok(status.report())
+        Ok(RuleReport { upgrade: note, ..status.report() })
     }
 
     /// Stops every rule without changing whether it should run, so that the
@@ -717,61 +762,6 @@ impl Engine {
     /// Every rule's id with its current status object, for metrics scrapes.
     pub async fn statuses(&self) -> Vec<(String, Arc<RuleStatus>)> {
         self.rules.lock().await.iter().map(|(id, e)| (id.clone(), e.status.clone())).collect()
-    }
-
-    /// Sinks and sources in use, by plugin, for refusing to remove them.
-    /// Moves the running rules that use plugin `name` onto the version they
-    /// would start with now (the newest, or the newest their pin accepts):
-    /// each is restarted, from its last checkpoint when it checkpoints
-    /// (qos 1 and 2: nothing lost, and at qos 2 nothing repeated), with the
-    /// state the supervisor holds otherwise. Returns the rules moved.
-    pub async fn upgrade(&self, kind: PluginKind, name: &str) -> Vec<String> {
-        self.host.rescan().await;
-        let mut moved = Vec::new();
-        for id in self.users_of(kind, name).await {
-            let running = self.rules.lock().await.get(&id).is_some_and(|e| e.run.is_some() && e.stored.running);
-            if !running || !self.host.outdated(&id, kind, name).await {
-                continue;
-            }
-            tracing::info!(rule = %id, plugin = name, kind = kind.as_str(), "moving the rule to the plugin's new version");
-            match self.restart_rule(&id).await {
-                Ok(()) => moved.push(id),
-                Err(e) => tracing::warn!(rule = %id, plugin = name, "the rule could not move to the new version: {e}"),
-            }
-        }
-        moved
-    }
-
-    /// Rolls a plugin back: its current version (what unpinned rules start
-    /// with) is held back, persistently, and the running rules move to the
-    /// version before it as they would to a new one. Returns the version
-    /// held back and the rules moved.
-    pub async fn rollback(&self, kind: PluginKind, name: &str) -> Result<(String, Vec<String>), EngineError> {
-        self.host.rescan().await;
-        let current = self
-            .host
-            .current_version(kind, name)
-            .ok_or_else(|| EngineError::UnknownPlugin { kind: kind.as_str(), name: name.to_string() })?;
-        self.host.hold(kind, name, &current);
-        if self.host.current_version(kind, name).is_none() {
-            self.host.unhold(kind, name, &current);
-            return Err(EngineError::NothingToRollBackTo {
-                kind: kind.as_str(),
-                name: name.to_string(),
-                version: current,
-            });
-        }
-        let key = format!("{}/{}@{current}", kind.dir_name(), oort_core::names::fold(name));
-        self.store.put(Namespace::HeldVersions, &key, b"{}")?;
-        tracing::warn!(plugin = name, kind = kind.as_str(), version = %current, "plugin version rolled back");
-        Ok((current, self.upgrade(kind, name).await))
-    }
-
-    /// Lets a rolled-back version run again: its file is gone.
-    pub fn forget_hold(&self, kind: PluginKind, name: &str, version: &str) -> Result<(), EngineError> {
-        self.host.unhold(kind, name, version);
-        let key = format!("{}/{}@{version}", kind.dir_name(), oort_core::names::fold(name));
-        Ok(self.store.delete(Namespace::HeldVersions, &key)?)
     }
 
     /// The rules that use plugin `name` and pin its version, with their pins.

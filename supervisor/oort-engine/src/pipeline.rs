@@ -159,6 +159,7 @@ fn restore(ctx: &RunContext) -> Result<Option<Snapshot>, Failure> {
 async fn run_inner(ctx: &RunContext) -> Result<(), Failure> {
     let restored = restore_state(ctx)?;
     let mut opened = open(ctx).await?;
+    ctx.status.opened();
     let outcome = match with_plugin_aggregates(ctx, &opened).await {
         Ok(ctx) => match recover(&ctx, &opened, restored.as_ref()).await {
             Ok(position) => run_loop(&ctx, &mut opened, position, restored.is_none()).await,

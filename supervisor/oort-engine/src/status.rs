@@ -42,6 +42,11 @@ pub struct RuleStatus {
     windowed_on_event_time: bool,
     /// When the rule last started and last stopped running.
     run_times: Mutex<(Option<u64>, Option<u64>)>,
+    /// Runs of this status that opened every instance, and runs that ended
+    /// in a failure (with the last reason): what an upgrade watches to learn
+    /// whether a rule it moved took to the new version.
+    opened_runs: std::sync::atomic::AtomicU64,
+    failed_runs: Mutex<(u64, Option<String>)>,
 }
 
 /// What an event-time window reports: rows dropped for arriving behind the
@@ -93,6 +98,10 @@ pub struct RuleReport {
     pub last_start_ms: Option<u64>,
     pub last_stop_ms: Option<u64>,
     pub plugins: Vec<PluginProcess>,
+    /// What the last plugin upgrade did to the rule when it did not simply
+    /// move it: stopped because the new version refused its state, or rolled
+    /// back automatically.
+    pub upgrade: Option<String>,
 }
 
 #[derive(Clone)]
@@ -125,6 +134,8 @@ impl RuleStatus {
             warning: Mutex::default(),
             event_time: Mutex::default(),
             run_times: Mutex::default(),
+            opened_runs: Default::default(),
+            failed_runs: Mutex::default(),
             windowed_on_event_time: plan.event_time.is_some()
                 && plan.select.grouping.as_ref().is_some_and(|g| g.window.is_time()),
         }
@@ -158,6 +169,25 @@ impl RuleStatus {
 
     pub fn state(&self) -> RunState {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A run opened every instance of the rule.
+    pub(crate) fn opened(&self) {
+        self.opened_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A run ended in a failure (the rule restarts or stops).
+    pub(crate) fn run_failed(&self, reason: &str) {
+        let mut f = self.failed_runs.lock().unwrap_or_else(|e| e.into_inner());
+        f.0 += 1;
+        f.1 = Some(reason.to_string());
+    }
+
+    /// How many runs opened every instance, how many failed, and why the
+    /// last failed.
+    pub fn runs(&self) -> (u64, u64, Option<String>) {
+        let f = self.failed_runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (self.opened_runs.load(std::sync::atomic::Ordering::Relaxed), f.0, f.1)
     }
 
     pub(super) fn set_state(&self, s: RunState) {
@@ -242,6 +272,7 @@ impl RuleStatus {
             last_start_ms,
             last_stop_ms,
             plugins: self.processes(true),
+            upgrade: None,
         }
     }
 

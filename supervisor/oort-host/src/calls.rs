@@ -33,6 +33,7 @@ pub(super) fn new_spec(rule: &str, operator: &str, symbol: &str, checkpointing: 
         operator_id: operator.to_string(),
         state: Vec::new(),
         checkpointing,
+        state_version: 0,
     }
 }
 
@@ -42,9 +43,70 @@ pub(super) fn instance_spec(open: &OpenSpec) -> &pb::InstanceSpec {
     }
 }
 
-pub(super) fn set_state(open: &mut OpenSpec, state: Vec<pb::StateEntry>) {
+pub(super) fn set_state(open: &mut OpenSpec, state: Vec<pb::StateEntry>, version: u32) {
     match open {
-        OpenSpec::Function { spec } | OpenSpec::Source { spec, .. } | OpenSpec::Sink { spec, .. } => spec.state = state,
+        OpenSpec::Function { spec } | OpenSpec::Source { spec, .. } | OpenSpec::Sink { spec, .. } => {
+            spec.state = state;
+            spec.state_version = version;
+        }
+    }
+}
+
+/// The state an instance opens with on `live`: the supervisor's copy, first
+/// migrated by the plugin (`MigrateState`) when it was written under another
+/// state version than the process declares. The second half is true for a
+/// migration, which [`commit_state`] records once the open succeeded: an
+/// open that fails leaves the supervisor's copy as it was.
+pub(super) async fn state_for(
+    live: &Live,
+    state: &StateRegistry,
+    open: &OpenSpec,
+    timeouts: Timeouts,
+    plugin: &str,
+) -> Result<(Vec<pb::StateEntry>, bool), HostError> {
+    let spec = instance_spec(open);
+    let entries = state.entries(&spec.instance_id);
+    let from = state.state_version(&spec.instance_id);
+    let to = live.describe.state_version;
+    if from == to || entries.is_empty() {
+        return Ok((entries, false));
+    }
+    let req = pb::MigrateStateRequest {
+        symbol: spec.symbol.clone(),
+        from_version: from,
+        state: entries,
+        rule_id: spec.rule_id.clone(),
+        operator_id: spec.operator_id.clone(),
+    };
+    let mut client = pb::plugin_client::PluginClient::new(live.channel.clone());
+    match tokio::time::timeout(timeouts.call, client.migrate_state(req)).await {
+        Ok(Ok(resp)) => Ok((resp.into_inner().state, true)),
+        Ok(Err(status)) if matches!(status.code(), tonic::Code::FailedPrecondition | tonic::Code::Unimplemented) => {
+            let message = match status.code() {
+                tonic::Code::Unimplemented => "the plugin does not serve MigrateState".to_string(),
+                _ => status_message(&status),
+            };
+            Err(HostError::StateRefused { plugin: plugin.into(), from, to, message })
+        }
+        Ok(Err(status)) => {
+            Err(HostError::Call { plugin: plugin.into(), call: "MigrateState", message: status_message(&status) })
+        }
+        Err(_) => Err(HostError::Timeout { plugin: plugin.into(), call: "MigrateState", timeout: timeouts.call }),
+    }
+}
+
+/// Records, after an instance opened on a process of state version
+/// `version`, that its state is in that version, migrated or not.
+pub(super) fn commit_state(
+    state: &StateRegistry,
+    instance: &str,
+    entries: Vec<pb::StateEntry>,
+    migrated: bool,
+    version: u32,
+) {
+    match migrated {
+        true => state.replace_migrated(instance, entries, version),
+        false => state.set_state_version(instance, version),
     }
 }
 
@@ -146,7 +208,17 @@ pub(super) struct EntryHooks {
     pub(super) state: Arc<StateRegistry>,
     pub(super) instances: Instances,
     pub(super) timeouts: Timeouts,
+    /// Where this process's unexpected exits are counted, under its plugin
+    /// version: what tells an upgrade that the new version crash-loops.
+    pub(super) crashes: Arc<CrashCounts>,
+    pub(super) version: VersionKey,
 }
+
+/// A plugin version: kind, folded name, version as reported.
+pub(super) type VersionKey = (PluginKind, String, String);
+
+/// Unexpected exits per plugin version since the daemon started.
+pub(super) type CrashCounts = Mutex<HashMap<VersionKey, u64>>;
 
 #[tonic::async_trait]
 impl Hooks for EntryHooks {
@@ -158,15 +230,23 @@ impl Hooks for EntryHooks {
         self.state.revoke_token(token);
     }
 
+    fn crashed(&self) {
+        *lock(&self.crashes).entry(self.version.clone()).or_default() += 1;
+    }
+
     async fn started(&self, live: &Live) -> Result<(), String> {
         let opens: Vec<OpenSpec> = lock(&self.instances).values().cloned().collect();
+        let plugin = &live.describe.name;
         for mut open in opens {
             let id = instance_spec(&open).instance_id.clone();
             // A restarted process resumes from the supervisor's copy of the
             // state; what the dead process wrote for unanswered batches is void.
             self.state.discard_staged(&id, None);
-            set_state(&mut open, self.state.entries(&id));
-            open_on(live, &open, self.timeouts, &live.describe.name).await.map_err(|e| e.to_string())?;
+            let (entries, migrated) =
+                state_for(live, &self.state, &open, self.timeouts, plugin).await.map_err(|e| e.to_string())?;
+            set_state(&mut open, entries.clone(), live.describe.state_version);
+            open_on(live, &open, self.timeouts, plugin).await.map_err(|e| e.to_string())?;
+            commit_state(&self.state, &id, entries, migrated, live.describe.state_version);
         }
         Ok(())
     }

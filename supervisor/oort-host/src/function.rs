@@ -224,7 +224,9 @@ impl FunctionInstance {
         // The failed attempt's writes through the State service go with it;
         // the retry gets a new seq, so late writes tagged with an old one are refused.
         self.state.discard_staged(&self.id, Some(self.stream.seq.load(Ordering::Relaxed)));
-        set_state(&mut open, self.state.entries(&self.id));
+        // The process is the one the instance opened on, or a restart of it:
+        // the state version is already the process's.
+        set_state(&mut open, self.state.entries(&self.id), live.describe.state_version);
         let mut client = pb::function_client::FunctionClient::new(live.channel.clone());
         let close = pb::CloseRequest { instance_id: self.id.clone() };
         // The restart hook may already have reopened it; a missing instance is fine.

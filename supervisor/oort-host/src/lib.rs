@@ -106,6 +106,10 @@ pub enum HostError {
     /// from `Open`): its properties or its datasource, most often.
     #[error("plugin {plugin} refused to open the instance: {message}")]
     Refused { plugin: String, message: String },
+    /// The plugin refused state written under another of its state versions
+    /// (`MigrateState` answered `FAILED_PRECONDITION`, or is not served).
+    #[error("plugin {plugin} (state version {to}) refused the state of version {from}: {message}")]
+    StateRefused { plugin: String, from: u32, to: u32, message: String },
 }
 
 impl HostError {
@@ -222,6 +226,9 @@ pub struct Host {
     /// Versions rolled back: kept on disk, but no rule starts on them
     /// (kind, folded name, version as reported).
     held: Mutex<std::collections::BTreeSet<(PluginKind, String, String)>>,
+    /// Per rule, the plugin versions that refused its state: it never
+    /// starts on them (kind, folded name, version).
+    refused: Mutex<HashMap<String, std::collections::BTreeSet<VersionKey>>>,
     /// Per rule, the versions it accepts by folded plugin name (its
     /// `plugins` option).
     rule_pins: Mutex<HashMap<String, HashMap<String, semver::VersionReq>>>,
@@ -231,6 +238,8 @@ pub struct Host {
     /// datasource and properties: a thousand rules on one stream are
     /// validated once, not a thousand times.
     opened_fine: Mutex<std::collections::HashSet<String>>,
+    /// Unexpected process exits per plugin version.
+    crashes: Arc<CrashCounts>,
 }
 
 impl Host {
@@ -251,9 +260,67 @@ impl Host {
             rule_limits: Mutex::default(),
             rule_pins: Mutex::default(),
             held: Mutex::default(),
+            refused: Mutex::default(),
             checkpointing_rules: Mutex::default(),
             opened_fine: Mutex::default(),
+            crashes: Arc::default(),
         }
+    }
+
+    /// How many times processes of a plugin version ended unexpectedly since
+    /// the daemon started.
+    pub fn crashes(&self, kind: PluginKind, name: &str, version: &str) -> u64 {
+        let key = (kind, oort_core::names::fold(name), version.to_string());
+        lock(&self.crashes).get(&key).copied().unwrap_or(0)
+    }
+
+    /// Checks that the version `rule` would run now for plugin `name` can
+    /// take over from the one it runs, before the rule is moved: a process
+    /// of it starts and describes itself as the plugin (every function in
+    /// `functions` exported), and accepts the state of the rule's open
+    /// instances of the plugin (migrating what another state version wrote;
+    /// the result is dropped, the real open migrates again). Runs on a trial
+    /// process of its own unless the plugin's shared one runs. Returns the
+    /// version checked.
+    pub async fn check_upgrade(
+        &self,
+        rule: &str,
+        kind: PluginKind,
+        name: &str,
+        functions: &[String],
+    ) -> Result<String, HostError> {
+        let file = self.plugin_file_for(kind, name, rule)?;
+        static CHECKS: AtomicU64 = AtomicU64::new(0);
+        let trial = format!("__upgrade-{}", CHECKS.fetch_add(1, Ordering::Relaxed));
+        let entry = self.acquire(&file, kind, &trial, RestartStrategy { attempts: 0, ..Default::default() }).await?;
+        let part = part_key(kind, &file.name);
+        let result = async {
+            for function in functions {
+                exported_function(&entry, function)?;
+            }
+            let live = entry.process.live().await?;
+            let opens: Vec<OpenSpec> = {
+                let entries = self.entries.lock().await;
+                entries
+                    .iter()
+                    .filter(|((_, p, _), _)| *p == part)
+                    .flat_map(|(_, e)| {
+                        lock(&e.instances)
+                            .values()
+                            .filter(|o| instance_spec(o).rule_id == rule)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            };
+            for open in &opens {
+                state_for(&live, &self.state, open, self.config.timeouts, &file.name).await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.give_up(&entry).await;
+        result.map(|()| file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
     }
 
     /// Sets a rule's per-plugin limit overrides (its `pluginLimits` option),
@@ -278,12 +345,25 @@ impl Host {
         lock(&self.rule_limits).remove(rule);
         lock(&self.rule_pins).remove(rule);
         lock(&self.checkpointing_rules).remove(rule);
+        lock(&self.refused).remove(rule);
+    }
+
+    /// Keeps `rule` off a plugin version that refused its state: the rule
+    /// starts on the newest other version its pin accepts.
+    pub fn refuse_for_rule(&self, rule: &str, kind: PluginKind, name: &str, version: &str) {
+        let key = (kind, oort_core::names::fold(name), version.to_string());
+        lock(&self.refused).entry(rule.to_string()).or_default().insert(key);
+    }
+
+    /// Lets a rule start on every version again (its state was reset).
+    pub fn clear_refusals(&self, rule: &str) {
+        lock(&self.refused).remove(rule);
     }
 
     /// The version of a plugin that a pin selects: `Ok(version)` (empty for
     /// a file without one), or why none can run.
     pub fn resolve_pin(&self, kind: PluginKind, name: &str, wanted: &semver::VersionReq) -> Result<String, HostError> {
-        let file = self.plugin_file_pinned(kind, name, Some(wanted))?;
+        let file = self.plugin_file_pinned(kind, name, Some(wanted), &|_| true)?;
         Ok(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
     }
 
@@ -315,10 +395,31 @@ impl Host {
         Some(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
     }
 
-    /// The file `rule` runs for a plugin: the newest, or the newest its pin accepts.
+    /// The version `rule` would start with now for a plugin (empty for a
+    /// file without one).
+    pub fn version_for(&self, rule: &str, kind: PluginKind, name: &str) -> Option<String> {
+        let file = self.plugin_file_for(kind, name, rule).ok()?;
+        Some(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
+    }
+
+    /// The file `rule` runs for a plugin: the newest, or the newest its pin
+    /// accepts, of the versions that did not refuse its state.
     fn plugin_file_for(&self, kind: PluginKind, name: &str, rule: &str) -> Result<PluginFile, HostError> {
         let pin = lock(&self.rule_pins).get(rule).and_then(|pins| pins.get(&oort_core::names::fold(name)).cloned());
-        self.plugin_file_pinned(kind, name, pin.as_ref())
+        let refused = lock(&self.refused).get(rule).cloned().unwrap_or_default();
+        let folded = oort_core::names::fold(name);
+        let accepted = |f: &PluginFile| {
+            let version = f.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default();
+            !refused.contains(&(kind, folded.clone(), version))
+        };
+        match self.plugin_file_pinned(kind, name, pin.as_ref(), &accepted) {
+            // Every version it may run refused its state: the newest is where
+            // it fails with that reason, rather than "no such plugin".
+            Err(HostError::NoPinnedVersion { .. } | HostError::AllHeld { .. }) if !refused.is_empty() => {
+                self.plugin_file_pinned(kind, name, pin.as_ref(), &|_| true)
+            }
+            found => found,
+        }
     }
 
     /// The newest file of a plugin that `pin` accepts (any, without one).
@@ -327,8 +428,9 @@ impl Host {
         kind: PluginKind,
         name: &str,
         pin: Option<&semver::VersionReq>,
+        accepted: &dyn Fn(&PluginFile) -> bool,
     ) -> Result<PluginFile, HostError> {
-        let runnable = self.runnable(kind, name);
+        let runnable: Vec<PluginFile> = self.runnable(kind, name).into_iter().filter(|f| accepted(f)).collect();
         if runnable.is_empty() {
             return Err(match self.catalog().get(kind, name) {
                 Some(_) => HostError::AllHeld { kind: kind.as_str(), name: name.into() },
@@ -396,6 +498,11 @@ impl Host {
     /// The State registry shared with the State service.
     pub fn state(&self) -> &Arc<StateRegistry> {
         &self.state
+    }
+
+    /// The plugins folder.
+    pub fn plugins_dir(&self) -> &Path {
+        &self.config.plugins_dir
     }
 
     /// The runtime directory holding every socket.
@@ -707,6 +814,12 @@ impl Host {
             state: self.state.clone(),
             instances: instances.clone(),
             timeouts: self.config.timeouts,
+            crashes: self.crashes.clone(),
+            version: (
+                kind,
+                oort_core::names::fold(&file.name),
+                file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
+            ),
         });
         let spec = LaunchSpec {
             // A portable Python package's program is a script its interpreter runs, in the package folder.
@@ -778,14 +891,18 @@ impl Host {
     async fn open(&self, entry: Arc<Entry>, open: OpenSpec) -> Result<(String, Arc<Entry>, Declared), HostError> {
         let id = instance_spec(&open).instance_id.clone();
         self.state.assign(&id, entry.key);
-        let mut open = open;
-        set_state(&mut open, self.state.entries(&id));
         lock(&entry.instances).insert(id.clone(), open.clone());
         // The instance now keeps the process: the acquisition is over.
         entry.acquiring.fetch_sub(1, Ordering::SeqCst);
         let result = async {
             let live = entry.process.live().await?;
-            open_on(&live, &open, self.config.timeouts, &entry.process.spec().name).await
+            let plugin = &entry.process.spec().name;
+            let (entries, migrated) = state_for(&live, &self.state, &open, self.config.timeouts, plugin).await?;
+            let mut open = open;
+            set_state(&mut open, entries.clone(), live.describe.state_version);
+            let declared = open_on(&live, &open, self.config.timeouts, plugin).await?;
+            commit_state(&self.state, &id, entries, migrated, live.describe.state_version);
+            Ok(declared)
         }
         .await;
         match result {
@@ -812,7 +929,7 @@ impl Host {
         props: HashMap<String, Value>,
         pins: &Pins,
     ) -> Result<Option<String>, HostError> {
-        let file = self.plugin_file_pinned(PluginKind::Source, plugin, pinned(pins, plugin))?;
+        let file = self.plugin_file_pinned(PluginKind::Source, plugin, pinned(pins, plugin), &|_| true)?;
         let seen = format!("{scope}\n{}", opened_key(&file, datasource, &props));
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let open = |spec| OpenSpec::Source { spec, datasource: datasource.into(), props };
@@ -826,7 +943,7 @@ impl Host {
         props: HashMap<String, Value>,
         pins: &Pins,
     ) -> Result<Option<String>, HostError> {
-        let file = self.plugin_file_pinned(PluginKind::Sink, plugin, pinned(pins, plugin))?;
+        let file = self.plugin_file_pinned(PluginKind::Sink, plugin, pinned(pins, plugin), &|_| true)?;
         let seen = opened_key(&file, "", &props);
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         self.try_open(&file, seen, PluginKind::Sink, |spec| OpenSpec::Sink { spec, props }).await
@@ -883,7 +1000,7 @@ impl Host {
             })
             .collect();
         let owner = self.function_file(function)?;
-        let file = self.plugin_file_pinned(PluginKind::Function, &owner.name, pinned(pins, &owner.name))?;
+        let file = self.plugin_file_pinned(PluginKind::Function, &owner.name, pinned(pins, &owner.name), &|_| true)?;
         // Validation runs on the shared process when there is one, else on a
         // short-lived process of its own.
         let rule = "__validate";

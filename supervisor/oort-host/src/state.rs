@@ -38,6 +38,8 @@ pub enum StateError {
     TooLarge { key: String, size: usize },
     #[error("batch {seq} of instance {instance:?} was abandoned; its writes are discarded")]
     Abandoned { instance: String, seq: u64 },
+    #[error("state key {0:?} is reserved: keys may not start with NUL")]
+    ReservedKey(String),
     #[error("instance {0:?} has more than {MAX_STAGED_KEYS} keys written in batches not yet accepted")]
     TooManyStaged(String),
 }
@@ -79,6 +81,11 @@ fn current_instance_id(id: String) -> String {
     }
 }
 
+/// The key under which a checkpoint records an instance's state version,
+/// next to its state entries. A plugin cannot write it: keys starting with
+/// NUL are refused.
+const STATE_VERSION_KEY: &str = "\0oort.state_version";
+
 /// Identifies a supervised process across its restarts.
 pub type ProcessKey = u64;
 
@@ -115,6 +122,9 @@ struct Inner {
     /// The accepted state: as of the last accepted batch of each instance.
     data: HashMap<String, HashMap<String, Slot>>,
     staged: HashMap<String, Staged>,
+    /// The state version each instance's state is in (the plugin's
+    /// `Describe.state_version` when it last opened); absent means 0.
+    versions: HashMap<String, u32>,
 }
 
 impl Inner {
@@ -128,6 +138,9 @@ impl Inner {
 
     /// Stages one write for the batch `batch` (or the next accepted one).
     fn stage(&mut self, instance: &str, batch: Option<u64>, key: &str, slot: Option<Slot>) -> Result<(), StateError> {
+        if key.starts_with('\0') {
+            return Err(StateError::ReservedKey(key.to_string()));
+        }
         let staged = self.staged.entry(instance.to_string()).or_default();
         if let Some(seq) = batch.filter(|s| *s < staged.floor) {
             return Err(StateError::Abandoned { instance: instance.to_string(), seq });
@@ -143,6 +156,13 @@ impl Inner {
             _ => staged.groups.push(Group { batch, writes: HashMap::from([(key.to_string(), slot)]) }),
         }
         Ok(())
+    }
+}
+
+fn slot_of(entry: pb::state_entry::Entry) -> Slot {
+    match entry {
+        pb::state_entry::Entry::Value(v) => Slot::Value(v.into()),
+        pb::state_entry::Entry::Counter(c) => Slot::Counter(c),
     }
 }
 
@@ -180,6 +200,34 @@ impl StateRegistry {
         inner.owners.remove(instance);
         inner.data.remove(instance);
         inner.staged.remove(instance);
+        inner.versions.remove(instance);
+    }
+
+    /// The state version the instance's state is in (0: undeclared).
+    pub fn state_version(&self, instance: &str) -> u32 {
+        self.lock().versions.get(instance).copied().unwrap_or(0)
+    }
+
+    /// Records that the instance's state is now in `version`: a plugin of
+    /// that state version opened it.
+    pub fn set_state_version(&self, instance: &str, version: u32) {
+        let mut inner = self.lock();
+        match version {
+            0 => inner.versions.remove(instance),
+            v => inner.versions.insert(instance.to_string(), v),
+        };
+    }
+
+    /// Replaces the instance's state with what a plugin migrated it to, in
+    /// its state version `version`.
+    pub fn replace_migrated(&self, instance: &str, entries: Vec<pb::StateEntry>, version: u32) {
+        let map = entries.into_iter().filter_map(|e| Some((e.key, slot_of(e.entry?)))).collect();
+        {
+            let mut inner = self.lock();
+            inner.data.insert(instance.to_string(), map);
+            inner.staged.remove(instance);
+        }
+        self.set_state_version(instance, version);
     }
 
     /// Every instance's state of a rule, by instance id: what a checkpoint stores.
@@ -188,7 +236,14 @@ impl StateRegistry {
         let ids: Vec<String> = self.lock().data.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
         ids.into_iter()
             .map(|id| {
-                let entries = self.entries(&id);
+                let mut entries = self.entries(&id);
+                let version = self.state_version(&id);
+                if version != 0 {
+                    entries.push(pb::StateEntry {
+                        key: STATE_VERSION_KEY.into(),
+                        entry: Some(pb::state_entry::Entry::Counter(version.into())),
+                    });
+                }
                 (id, entries)
             })
             .collect()
@@ -200,18 +255,16 @@ impl StateRegistry {
         let mut inner = self.lock();
         inner.data.retain(|k, _| !k.starts_with(&prefix));
         inner.staged.retain(|k, _| !k.starts_with(&prefix));
+        inner.versions.retain(|k, _| !k.starts_with(&prefix));
         for (id, entries) in instances {
             let id = current_instance_id(id);
-            let map = entries
-                .into_iter()
-                .filter_map(|e| {
-                    let slot = match e.entry? {
-                        pb::state_entry::Entry::Value(v) => Slot::Value(v.into()),
-                        pb::state_entry::Entry::Counter(c) => Slot::Counter(c),
-                    };
-                    Some((e.key, slot))
-                })
-                .collect();
+            let mut map: HashMap<String, Slot> =
+                entries.into_iter().filter_map(|e| Some((e.key, slot_of(e.entry?)))).collect();
+            if let Some(Slot::Counter(v)) = map.remove(STATE_VERSION_KEY) {
+                if let Ok(v) = u32::try_from(v) {
+                    inner.versions.insert(id.clone(), v);
+                }
+            }
             inner.data.insert(id, map);
         }
     }
@@ -223,6 +276,7 @@ impl StateRegistry {
         inner.owners.retain(|k, _| !k.starts_with(&prefix));
         inner.data.retain(|k, _| !k.starts_with(&prefix));
         inner.staged.retain(|k, _| !k.starts_with(&prefix));
+        inner.versions.retain(|k, _| !k.starts_with(&prefix));
     }
 
     /// The instance's state, as handed to a (re)opened instance.
@@ -247,6 +301,9 @@ impl StateRegistry {
     /// the size limit.
     pub fn check(mutations: &[pb::StateMutation]) -> Result<(), StateError> {
         for m in mutations {
+            if m.key.starts_with('\0') {
+                return Err(StateError::ReservedKey(m.key.clone()));
+            }
             if let Some(pb::state_mutation::Op::Put(v)) = &m.op {
                 let size = prost::Message::encoded_len(v);
                 if size > MAX_VALUE_BYTES {
@@ -409,6 +466,33 @@ mod tests {
 
     fn counter_mutation(key: &str, c: i64) -> pb::StateMutation {
         pb::StateMutation { key: key.into(), op: Some(pb::state_mutation::Op::Counter(c)) }
+    }
+
+    #[test]
+    fn a_state_version_travels_with_the_checkpoint_and_stays_out_of_the_plugins_view() {
+        let r = StateRegistry::default();
+        r.incr("r1/fn_0_f", "n", 5, None).unwrap();
+        r.accept("r1/fn_0_f", Some(0), vec![]).unwrap();
+        r.set_state_version("r1/fn_0_f", 2);
+        let snapshot = r.snapshot_rule("r1");
+        assert_eq!(snapshot["r1/fn_0_f"].len(), 2, "the entry and the version: {snapshot:?}");
+        let other = StateRegistry::default();
+        other.restore_rule("r1", snapshot);
+        assert_eq!(other.state_version("r1/fn_0_f"), 2);
+        assert_eq!(other.entries("r1/fn_0_f").len(), 1, "the version is not handed to the plugin");
+        assert_eq!(other.counter("r1/fn_0_f", "n"), Ok(5));
+        // A migration replaces the state and its version at once.
+        other.replace_migrated("r1/fn_0_f", vec![], 3);
+        assert_eq!((other.state_version("r1/fn_0_f"), other.entries("r1/fn_0_f").len()), (3, 0));
+        // A plugin cannot write the version's key.
+        assert_eq!(
+            other.incr("r1/fn_0_f", STATE_VERSION_KEY, 1, None),
+            Err(StateError::ReservedKey(STATE_VERSION_KEY.into()))
+        );
+        let forged = vec![counter_mutation(STATE_VERSION_KEY, 9)];
+        assert!(matches!(StateRegistry::check(&forged), Err(StateError::ReservedKey(_))));
+        other.forget_rule("r1");
+        assert_eq!(other.state_version("r1/fn_0_f"), 0);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum Namespace {
     Rules,
     /// Plugin versions rolled back, by `<kind dir>/<name>@<version>`.
     HeldVersions,
+    /// Plugin versions that refused a rule's state, by
+    /// `<rule>/<kind dir>/<name>@<version>`: the rule never starts on them.
+    RefusedVersions,
 }
 
 /// How many checkpoints of a rule are kept, as in eKuiper.
@@ -39,6 +42,7 @@ impl Namespace {
             Namespace::Streams => "v1/streams/",
             Namespace::Rules => "v1/rules/",
             Namespace::HeldVersions => "v1/held/",
+            Namespace::RefusedVersions => "v1/refused/",
         }
     }
 }

@@ -35,6 +35,10 @@ pub struct DaemonConfig {
     pub upgrade: UpgradePolicy,
     /// How often the plugins folder is read for files copied in by hand.
     pub plugin_scan_interval: std::time::Duration,
+    /// How long a version rules moved to is watched for a crash loop.
+    pub upgrade_grace: std::time::Duration,
+    /// Keep every plugin version instead of removing unused old ones.
+    pub keep_unused_versions: bool,
 }
 
 /// What running rules do when a newer version of one of their plugins is
@@ -74,7 +78,12 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         .with_context(|| format!("cannot listen on {} for the State service", runtime.state_socket().display()))?;
     let state_task = tokio::spawn(api::serve_state(state_socket, state, shutdown.clone()));
     let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
-    let engine = Arc::new(Engine::load(store, host.clone(), config.data_dir.join("conf").join("sources"))?);
+    let mut engine = Engine::load(store, host.clone(), config.data_dir.join("conf").join("sources"))?
+        .with_upgrade_grace(config.upgrade_grace);
+    if config.keep_unused_versions {
+        engine = engine.keeping_unused_versions();
+    }
+    let engine = Arc::new(engine);
     let listener = tokio::net::TcpListener::bind(config.rest_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
@@ -149,9 +158,10 @@ async fn watch_plugins(
         if policy == UpgradePolicy::Immediate {
             for ((kind, name), path) in &now {
                 if newest.get(&(*kind, name.clone())).is_some_and(|before| before != path) {
-                    let moved = engine.upgrade(*kind, name).await;
-                    if !moved.is_empty() {
-                        tracing::info!(plugin = %name, kind = kind.as_str(), file = %path.display(), rules = ?moved, "rules moved to a new plugin version");
+                    // A refusal or a rollback is logged where it happens.
+                    let outcome = engine.upgrade(*kind, name).await;
+                    if !outcome.moved.is_empty() {
+                        tracing::info!(plugin = %name, kind = kind.as_str(), file = %path.display(), rules = ?outcome.moved, "rules moved to a new plugin version");
                     }
                 }
             }

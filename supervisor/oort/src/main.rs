@@ -111,6 +111,16 @@ struct ServeArgs {
     /// milliseconds.
     #[arg(long, default_value_t = 2_000)]
     plugin_scan_interval_ms: u64,
+    /// How long a plugin version that rules were moved to is watched, in
+    /// milliseconds: if its processes crash twice or a moved rule fails
+    /// within it, the version is rolled back automatically.
+    #[arg(long, default_value_t = 10_000)]
+    upgrade_grace_ms: u64,
+    /// Keep every installed plugin version. By default, once an upgrade ran
+    /// through its grace period, the older versions of the plugin that no
+    /// rule runs or pins are removed, except the one a rollback goes to.
+    #[arg(long)]
+    keep_unused_versions: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -315,6 +325,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Upgrade::Manual => daemon::UpgradePolicy::Manual,
                 },
                 plugin_scan_interval: Duration::from_millis(a.plugin_scan_interval_ms.max(100)),
+                upgrade_grace: Duration::from_millis(a.upgrade_grace_ms),
+                keep_unused_versions: a.keep_unused_versions,
                 timeouts: Timeouts {
                     start: Duration::from_millis(a.start_timeout_ms),
                     call: Duration::from_millis(a.call_timeout_ms),

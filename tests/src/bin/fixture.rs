@@ -329,7 +329,14 @@ fn raw_plugin(name: String, protocol_version: u32, extra: &[(pb::Kind, &str)]) -
                 sdk_version: "0".into(),
                 encodings: vec![],
                 framed_exec: false,
+                state_version: 0,
             }))
+        }
+        async fn migrate_state(
+            &self,
+            _: tonic::Request<pb::MigrateStateRequest>,
+        ) -> Result<tonic::Response<pb::MigrateStateResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("a raw plugin keeps no state"))
         }
         async fn shutdown(
             &self,

@@ -421,6 +421,7 @@ class DescribeResponse(_message.Message):
     SDK_VERSION_FIELD_NUMBER: _builtins.int
     ENCODINGS_FIELD_NUMBER: _builtins.int
     FRAMED_EXEC_FIELD_NUMBER: _builtins.int
+    STATE_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     """The plugin's own idea of its version (informational; the supervisor reports
@@ -435,6 +436,13 @@ class DescribeResponse(_message.Message):
     serves Exec there as length-prefixed frames, without HTTP/2: the lean
     data path for small batches (docs/protocol.md, "The framed Exec path").
     Optional: a plugin that leaves it false is called over gRPC only.
+    """
+    state_version: _builtins.int
+    """The version of the state layout this plugin's instances write; 0 when the
+    plugin declares none. When an instance is opened with state written under
+    another version (a plugin upgrade or rollback), the supervisor first asks
+    the plugin to migrate it (Plugin.MigrateState), and opens the instance
+    with the migrated state. See docs/protocol.md, "State versions".
     """
     @_builtins.property
     def symbols(self) -> _containers.RepeatedCompositeFieldContainer[Global___Symbol]: ...
@@ -457,14 +465,76 @@ class DescribeResponse(_message.Message):
         sdk_version: _builtins.str = ...,
         encodings: _abc.Iterable[Global___Encoding.ValueType] | None = ...,
         framed_exec: _builtins.bool = ...,
+        state_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encodings", b"encodings", "framed_exec", b"framed_exec", "name", b"name", "protocol_version", b"protocol_version", "sdk_name", b"sdk_name", "sdk_version", b"sdk_version", "symbols", b"symbols", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encodings", b"encodings", "framed_exec", b"framed_exec", "name", b"name", "protocol_version", b"protocol_version", "sdk_name", b"sdk_name", "sdk_version", b"sdk_version", "state_version", b"state_version", "symbols", b"symbols", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DescribeResponse: _TypeAlias = DescribeResponse  # noqa: Y015
+
+@_typing.final
+class MigrateStateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    """The exported symbol whose instance wrote the state."""
+    from_version: _builtins.int
+    """The state version the entries were written under (the writer's
+    DescribeResponse.state_version; 0 for a plugin that declared none).
+    """
+    rule_id: _builtins.str
+    """The rule and operator the state belongs to, for the plugin's log."""
+    operator_id: _builtins.str
+    @_builtins.property
+    def state(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateEntry]: ...
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        from_version: _builtins.int = ...,
+        state: _abc.Iterable[Global___StateEntry] | None = ...,
+        rule_id: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_version", b"from_version", "operator_id", b"operator_id", "rule_id", b"rule_id", "state", b"state", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateStateRequest: _TypeAlias = MigrateStateRequest  # noqa: Y015
+
+@_typing.final
+class MigrateStateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def state(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateEntry]:
+        """The state in this plugin's own state version: it replaces the old state
+        entirely (keys not listed are dropped).
+        """
+
+    def __init__(
+        self,
+        *,
+        state: _abc.Iterable[Global___StateEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateStateResponse: _TypeAlias = MigrateStateResponse  # noqa: Y015
 
 @_typing.final
 class ShutdownRequest(_message.Message):
@@ -513,6 +583,7 @@ class InstanceSpec(_message.Message):
     OPERATOR_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     CHECKPOINTING_FIELD_NUMBER: _builtins.int
+    STATE_VERSION_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Chosen by the supervisor, unique within the process. Every later call
     names the instance by this id.
@@ -527,6 +598,10 @@ class InstanceSpec(_message.Message):
     told of every durable checkpoint (Source.Checkpointed) and may hold its
     upstream's acknowledgements until one covers them.
     """
+    state_version: _builtins.int
+    """The state version `state` is in: always the plugin's own
+    DescribeResponse.state_version, since other versions are migrated first.
+    """
     @_builtins.property
     def state(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateEntry]:
         """The instance's state as of the last checkpoint (empty on a first start)."""
@@ -540,10 +615,11 @@ class InstanceSpec(_message.Message):
         operator_id: _builtins.str = ...,
         state: _abc.Iterable[Global___StateEntry] | None = ...,
         checkpointing: _builtins.bool = ...,
+        state_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpointing", b"checkpointing", "instance_id", b"instance_id", "operator_id", b"operator_id", "rule_id", b"rule_id", "state", b"state", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpointing", b"checkpointing", "instance_id", b"instance_id", "operator_id", b"operator_id", "rule_id", b"rule_id", "state", b"state", "state_version", b"state_version", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

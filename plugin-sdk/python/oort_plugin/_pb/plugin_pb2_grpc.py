@@ -40,6 +40,11 @@ class PluginStub:
                 request_serializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.DescribeResponse.FromString,
                 _registered_method=True)
+        self.MigrateState = channel.unary_unary(
+                '/oort.plugin.v1.Plugin/MigrateState',
+                request_serializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.MigrateStateRequest.SerializeToString,
+                response_deserializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.MigrateStateResponse.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/oort.plugin.v1.Plugin/Shutdown',
                 request_serializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.ShutdownRequest.SerializeToString,
@@ -60,6 +65,19 @@ class PluginServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateState(self, request, context):
+        """Converts state written under another state version into this plugin's
+        own. Called only by a supervisor that holds non-empty state of another
+        version for an instance it is about to open, and before an upgrade moves
+        a rule, to learn whether the new version accepts the rule's state. A
+        plugin refuses state it cannot read with FAILED_PRECONDITION: the
+        upgrade stops and the rule keeps running on the version it has.
+        UNIMPLEMENTED counts as a refusal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Close every instance, stop serving, remove the socket and exit.
         """
@@ -74,6 +92,11 @@ def add_PluginServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.DescribeRequest.FromString,
                     response_serializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.DescribeResponse.SerializeToString,
+            ),
+            'MigrateState': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateState,
+                    request_deserializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.MigrateStateRequest.FromString,
+                    response_serializer=oort_dot_plugin_dot_v1_dot_plugin__pb2.MigrateStateResponse.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -109,6 +132,33 @@ class Plugin:
             '/oort.plugin.v1.Plugin/Describe',
             oort_dot_plugin_dot_v1_dot_plugin__pb2.DescribeRequest.SerializeToString,
             oort_dot_plugin_dot_v1_dot_plugin__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oort.plugin.v1.Plugin/MigrateState',
+            oort_dot_plugin_dot_v1_dot_plugin__pb2.MigrateStateRequest.SerializeToString,
+            oort_dot_plugin_dot_v1_dot_plugin__pb2.MigrateStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,15 @@ class PluginStub:
     reports SERVING; the supervisor refuses a plugin whose name, kinds or
     protocol version do not match what it expects.
     """
+    MigrateState: _grpc.UnaryUnaryMultiCallable[_plugin_pb2.MigrateStateRequest, _plugin_pb2.MigrateStateResponse]
+    """Converts state written under another state version into this plugin's
+    own. Called only by a supervisor that holds non-empty state of another
+    version for an instance it is about to open, and before an upgrade moves
+    a rule, to learn whether the new version accepts the rule's state. A
+    plugin refuses state it cannot read with FAILED_PRECONDITION: the
+    upgrade stops and the rule keeps running on the version it has.
+    UNIMPLEMENTED counts as a refusal.
+    """
     Shutdown: _grpc.UnaryUnaryMultiCallable[_plugin_pb2.ShutdownRequest, _plugin_pb2.ShutdownResponse]
     """Close every instance, stop serving, remove the socket and exit."""
 
@@ -58,6 +67,15 @@ class PluginAsyncStub(PluginStub):
     """What this process exports. Called once right after the health check
     reports SERVING; the supervisor refuses a plugin whose name, kinds or
     protocol version do not match what it expects.
+    """
+    MigrateState: _aio.UnaryUnaryMultiCallable[_plugin_pb2.MigrateStateRequest, _plugin_pb2.MigrateStateResponse]  # type: ignore[assignment]
+    """Converts state written under another state version into this plugin's
+    own. Called only by a supervisor that holds non-empty state of another
+    version for an instance it is about to open, and before an upgrade moves
+    a rule, to learn whether the new version accepts the rule's state. A
+    plugin refuses state it cannot read with FAILED_PRECONDITION: the
+    upgrade stops and the rule keeps running on the version it has.
+    UNIMPLEMENTED counts as a refusal.
     """
     Shutdown: _aio.UnaryUnaryMultiCallable[_plugin_pb2.ShutdownRequest, _plugin_pb2.ShutdownResponse]  # type: ignore[assignment]
     """Close every instance, stop serving, remove the socket and exit."""
@@ -74,6 +92,21 @@ class PluginServicer(metaclass=_abc_1.ABCMeta):
         """What this process exports. Called once right after the health check
         reports SERVING; the supervisor refuses a plugin whose name, kinds or
         protocol version do not match what it expects.
+        """
+
+    @_abc_1.abstractmethod
+    def MigrateState(
+        self,
+        request: _plugin_pb2.MigrateStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plugin_pb2.MigrateStateResponse, _abc.Awaitable[_plugin_pb2.MigrateStateResponse]]:
+        """Converts state written under another state version into this plugin's
+        own. Called only by a supervisor that holds non-empty state of another
+        version for an instance it is about to open, and before an upgrade moves
+        a rule, to learn whether the new version accepts the rule's state. A
+        plugin refuses state it cannot read with FAILED_PRECONDITION: the
+        upgrade stops and the rule keeps running on the version it has.
+        UNIMPLEMENTED counts as a refusal.
         """
 
     @_abc_1.abstractmethod

@@ -34,6 +34,8 @@ pub trait Hooks: Send + Sync + 'static {
     /// Runs after every successful handshake, before the process is published:
     /// re-opens the instances a restarted process must serve again.
     async fn started(&self, live: &Live) -> Result<(), String>;
+    /// The process ended unexpectedly (a crash, a limit); it may be restarted.
+    fn crashed(&self) {}
 }
 
 /// A handshaken process that callers may use.
@@ -317,6 +319,7 @@ impl Monitor {
                 shared.last_failure_at = Some(tokio::time::Instant::now());
             }
             self.hooks.revoke_token(&running.token);
+            self.hooks.crashed();
             drop(running);
             tracing::warn!(plugin = %self.spec.name, rule = ?self.spec.rule, "plugin process {reason}");
             if started_at.elapsed() >= STABLE_AFTER {

@@ -52,6 +52,9 @@ pub(super) fn flat_status(report: &RuleReport) -> Map<String, Json> {
     if let Some(w) = &report.warning {
         out.insert("warning".into(), json!(w));
     }
+    if let Some(u) = &report.upgrade {
+        out.insert("upgrade".into(), json!(u));
+    }
     if !report.stuck.is_empty() {
         out.insert("stuck".into(), json!(report.stuck));
     }

@@ -392,10 +392,26 @@ async fn upgrade_plugin(State(app): State<AppState>, Path((k, name)): Path<(Stri
     if !app.host.has_plugin(kind, &name) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no {} plugin named {name:?}", kind.as_str())));
     }
-    let moved = app.engine.upgrade(kind, &name).await;
-    Ok(match moved.is_empty() {
+    let outcome = app.engine.upgrade(kind, &name).await;
+    let moved = match outcome.moved.is_empty() {
+        true => String::new(),
+        false => format!(" Rules {} moved.", outcome.moved.join(", ")),
+    };
+    if let Some((version, why)) = outcome.rolled_back {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Version {version} of plugin {name} was rolled back automatically: {why}.{moved}"),
+        ));
+    }
+    if let Some((rule, why)) = outcome.refused {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("The upgrade of plugin {name} stopped at rule {rule}, which keeps its version: {why}.{moved}"),
+        ));
+    }
+    Ok(match outcome.moved.is_empty() {
         true => format!("No rule of plugin {name} runs another version than its own."),
-        false => format!("Rules {} moved to their version of plugin {name}.", moved.join(", ")),
+        false => format!("Rules {} moved to their version of plugin {name}.", outcome.moved.join(", ")),
     })
 }
 

@@ -25,7 +25,7 @@ fn state_status(e: StateError) -> Status {
             StateError::BadToken => Status::unauthenticated(e.to_string()),
             StateError::NotYours(_) => Status::permission_denied(e.to_string()),
             StateError::NotACounter { .. } | StateError::Overflow(_) => Status::failed_precondition(e.to_string()),
-            StateError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
+            StateError::TooLarge { .. } | StateError::ReservedKey(_) => Status::invalid_argument(e.to_string()),
             StateError::Abandoned { .. } => Status::failed_precondition(e.to_string()),
             StateError::TooManyStaged(_) => Status::resource_exhausted(e.to_string()),
         }

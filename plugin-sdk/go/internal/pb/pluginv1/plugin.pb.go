@@ -234,7 +234,7 @@ func (x Connection_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Connection_State.Descriptor instead.
 func (Connection_State) EnumDescriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{28, 0}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{30, 0}
 }
 
 // A dynamic value, the equivalent of eKuiper's `interface{}`.
@@ -916,7 +916,13 @@ type DescribeResponse struct {
 	// serves Exec there as length-prefixed frames, without HTTP/2: the lean
 	// data path for small batches (docs/protocol.md, "The framed Exec path").
 	// Optional: a plugin that leaves it false is called over gRPC only.
-	FramedExec    bool `protobuf:"varint,8,opt,name=framed_exec,json=framedExec,proto3" json:"framed_exec,omitempty"`
+	FramedExec bool `protobuf:"varint,8,opt,name=framed_exec,json=framedExec,proto3" json:"framed_exec,omitempty"`
+	// The version of the state layout this plugin's instances write; 0 when the
+	// plugin declares none. When an instance is opened with state written under
+	// another version (a plugin upgrade or rollback), the supervisor first asks
+	// the plugin to migrate it (Plugin.MigrateState), and opens the instance
+	// with the migrated state. See docs/protocol.md, "State versions".
+	StateVersion  uint32 `protobuf:"varint,9,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1007,6 +1013,139 @@ func (x *DescribeResponse) GetFramedExec() bool {
 	return false
 }
 
+func (x *DescribeResponse) GetStateVersion() uint32 {
+	if x != nil {
+		return x.StateVersion
+	}
+	return 0
+}
+
+type MigrateStateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The exported symbol whose instance wrote the state.
+	Symbol string `protobuf:"bytes,1,opt,name=symbol,proto3" json:"symbol,omitempty"`
+	// The state version the entries were written under (the writer's
+	// DescribeResponse.state_version; 0 for a plugin that declared none).
+	FromVersion uint32        `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	State       []*StateEntry `protobuf:"bytes,3,rep,name=state,proto3" json:"state,omitempty"`
+	// The rule and operator the state belongs to, for the plugin's log.
+	RuleId        string `protobuf:"bytes,4,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	OperatorId    string `protobuf:"bytes,5,opt,name=operator_id,json=operatorId,proto3" json:"operator_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateStateRequest) Reset() {
+	*x = MigrateStateRequest{}
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateStateRequest) ProtoMessage() {}
+
+func (x *MigrateStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateStateRequest.ProtoReflect.Descriptor instead.
+func (*MigrateStateRequest) Descriptor() ([]byte, []int) {
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *MigrateStateRequest) GetSymbol() string {
+	if x != nil {
+		return x.Symbol
+	}
+	return ""
+}
+
+func (x *MigrateStateRequest) GetFromVersion() uint32 {
+	if x != nil {
+		return x.FromVersion
+	}
+	return 0
+}
+
+func (x *MigrateStateRequest) GetState() []*StateEntry {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *MigrateStateRequest) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *MigrateStateRequest) GetOperatorId() string {
+	if x != nil {
+		return x.OperatorId
+	}
+	return ""
+}
+
+type MigrateStateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The state in this plugin's own state version: it replaces the old state
+	// entirely (keys not listed are dropped).
+	State         []*StateEntry `protobuf:"bytes,1,rep,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateStateResponse) Reset() {
+	*x = MigrateStateResponse{}
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateStateResponse) ProtoMessage() {}
+
+func (x *MigrateStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateStateResponse.ProtoReflect.Descriptor instead.
+func (*MigrateStateResponse) Descriptor() ([]byte, []int) {
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MigrateStateResponse) GetState() []*StateEntry {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 type ShutdownRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How long the plugin has before it is sent SIGTERM.
@@ -1017,7 +1156,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1168,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1181,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ShutdownRequest) GetGraceMs() uint32 {
@@ -1060,7 +1199,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1211,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1224,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 // Common fields of every Open call.
@@ -1105,13 +1244,16 @@ type InstanceSpec struct {
 	// told of every durable checkpoint (Source.Checkpointed) and may hold its
 	// upstream's acknowledgements until one covers them.
 	Checkpointing bool `protobuf:"varint,6,opt,name=checkpointing,proto3" json:"checkpointing,omitempty"`
+	// The state version `state` is in: always the plugin's own
+	// DescribeResponse.state_version, since other versions are migrated first.
+	StateVersion  uint32 `protobuf:"varint,7,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1265,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1278,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InstanceSpec) GetInstanceId() string {
@@ -1181,6 +1323,13 @@ func (x *InstanceSpec) GetCheckpointing() bool {
 	return false
 }
 
+func (x *InstanceSpec) GetStateVersion() uint32 {
+	if x != nil {
+		return x.StateVersion
+	}
+	return 0
+}
+
 type OpenResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1189,7 +1338,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1350,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1363,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 type CloseRequest struct {
@@ -1226,7 +1375,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1387,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1400,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CloseRequest) GetInstanceId() string {
@@ -1269,7 +1418,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1430,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1443,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 // What the rule engine knows about one argument at rule-creation time.
@@ -1312,7 +1461,7 @@ type ArgSpec struct {
 
 func (x *ArgSpec) Reset() {
 	*x = ArgSpec{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1473,7 @@ func (x *ArgSpec) String() string {
 func (*ArgSpec) ProtoMessage() {}
 
 func (x *ArgSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1486,7 @@ func (x *ArgSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArgSpec.ProtoReflect.Descriptor instead.
 func (*ArgSpec) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ArgSpec) GetExpression() string {
@@ -1371,7 +1520,7 @@ type ValidateRequest struct {
 
 func (x *ValidateRequest) Reset() {
 	*x = ValidateRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1532,7 @@ func (x *ValidateRequest) String() string {
 func (*ValidateRequest) ProtoMessage() {}
 
 func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1545,7 @@ func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ValidateRequest) GetSymbol() string {
@@ -1423,7 +1572,7 @@ type ValidateResponse struct {
 
 func (x *ValidateResponse) Reset() {
 	*x = ValidateResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1584,7 @@ func (x *ValidateResponse) String() string {
 func (*ValidateResponse) ProtoMessage() {}
 
 func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1597,7 @@ func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateResponse.ProtoReflect.Descriptor instead.
 func (*ValidateResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ValidateResponse) GetError() string {
@@ -1467,7 +1616,7 @@ type OpenFunctionRequest struct {
 
 func (x *OpenFunctionRequest) Reset() {
 	*x = OpenFunctionRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1628,7 @@ func (x *OpenFunctionRequest) String() string {
 func (*OpenFunctionRequest) ProtoMessage() {}
 
 func (x *OpenFunctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1641,7 @@ func (x *OpenFunctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFunctionRequest.ProtoReflect.Descriptor instead.
 func (*OpenFunctionRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *OpenFunctionRequest) GetInstance() *InstanceSpec {
@@ -1511,7 +1660,7 @@ type ArgRow struct {
 
 func (x *ArgRow) Reset() {
 	*x = ArgRow{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1672,7 @@ func (x *ArgRow) String() string {
 func (*ArgRow) ProtoMessage() {}
 
 func (x *ArgRow) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1685,7 @@ func (x *ArgRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArgRow.ProtoReflect.Descriptor instead.
 func (*ArgRow) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ArgRow) GetArgs() []*Value {
@@ -1567,7 +1716,7 @@ type ExecBatch struct {
 
 func (x *ExecBatch) Reset() {
 	*x = ExecBatch{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1728,7 @@ func (x *ExecBatch) String() string {
 func (*ExecBatch) ProtoMessage() {}
 
 func (x *ExecBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1741,7 @@ func (x *ExecBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecBatch.ProtoReflect.Descriptor instead.
 func (*ExecBatch) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExecBatch) GetInstanceId() string {
@@ -1643,7 +1792,7 @@ type RowResult struct {
 
 func (x *RowResult) Reset() {
 	*x = RowResult{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1804,7 @@ func (x *RowResult) String() string {
 func (*RowResult) ProtoMessage() {}
 
 func (x *RowResult) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1817,7 @@ func (x *RowResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RowResult.ProtoReflect.Descriptor instead.
 func (*RowResult) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RowResult) GetOutcome() isRowResult_Outcome {
@@ -1738,7 +1887,7 @@ type ExecResult struct {
 
 func (x *ExecResult) Reset() {
 	*x = ExecResult{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1899,7 @@ func (x *ExecResult) String() string {
 func (*ExecResult) ProtoMessage() {}
 
 func (x *ExecResult) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1912,7 @@ func (x *ExecResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResult.ProtoReflect.Descriptor instead.
 func (*ExecResult) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExecResult) GetSeq() uint64 {
@@ -1826,7 +1975,7 @@ type RowError struct {
 
 func (x *RowError) Reset() {
 	*x = RowError{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1987,7 @@ func (x *RowError) String() string {
 func (*RowError) ProtoMessage() {}
 
 func (x *RowError) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +2000,7 @@ func (x *RowError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RowError.ProtoReflect.Descriptor instead.
 func (*RowError) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RowError) GetRow() uint32 {
@@ -1880,7 +2029,7 @@ type OpenSourceRequest struct {
 
 func (x *OpenSourceRequest) Reset() {
 	*x = OpenSourceRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2041,7 @@ func (x *OpenSourceRequest) String() string {
 func (*OpenSourceRequest) ProtoMessage() {}
 
 func (x *OpenSourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2054,7 @@ func (x *OpenSourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSourceRequest.ProtoReflect.Descriptor instead.
 func (*OpenSourceRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OpenSourceRequest) GetInstance() *InstanceSpec {
@@ -1947,7 +2096,7 @@ type OpenSourceResponse struct {
 
 func (x *OpenSourceResponse) Reset() {
 	*x = OpenSourceResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2108,7 @@ func (x *OpenSourceResponse) String() string {
 func (*OpenSourceResponse) ProtoMessage() {}
 
 func (x *OpenSourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2121,7 @@ func (x *OpenSourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSourceResponse.ProtoReflect.Descriptor instead.
 func (*OpenSourceResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *OpenSourceResponse) GetRewindable() bool {
@@ -2004,7 +2153,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2165,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2178,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadRequest) GetInstanceId() string {
@@ -2089,7 +2238,7 @@ type RecordBatch struct {
 
 func (x *RecordBatch) Reset() {
 	*x = RecordBatch{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2250,7 @@ func (x *RecordBatch) String() string {
 func (*RecordBatch) ProtoMessage() {}
 
 func (x *RecordBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2263,7 @@ func (x *RecordBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBatch.ProtoReflect.Descriptor instead.
 func (*RecordBatch) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RecordBatch) GetRecords() []*Record {
@@ -2185,7 +2334,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2346,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2359,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Connection) GetState() Connection_State {
@@ -2237,7 +2386,7 @@ type RewindRequest struct {
 
 func (x *RewindRequest) Reset() {
 	*x = RewindRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2398,7 @@ func (x *RewindRequest) String() string {
 func (*RewindRequest) ProtoMessage() {}
 
 func (x *RewindRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2411,7 @@ func (x *RewindRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewindRequest.ProtoReflect.Descriptor instead.
 func (*RewindRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RewindRequest) GetInstanceId() string {
@@ -2287,7 +2436,7 @@ type RewindResponse struct {
 
 func (x *RewindResponse) Reset() {
 	*x = RewindResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2448,7 @@ func (x *RewindResponse) String() string {
 func (*RewindResponse) ProtoMessage() {}
 
 func (x *RewindResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2461,7 @@ func (x *RewindResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewindResponse.ProtoReflect.Descriptor instead.
 func (*RewindResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 type CheckpointedRequest struct {
@@ -2330,7 +2479,7 @@ type CheckpointedRequest struct {
 
 func (x *CheckpointedRequest) Reset() {
 	*x = CheckpointedRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2491,7 @@ func (x *CheckpointedRequest) String() string {
 func (*CheckpointedRequest) ProtoMessage() {}
 
 func (x *CheckpointedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2504,7 @@ func (x *CheckpointedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointedRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointedRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CheckpointedRequest) GetInstanceId() string {
@@ -2387,7 +2536,7 @@ type CheckpointedResponse struct {
 
 func (x *CheckpointedResponse) Reset() {
 	*x = CheckpointedResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2548,7 @@ func (x *CheckpointedResponse) String() string {
 func (*CheckpointedResponse) ProtoMessage() {}
 
 func (x *CheckpointedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2561,7 @@ func (x *CheckpointedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointedResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointedResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 type OpenSinkRequest struct {
@@ -2425,7 +2574,7 @@ type OpenSinkRequest struct {
 
 func (x *OpenSinkRequest) Reset() {
 	*x = OpenSinkRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2586,7 @@ func (x *OpenSinkRequest) String() string {
 func (*OpenSinkRequest) ProtoMessage() {}
 
 func (x *OpenSinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2599,7 @@ func (x *OpenSinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSinkRequest.ProtoReflect.Descriptor instead.
 func (*OpenSinkRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *OpenSinkRequest) GetInstance() *InstanceSpec {
@@ -2486,7 +2635,7 @@ type OpenSinkResponse struct {
 
 func (x *OpenSinkResponse) Reset() {
 	*x = OpenSinkResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2647,7 @@ func (x *OpenSinkResponse) String() string {
 func (*OpenSinkResponse) ProtoMessage() {}
 
 func (x *OpenSinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2660,7 @@ func (x *OpenSinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSinkResponse.ProtoReflect.Descriptor instead.
 func (*OpenSinkResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *OpenSinkResponse) GetTransactional() bool {
@@ -2559,7 +2708,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2571,7 +2720,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2584,7 +2733,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WriteBatch) GetInstanceId() string {
@@ -2647,7 +2796,7 @@ type WriteAck struct {
 
 func (x *WriteAck) Reset() {
 	*x = WriteAck{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2808,7 @@ func (x *WriteAck) String() string {
 func (*WriteAck) ProtoMessage() {}
 
 func (x *WriteAck) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2821,7 @@ func (x *WriteAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteAck.ProtoReflect.Descriptor instead.
 func (*WriteAck) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WriteAck) GetSeq() uint64 {
@@ -2713,7 +2862,7 @@ type PreCommitRequest struct {
 
 func (x *PreCommitRequest) Reset() {
 	*x = PreCommitRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +2874,7 @@ func (x *PreCommitRequest) String() string {
 func (*PreCommitRequest) ProtoMessage() {}
 
 func (x *PreCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +2887,7 @@ func (x *PreCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreCommitRequest.ProtoReflect.Descriptor instead.
 func (*PreCommitRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PreCommitRequest) GetInstanceId() string {
@@ -2766,7 +2915,7 @@ type PreCommitResponse struct {
 
 func (x *PreCommitResponse) Reset() {
 	*x = PreCommitResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +2927,7 @@ func (x *PreCommitResponse) String() string {
 func (*PreCommitResponse) ProtoMessage() {}
 
 func (x *PreCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +2940,7 @@ func (x *PreCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreCommitResponse.ProtoReflect.Descriptor instead.
 func (*PreCommitResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PreCommitResponse) GetHandle() *Value {
@@ -2812,7 +2961,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2824,7 +2973,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2837,7 +2986,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CommitRequest) GetInstanceId() string {
@@ -2869,7 +3018,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2881,7 +3030,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_oort_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2894,7 +3043,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_oort_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 var File_oort_plugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -2947,7 +3096,7 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
 	"\x04mode\x18\x03 \x01(\x0e2\x1a.oort.plugin.v1.ExportModeR\x04mode\x12!\n" +
 	"\fis_aggregate\x18\x04 \x01(\bR\visAggregate\"\x11\n" +
-	"\x0fDescribeRequest\"\xb2\x02\n" +
+	"\x0fDescribeRequest\"\xd7\x02\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x120\n" +
@@ -2958,10 +3107,20 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"sdkVersion\x126\n" +
 	"\tencodings\x18\a \x03(\x0e2\x18.oort.plugin.v1.EncodingR\tencodings\x12\x1f\n" +
 	"\vframed_exec\x18\b \x01(\bR\n" +
-	"framedExec\",\n" +
+	"framedExec\x12#\n" +
+	"\rstate_version\x18\t \x01(\rR\fstateVersion\"\xbc\x01\n" +
+	"\x13MigrateStateRequest\x12\x16\n" +
+	"\x06symbol\x18\x01 \x01(\tR\x06symbol\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\rR\vfromVersion\x120\n" +
+	"\x05state\x18\x03 \x03(\v2\x1a.oort.plugin.v1.StateEntryR\x05state\x12\x17\n" +
+	"\arule_id\x18\x04 \x01(\tR\x06ruleId\x12\x1f\n" +
+	"\voperator_id\x18\x05 \x01(\tR\n" +
+	"operatorId\"H\n" +
+	"\x14MigrateStateResponse\x120\n" +
+	"\x05state\x18\x01 \x03(\v2\x1a.oort.plugin.v1.StateEntryR\x05state\",\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ms\x18\x01 \x01(\rR\agraceMs\"\x12\n" +
-	"\x10ShutdownResponse\"\xd9\x01\n" +
+	"\x10ShutdownResponse\"\xfe\x01\n" +
 	"\fInstanceSpec\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x16\n" +
@@ -2970,7 +3129,8 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\voperator_id\x18\x04 \x01(\tR\n" +
 	"operatorId\x120\n" +
 	"\x05state\x18\x05 \x03(\v2\x1a.oort.plugin.v1.StateEntryR\x05state\x12$\n" +
-	"\rcheckpointing\x18\x06 \x01(\bR\rcheckpointing\"\x0e\n" +
+	"\rcheckpointing\x18\x06 \x01(\bR\rcheckpointing\x12#\n" +
+	"\rstate_version\x18\a \x01(\rR\fstateVersion\"\x0e\n" +
 	"\fOpenResponse\"/\n" +
 	"\fCloseRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
@@ -3124,9 +3284,10 @@ const file_oort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x15EXPORT_MODE_SINGLETON\x10\x02*5\n" +
 	"\bEncoding\x12\x11\n" +
 	"\rENCODING_ROWS\x10\x00\x12\x16\n" +
-	"\x12ENCODING_ARROW_IPC\x10\x012\xa6\x01\n" +
+	"\x12ENCODING_ARROW_IPC\x10\x012\x81\x02\n" +
 	"\x06Plugin\x12M\n" +
-	"\bDescribe\x12\x1f.oort.plugin.v1.DescribeRequest\x1a .oort.plugin.v1.DescribeResponse\x12M\n" +
+	"\bDescribe\x12\x1f.oort.plugin.v1.DescribeRequest\x1a .oort.plugin.v1.DescribeResponse\x12Y\n" +
+	"\fMigrateState\x12#.oort.plugin.v1.MigrateStateRequest\x1a$.oort.plugin.v1.MigrateStateResponse\x12M\n" +
 	"\bShutdown\x12\x1f.oort.plugin.v1.ShutdownRequest\x1a .oort.plugin.v1.ShutdownResponse2\xad\x02\n" +
 	"\bFunction\x12M\n" +
 	"\bValidate\x12\x1f.oort.plugin.v1.ValidateRequest\x1a .oort.plugin.v1.ValidateResponse\x12I\n" +
@@ -3160,7 +3321,7 @@ func file_oort_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_oort_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_oort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_oort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_oort_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                    // 0: oort.plugin.v1.Kind
 	(ExportMode)(0),              // 1: oort.plugin.v1.ExportMode
@@ -3175,126 +3336,132 @@ var file_oort_plugin_v1_plugin_proto_goTypes = []any{
 	(*Symbol)(nil),               // 10: oort.plugin.v1.Symbol
 	(*DescribeRequest)(nil),      // 11: oort.plugin.v1.DescribeRequest
 	(*DescribeResponse)(nil),     // 12: oort.plugin.v1.DescribeResponse
-	(*ShutdownRequest)(nil),      // 13: oort.plugin.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),     // 14: oort.plugin.v1.ShutdownResponse
-	(*InstanceSpec)(nil),         // 15: oort.plugin.v1.InstanceSpec
-	(*OpenResponse)(nil),         // 16: oort.plugin.v1.OpenResponse
-	(*CloseRequest)(nil),         // 17: oort.plugin.v1.CloseRequest
-	(*CloseResponse)(nil),        // 18: oort.plugin.v1.CloseResponse
-	(*ArgSpec)(nil),              // 19: oort.plugin.v1.ArgSpec
-	(*ValidateRequest)(nil),      // 20: oort.plugin.v1.ValidateRequest
-	(*ValidateResponse)(nil),     // 21: oort.plugin.v1.ValidateResponse
-	(*OpenFunctionRequest)(nil),  // 22: oort.plugin.v1.OpenFunctionRequest
-	(*ArgRow)(nil),               // 23: oort.plugin.v1.ArgRow
-	(*ExecBatch)(nil),            // 24: oort.plugin.v1.ExecBatch
-	(*RowResult)(nil),            // 25: oort.plugin.v1.RowResult
-	(*ExecResult)(nil),           // 26: oort.plugin.v1.ExecResult
-	(*RowError)(nil),             // 27: oort.plugin.v1.RowError
-	(*OpenSourceRequest)(nil),    // 28: oort.plugin.v1.OpenSourceRequest
-	(*OpenSourceResponse)(nil),   // 29: oort.plugin.v1.OpenSourceResponse
-	(*ReadRequest)(nil),          // 30: oort.plugin.v1.ReadRequest
-	(*RecordBatch)(nil),          // 31: oort.plugin.v1.RecordBatch
-	(*Connection)(nil),           // 32: oort.plugin.v1.Connection
-	(*RewindRequest)(nil),        // 33: oort.plugin.v1.RewindRequest
-	(*RewindResponse)(nil),       // 34: oort.plugin.v1.RewindResponse
-	(*CheckpointedRequest)(nil),  // 35: oort.plugin.v1.CheckpointedRequest
-	(*CheckpointedResponse)(nil), // 36: oort.plugin.v1.CheckpointedResponse
-	(*OpenSinkRequest)(nil),      // 37: oort.plugin.v1.OpenSinkRequest
-	(*OpenSinkResponse)(nil),     // 38: oort.plugin.v1.OpenSinkResponse
-	(*WriteBatch)(nil),           // 39: oort.plugin.v1.WriteBatch
-	(*WriteAck)(nil),             // 40: oort.plugin.v1.WriteAck
-	(*PreCommitRequest)(nil),     // 41: oort.plugin.v1.PreCommitRequest
-	(*PreCommitResponse)(nil),    // 42: oort.plugin.v1.PreCommitResponse
-	(*CommitRequest)(nil),        // 43: oort.plugin.v1.CommitRequest
-	(*CommitResponse)(nil),       // 44: oort.plugin.v1.CommitResponse
-	nil,                          // 45: oort.plugin.v1.ValueMap.EntriesEntry
-	nil,                          // 46: oort.plugin.v1.Record.FieldsEntry
-	nil,                          // 47: oort.plugin.v1.Record.MetadataEntry
-	nil,                          // 48: oort.plugin.v1.OpenSourceRequest.PropsEntry
-	nil,                          // 49: oort.plugin.v1.OpenSinkRequest.PropsEntry
+	(*MigrateStateRequest)(nil),  // 13: oort.plugin.v1.MigrateStateRequest
+	(*MigrateStateResponse)(nil), // 14: oort.plugin.v1.MigrateStateResponse
+	(*ShutdownRequest)(nil),      // 15: oort.plugin.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),     // 16: oort.plugin.v1.ShutdownResponse
+	(*InstanceSpec)(nil),         // 17: oort.plugin.v1.InstanceSpec
+	(*OpenResponse)(nil),         // 18: oort.plugin.v1.OpenResponse
+	(*CloseRequest)(nil),         // 19: oort.plugin.v1.CloseRequest
+	(*CloseResponse)(nil),        // 20: oort.plugin.v1.CloseResponse
+	(*ArgSpec)(nil),              // 21: oort.plugin.v1.ArgSpec
+	(*ValidateRequest)(nil),      // 22: oort.plugin.v1.ValidateRequest
+	(*ValidateResponse)(nil),     // 23: oort.plugin.v1.ValidateResponse
+	(*OpenFunctionRequest)(nil),  // 24: oort.plugin.v1.OpenFunctionRequest
+	(*ArgRow)(nil),               // 25: oort.plugin.v1.ArgRow
+	(*ExecBatch)(nil),            // 26: oort.plugin.v1.ExecBatch
+	(*RowResult)(nil),            // 27: oort.plugin.v1.RowResult
+	(*ExecResult)(nil),           // 28: oort.plugin.v1.ExecResult
+	(*RowError)(nil),             // 29: oort.plugin.v1.RowError
+	(*OpenSourceRequest)(nil),    // 30: oort.plugin.v1.OpenSourceRequest
+	(*OpenSourceResponse)(nil),   // 31: oort.plugin.v1.OpenSourceResponse
+	(*ReadRequest)(nil),          // 32: oort.plugin.v1.ReadRequest
+	(*RecordBatch)(nil),          // 33: oort.plugin.v1.RecordBatch
+	(*Connection)(nil),           // 34: oort.plugin.v1.Connection
+	(*RewindRequest)(nil),        // 35: oort.plugin.v1.RewindRequest
+	(*RewindResponse)(nil),       // 36: oort.plugin.v1.RewindResponse
+	(*CheckpointedRequest)(nil),  // 37: oort.plugin.v1.CheckpointedRequest
+	(*CheckpointedResponse)(nil), // 38: oort.plugin.v1.CheckpointedResponse
+	(*OpenSinkRequest)(nil),      // 39: oort.plugin.v1.OpenSinkRequest
+	(*OpenSinkResponse)(nil),     // 40: oort.plugin.v1.OpenSinkResponse
+	(*WriteBatch)(nil),           // 41: oort.plugin.v1.WriteBatch
+	(*WriteAck)(nil),             // 42: oort.plugin.v1.WriteAck
+	(*PreCommitRequest)(nil),     // 43: oort.plugin.v1.PreCommitRequest
+	(*PreCommitResponse)(nil),    // 44: oort.plugin.v1.PreCommitResponse
+	(*CommitRequest)(nil),        // 45: oort.plugin.v1.CommitRequest
+	(*CommitResponse)(nil),       // 46: oort.plugin.v1.CommitResponse
+	nil,                          // 47: oort.plugin.v1.ValueMap.EntriesEntry
+	nil,                          // 48: oort.plugin.v1.Record.FieldsEntry
+	nil,                          // 49: oort.plugin.v1.Record.MetadataEntry
+	nil,                          // 50: oort.plugin.v1.OpenSourceRequest.PropsEntry
+	nil,                          // 51: oort.plugin.v1.OpenSinkRequest.PropsEntry
 }
 var file_oort_plugin_v1_plugin_proto_depIdxs = []int32{
 	5,  // 0: oort.plugin.v1.Value.list:type_name -> oort.plugin.v1.ValueList
 	6,  // 1: oort.plugin.v1.Value.map:type_name -> oort.plugin.v1.ValueMap
 	4,  // 2: oort.plugin.v1.ValueList.items:type_name -> oort.plugin.v1.Value
-	45, // 3: oort.plugin.v1.ValueMap.entries:type_name -> oort.plugin.v1.ValueMap.EntriesEntry
-	46, // 4: oort.plugin.v1.Record.fields:type_name -> oort.plugin.v1.Record.FieldsEntry
-	47, // 5: oort.plugin.v1.Record.metadata:type_name -> oort.plugin.v1.Record.MetadataEntry
+	47, // 3: oort.plugin.v1.ValueMap.entries:type_name -> oort.plugin.v1.ValueMap.EntriesEntry
+	48, // 4: oort.plugin.v1.Record.fields:type_name -> oort.plugin.v1.Record.FieldsEntry
+	49, // 5: oort.plugin.v1.Record.metadata:type_name -> oort.plugin.v1.Record.MetadataEntry
 	4,  // 6: oort.plugin.v1.StateMutation.put:type_name -> oort.plugin.v1.Value
 	4,  // 7: oort.plugin.v1.StateEntry.value:type_name -> oort.plugin.v1.Value
 	0,  // 8: oort.plugin.v1.Symbol.kind:type_name -> oort.plugin.v1.Kind
 	1,  // 9: oort.plugin.v1.Symbol.mode:type_name -> oort.plugin.v1.ExportMode
 	10, // 10: oort.plugin.v1.DescribeResponse.symbols:type_name -> oort.plugin.v1.Symbol
 	2,  // 11: oort.plugin.v1.DescribeResponse.encodings:type_name -> oort.plugin.v1.Encoding
-	9,  // 12: oort.plugin.v1.InstanceSpec.state:type_name -> oort.plugin.v1.StateEntry
-	4,  // 13: oort.plugin.v1.ArgSpec.literal:type_name -> oort.plugin.v1.Value
-	19, // 14: oort.plugin.v1.ValidateRequest.args:type_name -> oort.plugin.v1.ArgSpec
-	15, // 15: oort.plugin.v1.OpenFunctionRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	4,  // 16: oort.plugin.v1.ArgRow.args:type_name -> oort.plugin.v1.Value
-	23, // 17: oort.plugin.v1.ExecBatch.rows:type_name -> oort.plugin.v1.ArgRow
-	4,  // 18: oort.plugin.v1.RowResult.value:type_name -> oort.plugin.v1.Value
-	25, // 19: oort.plugin.v1.ExecResult.results:type_name -> oort.plugin.v1.RowResult
-	8,  // 20: oort.plugin.v1.ExecResult.mutations:type_name -> oort.plugin.v1.StateMutation
-	27, // 21: oort.plugin.v1.ExecResult.errors:type_name -> oort.plugin.v1.RowError
-	15, // 22: oort.plugin.v1.OpenSourceRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	48, // 23: oort.plugin.v1.OpenSourceRequest.props:type_name -> oort.plugin.v1.OpenSourceRequest.PropsEntry
-	7,  // 24: oort.plugin.v1.RecordBatch.records:type_name -> oort.plugin.v1.Record
-	4,  // 25: oort.plugin.v1.RecordBatch.offset:type_name -> oort.plugin.v1.Value
-	8,  // 26: oort.plugin.v1.RecordBatch.mutations:type_name -> oort.plugin.v1.StateMutation
-	32, // 27: oort.plugin.v1.RecordBatch.connection:type_name -> oort.plugin.v1.Connection
-	3,  // 28: oort.plugin.v1.Connection.state:type_name -> oort.plugin.v1.Connection.State
-	4,  // 29: oort.plugin.v1.RewindRequest.offset:type_name -> oort.plugin.v1.Value
-	4,  // 30: oort.plugin.v1.CheckpointedRequest.offset:type_name -> oort.plugin.v1.Value
-	15, // 31: oort.plugin.v1.OpenSinkRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
-	49, // 32: oort.plugin.v1.OpenSinkRequest.props:type_name -> oort.plugin.v1.OpenSinkRequest.PropsEntry
-	7,  // 33: oort.plugin.v1.WriteBatch.records:type_name -> oort.plugin.v1.Record
-	8,  // 34: oort.plugin.v1.WriteAck.mutations:type_name -> oort.plugin.v1.StateMutation
-	4,  // 35: oort.plugin.v1.PreCommitResponse.handle:type_name -> oort.plugin.v1.Value
-	4,  // 36: oort.plugin.v1.CommitRequest.handle:type_name -> oort.plugin.v1.Value
-	4,  // 37: oort.plugin.v1.ValueMap.EntriesEntry.value:type_name -> oort.plugin.v1.Value
-	4,  // 38: oort.plugin.v1.Record.FieldsEntry.value:type_name -> oort.plugin.v1.Value
-	4,  // 39: oort.plugin.v1.Record.MetadataEntry.value:type_name -> oort.plugin.v1.Value
-	4,  // 40: oort.plugin.v1.OpenSourceRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
-	4,  // 41: oort.plugin.v1.OpenSinkRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
-	11, // 42: oort.plugin.v1.Plugin.Describe:input_type -> oort.plugin.v1.DescribeRequest
-	13, // 43: oort.plugin.v1.Plugin.Shutdown:input_type -> oort.plugin.v1.ShutdownRequest
-	20, // 44: oort.plugin.v1.Function.Validate:input_type -> oort.plugin.v1.ValidateRequest
-	22, // 45: oort.plugin.v1.Function.Open:input_type -> oort.plugin.v1.OpenFunctionRequest
-	24, // 46: oort.plugin.v1.Function.Exec:input_type -> oort.plugin.v1.ExecBatch
-	17, // 47: oort.plugin.v1.Function.Close:input_type -> oort.plugin.v1.CloseRequest
-	28, // 48: oort.plugin.v1.Source.Open:input_type -> oort.plugin.v1.OpenSourceRequest
-	30, // 49: oort.plugin.v1.Source.Read:input_type -> oort.plugin.v1.ReadRequest
-	33, // 50: oort.plugin.v1.Source.Rewind:input_type -> oort.plugin.v1.RewindRequest
-	17, // 51: oort.plugin.v1.Source.Close:input_type -> oort.plugin.v1.CloseRequest
-	35, // 52: oort.plugin.v1.Source.Checkpointed:input_type -> oort.plugin.v1.CheckpointedRequest
-	37, // 53: oort.plugin.v1.Sink.Open:input_type -> oort.plugin.v1.OpenSinkRequest
-	39, // 54: oort.plugin.v1.Sink.Write:input_type -> oort.plugin.v1.WriteBatch
-	41, // 55: oort.plugin.v1.Sink.PreCommit:input_type -> oort.plugin.v1.PreCommitRequest
-	43, // 56: oort.plugin.v1.Sink.Commit:input_type -> oort.plugin.v1.CommitRequest
-	43, // 57: oort.plugin.v1.Sink.Abort:input_type -> oort.plugin.v1.CommitRequest
-	17, // 58: oort.plugin.v1.Sink.Close:input_type -> oort.plugin.v1.CloseRequest
-	12, // 59: oort.plugin.v1.Plugin.Describe:output_type -> oort.plugin.v1.DescribeResponse
-	14, // 60: oort.plugin.v1.Plugin.Shutdown:output_type -> oort.plugin.v1.ShutdownResponse
-	21, // 61: oort.plugin.v1.Function.Validate:output_type -> oort.plugin.v1.ValidateResponse
-	16, // 62: oort.plugin.v1.Function.Open:output_type -> oort.plugin.v1.OpenResponse
-	26, // 63: oort.plugin.v1.Function.Exec:output_type -> oort.plugin.v1.ExecResult
-	18, // 64: oort.plugin.v1.Function.Close:output_type -> oort.plugin.v1.CloseResponse
-	29, // 65: oort.plugin.v1.Source.Open:output_type -> oort.plugin.v1.OpenSourceResponse
-	31, // 66: oort.plugin.v1.Source.Read:output_type -> oort.plugin.v1.RecordBatch
-	34, // 67: oort.plugin.v1.Source.Rewind:output_type -> oort.plugin.v1.RewindResponse
-	18, // 68: oort.plugin.v1.Source.Close:output_type -> oort.plugin.v1.CloseResponse
-	36, // 69: oort.plugin.v1.Source.Checkpointed:output_type -> oort.plugin.v1.CheckpointedResponse
-	38, // 70: oort.plugin.v1.Sink.Open:output_type -> oort.plugin.v1.OpenSinkResponse
-	40, // 71: oort.plugin.v1.Sink.Write:output_type -> oort.plugin.v1.WriteAck
-	42, // 72: oort.plugin.v1.Sink.PreCommit:output_type -> oort.plugin.v1.PreCommitResponse
-	44, // 73: oort.plugin.v1.Sink.Commit:output_type -> oort.plugin.v1.CommitResponse
-	44, // 74: oort.plugin.v1.Sink.Abort:output_type -> oort.plugin.v1.CommitResponse
-	18, // 75: oort.plugin.v1.Sink.Close:output_type -> oort.plugin.v1.CloseResponse
-	59, // [59:76] is the sub-list for method output_type
-	42, // [42:59] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	9,  // 12: oort.plugin.v1.MigrateStateRequest.state:type_name -> oort.plugin.v1.StateEntry
+	9,  // 13: oort.plugin.v1.MigrateStateResponse.state:type_name -> oort.plugin.v1.StateEntry
+	9,  // 14: oort.plugin.v1.InstanceSpec.state:type_name -> oort.plugin.v1.StateEntry
+	4,  // 15: oort.plugin.v1.ArgSpec.literal:type_name -> oort.plugin.v1.Value
+	21, // 16: oort.plugin.v1.ValidateRequest.args:type_name -> oort.plugin.v1.ArgSpec
+	17, // 17: oort.plugin.v1.OpenFunctionRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	4,  // 18: oort.plugin.v1.ArgRow.args:type_name -> oort.plugin.v1.Value
+	25, // 19: oort.plugin.v1.ExecBatch.rows:type_name -> oort.plugin.v1.ArgRow
+	4,  // 20: oort.plugin.v1.RowResult.value:type_name -> oort.plugin.v1.Value
+	27, // 21: oort.plugin.v1.ExecResult.results:type_name -> oort.plugin.v1.RowResult
+	8,  // 22: oort.plugin.v1.ExecResult.mutations:type_name -> oort.plugin.v1.StateMutation
+	29, // 23: oort.plugin.v1.ExecResult.errors:type_name -> oort.plugin.v1.RowError
+	17, // 24: oort.plugin.v1.OpenSourceRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	50, // 25: oort.plugin.v1.OpenSourceRequest.props:type_name -> oort.plugin.v1.OpenSourceRequest.PropsEntry
+	7,  // 26: oort.plugin.v1.RecordBatch.records:type_name -> oort.plugin.v1.Record
+	4,  // 27: oort.plugin.v1.RecordBatch.offset:type_name -> oort.plugin.v1.Value
+	8,  // 28: oort.plugin.v1.RecordBatch.mutations:type_name -> oort.plugin.v1.StateMutation
+	34, // 29: oort.plugin.v1.RecordBatch.connection:type_name -> oort.plugin.v1.Connection
+	3,  // 30: oort.plugin.v1.Connection.state:type_name -> oort.plugin.v1.Connection.State
+	4,  // 31: oort.plugin.v1.RewindRequest.offset:type_name -> oort.plugin.v1.Value
+	4,  // 32: oort.plugin.v1.CheckpointedRequest.offset:type_name -> oort.plugin.v1.Value
+	17, // 33: oort.plugin.v1.OpenSinkRequest.instance:type_name -> oort.plugin.v1.InstanceSpec
+	51, // 34: oort.plugin.v1.OpenSinkRequest.props:type_name -> oort.plugin.v1.OpenSinkRequest.PropsEntry
+	7,  // 35: oort.plugin.v1.WriteBatch.records:type_name -> oort.plugin.v1.Record
+	8,  // 36: oort.plugin.v1.WriteAck.mutations:type_name -> oort.plugin.v1.StateMutation
+	4,  // 37: oort.plugin.v1.PreCommitResponse.handle:type_name -> oort.plugin.v1.Value
+	4,  // 38: oort.plugin.v1.CommitRequest.handle:type_name -> oort.plugin.v1.Value
+	4,  // 39: oort.plugin.v1.ValueMap.EntriesEntry.value:type_name -> oort.plugin.v1.Value
+	4,  // 40: oort.plugin.v1.Record.FieldsEntry.value:type_name -> oort.plugin.v1.Value
+	4,  // 41: oort.plugin.v1.Record.MetadataEntry.value:type_name -> oort.plugin.v1.Value
+	4,  // 42: oort.plugin.v1.OpenSourceRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
+	4,  // 43: oort.plugin.v1.OpenSinkRequest.PropsEntry.value:type_name -> oort.plugin.v1.Value
+	11, // 44: oort.plugin.v1.Plugin.Describe:input_type -> oort.plugin.v1.DescribeRequest
+	13, // 45: oort.plugin.v1.Plugin.MigrateState:input_type -> oort.plugin.v1.MigrateStateRequest
+	15, // 46: oort.plugin.v1.Plugin.Shutdown:input_type -> oort.plugin.v1.ShutdownRequest
+	22, // 47: oort.plugin.v1.Function.Validate:input_type -> oort.plugin.v1.ValidateRequest
+	24, // 48: oort.plugin.v1.Function.Open:input_type -> oort.plugin.v1.OpenFunctionRequest
+	26, // 49: oort.plugin.v1.Function.Exec:input_type -> oort.plugin.v1.ExecBatch
+	19, // 50: oort.plugin.v1.Function.Close:input_type -> oort.plugin.v1.CloseRequest
+	30, // 51: oort.plugin.v1.Source.Open:input_type -> oort.plugin.v1.OpenSourceRequest
+	32, // 52: oort.plugin.v1.Source.Read:input_type -> oort.plugin.v1.ReadRequest
+	35, // 53: oort.plugin.v1.Source.Rewind:input_type -> oort.plugin.v1.RewindRequest
+	19, // 54: oort.plugin.v1.Source.Close:input_type -> oort.plugin.v1.CloseRequest
+	37, // 55: oort.plugin.v1.Source.Checkpointed:input_type -> oort.plugin.v1.CheckpointedRequest
+	39, // 56: oort.plugin.v1.Sink.Open:input_type -> oort.plugin.v1.OpenSinkRequest
+	41, // 57: oort.plugin.v1.Sink.Write:input_type -> oort.plugin.v1.WriteBatch
+	43, // 58: oort.plugin.v1.Sink.PreCommit:input_type -> oort.plugin.v1.PreCommitRequest
+	45, // 59: oort.plugin.v1.Sink.Commit:input_type -> oort.plugin.v1.CommitRequest
+	45, // 60: oort.plugin.v1.Sink.Abort:input_type -> oort.plugin.v1.CommitRequest
+	19, // 61: oort.plugin.v1.Sink.Close:input_type -> oort.plugin.v1.CloseRequest
+	12, // 62: oort.plugin.v1.Plugin.Describe:output_type -> oort.plugin.v1.DescribeResponse
+	14, // 63: oort.plugin.v1.Plugin.MigrateState:output_type -> oort.plugin.v1.MigrateStateResponse
+	16, // 64: oort.plugin.v1.Plugin.Shutdown:output_type -> oort.plugin.v1.ShutdownResponse
+	23, // 65: oort.plugin.v1.Function.Validate:output_type -> oort.plugin.v1.ValidateResponse
+	18, // 66: oort.plugin.v1.Function.Open:output_type -> oort.plugin.v1.OpenResponse
+	28, // 67: oort.plugin.v1.Function.Exec:output_type -> oort.plugin.v1.ExecResult
+	20, // 68: oort.plugin.v1.Function.Close:output_type -> oort.plugin.v1.CloseResponse
+	31, // 69: oort.plugin.v1.Source.Open:output_type -> oort.plugin.v1.OpenSourceResponse
+	33, // 70: oort.plugin.v1.Source.Read:output_type -> oort.plugin.v1.RecordBatch
+	36, // 71: oort.plugin.v1.Source.Rewind:output_type -> oort.plugin.v1.RewindResponse
+	20, // 72: oort.plugin.v1.Source.Close:output_type -> oort.plugin.v1.CloseResponse
+	38, // 73: oort.plugin.v1.Source.Checkpointed:output_type -> oort.plugin.v1.CheckpointedResponse
+	40, // 74: oort.plugin.v1.Sink.Open:output_type -> oort.plugin.v1.OpenSinkResponse
+	42, // 75: oort.plugin.v1.Sink.Write:output_type -> oort.plugin.v1.WriteAck
+	44, // 76: oort.plugin.v1.Sink.PreCommit:output_type -> oort.plugin.v1.PreCommitResponse
+	46, // 77: oort.plugin.v1.Sink.Commit:output_type -> oort.plugin.v1.CommitResponse
+	46, // 78: oort.plugin.v1.Sink.Abort:output_type -> oort.plugin.v1.CommitResponse
+	20, // 79: oort.plugin.v1.Sink.Close:output_type -> oort.plugin.v1.CloseResponse
+	62, // [62:80] is the sub-list for method output_type
+	44, // [44:62] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_oort_plugin_v1_plugin_proto_init() }
@@ -3322,20 +3489,20 @@ func file_oort_plugin_v1_plugin_proto_init() {
 		(*StateEntry_Value)(nil),
 		(*StateEntry_Counter)(nil),
 	}
-	file_oort_plugin_v1_plugin_proto_msgTypes[15].OneofWrappers = []any{}
-	file_oort_plugin_v1_plugin_proto_msgTypes[21].OneofWrappers = []any{
+	file_oort_plugin_v1_plugin_proto_msgTypes[17].OneofWrappers = []any{}
+	file_oort_plugin_v1_plugin_proto_msgTypes[23].OneofWrappers = []any{
 		(*RowResult_Value)(nil),
 		(*RowResult_Error)(nil),
 	}
-	file_oort_plugin_v1_plugin_proto_msgTypes[27].OneofWrappers = []any{}
-	file_oort_plugin_v1_plugin_proto_msgTypes[31].OneofWrappers = []any{}
+	file_oort_plugin_v1_plugin_proto_msgTypes[29].OneofWrappers = []any{}
+	file_oort_plugin_v1_plugin_proto_msgTypes[33].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oort_plugin_v1_plugin_proto_rawDesc), len(file_oort_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   46,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -28,8 +28,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Plugin_Describe_FullMethodName = "/oort.plugin.v1.Plugin/Describe"
-	Plugin_Shutdown_FullMethodName = "/oort.plugin.v1.Plugin/Shutdown"
+	Plugin_Describe_FullMethodName     = "/oort.plugin.v1.Plugin/Describe"
+	Plugin_MigrateState_FullMethodName = "/oort.plugin.v1.Plugin/MigrateState"
+	Plugin_Shutdown_FullMethodName     = "/oort.plugin.v1.Plugin/Shutdown"
 )
 
 // PluginClient is the client API for Plugin service.
@@ -42,6 +43,14 @@ type PluginClient interface {
 	// reports SERVING; the supervisor refuses a plugin whose name, kinds or
 	// protocol version do not match what it expects.
 	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
+	// Converts state written under another state version into this plugin's
+	// own. Called only by a supervisor that holds non-empty state of another
+	// version for an instance it is about to open, and before an upgrade moves
+	// a rule, to learn whether the new version accepts the rule's state. A
+	// plugin refuses state it cannot read with FAILED_PRECONDITION: the
+	// upgrade stops and the rule keeps running on the version it has.
+	// UNIMPLEMENTED counts as a refusal.
+	MigrateState(ctx context.Context, in *MigrateStateRequest, opts ...grpc.CallOption) (*MigrateStateResponse, error)
 	// Close every instance, stop serving, remove the socket and exit.
 	Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error)
 }
@@ -58,6 +67,16 @@ func (c *pluginClient) Describe(ctx context.Context, in *DescribeRequest, opts .
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DescribeResponse)
 	err := c.cc.Invoke(ctx, Plugin_Describe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) MigrateState(ctx context.Context, in *MigrateStateRequest, opts ...grpc.CallOption) (*MigrateStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateStateResponse)
+	err := c.cc.Invoke(ctx, Plugin_MigrateState_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +103,14 @@ type PluginServer interface {
 	// reports SERVING; the supervisor refuses a plugin whose name, kinds or
 	// protocol version do not match what it expects.
 	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
+	// Converts state written under another state version into this plugin's
+	// own. Called only by a supervisor that holds non-empty state of another
+	// version for an instance it is about to open, and before an upgrade moves
+	// a rule, to learn whether the new version accepts the rule's state. A
+	// plugin refuses state it cannot read with FAILED_PRECONDITION: the
+	// upgrade stops and the rule keeps running on the version it has.
+	// UNIMPLEMENTED counts as a refusal.
+	MigrateState(context.Context, *MigrateStateRequest) (*MigrateStateResponse, error)
 	// Close every instance, stop serving, remove the socket and exit.
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
 	mustEmbedUnimplementedPluginServer()
@@ -98,6 +125,9 @@ type UnimplementedPluginServer struct{}
 
 func (UnimplementedPluginServer) Describe(context.Context, *DescribeRequest) (*DescribeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Describe not implemented")
+}
+func (UnimplementedPluginServer) MigrateState(context.Context, *MigrateStateRequest) (*MigrateStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MigrateState not implemented")
 }
 func (UnimplementedPluginServer) Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Shutdown not implemented")
@@ -141,6 +171,24 @@ func _Plugin_Describe_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Plugin_MigrateState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).MigrateState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_MigrateState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).MigrateState(ctx, req.(*MigrateStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Plugin_Shutdown_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ShutdownRequest)
 	if err := dec(in); err != nil {
@@ -169,6 +217,10 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Describe",
 			Handler:    _Plugin_Describe_Handler,
+		},
+		{
+			MethodName: "MigrateState",
+			Handler:    _Plugin_MigrateState_Handler,
 		},
 		{
 			MethodName: "Shutdown",
