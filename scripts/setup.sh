@@ -24,6 +24,12 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   need_apt+=(mosquitto)
 fi
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# The cluster tests start their own etcd (never the system service).
+if ! command -v etcd >/dev/null 2>&1 && [ ! -x /usr/bin/etcd ]; then
+  need_apt+=(etcd-server)
+fi
+# The etcd client's build compiles etcd's .proto files with protoc.
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 # Its TLS tests make their certificates with the openssl command.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -4,9 +4,11 @@
 
 mod broker;
 mod daemon;
+mod etcd;
 mod http_server;
 pub use broker::{publish_lines, Broker, Subscriber};
 pub use daemon::{http, json, json_lines, Daemon};
+pub use etcd::Etcd;
 pub use http_server::{HttpServer, Received};
 
 use std::os::unix::fs::PermissionsExt;

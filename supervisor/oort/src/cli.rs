@@ -317,6 +317,34 @@ pub async fn rule_list(remote: &Remote) -> anyhow::Result<String> {
     })
 }
 
+/// `oort cluster status`: the live nodes of the daemon's cluster, with the
+/// seconds left on each one's lease.
+pub async fn cluster_status(remote: &Remote) -> anyhow::Result<String> {
+    let json = remote.get("/cluster").await?;
+    remote.show(&json, |j| {
+        let me = j.get("node").map(text).unwrap_or_default();
+        let mut out = format!("{:<20} {:<24} {:>9}  LABELS\n", "NODE", "ADDRESS", "LEASE TTL");
+        for n in j.get("nodes").and_then(|n| n.as_array()).cloned().unwrap_or_default() {
+            let id = n.get("id").map(text).unwrap_or_default();
+            let ttl = n.get("ttlLeftS").and_then(|t| t.as_i64()).map_or("-".to_string(), |t| format!("{t} s"));
+            let labels = n
+                .get("labels")
+                .and_then(|l| l.as_object())
+                .map(|l| l.iter().map(|(k, v)| format!("{k}={}", text(v))).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            let marker = if id == me { " (this node)" } else { "" };
+            writeln!(
+                out,
+                "{:<20} {:<24} {:>9}  {labels}",
+                format!("{id}{marker}"),
+                n.get("apiAddr").map(text).unwrap_or_default(),
+                ttl
+            )?;
+        }
+        Ok(out.trim_end().to_string())
+    })
+}
+
 /// `oort rule describe <id>`: the rule's JSON, pretty-printed.
 pub async fn rule_describe(remote: &Remote, id: &str) -> anyhow::Result<String> {
     let json = remote.get(&format!("/rules/{id}")).await?;

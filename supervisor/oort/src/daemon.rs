@@ -39,6 +39,18 @@ pub struct DaemonConfig {
     pub upgrade_grace: std::time::Duration,
     /// Keep every plugin version instead of removing unused old ones.
     pub keep_unused_versions: bool,
+    /// Cluster mode: the etcd endpoints and this node's registration.
+    pub cluster: Option<ClusterArgs>,
+}
+
+/// How `oort serve --cluster` joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterArgs {
+    pub endpoints: Vec<String>,
+    pub node_id: String,
+    pub lease_ttl: std::time::Duration,
+    pub capacity: Option<u32>,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What running rules do when a newer version of one of their plugins is
@@ -111,7 +123,25 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         config.plugin_scan_interval,
         shutdown.clone(),
     ));
-    let app = api::router(host.clone(), engine.clone(), config.plugins_dir.clone(), config.api.clone());
+    // The node registers once its REST API is bound: the address it
+    // publishes answers at once.
+    let membership = match &config.cluster {
+        Some(c) => Some(
+            oort_cluster::Membership::join(oort_cluster::ClusterConfig {
+                endpoints: c.endpoints.clone(),
+                node_id: c.node_id.clone(),
+                lease_ttl: c.lease_ttl,
+                api_addr: listener.local_addr()?.to_string(),
+                capacity: c.capacity,
+                labels: c.labels.clone(),
+            })
+            .await
+            .context("cannot join the cluster")?,
+        ),
+        None => None,
+    };
+    let app =
+        api::router(host.clone(), engine.clone(), membership.clone(), config.plugins_dir.clone(), config.api.clone());
     let stop = shutdown.clone();
     let rest_task = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.wait().await }).await
@@ -119,6 +149,9 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
 
     shutdown.wait().await;
     scan_task.abort();
+    if let Some(m) = &membership {
+        m.leave().await;
+    }
     tracing::info!("shutting down: stopping rules and plugin processes");
     engine.shutdown().await;
     host.shutdown().await;

@@ -51,6 +51,13 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// The daemon's cluster (cluster mode only).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Internal: the reaper process `oort serve` starts (kills the plugin
     /// trees of a supervisor that died by SIGKILL).
     #[command(name = "__reaper", hide = true)]
@@ -121,6 +128,39 @@ struct ServeArgs {
     /// rule runs or pins are removed, except the one a rollback goes to.
     #[arg(long)]
     keep_unused_versions: bool,
+    /// Run as a node of a cluster coordinated by etcd: its client URLs,
+    /// comma-separated (`http://127.0.0.1:2379`). Without it the daemon runs
+    /// alone, as it always did.
+    #[arg(long, env = "OORT_CLUSTER", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// This node's id in the cluster, unique among live nodes (letters,
+    /// digits, '_' and '-'). Default: the host name.
+    #[arg(long, env = "OORT_NODE_ID")]
+    node_id: Option<String>,
+    /// The lease the node's registration is bound to, in whole seconds: how
+    /// long after the node stops (a crash, a pause, a cut from etcd) the
+    /// others see it gone.
+    #[arg(long, default_value_t = 5)]
+    lease_ttl_s: u64,
+    /// How many rules this node takes at most.
+    #[arg(long)]
+    capacity: Option<u32>,
+    /// A label rules may ask for, `key=value` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The live nodes, with the seconds left on each one's lease.
+    Status,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("a label is key=value, not {s:?}")),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -295,6 +335,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The machine's host name, the default node id.
+fn host_name() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| anyhow::anyhow!("cannot read the host name for --node-id ({e}); give --node-id"))?;
+    Ok(name.trim().to_string())
+}
+
 /// Prints a command's output; a reader that went away (`| head`) is not an error.
 fn print_out(out: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -327,6 +374,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 plugin_scan_interval: Duration::from_millis(a.plugin_scan_interval_ms.max(100)),
                 upgrade_grace: Duration::from_millis(a.upgrade_grace_ms),
                 keep_unused_versions: a.keep_unused_versions,
+                cluster: match a.cluster.is_empty() {
+                    true => None,
+                    false => Some(daemon::ClusterArgs {
+                        endpoints: a.cluster,
+                        node_id: match a.node_id {
+                            Some(id) => id,
+                            None => host_name()?,
+                        },
+                        lease_ttl: Duration::from_secs(a.lease_ttl_s),
+                        capacity: a.capacity,
+                        labels: a.labels.into_iter().collect(),
+                    }),
+                },
                 timeouts: Timeouts {
                     start: Duration::from_millis(a.start_timeout_ms),
                     call: Duration::from_millis(a.call_timeout_ms),
@@ -384,6 +444,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 RuleCommand::Restart { id } => cli::rule_action(&r, &id, "restart").await?,
                 RuleCommand::Delete { id } => cli::rule_delete(&r, &id).await?,
                 RuleCommand::ResetState { id } => cli::rule_action(&r, &id, "reset-state").await?,
+            };
+            print_out(&out)
+        }
+        Command::Cluster { command, remote } => {
+            let r = remote.into();
+            let out = match command {
+                ClusterCommand::Status => cli::cluster_status(&r).await?,
             };
             print_out(&out)
         }

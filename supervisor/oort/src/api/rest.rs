@@ -83,12 +83,20 @@ pub(super) struct AppState {
     pub(super) host: Arc<Host>,
     pub(super) engine: Arc<Engine>,
     pub(super) plugins_dir: Arc<std::path::Path>,
+    /// This node's cluster membership, in cluster mode.
+    pub(super) cluster: Option<Arc<oort_cluster::Membership>>,
     /// When the daemon started serving, for `GET /`'s uptime.
     pub(super) started: std::time::Instant,
 }
 
 /// The REST routes.
-pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::PathBuf, config: ApiConfig) -> Router {
+pub fn router(
+    host: Arc<Host>,
+    engine: Arc<Engine>,
+    cluster: Option<Arc<oort_cluster::Membership>>,
+    plugins_dir: std::path::PathBuf,
+    config: ApiConfig,
+) -> Router {
     let token = config.bearer_token.map(Arc::<str>::from);
     Router::new()
         .route("/streams", post(create_stream).get(list_streams))
@@ -127,6 +135,7 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
             get(super::ekuiper::describe_portable).delete(super::ekuiper::remove_portable),
         )
         .route("/plugins/udfs/{name}", get(super::ekuiper::describe_udf))
+        .route("/cluster", get(cluster_status))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
             async move { authorize(token.as_deref(), req, next).await }
@@ -137,7 +146,13 @@ pub fn router(host: Arc<Host>, engine: Arc<Engine>, plugins_dir: std::path::Path
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
         .layer(axum::middleware::from_fn(json_errors))
-        .with_state(AppState { host, engine, plugins_dir: plugins_dir.into(), started: std::time::Instant::now() })
+        .with_state(AppState {
+            host,
+            engine,
+            plugins_dir: plugins_dir.into(),
+            cluster,
+            started: std::time::Instant::now(),
+        })
 }
 
 async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
@@ -382,6 +397,37 @@ async fn remove_plugin(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("remove task failed: {e}")))??;
     app.host.rescan().await;
     Ok(format!("Plugin {name} is deleted."))
+}
+
+/// `GET /cluster`: this node and every live node of its cluster, with the
+/// seconds left on each one's lease.
+async fn cluster_status(State(app): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let Some(cluster) = &app.cluster else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this node does not run in a cluster: start it with `oort serve --cluster <etcd endpoints> --node-id <id>`",
+        ));
+    };
+    let nodes = cluster.nodes().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let nodes: Vec<serde_json::Value> = nodes
+        .into_iter()
+        .map(|n| {
+            serde_json::json!({
+                "id": n.record.id,
+                "apiAddr": n.record.api_addr,
+                "capacity": n.record.capacity,
+                "labels": n.record.labels,
+                "registeredMs": n.record.registered_ms,
+                "lease": n.lease,
+                "ttlLeftS": n.ttl_left,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "node": cluster.node_id(),
+        "leaseTtlS": cluster.lease_ttl_secs(),
+        "nodes": nodes,
+    })))
 }
 
 /// `POST /plugins/{kind}/{name}/upgrade`: moves the running rules that use

@@ -1,0 +1,128 @@
+//! Cluster membership on a real etcd (Debian's etcd-server, started by each
+//! test on its own loopback ports and data folder): `oort serve --cluster`
+//! nodes register under leases and any node lists them (`GET /cluster`, `oort
+//! cluster status`); a node killed with SIGKILL drops out within its lease, one
+//! that stops cleanly at once; a node id is held by one live node; the nodes
+//! outlive an etcd restart and the loss of one member of a three-member etcd.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oort_tests::{bin, Daemon, Etcd, PluginsDir};
+
+/// Starts a node of the cluster on `etcd` with a 2 s lease.
+fn node(p: &PluginsDir, etcd: &Etcd, id: &str, extra: &[&str]) -> Daemon {
+    let endpoints = etcd.endpoints();
+    let mut args = vec!["--cluster", &endpoints, "--node-id", id, "--lease-ttl-s", "2"];
+    args.extend_from_slice(extra);
+    Daemon::start(p.path(), &args)
+}
+
+/// The ids of the live nodes as `d` lists them, or the error it answers.
+fn nodes(d: &Daemon) -> Result<Vec<String>, String> {
+    let (status, body) = d.http("GET", "/cluster", None);
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    Ok(json["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_string()).collect())
+}
+
+/// Waits up to `within` for `d` to list exactly `want`; returns how long it took.
+fn wait_nodes(d: &Daemon, want: &[&str], within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = nodes(d);
+        if now.as_deref().is_ok_and(|n| n == want) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "after {within:?} the cluster lists {now:?}, not {want:?}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn nodes_see_each_other_a_killed_one_drops_out_within_its_lease_and_ids_are_unique() {
+    let etcd = Etcd::start();
+    let p = PluginsDir::new();
+    let a = node(&p, &etcd, "a", &["--label", "zone=east", "--capacity", "100"]);
+    let mut b = node(&p, &etcd, "b", &[]);
+    let mut c = node(&p, &etcd, "c", &[]);
+    wait_nodes(&a, &["a", "b", "c"], Duration::from_secs(5));
+    wait_nodes(&c, &["a", "b", "c"], Duration::from_secs(5));
+    let (ok, out, err) = b.cli(&["cluster", "status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("b (this node)") && out.contains("zone=east"), "{out}");
+    assert_eq!(out.lines().count(), 4, "a header and three nodes: {out}");
+    let status = a.get_json("/cluster");
+    assert_eq!(status["node"], "a");
+    assert_eq!(status["nodes"][0]["capacity"], 100);
+    assert_eq!(status["nodes"][0]["apiAddr"], a.addr.as_str());
+    let ttl = status["nodes"][1]["ttlLeftS"].as_i64().unwrap();
+    assert!((0..=2).contains(&ttl), "{status}");
+
+    // A second node under a live node's id is refused at start, with why.
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("oort"))
+        .args(["serve", "--cluster", &etcd.endpoints(), "--node-id", "a", "--rest-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path().join("d"))
+        .arg("--plugins-dir")
+        .arg(p.path())
+        .arg("--runtime-dir")
+        .arg(data.path().join("rt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("node id \"a\" is already registered by a live node"), "{said}");
+
+    // kill -9: the node's lease (2 s) runs out and etcd drops it.
+    c.child.kill().unwrap();
+    c.child.wait().unwrap();
+    let took = wait_nodes(&a, &["a", "b"], Duration::from_secs(6));
+    assert!(took <= Duration::from_secs(4), "the killed node stayed listed {took:?}");
+    // A node that stops cleanly revokes its lease: gone at once.
+    assert!(b.terminate().success());
+    let took = wait_nodes(&a, &["a"], Duration::from_secs(2));
+    assert!(took < Duration::from_secs(1), "the stopped node stayed listed {took:?}");
+
+    // Without --cluster the daemon runs alone and says so.
+    let alone = Daemon::start(p.path(), &[]);
+    let (status, body) = alone.http("GET", "/cluster", None);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("does not run in a cluster"), "{body}");
+}
+
+#[test]
+fn nodes_outlive_an_etcd_restart_and_register_again() {
+    let mut etcd = Etcd::start();
+    let p = PluginsDir::new();
+    let a = node(&p, &etcd, "a", &[]);
+    let b = node(&p, &etcd, "b", &[]);
+    wait_nodes(&a, &["a", "b"], Duration::from_secs(5));
+    etcd.kill();
+    // Longer than the lease: the nodes run on and answer, and say that
+    // etcd cannot be reached.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.http("GET", "/ping", None).0, 200);
+    let (status, body) = b.http("GET", "/cluster", None);
+    assert_eq!(status, 503, "{body}");
+    etcd.restart();
+    wait_nodes(&a, &["a", "b"], Duration::from_secs(10));
+    wait_nodes(&b, &["a", "b"], Duration::from_secs(10));
+}
+
+#[test]
+fn a_three_member_etcd_that_loses_a_member_keeps_the_nodes_registered() {
+    let mut etcd = Etcd::start_cluster(3);
+    let p = PluginsDir::new();
+    let a = node(&p, &etcd, "a", &[]);
+    let b = node(&p, &etcd, "b", &[]);
+    wait_nodes(&a, &["a", "b"], Duration::from_secs(5));
+    etcd.kill_member(0);
+    // Past the lease: renewed through the two members left.
+    std::thread::sleep(Duration::from_secs(3));
+    wait_nodes(&a, &["a", "b"], Duration::from_secs(5));
+    wait_nodes(&b, &["a", "b"], Duration::from_secs(5));
+}
