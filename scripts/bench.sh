@@ -9,7 +9,7 @@
 #   scripts/bench.sh --quick               a reduced run (CI smoke, under a minute)
 #   scripts/bench.sh --only e2e            one scenario: function, latency, e2e,
 #                                          steady, coldstart, memory, recovery,
-#                                          windows, scale, mqtt, upgrade (or a-k)
+#                                          windows, scale, mqtt, upgrade, cluster (or a-l)
 #   scripts/bench.sh --out results.json    where the JSON goes
 set -euo pipefail
 cd "$(dirname "$0")/.."

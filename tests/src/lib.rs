@@ -20,6 +20,12 @@ use oort_host::process::{RuntimeDir, Timeouts};
 use oort_host::state::StateRegistry;
 use oort_host::{DataEncoding, Host, HostConfig};
 
+/// A loopback port nothing listens on right now (the OS picks it), for a
+/// daemon, broker or etcd a test starts.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
 /// The folder holding the workspace's binaries (`oort`, the plugins, the fixture).
 pub fn bin_dir() -> PathBuf {
     // Test executables live in <target>/<profile>/deps/.

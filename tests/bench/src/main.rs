@@ -16,6 +16,7 @@
 //! `report` (tables).
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod function;
 mod goplugin;
 mod ipc;
@@ -41,7 +42,7 @@ pub struct Opts {
     pub quick: bool,
 }
 
-const SCENARIOS: [(&str, char, &str); 11] = [
+const SCENARIOS: [(&str, char, &str); 12] = [
     ("function", 'a', "function throughput"),
     ("latency", 'b', "single-row latency"),
     ("e2e", 'c', "end-to-end rule throughput"),
@@ -53,11 +54,12 @@ const SCENARIOS: [(&str, char, &str); 11] = [
     ("scale", 'i', "cost per rule as rules grow"),
     ("mqtt", 'j', "MQTT through a rule vs the broker alone"),
     ("upgrade", 'k', "plugin upgrade pause"),
+    ("cluster", 'l', "what a cluster asks of etcd"),
 ];
 
 const USAGE: &str = "usage: oort-bench [--quick] [--only <scenario>] [--out <file.json>]
 scenarios: function (a), latency (b), e2e (c), steady (d), coldstart (e), memory (f), recovery (g),
-           windows (h), scale (i), mqtt (j), upgrade (k)";
+           windows (h), scale (i), mqtt (j), upgrade (k), cluster (l)";
 
 /// Generous timeouts: a benchmark on a loaded machine must not fail on a deadline.
 pub fn bench_timeouts() -> Timeouts {
@@ -255,6 +257,7 @@ fn main() -> Result<()> {
             "scale" => scale::scale(&opts),
             "mqtt" => mqtt::mqtt(&opts),
             "upgrade" => rules::upgrade_pause(&opts),
+            "cluster" => cluster::cluster(&opts),
             other => bail!("no scenario {other}"),
         };
         let mut result = result.with_context(|| format!("scenario {name}"))?;
