@@ -151,7 +151,7 @@ impl Engine {
             }
         }
         for (key, _) in store.list(Namespace::HeldVersions)? {
-            match held_key(&key) {
+            match parse_held_key(&key) {
                 Some((kind, name, version)) => host.hold(kind, &name, &version),
                 None => tracing::warn!(key, "a stored rollback names no plugin version; ignored"),
             }
@@ -833,7 +833,7 @@ async fn parse_rule(body: &[u8]) -> Result<(RuleDef, RulePlan), EngineError> {
 }
 
 /// The plugin version of a stored rollback's key, `<kind dir>/<name>@<version>`.
-fn held_key(key: &str) -> Option<(PluginKind, String, String)> {
+fn parse_held_key(key: &str) -> Option<(PluginKind, String, String)> {
     let (dir, rest) = key.split_once('/')?;
     let (name, version) = rest.split_once('@')?;
     Some((PluginKind::from_dir_name(dir)?, name.to_string(), version.to_string()))

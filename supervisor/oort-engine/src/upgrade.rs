@@ -207,14 +207,10 @@ impl Engine {
             let Some(status) = self.rules.lock().await.get(id).map(|e| e.status.clone()) else {
                 return Ok(());
             };
-            if let RunState::Failed(reason) = status.state() {
+            if let Some(reason) = run_failure(&status) {
                 return Err(reason);
             }
-            let (opened, failed, why) = status.runs();
-            if failed > 0 {
-                return Err(why.unwrap_or_default());
-            }
-            if opened > 0 {
+            if status.runs().0 > 0 {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -251,12 +247,7 @@ impl Engine {
             }
             for (id, version) in &moved {
                 let Some(status) = self.rules.lock().await.get(id).map(|e| e.status.clone()) else { continue };
-                let failure = match (status.state(), status.runs()) {
-                    (RunState::Failed(reason), _) => Some(reason),
-                    (_, (_, failed, why)) if failed > 0 => why,
-                    _ => None,
-                };
-                if let Some(reason) = failure {
+                if let Some(reason) = run_failure(&status) {
                     let why =
                         format!("rule {id} failed on it within {:?} of the upgrade: {reason}", self.upgrade_grace);
                     self.roll_back_automatically(kind, name, version, &why, &rules_on(&moved, version)).await;
@@ -404,6 +395,16 @@ mod kind_dir {
         let dir = String::deserialize(d)?;
         PluginKind::from_dir_name(&dir).ok_or_else(|| serde::de::Error::custom(format!("no plugin kind {dir:?}")))
     }
+}
+
+/// Why the rule's current run (or a restart of it) failed, if one did: it
+/// stopped in `error`, or a run ended in a failure and the rule restarts.
+fn run_failure(status: &crate::RuleStatus) -> Option<String> {
+    if let RunState::Failed(reason) = status.state() {
+        return Some(reason);
+    }
+    let (_, failed, why) = status.runs();
+    (failed > 0).then(|| why.unwrap_or_default())
 }
 
 /// The rules of `moved` that went to `version`.

@@ -55,7 +55,7 @@ pub(super) fn set_state(open: &mut OpenSpec, state: Vec<pb::StateEntry>, version
 /// The state an instance opens with on `live`: the supervisor's copy, first
 /// migrated by the plugin (`MigrateState`) when it was written under another
 /// state version than the process declares. The second half is true for a
-/// migration, which [`commit_state`] records once the open succeeded: an
+/// migration, which [`open_with_state`] records once the open succeeded: an
 /// open that fails leaves the supervisor's copy as it was.
 pub(super) async fn state_for(
     live: &Live,
@@ -95,19 +95,29 @@ pub(super) async fn state_for(
     }
 }
 
-/// Records, after an instance opened on a process of state version
-/// `version`, that its state is in that version, migrated or not.
-pub(super) fn commit_state(
+/// Opens an instance on `live` with the supervisor's copy of its state,
+/// migrated first when the process declares another state version; the
+/// supervisor's copy takes the migrated state and the process's state version
+/// only once the open succeeded.
+pub(super) async fn open_with_state(
+    live: &Live,
     state: &StateRegistry,
-    instance: &str,
-    entries: Vec<pb::StateEntry>,
-    migrated: bool,
-    version: u32,
-) {
-    match migrated {
-        true => state.replace_migrated(instance, entries, version),
-        false => state.set_state_version(instance, version),
+    mut open: OpenSpec,
+    timeouts: Timeouts,
+    plugin: &str,
+) -> Result<Declared, HostError> {
+    let (entries, migrated) = state_for(live, state, &open, timeouts, plugin).await?;
+    // Only a migration needs the entries again, to commit them.
+    let to_commit = migrated.then(|| entries.clone());
+    let version = live.describe.state_version;
+    set_state(&mut open, entries, version);
+    let declared = open_on(live, &open, timeouts, plugin).await?;
+    let id = &instance_spec(&open).instance_id;
+    match to_commit {
+        Some(entries) => state.replace_migrated(id, entries, version),
+        None => state.set_state_version(id, version),
     }
+    Ok(declared)
 }
 
 /// Runs one unary call with the call deadline, mapping every failure to a
@@ -237,16 +247,11 @@ impl Hooks for EntryHooks {
     async fn started(&self, live: &Live) -> Result<(), String> {
         let opens: Vec<OpenSpec> = lock(&self.instances).values().cloned().collect();
         let plugin = &live.describe.name;
-        for mut open in opens {
-            let id = instance_spec(&open).instance_id.clone();
+        for open in opens {
             // A restarted process resumes from the supervisor's copy of the
             // state; what the dead process wrote for unanswered batches is void.
-            self.state.discard_staged(&id, None);
-            let (entries, migrated) =
-                state_for(live, &self.state, &open, self.timeouts, plugin).await.map_err(|e| e.to_string())?;
-            set_state(&mut open, entries.clone(), live.describe.state_version);
-            open_on(live, &open, self.timeouts, plugin).await.map_err(|e| e.to_string())?;
-            commit_state(&self.state, &id, entries, migrated, live.describe.state_version);
+            self.state.discard_staged(&instance_spec(&open).instance_id, None);
+            open_with_state(live, &self.state, open, self.timeouts, plugin).await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }

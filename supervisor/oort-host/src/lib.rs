@@ -196,6 +196,12 @@ fn no_pinned_version(catalog: &Catalog, kind: PluginKind, name: &str, wanted: &s
     }
 }
 
+/// A plugin version's key in the host's sets: kind, folded name, version
+/// as reported.
+fn version_key(kind: PluginKind, name: &str, version: &str) -> VersionKey {
+    (kind, oort_core::names::fold(name), version.to_string())
+}
+
 fn part_key(kind: PluginKind, name: &str) -> String {
     format!("{}/{}", kind.dir_name(), oort_core::names::fold(name))
 }
@@ -225,7 +231,7 @@ pub struct Host {
     rule_limits: Mutex<HashMap<String, HashMap<String, Limits>>>,
     /// Versions rolled back: kept on disk, but no rule starts on them
     /// (kind, folded name, version as reported).
-    held: Mutex<std::collections::BTreeSet<(PluginKind, String, String)>>,
+    held: Mutex<std::collections::BTreeSet<VersionKey>>,
     /// Per rule, the plugin versions that refused its state: it never
     /// starts on them (kind, folded name, version).
     refused: Mutex<HashMap<String, std::collections::BTreeSet<VersionKey>>>,
@@ -270,8 +276,7 @@ impl Host {
     /// How many times processes of a plugin version ended unexpectedly since
     /// the daemon started.
     pub fn crashes(&self, kind: PluginKind, name: &str, version: &str) -> u64 {
-        let key = (kind, oort_core::names::fold(name), version.to_string());
-        lock(&self.crashes).get(&key).copied().unwrap_or(0)
+        lock(&self.crashes).get(&version_key(kind, name, version)).copied().unwrap_or(0)
     }
 
     /// Checks that the version `rule` would run now for plugin `name` can
@@ -320,7 +325,7 @@ impl Host {
         }
         .await;
         self.give_up(&entry).await;
-        result.map(|()| file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
+        result.map(|()| file.version_label())
     }
 
     /// Sets a rule's per-plugin limit overrides (its `pluginLimits` option),
@@ -351,8 +356,7 @@ impl Host {
     /// Keeps `rule` off a plugin version that refused its state: the rule
     /// starts on the newest other version its pin accepts.
     pub fn refuse_for_rule(&self, rule: &str, kind: PluginKind, name: &str, version: &str) {
-        let key = (kind, oort_core::names::fold(name), version.to_string());
-        lock(&self.refused).entry(rule.to_string()).or_default().insert(key);
+        lock(&self.refused).entry(rule.to_string()).or_default().insert(version_key(kind, name, version));
     }
 
     /// Lets a rule start on every version again (its state was reset).
@@ -364,23 +368,22 @@ impl Host {
     /// a file without one), or why none can run.
     pub fn resolve_pin(&self, kind: PluginKind, name: &str, wanted: &semver::VersionReq) -> Result<String, HostError> {
         let file = self.plugin_file_pinned(kind, name, Some(wanted), &|_| true)?;
-        Ok(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
+        Ok(file.version_label())
     }
 
     /// Holds back a version of a plugin (a rollback): no instance opens on
     /// it from now on; the previous version is the newest one.
     pub fn hold(&self, kind: PluginKind, name: &str, version: &str) {
-        lock(&self.held).insert((kind, oort_core::names::fold(name), version.to_string()));
+        lock(&self.held).insert(version_key(kind, name, version));
     }
 
     /// Lets a held version run again (its file was removed, say).
     pub fn unhold(&self, kind: PluginKind, name: &str, version: &str) {
-        lock(&self.held).remove(&(kind, oort_core::names::fold(name), version.to_string()));
+        lock(&self.held).remove(&version_key(kind, name, version));
     }
 
     fn is_held(&self, kind: PluginKind, file: &PluginFile) -> bool {
-        let version = file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default();
-        lock(&self.held).contains(&(kind, oort_core::names::fold(&file.name), version))
+        lock(&self.held).contains(&version_key(kind, &file.name, &file.version_label()))
     }
 
     /// The installed versions of a plugin that may run, newest first.
@@ -392,14 +395,14 @@ impl Host {
     /// held back.
     pub fn current_version(&self, kind: PluginKind, name: &str) -> Option<String> {
         let file = self.runnable(kind, name).into_iter().next()?;
-        Some(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
+        Some(file.version_label())
     }
 
     /// The version `rule` would start with now for a plugin (empty for a
     /// file without one).
     pub fn version_for(&self, rule: &str, kind: PluginKind, name: &str) -> Option<String> {
         let file = self.plugin_file_for(kind, name, rule).ok()?;
-        Some(file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default())
+        Some(file.version_label())
     }
 
     /// The file `rule` runs for a plugin: the newest, or the newest its pin
@@ -407,11 +410,7 @@ impl Host {
     fn plugin_file_for(&self, kind: PluginKind, name: &str, rule: &str) -> Result<PluginFile, HostError> {
         let pin = lock(&self.rule_pins).get(rule).and_then(|pins| pins.get(&oort_core::names::fold(name)).cloned());
         let refused = lock(&self.refused).get(rule).cloned().unwrap_or_default();
-        let folded = oort_core::names::fold(name);
-        let accepted = |f: &PluginFile| {
-            let version = f.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default();
-            !refused.contains(&(kind, folded.clone(), version))
-        };
+        let accepted = |f: &PluginFile| !refused.contains(&version_key(kind, name, &f.version_label()));
         match self.plugin_file_pinned(kind, name, pin.as_ref(), &accepted) {
             // Every version it may run refused its state: the newest is where
             // it fails with that reason, rather than "no such plugin".
@@ -711,7 +710,7 @@ impl Host {
                 rules.sort();
                 rules.dedup();
                 views::VersionInfo {
-                    version: v.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
+                    version: v.version_label(),
                     file: v.path.clone(),
                     newest: current.as_ref() == Some(&v.path),
                     held: self.is_held(kind, v),
@@ -727,7 +726,7 @@ impl Host {
         }
         Some(PluginInfo {
             name: file.name.clone(),
-            version: file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
+            version: file.version_label(),
             kind,
             functions,
             mode,
@@ -815,11 +814,7 @@ impl Host {
             instances: instances.clone(),
             timeouts: self.config.timeouts,
             crashes: self.crashes.clone(),
-            version: (
-                kind,
-                oort_core::names::fold(&file.name),
-                file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
-            ),
+            version: version_key(kind, &file.name, &file.version_label()),
         });
         let spec = LaunchSpec {
             // A portable Python package's program is a script its interpreter runs, in the package folder.
@@ -828,7 +823,7 @@ impl Host {
             // Absolute: a relative path would be looked up from the package folder it runs in.
             path: std::path::absolute(&file.path).unwrap_or_else(|_| file.path.clone()),
             name: file.name.clone(),
-            version: file.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default(),
+            version: file.version_label(),
             kind: match kind {
                 PluginKind::Source => pb::Kind::Source,
                 PluginKind::Sink => pb::Kind::Sink,
@@ -896,13 +891,7 @@ impl Host {
         entry.acquiring.fetch_sub(1, Ordering::SeqCst);
         let result = async {
             let live = entry.process.live().await?;
-            let plugin = &entry.process.spec().name;
-            let (entries, migrated) = state_for(&live, &self.state, &open, self.config.timeouts, plugin).await?;
-            let mut open = open;
-            set_state(&mut open, entries.clone(), live.describe.state_version);
-            let declared = open_on(&live, &open, self.config.timeouts, plugin).await?;
-            commit_state(&self.state, &id, entries, migrated, live.describe.state_version);
-            Ok(declared)
+            open_with_state(&live, &self.state, open, self.config.timeouts, &entry.process.spec().name).await
         }
         .await;
         match result {

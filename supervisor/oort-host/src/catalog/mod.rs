@@ -78,6 +78,12 @@ impl PluginFile {
     pub fn accepted_by(&self, wanted: &semver::VersionReq) -> bool {
         self.version.as_ref().and_then(Version::semver).is_some_and(|v| wanted.matches(&v))
     }
+
+    /// The version as reported (leading `v` dropped); empty for a file
+    /// without one.
+    pub fn version_label(&self) -> String {
+        self.version.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default()
+    }
 }
 
 /// A problem found in the plugins folder, or a function name claimed twice.
