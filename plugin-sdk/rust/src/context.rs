@@ -132,6 +132,7 @@ pub struct Context {
     logger: Logger,
     state: Mutex<StateStore>,
     checkpointing: bool,
+    fencing_token: u64,
     checkpoint_wanted: AtomicBool,
     /// A connection state set since the last batch, not yet sent.
     connection: Mutex<Option<pb::Connection>>,
@@ -168,6 +169,7 @@ impl Context {
             logger,
             state: Mutex::new(store),
             checkpointing: spec.checkpointing,
+            fencing_token: spec.fencing_token,
             checkpoint_wanted: AtomicBool::new(false),
             connection: Mutex::new(None),
             callers_waiting: AtomicUsize::new(0),
@@ -196,6 +198,16 @@ impl Context {
     /// its upstream's acknowledgements until one covers them.
     pub fn checkpointing(&self) -> bool {
         self.checkpointing
+    }
+
+    /// In cluster mode, the fencing token of the node that runs the rule
+    /// (0 outside a cluster). A node that takes a rule over has a higher
+    /// token than every node that ran it before, so a sink writing where
+    /// another node can also write keeps the highest token it has seen
+    /// beside its output and refuses a write or commit carrying a lower one:
+    /// a node that lost the rule then cannot change the new owner's output.
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
     }
 
     /// Asks the supervisor for a checkpoint soon rather than at the rule's

@@ -21,6 +21,17 @@
 //! crash, removes the output written after the restored checkpoint, so the
 //! final file equals the one a failure-free run writes, byte for byte.
 //!
+//! Fencing (cluster mode, where another node may take the rule over and write
+//! the same file): when the instance carries a fencing token
+//! (`Context::fencing_token`, above 0), the sink keeps `<path>.fence` beside
+//! the file, holding the highest token that opened it. Open refuses a token
+//! lower than the one there and writes its own; every write, pre-commit and
+//! commit then re-reads it under an exclusive `flock` and is refused once a
+//! higher token arrived. A node that lost the rule (paused past its lease,
+//! say) thus cannot append to, or truncate, the output of the node that took
+//! it over; what it wrote before the new owner opened the file lies past the
+//! restored checkpoint, and the new owner's recover-and-commit removes it.
+//!
 //! # Source
 //!
 //! Reads the JSON-lines file named by the stream's `DATASOURCE` and then follows
@@ -64,11 +75,83 @@ struct FileSink {
     path: String,
     fsync: bool,
     buf: Vec<u8>,
+    fence: Option<Fence>,
+}
+
+/// `<path>.fence`: the highest fencing token that opened the file (see the
+/// module comment).
+struct Fence {
+    file: File,
+    path: String,
+    token: u64,
+}
+
+impl Fence {
+    /// Takes the fence for `token`, refusing when a higher token holds it.
+    fn take(path: &str, token: u64) -> Result<Fence, BoxError> {
+        let path = format!("{path}.fence");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("open {path}: {e}"))?;
+        let fence = Fence { file, path, token };
+        fence.holding(|file| {
+            let mut f = file;
+            f.set_len(0)?;
+            f.seek(SeekFrom::Start(0))?;
+            f.write_all(token.to_string().as_bytes())?;
+            f.sync_data()?;
+            Ok(())
+        })?;
+        Ok(fence)
+    }
+
+    /// Runs `f` under the fence's lock, if no higher token took it.
+    fn holding<T>(&self, f: impl FnOnce(&File) -> Result<T, BoxError>) -> Result<T, BoxError> {
+        self.file.lock().map_err(|e| format!("lock {}: {e}", self.path))?;
+        let result = self.highest().and_then(|highest| {
+            if highest > self.token {
+                return Err(format!(
+                    "fenced: a node with fencing token {highest} has taken this rule's output over \
+                     ({}); this node's token is {}, so it no longer writes here",
+                    self.path, self.token
+                )
+                .into());
+            }
+            f(&self.file)
+        });
+        let _ = self.file.unlock();
+        result
+    }
+
+    fn highest(&self) -> Result<u64, BoxError> {
+        let mut text = String::new();
+        (&self.file).seek(SeekFrom::Start(0))?;
+        (&self.file).read_to_string(&mut text)?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(0);
+        }
+        Ok(text.parse().map_err(|_| format!("{} holds {text:?}, not a fencing token", self.path))?)
+    }
 }
 
 impl FileSink {
-    fn file(&mut self) -> Result<&mut File, BoxError> {
-        self.out.as_mut().ok_or_else(|| "the file sink is not open".into())
+    /// Runs `f` under the fence when the rule is fenced, else just runs it.
+    fn fenced<T>(&self, f: impl FnOnce() -> Result<T, BoxError>) -> Result<T, BoxError> {
+        match &self.fence {
+            Some(fence) => fence.holding(|_| f()),
+            None => f(),
+        }
+    }
+}
+
+impl FileSink {
+    fn out(&self) -> Result<&File, BoxError> {
+        self.out.as_ref().ok_or_else(|| "the file sink is not open".into())
     }
 }
 
@@ -78,6 +161,11 @@ impl Sink for FileSink {
         self.fsync = match props.get("fsync") {
             None => false,
             Some(v) => v.as_bool().ok_or("property fsync must be a bool")?,
+        };
+        // The fence first: a node that lost the rule must not even repair the tail.
+        self.fence = match ctx.fencing_token() {
+            0 => None,
+            token => Some(Fence::take(path, token)?),
         };
         let mut file = OpenOptions::new()
             .create(true)
@@ -108,13 +196,17 @@ impl Sink for FileSink {
             buf.push(b'\n');
         }
         let fsync = self.fsync;
-        let file = self.file()?;
-        file.write_all(&buf)?;
-        if fsync {
-            file.sync_data()?;
-        }
+        let file = self.out()?;
+        let written = self.fenced(|| {
+            let mut f = file;
+            f.write_all(&buf)?;
+            if fsync {
+                f.sync_data()?;
+            }
+            Ok(())
+        });
         self.buf = buf;
-        Ok(())
+        written
     }
 
     fn transactional(&self) -> bool {
@@ -124,9 +216,11 @@ impl Sink for FileSink {
     /// Everything written so far becomes durable; the handle is the file's
     /// length, which is what a commit restores.
     fn pre_commit(&mut self, _ctx: &Context, _checkpoint_id: u64) -> Result<Value, BoxError> {
-        let file = self.file()?;
-        file.sync_data()?;
-        Ok(Value::Int(file.metadata()?.len() as i64))
+        let file = self.out()?;
+        self.fenced(|| {
+            file.sync_data()?;
+            Ok(Value::Int(file.metadata()?.len() as i64))
+        })
     }
 
     /// Makes the file exactly as long as it was at the checkpoint's
@@ -138,20 +232,22 @@ impl Sink for FileSink {
             .as_i64()
             .filter(|l| *l >= 0)
             .ok_or_else(|| format!("checkpoint {checkpoint_id}: bad handle {handle:?}"))? as u64;
-        let path = self.path.clone();
-        let file = self.file()?;
-        let now = file.metadata()?.len();
-        if now < len {
-            return Err(format!(
-                "{path} is {now} bytes but checkpoint {checkpoint_id} made {len} bytes durable: the file was changed behind the sink's back"
-            )
-            .into());
-        }
-        if now > len {
-            file.set_len(len)?;
-            file.sync_data()?;
-        }
-        Ok(())
+        let path = &self.path;
+        let file = self.out()?;
+        self.fenced(|| {
+            let now = file.metadata()?.len();
+            if now < len {
+                return Err(format!(
+                    "{path} is {now} bytes but checkpoint {checkpoint_id} made {len} bytes durable: the file was changed behind the sink's back"
+                )
+                .into());
+            }
+            if now > len {
+                file.set_len(len)?;
+                file.sync_data()?;
+            }
+            Ok(())
+        })
     }
 
     fn close(&mut self, _ctx: &Context) -> Result<(), BoxError> {

@@ -17,8 +17,10 @@
 //! Architecture invariant: the only crate that talks to etcd.
 #![forbid(unsafe_code)]
 
+mod coordination;
 mod placement;
 
+pub use coordination::{ClusterView, Expect, Owner, Pointer, PointerMove, RuleRecord};
 pub use placement::{place, RuleDemand};
 
 use std::collections::BTreeMap;
@@ -210,6 +212,12 @@ impl Membership {
             Ok(Err(e)) => tracing::warn!(node = %self.record.id, "could not revoke the lease on leaving: {e}"),
             Err(_) => tracing::warn!(node = %self.record.id, "etcd did not answer the lease revoke in time"),
         }
+    }
+
+    /// The lease this node's registration and rule ownership are bound to
+    /// now.
+    pub fn lease(&self) -> i64 {
+        *lock(&self.lease)
     }
 
     /// The lease TTL in seconds.

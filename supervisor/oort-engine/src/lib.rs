@@ -27,6 +27,7 @@ mod memory;
 pub mod metrics;
 mod payload;
 mod pipeline;
+mod publish;
 mod ruleset;
 mod shared;
 mod status;
@@ -49,6 +50,7 @@ use oort_store::{Namespace, Store};
 use pipeline::stopped;
 pub use ruleset::{ImportReport, Ruleset, Topology};
 pub use status::{EventTimeReport, PluginProcess, RuleReport, RuleStatus, RunState};
+pub use publish::{CheckpointPublisher, PublishError};
 pub use upgrade::UpgradeOutcome;
 
 /// How a rule is persisted: its definition and whether it should run.
@@ -99,6 +101,8 @@ pub struct Engine {
     /// Whether an upgrade that ran through its grace period removes the old
     /// versions no rule runs or pins (all but the one a rollback goes to).
     remove_unused_versions: bool,
+    /// In cluster mode, where every completed checkpoint is published.
+    publisher: Option<Arc<dyn CheckpointPublisher>>,
 }
 
 impl Engine {
@@ -166,6 +170,7 @@ impl Engine {
             memory: Arc::default(),
             upgrade_grace: upgrade::DEFAULT_GRACE,
             remove_unused_versions: true,
+            publisher: None,
         })
     }
 
@@ -181,6 +186,37 @@ impl Engine {
     pub fn keeping_unused_versions(mut self) -> Engine {
         self.remove_unused_versions = false;
         self
+    }
+
+    /// Publishes every completed checkpoint through `publisher` before the
+    /// sinks commit it (cluster mode).
+    pub fn publishing_checkpoints(mut self, publisher: Arc<dyn CheckpointPublisher>) -> Engine {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// Replaces a rule's local checkpoints with `checkpoint` (`(id, bytes)`,
+    /// checked to decode as that rule's checkpoint `id`), or removes them:
+    /// in cluster mode, before a node starts a rule it took over, the
+    /// checkpoint the cluster published is the one to restore, whatever this
+    /// node kept from an earlier time it ran the rule.
+    pub fn install_checkpoint(&self, rule: &str, checkpoint: Option<(u64, &[u8])>) -> Result<(), EngineError> {
+        self.store.delete_checkpoints(rule)?;
+        if let Some((id, bytes)) = checkpoint {
+            oort_store::checkpoint::decode(rule, id, bytes)
+                .map_err(|reason| EngineError::Corrupt { what: format!("checkpoint {id} of rule {rule}"), reason })?;
+            self.store.write_checkpoint(rule, id, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a rule as [`Engine::create_rule`] would, without creating it:
+    /// returns its id. (A cluster node checks a rule before it stores the
+    /// definition in etcd, for the owner to create.)
+    pub async fn check_rule(&self, body: &[u8]) -> Result<String, EngineError> {
+        let (def, plan) = parse_rule(body).await?;
+        self.validate(plan).await?;
+        Ok(def.id)
     }
 
     /// Starts every rule that was running when the daemon last stopped.
@@ -678,6 +714,7 @@ impl Engine {
             stop: stop_rx,
             shared: self.shared.clone(),
             memory: self.memory.clone(),
+            publisher: self.publisher.clone(),
         };
         let rule = id.to_string();
         let task = tokio::spawn(async move {

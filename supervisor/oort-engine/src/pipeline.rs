@@ -19,6 +19,8 @@ use crate::status::{Instance, RuleStatus};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use oort_store::checkpoint::{self, Snapshot};
 
+use crate::publish::{CheckpointPublisher, PublishError};
+
 use oort_host::{FunctionInstance, Host, HostError, SinkInstance, SourceBatch, SourceInstance};
 
 use crate::shared::{SharedSource, SharedSources, StreamSource};
@@ -48,6 +50,8 @@ pub(super) struct RunContext {
     pub shared: Arc<SharedSources>,
     /// The built-in memory topics.
     pub memory: Arc<MemoryTopics>,
+    /// In cluster mode, where checkpoints go for other nodes.
+    pub publisher: Option<Arc<dyn CheckpointPublisher>>,
 }
 
 /// Why a pipeline ended on its own.
@@ -769,13 +773,29 @@ impl Checkpointer<'_> {
             self.abort(id, &snapshot.sink_handles).await;
             return Err(Failure::fatal(format!("rule {rule}: checkpoint {id}: {e}")));
         }
+        let size = bytes.len();
+        if let Some(publisher) = &self.ctx.publisher {
+            match publisher.publish(rule, id, bytes).await {
+                Ok(()) => {}
+                Err(e @ PublishError::Fenced(_)) => {
+                    // Another node restores from its own checkpoints now:
+                    // nothing of this one may become visible.
+                    self.abort(id, &snapshot.sink_handles).await;
+                    return Err(Failure::fatal(format!("rule {rule}: checkpoint {id} not committed: {e}")));
+                }
+                Err(e @ PublishError::Unavailable(_)) => {
+                    tracing::warn!(rule, "checkpoint {id}: {e}");
+                    self.ctx.status.source.exception(format!("checkpoint {id}: {e}"));
+                }
+            }
+        }
         for (operator, sink) in self.sinks.iter().filter_map(|(o, s)| Some((o, s.as_ref()?))) {
             let handle = snapshot.sink_handles.get(operator).cloned().unwrap_or_default();
             sink.commit(id, handle)
                 .await
                 .map_err(|e| sink_failure(format!("{operator}: commit of checkpoint {id}: {e}")))?;
         }
-        self.ctx.status.checkpointed(id, started.elapsed(), bytes.len());
+        self.ctx.status.checkpointed(id, started.elapsed(), size);
         // Now the source may let go of what the checkpoint covers (a broker's
         // messages are acknowledged). A failure here loses nothing: the
         // upstream keeps the records, and the next checkpoint covers them.

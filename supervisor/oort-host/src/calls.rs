@@ -25,15 +25,23 @@ pub(super) fn exported_function(entry: &Entry, function: &str) -> Result<(String
         .ok_or_else(|| HostError::UnknownFunction(function.to_string()))
 }
 
-pub(super) fn new_spec(rule: &str, operator: &str, symbol: &str, checkpointing: bool) -> pb::InstanceSpec {
+/// What every instance opened for a rule is told about the rule's run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct RuleRun {
+    pub(super) checkpointing: bool,
+    pub(super) fencing_token: u64,
+}
+
+pub(super) fn new_spec(rule: &str, operator: &str, symbol: &str, run: RuleRun) -> pb::InstanceSpec {
     pb::InstanceSpec {
         instance_id: format!("{rule}/{operator}"),
         symbol: symbol.to_string(),
         rule_id: rule.to_string(),
         operator_id: operator.to_string(),
         state: Vec::new(),
-        checkpointing,
+        checkpointing: run.checkpointing,
         state_version: 0,
+        fencing_token: run.fencing_token,
     }
 }
 

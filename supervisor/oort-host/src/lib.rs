@@ -240,6 +240,8 @@ pub struct Host {
     rule_pins: Mutex<HashMap<String, HashMap<String, semver::VersionReq>>>,
     /// The rules that checkpoint (`set_rule_checkpointing`).
     checkpointing_rules: Mutex<std::collections::HashSet<String>>,
+    /// The fencing tokens of the rules this node owns in a cluster.
+    fencing_tokens: Mutex<HashMap<String, u64>>,
     /// Trial opens that succeeded, by plugin binary (its SHA-256), kind,
     /// datasource and properties: a thousand rules on one stream are
     /// validated once, not a thousand times.
@@ -268,6 +270,7 @@ impl Host {
             held: Mutex::default(),
             refused: Mutex::default(),
             checkpointing_rules: Mutex::default(),
+            fencing_tokens: Mutex::default(),
             opened_fine: Mutex::default(),
             crashes: Arc::default(),
         }
@@ -350,6 +353,7 @@ impl Host {
         lock(&self.rule_limits).remove(rule);
         lock(&self.rule_pins).remove(rule);
         lock(&self.checkpointing_rules).remove(rule);
+        lock(&self.fencing_tokens).remove(rule);
         lock(&self.refused).remove(rule);
     }
 
@@ -485,6 +489,24 @@ impl Host {
 
     fn checkpointing(&self, rule: &str) -> bool {
         lock(&self.checkpointing_rules).contains(rule)
+    }
+
+    /// Records the fencing token of a rule this node owns in a cluster
+    /// (`InstanceSpec.fencing_token`): every instance opened for it from now
+    /// on carries it. `0` clears it.
+    pub fn set_rule_fencing_token(&self, rule: &str, token: u64) {
+        let mut tokens = lock(&self.fencing_tokens);
+        match token {
+            0 => tokens.remove(rule),
+            t => tokens.insert(rule.to_string(), t),
+        };
+    }
+
+    fn rule_run(&self, rule: &str) -> calls::RuleRun {
+        calls::RuleRun {
+            checkpointing: self.checkpointing(rule),
+            fencing_token: lock(&self.fencing_tokens).get(rule).copied().unwrap_or(0),
+        }
     }
 
     /// The limits a process of `file` started for `rule` runs with.
@@ -954,7 +976,7 @@ impl Host {
         static VALIDATIONS: AtomicU64 = AtomicU64::new(0);
         let rule = format!("__validate-{}", VALIDATIONS.fetch_add(1, Ordering::Relaxed));
         let entry = self.acquire(file, kind, &rule, RestartStrategy { attempts: 0, ..Default::default() }).await?;
-        let result = match self.open(entry, open(new_spec(&rule, "validate", &file.name, false))).await {
+        let result = match self.open(entry, open(new_spec(&rule, "validate", &file.name, RuleRun::default()))).await {
             Ok((id, entry, _)) => {
                 self.close(&id, &entry).await;
                 let mut fine = lock(&self.opened_fine);
@@ -1027,7 +1049,7 @@ impl Host {
                 return Err(e);
             }
         };
-        let spec = new_spec(rule, operator, &symbol, self.checkpointing(rule));
+        let spec = new_spec(rule, operator, &symbol, self.rule_run(rule));
         let (id, entry, _) = self.open(entry, OpenSpec::Function { spec }).await?;
         let plugin = file.name;
         Ok(FunctionInstance {
@@ -1061,7 +1083,7 @@ impl Host {
     ) -> Result<SourceInstance, HostError> {
         let file = self.plugin_file_for(PluginKind::Source, plugin, rule)?;
         let entry = self.acquire(&file, PluginKind::Source, rule, strategy).await?;
-        let spec = new_spec(rule, "source", &file.name, self.checkpointing(rule));
+        let spec = new_spec(rule, "source", &file.name, self.rule_run(rule));
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let (id, entry, rewindable) =
             self.open(entry, OpenSpec::Source { spec, datasource: datasource.into(), props }).await?;
@@ -1091,7 +1113,7 @@ impl Host {
     ) -> Result<SinkInstance, HostError> {
         let file = self.plugin_file_for(PluginKind::Sink, plugin, rule)?;
         let entry = self.acquire(&file, PluginKind::Sink, rule, strategy).await?;
-        let spec = new_spec(rule, operator, &file.name, self.checkpointing(rule));
+        let spec = new_spec(rule, operator, &file.name, self.rule_run(rule));
         let props = props.into_iter().map(|(k, v)| (k, v.into())).collect();
         let (id, entry, declared) = self.open(entry, OpenSpec::Sink { spec, props }).await?;
         let plugin = file.name;

@@ -2,13 +2,20 @@
 //! checkpoints, and the private format those checkpoints are stored in
 //! ([`checkpoint`], protobuf `oort.store.v1` in this crate's `proto/`).
 //!
-//! Architecture invariant: this is the only crate that depends on `rocksdb`.
+//! In cluster mode, [`CheckpointStore`] keeps a copy of every checkpoint
+//! where other nodes can restore it (a shared folder or S3).
+//!
+//! Architecture invariant: this is the only crate that depends on `rocksdb`
+//! or `object_store`.
 //! Everything else sees a small typed key-value API whose keys carry a layout
 //! version (`v1/…`), so a later layout can live beside this one.
 
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+mod remote;
+
+pub use remote::CheckpointStore;
 
 /// The generated `oort.store.v1` messages: a storage format, not part of the
 /// plugin contract.
@@ -54,6 +61,8 @@ pub enum StoreError {
     Open { path: PathBuf, reason: String },
     #[error("RocksDB {op} of key {key:?} failed: {reason}")]
     Io { op: &'static str, key: String, reason: String },
+    #[error("checkpoint store: {op} of {key:?} failed: {reason}")]
+    Remote { op: &'static str, key: String, reason: String },
     #[error("cannot make the data folder {path} private (mode 700): {source}")]
     Private { path: PathBuf, source: std::io::Error },
 }

@@ -323,7 +323,7 @@ pub async fn cluster_status(remote: &Remote) -> anyhow::Result<String> {
     let json = remote.get("/cluster").await?;
     remote.show(&json, |j| {
         let me = j.get("node").map(text).unwrap_or_default();
-        let mut out = format!("{:<20} {:<24} {:>9}  LABELS\n", "NODE", "ADDRESS", "LEASE TTL");
+        let mut out = format!("{:<20} {:<24} {:>9} {:>6}  LABELS\n", "NODE", "ADDRESS", "LEASE TTL", "RULES");
         for n in j.get("nodes").and_then(|n| n.as_array()).cloned().unwrap_or_default() {
             let id = n.get("id").map(text).unwrap_or_default();
             let ttl = n.get("ttlLeftS").and_then(|t| t.as_i64()).map_or("-".to_string(), |t| format!("{t} s"));
@@ -335,12 +335,15 @@ pub async fn cluster_status(remote: &Remote) -> anyhow::Result<String> {
             let marker = if id == me { " (this node)" } else { "" };
             writeln!(
                 out,
-                "{:<20} {:<24} {:>9}  {labels}",
+                "{:<20} {:<24} {:>9} {:>6}  {labels}",
                 format!("{id}{marker}"),
                 n.get("apiAddr").map(text).unwrap_or_default(),
-                ttl
+                ttl,
+                n.get("rules").and_then(|r| r.as_u64()).unwrap_or(0),
             )?;
         }
+        let count = |k: &str| j.get(k).and_then(|r| r.as_u64()).unwrap_or(0);
+        writeln!(out, "{} rules, {} waiting for a node", count("rules"), count("unassigned"))?;
         Ok(out.trim_end().to_string())
     })
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::api::{self, ApiConfig};
+use crate::cluster::{Owned, Publisher, Reconciler};
 use crate::shutdown::Shutdown;
 use oort_engine::Engine;
 use oort_host::process::{RuntimeDir, Timeouts};
 use oort_host::state::StateRegistry;
 use oort_host::{Host, HostConfig};
-use oort_store::Store;
+use oort_store::{CheckpointStore, Store};
 
 /// Everything `oort serve` is configured with.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct ClusterArgs {
     pub lease_ttl: std::time::Duration,
     pub capacity: Option<u32>,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Where checkpoints are published (`file://…`).
+    pub checkpoint_store: Option<String>,
 }
 
 /// What running rules do when a newer version of one of their plugins is
@@ -90,15 +93,28 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         .with_context(|| format!("cannot listen on {} for the State service", runtime.state_socket().display()))?;
     let state_task = tokio::spawn(api::serve_state(state_socket, state, shutdown.clone()));
     let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+    let listener = tokio::net::TcpListener::bind(config.rest_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
+    // In cluster mode the node registers once its REST API is bound (the
+    // address it publishes answers at once), and before its engine exists:
+    // the engine publishes checkpoints through the membership.
+    let cluster = match &config.cluster {
+        Some(c) => Some(join_cluster(c, listener.local_addr()?.to_string()).await?),
+        None => None,
+    };
     let mut engine = Engine::load(store, host.clone(), config.data_dir.join("conf").join("sources"))?
         .with_upgrade_grace(config.upgrade_grace);
     if config.keep_unused_versions {
         engine = engine.keeping_unused_versions();
     }
+    if let Some(node) = &cluster {
+        if let Some(checkpoints) = &node.checkpoints {
+            let publisher = Publisher::start(node.membership.clone(), checkpoints.clone(), node.owned.clone());
+            engine = engine.publishing_checkpoints(publisher);
+        }
+    }
     let engine = Arc::new(engine);
-    let listener = tokio::net::TcpListener::bind(config.rest_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} for the REST API", config.rest_addr))?;
     tracing::info!(
         rest = %listener.local_addr()?,
         plugins = %config.plugins_dir.display(),
@@ -115,7 +131,24 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         }
         None => None,
     };
-    engine.resume().await;
+    // Alone, the node resumes the rules it ran; in a cluster, it runs the
+    // ones it owns, which its reconcile loop decides.
+    let reconcile_task = match &cluster {
+        None => {
+            engine.resume().await;
+            None
+        }
+        Some(node) => {
+            let reconciler = Reconciler::new(
+                node.membership.clone(),
+                engine.clone(),
+                host.clone(),
+                node.checkpoints.clone(),
+                node.owned.clone(),
+            );
+            Some(tokio::spawn(reconciler.run(shutdown.clone())))
+        }
+    };
     let scan_task = tokio::spawn(watch_plugins(
         host.clone(),
         engine.clone(),
@@ -123,23 +156,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         config.plugin_scan_interval,
         shutdown.clone(),
     ));
-    // The node registers once its REST API is bound: the address it
-    // publishes answers at once.
-    let membership = match &config.cluster {
-        Some(c) => Some(
-            oort_cluster::Membership::join(oort_cluster::ClusterConfig {
-                endpoints: c.endpoints.clone(),
-                node_id: c.node_id.clone(),
-                lease_ttl: c.lease_ttl,
-                api_addr: listener.local_addr()?.to_string(),
-                capacity: c.capacity,
-                labels: c.labels.clone(),
-            })
-            .await
-            .context("cannot join the cluster")?,
-        ),
-        None => None,
-    };
+    let membership = cluster.as_ref().map(|c| c.membership.clone());
     let app =
         api::router(host.clone(), engine.clone(), membership.clone(), config.plugins_dir.clone(), config.api.clone());
     let stop = shutdown.clone();
@@ -149,11 +166,16 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
 
     shutdown.wait().await;
     scan_task.abort();
-    if let Some(m) = &membership {
-        m.leave().await;
+    if let Some(task) = reconcile_task {
+        let _ = task.await;
     }
     tracing::info!("shutting down: stopping rules and plugin processes");
     engine.shutdown().await;
+    // Only once its rules stopped does the node leave: the nodes that take
+    // them over must not start them while they still run here.
+    if let Some(m) = &membership {
+        m.leave().await;
+    }
     host.shutdown().await;
     rest_task.await?.context("REST API failed")?;
     if let Some(t) = grpc_task {
@@ -165,6 +187,36 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
     drop(runtime);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This node in a cluster.
+struct ClusterNode {
+    membership: Arc<oort_cluster::Membership>,
+    checkpoints: Option<CheckpointStore>,
+    owned: Arc<Owned>,
+}
+
+async fn join_cluster(c: &ClusterArgs, api_addr: String) -> anyhow::Result<ClusterNode> {
+    let checkpoints = match &c.checkpoint_store {
+        Some(url) => Some(CheckpointStore::open(url).context("cannot open the checkpoint store")?),
+        None => {
+            tracing::warn!(
+                "cluster mode without --checkpoint-store: a rule that moves to another node starts from an empty state"
+            );
+            None
+        }
+    };
+    let membership = oort_cluster::Membership::join(oort_cluster::ClusterConfig {
+        endpoints: c.endpoints.clone(),
+        node_id: c.node_id.clone(),
+        lease_ttl: c.lease_ttl,
+        api_addr,
+        capacity: c.capacity,
+        labels: c.labels.clone(),
+    })
+    .await
+    .context("cannot join the cluster")?;
+    Ok(ClusterNode { membership, checkpoints, owned: Arc::default() })
 }
 
 /// Reads the plugins folder every `interval`, so that a version copied in by

@@ -13,11 +13,14 @@
 //!   and gRPC codes.
 //! - [`cli`]: the `oort` subcommands that talk to a running daemon (an HTTP
 //!   client, `ureq`, like the installer's).
+//! - [`cluster`]: cluster mode: which rules this node runs (the reconcile
+//!   loop) and publishing their checkpoints for the other nodes.
 //! - [`daemon`]: wires the crates together for `oort serve`.
 //! - [`shutdown`]: one signal that tells every task to stop.
 #![deny(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod daemon;
 pub mod shutdown;

@@ -148,6 +148,12 @@ struct ServeArgs {
     /// A label rules may ask for, `key=value` (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Cluster mode: where every completed checkpoint is published for the
+    /// other nodes to restore after a failover: `file:///shared/dir`, a
+    /// folder every node mounts. Without it a rule that moves to another
+    /// node starts from an empty state.
+    #[arg(long, env = "OORT_CHECKPOINT_STORE")]
+    checkpoint_store: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -385,6 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         lease_ttl: Duration::from_secs(a.lease_ttl_s),
                         capacity: a.capacity,
                         labels: a.labels.into_iter().collect(),
+                        checkpoint_store: a.checkpoint_store,
                     }),
                 },
                 timeouts: Timeouts {

@@ -31,9 +31,16 @@ pub(super) async fn about(State(app): State<AppState>) -> Json<Json_> {
 }
 
 /// `GET /rules/{id}/topo`: `{"sources": [...], "edges": {op: [next, ...]}}`.
-pub(super) async fn rule_topology(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+pub(super) async fn rule_topology(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    if let Some(answer) = super::rest::from_owner(&app, &headers, &id, "GET", &format!("/rules/{id}/topo")).await? {
+        return Ok(answer);
+    }
     let topo = app.engine.topology(&id).await?;
-    Ok(Json(json!({"sources": topo.sources, "edges": topo.edges})))
+    Ok(Json(json!({"sources": topo.sources, "edges": topo.edges})).into_response())
 }
 
 /// `GET /data/export`: every stream, rule, source configuration and plugin in

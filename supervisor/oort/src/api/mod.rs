@@ -10,6 +10,7 @@
 //! daemon is up and the shape of its public API, nothing about its rules.
 
 mod admin;
+mod cluster;
 mod ekuiper;
 mod metrics;
 mod report;

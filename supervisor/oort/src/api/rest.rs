@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value as Json_};
 
+use super::cluster;
 use super::report::{rule_state_word, status_json};
 use oort_engine::{Engine, EngineError, ErrorKind};
 use oort_host::catalog::PluginKind;
@@ -87,6 +88,16 @@ pub(super) struct AppState {
     pub(super) cluster: Option<Arc<oort_cluster::Membership>>,
     /// When the daemon started serving, for `GET /`'s uptime.
     pub(super) started: std::time::Instant,
+    /// The API token, which requests forwarded to another node carry.
+    pub(super) token: Option<Arc<str>>,
+}
+
+impl AppState {
+    /// The cluster to send a request to instead of answering it here: in
+    /// cluster mode, unless another node forwarded it.
+    pub(super) fn cluster_for(&self, headers: &HeaderMap) -> Option<&oort_cluster::Membership> {
+        self.cluster.as_deref().filter(|_| !super::cluster::is_forwarded(headers))
+    }
 }
 
 /// The REST routes.
@@ -98,6 +109,7 @@ pub fn router(
     config: ApiConfig,
 ) -> Router {
     let token = config.bearer_token.map(Arc::<str>::from);
+    let api_token = token.clone();
     Router::new()
         .route("/streams", post(create_stream).get(list_streams))
         .route("/streams/{name}", get(describe_stream).delete(drop_stream))
@@ -152,6 +164,7 @@ pub fn router(
             plugins_dir: plugins_dir.into(),
             cluster,
             started: std::time::Instant::now(),
+            token: api_token,
         })
 }
 
@@ -211,8 +224,11 @@ pub(super) fn created(message: String) -> Response {
 
 // ----- streams -----
 
-async fn create_stream(State(app): State<AppState>, body: Bytes) -> ApiResult<Response> {
+async fn create_stream(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let sql = required_string(&json_object(&body)?, "sql")?;
+    if let Some(c) = app.cluster_for(&headers) {
+        return cluster::create_stream(&app, c, &sql).await;
+    }
     let def = app.engine.create_stream(&sql).await?;
     Ok(created(format!("Stream {} is created.", def.name)))
 }
@@ -240,44 +256,105 @@ struct DropStreamQuery {
 
 async fn drop_stream(
     State(app): State<AppState>,
+    headers: HeaderMap,
     Path(name): Path<String>,
     Query(q): Query<DropStreamQuery>,
 ) -> ApiResult<String> {
+    if let Some(c) = app.cluster_for(&headers) {
+        return cluster::drop_stream(&app, c, &name, q.force).await;
+    }
     app.engine.drop_stream(&name, q.force).await?;
     Ok(format!("Stream {name} is dropped."))
 }
 
 // ----- rules -----
 
-async fn create_rule(State(app): State<AppState>, body: Bytes) -> ApiResult<Response> {
+async fn create_rule(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    if let Some(c) = app.cluster_for(&headers) {
+        return cluster::create_rule(&app, c, &body).await;
+    }
     let id = app.engine.create_rule(&body).await?;
     Ok(created(format!("Rule {id} was created successfully.")))
 }
 
-async fn list_rules(State(app): State<AppState>) -> Json<Vec<Json_>> {
+/// Every rule with its state; in cluster mode, every rule of the cluster
+/// with the node that runs it.
+async fn list_rules(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Json_>> {
+    if let Some(c) = app.cluster_for(&headers) {
+        return Ok(Json(cluster::list_rules(&app, c).await?));
+    }
     let rules = app.engine.list_rules().await;
-    Json(rules.iter().map(|(id, state)| json!({"id": id, "status": rule_state_word(state)})).collect())
+    Ok(Json(Json_::Array(
+        rules.iter().map(|(id, state)| json!({"id": id, "status": rule_state_word(state)})).collect(),
+    )))
 }
 
-async fn describe_rule(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<oort_sql::RuleDef>> {
-    Ok(Json(app.engine.get_rule(&id).await?))
+async fn describe_rule(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+    if let Some(c) = app.cluster_for(&headers) {
+        return Ok(Json(cluster::describe_rule(c, &id).await?).into_response());
+    }
+    Ok(Json(app.engine.get_rule(&id).await?).into_response())
 }
 
-async fn update_rule(State(app): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<String> {
+async fn update_rule(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<String> {
+    if let Some(c) = app.cluster_for(&headers) {
+        return cluster::update_rule(&app, c, &id, &body).await;
+    }
     app.engine.update_rule(&id, &body).await?;
     Ok(format!("Rule {id} was updated successfully."))
 }
 
-async fn delete_rule(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<String> {
+async fn delete_rule(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<String> {
+    if let Some(c) = app.cluster_for(&headers) {
+        return cluster::delete_rule(c, &id).await;
+    }
     app.engine.delete_rule(&id).await?;
     Ok(format!("Rule {id} is dropped."))
 }
 
-async fn rule_status(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
-    Ok(Json(status_json(&app.engine.rule_status(&id).await?)))
+/// In cluster mode, the answer of the node that owns rule `id` when that is
+/// another node.
+pub(super) async fn from_owner(
+    app: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    method: &str,
+    path: &str,
+) -> ApiResult<Option<Response>> {
+    let Some(c) = app.cluster_for(headers) else { return Ok(None) };
+    match cluster::owner_elsewhere(c, id).await? {
+        Some(addr) => Ok(Some(cluster::forward(app, &addr, method, path, None).await?)),
+        None => Ok(None),
+    }
 }
 
-async fn rule_action(State(app): State<AppState>, Path((id, action)): Path<(String, String)>) -> ApiResult<String> {
+async fn rule_status(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+    if let Some(answer) = from_owner(&app, &headers, &id, "GET", &format!("/rules/{id}/status")).await? {
+        return Ok(answer);
+    }
+    Ok(Json(status_json(&app.engine.rule_status(&id).await?)).into_response())
+}
+
+async fn rule_action(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    if let (Some(c), "start" | "stop") = (app.cluster_for(&headers), action.as_str()) {
+        cluster::set_running(c, &id, action == "start").await?;
+        let done = if action == "start" { "started" } else { "stopped" };
+        return Ok(format!("Rule {id} was {done}.").into_response());
+    }
+    if matches!(action.as_str(), "restart" | "reset-state") {
+        if let Some(answer) = from_owner(&app, &headers, &id, "POST", &format!("/rules/{id}/{action}")).await? {
+            return Ok(answer);
+        }
+    }
     let done = match action.as_str() {
         "start" => {
             app.engine.start_rule(&id).await?;
@@ -300,7 +377,7 @@ async fn rule_action(State(app): State<AppState>, Path((id, action)): Path<(Stri
             return Err(ApiError::new(StatusCode::NOT_FOUND, msg));
         }
     };
-    Ok(format!("Rule {id} was {done}."))
+    Ok(format!("Rule {id} was {done}.").into_response())
 }
 
 // ----- metrics -----
@@ -408,11 +485,15 @@ async fn cluster_status(State(app): State<AppState>) -> ApiResult<Json<serde_jso
             "this node does not run in a cluster: start it with `oort serve --cluster <etcd endpoints> --node-id <id>`",
         ));
     };
-    let nodes = cluster.nodes().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let unavailable = |e: oort_cluster::ClusterError| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let nodes = cluster.nodes().await.map_err(unavailable)?;
+    let view = cluster.view().await.map_err(unavailable)?;
     let nodes: Vec<serde_json::Value> = nodes
         .into_iter()
         .map(|n| {
+            let rules = view.owners.values().filter(|o| o.node == n.record.id).count();
             serde_json::json!({
+                "rules": rules,
                 "id": n.record.id,
                 "apiAddr": n.record.api_addr,
                 "capacity": n.record.capacity,
@@ -427,6 +508,8 @@ async fn cluster_status(State(app): State<AppState>) -> ApiResult<Json<serde_jso
         "node": cluster.node_id(),
         "leaseTtlS": cluster.lease_ttl_secs(),
         "nodes": nodes,
+        "rules": view.rules.len(),
+        "unassigned": view.rules.keys().filter(|id| !view.owners.contains_key(*id)).count(),
     })))
 }
 
