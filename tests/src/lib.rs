@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod broker;
+pub mod cluster;
 mod daemon;
 mod etcd;
 mod http_server;

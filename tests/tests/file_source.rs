@@ -233,6 +233,7 @@ async fn the_file_source_rewinds_to_a_byte_offset() {
                 state: vec![],
                 checkpointing: false,
                 state_version: 0,
+                fencing_token: 0,
             }),
             datasource: path_str.clone(),
             props: Default::default(),

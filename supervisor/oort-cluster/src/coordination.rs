@@ -145,9 +145,8 @@ impl Membership {
             Expect::Absent => CompareOp::Equal,
             Expect::Present => CompareOp::Greater,
         };
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), op, 0)])
-            .and_then([TxnOp::put(key, value, None)]);
+        let txn =
+            Txn::new().when([Compare::create_revision(key.clone(), op, 0)]).and_then([TxnOp::put(key, value, None)]);
         let resp = self.client.clone().txn(txn).await.map_err(etcd("put a definition"))?;
         Ok(resp.succeeded())
     }
@@ -178,9 +177,9 @@ impl Membership {
     pub async fn take(&self, rule: &str) -> Result<Option<u64>, ClusterError> {
         let owner = key("owners", rule);
         let lease = self.lease();
-        let txn = Txn::new().when([Compare::create_revision(owner.clone(), CompareOp::Equal, 0)]).and_then([
-            TxnOp::put(owner, self.record.id.clone(), Some(PutOptions::new().with_lease(lease))),
-        ]);
+        let txn = Txn::new()
+            .when([Compare::create_revision(owner.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(owner, self.record.id.clone(), Some(PutOptions::new().with_lease(lease)))]);
         let resp = self.client.clone().txn(txn).await.map_err(etcd("take a rule"))?;
         Ok(resp.succeeded().then(|| resp.header().map_or(0, |h| h.revision()) as u64))
     }
@@ -222,11 +221,14 @@ impl Membership {
             .collect::<Vec<_>>();
         let puts = moves
             .iter()
-            .map(|m| {
-                TxnOp::put(key("checkpoints", &m.rule), serde_json::to_vec(&m.pointer).expect("serializes"), None)
-            })
+            .map(|m| TxnOp::put(key("checkpoints", &m.rule), serde_json::to_vec(&m.pointer).expect("serializes"), None))
             .collect::<Vec<_>>();
-        let resp = self.client.clone().txn(Txn::new().when(compares).and_then(puts)).await.map_err(etcd("move checkpoint pointers"))?;
+        let resp = self
+            .client
+            .clone()
+            .txn(Txn::new().when(compares).and_then(puts))
+            .await
+            .map_err(etcd("move checkpoint pointers"))?;
         Ok(resp.succeeded())
     }
 

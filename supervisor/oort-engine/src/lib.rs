@@ -48,9 +48,9 @@ use oort_host::Host;
 use oort_sql::{parse_stream, RuleDef, RulePlan, StreamDef};
 use oort_store::{Namespace, Store};
 use pipeline::stopped;
+pub use publish::{CheckpointPublisher, PublishError};
 pub use ruleset::{ImportReport, Ruleset, Topology};
 pub use status::{EventTimeReport, PluginProcess, RuleReport, RuleStatus, RunState};
-pub use publish::{CheckpointPublisher, PublishError};
 pub use upgrade::UpgradeOutcome;
 
 /// How a rule is persisted: its definition and whether it should run.

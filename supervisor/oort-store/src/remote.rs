@@ -71,7 +71,14 @@ impl CheckpointStore {
 
     /// Writes checkpoint `id` of `rule`, taken by `node` under fencing
     /// `token`; returns the object's name, for the pointer.
-    pub async fn upload(&self, rule: &str, id: u64, node: &str, token: u64, bytes: Vec<u8>) -> Result<String, StoreError> {
+    pub async fn upload(
+        &self,
+        rule: &str,
+        id: u64,
+        node: &str,
+        token: u64,
+        bytes: Vec<u8>,
+    ) -> Result<String, StoreError> {
         let name = format!("{rule}/{id:020}-{node}-{token}");
         let path = self.prefix.clone().join(rule).join(format!("{id:020}-{node}-{token}"));
         self.objects.put(&path, PutPayload::from(bytes)).await.map_err(remote("put", name.clone()))?;

@@ -109,7 +109,11 @@ impl CheckpointPublisher for Publisher {
 
 /// Uploads every waiting checkpoint, concurrently, then moves their pointers
 /// in as few transactions as the fencing allows.
-async fn publish_batches(membership: Arc<Membership>, store: CheckpointStore, mut pending: mpsc::Receiver<Publication>) {
+async fn publish_batches(
+    membership: Arc<Membership>,
+    store: CheckpointStore,
+    mut pending: mpsc::Receiver<Publication>,
+) {
     let node = membership.node_id().to_string();
     let mut published: HashMap<String, VecDeque<String>> = HashMap::new();
     while let Some(first) = pending.recv().await {
@@ -262,9 +266,7 @@ impl Reconciler {
             match view.owners.get(id) {
                 None if placed_here => adopt.push((id.clone(), record.clone(), None)),
                 // Owned here (taken in an earlier round whose adoption failed).
-                Some(o) if o.node == me && o.lease == lease => {
-                    adopt.push((id.clone(), record.clone(), Some(o.token)))
-                }
+                Some(o) if o.node == me && o.lease == lease => adopt.push((id.clone(), record.clone(), Some(o.token))),
                 _ => {}
             }
         }

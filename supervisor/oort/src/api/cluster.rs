@@ -49,12 +49,8 @@ pub(super) async fn drop_stream(app: &AppState, c: &Membership, name: &str, forc
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no stream named {name:?}")));
     }
     if !force {
-        let users: Vec<&String> = view
-            .rules
-            .iter()
-            .filter(|(_, r)| rule_reads(&r.rule, name))
-            .map(|(id, _)| id)
-            .collect();
+        let users: Vec<&String> =
+            view.rules.iter().filter(|(_, r)| rule_reads(&r.rule, name)).map(|(id, _)| id).collect();
         if !users.is_empty() {
             return Err(ApiError::bad_request(format!(
                 "stream {name} is used by rules {users:?}: delete them first, or drop it with ?force=true"
@@ -121,7 +117,7 @@ pub(super) async fn set_running(c: &Membership, id: &str, running: bool) -> ApiR
 }
 
 pub(super) async fn describe_rule(c: &Membership, id: &str) -> ApiResult<Json_> {
-    Ok(view(c).await?.rules.get(id).map(|r| r.rule.clone()).ok_or_else(|| no_rule(id))?)
+    view(c).await?.rules.get(id).map(|r| r.rule.clone()).ok_or_else(|| no_rule(id))
 }
 
 fn no_rule(id: &str) -> ApiError {
@@ -193,10 +189,7 @@ async fn call_node(
     let req = req.body(body.map(|b| b.to_vec()).unwrap_or_default()).map_err(|e| bad_gateway(e.to_string()))?;
     // ureq blocks: one request, off the async workers.
     tokio::task::spawn_blocking(move || {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .build();
+        let config = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build();
         let mut resp = ureq::Agent::new_with_config(config).run(req).map_err(|e| e.to_string())?;
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes = resp.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| e.to_string())?;
@@ -222,9 +215,9 @@ pub(super) async fn list_rules(app: &AppState, c: &Membership) -> ApiResult<Json
         .map(|(id, state)| (id.clone(), rule_state_word(state).to_string()))
         .collect();
     let others = view.nodes.iter().filter(|n| n.id != me);
-    let answers = futures_util::future::join_all(
-        others.map(|n| async move { (n.id.clone(), call_node(app, &n.api_addr, "GET", "/rules", None, LIST_TIMEOUT).await) }),
-    )
+    let answers = futures_util::future::join_all(others.map(|n| async move {
+        (n.id.clone(), call_node(app, &n.api_addr, "GET", "/rules", None, LIST_TIMEOUT).await)
+    }))
     .await;
     let mut remote: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> = Default::default();
     for (node, answer) in answers {
