@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the supervisor's crate graph, which is where its architecture
 # invariants live (see ARCHITECTURE.md, "supervisor/"): only oort-store
-# depends on rocksdb; the pure crates (oort-core, oort-sql) depend on no async
+# depends on rocksdb and object_store, only oort-cluster on etcd-client; the pure crates (oort-core, oort-sql) depend on no async
 # runtime, process or storage crate; the API's crates (axum) only in `oort`
 # among the supervisor's crates (the bundled plugins are executables of their
 # own: the `httppush` source serves HTTP with it).
@@ -40,6 +40,9 @@ forbid() {
 }
 
 expect_only rocksdb oort-store
+expect_only object_store oort-store
+# The bench measures etcd itself, beside the daemon's one etcd client crate.
+expect_only etcd-client oort-cluster oort-bench
 expect_only axum oort oort-plugins
 for dep in tokio tonic rocksdb libc oort-host oort-store oort-engine; do
   forbid "$dep" oort-core oort-sql
@@ -49,4 +52,4 @@ forbid oort-host oort-store
 if [ "$fail" -ne 0 ]; then
   exit 1
 fi
-echo "crate graph: rocksdb only in oort-store, axum only in oort (and the httppush plugin), oort-core and oort-sql pure"
+echo "crate graph: rocksdb and object_store only in oort-store, etcd-client only in oort-cluster (and the bench), axum only in oort (and the httppush plugin), oort-core and oort-sql pure"

@@ -125,6 +125,15 @@ async fn import_plugin(app: &AppState, key: &str, text: &str, is_portable: bool)
 /// that exists is replaced. 200 when everything went in, else 400; the body
 /// says, per stream and rule, `ok` or why not.
 pub(super) async fn import(State(app): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    if app.cluster.is_some() {
+        // An import writes one node's registry, which the cluster's
+        // definitions in etcd would then overrule.
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "importing is not supported in cluster mode yet: create the streams and rules through POST /streams and \
+             POST /rules, which store them for the whole cluster",
+        ));
+    }
     let request = json_object(&body)?;
     if request.contains_key("file") {
         return Err(ApiError::bad_request(
