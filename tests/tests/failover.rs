@@ -108,3 +108,91 @@ fn a_node_paused_past_its_lease_writes_nothing_more_and_rules_survive_an_etcd_re
         assert!(fence.trim().parse::<u64>().unwrap() > 0, "{r}: {fence}");
     }
 }
+
+#[test]
+fn any_node_answers_for_every_rule_and_definitions_live_in_the_cluster() {
+    let c = Cluster::start(Etcd::start(), 2);
+    let rules = c.create_rules(6);
+    c.wait_running(6, &IDS, Duration::from_secs(30));
+    let (a, b, n3) = (c.node(0), c.node(1), c.node(2));
+    // A duplicate is refused wherever it is sent, as eKuiper refuses it.
+    let sink = serde_json::json!([{"file": {"path": c.output("other").display().to_string()}}]);
+    let dup = serde_json::json!({"id": "r000", "sql": "SELECT n FROM s", "actions": sink});
+    let (status, body) = n3.http("POST", "/rules", Some(&dup.to_string()));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("already exists"), "{body}");
+    // A bad rule is refused by the node that receives it, before etcd sees it.
+    let bad = serde_json::json!({"id": "bad", "sql": "SELECT n FROM nowhere", "actions": sink});
+    let (status, body) = a.http("POST", "/rules", Some(&bad.to_string()));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(c.rules(b).len(), 6);
+
+    // Definitions from etcd; status, restart and topology from the owner.
+    assert_eq!(n3.get_json("/rules/r001")["sql"], "SELECT n FROM s");
+    for id in &rules {
+        for d in [a, b, n3] {
+            assert_eq!(d.get_json(&format!("/rules/{id}/status"))["status"], "running", "{id}");
+        }
+    }
+    let (status, body) = b.http("POST", "/rules/r003/restart", None);
+    assert_eq!(status, 200, "{body}");
+    let topo = n3.get_json("/rules/r003/topo");
+    assert!(topo["sources"].as_array().is_some_and(|s| !s.is_empty()), "{topo}");
+
+    // Stop and start through any node: the owner follows.
+    assert_eq!(n3.http("POST", "/rules/r001/stop", None).0, 200);
+    wait_state(&c, "r001", "stopped");
+    assert_eq!(a.http("POST", "/rules/r001/start", None).0, 200);
+    wait_state(&c, "r001", "running");
+
+    // A new definition through one node reaches the owner, which restarts
+    // the rule with it.
+    let edges = |d: &oort_tests::Daemon| d.get_json("/rules/r002/topo")["edges"].as_object().map_or(0, |e| e.len());
+    assert_eq!(edges(n3), 2, "source → project → sink before: {}", n3.get_json("/rules/r002/topo"));
+    let mut updated = n3.get_json("/rules/r002");
+    updated["sql"] = "SELECT n FROM s WHERE n >= 0".into();
+    let (status, body) = a.http("PUT", "/rules/r002", Some(&updated.to_string()));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(b.get_json("/rules/r002")["sql"], "SELECT n FROM s WHERE n >= 0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while edges(n3) != 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the owner still runs the old definition: {}",
+            n3.get_json("/rules/r002/topo")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_state(&c, "r002", "running");
+
+    // A stream rules read is not dropped without force.
+    let (status, body) = b.http("DELETE", "/streams/s", None);
+    assert_eq!(status, 400, "{body}");
+    // A deleted rule stops on its node and is gone everywhere.
+    assert_eq!(n3.http("DELETE", "/rules/r005", None).0, 200);
+    assert_eq!(a.http("GET", "/rules/r005/status", None).0, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.rules(b).len() != 5 || [a, b, n3].iter().any(|d| d.http("GET", "/rules", None).1.contains("r005")) {
+        assert!(Instant::now() < deadline, "r005 is still listed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(a.http("DELETE", "/rules/r005", None).0, 404);
+
+    let (status, body) = a.http("POST", "/data/import", Some(r#"{"content": "{}"}"#));
+    assert_eq!(status, 501, "{body}");
+    let (ok, out, err) = b.cli(&["cluster", "status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("RULES") && out.contains("5 rules, 0 waiting for a node"), "{out}");
+}
+
+fn wait_state(c: &Cluster, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rules = c.rules(c.any());
+        if rules.iter().any(|r| r.0 == id && r.1 == want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} is not {want}: {rules:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

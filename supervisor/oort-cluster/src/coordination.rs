@@ -140,6 +140,19 @@ impl Membership {
         self.put_checked(key("rules", id), value, expect).await
     }
 
+    /// Replaces an existing rule's definition with a new one (`PUT
+    /// /rules/{id}`): a new rule, whose published checkpoints no longer
+    /// apply, so its pointer goes in the same transaction. `false` when the
+    /// rule does not exist.
+    pub async fn replace_rule(&self, id: &str, record: &RuleRecord) -> Result<bool, ClusterError> {
+        let value = serde_json::to_vec(record).expect("a rule record serializes");
+        let rule = key("rules", id);
+        let txn = Txn::new()
+            .when([Compare::create_revision(rule.clone(), CompareOp::Greater, 0)])
+            .and_then([TxnOp::put(rule, value, None), TxnOp::delete(key("checkpoints", id), None::<DeleteOptions>)]);
+        Ok(self.client.clone().txn(txn).await.map_err(etcd("replace a rule"))?.succeeded())
+    }
+
     async fn put_checked(&self, key: String, value: Vec<u8>, expect: Expect) -> Result<bool, ClusterError> {
         let op = match expect {
             Expect::Absent => CompareOp::Equal,

@@ -91,7 +91,7 @@ pub(super) async fn update_rule(app: &AppState, c: &Membership, id: &str, body: 
     }
     let running = view(c).await?.rules.get(id).map(|r| r.running).ok_or_else(|| no_rule(id))?;
     let record = RuleRecord { rule: parse_body(body)?, running };
-    if !c.put_rule(id, &record, Expect::Present).await.map_err(unavailable)? {
+    if !c.replace_rule(id, &record).await.map_err(unavailable)? {
         return Err(no_rule(id));
     }
     Ok(format!("Rule {id} was updated successfully."))
