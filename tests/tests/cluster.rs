@@ -53,7 +53,8 @@ fn nodes_see_each_other_a_killed_one_drops_out_within_its_lease_and_ids_are_uniq
     let (ok, out, err) = b.cli(&["cluster", "status"]);
     assert!(ok, "{err}");
     assert!(out.contains("b (this node)") && out.contains("zone=east"), "{out}");
-    assert_eq!(out.lines().count(), 4, "a header and three nodes: {out}");
+    assert_eq!(out.lines().count(), 5, "a header, three nodes and the rule count: {out}");
+    assert!(out.trim_end().ends_with("0 rules, 0 waiting for a node"), "{out}");
     let status = a.get_json("/cluster");
     assert_eq!(status["node"], "a");
     assert_eq!(status["nodes"][0]["capacity"], 100);

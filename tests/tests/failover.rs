@@ -178,6 +178,17 @@ fn any_node_answers_for_every_rule_and_definitions_live_in_the_cluster() {
     }
     assert_eq!(a.http("DELETE", "/rules/r005", None).0, 404);
 
+    // A rule that asks for a label no node carries waits for a node.
+    let mars = serde_json::json!({"id": "mars", "sql": "SELECT n FROM s", "actions": sink,
+                                  "options": {"nodeLabels": {"zone": "mars"}}});
+    assert_eq!(b.http("POST", "/rules", Some(&mars.to_string())).0, 201);
+    wait_state(&c, "mars", "waiting for a node");
+    assert_eq!(a.get_json("/cluster")["unassigned"], 1);
+    assert_eq!(a.http("DELETE", "/rules/mars", None).0, 200);
+    let typo = serde_json::json!({"id": "typo", "sql": "SELECT n FROM s", "actions": sink,
+                                  "options": {"nodeLabels": ["zone"]}});
+    assert_eq!(b.http("POST", "/rules", Some(&typo.to_string())).0, 400);
+
     let (status, body) = a.http("POST", "/data/import", Some(r#"{"content": "{}"}"#));
     assert_eq!(status, 501, "{body}");
     let (ok, out, err) = b.cli(&["cluster", "status"]);

@@ -162,6 +162,10 @@ pub struct RuleOptions {
     /// version that matches runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<BTreeMap<String, String>>,
+    /// Cluster mode: labels (`--label k=v`) a node must carry to run the
+    /// rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_labels: Option<BTreeMap<String, String>>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }

@@ -238,7 +238,7 @@ impl Reconciler {
         let lease = self.membership.lease();
         self.follow_streams(&view).await;
         let demands: Vec<RuleDemand> =
-            view.rules.keys().map(|id| RuleDemand { id: id.clone(), labels: BTreeMap::new() }).collect();
+            view.rules.iter().map(|(id, r)| RuleDemand { id: id.clone(), labels: node_labels(&r.rule) }).collect();
         let placement = oort_cluster::place(&demands, &view.nodes);
         let local: Vec<String> = self.engine.list_rules().await.into_iter().map(|(id, _)| id).collect();
         let mut give_up = Vec::new();
@@ -265,8 +265,13 @@ impl Reconciler {
             let placed_here = placement.get(id).and_then(|n| n.as_deref()) == Some(me.as_str());
             match view.owners.get(id) {
                 None if placed_here => adopt.push((id.clone(), record.clone(), None)),
-                // Owned here (taken in an earlier round whose adoption failed).
-                Some(o) if o.node == me && o.lease == lease => adopt.push((id.clone(), record.clone(), Some(o.token))),
+                // Owned here but not running here: taken in an earlier round
+                // whose adoption failed. Adopted again, or released when
+                // another node should run it now.
+                Some(o) if o.node == me && o.lease == lease => match placed_here {
+                    true => adopt.push((id.clone(), record.clone(), Some(o.token))),
+                    false => give_up.push((id.clone(), Some(o.token))),
+                },
                 _ => {}
             }
         }
@@ -376,8 +381,11 @@ impl Reconciler {
     /// Stops and deletes a rule here; releases it when this node still owns
     /// it; forgets its published checkpoints when the cluster deleted it.
     async fn give_up(&self, id: &str, token: Option<u64>, still_defined: bool) {
-        if let Err(e) = self.engine.delete_rule(id).await {
-            tracing::warn!(rule = %id, "cannot stop the rule given up: {e}");
+        match self.engine.delete_rule(id).await {
+            Err(e) if e.kind() != oort_engine::ErrorKind::NotFound => {
+                tracing::warn!(rule = %id, "cannot stop the rule given up: {e}")
+            }
+            _ => {}
         }
         self.owned.remove(id);
         self.created.lock().await.remove(id);
@@ -395,6 +403,15 @@ impl Reconciler {
         }
         tracing::info!(rule = %id, released = token.is_some(), "rule given up");
     }
+}
+
+/// The labels a rule's node must carry (option `nodeLabels`, checked to be
+/// an object of strings when the rule was created).
+fn node_labels(rule: &serde_json::Value) -> BTreeMap<String, String> {
+    let labels = rule.pointer("/options/nodeLabels").and_then(|l| l.as_object());
+    labels
+        .map(|l| l.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
 }
 
 /// The rule's body with `triggered` set from the cluster's `running`.
