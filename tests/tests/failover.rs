@@ -3,9 +3,9 @@
 //! checkpoint store (`--checkpoint-store file://…`), and rules at qos 2 that
 //! copy a growing JSON-lines file into one output file each
 //! (`oort_tests::cluster`). Whatever happens to the nodes (kill -9 and
-//! rejoin, a rolling restart, a node paused past its lease and resumed, etcd
-//! restarted), every output file must end up exactly the input: nothing
-//! lost, nothing repeated.
+//! rejoin, a rolling restart, a node paused past its lease and resumed, an
+//! etcd member lost, etcd restarted), every output file must end up exactly
+//! the input: nothing lost, nothing repeated.
 
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,8 @@ fn three_hundred_rules_survive_a_killed_node_its_rejoin_and_a_rolling_restart_ex
 
 #[test]
 fn a_node_paused_past_its_lease_writes_nothing_more_and_rules_survive_an_etcd_restart() {
-    let mut c = Cluster::start(Etcd::start(), 2);
+    // A three-member etcd, which also loses one member on the way.
+    let mut c = Cluster::start(Etcd::start_cluster(3), 2);
     let writer = Writer::start(&c.input(), 5);
     let rules = c.create_rules(30);
     c.wait_running(30, &IDS, Duration::from_secs(30));
@@ -88,6 +89,18 @@ fn a_node_paused_past_its_lease_writes_nothing_more_and_rules_survive_an_etcd_re
     for r in &paused {
         assert!(log.contains(&format!("rule given up rule={r} released=false")), "{r}:\n{log}");
     }
+
+    // One etcd member lost: the other two keep quorum, and the cluster goes
+    // on placing rules.
+    c.etcd.kill_member(0);
+    let late = serde_json::json!({"id": "late", "sql": "SELECT n FROM s",
+        "actions": [{"file": {"path": c.output("late").display().to_string()}}], "options": {"qos": 2}});
+    let (status, body) = c.node(1).http("POST", "/rules", Some(&late.to_string()));
+    assert_eq!(status, 201, "{body}");
+    c.wait_running(31, &IDS, Duration::from_secs(30));
+    assert_eq!(c.node(0).http("DELETE", "/rules/late", None).0, 200);
+    c.etcd.restart();
+    c.wait_running(30, &IDS, Duration::from_secs(30));
 
     // etcd goes away: the rules run on (records keep flowing to the
     // outputs); when it is back, the nodes coordinate again.

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use etcd_client::{Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::{etcd, ClusterError, Membership, NodeRecord, PREFIX};
+use crate::{etcd, retrying, ClusterError, Membership, NodeRecord, PREFIX};
 
 /// A rule's definition in the cluster: the body it was created with and
 /// whether it should run.
@@ -85,10 +85,23 @@ fn key(kind: &str, name: &str) -> String {
 }
 
 impl Membership {
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        retrying(|| {
+            let mut client = self.client.clone();
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
+    }
+
     /// Reads the whole cluster state in one request (one revision).
     pub async fn view(&self) -> Result<ClusterView, ClusterError> {
-        let mut client = self.client.clone();
-        let resp = client.get(PREFIX, Some(GetOptions::new().with_prefix())).await.map_err(etcd("read the cluster"))?;
+        let resp = retrying(|| {
+            let mut client = self.client.clone();
+            async move { client.get(PREFIX, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await
+        .map_err(etcd("read the cluster"))?;
         let mut view = ClusterView { revision: resp.header().map_or(0, |h| h.revision()), ..ClusterView::default() };
         for kv in resp.kvs() {
             let Ok(k) = kv.key_str() else { continue };
@@ -150,7 +163,7 @@ impl Membership {
         let txn = Txn::new()
             .when([Compare::create_revision(rule.clone(), CompareOp::Greater, 0)])
             .and_then([TxnOp::put(rule, value, None), TxnOp::delete(key("checkpoints", id), None::<DeleteOptions>)]);
-        Ok(self.client.clone().txn(txn).await.map_err(etcd("replace a rule"))?.succeeded())
+        Ok(self.txn(txn).await.map_err(etcd("replace a rule"))?.succeeded())
     }
 
     async fn put_checked(&self, key: String, value: Vec<u8>, expect: Expect) -> Result<bool, ClusterError> {
@@ -160,13 +173,18 @@ impl Membership {
         };
         let txn =
             Txn::new().when([Compare::create_revision(key.clone(), op, 0)]).and_then([TxnOp::put(key, value, None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(etcd("put a definition"))?;
+        let resp = self.txn(txn).await.map_err(etcd("put a definition"))?;
         Ok(resp.succeeded())
     }
 
     /// Deletes a stream's definition; `false` when there was none.
     pub async fn delete_stream(&self, name: &str) -> Result<bool, ClusterError> {
-        let resp = self.client.clone().delete(key("streams", name), None).await.map_err(etcd("delete a stream"))?;
+        let resp = retrying(|| {
+            let mut client = self.client.clone();
+            async move { client.delete(key("streams", name), None).await }
+        })
+        .await
+        .map_err(etcd("delete a stream"))?;
         Ok(resp.deleted() > 0)
     }
 
@@ -177,7 +195,7 @@ impl Membership {
             TxnOp::delete(key("rules", id), None::<DeleteOptions>),
             TxnOp::delete(key("checkpoints", id), None::<DeleteOptions>),
         ]);
-        let resp = self.client.clone().txn(txn).await.map_err(etcd("delete a rule"))?;
+        let resp = self.txn(txn).await.map_err(etcd("delete a rule"))?;
         let deleted = resp.op_responses().first().is_some_and(|r| match r {
             etcd_client::TxnOpResponse::Delete(d) => d.deleted() > 0,
             _ => false,
@@ -193,7 +211,7 @@ impl Membership {
         let txn = Txn::new()
             .when([Compare::create_revision(owner.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(owner, self.record.id.clone(), Some(PutOptions::new().with_lease(lease)))]);
-        let resp = self.client.clone().txn(txn).await.map_err(etcd("take a rule"))?;
+        let resp = self.txn(txn).await.map_err(etcd("take a rule"))?;
         Ok(resp.succeeded().then(|| resp.header().map_or(0, |h| h.revision()) as u64))
     }
 
@@ -203,7 +221,7 @@ impl Membership {
         let txn = Txn::new()
             .when([Compare::mod_revision(owner.clone(), CompareOp::Equal, token as i64)])
             .and_then([TxnOp::delete(owner, None::<DeleteOptions>)]);
-        self.client.clone().txn(txn).await.map_err(etcd("release a rule"))?;
+        self.txn(txn).await.map_err(etcd("release a rule"))?;
         Ok(())
     }
 

@@ -180,10 +180,12 @@ impl Membership {
     /// Every live node, sorted by id.
     pub async fn nodes(&self) -> Result<Vec<NodeStatus>, ClusterError> {
         let mut client = self.client.clone();
-        let resp = client
-            .get(format!("{PREFIX}nodes/"), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd("get nodes"))?;
+        let resp = retrying(|| {
+            let mut client = self.client.clone();
+            async move { client.get(format!("{PREFIX}nodes/"), Some(GetOptions::new().with_prefix())).await }
+        })
+        .await
+        .map_err(etcd("get nodes"))?;
         let mut nodes = Vec::new();
         for kv in resp.kvs() {
             let Ok(record) = serde_json::from_slice::<NodeRecord>(kv.value()) else {
@@ -297,6 +299,31 @@ async fn keep_alive(
         tokio::select! {
             _ = stopped.changed() => return,
             _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// Runs a call, again (up to five times in all) when it fails: the client
+/// spreads calls over the endpoints and does not retry one that went to a
+/// member that is down (refused, or timed out while it was being killed).
+/// Reads are safe to repeat; every write Oort makes is a conditional
+/// transaction or a delete, so a repeat of one that did apply but whose
+/// answer was lost reports "condition failed" or "nothing deleted" instead
+/// of applying twice.
+pub(crate) async fn retrying<T, F, Fut>(mut call: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt >= 4 => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
         }
     }
 }

@@ -127,7 +127,15 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> anyhow::Result<()>
         Some(addr) => {
             let listener = api::bind_grpc(addr).await?;
             let token = config.api.bearer_token.clone();
-            Some(tokio::spawn(api::serve_grpc(listener, host.clone(), engine.clone(), token, shutdown.clone())))
+            let membership = cluster.as_ref().map(|c| c.membership.clone());
+            Some(tokio::spawn(api::serve_grpc(
+                listener,
+                host.clone(),
+                engine.clone(),
+                membership,
+                token,
+                shutdown.clone(),
+            )))
         }
         None => None,
     };

@@ -30,6 +30,23 @@ fn engine_status(e: EngineError) -> Status {
 pub(super) struct AdminService {
     pub host: Arc<Host>,
     pub engine: Arc<Engine>,
+    /// In cluster mode, start and stop go to the cluster's definitions.
+    pub cluster: Option<Arc<oort_cluster::Membership>>,
+}
+
+impl AdminService {
+    async fn set_running(&self, id: &str, running: bool) -> Result<(), Status> {
+        match &self.cluster {
+            Some(c) => super::cluster::set_running(c, id, running).await.map_err(|e| match e {
+                super::cluster::SetRunningError::NoRule => Status::not_found(format!("no rule with id {id:?}")),
+                super::cluster::SetRunningError::Unavailable(e) => {
+                    Status::unavailable(format!("the cluster cannot be reached: {e}"))
+                }
+            }),
+            None if running => self.engine.start_rule(id).await.map_err(engine_status),
+            None => self.engine.stop_rule(id).await.map_err(engine_status),
+        }
+    }
 }
 
 fn kind(k: &str) -> Result<PluginKind, Status> {
@@ -121,13 +138,13 @@ impl Admin for AdminService {
 
     async fn start_rule(&self, req: Request<pb::RuleRequest>) -> Result<Response<pb::RuleActionResponse>, Status> {
         let id = req.into_inner().id;
-        self.engine.start_rule(&id).await.map_err(engine_status)?;
+        self.set_running(&id, true).await?;
         Ok(Response::new(pb::RuleActionResponse { message: format!("Rule {id} was started.") }))
     }
 
     async fn stop_rule(&self, req: Request<pb::RuleRequest>) -> Result<Response<pb::RuleActionResponse>, Status> {
         let id = req.into_inner().id;
-        self.engine.stop_rule(&id).await.map_err(engine_status)?;
+        self.set_running(&id, false).await?;
         Ok(Response::new(pb::RuleActionResponse { message: format!("Rule {id} was stopped.") }))
     }
 }

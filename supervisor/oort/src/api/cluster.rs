@@ -104,16 +104,33 @@ pub(super) async fn delete_rule(c: &Membership, id: &str) -> ApiResult<String> {
     Ok(format!("Rule {id} is dropped."))
 }
 
+/// Why a rule's `running` could not be set in the cluster.
+pub(super) enum SetRunningError {
+    NoRule,
+    Unavailable(ClusterError),
+}
+
 /// `start` and `stop`: the rule's `running` in etcd; its owner follows.
-pub(super) async fn set_running(c: &Membership, id: &str, running: bool) -> ApiResult<()> {
-    let mut record = view(c).await?.rules.get(id).cloned().ok_or_else(|| no_rule(id))?;
+/// (Shared by REST and the gRPC admin service, which map the error each.)
+pub(super) async fn set_running(c: &Membership, id: &str, running: bool) -> Result<(), SetRunningError> {
+    let view = c.view().await.map_err(SetRunningError::Unavailable)?;
+    let mut record = view.rules.get(id).cloned().ok_or(SetRunningError::NoRule)?;
     if record.running != running {
         record.running = running;
-        if !c.put_rule(id, &record, Expect::Present).await.map_err(unavailable)? {
-            return Err(no_rule(id));
+        if !c.put_rule(id, &record, Expect::Present).await.map_err(SetRunningError::Unavailable)? {
+            return Err(SetRunningError::NoRule);
         }
     }
     Ok(())
+}
+
+impl SetRunningError {
+    pub(super) fn into_api(self, id: &str) -> ApiError {
+        match self {
+            SetRunningError::NoRule => no_rule(id),
+            SetRunningError::Unavailable(e) => unavailable(e),
+        }
+    }
 }
 
 pub(super) async fn describe_rule(c: &Membership, id: &str) -> ApiResult<Json_> {

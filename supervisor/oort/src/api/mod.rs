@@ -83,6 +83,7 @@ pub async fn serve_grpc(
     listener: GrpcListener,
     host: std::sync::Arc<oort_host::Host>,
     engine: std::sync::Arc<oort_engine::Engine>,
+    cluster: Option<std::sync::Arc<oort_cluster::Membership>>,
     token: Option<String>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
@@ -100,7 +101,7 @@ pub async fn serve_grpc(
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
     let admin = oort_proto::admin::v1::admin_server::AdminServer::with_interceptor(
-        admin::AdminService { host, engine },
+        admin::AdminService { host, engine, cluster },
         RequireToken(token.map(std::sync::Arc::from)),
     );
     let router =

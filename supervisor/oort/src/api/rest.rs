@@ -346,7 +346,7 @@ async fn rule_action(
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     if let (Some(c), "start" | "stop") = (app.cluster_for(&headers), action.as_str()) {
-        cluster::set_running(c, &id, action == "start").await?;
+        cluster::set_running(c, &id, action == "start").await.map_err(|e| e.into_api(&id))?;
         let done = if action == "start" { "started" } else { "stopped" };
         return Ok(format!("Rule {id} was {done}.").into_response());
     }
