@@ -178,11 +178,11 @@ async fn publish_batches(
 
 /// What the reconcile loop works with.
 pub struct Reconciler {
-    pub membership: Arc<Membership>,
-    pub engine: Arc<Engine>,
-    pub host: Arc<Host>,
-    pub store: Option<CheckpointStore>,
-    pub owned: Arc<Owned>,
+    membership: Arc<Membership>,
+    engine: Arc<Engine>,
+    host: Arc<Host>,
+    store: Option<CheckpointStore>,
+    owned: Arc<Owned>,
     /// The definition each local rule was created from.
     created: tokio::sync::Mutex<BTreeMap<String, RuleRecord>>,
 }
