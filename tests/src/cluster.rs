@@ -200,6 +200,16 @@ impl Writer {
     }
 }
 
+impl Drop for Writer {
+    /// A test that fails before `finish` stops the writing thread too.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 pub fn wait_written(w: &Writer, lines: u64) {
     while w.written() < lines {
         std::thread::sleep(Duration::from_millis(50));

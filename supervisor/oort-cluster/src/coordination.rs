@@ -254,12 +254,8 @@ impl Membership {
             .iter()
             .map(|m| TxnOp::put(key("checkpoints", &m.rule), serde_json::to_vec(&m.pointer).expect("serializes"), None))
             .collect::<Vec<_>>();
-        let resp = self
-            .client
-            .clone()
-            .txn(Txn::new().when(compares).and_then(puts))
-            .await
-            .map_err(etcd("move checkpoint pointers"))?;
+        let resp =
+            self.txn(Txn::new().when(compares).and_then(puts)).await.map_err(etcd("move checkpoint pointers"))?;
         Ok(resp.succeeded())
     }
 
@@ -273,8 +269,8 @@ impl Membership {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             return;
         };
+        let pointers = format!("{PREFIX}checkpoints/");
         while let Ok(Some(resp)) = events.message().await {
-            let pointers = format!("{PREFIX}checkpoints/");
             let relevant = |e: &etcd_client::Event| {
                 matches!(e.event_type(), EventType::Put | EventType::Delete)
                     && e.kv().is_some_and(|kv| !kv.key().starts_with(pointers.as_bytes()))

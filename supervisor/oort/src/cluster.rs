@@ -240,7 +240,8 @@ impl Reconciler {
         let demands: Vec<RuleDemand> =
             view.rules.iter().map(|(id, r)| RuleDemand { id: id.clone(), labels: node_labels(&r.rule) }).collect();
         let placement = oort_cluster::place(&demands, &view.nodes);
-        let local: Vec<String> = self.engine.list_rules().await.into_iter().map(|(id, _)| id).collect();
+        let local: std::collections::BTreeSet<String> =
+            self.engine.list_rules().await.into_iter().map(|(id, _)| id).collect();
         let mut give_up = Vec::new();
         let mut adopt = Vec::new();
         for id in &local {
