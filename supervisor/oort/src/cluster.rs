@@ -293,14 +293,7 @@ impl Reconciler {
     /// Creates the streams etcd has and this node lacks, drops the ones it
     /// no longer has.
     async fn follow_streams(&self, view: &ClusterView) {
-        let local = self.engine.list_streams().await;
-        for (name, sql) in &view.streams {
-            if !local.contains(name) {
-                if let Err(e) = self.engine.create_stream(sql).await {
-                    tracing::error!(stream = %name, "cannot create the cluster's stream here: {e}");
-                }
-            }
-        }
+        let local = create_missing_streams(&self.engine, view).await;
         for name in local.iter().filter(|n| !view.streams.contains_key(*n)) {
             if let Err(e) = self.engine.drop_stream(name, false).await {
                 tracing::warn!(stream = %name, "the cluster dropped the stream, but it stays here: {e}");
@@ -422,4 +415,23 @@ fn with_running(record: &RuleRecord) -> Vec<u8> {
         obj.insert("triggered".into(), serde_json::Value::Bool(record.running));
     }
     serde_json::to_vec(&rule).expect("a rule serializes")
+}
+
+/// Creates the streams the cluster has and this node lacks, and returns the
+/// names this node had before. The reconcile loop calls it, and so does the
+/// API before it checks a rule: a stream created through another node a
+/// moment ago may not have reached this one's loop yet.
+pub(crate) async fn create_missing_streams(engine: &Engine, view: &ClusterView) -> Vec<String> {
+    let local = engine.list_streams().await;
+    for (name, sql) in &view.streams {
+        if !local.contains(name) {
+            if let Err(e) = engine.create_stream(sql).await {
+                // The loop and the API may race to create it: that is fine.
+                if !engine.list_streams().await.contains(name) {
+                    tracing::error!(stream = %name, "cannot create the cluster's stream here: {e}");
+                }
+            }
+        }
+    }
+    local
 }

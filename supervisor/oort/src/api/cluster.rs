@@ -74,8 +74,14 @@ fn parse_body(body: &[u8]) -> ApiResult<Json_> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
 
+/// Checks a rule as a single node would, against the cluster's streams.
+async fn check_rule(app: &AppState, c: &Membership, body: &[u8]) -> ApiResult<String> {
+    crate::cluster::create_missing_streams(&app.engine, &view(c).await?).await;
+    Ok(app.engine.check_rule(body).await?)
+}
+
 pub(super) async fn create_rule(app: &AppState, c: &Membership, body: &[u8]) -> ApiResult<Response> {
-    let id = app.engine.check_rule(body).await?;
+    let id = check_rule(app, c, body).await?;
     let rule = parse_body(body)?;
     let running = rule.get("triggered").and_then(Json_::as_bool).unwrap_or(true);
     if !c.put_rule(&id, &RuleRecord { rule, running }, Expect::Absent).await.map_err(unavailable)? {
@@ -85,7 +91,7 @@ pub(super) async fn create_rule(app: &AppState, c: &Membership, body: &[u8]) -> 
 }
 
 pub(super) async fn update_rule(app: &AppState, c: &Membership, id: &str, body: &[u8]) -> ApiResult<String> {
-    let checked = app.engine.check_rule(body).await?;
+    let checked = check_rule(app, c, body).await?;
     if checked != id {
         return Err(ApiError::bad_request(format!("the rule's id {checked:?} does not match the URL's {id:?}")));
     }
