@@ -46,11 +46,21 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# grpcurl, for introspection and for the tests that use it, from the Go module proxy.
-GRPCURL_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/oort/bin"
-if [ ! -x "$GRPCURL_BIN/grpcurl" ] || [ "$(cat "$GRPCURL_BIN/grpcurl.version" 2>/dev/null)" != v1.9.4 ]; then
-  echo "setup: installing grpcurl into $GRPCURL_BIN" >&2
-  mkdir -p "$GRPCURL_BIN"
-  GOBIN="$GRPCURL_BIN" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
-  echo v1.9.4 > "$GRPCURL_BIN/grpcurl.version"
+# Tools the tests run, from the Go module proxy, into one cache folder.
+# grpcurl, for introspection and for the tests that use it.
+TOOLS_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/oort/bin"
+if [ ! -x "$TOOLS_BIN/grpcurl" ] || [ "$(cat "$TOOLS_BIN/grpcurl.version" 2>/dev/null)" != v1.9.4 ]; then
+  echo "setup: installing grpcurl into $TOOLS_BIN" >&2
+  mkdir -p "$TOOLS_BIN"
+  GOBIN="$TOOLS_BIN" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+  echo v1.9.4 > "$TOOLS_BIN/grpcurl.version"
+fi
+
+# An S3-compatible server for the tests of the S3 checkpoint store (Debian
+# packages none: MinIO is not in Debian), from the Go module proxy.
+if [ ! -x "$TOOLS_BIN/gofakes3" ] || [ "$(cat "$TOOLS_BIN/gofakes3.version" 2>/dev/null)" != v1.2.0 ]; then
+  echo "setup: installing gofakes3 into $TOOLS_BIN" >&2
+  mkdir -p "$TOOLS_BIN"
+  GOBIN="$TOOLS_BIN" go install github.com/johannesboyne/gofakes3/cmd/gofakes3@v1.2.0
+  echo v1.2.0 > "$TOOLS_BIN/gofakes3.version"
 fi

@@ -1,6 +1,7 @@
 //! A three-node Oort cluster on one machine for tests and benches: a real
 //! etcd, three `oort serve --cluster` nodes with their own data folders, one
-//! shared checkpoint store (`file://`), and rules at qos 2 copying a growing
+//! shared checkpoint store (`file://`, or `s3://` on an [`S3Server`]), and
+//! rules at qos 2 copying a growing
 //! JSON-lines input into one output file each, so that an output can be
 //! compared with the input exactly.
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{Daemon, Etcd, PluginsDir};
+use crate::{Daemon, Etcd, PluginsDir, S3Server};
 
 pub struct Cluster {
     pub etcd: Etcd,
@@ -22,12 +23,33 @@ pub struct Cluster {
     data: Vec<tempfile::TempDir>,
     pub nodes: Vec<Option<Daemon>>,
     lease_s: u32,
+    store: Store,
+}
+
+/// Where the nodes publish their checkpoints.
+enum Store {
+    /// `file://` on a folder of `shared`.
+    Folder,
+    /// `s3://…` with the environment that reaches the server.
+    S3 { url: String, env: Vec<(&'static str, String)> },
 }
 
 pub const IDS: [&str; 3] = ["a", "b", "c"];
 
 impl Cluster {
+    /// Starts three nodes with a shared folder as their checkpoint store.
     pub fn start(etcd: Etcd, lease_s: u32) -> Cluster {
+        Cluster::start_with(etcd, lease_s, Store::Folder)
+    }
+
+    /// Starts three nodes whose checkpoint store is `s3://oort/<prefix>` on
+    /// `s3`.
+    pub fn start_on_s3(etcd: Etcd, lease_s: u32, s3: &S3Server, prefix: &str) -> Cluster {
+        let url = format!("s3://{}/{prefix}", crate::s3::BUCKET);
+        Cluster::start_with(etcd, lease_s, Store::S3 { url, env: s3.env() })
+    }
+
+    fn start_with(etcd: Etcd, lease_s: u32, store: Store) -> Cluster {
         let plugins = PluginsDir::new();
         plugins.add("sources", "file", "file");
         plugins.add("sinks", "file", "file");
@@ -35,7 +57,7 @@ impl Cluster {
         std::fs::create_dir(shared.path().join("out")).unwrap();
         std::fs::File::create(shared.path().join("in.jsonl")).unwrap();
         let data = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let mut c = Cluster { etcd, plugins, shared, data, nodes: vec![None, None, None], lease_s };
+        let mut c = Cluster { etcd, plugins, shared, data, nodes: vec![None, None, None], lease_s, store };
         for i in 0..3 {
             c.start_node(i);
         }
@@ -43,12 +65,16 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) {
-        let store = format!("file://{}", self.shared.path().join("checkpoints").display());
+        let (store, env) = match &self.store {
+            Store::Folder => (format!("file://{}", self.shared.path().join("checkpoints").display()), vec![]),
+            Store::S3 { url, env } => (url.clone(), env.clone()),
+        };
         let endpoints = self.etcd.endpoints();
         let lease = self.lease_s.to_string();
         let args =
             ["--cluster", &endpoints, "--node-id", IDS[i], "--lease-ttl-s", &lease, "--checkpoint-store", &store];
-        self.nodes[i] = Some(Daemon::start_in(self.plugins.path(), &self.data[i].path().join("d"), &args));
+        let data = self.data[i].path().join("d");
+        self.nodes[i] = Some(Daemon::start_in_with_env(self.plugins.path(), &data, &args, &env));
     }
 
     pub fn node(&self, i: usize) -> &Daemon {

@@ -38,17 +38,22 @@ impl Daemon {
     /// e.g. `["prlimit", "--nofile=1024:"]`, which must exec its arguments.
     pub fn start_wrapped(wrapper: &[&str], plugins: &Path, extra: &[&str]) -> Daemon {
         let data = tempfile::tempdir().expect("tempdir");
-        let mut d = Daemon::spawn(wrapper, plugins, data.path(), extra);
+        let mut d = Daemon::spawn(wrapper, plugins, data.path(), extra, &[]);
         d._data = Some(data);
         d
     }
 
     /// Starts a daemon on `data_dir`, which the caller keeps.
     pub fn start_in(plugins: &Path, data_dir: &Path, extra: &[&str]) -> Daemon {
-        Daemon::spawn(&[], plugins, data_dir, extra)
+        Daemon::spawn(&[], plugins, data_dir, extra, &[])
     }
 
-    fn spawn(wrapper: &[&str], plugins: &Path, data_dir: &Path, extra: &[&str]) -> Daemon {
+    /// Starts a daemon on `data_dir` with extra environment variables.
+    pub fn start_in_with_env(plugins: &Path, data_dir: &Path, extra: &[&str], env: &[(&str, String)]) -> Daemon {
+        Daemon::spawn(&[], plugins, data_dir, extra, env)
+    }
+
+    fn spawn(wrapper: &[&str], plugins: &Path, data_dir: &Path, extra: &[&str], env: &[(&str, String)]) -> Daemon {
         let runtime_root = tempfile::tempdir().expect("tempdir");
         let addr = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(runtime_root.path().join("daemon.log")).expect("log file");
@@ -70,6 +75,7 @@ impl Daemon {
             .args(["--rest-addr", &addr])
             .args(extra)
             .env("OORT_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -7,10 +7,12 @@ pub mod cluster;
 mod daemon;
 mod etcd;
 mod http_server;
+mod s3;
 pub use broker::{publish_lines, Broker, Subscriber};
 pub use daemon::{http, json, json_lines, Daemon};
 pub use etcd::Etcd;
 pub use http_server::{HttpServer, Received};
+pub use s3::S3Server;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use oort_tests::{bin, Daemon, Etcd, PluginsDir};
+use oort_tests::{bin, Daemon, Etcd, PluginsDir, S3Server};
 
 /// Starts a node of the cluster on `etcd` with a 2 s lease.
 fn node(p: &PluginsDir, etcd: &Etcd, id: &str, extra: &[&str]) -> Daemon {
@@ -126,4 +126,40 @@ fn a_three_member_etcd_that_loses_a_member_keeps_the_nodes_registered() {
     std::thread::sleep(Duration::from_secs(3));
     wait_nodes(&a, &["a", "b"], Duration::from_secs(5));
     wait_nodes(&b, &["a", "b"], Duration::from_secs(5));
+}
+
+#[test]
+fn a_checkpoint_store_that_cannot_work_is_named_when_the_node_starts() {
+    let etcd = Etcd::start();
+    let p = PluginsDir::new();
+    // A kind of store this build has no client for: refused, with the reason.
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("oort"))
+        .args(["serve", "--cluster", &etcd.endpoints(), "--node-id", "a", "--rest-addr", "127.0.0.1:0"])
+        .args(["--checkpoint-store", "gs://bucket/prefix", "--data-dir"])
+        .arg(data.path().join("d"))
+        .arg("--plugins-dir")
+        .arg(p.path())
+        .arg("--runtime-dir")
+        .arg(data.path().join("rt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("gs:// is not built into this oort: use s3://"), "{said}");
+
+    // A bucket the S3 server does not have: the node runs (the store may
+    // come later) and its log names the store and S3's answer.
+    let s3 = S3Server::start();
+    let endpoints = etcd.endpoints();
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--cluster", &endpoints, "--node-id", "b", "--checkpoint-store", "s3://missing/ckpt"];
+    let wrong = Daemon::start_in_with_env(p.path(), &data.path().join("b"), &args, &s3.env());
+    let log = wrong.log();
+    assert!(log.contains("the checkpoint store s3://missing/ckpt cannot be reached"), "{log}");
+    assert!(log.contains("NoSuchBucket"), "S3's own error code is shown: {log}");
+    // The right bucket: nothing to say.
+    let args = ["--cluster", &endpoints, "--node-id", "c", "--checkpoint-store", "s3://oort/ckpt"];
+    let right = Daemon::start_in_with_env(p.path(), &data.path().join("c"), &args, &s3.env());
+    assert!(!right.log().contains("cannot be reached"), "{}", right.log());
 }

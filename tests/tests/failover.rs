@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use oort_tests::cluster::{signal, wait_written, Cluster, Writer, IDS};
-use oort_tests::Etcd;
+use oort_tests::{Etcd, S3Server};
 
 #[test]
 fn three_hundred_rules_survive_a_killed_node_its_rejoin_and_a_rolling_restart_exactly_once() {
@@ -207,6 +207,61 @@ fn any_node_answers_for_every_rule_and_definitions_live_in_the_cluster() {
     let (ok, out, err) = b.cli(&["cluster", "status"]);
     assert!(ok, "{err}");
     assert!(out.contains("RULES") && out.contains("5 rules, 0 waiting for a node"), "{out}");
+}
+
+#[test]
+fn checkpoints_on_s3_restore_a_killed_nodes_rules_even_when_the_store_was_down_meanwhile() {
+    let mut s3 = S3Server::start();
+    let mut c = Cluster::start_on_s3(Etcd::start(), 2, &s3, "prod/checkpoints");
+    let writer = Writer::start(&c.input(), 5);
+    let rules = c.create_rules(30);
+    c.wait_running(30, &IDS, Duration::from_secs(30));
+    // Every rule's checkpoints reach the bucket, under the URL's prefix,
+    // named by the node that wrote them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let published = loop {
+        let keys = s3.keys("prod/checkpoints/");
+        if rules.iter().all(|r| keys.iter().any(|k| k.starts_with(&format!("prod/checkpoints/{r}/")))) {
+            break keys;
+        }
+        assert!(Instant::now() < deadline, "not every rule published to S3: {keys:?}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(published.iter().all(|k| IDS.iter().any(|n| k.contains(&format!("-{n}-")))), "{published:?}");
+
+    // The store goes down: checkpoints complete locally, rules keep writing.
+    s3.stop();
+    let sizes =
+        || -> Vec<u64> { rules.iter().map(|r| std::fs::metadata(c.output(r)).map_or(0, |m| m.len())).collect() };
+    let before = sizes();
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = sizes().iter().zip(&before).filter(|(now, then)| now > then).count();
+    assert_eq!(grown, rules.len(), "every rule kept writing while the store was down");
+    assert!(c.node(0).log().contains("the checkpoint was not published"), "{}", c.node(0).log());
+
+    // A node dies while the store is down: its rules wait for the store (a
+    // survivor cannot download their checkpoints yet), then restore from it.
+    let lost: Vec<String> =
+        c.rules(c.node(1)).into_iter().filter(|r| r.2.as_deref() == Some("a")).map(|r| r.0).collect();
+    assert!(!lost.is_empty());
+    let mut killed = c.nodes[0].take().unwrap();
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    drop(killed);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = c.logs();
+    let waited =
+        |r: &String| log.lines().any(|l| l.contains("cannot download checkpoint") && l.contains(&format!("rule={r}")));
+    assert!(lost.iter().any(waited), "{log}");
+    s3.restart();
+    let (took, per_node) = c.wait_running(30, &["b", "c"], Duration::from_secs(30));
+    println!("the store is back: all 30 rules running on b and c after {took:?}: {per_node:?}");
+    let log = c.logs();
+    for r in &lost {
+        assert!(log.contains(&format!("rule taken over rule={r} ")), "{r}:\n{log}");
+    }
+    let lines = writer.finish();
+    c.check_outputs(&rules, lines, Duration::from_secs(60));
 }
 
 fn wait_state(c: &Cluster, id: &str, want: &str) {

@@ -1,22 +1,37 @@
 //! The checkpoint store of cluster mode: where a node puts every completed
-//! checkpoint so that another node can restore the rule after a failover
-//! (`--checkpoint-store file:///shared/dir`, through the `object_store`
-//! crate; its S3 backend is not built in yet: it pulls a TLS stack whose
-//! build options would rebuild RocksDB, see docs/cluster.md). RocksDB stays each node's local store; this is
-//! a copy other nodes can read.
+//! checkpoint so that another node can restore the rule after a failover,
+//! through the `object_store` crate: `--checkpoint-store file:///shared/dir`
+//! (a folder every node mounts) or `s3://bucket/prefix` (S3 or an
+//! S3-compatible server; credentials, region and endpoint from the usual
+//! `AWS_*` environment variables, see [`CheckpointStore::open`]). RocksDB
+//! stays each node's local store; this is a copy other nodes can read.
 //!
 //! Objects are named `<rule>/<checkpoint id>-<node>-<fencing token>`: two
 //! nodes that both believed they owned a rule (a paused node and the node
 //! that took over) never overwrite each other's object, so the pointer in
 //! etcd, which only the owner can move, always names what its owner wrote.
 
+mod http_client;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig};
 
 use crate::StoreError;
+
+/// How long an S3 call is retried. A checkpoint waits for its upload, so a
+/// store that is down must fail fast (the checkpoint then completes locally
+/// and the next one publishes), not retry for object_store's default three
+/// minutes while the rule stands still.
+fn retries() -> RetryConfig {
+    let backoff =
+        BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1), base: 2.0 };
+    RetryConfig { backoff, max_retries: 2, retry_timeout: Duration::from_secs(5) }
+}
 
 /// A shared checkpoint store.
 #[derive(Clone)]
@@ -38,26 +53,60 @@ fn remote(op: &'static str, key: impl Into<String>) -> impl FnOnce(object_store:
 }
 
 impl CheckpointStore {
-    /// Opens the store a URL names: `file:///dir`, a folder every node can
-    /// reach (NFS, a shared volume; created when missing).
+    /// Opens the store a URL names:
+    ///
+    /// - `file:///dir`: a folder every node can reach (NFS, a shared
+    ///   volume; created when missing).
+    /// - `s3://bucket/prefix`: objects under `prefix` in an S3 bucket. The
+    ///   rest comes from the environment, as every AWS tool reads it:
+    ///   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+    ///   `AWS_REGION`; `AWS_ENDPOINT` (with `AWS_ALLOW_HTTP=true` for plain
+    ///   HTTP) for an S3-compatible server such as MinIO.
+    ///
+    /// Nothing is contacted here: an unreachable store shows at the first
+    /// upload (the rule's checkpoint completes locally with a warning).
     pub fn open(url: &str) -> Result<CheckpointStore, StoreError> {
         let bad = |reason: String| StoreError::Remote { op: "open", key: url.to_string(), reason };
         let parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
-        match parsed.scheme() {
+        let (objects, prefix): (Arc<dyn ObjectStore>, Path) = match parsed.scheme() {
             "file" => {
                 let dir = parsed.to_file_path().map_err(|_| bad("not a local folder".into()))?;
                 crate::make_private_dir(&dir).map_err(|e| bad(e.to_string()))?;
+                let (objects, prefix) = object_store::parse_url(&parsed).map_err(|e| bad(e.to_string()))?;
+                (Arc::from(objects), prefix)
             }
-            "s3" | "s3a" | "gs" | "az" => {
+            "s3" | "s3a" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad("no bucket: use s3://bucket/prefix".into()))?;
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_http_connector(http_client::UreqConnector)
+                    .with_retry(retries())
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                let prefix = Path::parse(parsed.path().trim_matches('/')).map_err(|e| bad(e.to_string()))?;
+                (Arc::new(s3), prefix)
+            }
+            "gs" | "az" | "azure" => {
                 return Err(bad(format!(
-                    "{}:// is not built into this oort yet: use file:// on a folder every node mounts",
+                    "{}:// is not built into this oort: use s3:// (or an S3-compatible gateway) or file://",
                     parsed.scheme()
                 )))
             }
-            other => return Err(bad(format!("unsupported scheme {other:?}: use file://"))),
+            other => return Err(bad(format!("unsupported scheme {other:?}: use file:// or s3://"))),
+        };
+        Ok(CheckpointStore { objects, prefix, url: url.to_string() })
+    }
+
+    /// Lists a page of the store's objects: whether it can be reached with
+    /// the credentials and bucket this node has (the daemon asks at start).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        match self.objects.list(Some(&self.prefix)).next().await {
+            Some(Err(e)) => Err(remote("list", self.prefix.to_string())(e)),
+            _ => Ok(()),
         }
-        let (objects, prefix) = object_store::parse_url(&parsed).map_err(|e| bad(e.to_string()))?;
-        Ok(CheckpointStore { objects: Arc::from(objects), prefix, url: url.to_string() })
     }
 
     /// The URL the store was opened with.
@@ -157,9 +206,11 @@ mod tests {
     #[test]
     fn unsupported_urls_are_refused_with_the_reason() {
         let err = CheckpointStore::open("ftp://x/y").unwrap_err().to_string();
-        assert!(err.contains("use file://"), "{err}");
-        let err = CheckpointStore::open("s3://bucket/prefix").unwrap_err().to_string();
-        assert!(err.contains("not built into this oort yet"), "{err}");
+        assert!(err.contains("use file:// or s3://"), "{err}");
+        let err = CheckpointStore::open("gs://bucket/prefix").unwrap_err().to_string();
+        assert!(err.contains("not built into this oort"), "{err}");
+        let err = CheckpointStore::open("s3:///prefix").unwrap_err().to_string();
+        assert!(err.contains("no bucket"), "{err}");
         let err = CheckpointStore::open("not a url").unwrap_err().to_string();
         assert!(err.contains("not a URL"), "{err}");
     }

@@ -206,7 +206,18 @@ struct ClusterNode {
 
 async fn join_cluster(c: &ClusterArgs, api_addr: String) -> anyhow::Result<ClusterNode> {
     let checkpoints = match &c.checkpoint_store {
-        Some(url) => Some(CheckpointStore::open(url).context("cannot open the checkpoint store")?),
+        Some(url) => {
+            let store = CheckpointStore::open(url).context("cannot open the checkpoint store")?;
+            // Not fatal: the store may be down for a while, and checkpoints
+            // complete locally until it is back; but a wrong bucket or
+            // credentials should be named at once, not at the first failover.
+            if let Err(e) = store.probe().await {
+                tracing::error!(
+                    "the checkpoint store {url} cannot be reached (checkpoints stay on this node until it can): {e}"
+                );
+            }
+            Some(store)
+        }
         None => {
             tracing::warn!(
                 "cluster mode without --checkpoint-store: a rule that moves to another node starts from an empty state"
