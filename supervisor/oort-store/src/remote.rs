@@ -66,6 +66,15 @@ impl CheckpointStore {
     /// Nothing is contacted here: an unreachable store shows at the first
     /// upload (the rule's checkpoint completes locally with a warning).
     pub fn open(url: &str) -> Result<CheckpointStore, StoreError> {
+        CheckpointStore::open_with(url, std::env::vars())
+    }
+
+    /// [`CheckpointStore::open`] with the `AWS_*` settings taken from
+    /// `settings` instead of this process's environment.
+    pub fn open_with(
+        url: &str,
+        settings: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<CheckpointStore, StoreError> {
         let bad = |reason: String| StoreError::Remote { op: "open", key: url.to_string(), reason };
         let parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
         let (objects, prefix): (Arc<dyn ObjectStore>, Path) = match parsed.scheme() {
@@ -80,7 +89,15 @@ impl CheckpointStore {
                     .host_str()
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| bad("no bucket: use s3://bucket/prefix".into()))?;
-                let s3 = AmazonS3Builder::from_env()
+                let mut builder = AmazonS3Builder::new();
+                for (key, value) in settings {
+                    // As object_store's `from_env`: AWS_ENDPOINT → "aws_endpoint".
+                    if let Some(key) = key.starts_with("AWS_").then(|| key.to_ascii_lowercase().parse().ok()).flatten()
+                    {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                let s3 = builder
                     .with_bucket_name(bucket)
                     .with_http_connector(http_client::UreqConnector)
                     .with_retry(retries())
