@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use oort_tests::{bin, Daemon, Etcd, PluginsDir, S3Server};
+use oort_tests::{bin, zip_of, Daemon, Etcd, PluginsDir, S3Server};
 
 /// Starts a node of the cluster on `etcd` with a 2 s lease.
 fn node(p: &PluginsDir, etcd: &Etcd, id: &str, extra: &[&str]) -> Daemon {
@@ -162,4 +162,41 @@ fn a_checkpoint_store_that_cannot_work_is_named_when_the_node_starts() {
     let args = ["--cluster", &endpoints, "--node-id", "c", "--checkpoint-store", "s3://oort/ckpt"];
     let right = Daemon::start_in_with_env(p.path(), &data.path().join("c"), &args, &s3.env());
     assert!(!right.log().contains("cannot be reached"), "{}", right.log());
+    // Nor for a new folder.
+    let folder = format!("file://{}/new/checkpoints", data.path().display());
+    let args = ["--cluster", &endpoints, "--node-id", "d", "--checkpoint-store", &folder];
+    let local = Daemon::start_in(p.path(), &data.path().join("d"), &args);
+    assert!(!local.log().contains("cannot be reached"), "{}", local.log());
+}
+
+#[test]
+fn a_plugin_installed_through_one_node_is_installed_on_every_node() {
+    let etcd = Etcd::start();
+    // a and b have plugins folders of their own; c shares a's.
+    let (pa, pb) = (PluginsDir::new(), PluginsDir::new());
+    let a = node(&pa, &etcd, "a", &[]);
+    let b = node(&pb, &etcd, "b", &[]);
+    let c = node(&pa, &etcd, "c", &[]);
+    wait_nodes(&a, &["a", "b", "c"], Duration::from_secs(5));
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::fs::read(bin("countPlusOne")).unwrap();
+    let archive = dir.path().join("count.zip");
+    std::fs::write(&archive, zip_of(&[("countPlusOne@v2.0.0", &exe, 0o755)])).unwrap();
+    let body = serde_json::json!({"name": "countPlusOne", "file": archive.display().to_string()}).to_string();
+
+    let (status, answer) = b.http("POST", "/plugins/functions", Some(&body));
+    assert_eq!(status, 201, "{answer}");
+    for d in [&a, &b, &c] {
+        let info = d.get_json("/plugins/functions/countPlusOne");
+        assert_eq!(info["version"], "2.0.0", "{info}");
+    }
+    assert!(pa.path().join("functions/countPlusOne@v2.0.0").exists());
+    assert!(pb.path().join("functions/countPlusOne@v2.0.0").exists());
+    // Again: every node has it, so each refuses, starting with the one asked.
+    let (status, answer) = a.http("POST", "/plugins/functions", Some(&body));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("already installed"), "{answer}");
+    // A bad request is refused by the node asked, and goes no further.
+    let bad = serde_json::json!({"name": "bad name", "file": archive.display().to_string()}).to_string();
+    assert_eq!(c.http("POST", "/plugins/functions", Some(&bad)).0, 400);
 }

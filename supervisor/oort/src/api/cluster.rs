@@ -185,6 +185,50 @@ pub(super) async fn forward(
     Ok(response)
 }
 
+/// Sends the same request to every other live node (a plugin install or
+/// removal, which each node applies to its own plugins folder). An answer
+/// `fine` accepts besides 2xx counts as done; any other, or a node that does
+/// not answer, makes the whole call fail with each node's answer, after
+/// this node and the others applied it (repeating the call is safe: a node
+/// that has it already answers as `fine` expects).
+pub(super) async fn on_other_nodes(
+    app: &AppState,
+    c: &Membership,
+    method: &str,
+    path: &str,
+    body: Option<Bytes>,
+    fine: impl Fn(u16, &str) -> bool,
+) -> ApiResult<()> {
+    let view = view(c).await?;
+    let others = view.nodes.iter().filter(|n| n.id != c.node_id());
+    let answers = futures_util::future::join_all(others.map(|n| {
+        let body = body.clone();
+        async move { (n.id.clone(), call_node(app, &n.api_addr, method, path, body, INSTALL_TIMEOUT).await) }
+    }))
+    .await;
+    let mut failed = Vec::new();
+    for (node, answer) in answers {
+        match answer {
+            Ok((status, _, bytes)) => {
+                let text = String::from_utf8_lossy(&bytes);
+                if !(200..300).contains(&status) && !fine(status, &text) {
+                    failed.push(format!("node {node} answered {status}: {}", text.trim()));
+                }
+            }
+            Err(e) => failed.push(format!("node {node}: {}", e.message())),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        format!("done on node {} but not on every node: {}", c.node_id(), failed.join("; ")),
+    ))
+}
+
+/// How long another node may take to install a plugin (it downloads it).
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a forwarded request may take (a restart waits for the rule's
 /// plugins to stop).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);

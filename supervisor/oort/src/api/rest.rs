@@ -48,6 +48,10 @@ impl ApiError {
     pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
+
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -421,7 +425,14 @@ async fn describe_plugin(
     }
 }
 
-async fn install_plugin(State(app): State<AppState>, Path(k): Path<String>, body: Bytes) -> ApiResult<Response> {
+/// Installs a plugin here; in cluster mode, then on every other live node
+/// too (each fetches `file` itself), so that any node can run its rules.
+async fn install_plugin(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(k): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let kind = kind(&k)?;
     let obj = json_object(&body)?;
     let sha256 = match obj.get("sha256") {
@@ -436,6 +447,11 @@ async fn install_plugin(State(app): State<AppState>, Path(k): Path<String>, body
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("install task failed: {e}")))??;
     app.host.rescan().await;
+    if let Some(c) = app.cluster_for(&headers) {
+        // Another node that has it already (a shared plugins folder) is fine.
+        let present = |status: u16, answer: &str| status == 400 && answer.contains("already installed");
+        cluster::on_other_nodes(&app, c, "POST", &format!("/plugins/{k}"), Some(body), present).await?;
+    }
     Ok(created(format!("Plugin {} is created.", installed.name)))
 }
 
