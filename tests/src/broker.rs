@@ -127,12 +127,8 @@ impl Broker {
             .spawn()
             .expect("start mosquitto (scripts/setup.sh installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
         for port in [Some(self.port), self.tls_port].into_iter().flatten() {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "mosquitto did not listen on {port}: {}", self.log());
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            crate::wait_listening(port, "mosquitto", || self.log());
         }
     }
 

@@ -29,6 +29,16 @@ pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// Waits up to 10 s for something a test started to listen on `port`;
+/// `log` explains a failure.
+pub(crate) fn wait_listening(port: u16, what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}: {}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The folder holding the workspace's binaries (`oort`, the plugins, the fixture).
 pub fn bin_dir() -> PathBuf {
     // Test executables live in <target>/<profile>/deps/.

@@ -5,11 +5,9 @@
 //! checkpoint store talks to it exactly as to S3 (gofakes3 does not check
 //! signatures; Oort signs every request all the same).
 
+use crate::{free_port, wait_listening};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use crate::free_port;
 
 pub struct S3Server {
     port: u16,
@@ -60,11 +58,7 @@ impl S3Server {
             .spawn()
             .expect("spawn gofakes3");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "gofakes3 did not listen: {}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(self.port, "gofakes3", || self.log());
     }
 
     /// Kills the server (SIGKILL); its objects stay for [`S3Server::restart`].

@@ -18,6 +18,25 @@ fn node(p: &PluginsDir, etcd: &Etcd, id: &str, extra: &[&str]) -> Daemon {
     Daemon::start(p.path(), &args)
 }
 
+/// Runs `oort serve` for node `id`, which must refuse to start; returns what
+/// it said.
+fn refused_at_start(p: &PluginsDir, etcd: &Etcd, id: &str, extra: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("oort"))
+        .args(["serve", "--cluster", &etcd.endpoints(), "--node-id", id, "--rest-addr", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data.path().join("d"))
+        .arg("--plugins-dir")
+        .arg(p.path())
+        .arg("--runtime-dir")
+        .arg(data.path().join("rt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "node {id} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The ids of the live nodes as `d` lists them, or the error it answers.
 fn nodes(d: &Daemon) -> Result<Vec<String>, String> {
     let (status, body) = d.http("GET", "/cluster", None);
@@ -63,19 +82,7 @@ fn nodes_see_each_other_a_killed_one_drops_out_within_its_lease_and_ids_are_uniq
     assert!((0..=2).contains(&ttl), "{status}");
 
     // A second node under a live node's id is refused at start, with why.
-    let data = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("oort"))
-        .args(["serve", "--cluster", &etcd.endpoints(), "--node-id", "a", "--rest-addr", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data.path().join("d"))
-        .arg("--plugins-dir")
-        .arg(p.path())
-        .arg("--runtime-dir")
-        .arg(data.path().join("rt"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    let said = refused_at_start(&p, &etcd, "a", &[]);
     assert!(said.contains("node id \"a\" is already registered by a live node"), "{said}");
 
     // kill -9: the node's lease (2 s) runs out and etcd drops it.
@@ -133,19 +140,7 @@ fn a_checkpoint_store_that_cannot_work_is_named_when_the_node_starts() {
     let etcd = Etcd::start();
     let p = PluginsDir::new();
     // A kind of store this build has no client for: refused, with the reason.
-    let data = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("oort"))
-        .args(["serve", "--cluster", &etcd.endpoints(), "--node-id", "a", "--rest-addr", "127.0.0.1:0"])
-        .args(["--checkpoint-store", "gs://bucket/prefix", "--data-dir"])
-        .arg(data.path().join("d"))
-        .arg("--plugins-dir")
-        .arg(p.path())
-        .arg("--runtime-dir")
-        .arg(data.path().join("rt"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    let said = refused_at_start(&p, &etcd, "a", &["--checkpoint-store", "gs://bucket/prefix"]);
     assert!(said.contains("gs:// is not built into this oort: use s3://"), "{said}");
 
     // A bucket the S3 server does not have: the node runs (the store may

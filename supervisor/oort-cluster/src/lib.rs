@@ -260,14 +260,28 @@ async fn keep_alive(
     let mut reachable = true;
     loop {
         let id = *lock(&lease);
+        // Every step is bounded: a keep-alive stream opened to a member that
+        // died can stall without an error (no answer, no close), and the
+        // lease would run out while this waited on it. A stalled step opens
+        // a new stream, which the client sends to a member that answers.
+        let step = |what: &'static str| move |_| format!("{what} took longer than {period:?}");
         let renewed = async {
-            let (mut keeper, mut answers) = client.lease_keep_alive(id).await?;
+            let (mut keeper, mut answers) = tokio::time::timeout(period, client.lease_keep_alive(id))
+                .await
+                .map_err(step("opening the keep-alive stream"))?
+                .map_err(|e| e.to_string())?;
             loop {
-                keeper.keep_alive().await?;
-                match answers.message().await? {
+                let answer = tokio::time::timeout(period, async {
+                    keeper.keep_alive().await?;
+                    answers.message().await
+                })
+                .await
+                .map_err(step("a keep-alive"))?
+                .map_err(|e| e.to_string())?;
+                match answer {
                     Some(answer) if answer.ttl() > 0 => {}
                     // TTL 0: the lease is gone.
-                    _ => return Ok::<bool, etcd_client::Error>(false),
+                    _ => return Ok::<bool, String>(false),
                 }
                 tokio::time::sleep(period).await;
             }
