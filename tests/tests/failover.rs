@@ -248,11 +248,12 @@ fn checkpoints_on_s3_restore_a_killed_nodes_rules_even_when_the_store_was_down_m
     killed.child.kill().unwrap();
     killed.child.wait().unwrap();
     drop(killed);
-    std::thread::sleep(Duration::from_secs(3));
-    let log = c.logs();
-    let waited =
-        |r: &String| log.lines().any(|l| l.contains("cannot download checkpoint") && l.contains(&format!("rule={r}")));
-    assert!(lost.iter().any(waited), "{log}");
+    let waited = |log: &str| {
+        lost.iter()
+            .any(|r| log.lines().any(|l| l.contains("cannot download checkpoint") && l.contains(&format!("rule={r}"))))
+    };
+    eventually(Duration::from_secs(15), || waited(&c.logs()));
+    assert!(waited(&c.logs()), "{}", c.logs());
     s3.restart();
     let (took, per_node) = c.wait_running(30, &["b", "c"], Duration::from_secs(30));
     println!("the store is back: all 30 rules running on b and c after {took:?}: {per_node:?}");
@@ -262,6 +263,18 @@ fn checkpoints_on_s3_restore_a_killed_nodes_rules_even_when_the_store_was_down_m
     }
     let lines = writer.finish();
     c.check_outputs(&rules, lines, Duration::from_secs(60));
+}
+
+/// Polls `cond` every 100 ms for up to `within`; whether it came true.
+fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
 }
 
 fn wait_state(c: &Cluster, id: &str, want: &str) {

@@ -148,9 +148,10 @@ async fn publish_batches(
         }
         match membership.move_pointers(&moves).await {
             Ok(moved) => {
+                let mut doomed = Vec::new();
                 for ((p, m), moved) in movers.into_iter().zip(moves).zip(moved) {
                     if !moved {
-                        let _ = store.delete(&m.pointer.object).await;
+                        doomed.push(m.pointer.object);
                         let why = format!("rule {} was taken over by another node (fencing token {})", p.rule, p.token);
                         let _ = p.reply.send(Err(PublishError::Fenced(why)));
                         continue;
@@ -159,13 +160,13 @@ async fn publish_batches(
                     let kept = published.entry(p.rule).or_default();
                     kept.push_back(m.pointer.object);
                     while kept.len() > OBJECTS_KEPT {
-                        if let Some(old) = kept.pop_front() {
-                            if let Err(e) = store.delete(&old).await {
-                                tracing::debug!("an old checkpoint object stays: {e}");
-                            }
-                        }
+                        doomed.extend(kept.pop_front());
                     }
                 }
+                // Off the publishing path: when the store has just gone down,
+                // each delete takes its retries, and the next checkpoints
+                // (of every rule on this node) must not wait for them.
+                tokio::spawn(delete_objects(store.clone(), doomed));
             }
             Err(e) => {
                 for p in movers {
@@ -174,6 +175,16 @@ async fn publish_batches(
             }
         }
     }
+}
+
+/// Deletes checkpoint objects no pointer names any more; one that cannot be
+/// deleted only takes space (until the rule is deleted and pruned).
+async fn delete_objects(store: CheckpointStore, objects: Vec<String>) {
+    futures_util::future::join_all(objects.iter().map(|o| store.delete(o)))
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .for_each(|e| tracing::debug!("an old checkpoint object stays: {e}"));
 }
 
 /// What the reconcile loop works with.

@@ -204,6 +204,9 @@ struct ClusterNode {
     owned: Arc<Owned>,
 }
 
+/// How long a node waits, at start, for its checkpoint store to answer.
+const STORE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn join_cluster(c: &ClusterArgs, api_addr: String) -> anyhow::Result<ClusterNode> {
     let checkpoints = match &c.checkpoint_store {
         Some(url) => {
@@ -211,7 +214,13 @@ async fn join_cluster(c: &ClusterArgs, api_addr: String) -> anyhow::Result<Clust
             // Not fatal: the store may be down for a while, and checkpoints
             // complete locally until it is back; but a wrong bucket or
             // credentials should be named at once, not at the first failover.
-            if let Err(e) = store.probe().await {
+            // Bounded: a store that does not answer must not hold the start up.
+            let problem = match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.probe()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {STORE_PROBE_TIMEOUT:?}")),
+            };
+            if let Some(e) = problem {
                 tracing::error!(
                     "the checkpoint store {url} cannot be reached (checkpoints stay on this node until it can): {e}"
                 );

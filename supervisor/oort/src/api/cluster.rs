@@ -185,8 +185,8 @@ pub(super) async fn forward(
     Ok(response)
 }
 
-/// Sends the same request to every other live node (a plugin install or
-/// removal, which each node applies to its own plugins folder). An answer
+/// Sends the same request to every other live node (a plugin install,
+/// which each node applies to its own plugins folder). An answer
 /// `fine` accepts besides 2xx counts as done; any other, or a node that does
 /// not answer, makes the whole call fail with each node's answer, after
 /// this node and the others applied it (repeating the call is safe: a node
